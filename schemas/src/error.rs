@@ -1,0 +1,50 @@
+use thiserror::Error;
+
+/// Why bytes read from the log could not become an [`crate::Event`]. Every variant is a
+/// property of the bytes, never of the process: the consumer parks the record and moves on.
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    /// Fewer than the 5 bytes of the Confluent frame header.
+    #[error("record of {len} bytes is too short for the 5-byte schema frame")]
+    TooShort { len: usize },
+    /// The first byte is not the Confluent magic byte 0.
+    #[error("wrong magic byte {found:#04x}, expected 0x00")]
+    WrongMagicByte { found: u8 },
+    /// The frame names a schema id the registry does not know.
+    #[error("unknown schema id {id}")]
+    UnknownSchemaId { id: u32 },
+    /// The schema is known, but it is not one of orderflow's event types.
+    #[error("schema id {id} ({subject}) is not an orderflow event")]
+    NotAnEvent { id: u32, subject: String },
+    /// The Avro body does not match its writer schema (truncated, corrupt, too large).
+    #[error("avro body does not match schema {subject}: {reason}")]
+    InvalidBody { subject: String, reason: String },
+    /// The Avro body decoded, but bytes were left over: the frame and body disagree.
+    #[error("{trailing} trailing bytes after the avro body of {subject}")]
+    TrailingBytes { subject: String, trailing: usize },
+}
+
+/// Why an event could not be encoded. These are programming or deployment errors (a
+/// schema missing from the registry), not bad input.
+#[derive(Debug, Error)]
+pub enum EncodeError {
+    #[error("no schema registered for subject {subject}")]
+    NoSchema { subject: String },
+    #[error("event does not fit schema {subject}: {reason}")]
+    Avro { subject: String, reason: String },
+}
+
+/// Why the schema registry could not be built.
+#[derive(Debug, Error)]
+pub enum RegistryError {
+    #[error("manifest is not valid JSON: {0}")]
+    Manifest(String),
+    #[error("manifest names file {file}, which is not embedded")]
+    MissingFile { file: String },
+    #[error("schema {file} does not parse: {reason}")]
+    InvalidSchema { file: String, reason: String },
+    #[error("schema id {id} is assigned twice")]
+    DuplicateId { id: u32 },
+    #[error("subject {subject} version {version} is listed twice")]
+    DuplicateVersion { subject: String, version: u32 },
+}

@@ -1,0 +1,225 @@
+//! Rust view of the events in `avro/`. Field names and order match the `.avsc` files; the
+//! golden-vector tests fail if they drift apart.
+//!
+//! Every record ends with a required field, never an optional one: apache-avro reads an
+//! end-of-input where a union index should be as `null`, so a record cut just before a
+//! trailing optional field would decode "successfully". Ending on a required field makes
+//! every truncation an error.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Metadata carried by every event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Unique per event. Consumers deduplicate on it; the checkout derives it from the
+    /// Idempotency-Key so a retried request yields the same id.
+    pub event_id: Uuid,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub occurred_at: DateTime<Utc>,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: String,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipTo {
+    pub postal_code: Option<String>,
+    pub country: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub envelope: Envelope,
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub currency: String,
+    pub lines: Vec<OrderLine>,
+    pub ship_to: ShipTo,
+}
+
+impl OrderPlaced {
+    /// Sum of quantity × unit price, or `None` if it overflows i64.
+    pub fn total_minor(&self) -> Option<i64> {
+        self.lines.iter().try_fold(0i64, |acc, l| {
+            i64::from(l.quantity).checked_mul(l.unit_price_minor).and_then(|v| acc.checked_add(v))
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub envelope: Envelope,
+    pub reason: Option<String>,
+    pub order_id: Uuid,
+}
+
+/// The body shared by the four payment events; which one it is lives in [`Event`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentFact {
+    pub envelope: Envelope,
+    pub order_id: Uuid,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub provider_ref: String,
+}
+
+/// The body shared by the three shipment events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentFact {
+    pub envelope: Envelope,
+    pub order_id: Uuid,
+    pub carrier: Option<String>,
+    pub tracking: Option<String>,
+    pub warehouse: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdjustmentReason {
+    Received,
+    Counted,
+    Damaged,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockAdjusted {
+    pub envelope: Envelope,
+    pub sku: String,
+    pub warehouse: String,
+    pub delta: i32,
+    pub reason: AdjustmentReason,
+}
+
+/// Every event of the order lifecycle.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    OrderPlaced(OrderPlaced),
+    OrderCancelled(OrderCancelled),
+    PaymentAuthorized(PaymentFact),
+    PaymentCaptured(PaymentFact),
+    PaymentFailed(PaymentFact),
+    PaymentRefunded(PaymentFact),
+    ShipmentPacked(ShipmentFact),
+    ShipmentShipped(ShipmentFact),
+    ShipmentDelivered(ShipmentFact),
+    StockAdjusted(StockAdjusted),
+}
+
+/// The type of an event without its body; one Avro record (and subject) each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    OrderPlaced,
+    OrderCancelled,
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentFailed,
+    PaymentRefunded,
+    ShipmentPacked,
+    ShipmentShipped,
+    ShipmentDelivered,
+    StockAdjusted,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 10] = [
+        EventKind::OrderPlaced,
+        EventKind::OrderCancelled,
+        EventKind::PaymentAuthorized,
+        EventKind::PaymentCaptured,
+        EventKind::PaymentFailed,
+        EventKind::PaymentRefunded,
+        EventKind::ShipmentPacked,
+        EventKind::ShipmentShipped,
+        EventKind::ShipmentDelivered,
+        EventKind::StockAdjusted,
+    ];
+
+    /// The Avro record name, without namespace.
+    pub fn record_name(self) -> &'static str {
+        match self {
+            EventKind::OrderPlaced => "OrderPlaced",
+            EventKind::OrderCancelled => "OrderCancelled",
+            EventKind::PaymentAuthorized => "PaymentAuthorized",
+            EventKind::PaymentCaptured => "PaymentCaptured",
+            EventKind::PaymentFailed => "PaymentFailed",
+            EventKind::PaymentRefunded => "PaymentRefunded",
+            EventKind::ShipmentPacked => "ShipmentPacked",
+            EventKind::ShipmentShipped => "ShipmentShipped",
+            EventKind::ShipmentDelivered => "ShipmentDelivered",
+            EventKind::StockAdjusted => "StockAdjusted",
+        }
+    }
+
+    /// The registry subject (RecordNameStrategy: one topic carries many record types).
+    pub fn subject(self) -> String {
+        format!("com.orderflow.events.{}", self.record_name())
+    }
+
+    pub fn from_subject(subject: &str) -> Option<EventKind> {
+        let name = subject.strip_prefix("com.orderflow.events.")?;
+        EventKind::ALL.into_iter().find(|k| k.record_name() == name)
+    }
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::OrderPlaced(_) => EventKind::OrderPlaced,
+            Event::OrderCancelled(_) => EventKind::OrderCancelled,
+            Event::PaymentAuthorized(_) => EventKind::PaymentAuthorized,
+            Event::PaymentCaptured(_) => EventKind::PaymentCaptured,
+            Event::PaymentFailed(_) => EventKind::PaymentFailed,
+            Event::PaymentRefunded(_) => EventKind::PaymentRefunded,
+            Event::ShipmentPacked(_) => EventKind::ShipmentPacked,
+            Event::ShipmentShipped(_) => EventKind::ShipmentShipped,
+            Event::ShipmentDelivered(_) => EventKind::ShipmentDelivered,
+            Event::StockAdjusted(_) => EventKind::StockAdjusted,
+        }
+    }
+
+    pub fn envelope(&self) -> &Envelope {
+        match self {
+            Event::OrderPlaced(e) => &e.envelope,
+            Event::OrderCancelled(e) => &e.envelope,
+            Event::PaymentAuthorized(e)
+            | Event::PaymentCaptured(e)
+            | Event::PaymentFailed(e)
+            | Event::PaymentRefunded(e) => &e.envelope,
+            Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => &e.envelope,
+            Event::StockAdjusted(e) => &e.envelope,
+        }
+    }
+
+    /// The order this event belongs to; `None` for stock adjustments.
+    pub fn order_id(&self) -> Option<Uuid> {
+        match self {
+            Event::OrderPlaced(e) => Some(e.order_id),
+            Event::OrderCancelled(e) => Some(e.order_id),
+            Event::PaymentAuthorized(e)
+            | Event::PaymentCaptured(e)
+            | Event::PaymentFailed(e)
+            | Event::PaymentRefunded(e) => Some(e.order_id),
+            Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => Some(e.order_id),
+            Event::StockAdjusted(_) => None,
+        }
+    }
+
+    /// The Kafka record key. All events of one order share the order id as key, so they
+    /// land in one partition, totally ordered. Stock adjustments share the `orders` topic
+    /// under the key `sku:<SKU>`: the inventory projection then reads one ordered stream
+    /// with one set of offsets, and a log position from the checkout is one (partition,
+    /// offset) whatever was written. Order ids are UUIDs, so the key spaces never collide.
+    pub fn key(&self) -> String {
+        match self {
+            Event::StockAdjusted(e) => format!("sku:{}", e.sku),
+            other => other.order_id().map(|id| id.to_string()).unwrap_or_default(),
+        }
+    }
+}
