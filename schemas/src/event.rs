@@ -65,8 +65,8 @@ pub struct OrderCancelled {
 pub struct PaymentFact {
     pub envelope: Envelope,
     pub order_id: Uuid,
+    /// In minor units of the order's currency (the order fixes the currency).
     pub amount_minor: i64,
-    pub currency: String,
     pub provider_ref: String,
 }
 

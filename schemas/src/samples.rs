@@ -21,7 +21,6 @@ fn payment(n: u128) -> PaymentFact {
         envelope: envelope(n),
         order_id: SAMPLE_ORDER_ID,
         amount_minor: 4_497,
-        currency: "EUR".into(),
         provider_ref: "psp-123".into(),
     }
 }

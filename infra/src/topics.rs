@@ -1,0 +1,61 @@
+//! Topic administration through the Kafka admin API, so the same call works against any
+//! Kafka-protocol broker.
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{InfraError, KafkaSettings};
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+/// What happened to one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicOutcome {
+    Created,
+    AlreadyExisted,
+}
+
+/// Creates each topic; a topic that already exists is fine (its partition count is left
+/// as it is: changing it would move keys between partitions).
+#[tracing::instrument(skip(settings), fields(brokers = %settings.brokers))]
+pub async fn create_topics(
+    settings: &KafkaSettings,
+    specs: &[TopicSpec],
+    timeout: Duration,
+) -> Result<Vec<(String, TopicOutcome)>, InfraError> {
+    for spec in specs {
+        if spec.partitions < 1 || spec.replication_factor < 1 {
+            return Err(InfraError::Config(format!(
+                "topic {}: partitions and replication factor must be at least 1",
+                spec.name
+            )));
+        }
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        settings.client_config().create().map_err(|e| InfraError::Admin(e.to_string()))?;
+    let new_topics: Vec<NewTopic> = specs
+        .iter()
+        .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+    let results = tokio::time::timeout(timeout + Duration::from_secs(1), admin.create_topics(&new_topics, &options))
+        .await
+        .map_err(|_| InfraError::AdminTimeout(timeout))?
+        .map_err(|e| InfraError::Admin(e.to_string()))?;
+    results
+        .into_iter()
+        .map(|result| match result {
+            Ok(name) => Ok((name, TopicOutcome::Created)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => Ok((name, TopicOutcome::AlreadyExisted)),
+            Err((name, code)) => Err(InfraError::Admin(format!("topic {name}: {code}"))),
+        })
+        .collect()
+}

@@ -1,0 +1,57 @@
+//! `orderflow topics create`.
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use infra::topics::{create_topics, TopicOutcome, TopicSpec};
+
+use crate::cli::KafkaArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create the orders topic through the Kafka admin API (an existing topic is fine).
+    Create(CreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Topic name.
+    #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
+    topic: String,
+    /// Partition count: the ceiling on members per consumer group.
+    #[arg(long, env = "ORDERFLOW_PARTITIONS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    partitions: i32,
+    /// Replication factor (1 on a single local broker, 3 in production).
+    #[arg(long, env = "ORDERFLOW_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=16))]
+    replication_factor: i32,
+    /// How long to wait for the broker.
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    timeout_secs: Duration,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>().map(Duration::from_secs).map_err(|_| format!("{s:?} is not a whole number of seconds"))
+}
+
+impl TopicsCommand {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            TopicsCommand::Create(args) => {
+                let settings = args.kafka.settings()?;
+                let spec = TopicSpec {
+                    name: args.topic,
+                    partitions: args.partitions,
+                    replication_factor: args.replication_factor,
+                };
+                for (name, outcome) in create_topics(&settings, &[spec.clone()], args.timeout_secs).await? {
+                    match outcome {
+                        TopicOutcome::Created => println!("created topic {name} ({} partitions)", spec.partitions),
+                        TopicOutcome::AlreadyExisted => println!("topic {name} already exists"),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
