@@ -5,7 +5,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::topics_cmd;
 
 #[derive(Debug, Parser)]
-#[command(name = "orderflow", version, about = "Event-sourced order pipeline: checkout → Kafka log → SQL projections")]
+#[command(
+    name = "orderflow",
+    version,
+    about = "Event-sourced order pipeline: checkout → Kafka log → SQL projections"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

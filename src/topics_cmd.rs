@@ -31,7 +31,9 @@ pub struct CreateArgs {
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
-    s.parse::<u64>().map(Duration::from_secs).map_err(|_| format!("{s:?} is not a whole number of seconds"))
+    s.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("{s:?} is not a whole number of seconds"))
 }
 
 impl TopicsCommand {
@@ -44,9 +46,13 @@ impl TopicsCommand {
                     partitions: args.partitions,
                     replication_factor: args.replication_factor,
                 };
-                for (name, outcome) in create_topics(&settings, &[spec.clone()], args.timeout_secs).await? {
+                for (name, outcome) in
+                    create_topics(&settings, std::slice::from_ref(&spec), args.timeout_secs).await?
+                {
                     match outcome {
-                        TopicOutcome::Created => println!("created topic {name} ({} partitions)", spec.partitions),
+                        TopicOutcome::Created => {
+                            println!("created topic {name} ({} partitions)", spec.partitions)
+                        }
                         TopicOutcome::AlreadyExisted => println!("topic {name} already exists"),
                     }
                 }

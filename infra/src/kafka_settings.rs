@@ -20,7 +20,10 @@ pub struct KafkaSettings {
 
 impl KafkaSettings {
     pub fn new(brokers: impl Into<String>) -> Self {
-        KafkaSettings { brokers: brokers.into(), overrides: Vec::new() }
+        KafkaSettings {
+            brokers: brokers.into(),
+            overrides: Vec::new(),
+        }
     }
 
     /// Reads `ORDERFLOW_KAFKA_<KEY>` variables from the process environment, where
@@ -34,8 +37,17 @@ impl KafkaSettings {
 
     /// A client config with the bootstrap servers and every override applied.
     pub fn client_config(&self) -> ClientConfig {
+        self.client_config_with(&[])
+    }
+
+    /// A client config with orderflow's `defaults` for one kind of client, then the
+    /// operator's overrides on top.
+    pub fn client_config_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
         for (key, value) in &self.overrides {
             config.set(key, value);
         }
@@ -49,11 +61,19 @@ pub fn passthrough_from(
 ) -> Result<Vec<(String, String)>, InfraError> {
     let mut settings = Vec::new();
     for (name, value) in vars {
-        let Some(raw) = name.strip_prefix(PASSTHROUGH_PREFIX) else { continue };
+        let Some(raw) = name.strip_prefix(PASSTHROUGH_PREFIX) else {
+            continue;
+        };
         if raw.is_empty() || !raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(InfraError::Config(format!("{name} is not a valid librdkafka setting name")));
+            return Err(InfraError::Config(format!(
+                "{name} is not a valid librdkafka setting name"
+            )));
         }
-        let key = raw.to_ascii_lowercase().replace("__", "\u{0}").replace('_', ".").replace('\u{0}', "_");
+        let key = raw
+            .to_ascii_lowercase()
+            .replace("__", "\u{0}")
+            .replace('_', ".")
+            .replace('\u{0}', "_");
         settings.push((key, value));
     }
     settings.sort();
@@ -62,7 +82,9 @@ pub fn passthrough_from(
 
 /// Whether a librdkafka key holds a secret that must never be printed.
 fn is_secret(key: &str) -> bool {
-    ["password", "secret", "key.pem", "token", "sasl.jaas"].iter().any(|word| key.contains(word))
+    ["password", "secret", "key.pem", "token", "sasl.jaas"]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 impl fmt::Debug for KafkaSettings {
@@ -70,9 +92,21 @@ impl fmt::Debug for KafkaSettings {
         let shown: Vec<(&str, &str)> = self
             .overrides
             .iter()
-            .map(|(k, v)| (k.as_str(), if is_secret(k) { "<redacted>" } else { v.as_str() }))
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret(k) {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
             .collect();
-        f.debug_struct("KafkaSettings").field("brokers", &self.brokers).field("overrides", &shown).finish()
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("overrides", &shown)
+            .finish()
     }
 }
 
@@ -81,7 +115,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -96,25 +133,52 @@ mod tests {
         .expect("valid");
         assert_eq!(
             got,
-            vars(&[("linger.ms", "5"), ("sasl.mechanisms", "PLAIN"), ("some_odd.key", "x")])
+            vars(&[
+                ("linger.ms", "5"),
+                ("sasl.mechanisms", "PLAIN"),
+                ("some_odd.key", "x")
+            ])
         );
     }
 
     #[test]
     fn malformed_setting_names_are_rejected_with_the_variable_named() {
-        let err = passthrough_from(vars(&[("ORDERFLOW_KAFKA_SASL-MECHANISM", "PLAIN")])).expect_err("invalid");
-        assert!(err.to_string().contains("ORDERFLOW_KAFKA_SASL-MECHANISM"), "{err}");
+        let err = passthrough_from(vars(&[("ORDERFLOW_KAFKA_SASL-MECHANISM", "PLAIN")]))
+            .expect_err("invalid");
+        assert!(
+            err.to_string().contains("ORDERFLOW_KAFKA_SASL-MECHANISM"),
+            "{err}"
+        );
         assert!(passthrough_from(vars(&[("ORDERFLOW_KAFKA_", "x")])).is_err());
+    }
+
+    #[test]
+    fn operator_overrides_win_over_orderflow_defaults() {
+        let settings = KafkaSettings {
+            brokers: "b:9092".into(),
+            overrides: vars(&[("linger.ms", "50")]),
+        };
+        let config = settings.client_config_with(&[("linger.ms", "5"), ("acks", "all")]);
+        assert_eq!(config.get("linger.ms"), Some("50"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("bootstrap.servers"), Some("b:9092"));
     }
 
     #[test]
     fn debug_output_never_shows_secrets() {
         let settings = KafkaSettings {
             brokers: "b:9092".into(),
-            overrides: vars(&[("sasl.password", "hunter2"), ("ssl.key.password", "pw2"), ("sasl.username", "svc")]),
+            overrides: vars(&[
+                ("sasl.password", "hunter2"),
+                ("ssl.key.password", "pw2"),
+                ("sasl.username", "svc"),
+            ]),
         };
         let shown = format!("{settings:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("pw2"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("pw2"),
+            "{shown}"
+        );
         assert!(shown.contains("svc"), "{shown}");
     }
 }

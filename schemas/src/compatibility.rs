@@ -17,8 +17,10 @@ pub struct Incompatibility {
 
 /// Checks that `next` and `previous` can each read what the other wrote.
 pub fn check_pair(previous: &Schema, next: &Schema) -> Result<(), String> {
-    SchemaCompatibility::can_read(previous, next).map_err(|e| format!("backward: new reader cannot read old data: {e}"))?;
-    SchemaCompatibility::can_read(next, previous).map_err(|e| format!("forward: old reader cannot read new data: {e}"))
+    SchemaCompatibility::can_read(previous, next)
+        .map_err(|e| format!("backward: new reader cannot read old data: {e}"))?;
+    SchemaCompatibility::can_read(next, previous)
+        .map_err(|e| format!("forward: old reader cannot read new data: {e}"))
 }
 
 /// Checks every consecutive pair of versions of every given subject.

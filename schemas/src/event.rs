@@ -21,6 +21,15 @@ pub struct Envelope {
     pub causation_id: Option<Uuid>,
 }
 
+impl Envelope {
+    /// The current time at the precision the log keeps (microseconds), so an event read
+    /// back equals the event written.
+    pub fn now() -> DateTime<Utc> {
+        let now = Utc::now();
+        DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderLine {
     pub sku: String,
@@ -48,7 +57,9 @@ impl OrderPlaced {
     /// Sum of quantity × unit price, or `None` if it overflows i64.
     pub fn total_minor(&self) -> Option<i64> {
         self.lines.iter().try_fold(0i64, |acc, l| {
-            i64::from(l.quantity).checked_mul(l.unit_price_minor).and_then(|v| acc.checked_add(v))
+            i64::from(l.quantity)
+                .checked_mul(l.unit_price_minor)
+                .and_then(|v| acc.checked_add(v))
         })
     }
 }
@@ -192,7 +203,9 @@ impl Event {
             | Event::PaymentCaptured(e)
             | Event::PaymentFailed(e)
             | Event::PaymentRefunded(e) => &e.envelope,
-            Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => &e.envelope,
+            Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => {
+                &e.envelope
+            }
             Event::StockAdjusted(e) => &e.envelope,
         }
     }
@@ -206,7 +219,9 @@ impl Event {
             | Event::PaymentCaptured(e)
             | Event::PaymentFailed(e)
             | Event::PaymentRefunded(e) => Some(e.order_id),
-            Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => Some(e.order_id),
+            Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => {
+                Some(e.order_id)
+            }
             Event::StockAdjusted(_) => None,
         }
     }
@@ -219,7 +234,10 @@ impl Event {
     pub fn key(&self) -> String {
         match self {
             Event::StockAdjusted(e) => format!("sku:{}", e.sku),
-            other => other.order_id().map(|id| id.to_string()).unwrap_or_default(),
+            other => other
+                .order_id()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
         }
     }
 }

@@ -18,7 +18,13 @@ pub fn kafka() -> KafkaSettings {
 /// A fresh topic with a unique name, so tests never see each other's records.
 pub async fn fresh_topic(prefix: &str, partitions: i32) -> String {
     let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-    let spec = TopicSpec { name: name.clone(), partitions, replication_factor: 1 };
-    create_topics(&kafka(), &[spec], Duration::from_secs(20)).await.expect("create topic");
+    let spec = TopicSpec {
+        name: name.clone(),
+        partitions,
+        replication_factor: 1,
+    };
+    create_topics(&kafka(), &[spec], Duration::from_secs(20))
+        .await
+        .expect("create topic");
     name
 }

@@ -1,0 +1,134 @@
+//! Field rules for everything that arrives over HTTP. Each failure names the field, so a
+//! client can fix its request without reading our code.
+use serde::Serialize;
+
+use crate::currency::is_iso_4217;
+
+/// One rejected field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Checked<T> = Result<T, FieldError>;
+
+pub const MAX_LINES: usize = 100;
+pub const MAX_QUANTITY: i64 = 10_000;
+/// A generous ceiling that keeps every sum of prices far from i64 overflow in practice;
+/// sums are still computed with checked arithmetic.
+pub const MAX_UNIT_PRICE_MINOR: i64 = 1_000_000_000_000;
+pub const MAX_STOCK_DELTA: i64 = 1_000_000;
+
+/// SKU: `^[A-Z0-9-]{1,32}$`.
+pub fn sku(field: &str, value: &str) -> Checked<()> {
+    let ok = (1..=32).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+    ok.then_some(())
+        .ok_or_else(|| FieldError::new(field, "must match ^[A-Z0-9-]{1,32}$"))
+}
+
+pub fn currency(field: &str, value: &str) -> Checked<()> {
+    is_iso_4217(value)
+        .then_some(())
+        .ok_or_else(|| FieldError::new(field, "must be an ISO 4217 currency code such as EUR"))
+}
+
+/// ISO 3166-1 alpha-2 shape: two upper-case letters.
+pub fn country(field: &str, value: &str) -> Checked<()> {
+    let ok = value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase());
+    ok.then_some(()).ok_or_else(|| {
+        FieldError::new(
+            field,
+            "must be an ISO 3166-1 alpha-2 country code such as DE",
+        )
+    })
+}
+
+/// Free text identifiers: 1..=max characters, no control characters.
+pub fn text(field: &str, value: &str, max: usize) -> Checked<()> {
+    if value.trim().is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Checked<()> {
+    value.map_or(Ok(()), |v| text(field, v, max))
+}
+
+/// An integer within `min..=max`, converted to the target type.
+pub fn in_range<T: TryFrom<i64>>(field: &str, value: i64, min: i64, max: i64) -> Checked<T> {
+    if value < min || value > max {
+        return Err(FieldError::new(
+            field,
+            format!("must be between {min} and {max}"),
+        ));
+    }
+    T::try_from(value).map_err(|_| FieldError::new(field, "is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sku_accepts_upper_case_digits_and_dashes_only() {
+        assert!(sku("sku", "SKU-1").is_ok());
+        assert!(sku("sku", &"A".repeat(32)).is_ok());
+        for bad in ["", "sku-1", "SKU_1", "SKU 1", &"A".repeat(33), "ÄPFEL"] {
+            assert_eq!(
+                sku("lines[0].sku", bad).expect_err(bad).field,
+                "lines[0].sku"
+            );
+        }
+    }
+
+    #[test]
+    fn currency_must_be_a_known_iso_code() {
+        assert!(currency("currency", "EUR").is_ok());
+        assert!(currency("currency", "JPY").is_ok());
+        for bad in ["eur", "EU", "EURO", "XYZ", ""] {
+            assert!(currency("currency", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ranges_are_inclusive_and_name_the_bounds() {
+        assert_eq!(in_range::<i32>("q", 1, 1, 10), Ok(1));
+        assert_eq!(in_range::<i32>("q", 10, 1, 10), Ok(10));
+        let err = in_range::<i32>("q", 0, 1, 10).expect_err("below");
+        assert_eq!(err.message, "must be between 1 and 10");
+    }
+
+    #[test]
+    fn text_rejects_blank_long_and_control_characters() {
+        assert!(text("c", "c-1", 64).is_ok());
+        assert!(text("c", "  ", 64).is_err());
+        assert!(text("c", &"x".repeat(65), 64).is_err());
+        assert!(text("c", "a\u{0}b", 64).is_err());
+    }
+}
