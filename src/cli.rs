@@ -2,7 +2,9 @@
 //! used by scripts and docs, so they change only deliberately.
 use clap::{Args, Parser, Subcommand};
 
-use crate::topics_cmd;
+use std::time::Duration;
+
+use crate::{checkout_cmd, topics_cmd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +32,23 @@ impl KafkaArgs {
     }
 }
 
+/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: unknown unit {unit:?}; use ms, s or m")),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Manage the topics orderflow writes and reads.
@@ -37,12 +56,54 @@ enum Command {
         #[command(subcommand)]
         command: topics_cmd::TopicsCommand,
     },
+    /// Serve the checkout/publishing HTTP API.
+    Checkout(checkout_cmd::CheckoutArgs),
+    /// Drive a checkout with realistic order lifecycles and report rates and latencies.
+    Load(checkout_cmd::LoadArgs),
 }
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Topics { command } => command.run().await,
+            Command::Checkout(args) => args.run(shutdown_signal()).await,
+            Command::Load(args) => args.run().await,
         }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_reject_garbage() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("").is_err());
     }
 }

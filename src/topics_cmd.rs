@@ -26,14 +26,8 @@ pub struct CreateArgs {
     #[arg(long, env = "ORDERFLOW_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=16))]
     replication_factor: i32,
     /// How long to wait for the broker.
-    #[arg(long, default_value = "30", value_parser = parse_seconds)]
-    timeout_secs: Duration,
-}
-
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    s.parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|_| format!("{s:?} is not a whole number of seconds"))
+    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
+    timeout: Duration,
 }
 
 impl TopicsCommand {
@@ -47,7 +41,7 @@ impl TopicsCommand {
                     replication_factor: args.replication_factor,
                 };
                 for (name, outcome) in
-                    create_topics(&settings, std::slice::from_ref(&spec), args.timeout_secs).await?
+                    create_topics(&settings, std::slice::from_ref(&spec), args.timeout).await?
                 {
                     match outcome {
                         TopicOutcome::Created => {

@@ -29,3 +29,12 @@ impl From<sqlx::Error> for IdempotencyError {
         IdempotencyError(e.to_string())
     }
 }
+
+/// Why the checkout could not start.
+#[derive(Debug, Error)]
+pub enum CheckoutError {
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Idempotency(#[from] IdempotencyError),
+}

@@ -9,9 +9,10 @@ pub mod checkout;
 mod currency;
 mod error;
 pub mod idempotency;
+pub mod load;
 pub mod metrics;
 pub mod publisher;
 pub mod requests;
 pub mod validation;
 
-pub use error::{IdempotencyError, PublishError};
+pub use error::{CheckoutError, IdempotencyError, PublishError};

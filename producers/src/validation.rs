@@ -24,9 +24,9 @@ pub type Checked<T> = Result<T, FieldError>;
 
 pub const MAX_LINES: usize = 100;
 pub const MAX_QUANTITY: i64 = 10_000;
-/// A generous ceiling that keeps every sum of prices far from i64 overflow in practice;
-/// sums are still computed with checked arithmetic.
-pub const MAX_UNIT_PRICE_MINOR: i64 = 1_000_000_000_000;
+/// A trillion in major units: one line cannot overflow i64, but a large order can, so
+/// totals are computed with checked arithmetic and an overflow is a validation error.
+pub const MAX_UNIT_PRICE_MINOR: i64 = 100_000_000_000_000;
 pub const MAX_STOCK_DELTA: i64 = 1_000_000;
 
 /// SKU: `^[A-Z0-9-]{1,32}$`.

@@ -28,3 +28,179 @@ pub async fn fresh_topic(prefix: &str, partitions: i32) -> String {
         .expect("create topic");
     name
 }
+
+/// A database of its own for one test, on the PostgreSQL named by `ORDERFLOW_DATABASE_URL`.
+pub async fn fresh_database() -> String {
+    use sqlx::Connection;
+    let admin_url = std::env::var("ORDERFLOW_DATABASE_URL").expect(
+        "ORDERFLOW_DATABASE_URL is not set: run `eval \"$(infra/local/up)\"` before the tests",
+    );
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(base, _)| base)
+        .to_string();
+    format!("{base}/{name}")
+}
+
+/// A checkout served in-process on a free port, with its own topic and database.
+pub struct TestCheckout {
+    pub base_url: String,
+    pub topic: String,
+    pub client: producers::load::HttpClient,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestCheckout {
+    pub async fn spawn(
+        kafka: &KafkaSettings,
+        topic: &str,
+        publish_deadline: Duration,
+    ) -> TestCheckout {
+        let database_url = fresh_database().await;
+        let config = producers::publisher::PublisherConfig {
+            topic: topic.to_string(),
+            deadline: publish_deadline,
+            linger_ms: 1,
+        };
+        let state = producers::checkout::AppState::connect(kafka, &database_url, config)
+            .await
+            .expect("checkout state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let _ = producers::checkout::run(listener, state, std::future::pending()).await;
+        });
+        TestCheckout {
+            base_url,
+            topic: topic.to_string(),
+            client: producers::load::http_client(),
+            server,
+        }
+    }
+
+    /// POSTs JSON, optionally with an Idempotency-Key; returns status and JSON answer.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        key: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        producers::load::post_json(&self.client, &format!("{}{path}", self.base_url), body, key)
+            .await
+            .expect("http")
+    }
+
+    /// Sends raw bytes with the given content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, serde_json::Value) {
+        use http_body_util::BodyExt;
+        let request = hyper::Request::post(format!("{}{path}", self.base_url))
+            .header("content-type", content_type)
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+            .expect("request");
+        let response = self.client.request(request).await.expect("http");
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        use http_body_util::BodyExt;
+        let request = hyper::Request::get(format!("{}{path}", self.base_url))
+            .body(http_body_util::Full::new(hyper::body::Bytes::new()))
+            .expect("request");
+        let response = self.client.request(request).await.expect("http");
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+impl Drop for TestCheckout {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+/// Reads `topic` from the beginning of every partition until `expected` records have
+/// arrived, then half a second more so that any extra record shows up too.
+pub fn read_topic(kafka: &KafkaSettings, topic: &str, expected: usize) -> Vec<LogRecord> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut complete_at: Option<std::time::Instant> = None;
+    let mut records = Vec::new();
+    loop {
+        let now = std::time::Instant::now();
+        if now > deadline || complete_at.is_some_and(|t| now > t + Duration::from_millis(500)) {
+            break;
+        }
+        if complete_at.is_none() && records.len() >= expected {
+            complete_at = Some(now);
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => records.push(LogRecord {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                payload: m.payload().unwrap_or_default().to_vec(),
+            }),
+            Some(Err(e)) => panic!("consume: {e}"),
+            None => {}
+        }
+    }
+    records
+}

@@ -74,6 +74,10 @@ async fn accept_inner<T: DeserializeOwned>(
                 .map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?
         }
     };
+    if !value.is_object() {
+        // serde would read a struct from an array too; the API speaks objects only.
+        return Err(FieldError::new("body", "must be a JSON object").into());
+    }
     let key = idempotency_key(headers)?;
     let request: T = serde_path_to_error::deserialize(&value).map_err(|e| {
         let field = e.path().to_string();

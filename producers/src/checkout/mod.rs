@@ -41,6 +41,21 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// Connects the producer and the idempotency store.
+    pub async fn connect(
+        kafka: &infra::KafkaSettings,
+        database_url: &str,
+        publisher: crate::publisher::PublisherConfig,
+    ) -> Result<Self, crate::CheckoutError> {
+        let publisher = Arc::new(Publisher::new(kafka, publisher)?);
+        let idempotency = IdempotencyStore::connect(database_url).await?;
+        Ok(AppState::new(publisher, idempotency))
+    }
+
+    pub fn publisher(&self) -> &Arc<Publisher> {
+        &self.0.publisher
+    }
+
     pub fn new(publisher: Arc<Publisher>, idempotency: IdempotencyStore) -> Self {
         AppState(Arc::new(Inner {
             publisher,

@@ -1,0 +1,330 @@
+//! `orderflow load`: drives the checkout API with realistic order lifecycles at a target
+//! request rate and reports accepted/s and latency percentiles.
+//!
+//! Each worker plays one order at a time: place it, then (mostly) authorize and capture the
+//! payment, pack, ship and deliver, with some cancellations, failed payments and refunds;
+//! now and then the warehouse receives stock. A shared token bucket holds the total rate.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Base URL of a checkout, e.g. `http://127.0.0.1:8080`.
+    pub target: String,
+    /// Requests per second, all routes together.
+    pub rate: u32,
+    pub duration: Duration,
+    /// Concurrent lifecycles.
+    pub workers: usize,
+    /// Number of distinct SKUs orders draw from.
+    pub skus: u32,
+    pub show_progress: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    pub elapsed: Duration,
+    pub accepted: u64,
+    pub orders_placed: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    /// Latency of accepted requests, sorted ascending.
+    pub latencies: Vec<Duration>,
+}
+
+impl LoadReport {
+    pub fn accepted_per_sec(&self) -> f64 {
+        self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * (self.latencies.len() - 1) as f64).round() as usize;
+        self.latencies[rank.min(self.latencies.len() - 1)]
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} accepted ({:.0}/s, {} orders), {} rejected, {} failed in {:.1}s; latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            self.accepted,
+            self.accepted_per_sec(),
+            self.orders_placed,
+            self.rejected,
+            self.failed,
+            self.elapsed.as_secs_f64(),
+            ms(self.percentile(50.0)),
+            ms(self.percentile(90.0)),
+            ms(self.percentile(99.0)),
+            ms(self.latencies.last().copied().unwrap_or_default()),
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Shared {
+    client: HttpClient,
+    config: LoadConfig,
+    tokens: Semaphore,
+    deadline: Instant,
+    accepted: AtomicU64,
+    orders: AtomicU64,
+    rejected: AtomicU64,
+    failed: AtomicU64,
+    latencies: Mutex<Vec<Duration>>,
+}
+
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(512)
+        .build_http()
+}
+
+/// POSTs a JSON body; returns the status and the parsed JSON answer.
+pub async fn post_json(
+    client: &HttpClient,
+    url: &str,
+    body: &Value,
+    key: Option<&str>,
+) -> Result<(u16, Value), String> {
+    let mut request = hyper::Request::post(url).header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// Runs the load until the duration is over.
+pub async fn run(config: LoadConfig) -> LoadReport {
+    let shared = Arc::new(Shared {
+        client: http_client(),
+        tokens: Semaphore::new(0),
+        deadline: Instant::now() + config.duration,
+        accepted: AtomicU64::new(0),
+        orders: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        latencies: Mutex::new(Vec::new()),
+        config,
+    });
+    let started = Instant::now();
+    let progress = shared
+        .config
+        .show_progress
+        .then(|| progress_bar(shared.config.duration));
+    let refill = tokio::spawn(refill_tokens(shared.clone()));
+    let workers: Vec<_> = (0..shared.config.workers.max(1))
+        .map(|i| tokio::spawn(worker(shared.clone(), i as u64)))
+        .collect();
+    while Instant::now() < shared.deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(bar) = &progress {
+            bar.set_position(
+                started
+                    .elapsed()
+                    .as_secs()
+                    .min(shared.config.duration.as_secs()),
+            );
+            let accepted = shared.accepted.load(Ordering::Relaxed);
+            bar.set_message(format!(
+                "{accepted} accepted, {:.0}/s",
+                accepted as f64 / started.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    refill.abort();
+    shared.tokens.close();
+    for w in workers {
+        let _ = w.await;
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let mut latencies =
+        std::mem::take(&mut *shared.latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    latencies.sort_unstable();
+    LoadReport {
+        elapsed: started.elapsed(),
+        accepted: shared.accepted.load(Ordering::Relaxed),
+        orders_placed: shared.orders.load(Ordering::Relaxed),
+        rejected: shared.rejected.load(Ordering::Relaxed),
+        failed: shared.failed.load(Ordering::Relaxed),
+        latencies,
+    }
+}
+
+fn progress_bar(duration: Duration) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(duration.as_secs());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("load {bar:30} {pos}/{len}s {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+async fn refill_tokens(shared: Arc<Shared>) {
+    let tick = Duration::from_millis(10);
+    let per_tick = f64::from(shared.config.rate) * tick.as_secs_f64();
+    let mut owed = 0.0;
+    let mut interval = tokio::time::interval(tick);
+    loop {
+        interval.tick().await;
+        owed += per_tick;
+        let whole = owed.floor();
+        owed -= whole;
+        // Cap the bucket so a stalled server is not hit by a burst afterwards.
+        let room = (shared.config.rate as usize).saturating_sub(shared.tokens.available_permits());
+        shared.tokens.add_permits((whole as usize).min(room));
+    }
+}
+
+/// A tiny deterministic generator per worker: repeatable runs, no extra dependency.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn percent(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+}
+
+async fn worker(shared: Arc<Shared>, id: u64) {
+    let mut dice = Dice(0x2545_f491_4f6c_dd1d ^ (id + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    while Instant::now() < shared.deadline {
+        if dice.percent(5) {
+            let sku = format!("SKU-{}", dice.below(u64::from(shared.config.skus)));
+            let body =
+                json!({"warehouse": "BER-1", "delta": 50 + dice.below(200), "reason": "received"});
+            if send(&shared, &format!("/inventory/{sku}/adjustments"), &body)
+                .await
+                .is_none()
+            {
+                return;
+            }
+            continue;
+        }
+        if lifecycle(&shared, &mut dice).await.is_none() {
+            return;
+        }
+    }
+}
+
+/// Plays one order; `None` when the run is over.
+async fn lifecycle(shared: &Shared, dice: &mut Dice) -> Option<()> {
+    let lines: Vec<Value> = (0..1 + dice.below(3))
+        .map(|_| {
+            json!({"sku": format!("SKU-{}", dice.below(u64::from(shared.config.skus))),
+                   "quantity": 1 + dice.below(3), "unit_price_minor": 199 + dice.below(9_800)})
+        })
+        .collect();
+    let total: u64 = lines
+        .iter()
+        .map(|l| l["quantity"].as_u64().unwrap_or(0) * l["unit_price_minor"].as_u64().unwrap_or(0))
+        .sum();
+    let currency = ["EUR", "USD", "GBP"][dice.below(3) as usize];
+    let body = json!({"customer_id": format!("c-{}", dice.below(10_000)), "currency": currency,
+                      "lines": lines, "ship_to": {"country": "DE", "postal_code": "10115"}});
+    let placed = send(shared, "/orders", &body).await?;
+    let Some(order_id) = placed
+        .get("order_id")
+        .and_then(Value::as_str)
+        .map(String::from)
+    else {
+        return Some(());
+    };
+    shared.orders.fetch_add(1, Ordering::Relaxed);
+    let order = format!("/orders/{order_id}");
+    if dice.percent(10) {
+        send(
+            shared,
+            &format!("{order}/cancel"),
+            &json!({"reason": "changed mind"}),
+        )
+        .await?;
+        return Some(());
+    }
+    let payment = |status: &str| json!({"status": status, "amount_minor": total, "provider_ref": format!("psp-{order_id}")});
+    send(shared, &format!("{order}/payments"), &payment("authorized")).await?;
+    if dice.percent(5) {
+        send(shared, &format!("{order}/payments"), &payment("failed")).await?;
+        send(shared, &format!("{order}/cancel"), &json!({})).await?;
+        return Some(());
+    }
+    send(shared, &format!("{order}/payments"), &payment("captured")).await?;
+    for status in ["packed", "shipped", "delivered"] {
+        let shipment = json!({"status": status, "warehouse": "BER-1", "carrier": "DHL"});
+        send(shared, &format!("{order}/shipments"), &shipment).await?;
+    }
+    if dice.percent(3) {
+        send(shared, &format!("{order}/payments"), &payment("refunded")).await?;
+    }
+    Some(())
+}
+
+/// Waits for a rate token, sends, records. `None` when the run is over.
+async fn send(shared: &Shared, path: &str, body: &Value) -> Option<Value> {
+    shared.tokens.acquire().await.ok()?.forget();
+    if Instant::now() >= shared.deadline {
+        return None;
+    }
+    let started = Instant::now();
+    let url = format!("{}{}", shared.config.target.trim_end_matches('/'), path);
+    match post_json(&shared.client, &url, body, None).await {
+        Ok((202, answer)) => {
+            shared.accepted.fetch_add(1, Ordering::Relaxed);
+            shared
+                .latencies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(started.elapsed());
+            Some(answer)
+        }
+        Ok((status, answer)) => {
+            tracing::debug!(status, %answer, path, "request not accepted");
+            shared.rejected.fetch_add(1, Ordering::Relaxed);
+            Some(Value::Null)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, path, "request failed");
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            Some(Value::Null)
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `orderflow checkout` and `orderflow load`.
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use producers::checkout::{self, AppState};
+use producers::load::{self, LoadConfig};
+use producers::publisher::PublisherConfig;
+
+use crate::cli::{parse_duration, KafkaArgs};
+
+#[derive(Debug, Args)]
+pub struct CheckoutArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Address to serve the API on.
+    #[arg(
+        long,
+        env = "ORDERFLOW_CHECKOUT_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    listen: String,
+    /// Where Idempotency-Key records live (`postgres://…` or `sqlite://…`).
+    #[arg(
+        long,
+        env = "ORDERFLOW_DATABASE_URL",
+        default_value = "sqlite://orderflow.db?mode=rwc"
+    )]
+    database_url: String,
+    #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
+    topic: String,
+    /// How long a request waits for the broker's acknowledgement before answering 503.
+    #[arg(long, env = "ORDERFLOW_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    publish_timeout: Duration,
+    /// Producer batching delay: higher trades latency for throughput.
+    #[arg(long, env = "ORDERFLOW_LINGER_MS", default_value_t = 2)]
+    linger_ms: u32,
+}
+
+impl CheckoutArgs {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let kafka = self.kafka.settings()?;
+        let publisher = PublisherConfig {
+            topic: self.topic,
+            deadline: self.publish_timeout,
+            linger_ms: self.linger_ms,
+        };
+        let state = AppState::connect(&kafka, &self.database_url, publisher)
+            .await
+            .context("starting checkout")?;
+        let listener = tokio::net::TcpListener::bind(&self.listen)
+            .await
+            .with_context(|| format!("binding {}", self.listen))?;
+        tracing::info!(listen = %listener.local_addr()?, brokers = %kafka.brokers, "checkout serving");
+        checkout::run(listener, state, shutdown)
+            .await
+            .context("serving checkout")?;
+        tracing::info!("checkout stopped");
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Base URL of a running checkout.
+    #[arg(
+        long,
+        env = "ORDERFLOW_LOAD_TARGET",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    target: String,
+    /// Requests per second, all routes together.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    rate: u32,
+    /// How long to run, e.g. 30s or 2m.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Orders in progress at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    workers: u32,
+    /// Distinct SKUs orders draw from.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    skus: u32,
+}
+
+impl LoadArgs {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let report = load::run(LoadConfig {
+            target: self.target,
+            rate: self.rate,
+            duration: self.duration,
+            workers: self.workers as usize,
+            skus: self.skus,
+            show_progress: true,
+        })
+        .await;
+        println!("{}", report.summary());
+        if report.accepted == 0 {
+            anyhow::bail!("no request was accepted: is the checkout running at the target?");
+        }
+        Ok(())
+    }
+}
