@@ -14,18 +14,10 @@ pub struct CheckoutArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
     /// Address to serve the API on.
-    #[arg(
-        long,
-        env = "ORDERFLOW_CHECKOUT_LISTEN",
-        default_value = "127.0.0.1:8080"
-    )]
+    #[arg(long, env = "ORDERFLOW_CHECKOUT_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
     /// Where Idempotency-Key records live (`postgres://…` or `sqlite://…`).
-    #[arg(
-        long,
-        env = "ORDERFLOW_DATABASE_URL",
-        default_value = "sqlite://orderflow.db?mode=rwc"
-    )]
+    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
     database_url: String,
     #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
     topic: String,
@@ -38,26 +30,15 @@ pub struct CheckoutArgs {
 }
 
 impl CheckoutArgs {
-    pub async fn run(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let kafka = self.kafka.settings()?;
-        let publisher = PublisherConfig {
-            topic: self.topic,
-            deadline: self.publish_timeout,
-            linger_ms: self.linger_ms,
-        };
-        let state = AppState::connect(&kafka, &self.database_url, publisher)
-            .await
-            .context("starting checkout")?;
-        let listener = tokio::net::TcpListener::bind(&self.listen)
-            .await
-            .with_context(|| format!("binding {}", self.listen))?;
+        let publisher =
+            PublisherConfig { topic: self.topic, deadline: self.publish_timeout, linger_ms: self.linger_ms };
+        let state = AppState::connect(&kafka, &self.database_url, publisher).await.context("starting checkout")?;
+        let listener =
+            tokio::net::TcpListener::bind(&self.listen).await.with_context(|| format!("binding {}", self.listen))?;
         tracing::info!(listen = %listener.local_addr()?, brokers = %kafka.brokers, "checkout serving");
-        checkout::run(listener, state, shutdown)
-            .await
-            .context("serving checkout")?;
+        checkout::run(listener, state, shutdown).await.context("serving checkout")?;
         tracing::info!("checkout stopped");
         Ok(())
     }
@@ -66,11 +47,7 @@ impl CheckoutArgs {
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// Base URL of a running checkout.
-    #[arg(
-        long,
-        env = "ORDERFLOW_LOAD_TARGET",
-        default_value = "http://127.0.0.1:8080"
-    )]
+    #[arg(long, env = "ORDERFLOW_LOAD_TARGET", default_value = "http://127.0.0.1:8080")]
     target: String,
     /// Requests per second, all routes together.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

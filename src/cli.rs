@@ -7,11 +7,7 @@ use std::time::Duration;
 use crate::{checkout_cmd, topics_cmd};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "orderflow",
-    version,
-    about = "Event-sourced order pipeline: checkout → Kafka log → SQL projections"
-)]
+#[command(name = "orderflow", version, about = "Event-sourced order pipeline: checkout → Kafka log → SQL projections")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,12 +31,8 @@ impl KafkaArgs {
 /// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (number, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
+    let (number, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),

@@ -40,9 +40,7 @@ impl TopicsCommand {
                     partitions: args.partitions,
                     replication_factor: args.replication_factor,
                 };
-                for (name, outcome) in
-                    create_topics(&settings, std::slice::from_ref(&spec), args.timeout).await?
-                {
+                for (name, outcome) in create_topics(&settings, std::slice::from_ref(&spec), args.timeout).await? {
                     match outcome {
                         TopicOutcome::Created => {
                             println!("created topic {name} ({} partitions)", spec.partitions)

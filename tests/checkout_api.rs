@@ -53,65 +53,30 @@ async fn each_route_appends_its_event_keyed_and_placed_where_the_answer_says() {
             json!({"status":"refunded","amount_minor":500,"provider_ref":"psp-1"}),
             EventKind::PaymentRefunded,
         ),
-        (
-            format!("{order}/shipments"),
-            json!({"status":"packed","warehouse":"BER-1"}),
-            EventKind::ShipmentPacked,
-        ),
+        (format!("{order}/shipments"), json!({"status":"packed","warehouse":"BER-1"}), EventKind::ShipmentPacked),
         (
             format!("{order}/shipments"),
             json!({"status":"shipped","warehouse":"BER-1","carrier":"DHL","tracking":"T1"}),
             EventKind::ShipmentShipped,
         ),
-        (
-            format!("{order}/shipments"),
-            json!({"status":"delivered","warehouse":"BER-1"}),
-            EventKind::ShipmentDelivered,
-        ),
-        (
-            format!("{order}/cancel"),
-            json!({"reason":"test"}),
-            EventKind::OrderCancelled,
-        ),
+        (format!("{order}/shipments"), json!({"status":"delivered","warehouse":"BER-1"}), EventKind::ShipmentDelivered),
+        (format!("{order}/cancel"), json!({"reason":"test"}), EventKind::OrderCancelled),
     ];
-    let mut expected = vec![(
-        EventKind::OrderPlaced,
-        order_id.clone(),
-        position(&placed),
-        placed["event_id"].clone(),
-    )];
+    let mut expected = vec![(EventKind::OrderPlaced, order_id.clone(), position(&placed), placed["event_id"].clone())];
     for (path, body, kind) in steps {
         let (status, answer) = app.post(&path, &body, None).await;
         assert_eq!(status, 202, "{path}: {answer}");
         assert_eq!(answer["order_id"], json!(order_id));
-        expected.push((
-            kind,
-            order_id.clone(),
-            position(&answer),
-            answer["event_id"].clone(),
-        ));
+        expected.push((kind, order_id.clone(), position(&answer), answer["event_id"].clone()));
     }
     let (status, stock) = app
-        .post(
-            "/inventory/SKU-1/adjustments",
-            &json!({"warehouse":"BER-1","delta":40,"reason":"received"}),
-            None,
-        )
+        .post("/inventory/SKU-1/adjustments", &json!({"warehouse":"BER-1","delta":40,"reason":"received"}), None)
         .await;
     assert_eq!(status, 202, "{stock}");
-    expected.push((
-        EventKind::StockAdjusted,
-        "sku:SKU-1".to_string(),
-        position(&stock),
-        stock["event_id"].clone(),
-    ));
+    expected.push((EventKind::StockAdjusted, "sku:SKU-1".to_string(), position(&stock), stock["event_id"].clone()));
 
     let records = common::read_topic(&common::kafka(), &app.topic, expected.len());
-    assert_eq!(
-        records.len(),
-        expected.len(),
-        "exactly one record per accepted request"
-    );
+    assert_eq!(records.len(), expected.len(), "exactly one record per accepted request");
     let codec = Codec::builtin();
     for (kind, key, (partition, offset), event_id) in expected {
         let record = records
@@ -124,11 +89,8 @@ async fn each_route_appends_its_event_keyed_and_placed_where_the_answer_says() {
         assert_eq!(json!(event.envelope().event_id), event_id);
     }
     // All events of the order share one partition.
-    let order_partitions: std::collections::HashSet<i32> = records
-        .iter()
-        .filter(|r| r.key.as_deref() == Some(order_id.as_str()))
-        .map(|r| r.partition)
-        .collect();
+    let order_partitions: std::collections::HashSet<i32> =
+        records.iter().filter(|r| r.key.as_deref() == Some(order_id.as_str())).map(|r| r.partition).collect();
     assert_eq!(order_partitions.len(), 1);
 }
 
@@ -138,17 +100,11 @@ async fn placed_order_carries_the_validated_content() {
     let (status, placed) = app.post("/orders", &order_body(), None).await;
     assert_eq!(status, 202);
     let records = common::read_topic(&common::kafka(), &app.topic, 1);
-    let Event::OrderPlaced(event) = Codec::builtin()
-        .decode(&records[0].payload)
-        .expect("decode")
-    else {
+    let Event::OrderPlaced(event) = Codec::builtin().decode(&records[0].payload).expect("decode") else {
         panic!("not placed")
     };
     assert_eq!(json!(event.order_id), placed["order_id"]);
-    assert_eq!(
-        (event.customer_id.as_str(), event.currency.as_str()),
-        ("c-1", "EUR")
-    );
+    assert_eq!((event.customer_id.as_str(), event.currency.as_str()), ("c-1", "EUR"));
     assert_eq!(event.total_minor(), Some(2 * 1999 + 500));
     assert_eq!(event.ship_to.postal_code.as_deref(), Some("10115"));
 }
@@ -164,29 +120,12 @@ async fn every_invalid_request_is_refused_and_appends_nothing() {
         }
         body
     };
-    let line = |sku: &str, quantity: i64, price: i64| json!({"sku": sku, "quantity": quantity, "unit_price_minor": price});
+    let line =
+        |sku: &str, quantity: i64, price: i64| json!({"sku": sku, "quantity": quantity, "unit_price_minor": price});
     let cases: Vec<(&str, String, Value, u16, &str)> = vec![
-        (
-            "no lines",
-            "/orders".into(),
-            with(json!({"lines": []})),
-            422,
-            "lines",
-        ),
-        (
-            "101 lines",
-            "/orders".into(),
-            with(json!({"lines": vec![line("SKU-1", 1, 1); 101]})),
-            422,
-            "lines",
-        ),
-        (
-            "quantity 0",
-            "/orders".into(),
-            with(json!({"lines": [line("SKU-1", 0, 1)]})),
-            422,
-            "lines[0].quantity",
-        ),
+        ("no lines", "/orders".into(), with(json!({"lines": []})), 422, "lines"),
+        ("101 lines", "/orders".into(), with(json!({"lines": vec![line("SKU-1", 1, 1); 101]})), 422, "lines"),
+        ("quantity 0", "/orders".into(), with(json!({"lines": [line("SKU-1", 0, 1)]})), 422, "lines[0].quantity"),
         (
             "quantity 10001",
             "/orders".into(),
@@ -194,20 +133,8 @@ async fn every_invalid_request_is_refused_and_appends_nothing() {
             422,
             "lines[0].quantity",
         ),
-        (
-            "lower-case sku",
-            "/orders".into(),
-            with(json!({"lines": [line("sku-1", 1, 1)]})),
-            422,
-            "lines[0].sku",
-        ),
-        (
-            "33-char sku",
-            "/orders".into(),
-            with(json!({"lines": [line(&"A".repeat(33), 1, 1)]})),
-            422,
-            "lines[0].sku",
-        ),
+        ("lower-case sku", "/orders".into(), with(json!({"lines": [line("sku-1", 1, 1)]})), 422, "lines[0].sku"),
+        ("33-char sku", "/orders".into(), with(json!({"lines": [line(&"A".repeat(33), 1, 1)]})), 422, "lines[0].sku"),
         (
             "negative price",
             "/orders".into(),
@@ -229,27 +156,9 @@ async fn every_invalid_request_is_refused_and_appends_nothing() {
             422,
             "lines",
         ),
-        (
-            "unknown currency",
-            "/orders".into(),
-            with(json!({"currency": "XYZ"})),
-            422,
-            "currency",
-        ),
-        (
-            "bad country",
-            "/orders".into(),
-            with(json!({"ship_to": {"country": "Germany"}})),
-            422,
-            "ship_to.country",
-        ),
-        (
-            "unknown field",
-            "/orders".into(),
-            with(json!({"coupon": "FREE"})),
-            422,
-            "coupon",
-        ),
+        ("unknown currency", "/orders".into(), with(json!({"currency": "XYZ"})), 422, "currency"),
+        ("bad country", "/orders".into(), with(json!({"ship_to": {"country": "Germany"}})), 422, "ship_to.country"),
+        ("unknown field", "/orders".into(), with(json!({"coupon": "FREE"})), 422, "coupon"),
         (
             "unknown nested field",
             "/orders".into(),
@@ -264,13 +173,7 @@ async fn every_invalid_request_is_refused_and_appends_nothing() {
             422,
             "body",
         ),
-        (
-            "body is an array",
-            "/orders".into(),
-            json!([1, 2]),
-            422,
-            "body",
-        ),
+        ("body is an array", "/orders".into(), json!([1, 2]), 422, "body"),
         (
             "payment status unknown",
             format!("/orders/{order_id}/payments"),
@@ -343,12 +246,7 @@ async fn every_invalid_request_is_refused_and_appends_nothing() {
 
     // Bodies that are not JSON at all, or not JSON we accept.
     let raw_cases: Vec<(&str, &str, Vec<u8>, u16)> = vec![
-        (
-            "malformed json",
-            "application/json",
-            b"{\"customer_id\": ".to_vec(),
-            400,
-        ),
+        ("malformed json", "application/json", b"{\"customer_id\": ".to_vec(), 400),
         (
             "deeply nested json",
             "application/json",
@@ -361,33 +259,15 @@ async fn every_invalid_request_is_refused_and_appends_nothing() {
             format!("{}{}", "[".repeat(5_000), "]".repeat(5_000)).into_bytes(),
             400,
         ),
-        (
-            "oversized body",
-            "application/json",
-            vec![b' '; 65 * 1024],
-            413,
-        ),
-        (
-            "wrong content type",
-            "text/plain",
-            order_body().to_string().into_bytes(),
-            415,
-        ),
-        (
-            "form content type",
-            "application/x-www-form-urlencoded",
-            b"a=b".to_vec(),
-            415,
-        ),
+        ("oversized body", "application/json", vec![b' '; 65 * 1024], 413),
+        ("wrong content type", "text/plain", order_body().to_string().into_bytes(), 415),
+        ("form content type", "application/x-www-form-urlencoded", b"a=b".to_vec(), 415),
         ("not utf-8", "application/json", vec![0xff, 0xfe, 0x00], 400),
     ];
     for (name, content_type, body, status) in raw_cases {
         let (got, answer) = app.post_raw("/orders", content_type, body).await;
         assert_eq!(got, status, "{name}: {answer}");
-        assert!(
-            answer["error"].is_string(),
-            "{name}: JSON error body expected, got {answer}"
-        );
+        assert!(answer["error"].is_string(), "{name}: JSON error body expected, got {answer}");
     }
 
     // A valid request afterwards is the only record in the log.
@@ -404,11 +284,7 @@ async fn idempotent_retries_return_the_first_answer_and_append_nothing() {
     assert_eq!(first_status, 202);
     for _ in 0..3 {
         let (status, again) = app.post("/orders", &order_body(), Some("retry-1")).await;
-        assert_eq!(
-            (status, &again),
-            (202, &first),
-            "a retry returns the first response"
-        );
+        assert_eq!((status, &again), (202, &first), "a retry returns the first response");
     }
     // Same meaning spelled differently (field order, whitespace) is the same request.
     let reordered = serde_json::from_str::<Value>(
@@ -426,26 +302,14 @@ async fn idempotent_retries_return_the_first_answer_and_append_nothing() {
 
     // The same key on another route is another request.
     let order = first["order_id"].as_str().expect("order id");
-    let (status, _) = app
-        .post(
-            &format!("/orders/{order}/cancel"),
-            &json!({}),
-            Some("retry-1"),
-        )
-        .await;
+    let (status, _) = app.post(&format!("/orders/{order}/cancel"), &json!({}), Some("retry-1")).await;
     assert_eq!(status, 202);
 
-    let (status, answer) = app
-        .post("/orders", &order_body(), Some(&"k".repeat(300)))
-        .await;
+    let (status, answer) = app.post("/orders", &order_body(), Some(&"k".repeat(300))).await;
     assert_eq!(status, 400, "{answer}");
 
     let records = common::read_topic(&common::kafka(), &app.topic, 2);
-    assert_eq!(
-        records.len(),
-        2,
-        "one order placed, one cancelled: retries appended nothing"
-    );
+    assert_eq!(records.len(), 2, "one order placed, one cancelled: retries appended nothing");
 }
 
 #[tokio::test]
@@ -477,10 +341,30 @@ async fn health_readiness_metrics_and_openapi_are_served() {
         "/metrics",
         "/openapi.json",
     ] {
-        assert!(
-            doc["paths"].get(path).is_some(),
-            "{path} missing from openapi.json"
-        );
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from openapi.json");
     }
     assert_eq!(app.get("/nope").await.0, 404);
+}
+
+#[tokio::test]
+async fn idempotency_store_tells_in_flight_completed_mismatched_and_released_keys_apart() {
+    use producers::idempotency::{Claim, IdempotencyStore};
+    let store = IdempotencyStore::connect(&common::fresh_database().await).await.expect("store");
+    let scope = "POST /orders";
+    assert_eq!(store.claim(scope, "k", "h1").await.expect("claim"), Claim::Claimed);
+    // A second instance sees the first still working on it: the API answers 409.
+    assert_eq!(store.claim(scope, "k", "h1").await.expect("claim"), Claim::InFlight);
+    assert_eq!(store.claim(scope, "k", "h2").await.expect("claim"), Claim::Mismatch);
+    // After an unknown outcome the key is released, so the client's retry may run.
+    store.release(scope, "k").await.expect("release");
+    assert_eq!(store.claim(scope, "k", "h1").await.expect("claim"), Claim::Claimed);
+    store.complete(scope, "k", 202, r#"{"ok":1}"#).await.expect("complete");
+    assert_eq!(
+        store.claim(scope, "k", "h1").await.expect("claim"),
+        Claim::Completed { status: 202, response: r#"{"ok":1}"#.into() }
+    );
+    // Releasing a completed key does nothing: a replay stays a replay.
+    store.release(scope, "k").await.expect("release");
+    assert!(matches!(store.claim(scope, "k", "h1").await.expect("claim"), Claim::Completed { .. }));
+    assert_eq!(store.claim("POST /orders/x/cancel", "k", "h1").await.expect("claim"), Claim::Claimed);
 }

@@ -36,9 +36,9 @@ fn lifecycle(order_id: Uuid) -> Vec<Event> {
                 Event::PaymentAuthorized(e) | Event::PaymentCaptured(e) => {
                     (e.envelope, e.order_id) = (envelope, order_id)
                 }
-                Event::ShipmentPacked(e)
-                | Event::ShipmentShipped(e)
-                | Event::ShipmentDelivered(e) => (e.envelope, e.order_id) = (envelope, order_id),
+                Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => {
+                    (e.envelope, e.order_id) = (envelope, order_id)
+                }
                 _ => unreachable!("not in this lifecycle"),
             }
             event
@@ -67,15 +67,10 @@ async fn events_of_each_order_come_back_decoded_from_one_partition_in_order() {
             let payload = codec.encode(event).expect("encode");
             let key = event.key();
             producer
-                .send(
-                    FutureRecord::to(&topic).key(&key).payload(&payload),
-                    Duration::from_secs(20),
-                )
+                .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(20))
                 .await
                 .expect("broker acknowledged");
-            sent.entry(event.order_id().expect("order event"))
-                .or_default()
-                .push(event.clone());
+            sent.entry(event.order_id().expect("order event")).or_default().push(event.clone());
         }
     }
     let total: usize = sent.values().map(Vec::len).sum();
@@ -88,9 +83,7 @@ async fn events_of_each_order_come_back_decoded_from_one_partition_in_order() {
         .expect("consumer");
     let mut assignment = TopicPartitionList::new();
     for partition in 0..6 {
-        assignment
-            .add_partition_offset(&topic, partition, Offset::Beginning)
-            .expect("partition");
+        assignment.add_partition_offset(&topic, partition, Offset::Beginning).expect("partition");
     }
     consumer.assign(&assignment).expect("assign");
 
@@ -98,27 +91,15 @@ async fn events_of_each_order_come_back_decoded_from_one_partition_in_order() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut count = 0;
     while count < total {
-        assert!(
-            Instant::now() < deadline,
-            "only {count} of {total} records came back within 30 s"
-        );
+        assert!(Instant::now() < deadline, "only {count} of {total} records came back within 30 s");
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
         let message = message.expect("consume");
-        let event = codec
-            .decode(message.payload().expect("payload"))
-            .expect("decode");
+        let event = codec.decode(message.payload().expect("payload")).expect("decode");
         let order_id = event.order_id().expect("order event");
-        assert_eq!(
-            message.key(),
-            Some(order_id.to_string().as_bytes()),
-            "key is the order id"
-        );
-        received
-            .entry(order_id)
-            .or_default()
-            .push((message.partition(), event));
+        assert_eq!(message.key(), Some(order_id.to_string().as_bytes()), "key is the order id");
+        received.entry(order_id).or_default().push((message.partition(), event));
         count += 1;
     }
 
@@ -127,19 +108,9 @@ async fn events_of_each_order_come_back_decoded_from_one_partition_in_order() {
         let got = &received[order_id];
         let partition = got[0].0;
         partitions_used.insert(partition);
-        assert!(
-            got.iter().all(|(p, _)| *p == partition),
-            "order {order_id} spread over partitions"
-        );
+        assert!(got.iter().all(|(p, _)| *p == partition), "order {order_id} spread over partitions");
         let got_events: Vec<&Event> = got.iter().map(|(_, e)| e).collect();
-        assert_eq!(
-            got_events,
-            events.iter().collect::<Vec<_>>(),
-            "order {order_id} out of order"
-        );
+        assert_eq!(got_events, events.iter().collect::<Vec<_>>(), "order {order_id} out of order");
     }
-    assert!(
-        partitions_used.len() > 1,
-        "8 random keys over 6 partitions used only one partition"
-    );
+    assert!(partitions_used.len() > 1, "8 random keys over 6 partitions used only one partition");
 }

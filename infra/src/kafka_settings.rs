@@ -20,10 +20,7 @@ pub struct KafkaSettings {
 
 impl KafkaSettings {
     pub fn new(brokers: impl Into<String>) -> Self {
-        KafkaSettings {
-            brokers: brokers.into(),
-            overrides: Vec::new(),
-        }
+        KafkaSettings { brokers: brokers.into(), overrides: Vec::new() }
     }
 
     /// Reads `ORDERFLOW_KAFKA_<KEY>` variables from the process environment, where
@@ -56,24 +53,16 @@ impl KafkaSettings {
 }
 
 /// Extracts librdkafka settings from environment variables.
-pub fn passthrough_from(
-    vars: impl IntoIterator<Item = (String, String)>,
-) -> Result<Vec<(String, String)>, InfraError> {
+pub fn passthrough_from(vars: impl IntoIterator<Item = (String, String)>) -> Result<Vec<(String, String)>, InfraError> {
     let mut settings = Vec::new();
     for (name, value) in vars {
         let Some(raw) = name.strip_prefix(PASSTHROUGH_PREFIX) else {
             continue;
         };
         if raw.is_empty() || !raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(InfraError::Config(format!(
-                "{name} is not a valid librdkafka setting name"
-            )));
+            return Err(InfraError::Config(format!("{name} is not a valid librdkafka setting name")));
         }
-        let key = raw
-            .to_ascii_lowercase()
-            .replace("__", "\u{0}")
-            .replace('_', ".")
-            .replace('\u{0}', "_");
+        let key = raw.to_ascii_lowercase().replace("__", "\u{0}").replace('_', ".").replace('\u{0}', "_");
         settings.push((key, value));
     }
     settings.sort();
@@ -82,9 +71,7 @@ pub fn passthrough_from(
 
 /// Whether a librdkafka key holds a secret that must never be printed.
 fn is_secret(key: &str) -> bool {
-    ["password", "secret", "key.pem", "token", "sasl.jaas"]
-        .iter()
-        .any(|word| key.contains(word))
+    ["password", "secret", "key.pem", "token", "sasl.jaas"].iter().any(|word| key.contains(word))
 }
 
 impl fmt::Debug for KafkaSettings {
@@ -92,21 +79,9 @@ impl fmt::Debug for KafkaSettings {
         let shown: Vec<(&str, &str)> = self
             .overrides
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str(),
-                    if is_secret(k) {
-                        "<redacted>"
-                    } else {
-                        v.as_str()
-                    },
-                )
-            })
+            .map(|(k, v)| (k.as_str(), if is_secret(k) { "<redacted>" } else { v.as_str() }))
             .collect();
-        f.debug_struct("KafkaSettings")
-            .field("brokers", &self.brokers)
-            .field("overrides", &shown)
-            .finish()
+        f.debug_struct("KafkaSettings").field("brokers", &self.brokers).field("overrides", &shown).finish()
     }
 }
 
@@ -115,10 +90,7 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -131,33 +103,19 @@ mod tests {
             ("PATH", "/bin"),
         ]))
         .expect("valid");
-        assert_eq!(
-            got,
-            vars(&[
-                ("linger.ms", "5"),
-                ("sasl.mechanisms", "PLAIN"),
-                ("some_odd.key", "x")
-            ])
-        );
+        assert_eq!(got, vars(&[("linger.ms", "5"), ("sasl.mechanisms", "PLAIN"), ("some_odd.key", "x")]));
     }
 
     #[test]
     fn malformed_setting_names_are_rejected_with_the_variable_named() {
-        let err = passthrough_from(vars(&[("ORDERFLOW_KAFKA_SASL-MECHANISM", "PLAIN")]))
-            .expect_err("invalid");
-        assert!(
-            err.to_string().contains("ORDERFLOW_KAFKA_SASL-MECHANISM"),
-            "{err}"
-        );
+        let err = passthrough_from(vars(&[("ORDERFLOW_KAFKA_SASL-MECHANISM", "PLAIN")])).expect_err("invalid");
+        assert!(err.to_string().contains("ORDERFLOW_KAFKA_SASL-MECHANISM"), "{err}");
         assert!(passthrough_from(vars(&[("ORDERFLOW_KAFKA_", "x")])).is_err());
     }
 
     #[test]
     fn operator_overrides_win_over_orderflow_defaults() {
-        let settings = KafkaSettings {
-            brokers: "b:9092".into(),
-            overrides: vars(&[("linger.ms", "50")]),
-        };
+        let settings = KafkaSettings { brokers: "b:9092".into(), overrides: vars(&[("linger.ms", "50")]) };
         let config = settings.client_config_with(&[("linger.ms", "5"), ("acks", "all")]);
         assert_eq!(config.get("linger.ms"), Some("50"));
         assert_eq!(config.get("acks"), Some("all"));
@@ -168,17 +126,10 @@ mod tests {
     fn debug_output_never_shows_secrets() {
         let settings = KafkaSettings {
             brokers: "b:9092".into(),
-            overrides: vars(&[
-                ("sasl.password", "hunter2"),
-                ("ssl.key.password", "pw2"),
-                ("sasl.username", "svc"),
-            ]),
+            overrides: vars(&[("sasl.password", "hunter2"), ("ssl.key.password", "pw2"), ("sasl.username", "svc")]),
         };
         let shown = format!("{settings:?}");
-        assert!(
-            !shown.contains("hunter2") && !shown.contains("pw2"),
-            "{shown}"
-        );
+        assert!(!shown.contains("hunter2") && !shown.contains("pw2"), "{shown}");
         assert!(shown.contains("svc"), "{shown}");
     }
 }

@@ -39,37 +39,22 @@ pub async fn create_topics(
             )));
         }
     }
-    let admin: AdminClient<DefaultClientContext> = settings
-        .client_config()
-        .create()
-        .map_err(|e| InfraError::Admin(e.to_string()))?;
+    let admin: AdminClient<DefaultClientContext> =
+        settings.client_config().create().map_err(|e| InfraError::Admin(e.to_string()))?;
     let new_topics: Vec<NewTopic> = specs
         .iter()
-        .map(|s| {
-            NewTopic::new(
-                &s.name,
-                s.partitions,
-                TopicReplication::Fixed(s.replication_factor),
-            )
-        })
+        .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor)))
         .collect();
-    let options = AdminOptions::new()
-        .operation_timeout(Some(timeout))
-        .request_timeout(Some(timeout));
-    let results = tokio::time::timeout(
-        timeout + Duration::from_secs(1),
-        admin.create_topics(&new_topics, &options),
-    )
-    .await
-    .map_err(|_| InfraError::AdminTimeout(timeout))?
-    .map_err(|e| InfraError::Admin(e.to_string()))?;
+    let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+    let results = tokio::time::timeout(timeout + Duration::from_secs(1), admin.create_topics(&new_topics, &options))
+        .await
+        .map_err(|_| InfraError::AdminTimeout(timeout))?
+        .map_err(|e| InfraError::Admin(e.to_string()))?;
     results
         .into_iter()
         .map(|result| match result {
             Ok(name) => Ok((name, TopicOutcome::Created)),
-            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                Ok((name, TopicOutcome::AlreadyExisted))
-            }
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => Ok((name, TopicOutcome::AlreadyExisted)),
             Err((name, code)) => Err(InfraError::Admin(format!("topic {name}: {code}"))),
         })
         .collect()

@@ -63,12 +63,7 @@ impl IdempotencyStore {
     }
 
     #[tracing::instrument(skip(self, request_hash))]
-    pub async fn claim(
-        &self,
-        scope: &str,
-        key: &str,
-        request_hash: &str,
-    ) -> Result<Claim, IdempotencyError> {
+    pub async fn claim(&self, scope: &str, key: &str, request_hash: &str) -> Result<Claim, IdempotencyError> {
         let now = now_ms();
         let inserted = sqlx::query(
             "INSERT INTO checkout_idempotency (scope, idempotency_key, request_hash, state, claimed_at_ms)
@@ -116,21 +111,11 @@ impl IdempotencyStore {
         .bind(stale_before)
         .execute(&self.pool)
         .await?;
-        Ok(if taken.rows_affected() == 1 {
-            Claim::Claimed
-        } else {
-            Claim::InFlight
-        })
+        Ok(if taken.rows_affected() == 1 { Claim::Claimed } else { Claim::InFlight })
     }
 
     #[tracing::instrument(skip(self, response))]
-    pub async fn complete(
-        &self,
-        scope: &str,
-        key: &str,
-        status: u16,
-        response: &str,
-    ) -> Result<(), IdempotencyError> {
+    pub async fn complete(&self, scope: &str, key: &str, status: u16, response: &str) -> Result<(), IdempotencyError> {
         sqlx::query(
             "UPDATE checkout_idempotency SET state = 'done', status = $3, response = $4
              WHERE scope = $1 AND idempotency_key = $2",
@@ -146,11 +131,13 @@ impl IdempotencyStore {
 
     #[tracing::instrument(skip(self))]
     pub async fn release(&self, scope: &str, key: &str) -> Result<(), IdempotencyError> {
-        sqlx::query("DELETE FROM checkout_idempotency WHERE scope = $1 AND idempotency_key = $2 AND state = 'in_flight'")
-            .bind(scope)
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "DELETE FROM checkout_idempotency WHERE scope = $1 AND idempotency_key = $2 AND state = 'in_flight'",
+        )
+        .bind(scope)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

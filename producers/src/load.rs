@@ -90,9 +90,7 @@ struct Shared {
 }
 
 pub fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(512)
-        .build_http()
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(512).build_http()
 }
 
 /// POSTs a JSON body; returns the status and the parsed JSON answer.
@@ -106,21 +104,11 @@ pub async fn post_json(
     if let Some(key) = key {
         request = request.header("idempotency-key", key);
     }
-    let request = request
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| e.to_string())?;
+    let request = request.body(Full::new(Bytes::from(body.to_string()))).map_err(|e| e.to_string())?;
     let response = client.request(request).await.map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
+    let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
 }
 
 /// Runs the load until the duration is over.
@@ -137,28 +125,16 @@ pub async fn run(config: LoadConfig) -> LoadReport {
         config,
     });
     let started = Instant::now();
-    let progress = shared
-        .config
-        .show_progress
-        .then(|| progress_bar(shared.config.duration));
+    let progress = shared.config.show_progress.then(|| progress_bar(shared.config.duration));
     let refill = tokio::spawn(refill_tokens(shared.clone()));
-    let workers: Vec<_> = (0..shared.config.workers.max(1))
-        .map(|i| tokio::spawn(worker(shared.clone(), i as u64)))
-        .collect();
+    let workers: Vec<_> =
+        (0..shared.config.workers.max(1)).map(|i| tokio::spawn(worker(shared.clone(), i as u64))).collect();
     while Instant::now() < shared.deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if let Some(bar) = &progress {
-            bar.set_position(
-                started
-                    .elapsed()
-                    .as_secs()
-                    .min(shared.config.duration.as_secs()),
-            );
+            bar.set_position(started.elapsed().as_secs().min(shared.config.duration.as_secs()));
             let accepted = shared.accepted.load(Ordering::Relaxed);
-            bar.set_message(format!(
-                "{accepted} accepted, {:.0}/s",
-                accepted as f64 / started.elapsed().as_secs_f64()
-            ));
+            bar.set_message(format!("{accepted} accepted, {:.0}/s", accepted as f64 / started.elapsed().as_secs_f64()));
         }
     }
     refill.abort();
@@ -169,8 +145,7 @@ pub async fn run(config: LoadConfig) -> LoadReport {
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    let mut latencies =
-        std::mem::take(&mut *shared.latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut latencies = std::mem::take(&mut *shared.latencies.lock().unwrap_or_else(|e| e.into_inner()));
     latencies.sort_unstable();
     LoadReport {
         elapsed: started.elapsed(),
@@ -230,12 +205,8 @@ async fn worker(shared: Arc<Shared>, id: u64) {
     while Instant::now() < shared.deadline {
         if dice.percent(5) {
             let sku = format!("SKU-{}", dice.below(u64::from(shared.config.skus)));
-            let body =
-                json!({"warehouse": "BER-1", "delta": 50 + dice.below(200), "reason": "received"});
-            if send(&shared, &format!("/inventory/{sku}/adjustments"), &body)
-                .await
-                .is_none()
-            {
+            let body = json!({"warehouse": "BER-1", "delta": 50 + dice.below(200), "reason": "received"});
+            if send(&shared, &format!("/inventory/{sku}/adjustments"), &body).await.is_none() {
                 return;
             }
             continue;
@@ -254,33 +225,23 @@ async fn lifecycle(shared: &Shared, dice: &mut Dice) -> Option<()> {
                    "quantity": 1 + dice.below(3), "unit_price_minor": 199 + dice.below(9_800)})
         })
         .collect();
-    let total: u64 = lines
-        .iter()
-        .map(|l| l["quantity"].as_u64().unwrap_or(0) * l["unit_price_minor"].as_u64().unwrap_or(0))
-        .sum();
+    let total: u64 =
+        lines.iter().map(|l| l["quantity"].as_u64().unwrap_or(0) * l["unit_price_minor"].as_u64().unwrap_or(0)).sum();
     let currency = ["EUR", "USD", "GBP"][dice.below(3) as usize];
     let body = json!({"customer_id": format!("c-{}", dice.below(10_000)), "currency": currency,
                       "lines": lines, "ship_to": {"country": "DE", "postal_code": "10115"}});
     let placed = send(shared, "/orders", &body).await?;
-    let Some(order_id) = placed
-        .get("order_id")
-        .and_then(Value::as_str)
-        .map(String::from)
-    else {
+    let Some(order_id) = placed.get("order_id").and_then(Value::as_str).map(String::from) else {
         return Some(());
     };
     shared.orders.fetch_add(1, Ordering::Relaxed);
     let order = format!("/orders/{order_id}");
     if dice.percent(10) {
-        send(
-            shared,
-            &format!("{order}/cancel"),
-            &json!({"reason": "changed mind"}),
-        )
-        .await?;
+        send(shared, &format!("{order}/cancel"), &json!({"reason": "changed mind"})).await?;
         return Some(());
     }
-    let payment = |status: &str| json!({"status": status, "amount_minor": total, "provider_ref": format!("psp-{order_id}")});
+    let payment =
+        |status: &str| json!({"status": status, "amount_minor": total, "provider_ref": format!("psp-{order_id}")});
     send(shared, &format!("{order}/payments"), &payment("authorized")).await?;
     if dice.percent(5) {
         send(shared, &format!("{order}/payments"), &payment("failed")).await?;
@@ -309,11 +270,7 @@ async fn send(shared: &Shared, path: &str, body: &Value) -> Option<Value> {
     match post_json(&shared.client, &url, body, None).await {
         Ok((202, answer)) => {
             shared.accepted.fetch_add(1, Ordering::Relaxed);
-            shared
-                .latencies
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(started.elapsed());
+            shared.latencies.lock().unwrap_or_else(|e| e.into_inner()).push(started.elapsed());
             Some(answer)
         }
         Ok((status, answer)) => {

@@ -17,10 +17,7 @@ pub fn prometheus() -> PrometheusHandle {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full(PRODUCE_SECONDS.into()),
-                    &[
-                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                        10.0,
-                    ],
+                    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
                 )
                 .expect("bucket list is not empty");
             let recorder = builder.build_recorder();
@@ -34,8 +31,7 @@ pub fn prometheus() -> PrometheusHandle {
 }
 
 pub fn record_request(route: &str, status: u16) {
-    metrics::counter!(REQUESTS, "route" => route.to_string(), "status" => status.to_string())
-        .increment(1);
+    metrics::counter!(REQUESTS, "route" => route.to_string(), "status" => status.to_string()).increment(1);
 }
 
 pub fn record_produce_latency(elapsed: Duration) {

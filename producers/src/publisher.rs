@@ -1,10 +1,13 @@
 //! Appends events to the log: encode, produce with an idempotent producer (acks=all),
 //! await the broker's acknowledgement within a deadline. Many publishes run concurrently;
 //! librdkafka batches them.
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
 use schemas::{Codec, Event};
 use serde::Serialize;
 
@@ -19,8 +22,16 @@ pub struct Position {
     pub offset: i64,
 }
 
+/// Consecutive failed publishes after which the producer is rebuilt.
+const FAILURES_BEFORE_REBUILD: u32 = 3;
+const REBUILD_INTERVAL: Duration = Duration::from_secs(5);
+
 pub struct Publisher {
-    producer: FutureProducer,
+    /// The live producer and its generation. Rebuilt when it is stuck (see `recover`).
+    producer: RwLock<(u64, FutureProducer)>,
+    client_config: ClientConfig,
+    consecutive_failures: AtomicU32,
+    last_rebuild: Mutex<Option<Instant>>,
     codec: Codec,
     topic: String,
     deadline: Duration,
@@ -36,28 +47,24 @@ pub struct PublisherConfig {
 }
 
 impl Publisher {
-    pub fn new(
-        kafka: &infra::KafkaSettings,
-        config: PublisherConfig,
-    ) -> Result<Self, PublishError> {
+    pub fn new(kafka: &infra::KafkaSettings, config: PublisherConfig) -> Result<Self, PublishError> {
         // librdkafka keeps retrying a little longer than our deadline: a request we answered
         // 503 may still be written, which is why retries carry the same event id.
-        let message_timeout = (config.deadline + Duration::from_secs(5))
-            .as_millis()
-            .to_string();
+        let message_timeout = (config.deadline + Duration::from_secs(5)).as_millis().to_string();
         let linger = config.linger_ms.to_string();
-        let producer: FutureProducer = kafka
-            .client_config_with(&[
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("message.timeout.ms", &message_timeout),
-                ("linger.ms", &linger),
-                ("compression.type", "lz4"),
-            ])
-            .create()
-            .map_err(|e| PublishError::Config(e.to_string()))?;
+        let client_config = kafka.client_config_with(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("message.timeout.ms", &message_timeout),
+            ("linger.ms", &linger),
+            ("compression.type", "lz4"),
+        ]);
+        let producer: FutureProducer = client_config.create().map_err(|e| PublishError::Config(e.to_string()))?;
         Ok(Publisher {
-            producer,
+            producer: RwLock::new((0, producer)),
+            client_config,
+            consecutive_failures: AtomicU32::new(0),
+            last_rebuild: Mutex::new(None),
             codec: Codec::builtin(),
             topic: config.topic,
             deadline: config.deadline,
@@ -72,65 +79,86 @@ impl Publisher {
         &self.topic
     }
 
+    fn current(&self) -> (u64, FutureProducer) {
+        self.producer.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Appends one event keyed by [`Event::key`] and waits for the broker's ack.
     #[tracing::instrument(skip_all, fields(kind = ?event.kind(), event_id = %event.envelope().event_id))]
     pub async fn publish(&self, event: &Event) -> Result<Position, PublishError> {
-        let payload = self
-            .codec
-            .encode(event)
-            .map_err(|e| PublishError::Encode(e.to_string()))?;
+        let payload = self.codec.encode(event).map_err(|e| PublishError::Encode(e.to_string()))?;
         self.publish_encoded(&event.key(), &payload).await
     }
 
     /// Produces already-encoded bytes; the benchmark compares this path to a bare producer.
-    pub async fn publish_encoded(
-        &self,
-        key: &str,
-        payload: &[u8],
-    ) -> Result<Position, PublishError> {
+    pub async fn publish_encoded(&self, key: &str, payload: &[u8]) -> Result<Position, PublishError> {
         let started = Instant::now();
         let _in_flight = m::InFlightProduce::start();
+        let (generation, producer) = self.current();
         let record = FutureRecord::to(&self.topic).key(key).payload(payload);
-        let delivery = self
-            .producer
-            .send_result(record)
-            .map_err(|(e, _)| match e {
-                KafkaError::MessageProduction(code) => PublishError::Rejected(code.to_string()),
-                other => PublishError::Rejected(other.to_string()),
-            })?;
+        let delivery = producer.send_result(record).map_err(|(e, _)| match e {
+            KafkaError::MessageProduction(code) => PublishError::Rejected(code.to_string()),
+            other => PublishError::Rejected(other.to_string()),
+        })?;
         let outcome = tokio::time::timeout(self.deadline, delivery).await;
         m::record_produce_latency(started.elapsed());
-        match outcome {
-            Ok(Ok(Ok(delivered))) => Ok(Position {
-                partition: delivered.partition,
-                offset: delivered.offset,
-            }),
-            Ok(Ok(Err((e, _)))) => Err(PublishError::OutcomeUnknown(e.to_string())),
-            Ok(Err(_canceled)) => Err(PublishError::OutcomeUnknown("producer shut down".into())),
-            Err(_elapsed) => Err(PublishError::OutcomeUnknown(format!(
-                "no acknowledgement within {:?}",
-                self.deadline
-            ))),
+        let error = match outcome {
+            Ok(Ok(Ok(delivered))) => {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                return Ok(Position { partition: delivered.partition, offset: delivered.offset });
+            }
+            Ok(Ok(Err((e, _)))) => PublishError::OutcomeUnknown(e.to_string()),
+            Ok(Err(_canceled)) => PublishError::OutcomeUnknown("producer shut down".into()),
+            Err(_elapsed) => PublishError::OutcomeUnknown(format!("no acknowledgement within {:?}", self.deadline)),
+        };
+        self.recover(generation, &producer);
+        Err(error)
+    }
+
+    /// An idempotent producer can get stuck for good: a fatal error (fenced, sequence gap),
+    /// or a broker that lost its producer-id state in a restart and rejects every batch
+    /// (seen with tansu). After a fatal error, or several failures in a row, start a new
+    /// producer (a new producer id), at most once per [`REBUILD_INTERVAL`]: if the broker
+    /// is simply down the new one waits like the old one did. Requests in between got 503
+    /// and are retried by their clients with the same event ids.
+    fn recover(&self, generation: u64, producer: &FutureProducer) {
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let fatal = producer.client().fatal_error();
+        if fatal.is_none() && failures < FAILURES_BEFORE_REBUILD {
+            return;
+        }
+        let mut last = self.last_rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < REBUILD_INTERVAL) {
+            return;
+        }
+        let fresh: FutureProducer = match self.client_config.create() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "could not rebuild the producer");
+                return;
+            }
+        };
+        let mut slot = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if slot.0 == generation {
+            tracing::warn!(?fatal, failures, "producer keeps failing; replaced it with a new one");
+            *slot = (generation + 1, fresh);
+            *last = Some(Instant::now());
+            self.consecutive_failures.store(0, Ordering::Relaxed);
         }
     }
 
     /// Whether the broker answers a metadata request for our topic within `timeout`.
     pub async fn broker_reachable(&self, timeout: Duration) -> bool {
-        let client = self.producer.clone();
+        let (_, client) = self.current();
         let topic = self.topic.clone();
-        tokio::task::spawn_blocking(move || {
-            client
-                .client()
-                .fetch_metadata(Some(&topic), timeout)
-                .is_ok()
-        })
-        .await
-        .unwrap_or(false)
+        tokio::task::spawn_blocking(move || client.client().fetch_metadata(Some(&topic), timeout).is_ok())
+            .await
+            .unwrap_or(false)
     }
 
     /// Waits for queued produces to be acknowledged, up to `timeout`.
     pub async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
-        let producer = self.producer.clone();
+        let (_, producer) = self.current();
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .map_err(|e| PublishError::OutcomeUnknown(e.to_string()))?

@@ -1,8 +1,8 @@
 //! The bodies of the publishing API and how each becomes exactly one event. Parsing is
 //! strict (unknown fields are rejected) and every rule lives in `validation`.
 use schemas::{
-    AdjustmentReason, Envelope, Event, OrderCancelled, OrderLine, OrderPlaced, PaymentFact, ShipTo,
-    ShipmentFact, StockAdjusted,
+    AdjustmentReason, Envelope, Event, OrderCancelled, OrderLine, OrderPlaced, PaymentFact, ShipTo, ShipmentFact,
+    StockAdjusted,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -92,37 +92,21 @@ impl PlaceOrderRequest {
         v::text("customer_id", &self.customer_id, 64)?;
         v::currency("currency", &self.currency)?;
         if self.lines.is_empty() || self.lines.len() > v::MAX_LINES {
-            return Err(FieldError::new(
-                "lines",
-                format!("must hold 1 to {} lines", v::MAX_LINES),
-            ));
+            return Err(FieldError::new("lines", format!("must hold 1 to {} lines", v::MAX_LINES)));
         }
         v::country("ship_to.country", &self.ship_to.country)?;
-        v::optional_text(
-            "ship_to.postal_code",
-            self.ship_to.postal_code.as_deref(),
-            16,
-        )?;
+        v::optional_text("ship_to.postal_code", self.ship_to.postal_code.as_deref(), 16)?;
         let mut lines = Vec::with_capacity(self.lines.len());
         for (i, line) in self.lines.into_iter().enumerate() {
             v::sku(&format!("lines[{i}].sku"), &line.sku)?;
-            let quantity = v::in_range(
-                &format!("lines[{i}].quantity"),
-                line.quantity,
-                1,
-                v::MAX_QUANTITY,
-            )?;
+            let quantity = v::in_range(&format!("lines[{i}].quantity"), line.quantity, 1, v::MAX_QUANTITY)?;
             let unit_price_minor = v::in_range(
                 &format!("lines[{i}].unit_price_minor"),
                 line.unit_price_minor,
                 0,
                 v::MAX_UNIT_PRICE_MINOR,
             )?;
-            lines.push(OrderLine {
-                sku: line.sku,
-                quantity,
-                unit_price_minor,
-            });
+            lines.push(OrderLine { sku: line.sku, quantity, unit_price_minor });
         }
         let placed = OrderPlaced {
             envelope,
@@ -130,15 +114,10 @@ impl PlaceOrderRequest {
             customer_id: self.customer_id,
             currency: self.currency,
             lines,
-            ship_to: ShipTo {
-                country: self.ship_to.country,
-                postal_code: self.ship_to.postal_code,
-            },
+            ship_to: ShipTo { country: self.ship_to.country, postal_code: self.ship_to.postal_code },
         };
         // Checked arithmetic: a total that does not fit in i64 is a client error, not a wrap.
-        placed
-            .total_minor()
-            .ok_or_else(|| FieldError::new("lines", "order total overflows"))?;
+        placed.total_minor().ok_or_else(|| FieldError::new("lines", "order total overflows"))?;
         Ok(placed)
     }
 }
@@ -146,11 +125,7 @@ impl PlaceOrderRequest {
 impl CancelOrderRequest {
     pub fn into_event(self, envelope: Envelope, order_id: Uuid) -> Checked<Event> {
         v::optional_text("reason", self.reason.as_deref(), 500)?;
-        Ok(Event::OrderCancelled(OrderCancelled {
-            envelope,
-            reason: self.reason,
-            order_id,
-        }))
+        Ok(Event::OrderCancelled(OrderCancelled { envelope, reason: self.reason, order_id }))
     }
 }
 
@@ -158,12 +133,7 @@ impl PaymentRequest {
     pub fn into_event(self, envelope: Envelope, order_id: Uuid) -> Checked<Event> {
         let amount_minor = v::in_range("amount_minor", self.amount_minor, 0, MAX_AMOUNT_MINOR)?;
         v::text("provider_ref", &self.provider_ref, 128)?;
-        let fact = PaymentFact {
-            envelope,
-            order_id,
-            amount_minor,
-            provider_ref: self.provider_ref,
-        };
+        let fact = PaymentFact { envelope, order_id, amount_minor, provider_ref: self.provider_ref };
         Ok(match self.status {
             PaymentStatus::Authorized => Event::PaymentAuthorized(fact),
             PaymentStatus::Captured => Event::PaymentCaptured(fact),
@@ -201,12 +171,6 @@ impl StockAdjustmentRequest {
         if delta == 0 {
             return Err(FieldError::new("delta", "must not be zero"));
         }
-        Ok(Event::StockAdjusted(StockAdjusted {
-            envelope,
-            sku,
-            warehouse: self.warehouse,
-            delta,
-            reason: self.reason,
-        }))
+        Ok(Event::StockAdjusted(StockAdjusted { envelope, sku, warehouse: self.warehouse, delta, reason: self.reason }))
     }
 }

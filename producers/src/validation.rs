@@ -13,10 +13,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
+        FieldError { field: field.into(), message: message.into() }
     }
 }
 
@@ -32,11 +29,8 @@ pub const MAX_STOCK_DELTA: i64 = 1_000_000;
 /// SKU: `^[A-Z0-9-]{1,32}$`.
 pub fn sku(field: &str, value: &str) -> Checked<()> {
     let ok = (1..=32).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
-    ok.then_some(())
-        .ok_or_else(|| FieldError::new(field, "must match ^[A-Z0-9-]{1,32}$"))
+        && value.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+    ok.then_some(()).ok_or_else(|| FieldError::new(field, "must match ^[A-Z0-9-]{1,32}$"))
 }
 
 pub fn currency(field: &str, value: &str) -> Checked<()> {
@@ -48,12 +42,7 @@ pub fn currency(field: &str, value: &str) -> Checked<()> {
 /// ISO 3166-1 alpha-2 shape: two upper-case letters.
 pub fn country(field: &str, value: &str) -> Checked<()> {
     let ok = value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase());
-    ok.then_some(()).ok_or_else(|| {
-        FieldError::new(
-            field,
-            "must be an ISO 3166-1 alpha-2 country code such as DE",
-        )
-    })
+    ok.then_some(()).ok_or_else(|| FieldError::new(field, "must be an ISO 3166-1 alpha-2 country code such as DE"))
 }
 
 /// Free text identifiers: 1..=max characters, no control characters.
@@ -62,16 +51,10 @@ pub fn text(field: &str, value: &str, max: usize) -> Checked<()> {
         return Err(FieldError::new(field, "must not be empty"));
     }
     if value.chars().count() > max {
-        return Err(FieldError::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
+        return Err(FieldError::new(field, format!("must be at most {max} characters")));
     }
     if value.chars().any(char::is_control) {
-        return Err(FieldError::new(
-            field,
-            "must not contain control characters",
-        ));
+        return Err(FieldError::new(field, "must not contain control characters"));
     }
     Ok(())
 }
@@ -83,10 +66,7 @@ pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Checked<()
 /// An integer within `min..=max`, converted to the target type.
 pub fn in_range<T: TryFrom<i64>>(field: &str, value: i64, min: i64, max: i64) -> Checked<T> {
     if value < min || value > max {
-        return Err(FieldError::new(
-            field,
-            format!("must be between {min} and {max}"),
-        ));
+        return Err(FieldError::new(field, format!("must be between {min} and {max}")));
     }
     T::try_from(value).map_err(|_| FieldError::new(field, "is out of range"))
 }
@@ -100,10 +80,7 @@ mod tests {
         assert!(sku("sku", "SKU-1").is_ok());
         assert!(sku("sku", &"A".repeat(32)).is_ok());
         for bad in ["", "sku-1", "SKU_1", "SKU 1", &"A".repeat(33), "ÄPFEL"] {
-            assert_eq!(
-                sku("lines[0].sku", bad).expect_err(bad).field,
-                "lines[0].sku"
-            );
+            assert_eq!(sku("lines[0].sku", bad).expect_err(bad).field, "lines[0].sku");
         }
     }
 

@@ -29,9 +29,7 @@ pub struct Codec {
 
 impl std::fmt::Debug for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Codec")
-            .field("event_kinds", &self.writers.len())
-            .finish()
+        f.debug_struct("Codec").field("event_kinds", &self.writers.len()).finish()
     }
 }
 
@@ -45,9 +43,7 @@ impl Codec {
         let mut writers = HashMap::new();
         for kind in EventKind::ALL {
             let subject = kind.subject();
-            let latest = registry
-                .latest(&subject)
-                .ok_or(EncodeError::NoSchema { subject })?;
+            let latest = registry.latest(&subject).ok_or(EncodeError::NoSchema { subject })?;
             writers.insert(kind, latest.clone());
         }
         Ok(Codec { registry, writers })
@@ -55,8 +51,7 @@ impl Codec {
 
     /// The codec over the schemas built into this binary.
     pub fn builtin() -> Self {
-        let registry = crate::ManifestRegistry::builtin()
-            .expect("the embedded manifest is validated by tests");
+        let registry = crate::ManifestRegistry::builtin().expect("the embedded manifest is validated by tests");
         Codec::new(Arc::new(registry)).expect("the embedded manifest covers every event kind")
     }
 
@@ -102,25 +97,18 @@ impl Codec {
         Ok(match kind {
             EventKind::OrderPlaced => Event::OrderPlaced(read_body(writer, reader, body)?),
             EventKind::OrderCancelled => Event::OrderCancelled(read_body(writer, reader, body)?),
-            EventKind::PaymentAuthorized => {
-                Event::PaymentAuthorized(read_body(writer, reader, body)?)
-            }
+            EventKind::PaymentAuthorized => Event::PaymentAuthorized(read_body(writer, reader, body)?),
             EventKind::PaymentCaptured => Event::PaymentCaptured(read_body(writer, reader, body)?),
             EventKind::PaymentFailed => Event::PaymentFailed(read_body(writer, reader, body)?),
             EventKind::PaymentRefunded => Event::PaymentRefunded(read_body(writer, reader, body)?),
             EventKind::ShipmentPacked => Event::ShipmentPacked(read_body(writer, reader, body)?),
             EventKind::ShipmentShipped => Event::ShipmentShipped(read_body(writer, reader, body)?),
-            EventKind::ShipmentDelivered => {
-                Event::ShipmentDelivered(read_body(writer, reader, body)?)
-            }
+            EventKind::ShipmentDelivered => Event::ShipmentDelivered(read_body(writer, reader, body)?),
             EventKind::StockAdjusted => Event::StockAdjusted(read_body(writer, reader, body)?),
         })
     }
 
-    fn frame<'a>(
-        &'a self,
-        bytes: &'a [u8],
-    ) -> Result<(EventKind, &'a RegisteredSchema, &'a [u8]), DecodeError> {
+    fn frame<'a>(&'a self, bytes: &'a [u8]) -> Result<(EventKind, &'a RegisteredSchema, &'a [u8]), DecodeError> {
         if bytes.len() < HEADER_LEN {
             return Err(DecodeError::TooShort { len: bytes.len() });
         }
@@ -128,30 +116,17 @@ impl Codec {
             return Err(DecodeError::WrongMagicByte { found: bytes[0] });
         }
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-        let writer = self
-            .registry
-            .by_id(id)
-            .ok_or(DecodeError::UnknownSchemaId { id })?;
-        let kind =
-            EventKind::from_subject(&writer.subject).ok_or_else(|| DecodeError::NotAnEvent {
-                id,
-                subject: writer.subject.clone(),
-            })?;
+        let writer = self.registry.by_id(id).ok_or(DecodeError::UnknownSchemaId { id })?;
+        let kind = EventKind::from_subject(&writer.subject)
+            .ok_or_else(|| DecodeError::NotAnEvent { id, subject: writer.subject.clone() })?;
         Ok((kind, writer, &bytes[HEADER_LEN..]))
     }
 }
 
-fn write_body<T: Serialize>(
-    writer: &RegisteredSchema,
-    body: &T,
-    buf: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
+fn write_body<T: Serialize>(writer: &RegisteredSchema, body: &T, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
     write_avro_datum_ref(&writer.schema, body, buf)
         .map(|_| ())
-        .map_err(|e| EncodeError::Avro {
-            subject: writer.subject.clone(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| EncodeError::Avro { subject: writer.subject.clone(), reason: e.to_string() })
 }
 
 /// Decodes with the writer's schema and, when the writer used an older version, resolves
@@ -161,17 +136,12 @@ fn read_body<T: DeserializeOwned>(
     reader: &RegisteredSchema,
     mut body: &[u8],
 ) -> Result<T, DecodeError> {
-    let invalid = |e: apache_avro::Error| DecodeError::InvalidBody {
-        subject: writer.subject.clone(),
-        reason: e.to_string(),
-    };
+    let invalid =
+        |e: apache_avro::Error| DecodeError::InvalidBody { subject: writer.subject.clone(), reason: e.to_string() };
     let reader_schema: Option<&Schema> = (reader.id != writer.id).then_some(&reader.schema);
     let value = from_avro_datum(&writer.schema, &mut body, reader_schema).map_err(invalid)?;
     if !body.is_empty() {
-        return Err(DecodeError::TrailingBytes {
-            subject: writer.subject.clone(),
-            trailing: body.len(),
-        });
+        return Err(DecodeError::TrailingBytes { subject: writer.subject.clone(), trailing: body.len() });
     }
     from_value(&value).map_err(invalid)
 }

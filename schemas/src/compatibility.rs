@@ -19,8 +19,7 @@ pub struct Incompatibility {
 pub fn check_pair(previous: &Schema, next: &Schema) -> Result<(), String> {
     SchemaCompatibility::can_read(previous, next)
         .map_err(|e| format!("backward: new reader cannot read old data: {e}"))?;
-    SchemaCompatibility::can_read(next, previous)
-        .map_err(|e| format!("forward: old reader cannot read new data: {e}"))
+    SchemaCompatibility::can_read(next, previous).map_err(|e| format!("forward: old reader cannot read new data: {e}"))
 }
 
 /// Checks every consecutive pair of versions of every given subject.

@@ -57,9 +57,7 @@ impl OrderPlaced {
     /// Sum of quantity × unit price, or `None` if it overflows i64.
     pub fn total_minor(&self) -> Option<i64> {
         self.lines.iter().try_fold(0i64, |acc, l| {
-            i64::from(l.quantity)
-                .checked_mul(l.unit_price_minor)
-                .and_then(|v| acc.checked_add(v))
+            i64::from(l.quantity).checked_mul(l.unit_price_minor).and_then(|v| acc.checked_add(v))
         })
     }
 }
@@ -203,9 +201,7 @@ impl Event {
             | Event::PaymentCaptured(e)
             | Event::PaymentFailed(e)
             | Event::PaymentRefunded(e) => &e.envelope,
-            Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => {
-                &e.envelope
-            }
+            Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => &e.envelope,
             Event::StockAdjusted(e) => &e.envelope,
         }
     }
@@ -219,9 +215,7 @@ impl Event {
             | Event::PaymentCaptured(e)
             | Event::PaymentFailed(e)
             | Event::PaymentRefunded(e) => Some(e.order_id),
-            Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => {
-                Some(e.order_id)
-            }
+            Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => Some(e.order_id),
             Event::StockAdjusted(_) => None,
         }
     }
@@ -234,10 +228,7 @@ impl Event {
     pub fn key(&self) -> String {
         match self {
             Event::StockAdjusted(e) => format!("sku:{}", e.sku),
-            other => other
-                .order_id()
-                .map(|id| id.to_string())
-                .unwrap_or_default(),
+            other => other.order_id().map(|id| id.to_string()).unwrap_or_default(),
         }
     }
 }

@@ -20,8 +20,8 @@ pub mod samples;
 pub use codec::{Codec, MAX_DECODE_ALLOCATION_BYTES};
 pub use error::{DecodeError, EncodeError, RegistryError};
 pub use event::{
-    AdjustmentReason, Envelope, Event, EventKind, OrderCancelled, OrderLine, OrderPlaced,
-    PaymentFact, ShipTo, ShipmentFact, StockAdjusted,
+    AdjustmentReason, Envelope, Event, EventKind, OrderCancelled, OrderLine, OrderPlaced, PaymentFact, ShipTo,
+    ShipmentFact, StockAdjusted,
 };
 pub use registry::{ManifestRegistry, RegisteredSchema, SchemaRegistry};
 

@@ -49,32 +49,19 @@ impl ManifestRegistry {
     /// The registry of the schemas this binary was built with.
     pub fn builtin() -> Result<Self, RegistryError> {
         Self::from_manifest(MANIFEST, |file| {
-            EMBEDDED_SCHEMAS
-                .iter()
-                .find(|(name, _)| *name == file)
-                .map(|(_, text)| text.to_string())
+            EMBEDDED_SCHEMAS.iter().find(|(name, _)| *name == file).map(|(_, text)| text.to_string())
         })
     }
 
     /// Builds a registry from manifest JSON, loading each named file through `load`.
-    pub fn from_manifest(
-        manifest: &str,
-        load: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, RegistryError> {
+    pub fn from_manifest(manifest: &str, load: impl Fn(&str) -> Option<String>) -> Result<Self, RegistryError> {
         let entries: Vec<ManifestEntry> =
             serde_json::from_str(manifest).map_err(|e| RegistryError::Manifest(e.to_string()))?;
-        let mut registry = ManifestRegistry {
-            by_id: HashMap::new(),
-            by_subject: HashMap::new(),
-        };
+        let mut registry = ManifestRegistry { by_id: HashMap::new(), by_subject: HashMap::new() };
         for entry in entries {
-            let text = load(&entry.file).ok_or_else(|| RegistryError::MissingFile {
-                file: entry.file.clone(),
-            })?;
-            let schema = Schema::parse_str(&text).map_err(|e| RegistryError::InvalidSchema {
-                file: entry.file.clone(),
-                reason: e.to_string(),
-            })?;
+            let text = load(&entry.file).ok_or_else(|| RegistryError::MissingFile { file: entry.file.clone() })?;
+            let schema = Schema::parse_str(&text)
+                .map_err(|e| RegistryError::InvalidSchema { file: entry.file.clone(), reason: e.to_string() })?;
             registry.insert(RegisteredSchema {
                 subject: entry.subject,
                 version: entry.version,
@@ -117,10 +104,7 @@ impl SchemaRegistry for ManifestRegistry {
     }
 
     fn latest(&self, subject: &str) -> Option<&RegisteredSchema> {
-        self.by_subject
-            .get(subject)?
-            .last()
-            .and_then(|id| self.by_id.get(id))
+        self.by_subject.get(subject)?.last().and_then(|id| self.by_id.get(id))
     }
 
     fn versions(&self, subject: &str) -> Vec<&RegisteredSchema> {

@@ -7,10 +7,7 @@ use crate::event::*;
 fn envelope(n: u128) -> Envelope {
     Envelope {
         event_id: Uuid::from_u128(0x0e0e_0000_0000_4000_8000_0000_0000_0000 + n),
-        occurred_at: Utc
-            .timestamp_opt(1_780_000_000 + n as i64, 123_456_000)
-            .single()
-            .unwrap_or_default(),
+        occurred_at: Utc.timestamp_opt(1_780_000_000 + n as i64, 123_456_000).single().unwrap_or_default(),
         correlation_id: Uuid::from_u128(0xc0c0_0000_0000_4000_8000_0000_0000_0001),
         causation_id: (n > 1).then(|| Uuid::from_u128(0x0e0e_0000_0000_4000_8000_0000_0000_0001)),
     }
@@ -47,21 +44,10 @@ pub fn sample(kind: EventKind) -> Event {
             customer_id: "c-1".into(),
             currency: "EUR".into(),
             lines: vec![
-                OrderLine {
-                    sku: "SKU-1".into(),
-                    quantity: 2,
-                    unit_price_minor: 1_999,
-                },
-                OrderLine {
-                    sku: "SKU-2".into(),
-                    quantity: 1,
-                    unit_price_minor: 499,
-                },
+                OrderLine { sku: "SKU-1".into(), quantity: 2, unit_price_minor: 1_999 },
+                OrderLine { sku: "SKU-2".into(), quantity: 1, unit_price_minor: 499 },
             ],
-            ship_to: ShipTo {
-                country: "DE".into(),
-                postal_code: Some("10115".into()),
-            },
+            ship_to: ShipTo { country: "DE".into(), postal_code: Some("10115".into()) },
         }),
         EventKind::OrderCancelled => Event::OrderCancelled(OrderCancelled {
             envelope: envelope(2),

@@ -14,9 +14,7 @@ fn every_event_kind_survives_encode_then_decode() {
 #[test]
 fn frames_start_with_magic_byte_and_big_endian_schema_id() {
     let codec = Codec::builtin();
-    let bytes = codec
-        .encode(&sample(EventKind::PaymentCaptured))
-        .expect("encode");
+    let bytes = codec.encode(&sample(EventKind::PaymentCaptured)).expect("encode");
     assert_eq!(bytes[0], 0);
     let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
     assert_eq!(id, codec.schema_id(EventKind::PaymentCaptured));
@@ -31,18 +29,12 @@ fn encoding_matches_golden_vectors() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let bless = std::env::var_os("ORDERFLOW_BLESS").is_some();
     for kind in EventKind::ALL {
-        let hex: String = codec
-            .encode(&sample(kind))
-            .expect("encode")
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex: String = codec.encode(&sample(kind)).expect("encode").iter().map(|b| format!("{b:02x}")).collect();
         let path = dir.join(format!("{}.hex", kind.record_name()));
         if bless {
             std::fs::write(&path, format!("{hex}\n")).expect("write golden");
         }
-        let golden =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(hex, golden.trim(), "{kind:?} bytes changed");
     }
 }

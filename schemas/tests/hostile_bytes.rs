@@ -30,52 +30,32 @@ fn zigzag(n: i64) -> Vec<u8> {
 
 #[test]
 fn empty_record_is_too_short() {
-    assert!(matches!(
-        codec().decode(&[]),
-        Err(DecodeError::TooShort { len: 0 })
-    ));
+    assert!(matches!(codec().decode(&[]), Err(DecodeError::TooShort { len: 0 })));
 }
 
 #[test]
 fn header_without_body_is_too_short_or_invalid() {
-    assert!(matches!(
-        codec().decode(&[0, 0, 0]),
-        Err(DecodeError::TooShort { len: 3 })
-    ));
+    assert!(matches!(codec().decode(&[0, 0, 0]), Err(DecodeError::TooShort { len: 3 })));
     let id = codec().schema_id(EventKind::OrderCancelled);
-    assert!(matches!(
-        codec().decode(&framed(id, &[])),
-        Err(DecodeError::InvalidBody { .. })
-    ));
+    assert!(matches!(codec().decode(&framed(id, &[])), Err(DecodeError::InvalidBody { .. })));
 }
 
 #[test]
 fn wrong_magic_byte_is_rejected() {
-    let mut bytes = codec()
-        .encode(&sample(EventKind::OrderPlaced))
-        .expect("encode");
+    let mut bytes = codec().encode(&sample(EventKind::OrderPlaced)).expect("encode");
     bytes[0] = 1;
-    assert!(matches!(
-        codec().decode(&bytes),
-        Err(DecodeError::WrongMagicByte { found: 1 })
-    ));
+    assert!(matches!(codec().decode(&bytes), Err(DecodeError::WrongMagicByte { found: 1 })));
 }
 
 #[test]
 fn json_text_is_a_wrong_magic_byte() {
-    assert!(matches!(
-        codec().decode(br#"{"order_id":"x"}"#),
-        Err(DecodeError::WrongMagicByte { found: b'{' })
-    ));
+    assert!(matches!(codec().decode(br#"{"order_id":"x"}"#), Err(DecodeError::WrongMagicByte { found: b'{' })));
 }
 
 #[test]
 fn unknown_schema_id_is_rejected() {
     let bytes = framed(999_999, &[2, 3, 4]);
-    assert!(matches!(
-        codec().decode(&bytes),
-        Err(DecodeError::UnknownSchemaId { id: 999_999 })
-    ));
+    assert!(matches!(codec().decode(&bytes), Err(DecodeError::UnknownSchemaId { id: 999_999 })));
 }
 
 #[test]
@@ -84,10 +64,7 @@ fn every_truncation_of_every_event_is_an_error() {
     for kind in EventKind::ALL {
         let bytes = codec.encode(&sample(kind)).expect("encode");
         for cut in 0..bytes.len() {
-            assert!(
-                codec.decode(&bytes[..cut]).is_err(),
-                "{kind:?} cut at {cut} decoded"
-            );
+            assert!(codec.decode(&bytes[..cut]).is_err(), "{kind:?} cut at {cut} decoded");
         }
     }
 }
@@ -96,9 +73,7 @@ fn every_truncation_of_every_event_is_an_error() {
 fn body_of_another_record_type_is_rejected() {
     // A StockAdjusted body framed with the OrderPlaced schema id.
     let codec = codec();
-    let stock = codec
-        .encode(&sample(EventKind::StockAdjusted))
-        .expect("encode");
+    let stock = codec.encode(&sample(EventKind::StockAdjusted)).expect("encode");
     let placed_id = codec.schema_id(EventKind::OrderPlaced);
     let forged = framed(placed_id, &stock[5..]);
     assert!(codec.decode(&forged).is_err());
@@ -107,27 +82,18 @@ fn body_of_another_record_type_is_rejected() {
 #[test]
 fn bytes_left_after_the_body_are_rejected() {
     let codec = codec();
-    let mut bytes = codec
-        .encode(&sample(EventKind::OrderCancelled))
-        .expect("encode");
+    let mut bytes = codec.encode(&sample(EventKind::OrderCancelled)).expect("encode");
     bytes.extend_from_slice(&[7, 7]);
-    assert!(matches!(
-        codec.decode(&bytes),
-        Err(DecodeError::TrailingBytes { trailing: 2, .. })
-    ));
+    assert!(matches!(codec.decode(&bytes), Err(DecodeError::TrailingBytes { trailing: 2, .. })));
 }
 
 #[test]
 fn huge_array_length_prefix_is_refused_without_allocating() {
     // OrderPlaced up to the `lines` array, then a claimed count of 2^40 lines.
     let codec = codec();
-    let schemas::Event::OrderPlaced(mut placed) = sample(EventKind::OrderPlaced) else {
-        unreachable!()
-    };
+    let schemas::Event::OrderPlaced(mut placed) = sample(EventKind::OrderPlaced) else { unreachable!() };
     placed.lines.clear();
-    let bytes = codec
-        .encode(&schemas::Event::OrderPlaced(placed))
-        .expect("encode");
+    let bytes = codec.encode(&schemas::Event::OrderPlaced(placed)).expect("encode");
     // With no lines the array is one 0 byte, followed by ship_to (country, union index, code).
     let tail_len = 1 + 1 + 2 + 1 + 1 + 5;
     let mut forged = bytes[..bytes.len() - tail_len].to_vec();
@@ -144,10 +110,7 @@ fn huge_string_length_prefix_is_refused() {
     let id = codec.schema_id(EventKind::OrderCancelled);
     let mut body = zigzag(1 << 50);
     body.extend_from_slice(b"abc");
-    assert!(matches!(
-        codec.decode(&framed(id, &body)),
-        Err(DecodeError::InvalidBody { .. })
-    ));
+    assert!(matches!(codec.decode(&framed(id, &body)), Err(DecodeError::InvalidBody { .. })));
 }
 
 #[test]
@@ -175,8 +138,5 @@ fn random_bytes_never_panic() {
             errors += 1;
         }
     }
-    assert!(
-        errors > 19_000,
-        "random bytes decoded suspiciously often: {errors} errors"
-    );
+    assert!(errors > 19_000, "random bytes decoded suspiciously often: {errors} errors");
 }

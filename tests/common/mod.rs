@@ -18,35 +18,20 @@ pub fn kafka() -> KafkaSettings {
 /// A fresh topic with a unique name, so tests never see each other's records.
 pub async fn fresh_topic(prefix: &str, partitions: i32) -> String {
     let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-    let spec = TopicSpec {
-        name: name.clone(),
-        partitions,
-        replication_factor: 1,
-    };
-    create_topics(&kafka(), &[spec], Duration::from_secs(20))
-        .await
-        .expect("create topic");
+    let spec = TopicSpec { name: name.clone(), partitions, replication_factor: 1 };
+    create_topics(&kafka(), &[spec], Duration::from_secs(20)).await.expect("create topic");
     name
 }
 
 /// A database of its own for one test, on the PostgreSQL named by `ORDERFLOW_DATABASE_URL`.
 pub async fn fresh_database() -> String {
     use sqlx::Connection;
-    let admin_url = std::env::var("ORDERFLOW_DATABASE_URL").expect(
-        "ORDERFLOW_DATABASE_URL is not set: run `eval \"$(infra/local/up)\"` before the tests",
-    );
+    let admin_url = std::env::var("ORDERFLOW_DATABASE_URL")
+        .expect("ORDERFLOW_DATABASE_URL is not set: run `eval \"$(infra/local/up)\"` before the tests");
     let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let base = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.as_str(), |(base, _)| base)
-        .to_string();
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base).to_string();
     format!("{base}/{name}")
 }
 
@@ -59,54 +44,29 @@ pub struct TestCheckout {
 }
 
 impl TestCheckout {
-    pub async fn spawn(
-        kafka: &KafkaSettings,
-        topic: &str,
-        publish_deadline: Duration,
-    ) -> TestCheckout {
+    pub async fn spawn(kafka: &KafkaSettings, topic: &str, publish_deadline: Duration) -> TestCheckout {
         let database_url = fresh_database().await;
         let config = producers::publisher::PublisherConfig {
             topic: topic.to_string(),
             deadline: publish_deadline,
             linger_ms: 1,
         };
-        let state = producers::checkout::AppState::connect(kafka, &database_url, config)
-            .await
-            .expect("checkout state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let state = producers::checkout::AppState::connect(kafka, &database_url, config).await.expect("checkout state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
             let _ = producers::checkout::run(listener, state, std::future::pending()).await;
         });
-        TestCheckout {
-            base_url,
-            topic: topic.to_string(),
-            client: producers::load::http_client(),
-            server,
-        }
+        TestCheckout { base_url, topic: topic.to_string(), client: producers::load::http_client(), server }
     }
 
     /// POSTs JSON, optionally with an Idempotency-Key; returns status and JSON answer.
-    pub async fn post(
-        &self,
-        path: &str,
-        body: &serde_json::Value,
-        key: Option<&str>,
-    ) -> (u16, serde_json::Value) {
-        producers::load::post_json(&self.client, &format!("{}{path}", self.base_url), body, key)
-            .await
-            .expect("http")
+    pub async fn post(&self, path: &str, body: &serde_json::Value, key: Option<&str>) -> (u16, serde_json::Value) {
+        producers::load::post_json(&self.client, &format!("{}{path}", self.base_url), body, key).await.expect("http")
     }
 
     /// Sends raw bytes with the given content type.
-    pub async fn post_raw(
-        &self,
-        path: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> (u16, serde_json::Value) {
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
         use http_body_util::BodyExt;
         let request = hyper::Request::post(format!("{}{path}", self.base_url))
             .header("content-type", content_type)
@@ -114,16 +74,8 @@ impl TestCheckout {
             .expect("request");
         let response = self.client.request(request).await.expect("http");
         let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        )
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
@@ -133,12 +85,7 @@ impl TestCheckout {
             .expect("request");
         let response = self.client.request(request).await.expect("http");
         let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 }
@@ -169,15 +116,11 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str, expected: usize) -> Vec<Lo
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
     let partitions = metadata.topics()[0].partitions().len() as i32;
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
+        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
     }
     consumer.assign(&assignment).expect("assign");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -203,4 +146,71 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str, expected: usize) -> Vec<Lo
         }
     }
     records
+}
+
+/// A broker process of the test's own (tansu with sqlite storage in a temp directory), for
+/// tests that stop and restart the broker. Killed when dropped.
+pub struct OwnBroker {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    pub fn start() -> OwnBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let dir = std::env::temp_dir().join(format!("orderflow-broker-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("broker dir");
+        let mut broker = OwnBroker { port, dir, child: None };
+        broker.restart();
+        broker
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker process (again), on the same port and storage.
+    pub fn restart(&mut self) {
+        let bin = std::env::var("ORDERFLOW_TANSU_BIN")
+            .unwrap_or_else(|_| format!("{}/.cargo/bin/tansu", std::env::var("HOME").unwrap_or_default()));
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.join("tansu.log")).expect("log");
+        let child = std::process::Command::new(bin)
+            .current_dir(&self.dir)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start tansu (ORDERFLOW_TANSU_BIN)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "own broker did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: the broker vanishes without a goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -57,15 +57,9 @@ async fn accept_inner<T: DeserializeOwned>(
     empty_body: Option<Value>,
     build: impl FnOnce(T, Ids) -> Result<Built, FieldError>,
 ) -> Result<Response, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("body exceeds {MAX_BODY_BYTES} bytes"),
-            )
-        })?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("body exceeds {MAX_BODY_BYTES} bytes"))
+    })?;
     let value = match (bytes.is_empty(), empty_body) {
         (true, Some(default)) => default,
         _ => {
@@ -82,11 +76,7 @@ async fn accept_inner<T: DeserializeOwned>(
     let request: T = serde_path_to_error::deserialize(&value).map_err(|e| {
         let field = e.path().to_string();
         ApiError::from(FieldError::new(
-            if field == "." {
-                "body".to_string()
-            } else {
-                field
-            },
+            if field == "." { "body".to_string() } else { field },
             e.into_inner().to_string(),
         ))
     })?;
@@ -96,12 +86,7 @@ async fn accept_inner<T: DeserializeOwned>(
 
     let hash = key.as_ref().map(|_| request_hash(&scope, &value));
     if let (Some(key), Some(hash)) = (&key, &hash) {
-        match state
-            .idempotency
-            .claim(&scope, key, hash)
-            .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?
-        {
+        match state.idempotency.claim(&scope, key, hash).await.map_err(|e| ApiError::unavailable(e.to_string()))? {
             Claim::Claimed => {}
             Claim::Completed { status, response } => return Ok(replay(status, &response)),
             Claim::InFlight => {
@@ -126,11 +111,7 @@ async fn accept_inner<T: DeserializeOwned>(
             response["event_id"] = json!(event_id);
             response["position"] = json!(position);
             if let Some(key) = &key {
-                if let Err(e) = state
-                    .idempotency
-                    .complete(&scope, key, 202, &response.to_string())
-                    .await
-                {
+                if let Err(e) = state.idempotency.complete(&scope, key, 202, &response.to_string()).await {
                     // The event is in the log; a retry will see the key in flight (409) until
                     // the claim's lease expires, then republish the same event id, which
                     // consumers deduplicate.
@@ -152,10 +133,7 @@ async fn accept_inner<T: DeserializeOwned>(
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case("application/json") {
         Ok(())
@@ -172,9 +150,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(raw) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let key = raw
-        .to_str()
-        .map_err(|_| ApiError::malformed("Idempotency-Key must be visible ASCII"))?;
+    let key = raw.to_str().map_err(|_| ApiError::malformed("Idempotency-Key must be visible ASCII"))?;
     if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::malformed(format!(
             "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
@@ -199,22 +175,14 @@ fn derive_ids(scope: &str, key: Option<&str>, headers: &HeaderMap) -> Result<Ids
     let (event_id, new_order_id) = match key {
         Some(key) => {
             let name = format!("{scope}\n{key}");
-            (
-                Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()),
-                Uuid::new_v5(&ORDER_ID_NAMESPACE, name.as_bytes()),
-            )
+            (Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()), Uuid::new_v5(&ORDER_ID_NAMESPACE, name.as_bytes()))
         }
         None => (Uuid::new_v4(), Uuid::new_v4()),
     };
     let correlation_id = uuid_header(headers, "x-correlation-id")?.unwrap_or(event_id);
     let causation_id = uuid_header(headers, "x-causation-id")?;
     Ok(Ids {
-        envelope: Envelope {
-            event_id,
-            occurred_at: Envelope::now(),
-            correlation_id,
-            causation_id,
-        },
+        envelope: Envelope { event_id, occurred_at: Envelope::now(), correlation_id, causation_id },
         new_order_id,
     })
 }
@@ -226,11 +194,7 @@ fn request_hash(scope: &str, value: &Value) -> String {
     hasher.update(scope.as_bytes());
     hasher.update([0]);
     hasher.update(value.to_string().as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn replay(status: u16, response: &str) -> Response {

@@ -57,11 +57,7 @@ impl AppState {
     }
 
     pub fn new(publisher: Arc<Publisher>, idempotency: IdempotencyStore) -> Self {
-        AppState(Arc::new(Inner {
-            publisher,
-            idempotency,
-            prometheus: crate::metrics::prometheus(),
-        }))
+        AppState(Arc::new(Inner { publisher, idempotency, prometheus: crate::metrics::prometheus() }))
     }
 }
 
@@ -72,10 +68,7 @@ pub fn router(state: AppState, with_noop: bool) -> Router {
         .route("/orders", post(routes::place_order))
         .route("/orders/{order_id}/cancel", post(routes::cancel_order))
         .route("/orders/{order_id}/payments", post(routes::report_payment))
-        .route(
-            "/orders/{order_id}/shipments",
-            post(routes::report_shipment),
-        )
+        .route("/orders/{order_id}/shipments", post(routes::report_shipment))
         .route("/inventory/{sku}/adjustments", post(routes::adjust_stock))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
@@ -84,17 +77,12 @@ pub fn router(state: AppState, with_noop: bool) -> Router {
     if with_noop {
         router = router.route("/bench/noop", post(routes::noop));
     }
-    router
-        .fallback(routes::not_found)
-        .layer(middleware::from_fn(count_requests))
-        .with_state(state)
+    router.fallback(routes::not_found).layer(middleware::from_fn(count_requests)).with_state(state)
 }
 
 async fn count_requests(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let response = next.run(request).await;
     crate::metrics::record_request(&route, response.status().as_u16());
     response
@@ -109,9 +97,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let purge = tokio::spawn(purge_expired_keys(state.idempotency.clone()));
     let app = router(state.clone(), false);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     purge.abort();
     if let Err(e) = state.publisher.flush(Duration::from_secs(10)).await {
         tracing::warn!(error = %e, "some produces were not acknowledged before shutdown");

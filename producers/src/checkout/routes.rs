@@ -11,9 +11,7 @@ use uuid::Uuid;
 use super::accept::{accept, MAX_BODY_BYTES};
 use super::api_error::ApiError;
 use super::AppState;
-use crate::requests::{
-    CancelOrderRequest, PaymentRequest, PlaceOrderRequest, ShipmentRequest, StockAdjustmentRequest,
-};
+use crate::requests::{CancelOrderRequest, PaymentRequest, PlaceOrderRequest, ShipmentRequest, StockAdjustmentRequest};
 use crate::validation;
 
 fn scope(uri: &Uri) -> String {
@@ -21,28 +19,15 @@ fn scope(uri: &Uri) -> String {
 }
 
 fn order_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw)
-        .map_err(|_| ApiError::from(validation::FieldError::new("order_id", "must be a UUID")))
+    Uuid::parse_str(raw).map_err(|_| ApiError::from(validation::FieldError::new("order_id", "must be a UUID")))
 }
 
-pub async fn place_order(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    accept(
-        &state,
-        scope(&uri),
-        &headers,
-        body,
-        None,
-        |request: PlaceOrderRequest, ids| {
-            let order_id = ids.new_order_id;
-            let placed = request.into_event(ids.envelope, order_id)?;
-            Ok((Event::OrderPlaced(placed), json!({ "order_id": order_id })))
-        },
-    )
+pub async fn place_order(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    accept(&state, scope(&uri), &headers, body, None, |request: PlaceOrderRequest, ids| {
+        let order_id = ids.new_order_id;
+        let placed = request.into_event(ids.envelope, order_id)?;
+        Ok((Event::OrderPlaced(placed), json!({ "order_id": order_id })))
+    })
     .await
 }
 
@@ -58,19 +43,9 @@ pub async fn cancel_order(
         Err(e) => return e.into_response(),
     };
     // The body is optional here: a bare POST cancels without a reason.
-    accept(
-        &state,
-        scope(&uri),
-        &headers,
-        body,
-        Some(json!({})),
-        |request: CancelOrderRequest, ids| {
-            Ok((
-                request.into_event(ids.envelope, order_id)?,
-                json!({ "order_id": order_id }),
-            ))
-        },
-    )
+    accept(&state, scope(&uri), &headers, body, Some(json!({})), |request: CancelOrderRequest, ids| {
+        Ok((request.into_event(ids.envelope, order_id)?, json!({ "order_id": order_id })))
+    })
     .await
 }
 
@@ -85,19 +60,9 @@ pub async fn report_payment(
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    accept(
-        &state,
-        scope(&uri),
-        &headers,
-        body,
-        None,
-        |request: PaymentRequest, ids| {
-            Ok((
-                request.into_event(ids.envelope, order_id)?,
-                json!({ "order_id": order_id }),
-            ))
-        },
-    )
+    accept(&state, scope(&uri), &headers, body, None, |request: PaymentRequest, ids| {
+        Ok((request.into_event(ids.envelope, order_id)?, json!({ "order_id": order_id })))
+    })
     .await
 }
 
@@ -112,19 +77,9 @@ pub async fn report_shipment(
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    accept(
-        &state,
-        scope(&uri),
-        &headers,
-        body,
-        None,
-        |request: ShipmentRequest, ids| {
-            Ok((
-                request.into_event(ids.envelope, order_id)?,
-                json!({ "order_id": order_id }),
-            ))
-        },
-    )
+    accept(&state, scope(&uri), &headers, body, None, |request: ShipmentRequest, ids| {
+        Ok((request.into_event(ids.envelope, order_id)?, json!({ "order_id": order_id })))
+    })
     .await
 }
 
@@ -135,17 +90,10 @@ pub async fn adjust_stock(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    accept(
-        &state,
-        scope(&uri),
-        &headers,
-        body,
-        None,
-        |request: StockAdjustmentRequest, ids| {
-            let response = json!({ "sku": sku });
-            Ok((request.into_event(ids.envelope, sku)?, response))
-        },
-    )
+    accept(&state, scope(&uri), &headers, body, None, |request: StockAdjustmentRequest, ids| {
+        let response = json!({ "sku": sku });
+        Ok((request.into_event(ids.envelope, sku)?, response))
+    })
     .await
 }
 
@@ -154,11 +102,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state
-        .publisher
-        .broker_reachable(std::time::Duration::from_secs(2))
-        .await
-    {
+    if state.publisher.broker_reachable(std::time::Duration::from_secs(2)).await {
         Json(json!({ "status": "ready" })).into_response()
     } else {
         ApiError::unavailable("the broker does not answer").into_response()
@@ -166,11 +110,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        state.prometheus.render(),
-    )
-        .into_response()
+    ([("content-type", "text/plain; version=0.0.4")], state.prometheus.render()).into_response()
 }
 
 pub async fn openapi() -> Response {
@@ -186,10 +126,5 @@ pub async fn noop(body: Body) -> Response {
 }
 
 pub async fn not_found() -> Response {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such route; see /openapi.json",
-    )
-    .into_response()
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /openapi.json").into_response()
 }
