@@ -50,6 +50,8 @@ enum Command {
     },
     /// Serve the checkout/publishing HTTP API.
     Checkout(checkout_cmd::CheckoutArgs),
+    /// Measure throughput and latency ratios (see shared/design/benchmarks.md).
+    Bench(crate::bench::BenchArgs),
     /// Drive a checkout with realistic order lifecycles and report rates and latencies.
     Load(checkout_cmd::LoadArgs),
 }
@@ -60,6 +62,7 @@ impl Cli {
             Command::Topics { command } => command.run().await,
             Command::Checkout(args) => args.run(shutdown_signal()).await,
             Command::Load(args) => args.run().await,
+            Command::Bench(args) => args.run().await,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The one orderflow binary: parses arguments, builds configuration, calls the crates.
 //! Runtime, signals and exit codes live here; the crates stay free of them.
+mod bench;
 mod checkout_cmd;
 mod cli;
 mod topics_cmd;

@@ -1,0 +1,170 @@
+//! P3 (checkout ÷ HTTP ceiling) and P3b (publisher ÷ raw producer).
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use producers::checkout::{self, AppState};
+use producers::load::{http_client, post_json};
+use producers::publisher::{Publisher, PublisherConfig};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use schemas::{samples::sample, Envelope, Event, EventKind};
+use serde_json::json;
+
+use super::stats::{describe, ratio, Figure, Samples};
+use super::BenchContext;
+
+fn order_body() -> serde_json::Value {
+    json!({"customer_id":"c-1","currency":"EUR",
+           "lines":[{"sku":"SKU-1","quantity":2,"unit_price_minor":1999},{"sku":"SKU-2","quantity":1,"unit_price_minor":499}],
+           "ship_to":{"country":"DE","postal_code":"10115"}})
+}
+
+/// Closed loop: `concurrency` clients POST the same body for `duration`; returns accepted/s.
+async fn drive(url: &str, concurrency: usize, duration: Duration) -> anyhow::Result<f64> {
+    let client = http_client();
+    let body = order_body();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, body, url) = (client.clone(), body.clone(), url.to_string());
+            tokio::spawn(async move {
+                let mut accepted = 0u64;
+                while Instant::now() < deadline {
+                    match post_json(&client, &url, &body, None).await {
+                        Ok((202, _)) => accepted += 1,
+                        Ok((status, answer)) => return Err(anyhow::anyhow!("{url} answered {status}: {answer}")),
+                        Err(e) => return Err(anyhow::anyhow!("{url}: {e}")),
+                    }
+                }
+                Ok(accepted)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn p3_checkout_vs_http(ctx: &BenchContext) -> anyhow::Result<Figure> {
+    let topic = ctx.fresh_topic("bench-checkout").await?;
+    let config = PublisherConfig { topic, deadline: Duration::from_secs(10), linger_ms: 2 };
+    let state = AppState::connect(&ctx.kafka, &ctx.database_url, config).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = checkout::router(state, true);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let concurrency = ctx.http_clients;
+    let run = ctx.run_duration;
+    // Warm up both paths, then alternate so drift hits both sides alike.
+    drive(&format!("{base}/orders"), concurrency, Duration::from_secs(1)).await?;
+    drive(&format!("{base}/bench/noop"), concurrency, Duration::from_secs(1)).await?;
+    let (mut api, mut ceiling) = (Samples { runs: vec![] }, Samples { runs: vec![] });
+    for _ in 0..ctx.repeats {
+        ceiling.runs.push(drive(&format!("{base}/bench/noop"), concurrency, run).await?);
+        api.runs.push(drive(&format!("{base}/orders"), concurrency, run).await?);
+        ctx.tick();
+    }
+    server.abort();
+    Ok(ratio(
+        "P3",
+        "checkout ÷ HTTP ceiling",
+        &api,
+        &ceiling,
+        0.7,
+        format!(
+            "POST /orders {}, do-nothing endpoint {}; {concurrency} closed-loop clients in-process, no Idempotency-Key",
+            describe(&api, "accepted/s"),
+            describe(&ceiling, "req/s")
+        ),
+    ))
+}
+
+fn events(n: usize) -> Vec<Event> {
+    let template = sample(EventKind::OrderPlaced);
+    (0..n)
+        .map(|_| {
+            let mut event = template.clone();
+            if let Event::OrderPlaced(e) = &mut event {
+                e.order_id = uuid::Uuid::new_v4();
+                e.envelope = Envelope {
+                    event_id: uuid::Uuid::new_v4(),
+                    occurred_at: Envelope::now(),
+                    correlation_id: e.order_id,
+                    causation_id: None,
+                };
+            }
+            event
+        })
+        .collect()
+}
+
+const IN_FLIGHT: usize = 2_000;
+
+async fn publish_all(publisher: &Publisher, events: &[Event]) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let results: Vec<_> =
+        stream::iter(events).map(|e| publisher.publish(e)).buffer_unordered(IN_FLIGHT).collect().await;
+    let elapsed = started.elapsed();
+    results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(events.len() as f64 / elapsed.as_secs_f64())
+}
+
+async fn produce_raw(producer: &FutureProducer, topic: &str, records: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let results: Vec<_> = stream::iter(records)
+        .map(|(key, payload)| producer.send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10)))
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    for r in results {
+        r.map_err(|(e, _)| anyhow::anyhow!("raw produce: {e}"))?;
+    }
+    Ok(records.len() as f64 / elapsed.as_secs_f64())
+}
+
+pub async fn p3b_publisher_vs_raw(ctx: &BenchContext) -> anyhow::Result<Figure> {
+    let topic = ctx.fresh_topic("bench-publish").await?;
+    let config = PublisherConfig { topic: topic.clone(), deadline: Duration::from_secs(30), linger_ms: 2 };
+    let publisher = Arc::new(Publisher::new(&ctx.kafka, config)?);
+    // The bare producer gets exactly the publisher's settings and the same encoded bytes.
+    let raw: FutureProducer = ctx
+        .kafka
+        .client_config_with(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("message.timeout.ms", "35000"),
+            ("linger.ms", "2"),
+            ("compression.type", "lz4"),
+        ])
+        .create()?;
+    let n = ctx.events;
+    let batch = events(n);
+    let encoded: Vec<(String, Vec<u8>)> = batch
+        .iter()
+        .map(|e| Ok((e.key(), publisher.codec().encode(e)?)))
+        .collect::<Result<_, schemas::EncodeError>>()?;
+    publish_all(&publisher, &batch[..n / 10]).await?;
+    produce_raw(&raw, &topic, &encoded[..n / 10]).await?;
+    let (mut ours, mut bare) = (Samples { runs: vec![] }, Samples { runs: vec![] });
+    for _ in 0..ctx.repeats {
+        bare.runs.push(produce_raw(&raw, &topic, &encoded).await?);
+        ours.runs.push(publish_all(&publisher, &batch).await?);
+        ctx.tick();
+    }
+    Ok(ratio(
+        "P3b",
+        "publisher ÷ raw producer",
+        &ours,
+        &bare,
+        0.5,
+        format!(
+            "publish path (encode + produce + await ack) {}, bare rdkafka producer on the same bytes {}; {n} events, {IN_FLIGHT} in flight, acks=all, idempotent",
+            describe(&ours, "events/s"),
+            describe(&bare, "events/s")
+        ),
+    ))
+}

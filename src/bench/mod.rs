@@ -1,0 +1,141 @@
+//! `orderflow bench`: the benchmark harness (../shared/design/benchmarks.md). Every figure
+//! that matters is a ratio of two things measured in the same run against the same broker
+//! and database; absolute numbers are printed with the machine they came from.
+mod checkout_bench;
+mod stats;
+
+use std::time::Duration;
+
+use clap::Args;
+use infra::topics::{create_topics, TopicSpec};
+use infra::KafkaSettings;
+use serde_json::json;
+
+use crate::cli::{parse_duration, KafkaArgs};
+use stats::Figure;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Database for the figures that need one (checkout idempotency, projections).
+    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/orderflow")]
+    database_url: String,
+    /// Events per producer measurement.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1_000..=10_000_000))]
+    events: u64,
+    /// Partitions of each benchmark topic.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=1_000))]
+    partitions: i32,
+    /// Runs per side of each ratio (median and spread are reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    repeats: u32,
+    /// Length of each timed HTTP run.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    run_duration: Duration,
+    /// Concurrent HTTP clients in the checkout benchmark (both sides of P3).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4_096))]
+    http_clients: u32,
+    /// What the broker is, for the report (e.g. "tansu 0.6.0 memory://").
+    #[arg(long, env = "ORDERFLOW_BENCH_BROKER_LABEL", default_value = "tansu 0.6.0, memory:// storage")]
+    broker_label: String,
+    /// Also write the report as JSON to this path.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// What each benchmark needs.
+pub struct BenchContext {
+    pub kafka: KafkaSettings,
+    pub database_url: String,
+    pub events: usize,
+    pub partitions: i32,
+    pub repeats: u32,
+    pub run_duration: Duration,
+    pub http_clients: usize,
+    progress: indicatif::ProgressBar,
+}
+
+impl BenchContext {
+    pub async fn fresh_topic(&self, prefix: &str) -> anyhow::Result<String> {
+        let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+        let spec = TopicSpec { name: name.clone(), partitions: self.partitions, replication_factor: 1 };
+        create_topics(&self.kafka, &[spec], Duration::from_secs(30)).await?;
+        Ok(name)
+    }
+
+    /// One measurement run done.
+    pub fn tick(&self) {
+        self.progress.inc(1);
+    }
+}
+
+impl BenchArgs {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let figures_planned = 2 * u64::from(self.repeats);
+        let progress = indicatif::ProgressBar::new(figures_planned);
+        progress.set_style(
+            indicatif::ProgressStyle::with_template("bench {bar:30} {pos}/{len} runs {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let ctx = BenchContext {
+            kafka: self.kafka.settings()?,
+            database_url: self.database_url.clone(),
+            events: self.events as usize,
+            partitions: self.partitions,
+            repeats: self.repeats,
+            run_duration: self.run_duration,
+            http_clients: self.http_clients as usize,
+            progress,
+        };
+        let mut figures = Vec::new();
+        ctx.progress.set_message("P3 checkout vs HTTP ceiling");
+        figures.push(checkout_bench::p3_checkout_vs_http(&ctx).await?);
+        ctx.progress.set_message("P3b publisher vs raw producer");
+        figures.push(checkout_bench::p3b_publisher_vs_raw(&ctx).await?);
+        ctx.progress.finish_and_clear();
+
+        let machine = machine_description(&self.broker_label, &self.database_url);
+        print_table(&machine, &figures);
+        if let Some(path) = &self.json {
+            let report = json!({ "machine": machine, "figures": figures });
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            println!("report written to {}", path.display());
+        }
+        Ok(())
+    }
+}
+
+fn machine_description(broker: &str, database_url: &str) -> serde_json::Value {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let database = database_url.split("://").next().unwrap_or("?");
+    json!({
+        "cores": cores,
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+        "broker": broker,
+        "database": database,
+        "durability": "producers: acks=all, idempotent; PostgreSQL synchronous_commit as configured on the server",
+    })
+}
+
+fn print_table(machine: &serde_json::Value, figures: &[Figure]) {
+    println!(
+        "orderflow bench — {} cores, {} {}, broker: {}, database: {}",
+        machine["cores"],
+        machine["os"].as_str().unwrap_or(""),
+        machine["arch"].as_str().unwrap_or(""),
+        machine["broker"].as_str().unwrap_or(""),
+        machine["database"].as_str().unwrap_or("")
+    );
+    println!("{:<5} {:<32} {:>10}  {:<8} {:<5}", "id", "figure", "value", "target", "met");
+    for f in figures {
+        let met = match f.met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "",
+        };
+        println!("{:<5} {:<32} {:>10.2}  {:<8} {:<5}", f.id, f.name, f.value, f.target.as_deref().unwrap_or(""), met);
+        println!("      {}", f.detail);
+    }
+}

@@ -1,0 +1,85 @@
+//! Repeated measurements and how they are reported: median and spread (min..max).
+use serde::Serialize;
+
+/// Runs of one measurement, in units per second (or milliseconds for latencies).
+#[derive(Debug, Clone, Serialize)]
+pub struct Samples {
+    pub runs: Vec<f64>,
+}
+
+impl Samples {
+    pub fn median(&self) -> f64 {
+        let mut v = self.runs.clone();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+
+    /// (max − min) ÷ median: how noisy the runs were.
+    pub fn spread(&self) -> f64 {
+        let min = self.runs.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (max - min) / self.median()
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub id: &'static str,
+    pub name: String,
+    pub value: f64,
+    pub unit: &'static str,
+    /// The goal, if the figure has one, and whether it is met.
+    pub target: Option<String>,
+    pub met: Option<bool>,
+    pub detail: String,
+}
+
+/// A ratio of two medians measured in the same run, with its goal.
+pub fn ratio(id: &'static str, name: &str, num: &Samples, den: &Samples, goal: f64, detail: String) -> Figure {
+    let value = num.median() / den.median();
+    Figure {
+        id,
+        name: name.to_string(),
+        value,
+        unit: "ratio",
+        target: Some(format!("≥ {goal}")),
+        met: Some(value >= goal),
+        detail,
+    }
+}
+
+pub fn describe(samples: &Samples, unit: &str) -> String {
+    format!(
+        "median {:.0} {unit} (spread {:.0}%, {} runs)",
+        samples.median(),
+        samples.spread() * 100.0,
+        samples.runs.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_spread_of_odd_and_even_run_counts() {
+        let odd = Samples { runs: vec![3.0, 1.0, 2.0] };
+        assert_eq!(odd.median(), 2.0);
+        assert_eq!(odd.spread(), 1.0);
+        let even = Samples { runs: vec![4.0, 1.0, 2.0, 3.0] };
+        assert_eq!(even.median(), 2.5);
+    }
+
+    #[test]
+    fn ratio_reports_whether_the_goal_is_met() {
+        let fast = Samples { runs: vec![80.0] };
+        let ceiling = Samples { runs: vec![100.0] };
+        assert_eq!(ratio("P", "x", &fast, &ceiling, 0.7, String::new()).met, Some(true));
+        assert_eq!(ratio("P", "x", &fast, &ceiling, 0.9, String::new()).met, Some(false));
+    }
+}
