@@ -52,6 +52,8 @@ enum Command {
     Checkout(checkout_cmd::CheckoutArgs),
     /// Measure throughput and latency ratios (see shared/design/benchmarks.md).
     Bench(crate::bench::BenchArgs),
+    /// Run one member of a projection's consumer group.
+    Consume(crate::consume_cmd::ConsumeArgs),
     /// Drive a checkout with realistic order lifecycles and report rates and latencies.
     Load(checkout_cmd::LoadArgs),
 }
@@ -63,6 +65,7 @@ impl Cli {
             Command::Checkout(args) => args.run(shutdown_signal()).await,
             Command::Load(args) => args.run().await,
             Command::Bench(args) => args.run().await,
+            Command::Consume(args) => args.run(shutdown_signal()).await,
         }
     }
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod checkout_cmd;
 mod cli;
+mod consume_cmd;
 mod topics_cmd;
 
 use clap::Parser;

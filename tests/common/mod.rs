@@ -214,3 +214,54 @@ impl Drop for OwnBroker {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The log end offset of every partition of `topic`.
+pub fn log_ends(kafka: &KafkaSettings, topic: &str) -> std::collections::BTreeMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = kafka.client_config().set("group.id", "watermarks").create().expect("consumer");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).expect("watermarks");
+            (p.id(), high)
+        })
+        .collect()
+}
+
+/// Waits (30 s at most) until `group`'s stored offsets reach the log end on every partition
+/// that has records.
+pub async fn wait_caught_up(store: &projections::store::Store, kafka: &KafkaSettings, group: &str, topic: &str) {
+    let ends = log_ends(kafka, topic);
+    let partitions: Vec<i32> = ends.iter().filter(|(_, end)| **end > 0).map(|(p, _)| *p).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored: std::collections::BTreeMap<i32, i64> =
+            store.stored_offsets(group, topic, &partitions).await.expect("offsets").into_iter().collect();
+        if partitions.iter().all(|p| stored.get(p) == ends.get(p)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group {group} did not catch up: stored {stored:?}, log ends {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Member settings for tests: small batches and short timeouts so rebalances are quick.
+pub fn member_config(kind: consumers::ProjectionKind, topic: &str, group: &str) -> consumers::MemberConfig {
+    let mut config = consumers::MemberConfig::new(kind, topic);
+    config.group = group.to_string();
+    config.batch_max = 200;
+    config.session_timeout = Duration::from_secs(6);
+    config.max_poll_interval = Duration::from_secs(10);
+    config
+}
+
+/// A SQLite projection database in a fresh temp file.
+pub fn fresh_sqlite_url() -> String {
+    let path = std::env::temp_dir().join(format!("orderflow-{}.db", uuid::Uuid::new_v4().simple()));
+    format!("sqlite://{}?mode=rwc", path.display())
+}

@@ -1,0 +1,298 @@
+//! One member of a projection's consumer group.
+//!
+//! The member polls a `BaseConsumer` on a dedicated thread and applies batches from that
+//! same thread with `Handle::block_on`. Why not a `StreamConsumer` inside a task: rdkafka
+//! runs the rebalance callback on the polling thread, and that callback must read offsets
+//! from the database before assigning; doing that inside a tokio worker would block it
+//! (and `block_on` there panics). With one thread per member, a batch and a rebalance
+//! never overlap, so revoking a partition can simply drop its buffered records.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use infra::KafkaSettings;
+use projections::store::{LogRecord, Store};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use schemas::Codec;
+use tokio::runtime::Handle;
+
+use crate::context::MemberContext;
+use crate::metrics as m;
+use crate::{ConsumerError, ProjectionKind};
+
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    pub projection: ProjectionKind,
+    pub group: String,
+    pub topic: String,
+    /// Records per batch at most.
+    pub batch_max: usize,
+    /// How long to wait for a batch to fill before applying what there is.
+    pub batch_wait: Duration,
+    /// `range`, `roundrobin` or `cooperative-sticky`.
+    pub assignment_strategy: String,
+    pub session_timeout: Duration,
+    pub max_poll_interval: Duration,
+    /// How long shutdown may take before the member gives up on a clean leave.
+    pub shutdown_deadline: Duration,
+}
+
+impl MemberConfig {
+    pub fn new(projection: ProjectionKind, topic: &str) -> Self {
+        MemberConfig {
+            projection,
+            group: projection.default_group(),
+            topic: topic.to_string(),
+            batch_max: 2_000,
+            batch_wait: Duration::from_millis(20),
+            assignment_strategy: "cooperative-sticky".into(),
+            session_timeout: Duration::from_secs(10),
+            max_poll_interval: Duration::from_secs(60),
+            shutdown_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters a member keeps for progress displays and tests.
+#[derive(Debug, Default)]
+pub struct MemberStats {
+    pub records: AtomicU64,
+    pub applied: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub batches: AtomicU64,
+    /// Next offset per owned partition after the last batch.
+    pub positions: Mutex<BTreeMap<i32, i64>>,
+    /// Log end offset per owned partition, refreshed every few seconds.
+    pub log_ends: Mutex<BTreeMap<i32, i64>>,
+    pub owned: Mutex<BTreeSet<i32>>,
+}
+
+impl MemberStats {
+    /// Sum over owned partitions of log end − next offset, if both are known.
+    pub fn lag(&self) -> Option<i64> {
+        let positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let ends = self.log_ends.lock().unwrap_or_else(|e| e.into_inner());
+        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        owned.iter().map(|p| Some((ends.get(p)? - positions.get(p).copied().unwrap_or(0)).max(0))).sum()
+    }
+}
+
+/// A running member: stop it and wait for it.
+pub struct MemberHandle {
+    stop: Arc<AtomicBool>,
+    done: Option<tokio::sync::oneshot::Receiver<Result<(), ConsumerError>>>,
+    pub stats: Arc<MemberStats>,
+}
+
+impl MemberHandle {
+    /// Asks the member to finish its current batch, leave the group and stop.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until the member stopped (by request or error).
+    pub async fn wait(&mut self) -> Result<(), ConsumerError> {
+        match self.done.take() {
+            Some(rx) => rx.await.map_err(|_| ConsumerError::Thread("member thread ended without a result".into()))?,
+            None => Ok(()),
+        }
+    }
+
+    pub async fn stop(mut self) -> Result<(), ConsumerError> {
+        self.request_stop();
+        self.wait().await
+    }
+}
+
+impl Drop for MemberHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Starts a member on its own thread. Must be called from within a tokio runtime.
+pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> Result<MemberHandle, ConsumerError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(MemberStats::default());
+    let context = MemberContext {
+        store: store.clone(),
+        runtime: Handle::current(),
+        group: config.group.clone(),
+        topic: config.topic.clone(),
+        stop: stop.clone(),
+        assigned: Mutex::new(BTreeSet::new()),
+        assignment_changed: AtomicBool::new(false),
+    };
+    let session = config.session_timeout.as_millis().to_string();
+    let max_poll = config.max_poll_interval.as_millis().to_string();
+    let consumer: BaseConsumer<MemberContext> = kafka
+        .client_config_with(&[
+            ("group.id", &config.group),
+            // Offsets come from the projection database; Kafka's copy is only for tooling.
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            // No stored offset means "from the beginning", which we set explicitly; an
+            // out-of-range stored offset must be loud, not silently reset.
+            ("auto.offset.reset", "error"),
+            ("isolation.level", "read_committed"),
+            ("enable.partition.eof", "false"),
+            ("partition.assignment.strategy", &config.assignment_strategy),
+            ("session.timeout.ms", &session),
+            ("heartbeat.interval.ms", &(config.session_timeout.as_millis() / 4).to_string()),
+            ("max.poll.interval.ms", &max_poll),
+            ("fetch.wait.max.ms", "50"),
+        ])
+        .create_with_context(context)?;
+    consumer.subscribe(&[&config.topic])?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread_stats = stats.clone();
+    let thread_stop = stop.clone();
+    std::thread::Builder::new()
+        .name(format!("member-{}", config.group))
+        .spawn(move || {
+            let result = poll_loop(&consumer, &config, &store, &thread_stop, &thread_stats);
+            leave_group(consumer, config.shutdown_deadline);
+            let _ = tx.send(result);
+        })
+        .map_err(|e| ConsumerError::Thread(e.to_string()))?;
+    Ok(MemberHandle { stop, done: Some(rx), stats })
+}
+
+fn record_of(message: &rdkafka::message::BorrowedMessage<'_>) -> LogRecord {
+    LogRecord {
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+    }
+}
+
+fn poll_loop(
+    consumer: &BaseConsumer<MemberContext>,
+    config: &MemberConfig,
+    store: &Store,
+    stop: &AtomicBool,
+    stats: &MemberStats,
+) -> Result<(), ConsumerError> {
+    let codec = Codec::builtin();
+    let context = consumer.context();
+    let mut buffer: Vec<LogRecord> = Vec::with_capacity(config.batch_max);
+    let mut batch_started = Instant::now();
+    let mut watermarks_at = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let wait = if buffer.is_empty() {
+            config.batch_wait.max(Duration::from_millis(100))
+        } else {
+            Duration::from_millis(5)
+        };
+        match consumer.poll(wait) {
+            Some(Ok(message)) => {
+                if buffer.is_empty() {
+                    batch_started = Instant::now();
+                }
+                buffer.push(record_of(&message));
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, group = %config.group, "consume error"),
+            None => {}
+        }
+        if context.assignment_changed.swap(false, Ordering::SeqCst) {
+            let owned = context.owned();
+            buffer.retain(|r| owned.contains(&r.partition));
+            *stats.owned.lock().unwrap_or_else(|e| e.into_inner()) = owned;
+        }
+        let full = buffer.len() >= config.batch_max;
+        let due = !buffer.is_empty() && batch_started.elapsed() >= config.batch_wait;
+        if full || due {
+            // Keep each partition's records in offset order (they arrive that way).
+            buffer.sort_by_key(|r| (r.partition, r.offset));
+            apply_with_retry(consumer, config, store, &codec, &buffer, stop, stats)?;
+            buffer.clear();
+        }
+        if watermarks_at.elapsed() >= Duration::from_secs(2) {
+            watermarks_at = Instant::now();
+            refresh_lag(consumer, config, stats);
+        }
+    }
+    Ok(())
+}
+
+fn apply_with_retry(
+    consumer: &BaseConsumer<MemberContext>,
+    config: &MemberConfig,
+    store: &Store,
+    codec: &Codec,
+    batch: &[LogRecord],
+    stop: &AtomicBool,
+    stats: &MemberStats,
+) -> Result<(), ConsumerError> {
+    let runtime = &consumer.context().runtime;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        match runtime.block_on(config.projection.apply_batch(store, &config.group, &config.topic, batch, codec)) {
+            Ok(outcome) => {
+                m::batch_done(&config.group, batch.len(), &outcome, started.elapsed().as_secs_f64());
+                stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats.applied.fetch_add(outcome.applied as u64, Ordering::Relaxed);
+                stats.dead_lettered.fetch_add(outcome.dead_lettered as u64, Ordering::Relaxed);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                if outcome.already_applied > 0 {
+                    tracing::info!(group = %config.group, records = outcome.already_applied, "records were already applied (fenced)");
+                }
+                let mut positions = stats.positions.lock().unwrap_or_else(|e| e.into_inner());
+                let mut committed = TopicPartitionList::new();
+                for (p, next) in &outcome.next_offsets {
+                    positions.insert(*p, *next);
+                    let _ = committed.add_partition_offset(&config.topic, *p, Offset::Offset(*next));
+                }
+                // A copy for Kafka's tooling and autoscalers, after the database commit;
+                // never read back.
+                if let Err(e) = consumer.commit(&committed, CommitMode::Async) {
+                    tracing::debug!(error = %e, "could not copy offsets to Kafka");
+                }
+                return Ok(());
+            }
+            Err(e) if e.is_retryable() => {
+                m::batch_retry(&config.group);
+                tracing::warn!(error = %e, group = %config.group, "batch failed; retrying");
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn refresh_lag(consumer: &BaseConsumer<MemberContext>, config: &MemberConfig, stats: &MemberStats) {
+    let owned = consumer.context().owned();
+    let positions = stats.positions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut ends = BTreeMap::new();
+    for p in owned {
+        if let Ok((_, high)) = consumer.fetch_watermarks(&config.topic, p, Duration::from_millis(500)) {
+            ends.insert(p, high);
+            if let Some(next) = positions.get(&p) {
+                m::lag(&config.group, p, (high - next).max(0));
+            }
+        }
+    }
+    *stats.log_ends.lock().unwrap_or_else(|e| e.into_inner()) = ends;
+}
+
+/// Leaves the group so others take over promptly, without hanging when the broker is
+/// gone: closing runs on a helper thread and is abandoned after the deadline.
+fn leave_group(consumer: BaseConsumer<MemberContext>, deadline: Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = std::thread::Builder::new().name("member-close".into()).spawn(move || {
+        consumer.unsubscribe();
+        drop(consumer);
+        let _ = tx.send(());
+    });
+    if rx.recv_timeout(deadline).is_err() {
+        tracing::warn!(?deadline, "leaving the group took too long; abandoning the close");
+    }
+}

@@ -1,0 +1,39 @@
+//! Every metric a consumer member emits is defined here, once.
+pub const EVENTS_APPLIED: &str = "orderflow_consumer_events_applied_total";
+pub const RECORDS_SEEN: &str = "orderflow_consumer_records_total";
+pub const BATCH_RECORDS: &str = "orderflow_consumer_batch_records";
+pub const BATCH_SECONDS: &str = "orderflow_consumer_batch_seconds";
+pub const DEAD_LETTERS: &str = "orderflow_consumer_dead_letters_total";
+pub const DUPLICATES: &str = "orderflow_consumer_duplicate_events_total";
+pub const FENCED_RECORDS: &str = "orderflow_consumer_already_applied_records_total";
+pub const LAG: &str = "orderflow_consumer_lag";
+pub const REBALANCES: &str = "orderflow_consumer_rebalances_total";
+pub const MAX_POLL_EXCEEDED: &str = "orderflow_consumer_max_poll_interval_exceeded_total";
+pub const BATCH_RETRIES: &str = "orderflow_consumer_batch_retries_total";
+
+pub fn batch_done(group: &str, records: usize, outcome: &projections::store::BatchOutcome, seconds: f64) {
+    let g = group.to_string();
+    metrics::counter!(RECORDS_SEEN, "group" => g.clone()).increment(records as u64);
+    metrics::counter!(EVENTS_APPLIED, "group" => g.clone()).increment(outcome.applied as u64);
+    metrics::counter!(DEAD_LETTERS, "group" => g.clone()).increment(outcome.dead_lettered as u64);
+    metrics::counter!(DUPLICATES, "group" => g.clone()).increment(outcome.duplicates as u64);
+    metrics::counter!(FENCED_RECORDS, "group" => g.clone()).increment(outcome.already_applied as u64);
+    metrics::histogram!(BATCH_RECORDS, "group" => g.clone()).record(records as f64);
+    metrics::histogram!(BATCH_SECONDS, "group" => g).record(seconds);
+}
+
+pub fn lag(group: &str, partition: i32, lag: i64) {
+    metrics::gauge!(LAG, "group" => group.to_string(), "partition" => partition.to_string()).set(lag as f64);
+}
+
+pub fn rebalance(group: &str, kind: &'static str) {
+    metrics::counter!(REBALANCES, "group" => group.to_string(), "kind" => kind).increment(1);
+}
+
+pub fn max_poll_exceeded(group: &str) {
+    metrics::counter!(MAX_POLL_EXCEEDED, "group" => group.to_string()).increment(1);
+}
+
+pub fn batch_retry(group: &str) {
+    metrics::counter!(BATCH_RETRIES, "group" => group.to_string()).increment(1);
+}

@@ -1,0 +1,139 @@
+//! How each projection's per-order state maps to its table. One small impl per state;
+//! the batch code reads and writes any of them the same way.
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::sql::RowValues;
+use super::StoreError;
+use crate::model::fulfilment::FulfilmentOrder;
+use crate::model::inventory::{InventoryOrder, ReservationStatus};
+use crate::model::payment::PaymentOrder;
+
+pub trait StoredState: Sized {
+    const TABLE: &'static str;
+    /// Column names; the first is the key, `order_id`.
+    const COLUMNS: &'static [&'static str];
+    fn order_id(&self) -> Uuid;
+    fn push_binds(&self, values: &mut RowValues<'_>);
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError>;
+}
+
+fn corrupt(table: &'static str, reason: impl ToString) -> StoreError {
+    StoreError::CorruptRow { table, reason: reason.to_string() }
+}
+
+fn uuid_of(table: &'static str, row: &AnyRow) -> Result<Uuid, StoreError> {
+    let raw: String = row.try_get("order_id")?;
+    Uuid::parse_str(&raw).map_err(|e| corrupt(table, e))
+}
+
+fn micros(t: Option<DateTime<Utc>>) -> Option<i64> {
+    t.map(|t| t.timestamp_micros())
+}
+
+fn time_of(table: &'static str, row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let raw: Option<i64> = row.try_get(column)?;
+    raw.map(|us| DateTime::from_timestamp_micros(us).ok_or_else(|| corrupt(table, format!("{column} out of range"))))
+        .transpose()
+}
+
+impl StoredState for InventoryOrder {
+    const TABLE: &'static str = "inventory_orders";
+    const COLUMNS: &'static [&'static str] = &["order_id", "status", "lines"];
+
+    fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+
+    fn push_binds(&self, values: &mut RowValues<'_>) {
+        let lines = serde_json::to_string(&self.lines).unwrap_or_else(|_| "[]".into());
+        values.bind(self.order_id.to_string()).bind(self.status.as_str().to_string()).bind(lines);
+    }
+
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        let status: String = row.try_get("status")?;
+        let lines: String = row.try_get("lines")?;
+        Ok(InventoryOrder {
+            order_id: uuid_of(Self::TABLE, row)?,
+            status: ReservationStatus::parse(&status)
+                .ok_or_else(|| corrupt(Self::TABLE, format!("status {status}")))?,
+            lines: serde_json::from_str(&lines).map_err(|e| corrupt(Self::TABLE, e))?,
+        })
+    }
+}
+
+impl StoredState for PaymentOrder {
+    const TABLE: &'static str = "payment_orders";
+    const COLUMNS: &'static [&'static str] = &[
+        "order_id",
+        "currency",
+        "order_total_minor",
+        "authorized_minor",
+        "captured_minor",
+        "refunded_minor",
+        "status",
+    ];
+
+    fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+
+    fn push_binds(&self, values: &mut RowValues<'_>) {
+        values
+            .bind(self.order_id.to_string())
+            .bind(self.currency.clone())
+            .bind(self.order_total_minor)
+            .bind(self.authorized_minor)
+            .bind(self.captured_minor)
+            .bind(self.refunded_minor)
+            .bind(self.status.clone());
+    }
+
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        Ok(PaymentOrder {
+            order_id: uuid_of(Self::TABLE, row)?,
+            currency: row.try_get("currency")?,
+            order_total_minor: row.try_get("order_total_minor")?,
+            authorized_minor: row.try_get("authorized_minor")?,
+            captured_minor: row.try_get("captured_minor")?,
+            refunded_minor: row.try_get("refunded_minor")?,
+            status: row.try_get("status")?,
+        })
+    }
+}
+
+impl StoredState for FulfilmentOrder {
+    const TABLE: &'static str = "fulfilment_orders";
+    const COLUMNS: &'static [&'static str] =
+        &["order_id", "status", "warehouse", "placed_at_us", "paid_at_us", "shipped_at_us", "delivered_at_us"];
+
+    fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+
+    fn push_binds(&self, values: &mut RowValues<'_>) {
+        values
+            .bind(self.order_id.to_string())
+            .bind(self.status.clone())
+            .bind(self.warehouse.clone())
+            .bind(self.placed_at.timestamp_micros())
+            .bind(micros(self.paid_at))
+            .bind(micros(self.shipped_at))
+            .bind(micros(self.delivered_at));
+    }
+
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        Ok(FulfilmentOrder {
+            order_id: uuid_of(Self::TABLE, row)?,
+            status: row.try_get("status")?,
+            warehouse: row.try_get("warehouse")?,
+            placed_at: time_of(Self::TABLE, row, "placed_at_us")?
+                .ok_or_else(|| corrupt(Self::TABLE, "placed_at_us is null"))?,
+            paid_at: time_of(Self::TABLE, row, "paid_at_us")?,
+            shipped_at: time_of(Self::TABLE, row, "shipped_at_us")?,
+            delivered_at: time_of(Self::TABLE, row, "delivered_at_us")?,
+        })
+    }
+}

@@ -1,0 +1,73 @@
+//! Tables and the analyst views, for both databases. Each statement is idempotent, so
+//! every member runs them at start; on PostgreSQL an advisory lock keeps concurrent
+//! members from racing on the catalog.
+use super::Dialect;
+
+pub fn statements(dialect: Dialect) -> Vec<String> {
+    let (bytes, serial, timestamp) = match dialect {
+        Dialect::Postgres => ("BYTEA", "BIGSERIAL PRIMARY KEY", "to_timestamp(%c / 1000000.0)"),
+        Dialect::Sqlite => {
+            ("BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT", "strftime('%Y-%m-%dT%H:%M:%fZ', %c / 1000000.0, 'unixepoch')")
+        }
+    };
+    let ts = |column: &str| timestamp.replace("%c", column);
+    let view = match dialect {
+        Dialect::Postgres => "CREATE OR REPLACE VIEW",
+        Dialect::Sqlite => "CREATE VIEW IF NOT EXISTS",
+    };
+    vec![
+        // The next offset to read per (group, topic, partition): the projection's own copy,
+        // changed in the same transaction as the projection rows.
+        "CREATE TABLE IF NOT EXISTS consumer_offsets (
+            group_id TEXT NOT NULL, topic TEXT NOT NULL, partition_id BIGINT NOT NULL,
+            next_offset BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL,
+            PRIMARY KEY (group_id, topic, partition_id))"
+            .into(),
+        // Event ids already applied per group: a retried publish that landed twice is
+        // applied once.
+        "CREATE TABLE IF NOT EXISTS processed_events (
+            group_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (group_id, event_id))"
+            .into(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS dead_letters (
+            id {serial}, group_id TEXT NOT NULL, topic TEXT NOT NULL, partition_id BIGINT NOT NULL,
+            record_offset BIGINT NOT NULL, record_key TEXT, order_id TEXT, reason TEXT NOT NULL,
+            payload {bytes}, created_at_ms BIGINT NOT NULL,
+            UNIQUE (group_id, topic, partition_id, record_offset))"
+        ),
+        "CREATE INDEX IF NOT EXISTS dead_letters_by_order ON dead_letters (group_id, order_id)".into(),
+        "CREATE TABLE IF NOT EXISTS inventory_sku (
+            sku TEXT PRIMARY KEY, on_hand BIGINT NOT NULL, reserved BIGINT NOT NULL, shipped BIGINT NOT NULL)"
+            .into(),
+        "CREATE TABLE IF NOT EXISTS inventory_orders (
+            order_id TEXT PRIMARY KEY, status TEXT NOT NULL, lines TEXT NOT NULL)"
+            .into(),
+        "CREATE TABLE IF NOT EXISTS payment_orders (
+            order_id TEXT PRIMARY KEY, currency TEXT NOT NULL, order_total_minor BIGINT NOT NULL,
+            authorized_minor BIGINT NOT NULL, captured_minor BIGINT NOT NULL, refunded_minor BIGINT NOT NULL,
+            status TEXT NOT NULL)"
+            .into(),
+        "CREATE TABLE IF NOT EXISTS fulfilment_orders (
+            order_id TEXT PRIMARY KEY, status TEXT NOT NULL, warehouse TEXT, placed_at_us BIGINT NOT NULL,
+            paid_at_us BIGINT, shipped_at_us BIGINT, delivered_at_us BIGINT)"
+            .into(),
+        format!(
+            "{view} inventory_levels AS
+             SELECT sku, on_hand, reserved, shipped, on_hand - reserved AS available FROM inventory_sku"
+        ),
+        format!(
+            "{view} order_payments AS
+             SELECT order_id, currency, order_total_minor, authorized_minor, captured_minor, refunded_minor, status
+             FROM payment_orders"
+        ),
+        format!(
+            "{view} order_fulfilment AS
+             SELECT order_id, status, warehouse, {} AS placed_at, {} AS paid_at, {} AS shipped_at, {} AS delivered_at
+             FROM fulfilment_orders",
+            ts("placed_at_us"),
+            ts("paid_at_us"),
+            ts("shipped_at_us"),
+            ts("delivered_at_us")
+        ),
+    ]
+}

@@ -1,0 +1,91 @@
+//! Whole-projection reads in a canonical order: for tests, rebuild checks and comparing
+//! PostgreSQL with SQLite.
+use sqlx::Row;
+
+use super::rows::StoredState;
+use super::{Store, StoreError};
+use crate::model::fulfilment::FulfilmentOrder;
+use crate::model::inventory::InventoryOrder;
+use crate::model::payment::PaymentOrder;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryLevel {
+    pub sku: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub shipped: i64,
+    pub available: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterRow {
+    pub group_id: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub order_id: Option<String>,
+    pub reason: String,
+}
+
+/// Every row of every projection table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    pub inventory_levels: Vec<InventoryLevel>,
+    pub inventory_orders: Vec<InventoryOrder>,
+    pub payments: Vec<PaymentOrder>,
+    pub fulfilment: Vec<FulfilmentOrder>,
+}
+
+impl Store {
+    pub async fn inventory_levels(&self) -> Result<Vec<InventoryLevel>, StoreError> {
+        let rows = sqlx::query("SELECT sku, on_hand, reserved, shipped, available FROM inventory_levels ORDER BY sku")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InventoryLevel {
+                    sku: r.try_get("sku")?,
+                    on_hand: r.try_get("on_hand")?,
+                    reserved: r.try_get("reserved")?,
+                    shipped: r.try_get("shipped")?,
+                    available: r.try_get("available")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn all<S: StoredState>(&self) -> Result<Vec<S>, StoreError> {
+        let sql = format!("SELECT {} FROM {} ORDER BY order_id", S::COLUMNS.join(", "), S::TABLE);
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(S::from_row).collect()
+    }
+
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot {
+            inventory_levels: self.inventory_levels().await?,
+            inventory_orders: self.all().await?,
+            payments: self.all().await?,
+            fulfilment: self.all().await?,
+        })
+    }
+
+    pub async fn dead_letters(&self, group: &str) -> Result<Vec<DeadLetterRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT group_id, partition_id, record_offset, order_id, reason FROM dead_letters
+             WHERE group_id = $1 ORDER BY partition_id, record_offset",
+        )
+        .bind(group)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetterRow {
+                    group_id: r.try_get("group_id")?,
+                    partition: r.try_get::<i64, _>("partition_id")? as i32,
+                    offset: r.try_get("record_offset")?,
+                    order_id: r.try_get("order_id")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,84 @@
+//! `orderflow consume <inventory|payment|fulfilment>`: one member of that projection's
+//! consumer group. Start it N times and the members share the topic's partitions.
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use consumers::member::{run_member, MemberConfig};
+use consumers::ProjectionKind;
+use projections::store::Store;
+
+use crate::cli::{parse_duration, KafkaArgs};
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Which projection this member builds.
+    #[arg(value_parser = clap::value_parser!(ProjectionKind))]
+    projection: ProjectionKind,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// The projection database (`postgres://…` or `sqlite://…`).
+    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
+    database_url: String,
+    #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
+    topic: String,
+    /// Consumer group; defaults to orderflow-<projection>.
+    #[arg(long, env = "ORDERFLOW_GROUP")]
+    group: Option<String>,
+    /// Records per batch at most.
+    #[arg(long, env = "ORDERFLOW_BATCH_MAX", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch_max: u32,
+    /// How long a batch may wait to fill.
+    #[arg(long, env = "ORDERFLOW_BATCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
+    batch_wait: Duration,
+    /// range, roundrobin or cooperative-sticky.
+    #[arg(long, env = "ORDERFLOW_ASSIGNMENT_STRATEGY", default_value = "cooperative-sticky",
+          value_parser = ["range", "roundrobin", "cooperative-sticky"])]
+    assignment_strategy: String,
+    #[arg(long, env = "ORDERFLOW_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    session_timeout: Duration,
+    #[arg(long, env = "ORDERFLOW_MAX_POLL_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    max_poll_interval: Duration,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, env = "ORDERFLOW_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+}
+
+impl ConsumeArgs {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        if self.session_timeout > self.max_poll_interval {
+            anyhow::bail!("--session-timeout must not exceed --max-poll-interval");
+        }
+        let kafka = self.kafka.settings()?;
+        let store = Store::connect(&self.database_url).await.context("connecting to the projection database")?;
+        let mut config = MemberConfig::new(self.projection, &self.topic);
+        if let Some(group) = self.group {
+            config.group = group;
+        }
+        config.batch_max = self.batch_max as usize;
+        config.batch_wait = self.batch_wait;
+        config.assignment_strategy = self.assignment_strategy;
+        config.session_timeout = self.session_timeout;
+        config.max_poll_interval = self.max_poll_interval;
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(addr) = &self.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+            tracing::info!(listen = %listener.local_addr()?, "metrics on /metrics");
+            tokio::spawn(infra::telemetry::serve_metrics(listener, async {
+                let _ = metrics_stopped.await;
+            }));
+        }
+        tracing::info!(group = %config.group, projection = %self.projection, brokers = %kafka.brokers, "member starting");
+        let mut member = run_member(config, &kafka, store)?;
+        tokio::select! {
+            result = member.wait() => result?,
+            _ = shutdown => {
+                member.request_stop();
+                member.wait().await?;
+            }
+        }
+        let _ = metrics_stop.send(());
+        tracing::info!("member stopped");
+        Ok(())
+    }
+}
