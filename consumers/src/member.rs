@@ -238,6 +238,13 @@ fn apply_with_retry(
                 stats.applied.fetch_add(outcome.applied as u64, Ordering::Relaxed);
                 stats.dead_lettered.fetch_add(outcome.dead_lettered as u64, Ordering::Relaxed);
                 stats.batches.fetch_add(1, Ordering::Relaxed);
+                for (p, offset) in &outcome.rewind {
+                    m::rewind(&config.group);
+                    let position = Offset::Offset(*offset);
+                    if let Err(e) = consumer.seek(&config.topic, *p, position, Duration::from_secs(5)) {
+                        tracing::error!(error = %e, partition = p, "cannot rewind to the stored offset");
+                    }
+                }
                 if outcome.already_applied > 0 {
                     tracing::info!(group = %config.group, records = outcome.already_applied, "records were already applied (fenced)");
                 }

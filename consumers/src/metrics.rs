@@ -9,6 +9,7 @@ pub const FENCED_RECORDS: &str = "orderflow_consumer_already_applied_records_tot
 pub const LAG: &str = "orderflow_consumer_lag";
 pub const REBALANCES: &str = "orderflow_consumer_rebalances_total";
 pub const MAX_POLL_EXCEEDED: &str = "orderflow_consumer_max_poll_interval_exceeded_total";
+pub const REWINDS: &str = "orderflow_consumer_rewinds_total";
 pub const BATCH_RETRIES: &str = "orderflow_consumer_batch_retries_total";
 
 pub fn batch_done(group: &str, records: usize, outcome: &projections::store::BatchOutcome, seconds: f64) {
@@ -36,4 +37,9 @@ pub fn max_poll_exceeded(group: &str) {
 
 pub fn batch_retry(group: &str) {
     metrics::counter!(BATCH_RETRIES, "group" => group.to_string()).increment(1);
+}
+
+/// A partition's records started above the stored offset and were re-read instead.
+pub fn rewind(group: &str) {
+    metrics::counter!(REWINDS, "group" => group.to_string()).increment(1);
 }

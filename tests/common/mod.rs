@@ -239,7 +239,8 @@ pub async fn wait_caught_up(store: &projections::store::Store, kafka: &KafkaSett
     loop {
         let stored: std::collections::BTreeMap<i32, i64> =
             store.stored_offsets(group, topic, &partitions).await.expect("offsets").into_iter().collect();
-        if partitions.iter().all(|p| stored.get(p) == ends.get(p)) {
+        // `>=`: tansu's watermark answer can lag a record behind what a fetch returns.
+        if partitions.iter().all(|p| stored.get(p).copied().unwrap_or(0) >= ends.get(p).copied().unwrap_or(0)) {
             return;
         }
         assert!(

@@ -49,6 +49,9 @@ pub struct BatchOutcome {
     pub dead_lettered: usize,
     /// The next offset to read per partition after this batch.
     pub next_offsets: Vec<(i32, i64)>,
+    /// Partitions whose records started above the stored offset: applying them would
+    /// skip records, so they were left out; the member must re-read from these offsets.
+    pub rewind: Vec<(i32, i64)>,
 }
 
 /// A projection whose state can be stored.
@@ -100,7 +103,11 @@ impl Store {
 
         let mut fresh: Vec<&LogRecord> = Vec::with_capacity(records.len());
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut rewind: BTreeMap<i32, i64> = BTreeMap::new();
         for r in records {
+            if rewind.contains_key(&r.partition) {
+                continue;
+            }
             let stored_offset = stored.get(&r.partition).copied().unwrap_or(r.offset);
             let expected = *next.get(&r.partition).unwrap_or(&stored_offset);
             if r.offset < expected {
@@ -108,15 +115,21 @@ impl Store {
                 continue;
             }
             if r.offset > expected && !next.contains_key(&r.partition) {
-                return Err(StoreError::SkipDetected {
-                    partition: r.partition,
-                    stored: stored_offset,
-                    first: r.offset,
-                });
+                // Never apply across a gap: that would skip records. Leave the partition
+                // out of this batch and have the member read it again from the stored offset.
+                tracing::error!(
+                    partition = r.partition,
+                    stored = stored_offset,
+                    first = r.offset,
+                    "batch starts above the stored offset; not applying it, rewinding"
+                );
+                rewind.insert(r.partition, stored_offset);
+                continue;
             }
             next.insert(r.partition, r.offset + 1);
             fresh.push(r);
         }
+        outcome.rewind = rewind.into_iter().collect();
         if fresh.is_empty() {
             // Everything was applied already (a fenced zombie): change nothing.
             tx.rollback().await?;

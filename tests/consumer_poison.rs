@@ -1,0 +1,120 @@
+//! Poison records of every kind land once each in dead_letters, later events of a parked
+//! order are parked too, the partition moves on, and valid events keep being applied.
+mod common;
+
+use std::time::Duration;
+
+use consumers::member::run_member;
+use consumers::ProjectionKind;
+use projections::store::Store;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use schemas::{samples::sample, Codec, Event, EventKind};
+
+fn zigzag(n: i64) -> Vec<u8> {
+    let mut v = ((n << 1) ^ (n >> 63)) as u64;
+    let mut out = Vec::new();
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_poison_is_parked_once_and_the_group_keeps_going() {
+    let topic = common::fresh_topic("poison", 1).await;
+    let kafka = common::kafka();
+    let producer: FutureProducer = kafka.client_config().create().expect("producer");
+    let codec = Codec::builtin();
+    let send = |key: String, payload: Vec<u8>| {
+        let producer = producer.clone();
+        let topic = topic.clone();
+        async move {
+            producer
+                .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(10))
+                .await
+                .expect("sent");
+        }
+    };
+    let placed = sample(EventKind::OrderPlaced);
+    let order_key = placed.key();
+    let good = codec.encode(&placed).expect("encode");
+    let placed_id = codec.schema_id(EventKind::OrderPlaced);
+    let mut huge_array = vec![0u8];
+    huge_array.extend_from_slice(&placed_id.to_be_bytes());
+    huge_array.extend_from_slice(&good[5..60]);
+    huge_array.extend(zigzag(1 << 40));
+    let stock = codec.encode(&sample(EventKind::StockAdjusted)).expect("encode");
+    let mut wrong_type = vec![0u8];
+    wrong_type.extend_from_slice(&placed_id.to_be_bytes());
+    wrong_type.extend_from_slice(&stock[5..]);
+    let poison: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("random", (0..64u8).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect()),
+        ("truncated", good[..good.len() - 3].to_vec()),
+        ("unknown schema id", vec![0, 0, 0, 0x27, 0x0f, 2, 4]),
+        ("wrong record type", wrong_type),
+        ("huge array length", huge_array),
+    ];
+    let poison_keys: Vec<String> = (0..poison.len()).map(|i| format!("junk-{i}")).collect();
+    for ((_, bytes), key) in poison.iter().zip(&poison_keys) {
+        send(key.clone(), bytes.clone()).await;
+    }
+    // Semantically invalid: a capture for an order nobody placed, then more of that order.
+    let ghost_capture = sample(EventKind::PaymentCaptured);
+    send(ghost_capture.key(), codec.encode(&ghost_capture).expect("encode")).await;
+    // A valid order afterwards must still be applied.
+    let mut valid = placed.clone();
+    if let Event::OrderPlaced(e) = &mut valid {
+        e.order_id = uuid::Uuid::new_v4();
+        e.envelope.event_id = uuid::Uuid::new_v4();
+    }
+    send(valid.key(), codec.encode(&valid).expect("encode")).await;
+    // The same order id with conflicting content: placed again under another event id.
+    let mut conflicting = valid.clone();
+    if let Event::OrderPlaced(e) = &mut conflicting {
+        e.envelope.event_id = uuid::Uuid::new_v4();
+        e.lines[0].quantity = 99;
+    }
+    send(conflicting.key(), codec.encode(&conflicting).expect("encode")).await;
+    // And a later event of that now-parked order is parked too, not applied around it.
+    let mut later = sample(EventKind::PaymentCaptured);
+    if let Event::PaymentCaptured(e) = &mut later {
+        e.order_id = valid.order_id().expect("id");
+        e.envelope.event_id = uuid::Uuid::new_v4();
+    }
+    send(later.key(), codec.encode(&later).expect("encode")).await;
+    let _ = order_key;
+
+    let store = Store::connect(&common::fresh_database().await).await.expect("store");
+    let group = "payment-poison";
+    let member = run_member(common::member_config(ProjectionKind::Payment, &topic, group), &kafka, store.clone())
+        .expect("member");
+    common::wait_caught_up(&store, &kafka, group, &topic).await;
+    // Stop and start again: nothing is parked twice, and nothing more is applied.
+    member.stop().await.expect("stop");
+    let member = run_member(common::member_config(ProjectionKind::Payment, &topic, group), &kafka, store.clone())
+        .expect("member");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    member.stop().await.expect("stop");
+
+    let dead = store.dead_letters(group).await.expect("dead letters");
+    let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(dead.len(), poison.len() + 3, "{reasons:#?}");
+    for (i, d) in dead.iter().take(poison.len()).enumerate() {
+        assert!(d.reason.starts_with("undecodable"), "{} gave {}", poison[i].0, d.reason);
+    }
+    assert!(reasons[poison.len()].contains("unknown order"), "{}", reasons[poison.len()]);
+    assert!(reasons[poison.len() + 1].contains("placed twice"), "{}", reasons[poison.len() + 1]);
+    assert!(reasons[poison.len() + 2].starts_with("parked"), "{}", reasons[poison.len() + 2]);
+    let snapshot = store.snapshot().await.expect("snapshot");
+    assert_eq!(snapshot.payments.len(), 1, "the valid order is applied, once");
+    assert_eq!(snapshot.payments[0].order_total_minor, 4497, "the conflicting copy changed nothing");
+    assert_eq!(snapshot.payments[0].captured_minor, 0, "the parked order's later capture was not applied");
+    let offsets = store.stored_offsets(group, &topic, &[0]).await.expect("offsets");
+    assert_eq!(offsets, vec![(0, (poison.len() + 4) as i64)], "the partition moved past every record");
+}
