@@ -1,7 +1,7 @@
 //! librdkafka callbacks for a member. They run on the member's poll thread (inside
 //! `poll`), never on a tokio worker, so reading stored offsets from the database here with
 //! `Handle::block_on` cannot stall the async runtime or panic.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +28,9 @@ pub struct MemberContext {
     /// Set when the assignment changed; the poll loop then drops buffered records of
     /// partitions it no longer owns.
     pub assignment_changed: AtomicBool,
+    /// Where the consumer was positioned for each newly assigned partition (the stored
+    /// offset), taken by the poll loop; `None` = from the beginning of the log.
+    pub positioned_at: Mutex<BTreeMap<i32, Option<i64>>>,
 }
 
 impl MemberContext {
@@ -73,6 +76,10 @@ impl MemberContext {
             Ok(()) => {
                 let mut owned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
                 owned.extend(partitions.iter().copied());
+                let mut positioned = self.positioned_at.lock().unwrap_or_else(|e| e.into_inner());
+                for p in &partitions {
+                    positioned.insert(*p, stored.iter().find(|(sp, _)| sp == p).map(|(_, o)| *o));
+                }
                 tracing::info!(group = %self.group, ?partitions, ?stored, "assigned");
                 m::rebalance(&self.group, "assign");
             }

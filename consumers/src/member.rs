@@ -124,6 +124,7 @@ pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> 
         stop: stop.clone(),
         assigned: Mutex::new(BTreeSet::new()),
         assignment_changed: AtomicBool::new(false),
+        positioned_at: Mutex::new(BTreeMap::new()),
     };
     let session = config.session_timeout.as_millis().to_string();
     let max_poll = config.max_poll_interval.as_millis().to_string();
@@ -181,33 +182,65 @@ fn poll_loop(
     let mut buffer: Vec<LogRecord> = Vec::with_capacity(config.batch_max);
     let mut batch_started = Instant::now();
     let mut watermarks_at = Instant::now();
+    let mut reading = Reading::default();
+    let mut owned: BTreeSet<i32> = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {
         let wait = if buffer.is_empty() {
             config.batch_wait.max(Duration::from_millis(100))
         } else {
             Duration::from_millis(5)
         };
-        match consumer.poll(wait) {
-            Some(Ok(message)) => {
-                if buffer.is_empty() {
-                    batch_started = Instant::now();
-                }
-                buffer.push(record_of(&message));
+        // Rebalance callbacks run inside `poll`; a record it returns belongs to the
+        // assignment as it is after them, so handle the change before buffering it.
+        let polled = consumer.poll(wait).map(|r| r.map(|m| record_of(&m)));
+        if context.assignment_changed.swap(false, Ordering::SeqCst) {
+            owned = context.owned();
+            buffer.retain(|r| owned.contains(&r.partition));
+            reading.keep_only(&owned);
+            for (p, start) in std::mem::take(&mut *context.positioned_at.lock().unwrap_or_else(|e| e.into_inner())) {
+                // A re-assigned partition starts over from its stored offset.
+                buffer.retain(|r| r.partition != p);
+                reading.positioned(p, start);
             }
+            *stats.owned.lock().unwrap_or_else(|e| e.into_inner()) = owned.clone();
+        }
+        match polled {
+            Some(Ok(record)) if owned.contains(&record.partition) => match reading.accept(&record) {
+                Verdict::Buffer => {
+                    if buffer.is_empty() {
+                        batch_started = Instant::now();
+                    }
+                    buffer.push(record);
+                }
+                Verdict::Drop => {}
+                Verdict::Reposition(target) => {
+                    let offset = Offset::Offset(target);
+                    if let Err(e) = consumer.seek(&config.topic, record.partition, offset, Duration::from_secs(5)) {
+                        tracing::error!(error = %e, partition = record.partition, "cannot re-read the partition");
+                    }
+                }
+            },
+            // A leftover of a partition this member no longer owns.
+            Some(Ok(_)) => {}
             Some(Err(e)) => tracing::warn!(error = %e, group = %config.group, "consume error"),
             None => {}
-        }
-        if context.assignment_changed.swap(false, Ordering::SeqCst) {
-            let owned = context.owned();
-            buffer.retain(|r| owned.contains(&r.partition));
-            *stats.owned.lock().unwrap_or_else(|e| e.into_inner()) = owned;
         }
         let full = buffer.len() >= config.batch_max;
         let due = !buffer.is_empty() && batch_started.elapsed() >= config.batch_wait;
         if full || due {
             // Keep each partition's records in offset order (they arrive that way).
             buffer.sort_by_key(|r| (r.partition, r.offset));
-            apply_with_retry(consumer, config, store, &codec, &buffer, stop, stats)?;
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let mut spans: BTreeMap<i32, (i64, i64, usize)> = BTreeMap::new();
+                for r in &buffer {
+                    let e = spans.entry(r.partition).or_insert((r.offset, r.offset, 0));
+                    e.1 = r.offset;
+                    e.2 += 1;
+                }
+                tracing::debug!(group = %config.group, ?spans, read_from = ?reading.read_from, "batch");
+            }
+            let env = BatchEnv { consumer, config, store, codec: &codec, stop, stats };
+            apply_with_retry(&env, &buffer, &mut reading)?;
             buffer.clear();
         }
         if watermarks_at.elapsed() >= Duration::from_secs(2) {
@@ -218,21 +251,35 @@ fn poll_loop(
     Ok(())
 }
 
-fn apply_with_retry(
-    consumer: &BaseConsumer<MemberContext>,
-    config: &MemberConfig,
-    store: &Store,
-    codec: &Codec,
-    batch: &[LogRecord],
-    stop: &AtomicBool,
-    stats: &MemberStats,
-) -> Result<(), ConsumerError> {
+/// What applying a batch needs from the member.
+struct BatchEnv<'a> {
+    consumer: &'a BaseConsumer<MemberContext>,
+    config: &'a MemberConfig,
+    store: &'a Store,
+    codec: &'a Codec,
+    stop: &'a AtomicBool,
+    stats: &'a MemberStats,
+}
+
+fn apply_with_retry(env: &BatchEnv<'_>, batch: &[LogRecord], reading: &mut Reading) -> Result<(), ConsumerError> {
+    let BatchEnv { consumer, config, store, codec, stop, stats } = *env;
     let runtime = &consumer.context().runtime;
     let mut delay = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        match runtime.block_on(config.projection.apply_batch(store, &config.group, &config.topic, batch, codec)) {
+        match runtime.block_on(config.projection.apply_batch(
+            store,
+            &config.group,
+            &config.topic,
+            batch,
+            &reading.read_from,
+            codec,
+        )) {
             Ok(outcome) => {
+                // This consumer has now read each partition up to its last record.
+                for r in batch {
+                    reading.read_from.insert(r.partition, r.offset + 1);
+                }
                 m::batch_done(&config.group, batch.len(), &outcome, started.elapsed().as_secs_f64());
                 stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 stats.applied.fetch_add(outcome.applied as u64, Ordering::Relaxed);
@@ -240,6 +287,7 @@ fn apply_with_retry(
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 for (p, offset) in &outcome.rewind {
                     m::rewind(&config.group);
+                    reading.positioned(*p, Some(*offset));
                     let position = Offset::Offset(*offset);
                     if let Err(e) = consumer.seek(&config.topic, *p, position, Duration::from_secs(5)) {
                         tracing::error!(error = %e, partition = p, "cannot rewind to the stored offset");
@@ -301,5 +349,131 @@ fn leave_group(consumer: BaseConsumer<MemberContext>, deadline: Duration) {
     });
     if rx.recv_timeout(deadline).is_err() {
         tracing::warn!(?deadline, "leaving the group took too long; abandoning the close");
+    }
+}
+
+/// What this member knows about where it reads each partition from, so that a batch can
+/// claim "these are all the records from offset N on" only when that is true.
+#[derive(Debug, Default)]
+struct Reading {
+    /// Per partition: the offset from which the buffered and following records are
+    /// contiguous. Absent: from the beginning of the log.
+    read_from: BTreeMap<i32, i64>,
+    /// Partitions just positioned (assign or rewind) whose first record at or above the
+    /// position has not arrived yet.
+    awaiting: BTreeMap<i32, Awaiting>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Awaiting {
+    at: i64,
+    /// A record below `at` arrived first, so the next record was read across any gap.
+    seen_below: bool,
+    /// How far below `at` the next re-read starts.
+    back: i64,
+}
+
+/// What to do with a polled record.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Buffer,
+    Drop,
+    /// Re-read the partition from this offset.
+    Reposition(i64),
+}
+
+impl Reading {
+    fn positioned(&mut self, partition: i32, at: Option<i64>) {
+        match at {
+            Some(offset) => {
+                self.read_from.insert(partition, offset);
+                self.awaiting.insert(partition, Awaiting { at: offset, seen_below: false, back: 1 });
+            }
+            None => {
+                self.read_from.remove(&partition);
+                self.awaiting.remove(&partition);
+            }
+        }
+    }
+
+    fn keep_only(&mut self, owned: &BTreeSet<i32>) {
+        self.read_from.retain(|p, _| owned.contains(p));
+        self.awaiting.retain(|p, _| owned.contains(p));
+    }
+
+    /// Checks the first record after a positioning. A first record *above* the position
+    /// is either a gap in the log (compaction, transaction markers) or a record the broker
+    /// skipped: tansu 0.6 answers a fetch at some offsets starting one record later. So
+    /// the member re-reads from a little below the position and accepts a gap only when
+    /// it read across it: a record below the position followed by one above it.
+    fn accept(&mut self, record: &LogRecord) -> Verdict {
+        let p = record.partition;
+        let Some(w) = self.awaiting.get_mut(&p) else { return Verdict::Buffer };
+        if record.offset < w.at {
+            w.seen_below = true;
+            return Verdict::Drop;
+        }
+        if record.offset == w.at || w.seen_below || w.at == 0 {
+            if record.offset > w.at {
+                tracing::info!(partition = p, from = w.at, to = record.offset, "offsets have a gap in the log");
+            }
+            self.awaiting.remove(&p);
+            return Verdict::Buffer;
+        }
+        let target = (w.at - w.back).max(0);
+        w.back = (w.back * 8).min(4096);
+        tracing::warn!(
+            partition = p,
+            expected = w.at,
+            got = record.offset,
+            reread_from = target,
+            "first record above the position; re-reading"
+        );
+        Verdict::Reposition(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(partition: i32, offset: i64) -> LogRecord {
+        LogRecord { partition, offset, key: None, payload: None }
+    }
+
+    #[test]
+    fn the_record_at_the_position_is_buffered() {
+        let mut r = Reading::default();
+        r.positioned(1, Some(100));
+        assert_eq!(r.accept(&rec(1, 100)), Verdict::Buffer);
+        assert_eq!(r.accept(&rec(1, 101)), Verdict::Buffer);
+    }
+
+    #[test]
+    fn a_first_record_above_the_position_triggers_a_reread_from_below() {
+        let mut r = Reading::default();
+        r.positioned(1, Some(100));
+        assert_eq!(r.accept(&rec(1, 101)), Verdict::Reposition(99));
+        // Re-read from 99: 99 is below (dropped), then 100 arrives.
+        assert_eq!(r.accept(&rec(1, 99)), Verdict::Drop);
+        assert_eq!(r.accept(&rec(1, 100)), Verdict::Buffer);
+    }
+
+    #[test]
+    fn a_gap_read_across_is_accepted() {
+        let mut r = Reading::default();
+        r.positioned(1, Some(120));
+        assert_eq!(r.accept(&rec(1, 122)), Verdict::Reposition(119));
+        assert_eq!(r.accept(&rec(1, 119)), Verdict::Drop);
+        assert_eq!(r.accept(&rec(1, 122)), Verdict::Buffer);
+        assert_eq!(r.read_from.get(&1), Some(&120));
+    }
+
+    #[test]
+    fn repeated_misses_reread_from_further_below() {
+        let mut r = Reading::default();
+        r.positioned(0, Some(1000));
+        assert_eq!(r.accept(&rec(0, 1001)), Verdict::Reposition(999));
+        assert_eq!(r.accept(&rec(0, 1001)), Verdict::Reposition(992));
     }
 }

@@ -1,4 +1,5 @@
 //! Which projection a group builds: the one switch from a name to typed code.
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use projections::model::fulfilment::Fulfilment;
@@ -38,12 +39,15 @@ impl ProjectionKind {
         group: &str,
         topic: &str,
         records: &[LogRecord],
+        read_from: &BTreeMap<i32, i64>,
         codec: &Codec,
     ) -> Result<BatchOutcome, StoreError> {
         match self {
-            ProjectionKind::Inventory => store.apply_batch::<Inventory>(group, topic, records, codec).await,
-            ProjectionKind::Payment => store.apply_batch::<Payment>(group, topic, records, codec).await,
-            ProjectionKind::Fulfilment => store.apply_batch::<Fulfilment>(group, topic, records, codec).await,
+            ProjectionKind::Inventory => store.apply_batch::<Inventory>(group, topic, records, read_from, codec).await,
+            ProjectionKind::Payment => store.apply_batch::<Payment>(group, topic, records, read_from, codec).await,
+            ProjectionKind::Fulfilment => {
+                store.apply_batch::<Fulfilment>(group, topic, records, read_from, codec).await
+            }
         }
     }
 }

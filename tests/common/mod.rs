@@ -7,9 +7,24 @@ use std::time::Duration;
 use infra::topics::{create_topics, TopicSpec};
 use infra::KafkaSettings;
 
+/// Sends this test binary's logs to `$ORDERFLOW_TEST_LOG` when that is set (for
+/// investigating a failure); otherwise logs are off.
+pub fn init_logs() {
+    if let Ok(path) = std::env::var("ORDERFLOW_TEST_LOG") {
+        if let Ok(file) = std::fs::File::create(path) {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .try_init();
+        }
+    }
+}
+
 /// The real broker. Tests of real paths never fall back to a mock: without a broker
 /// they fail and say how to start one.
 pub fn kafka() -> KafkaSettings {
+    init_logs();
     let brokers = std::env::var("ORDERFLOW_BROKERS")
         .expect("ORDERFLOW_BROKERS is not set: run `eval \"$(infra/local/up)\"` before the tests");
     KafkaSettings::new(brokers)
@@ -215,19 +230,34 @@ impl Drop for OwnBroker {
     }
 }
 
-/// The log end offset of every partition of `topic`.
+/// The true end of every partition of `topic`: one past the last offset a reader from
+/// the beginning finds. (tansu's watermark answers can fall short when its offsets have
+/// gaps, so the tests read the log instead of trusting them.)
 pub fn log_ends(kafka: &KafkaSettings, topic: &str) -> std::collections::BTreeMap<i32, i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = kafka.client_config().set("group.id", "watermarks").create().expect("consumer");
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", format!("ends-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
-    metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| {
-            let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).expect("watermarks");
-            (p.id(), high)
-        })
-        .collect()
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = std::collections::BTreeMap::new();
+    for p in metadata.topics()[0].partitions() {
+        assignment.add_partition_offset(topic, p.id(), Offset::Beginning).expect("partition");
+        ends.insert(p.id(), 0);
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut quiet_since = std::time::Instant::now();
+    while quiet_since.elapsed() < Duration::from_millis(1000) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            ends.insert(m.partition(), m.offset() + 1);
+            quiet_since = std::time::Instant::now();
+        }
+    }
+    ends
 }
 
 /// Waits (30 s at most) until `group`'s stored offsets reach the log end on every partition
@@ -239,8 +269,7 @@ pub async fn wait_caught_up(store: &projections::store::Store, kafka: &KafkaSett
     loop {
         let stored: std::collections::BTreeMap<i32, i64> =
             store.stored_offsets(group, topic, &partitions).await.expect("offsets").into_iter().collect();
-        // `>=`: tansu's watermark answer can lag a record behind what a fetch returns.
-        if partitions.iter().all(|p| stored.get(p).copied().unwrap_or(0) >= ends.get(p).copied().unwrap_or(0)) {
+        if partitions.iter().all(|p| stored.get(p) == ends.get(p)) {
             return;
         }
         assert!(
@@ -265,4 +294,24 @@ pub fn member_config(kind: consumers::ProjectionKind, topic: &str, group: &str) 
 pub fn fresh_sqlite_url() -> String {
     let path = std::env::temp_dir().join(format!("orderflow-{}.db", uuid::Uuid::new_v4().simple()));
     format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// Asserts two snapshots are equal, describing the first difference briefly (a full
+/// snapshot is far too long to read in a failure message).
+pub fn assert_same_projection(got: &projections::store::Snapshot, want: &projections::store::Snapshot, context: &str) {
+    assert_eq!(got.inventory_levels, want.inventory_levels, "{context}: inventory levels differ");
+    let ids = |v: &[projections::model::payment::PaymentOrder]| v.iter().map(|p| p.order_id).collect::<Vec<_>>();
+    assert_eq!(got.payments.len(), want.payments.len(), "{context}: payment row count differs");
+    assert_eq!(ids(&got.payments), ids(&want.payments), "{context}: payment rows differ");
+    for (g, w) in got.payments.iter().zip(&want.payments) {
+        assert_eq!(g, w, "{context}: payment row differs");
+    }
+    assert_eq!(got.fulfilment.len(), want.fulfilment.len(), "{context}: fulfilment row count differs");
+    for (g, w) in got.fulfilment.iter().zip(&want.fulfilment) {
+        assert_eq!(g, w, "{context}: fulfilment row differs");
+    }
+    assert_eq!(got.inventory_orders.len(), want.inventory_orders.len(), "{context}: inventory order count differs");
+    for (g, w) in got.inventory_orders.iter().zip(&want.inventory_orders) {
+        assert_eq!(g, w, "{context}: inventory order differs");
+    }
 }

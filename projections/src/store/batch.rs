@@ -67,12 +67,18 @@ struct DeadLetter<'a> {
 impl Store {
     /// Applies `records` (any partitions, each partition's records in offset order) for
     /// consumer group `group` in one transaction.
+    ///
+    /// `read_from` says, per partition, the offset the member's consumer was positioned at
+    /// before the first of these records: the records are everything the log holds from
+    /// there on (offsets may have gaps: transaction markers, compaction, some brokers'
+    /// batching). A partition missing from it is trusted to start at its first record.
     #[tracing::instrument(skip_all, fields(group, records = records.len()))]
     pub async fn apply_batch<P: StoredProjection>(
         &self,
         group: &str,
         topic: &str,
         records: &[LogRecord],
+        read_from: &BTreeMap<i32, i64>,
         codec: &Codec,
     ) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
@@ -109,21 +115,24 @@ impl Store {
                 continue;
             }
             let stored_offset = stored.get(&r.partition).copied().unwrap_or(r.offset);
-            let expected = *next.get(&r.partition).unwrap_or(&stored_offset);
-            if r.offset < expected {
-                outcome.already_applied += 1;
-                continue;
+            if !next.contains_key(&r.partition) {
+                let start = read_from.get(&r.partition).copied().unwrap_or(r.offset);
+                if start > stored_offset {
+                    // Records between the stored offset and where this member started
+                    // reading would be skipped: apply nothing of this partition and have
+                    // the member read it again from the stored offset.
+                    tracing::error!(
+                        partition = r.partition,
+                        stored = stored_offset,
+                        read_from = start,
+                        "batch starts above the stored offset; not applying it, rewinding"
+                    );
+                    rewind.insert(r.partition, stored_offset);
+                    continue;
+                }
             }
-            if r.offset > expected && !next.contains_key(&r.partition) {
-                // Never apply across a gap: that would skip records. Leave the partition
-                // out of this batch and have the member read it again from the stored offset.
-                tracing::error!(
-                    partition = r.partition,
-                    stored = stored_offset,
-                    first = r.offset,
-                    "batch starts above the stored offset; not applying it, rewinding"
-                );
-                rewind.insert(r.partition, stored_offset);
+            if r.offset < next.get(&r.partition).copied().unwrap_or(stored_offset) {
+                outcome.already_applied += 1;
                 continue;
             }
             next.insert(r.partition, r.offset + 1);
