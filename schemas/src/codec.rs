@@ -37,8 +37,15 @@ impl Codec {
     /// Builds a codec writing the newest version of each event's subject.
     pub fn new(registry: Arc<dyn SchemaRegistry>) -> Result<Self, EncodeError> {
         ALLOCATION_LIMIT.call_once(|| {
-            // The setting is process-wide and first-call-wins; it must happen before any decode.
+            // Both settings are process-wide and first-call-wins; they must happen before
+            // any encode or decode.
             apache_avro::util::max_allocation_bytes(MAX_DECODE_ALLOCATION_BYTES);
+            // Human-readable serde makes a UUID the 36-character text that Avro's `uuid`
+            // logical type on `string` means; otherwise it would be written as 16 raw
+            // bytes that no other Avro library reads as a UUID.
+            if !apache_avro::util::set_serde_human_readable(true) {
+                warn_uuids_would_be_raw_bytes();
+            }
         });
         let mut writers = HashMap::new();
         for kind in EventKind::ALL {
@@ -121,6 +128,12 @@ impl Codec {
             .ok_or_else(|| DecodeError::NotAnEvent { id, subject: writer.subject.clone() })?;
         Ok((kind, writer, &bytes[HEADER_LEN..]))
     }
+}
+
+/// Something else in the process fixed apache-avro's serde mode first; UUIDs would then be
+/// written as raw bytes. Loud, because that breaks the cross-language contract.
+fn warn_uuids_would_be_raw_bytes() {
+    eprintln!("orderflow schemas: apache-avro was set to non-human-readable serde before the codec was built");
 }
 
 fn write_body<T: Serialize>(writer: &RegisteredSchema, body: &T, buf: &mut Vec<u8>) -> Result<(), EncodeError> {

@@ -50,3 +50,15 @@ fn keys_put_all_events_of_an_order_under_the_order_id_and_stock_under_the_sku() 
         assert_eq!(event.key(), expected);
     }
 }
+
+#[test]
+fn uuids_are_written_as_their_36_character_text() {
+    // The Avro contract says `string` with logicalType `uuid`: other languages' readers
+    // must find the canonical text, not 16 raw bytes.
+    let codec = Codec::builtin();
+    let event = sample(EventKind::OrderCancelled);
+    let bytes = codec.encode(&event).expect("encode");
+    let text = event.envelope().event_id.to_string();
+    assert_eq!(bytes[5] as usize, text.len() * 2, "zig-zag length prefix of a 36-byte string");
+    assert_eq!(&bytes[6..42], text.as_bytes());
+}
