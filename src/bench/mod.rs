@@ -2,6 +2,7 @@
 //! that matters is a ratio of two things measured in the same run against the same broker
 //! and database; absolute numbers are printed with the machine they came from.
 mod checkout_bench;
+mod projector_bench;
 mod stats;
 
 use std::time::Duration;
@@ -72,7 +73,7 @@ impl BenchContext {
 
 impl BenchArgs {
     pub async fn run(self) -> anyhow::Result<()> {
-        let figures_planned = 2 * u64::from(self.repeats);
+        let figures_planned = 4 * u64::from(self.repeats);
         let progress = indicatif::ProgressBar::new(figures_planned);
         progress.set_style(
             indicatif::ProgressStyle::with_template("bench {bar:30} {pos}/{len} runs {msg}")
@@ -93,6 +94,24 @@ impl BenchArgs {
         figures.push(checkout_bench::p3_checkout_vs_http(&ctx).await?);
         ctx.progress.set_message("P3b publisher vs raw producer");
         figures.push(checkout_bench::p3b_publisher_vs_raw(&ctx).await?);
+        ctx.progress.set_message("P1/P2 projector on PostgreSQL");
+        let databases = TempDatabases::new(&self.database_url);
+        let pg = projector_bench::p1_p2(&ctx, "PostgreSQL", async || databases.fresh().await, true).await?;
+        figures.push(pg.p1);
+        figures.extend(pg.p2);
+        ctx.progress.set_message("P1 projector on SQLite");
+        let lite = projector_bench::p1_p2(
+            &ctx,
+            "SQLite",
+            async || {
+                let path = std::env::temp_dir().join(format!("orderflow-bench-{}.db", uuid::Uuid::new_v4().simple()));
+                Ok(projections::store::Store::connect(&format!("sqlite://{}?mode=rwc", path.display())).await?)
+            },
+            false,
+        )
+        .await?;
+        figures.push(lite.p1);
+        databases.drop_all().await;
         ctx.progress.finish_and_clear();
 
         let machine = machine_description(&self.broker_label, &self.database_url);
@@ -137,5 +156,36 @@ fn print_table(machine: &serde_json::Value, figures: &[Figure]) {
         };
         println!("{:<5} {:<32} {:>10.2}  {:<8} {:<5}", f.id, f.name, f.value, f.target.as_deref().unwrap_or(""), met);
         println!("      {}", f.detail);
+    }
+}
+
+/// PostgreSQL databases created for one benchmark run, dropped at the end.
+struct TempDatabases {
+    admin_url: String,
+    created: std::sync::Mutex<Vec<String>>,
+}
+
+impl TempDatabases {
+    fn new(admin_url: &str) -> Self {
+        TempDatabases { admin_url: admin_url.to_string(), created: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    async fn fresh(&self) -> anyhow::Result<projections::store::Store> {
+        use sqlx::Connection;
+        let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+        self.created.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
+        let base = self.admin_url.rsplit_once('/').map_or(self.admin_url.as_str(), |(b, _)| b);
+        Ok(projections::store::Store::connect(&format!("{base}/{name}")).await?)
+    }
+
+    async fn drop_all(&self) {
+        use sqlx::Connection;
+        let names = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
+        let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await else { return };
+        for name in names {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+        }
     }
 }

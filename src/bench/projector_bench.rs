@@ -1,0 +1,224 @@
+//! P1 (projector ÷ its ceiling) and P2 (batched ÷ one transaction per event).
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use consumers::member::{run_member, MemberConfig};
+use consumers::ProjectionKind;
+use futures::stream::{self, StreamExt};
+use projections::store::{LogRecord, Store};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use schemas::{samples::sample, Codec, Envelope, Event, EventKind};
+
+use super::stats::{describe, ratio, Figure, Samples};
+use super::BenchContext;
+
+/// Realistic lifecycles: placed, authorized, captured, packed, shipped, delivered, keyed
+/// by order, interleaved across orders as real traffic is.
+fn lifecycle_events(n: usize) -> Vec<Event> {
+    let kinds = [
+        EventKind::OrderPlaced,
+        EventKind::PaymentAuthorized,
+        EventKind::PaymentCaptured,
+        EventKind::ShipmentPacked,
+        EventKind::ShipmentShipped,
+        EventKind::ShipmentDelivered,
+    ];
+    let orders = n.div_ceil(kinds.len());
+    let ids: Vec<uuid::Uuid> = (0..orders).map(|_| uuid::Uuid::new_v4()).collect();
+    let mut events = Vec::with_capacity(n);
+    for kind in kinds {
+        for id in &ids {
+            let mut event = sample(kind);
+            let envelope = Envelope {
+                event_id: uuid::Uuid::new_v4(),
+                occurred_at: Envelope::now(),
+                correlation_id: *id,
+                causation_id: None,
+            };
+            match &mut event {
+                Event::OrderPlaced(e) => (e.envelope, e.order_id) = (envelope, *id),
+                Event::PaymentAuthorized(e) | Event::PaymentCaptured(e) => (e.envelope, e.order_id) = (envelope, *id),
+                Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => {
+                    (e.envelope, e.order_id) = (envelope, *id)
+                }
+                _ => {}
+            }
+            events.push(event);
+        }
+    }
+    events.truncate(n);
+    events
+}
+
+/// Appends the backlog and returns it as the records the log now holds.
+async fn append_backlog(ctx: &BenchContext, topic: &str, events: &[Event]) -> anyhow::Result<Vec<LogRecord>> {
+    let producer: FutureProducer = ctx
+        .kafka
+        .client_config_with(&[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5")])
+        .create()?;
+    let codec = Codec::builtin();
+    let encoded: Vec<(String, Vec<u8>)> =
+        events.iter().map(|e| Ok((e.key(), codec.encode(e)?))).collect::<Result<_, schemas::EncodeError>>()?;
+    let delivered: Vec<_> = stream::iter(&encoded)
+        .map(|(k, v)| producer.send(FutureRecord::to(topic).key(k).payload(v), Duration::from_secs(30)))
+        .buffered(2_000)
+        .collect()
+        .await;
+    let mut records = Vec::with_capacity(events.len());
+    for ((key, payload), result) in encoded.into_iter().zip(delivered) {
+        let d = result.map_err(|(e, _)| anyhow::anyhow!("backlog produce: {e}"))?;
+        records.push(LogRecord {
+            partition: d.partition,
+            offset: d.offset,
+            key: Some(key.into_bytes()),
+            payload: Some(payload),
+        });
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    Ok(records)
+}
+
+/// Raw consume rate: a consumer that decodes nothing and discards every record.
+fn raw_consume(ctx: &BenchContext, topic: &str, expected: usize) -> anyhow::Result<f64> {
+    let consumer: BaseConsumer = ctx
+        .kafka
+        // The member's fetch settings, so only the work after the fetch differs.
+        .client_config_with(&[
+            ("group.id", "bench-raw"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+            ("fetch.wait.max.ms", "50"),
+        ])
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..ctx.partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    // Timed from the first record, so connection and offset lookups (which the projector
+    // pays too) do not lower the ceiling.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut first: Option<Instant> = None;
+    let mut seen = 0usize;
+    while seen < expected {
+        anyhow::ensure!(Instant::now() < deadline, "raw consumer saw {seen} of {expected} records");
+        if let Some(m) = consumer.poll(Duration::from_millis(5)) {
+            std::hint::black_box(m?.payload().map(<[u8]>::len));
+            first.get_or_insert_with(Instant::now);
+            seen += 1;
+        }
+    }
+    let elapsed = first.map_or(Duration::ZERO, |t| t.elapsed()).max(Duration::from_micros(1));
+    Ok((expected - 1) as f64 / elapsed.as_secs_f64())
+}
+
+/// DB-only rate: the store's batch path fed from memory, `batch` records per transaction.
+async fn db_only(store: &Store, group: &str, topic: &str, records: &[LogRecord], batch: usize) -> anyhow::Result<f64> {
+    let codec = Codec::builtin();
+    let started = Instant::now();
+    let mut read_from: BTreeMap<i32, i64> = BTreeMap::new();
+    for chunk in records.chunks(batch) {
+        ProjectionKind::Payment.apply_batch(store, group, topic, chunk, &read_from, &codec).await?;
+        for r in chunk {
+            read_from.insert(r.partition, r.offset + 1);
+        }
+    }
+    Ok(records.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The real member runtime draining the backlog.
+async fn projector(ctx: &BenchContext, store: &Store, topic: &str, records: &[LogRecord]) -> anyhow::Result<f64> {
+    let group = format!("bench-projector-{}", uuid::Uuid::new_v4().simple());
+    let mut config = MemberConfig::new(ProjectionKind::Payment, topic);
+    config.group = group.clone();
+    let ends: BTreeMap<i32, i64> = records.iter().map(|r| (r.partition, r.offset + 1)).collect();
+    let partitions: Vec<i32> = ends.keys().copied().collect();
+    let member = run_member(config, &ctx.kafka, store.clone())?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    // Timed from the first committed batch, like the raw consumer from its first record:
+    // joining the group and looking up offsets are not what P1 compares.
+    let mut first: Option<(Instant, i64)> = None;
+    loop {
+        let stored: BTreeMap<i32, i64> = store.stored_offsets(&group, topic, &partitions).await?.into_iter().collect();
+        if first.is_none() && !stored.is_empty() {
+            first = Some((Instant::now(), stored.values().sum()));
+        }
+        if stored == ends {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "projector did not drain the backlog");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (t0, done_at_t0) = first.unwrap_or((Instant::now(), 0));
+    let rate = (records.len() as i64 - done_at_t0).max(1) as f64 / t0.elapsed().as_secs_f64().max(1e-6);
+    member.stop().await?;
+    Ok(rate)
+}
+
+pub struct ProjectorFigures {
+    pub p1: Figure,
+    pub p2: Option<Figure>,
+}
+
+/// P1 on one database, and P2 when asked (PostgreSQL).
+pub async fn p1_p2(
+    ctx: &BenchContext,
+    database_label: &str,
+    new_store: impl AsyncFn() -> anyhow::Result<Store>,
+    with_p2: bool,
+) -> anyhow::Result<ProjectorFigures> {
+    let topic = ctx.fresh_topic("bench-projector").await?;
+    let events = lifecycle_events(ctx.events);
+    let records = append_backlog(ctx, &topic, &events).await?;
+    let batch = 2_000;
+    let (mut raw, mut db, mut proj) = (Samples { runs: vec![] }, Samples { runs: vec![] }, Samples { runs: vec![] });
+    for _ in 0..ctx.repeats {
+        raw.runs.push(raw_consume(ctx, &topic, records.len())?);
+        let store = new_store().await?;
+        db.runs.push(db_only(&store, "bench-db-only", &topic, &records, batch).await?);
+        let store = new_store().await?;
+        proj.runs.push(projector(ctx, &store, &topic, &records).await?);
+        ctx.tick();
+    }
+    let ceiling = if raw.median() < db.median() { &raw } else { &db };
+    let p1 = ratio(
+        "P1",
+        &format!("projector ÷ ceiling ({database_label})"),
+        &proj,
+        ceiling,
+        0.8,
+        format!(
+            "payment projection, {} events: projector {}; raw consume {}; DB-only batched ({batch}/tx) {}",
+            records.len(),
+            describe(&proj, "events/s"),
+            describe(&raw, "records/s"),
+            describe(&db, "events/s")
+        ),
+    );
+    let p2 = if with_p2 {
+        let naive_records = &records[..records.len().min(2_000)];
+        let mut naive = Samples { runs: vec![] };
+        for _ in 0..ctx.repeats {
+            let store = new_store().await?;
+            naive.runs.push(db_only(&store, "bench-naive", &topic, naive_records, 1).await?);
+        }
+        Some(ratio(
+            "P2",
+            &format!("batched ÷ naive ({database_label})"),
+            &db,
+            &naive,
+            20.0,
+            format!(
+                "same store code and durability; batched {}, one transaction per event {} ({} events)",
+                describe(&db, "events/s"),
+                describe(&naive, "events/s"),
+                naive_records.len()
+            ),
+        ))
+    } else {
+        None
+    };
+    Ok(ProjectorFigures { p1, p2 })
+}
