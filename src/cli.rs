@@ -52,6 +52,8 @@ enum Command {
     Checkout(checkout_cmd::CheckoutArgs),
     /// Measure throughput and latency ratios (see shared/design/benchmarks.md).
     Bench(crate::bench::BenchArgs),
+    /// Run the whole pipeline in one process (embedded broker, SQLite, load) and summarize.
+    Demo(crate::demo::DemoArgs),
     /// Run one member of a projection's consumer group.
     Consume(crate::consume_cmd::ConsumeArgs),
     /// Drive a checkout with realistic order lifecycles and report rates and latencies.
@@ -59,6 +61,14 @@ enum Command {
 }
 
 impl Cli {
+    /// Commands that draw their own progress keep the log quiet unless `RUST_LOG` says otherwise.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Demo(_) | Command::Bench(_) | Command::Load(_) => "warn",
+            _ => "info",
+        }
+    }
+
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Topics { command } => command.run().await,
@@ -66,6 +76,7 @@ impl Cli {
             Command::Load(args) => args.run().await,
             Command::Bench(args) => args.run().await,
             Command::Consume(args) => args.run(shutdown_signal()).await,
+            Command::Demo(args) => args.run(shutdown_signal()).await,
         }
     }
 }

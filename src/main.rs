@@ -4,13 +4,14 @@ mod bench;
 mod checkout_cmd;
 mod cli;
 mod consume_cmd;
+mod demo;
 mod topics_cmd;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    infra::telemetry::init();
+    infra::telemetry::init_with_default(cli.default_log_level());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

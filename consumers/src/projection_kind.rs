@@ -9,7 +9,7 @@ use projections::model::Projection;
 use projections::store::{BatchOutcome, LogRecord, Store, StoreError};
 use schemas::Codec;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ProjectionKind {
     Inventory,
     Payment,

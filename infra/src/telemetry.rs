@@ -8,7 +8,12 @@ use tracing_subscriber::EnvFilter;
 /// Human-readable logs on stderr, filtered by `RUST_LOG` (default `info`), so stdout stays
 /// free for command output.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default("info");
+}
+
+/// Like [`init`], with another level when `RUST_LOG` is not set.
+pub fn init_with_default(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

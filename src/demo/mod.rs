@@ -1,0 +1,232 @@
+//! `orderflow demo`: the whole pipeline in one process with zero setup — librdkafka's
+//! in-process mock cluster, SQLite projections in a file under the working directory, the
+//! checkout on a free port, all three consumer groups with two members each, and the load
+//! generator. `--brokers` and `--database-url` point the same run at real services.
+mod summary;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use consumers::member::{run_member, MemberConfig, MemberHandle};
+use consumers::ProjectionKind;
+use infra::topics::{create_topics, TopicSpec};
+use infra::KafkaSettings;
+use producers::checkout::{self, AppState};
+use producers::load::{self, LoadConfig};
+use producers::publisher::PublisherConfig;
+use projections::store::Store;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::cli::parse_duration;
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How long the load generator runs.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Requests per second the load generator sends.
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate: u32,
+    /// Use this Kafka-protocol broker instead of the embedded mock cluster.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Use this database instead of a fresh `orderflow-demo.db` in the working directory.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Partitions of the demo topic.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=64))]
+    partitions: i32,
+}
+
+const MEMBERS_PER_GROUP: usize = 2;
+
+impl DemoArgs {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+        // The mock cluster lives as long as this function.
+        let (_mock, kafka) = match &self.brokers {
+            Some(brokers) => (None, KafkaSettings::new(brokers).with_env_overrides()?),
+            None => {
+                let mock = rdkafka::mocking::MockCluster::new(1).context("starting the embedded broker")?;
+                let kafka = KafkaSettings::new(mock.bootstrap_servers());
+                (Some(mock), kafka)
+            }
+        };
+        let topic = format!("orders-demo-{run_id}");
+        match &_mock {
+            // The mock cluster creates topics through its own call (its admin API is limited).
+            Some(mock) => mock.create_topic(&topic, self.partitions, 1).context("creating the demo topic")?,
+            None => {
+                let spec = TopicSpec { name: topic.clone(), partitions: self.partitions, replication_factor: 1 };
+                create_topics(&kafka, &[spec], Duration::from_secs(30)).await?;
+            }
+        }
+        let database_url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("orderflow-demo.db{suffix}"));
+                }
+                "sqlite://orderflow-demo.db?mode=rwc".to_string()
+            }
+        };
+        let store = Store::connect(&database_url).await.context("opening the projection database")?;
+        println!(
+            "orderflow demo: broker {}, database {}, topic {topic}",
+            broker_label(&self.brokers),
+            database_label(&database_url)
+        );
+
+        let publisher = PublisherConfig { topic: topic.clone(), deadline: Duration::from_secs(5), linger_ms: 2 };
+        let state = AppState::connect(&kafka, &database_url, publisher).await.context("starting checkout")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let target = format!("http://{}", listener.local_addr()?);
+        println!("checkout listening on {target}");
+        let (stop_checkout, checkout_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(checkout::run(listener, state, async {
+            let _ = checkout_stopped.await;
+        }));
+
+        let mut groups: Vec<(ProjectionKind, String, Vec<MemberHandle>)> = Vec::new();
+        for kind in ProjectionKind::ALL {
+            let group = format!("orderflow-{}-demo-{run_id}", kind.name());
+            let mut config = MemberConfig::new(kind, &topic);
+            config.group = group.clone();
+            config.session_timeout = Duration::from_secs(6);
+            let members = (0..MEMBERS_PER_GROUP)
+                .map(|_| run_member(config.clone(), &kafka, store.clone()))
+                .collect::<Result<Vec<_>, _>>()?;
+            groups.push((kind, group, members));
+        }
+
+        let load = tokio::spawn(load::run(LoadConfig {
+            target,
+            rate: self.rate,
+            duration: self.duration,
+            workers: 32,
+            skus: 40,
+            show_progress: false,
+        }));
+        let interrupted = Arc::new(tokio::sync::Notify::new());
+        let on_signal = interrupted.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            on_signal.notify_one();
+        });
+
+        let bar = indicatif::ProgressBar::new(self.duration.as_secs());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed_precise} {bar:20} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let started = Instant::now();
+        let mut stopped_early = false;
+        let report = loop {
+            if load.is_finished() {
+                break Some(load.await?);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = interrupted.notified() => { stopped_early = true; load.abort(); break None; }
+            }
+            bar.set_position(started.elapsed().as_secs().min(self.duration.as_secs()));
+            bar.set_message(progress_line(&groups));
+        };
+
+        let mut lags_zero = BTreeMap::new();
+        if !stopped_early {
+            bar.set_message("load done; waiting for every group to catch up");
+            let ends = log_ends(&kafka, &topic, self.partitions)?;
+            for (kind, group, _) in &groups {
+                let reached = tokio::select! {
+                    r = wait_caught_up(&store, group, &topic, &ends, Duration::from_secs(120)) => r?,
+                    _ = interrupted.notified() => { stopped_early = true; false }
+                };
+                lags_zero.insert(*kind, reached);
+                if stopped_early {
+                    break;
+                }
+            }
+        }
+        bar.finish_and_clear();
+        for (_, _, members) in groups {
+            for member in members {
+                member.stop().await?;
+            }
+        }
+        let _ = stop_checkout.send(());
+        server.await??;
+
+        if stopped_early {
+            println!("interrupted: stopped the load, the consumer groups and the checkout cleanly");
+            return Ok(());
+        }
+        let report = report.context("the load generator did not report")?;
+        println!("load: {}", report.summary());
+        let summary = summary::Summary::read(&store).await?;
+        summary.print(report.orders_placed, report.accepted, &lags_zero);
+        anyhow::ensure!(lags_zero.values().all(|z| *z), "a consumer group did not catch up");
+        Ok(())
+    }
+}
+
+fn broker_label(brokers: &Option<String>) -> String {
+    brokers.clone().unwrap_or_else(|| "embedded mock cluster".into())
+}
+
+fn database_label(url: &str) -> String {
+    // Never print credentials.
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.rsplit('@').next().unwrap_or(rest)),
+        None => url.to_string(),
+    }
+}
+
+fn progress_line(groups: &[(ProjectionKind, String, Vec<MemberHandle>)]) -> String {
+    let appended: i64 = groups
+        .iter()
+        .map(|(_, _, members)| {
+            let mut ends = BTreeMap::new();
+            for m in members {
+                ends.extend(m.stats.log_ends.lock().unwrap_or_else(|e| e.into_inner()).clone());
+            }
+            ends.values().sum::<i64>()
+        })
+        .max()
+        .unwrap_or(0);
+    let mut line = format!("appended {appended}");
+    for (kind, _, members) in groups {
+        let applied: u64 = members.iter().map(|m| m.stats.applied.load(std::sync::atomic::Ordering::Relaxed)).sum();
+        let lag: i64 = members.iter().filter_map(|m| m.stats.lag()).sum();
+        line.push_str(&format!(" | {kind}: applied {applied}, lag {lag}"));
+    }
+    line
+}
+
+/// The end offset of every partition, read from the broker.
+fn log_ends(kafka: &KafkaSettings, topic: &str, partitions: i32) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let consumer: BaseConsumer = kafka.client_config().set("group.id", "orderflow-demo-watermarks").create()?;
+    (0..partitions).map(|p| Ok((p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?.1))).collect()
+}
+
+async fn wait_caught_up(
+    store: &Store,
+    group: &str,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+    within: Duration,
+) -> anyhow::Result<bool> {
+    let partitions: Vec<i32> = ends.iter().filter(|(_, e)| **e > 0).map(|(p, _)| *p).collect();
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let stored: BTreeMap<i32, i64> = store.stored_offsets(group, topic, &partitions).await?.into_iter().collect();
+        if partitions.iter().all(|p| stored.get(p).copied().unwrap_or(0) >= ends[p]) {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(false)
+}
