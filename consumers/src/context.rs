@@ -118,6 +118,12 @@ impl ClientContext for MemberContext {
         if message.contains("max.poll.interval.ms") {
             m::max_poll_exceeded(&self.group);
         }
+        // The offset copy committed to Kafka is best effort (the database holds the truth);
+        // its failures during a rebalance are expected.
+        if fac == "COMMITFAIL" {
+            tracing::debug!(target: "librdkafka", fac, "{message}");
+            return;
+        }
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", fac, "{message}")
