@@ -29,7 +29,7 @@ pub struct ConsumeArgs {
     #[arg(long, env = "ORDERFLOW_BATCH_MAX", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     batch_max: u32,
     /// How long a batch may wait to fill.
-    #[arg(long, env = "ORDERFLOW_BATCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
+    #[arg(long, env = "ORDERFLOW_BATCH_WAIT", default_value = "5ms", value_parser = parse_duration)]
     batch_wait: Duration,
     /// range, roundrobin or cooperative-sticky.
     #[arg(long, env = "ORDERFLOW_ASSIGNMENT_STRATEGY", default_value = "cooperative-sticky",

@@ -8,21 +8,8 @@ use consumers::member::run_member;
 use consumers::ProjectionKind;
 use projections::store::Store;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use schemas::samples::zigzag;
 use schemas::{samples::sample, Codec, Event, EventKind};
-
-fn zigzag(n: i64) -> Vec<u8> {
-    let mut v = ((n << 1) ^ (n >> 63)) as u64;
-    let mut out = Vec::new();
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_poison_is_parked_once_and_the_group_keeps_going() {

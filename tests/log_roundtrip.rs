@@ -8,43 +8,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use schemas::{samples::sample, Codec, Envelope, Event, EventKind};
+use schemas::{Codec, Event};
 use uuid::Uuid;
-
-/// The sample lifecycle re-addressed to `order_id` with fresh event ids.
-fn lifecycle(order_id: Uuid) -> Vec<Event> {
-    let kinds = [
-        EventKind::OrderPlaced,
-        EventKind::PaymentAuthorized,
-        EventKind::PaymentCaptured,
-        EventKind::ShipmentPacked,
-        EventKind::ShipmentShipped,
-        EventKind::ShipmentDelivered,
-    ];
-    kinds
-        .into_iter()
-        .map(|kind| {
-            let mut event = sample(kind);
-            let envelope = Envelope {
-                event_id: Uuid::new_v4(),
-                occurred_at: Envelope::now(),
-                correlation_id: order_id,
-                causation_id: None,
-            };
-            match &mut event {
-                Event::OrderPlaced(e) => (e.envelope, e.order_id) = (envelope, order_id),
-                Event::PaymentAuthorized(e) | Event::PaymentCaptured(e) => {
-                    (e.envelope, e.order_id) = (envelope, order_id)
-                }
-                Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => {
-                    (e.envelope, e.order_id) = (envelope, order_id)
-                }
-                _ => unreachable!("not in this lifecycle"),
-            }
-            event
-        })
-        .collect()
-}
 
 #[tokio::test]
 async fn events_of_each_order_come_back_decoded_from_one_partition_in_order() {
@@ -60,7 +25,7 @@ async fn events_of_each_order_come_back_decoded_from_one_partition_in_order() {
     let orders: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
     let mut sent: HashMap<Uuid, Vec<Event>> = HashMap::new();
     // Interleave orders so the log mixes them, as real traffic does.
-    let lifecycles: Vec<Vec<Event>> = orders.iter().map(|id| lifecycle(*id)).collect();
+    let lifecycles: Vec<Vec<Event>> = orders.iter().map(|id| schemas::samples::lifecycle(*id)).collect();
     for step in 0..lifecycles[0].len() {
         for events in &lifecycles {
             let event = &events[step];

@@ -46,7 +46,7 @@ impl MemberConfig {
             group: projection.default_group(),
             topic: topic.to_string(),
             batch_max: 2_000,
-            batch_wait: Duration::from_millis(20),
+            batch_wait: Duration::from_millis(5),
             assignment_strategy: "cooperative-sticky".into(),
             session_timeout: Duration::from_secs(10),
             max_poll_interval: Duration::from_secs(60),

@@ -87,6 +87,13 @@ pub struct StockAdjustmentRequest {
 
 const MAX_AMOUNT_MINOR: i64 = 100_000_000_000_000;
 
+/// A request that becomes one event about an existing order.
+pub trait OrderCommand: serde::de::DeserializeOwned + Send + 'static {
+    /// Whether a request without a body means "all fields default".
+    const EMPTY_BODY_OK: bool = false;
+    fn into_event(self, envelope: Envelope, order_id: Uuid) -> Checked<Event>;
+}
+
 impl PlaceOrderRequest {
     pub fn into_event(self, envelope: Envelope, order_id: Uuid) -> Checked<OrderPlaced> {
         v::text("customer_id", &self.customer_id, 64)?;
@@ -122,15 +129,17 @@ impl PlaceOrderRequest {
     }
 }
 
-impl CancelOrderRequest {
-    pub fn into_event(self, envelope: Envelope, order_id: Uuid) -> Checked<Event> {
+impl OrderCommand for CancelOrderRequest {
+    // A bare POST cancels without a reason.
+    const EMPTY_BODY_OK: bool = true;
+    fn into_event(self, envelope: Envelope, order_id: Uuid) -> Checked<Event> {
         v::optional_text("reason", self.reason.as_deref(), 500)?;
         Ok(Event::OrderCancelled(OrderCancelled { envelope, reason: self.reason, order_id }))
     }
 }
 
-impl PaymentRequest {
-    pub fn into_event(self, envelope: Envelope, order_id: Uuid) -> Checked<Event> {
+impl OrderCommand for PaymentRequest {
+    fn into_event(self, envelope: Envelope, order_id: Uuid) -> Checked<Event> {
         let amount_minor = v::in_range("amount_minor", self.amount_minor, 0, MAX_AMOUNT_MINOR)?;
         v::text("provider_ref", &self.provider_ref, 128)?;
         let fact = PaymentFact { envelope, order_id, amount_minor, provider_ref: self.provider_ref };
@@ -143,8 +152,8 @@ impl PaymentRequest {
     }
 }
 
-impl ShipmentRequest {
-    pub fn into_event(self, envelope: Envelope, order_id: Uuid) -> Checked<Event> {
+impl OrderCommand for ShipmentRequest {
+    fn into_event(self, envelope: Envelope, order_id: Uuid) -> Checked<Event> {
         v::text("warehouse", &self.warehouse, 64)?;
         v::optional_text("carrier", self.carrier.as_deref(), 64)?;
         v::optional_text("tracking", self.tracking.as_deref(), 128)?;

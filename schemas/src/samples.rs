@@ -70,3 +70,57 @@ pub fn sample(kind: EventKind) -> Event {
         }),
     }
 }
+
+/// The sample events of a full lifecycle (placed, authorized, captured, packed, shipped,
+/// delivered), re-addressed to `order_id` with fresh event ids.
+pub fn lifecycle(order_id: Uuid) -> Vec<Event> {
+    LIFECYCLE.into_iter().map(|kind| readdressed(sample(kind), order_id)).collect()
+}
+
+/// The kinds of a full, happy order lifecycle, in order.
+pub const LIFECYCLE: [EventKind; 6] = [
+    EventKind::OrderPlaced,
+    EventKind::PaymentAuthorized,
+    EventKind::PaymentCaptured,
+    EventKind::ShipmentPacked,
+    EventKind::ShipmentShipped,
+    EventKind::ShipmentDelivered,
+];
+
+/// `event` with another order id and a fresh envelope (new event id, now).
+pub fn readdressed(mut event: Event, order_id: Uuid) -> Event {
+    let envelope = Envelope {
+        event_id: Uuid::new_v4(),
+        occurred_at: Envelope::now(),
+        correlation_id: order_id,
+        causation_id: None,
+    };
+    match &mut event {
+        Event::OrderPlaced(e) => (e.envelope, e.order_id) = (envelope, order_id),
+        Event::OrderCancelled(e) => (e.envelope, e.order_id) = (envelope, order_id),
+        Event::PaymentAuthorized(e)
+        | Event::PaymentCaptured(e)
+        | Event::PaymentFailed(e)
+        | Event::PaymentRefunded(e) => (e.envelope, e.order_id) = (envelope, order_id),
+        Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => {
+            (e.envelope, e.order_id) = (envelope, order_id)
+        }
+        Event::StockAdjusted(e) => e.envelope = envelope,
+    }
+    event
+}
+
+/// Avro's zig-zag varint of a long, for crafting hostile bytes in tests.
+pub fn zigzag(n: i64) -> Vec<u8> {
+    let mut v = ((n << 1) ^ (n >> 63)) as u64;
+    let mut out = Vec::new();
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}

@@ -1,5 +1,6 @@
 //! Bytes on a topic are untrusted. Each malformed input gets its own typed error; none
 //! panics and none allocates without bound.
+use schemas::samples::zigzag;
 use schemas::{samples::sample, Codec, DecodeError, EventKind};
 
 fn codec() -> Codec {
@@ -11,21 +12,6 @@ fn framed(id: u32, body: &[u8]) -> Vec<u8> {
     bytes.extend_from_slice(&id.to_be_bytes());
     bytes.extend_from_slice(body);
     bytes
-}
-
-/// Avro zig-zag varint of a long.
-fn zigzag(n: i64) -> Vec<u8> {
-    let mut v = ((n << 1) ^ (n >> 63)) as u64;
-    let mut out = Vec::new();
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! that matters is a ratio of two things measured in the same run against the same broker
 //! and database; absolute numbers are printed with the machine they came from.
 mod checkout_bench;
+mod pipeline_bench;
 mod projector_bench;
 mod stats;
 
@@ -73,7 +74,7 @@ impl BenchContext {
 
 impl BenchArgs {
     pub async fn run(self) -> anyhow::Result<()> {
-        let figures_planned = 4 * u64::from(self.repeats);
+        let figures_planned = 5 * u64::from(self.repeats) + 2;
         let progress = indicatif::ProgressBar::new(figures_planned);
         progress.set_style(
             indicatif::ProgressStyle::with_template("bench {bar:30} {pos}/{len} runs {msg}")
@@ -111,6 +112,16 @@ impl BenchArgs {
         )
         .await?;
         figures.push(lite.p1);
+        ctx.progress.set_message("P5 replay vs live");
+        figures.push(pipeline_bench::p5_replay(&ctx, &databases).await?);
+        ctx.progress.set_message("P4 202 → visible latency");
+        // 50% of the max sustainable rate: the slower of the API and the projector.
+        let api_rate = figures.iter().find(|f| f.id == "P3").and_then(|f| f.numerator).unwrap_or(1_000.0);
+        let projector_rate = figures.iter().find(|f| f.id == "P1").and_then(|f| f.numerator).unwrap_or(1_000.0);
+        let latency_rate = 0.5 * api_rate.min(projector_rate);
+        figures.extend(pipeline_bench::p4_latency(&ctx, &databases, latency_rate).await?);
+        ctx.progress.set_message("P7 consumer memory");
+        figures.push(pipeline_bench::p7_memory(&ctx, &databases).await?);
         databases.drop_all().await;
         ctx.progress.finish_and_clear();
 
@@ -147,14 +158,22 @@ fn print_table(machine: &serde_json::Value, figures: &[Figure]) {
         machine["broker"].as_str().unwrap_or(""),
         machine["database"].as_str().unwrap_or("")
     );
-    println!("{:<5} {:<32} {:>10}  {:<8} {:<5}", "id", "figure", "value", "target", "met");
+    println!("{:<5} {:<40} {:>10} {:<6} {:<8} {:<5}", "id", "figure", "value", "unit", "target", "met");
     for f in figures {
         let met = match f.met {
             Some(true) => "yes",
             Some(false) => "NO",
             None => "",
         };
-        println!("{:<5} {:<32} {:>10.2}  {:<8} {:<5}", f.id, f.name, f.value, f.target.as_deref().unwrap_or(""), met);
+        println!(
+            "{:<5} {:<40} {:>10.2} {:<6} {:<8} {:<5}",
+            f.id,
+            f.name,
+            f.value,
+            f.unit,
+            f.target.as_deref().unwrap_or(""),
+            met
+        );
         println!("      {}", f.detail);
     }
 }
@@ -171,13 +190,18 @@ impl TempDatabases {
     }
 
     async fn fresh(&self) -> anyhow::Result<projections::store::Store> {
+        Ok(self.fresh_with_url().await?.0)
+    }
+
+    async fn fresh_with_url(&self) -> anyhow::Result<(projections::store::Store, String)> {
         use sqlx::Connection;
         let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
         self.created.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
         let base = self.admin_url.rsplit_once('/').map_or(self.admin_url.as_str(), |(b, _)| b);
-        Ok(projections::store::Store::connect(&format!("{base}/{name}")).await?)
+        let url = format!("{base}/{name}");
+        Ok((projections::store::Store::connect(&url).await?, url))
     }
 
     async fn drop_all(&self) {

@@ -9,43 +9,21 @@ use projections::store::{LogRecord, Store};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use schemas::{samples::sample, Codec, Envelope, Event, EventKind};
+use schemas::{samples::sample, Codec, Event};
 
 use super::stats::{describe, ratio, Figure, Samples};
 use super::BenchContext;
 
 /// Realistic lifecycles: placed, authorized, captured, packed, shipped, delivered, keyed
 /// by order, interleaved across orders as real traffic is.
-fn lifecycle_events(n: usize) -> Vec<Event> {
-    let kinds = [
-        EventKind::OrderPlaced,
-        EventKind::PaymentAuthorized,
-        EventKind::PaymentCaptured,
-        EventKind::ShipmentPacked,
-        EventKind::ShipmentShipped,
-        EventKind::ShipmentDelivered,
-    ];
+pub(super) fn lifecycle_events(n: usize) -> Vec<Event> {
+    let kinds = schemas::samples::LIFECYCLE;
     let orders = n.div_ceil(kinds.len());
     let ids: Vec<uuid::Uuid> = (0..orders).map(|_| uuid::Uuid::new_v4()).collect();
     let mut events = Vec::with_capacity(n);
     for kind in kinds {
         for id in &ids {
-            let mut event = sample(kind);
-            let envelope = Envelope {
-                event_id: uuid::Uuid::new_v4(),
-                occurred_at: Envelope::now(),
-                correlation_id: *id,
-                causation_id: None,
-            };
-            match &mut event {
-                Event::OrderPlaced(e) => (e.envelope, e.order_id) = (envelope, *id),
-                Event::PaymentAuthorized(e) | Event::PaymentCaptured(e) => (e.envelope, e.order_id) = (envelope, *id),
-                Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => {
-                    (e.envelope, e.order_id) = (envelope, *id)
-                }
-                _ => {}
-            }
-            events.push(event);
+            events.push(schemas::samples::readdressed(sample(kind), *id));
         }
     }
     events.truncate(n);
@@ -53,7 +31,11 @@ fn lifecycle_events(n: usize) -> Vec<Event> {
 }
 
 /// Appends the backlog and returns it as the records the log now holds.
-async fn append_backlog(ctx: &BenchContext, topic: &str, events: &[Event]) -> anyhow::Result<Vec<LogRecord>> {
+pub(super) async fn append_backlog(
+    ctx: &BenchContext,
+    topic: &str,
+    events: &[Event],
+) -> anyhow::Result<Vec<LogRecord>> {
     let producer: FutureProducer = ctx
         .kafka
         .client_config_with(&[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5")])
@@ -129,7 +111,12 @@ async fn db_only(store: &Store, group: &str, topic: &str, records: &[LogRecord],
 }
 
 /// The real member runtime draining the backlog.
-async fn projector(ctx: &BenchContext, store: &Store, topic: &str, records: &[LogRecord]) -> anyhow::Result<f64> {
+pub(super) async fn projector(
+    ctx: &BenchContext,
+    store: &Store,
+    topic: &str,
+    records: &[LogRecord],
+) -> anyhow::Result<f64> {
     let group = format!("bench-projector-{}", uuid::Uuid::new_v4().simple());
     let mut config = MemberConfig::new(ProjectionKind::Payment, topic);
     config.group = group.clone();

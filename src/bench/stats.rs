@@ -37,6 +37,9 @@ pub struct Figure {
     pub target: Option<String>,
     pub met: Option<bool>,
     pub detail: String,
+    /// For ratios: the two medians divided.
+    pub numerator: Option<f64>,
+    pub denominator: Option<f64>,
 }
 
 /// A ratio of two medians measured in the same run, with its goal.
@@ -50,7 +53,34 @@ pub fn ratio(id: &'static str, name: &str, num: &Samples, den: &Samples, goal: f
         target: Some(format!("≥ {goal}")),
         met: Some(value >= goal),
         detail,
+        numerator: Some(num.median()),
+        denominator: Some(den.median()),
     }
+}
+
+/// A measured value with an upper bound as its goal (latency, memory).
+pub fn at_most(id: &'static str, name: &str, value: f64, unit: &'static str, goal: f64, detail: String) -> Figure {
+    Figure {
+        id,
+        name: name.to_string(),
+        value,
+        unit,
+        target: Some(format!("≤ {goal}")),
+        met: Some(value <= goal),
+        detail,
+        numerator: None,
+        denominator: None,
+    }
+}
+
+/// The p-th percentile (0–100) of unsorted values.
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[rank.min(values.len() - 1)]
 }
 
 pub fn describe(samples: &Samples, unit: &str) -> String {

@@ -42,20 +42,6 @@ pub async fn accept<T: DeserializeOwned>(
     body: Body,
     empty_body: Option<Value>,
     build: impl FnOnce(T, Ids) -> Result<Built, FieldError>,
-) -> Response {
-    match accept_inner(state, scope, headers, body, empty_body, build).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn accept_inner<T: DeserializeOwned>(
-    state: &AppState,
-    scope: String,
-    headers: &HeaderMap,
-    body: Body,
-    empty_body: Option<Value>,
-    build: impl FnOnce(T, Ids) -> Result<Built, FieldError>,
 ) -> Result<Response, ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("body exceeds {MAX_BODY_BYTES} bytes"))

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::idempotency::IdempotencyStore;
 use crate::publisher::Publisher;
+use crate::requests::{CancelOrderRequest, PaymentRequest, ShipmentRequest};
 
 pub use accept::MAX_BODY_BYTES;
 
@@ -66,9 +67,9 @@ impl AppState {
 pub fn router(state: AppState, with_noop: bool) -> Router {
     let mut router = Router::new()
         .route("/orders", post(routes::place_order))
-        .route("/orders/{order_id}/cancel", post(routes::cancel_order))
-        .route("/orders/{order_id}/payments", post(routes::report_payment))
-        .route("/orders/{order_id}/shipments", post(routes::report_shipment))
+        .route("/orders/{order_id}/cancel", post(routes::order_event::<CancelOrderRequest>))
+        .route("/orders/{order_id}/payments", post(routes::order_event::<PaymentRequest>))
+        .route("/orders/{order_id}/shipments", post(routes::order_event::<ShipmentRequest>))
         .route("/inventory/{sku}/adjustments", post(routes::adjust_stock))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::accept::{accept, MAX_BODY_BYTES};
 use super::api_error::ApiError;
 use super::AppState;
-use crate::requests::{CancelOrderRequest, PaymentRequest, PlaceOrderRequest, ShipmentRequest, StockAdjustmentRequest};
+use crate::requests::{OrderCommand, PlaceOrderRequest, StockAdjustmentRequest};
 use crate::validation;
 
 fn scope(uri: &Uri) -> String {
@@ -22,7 +22,12 @@ fn order_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::from(validation::FieldError::new("order_id", "must be a UUID")))
 }
 
-pub async fn place_order(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub async fn place_order(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     accept(&state, scope(&uri), &headers, body, None, |request: PlaceOrderRequest, ids| {
         let order_id = ids.new_order_id;
         let placed = request.into_event(ids.envelope, order_id)?;
@@ -31,53 +36,17 @@ pub async fn place_order(State(state): State<AppState>, uri: Uri, headers: Heade
     .await
 }
 
-pub async fn cancel_order(
+/// Cancellations, payments and shipments: an event about an existing order.
+pub async fn order_event<T: OrderCommand>(
     State(state): State<AppState>,
     Path(raw_id): Path<String>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let order_id = match order_id(&raw_id) {
-        Ok(id) => id,
-        Err(e) => return e.into_response(),
-    };
-    // The body is optional here: a bare POST cancels without a reason.
-    accept(&state, scope(&uri), &headers, body, Some(json!({})), |request: CancelOrderRequest, ids| {
-        Ok((request.into_event(ids.envelope, order_id)?, json!({ "order_id": order_id })))
-    })
-    .await
-}
-
-pub async fn report_payment(
-    State(state): State<AppState>,
-    Path(raw_id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let order_id = match order_id(&raw_id) {
-        Ok(id) => id,
-        Err(e) => return e.into_response(),
-    };
-    accept(&state, scope(&uri), &headers, body, None, |request: PaymentRequest, ids| {
-        Ok((request.into_event(ids.envelope, order_id)?, json!({ "order_id": order_id })))
-    })
-    .await
-}
-
-pub async fn report_shipment(
-    State(state): State<AppState>,
-    Path(raw_id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let order_id = match order_id(&raw_id) {
-        Ok(id) => id,
-        Err(e) => return e.into_response(),
-    };
-    accept(&state, scope(&uri), &headers, body, None, |request: ShipmentRequest, ids| {
+) -> Result<Response, ApiError> {
+    let order_id = order_id(&raw_id)?;
+    let empty_body = T::EMPTY_BODY_OK.then(|| json!({}));
+    accept(&state, scope(&uri), &headers, body, empty_body, |request: T, ids| {
         Ok((request.into_event(ids.envelope, order_id)?, json!({ "order_id": order_id })))
     })
     .await
@@ -89,7 +58,7 @@ pub async fn adjust_stock(
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-) -> Response {
+) -> Result<Response, ApiError> {
     accept(&state, scope(&uri), &headers, body, None, |request: StockAdjustmentRequest, ids| {
         let response = json!({ "sku": sku });
         Ok((request.into_event(ids.envelope, sku)?, response))

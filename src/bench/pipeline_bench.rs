@@ -1,0 +1,203 @@
+//! P4 (produce → visible latency), P5 (replay ÷ live) and P7 (consumer peak memory).
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use consumers::member::{run_member, MemberConfig, MemberHandle};
+use consumers::ProjectionKind;
+use producers::checkout::{self, AppState};
+use producers::load::{http_client, post_json};
+use producers::publisher::PublisherConfig;
+use serde_json::json;
+
+use super::projector_bench::{append_backlog, lifecycle_events, projector};
+use super::stats::{at_most, describe, percentile, ratio, Figure, Samples};
+use super::{BenchContext, TempDatabases};
+
+fn member(kind: ProjectionKind, topic: &str, group: &str) -> MemberConfig {
+    let mut config = MemberConfig::new(kind, topic);
+    config.group = group.to_string();
+    config
+}
+
+/// P4: orders placed through the real API at a fixed rate; for each, the time from its
+/// 202 until each projection's stored offset for its partition has passed its position.
+pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases, rate: f64) -> anyhow::Result<Vec<Figure>> {
+    let topic = ctx.fresh_topic("bench-latency").await?;
+    let store = databases.fresh().await?;
+    let publisher = PublisherConfig { topic: topic.clone(), deadline: Duration::from_secs(10), linger_ms: 1 };
+    let state = AppState::connect(&ctx.kafka, &ctx.database_url, publisher).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/orders", listener.local_addr()?);
+    let server = tokio::spawn(checkout::run(listener, state, std::future::pending()));
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut members: Vec<(ProjectionKind, String, MemberHandle)> = Vec::new();
+    for kind in ProjectionKind::ALL {
+        let group = format!("bench-latency-{}-{run_id}", kind.name());
+        members.push((kind, group.clone(), run_member(member(kind, &topic, &group), &ctx.kafka, store.clone())?));
+    }
+    // Let the groups settle before measuring.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let acked: Arc<Mutex<Vec<(Instant, i32, i64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let client = http_client();
+    let body = json!({"customer_id":"c-1","currency":"EUR","lines":[{"sku":"SKU-1","quantity":1,"unit_price_minor":100}],"ship_to":{"country":"DE"}});
+    let duration = ctx.run_duration.max(Duration::from_secs(3));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    while started.elapsed() < duration {
+        tick.tick().await;
+        let due = (started.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due {
+            sent += 1;
+            let (client, body, url, acked) = (client.clone(), body.clone(), url.clone(), acked.clone());
+            tokio::spawn(async move {
+                if let Ok((202, answer)) = post_json(&client, &url, &body, None).await {
+                    let at = Instant::now();
+                    let p = answer["position"]["partition"].as_i64().unwrap_or(-1) as i32;
+                    let o = answer["position"]["offset"].as_i64().unwrap_or(-1);
+                    acked.lock().unwrap_or_else(|e| e.into_inner()).push((at, p, o));
+                }
+            });
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|e| e.into_inner()));
+    anyhow::ensure!(!acked.is_empty(), "no order was accepted");
+    let partitions: Vec<i32> = (0..ctx.partitions).collect();
+
+    // Watch every group's stored offsets; an order is visible once its offset is below.
+    let mut pending: HashMap<ProjectionKind, Vec<(Instant, i32, i64)>> =
+        members.iter().map(|(k, _, _)| (*k, acked.clone())).collect();
+    let mut latencies: BTreeMap<ProjectionKind, Vec<f64>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pending.values().any(|v| !v.is_empty()) && Instant::now() < deadline {
+        for (kind, group, _) in &members {
+            let stored: HashMap<i32, i64> =
+                store.stored_offsets(group, &topic, &partitions).await?.into_iter().collect();
+            let now = Instant::now();
+            let list = pending.get_mut(kind).expect("kind");
+            list.retain(|(at, p, o)| {
+                if stored.get(p).is_some_and(|next| next > o) {
+                    latencies.entry(*kind).or_default().push(now.saturating_duration_since(*at).as_secs_f64() * 1000.0);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for (_, _, m) in members {
+        m.stop().await?;
+    }
+    server.abort();
+    let mut figures = Vec::new();
+    for (kind, mut values) in latencies {
+        anyhow::ensure!(
+            values.len() == acked.len(),
+            "{kind}: {} of {} orders became visible",
+            values.len(),
+            acked.len()
+        );
+        let p50 = percentile(&mut values, 50.0);
+        let p99 = percentile(&mut values, 99.0);
+        let detail = format!("{} orders at {rate:.0}/s (50% of the max sustainable rate) through the real API; p50 {p50:.1} ms, p99 {p99:.1} ms", acked.len());
+        figures.push(at_most("P4", &format!("202 → visible p50 ({kind})"), p50, "ms", 25.0, detail.clone()));
+        figures.push(at_most("P4", &format!("202 → visible p99 ({kind})"), p99, "ms", 100.0, detail));
+    }
+    ctx.tick();
+    Ok(figures)
+}
+
+/// P5: the projector rebuilding from offset 0 ÷ the same projector keeping up while the
+/// events are being produced.
+pub async fn p5_replay(ctx: &BenchContext, databases: &TempDatabases) -> anyhow::Result<Figure> {
+    let (mut live, mut replay) = (Samples { runs: vec![] }, Samples { runs: vec![] });
+    for _ in 0..ctx.repeats {
+        let topic = ctx.fresh_topic("bench-replay").await?;
+        let events = lifecycle_events(ctx.events);
+        let store = databases.fresh().await?;
+        let group = format!("bench-live-{}", uuid::Uuid::new_v4().simple());
+        let handle = run_member(member(ProjectionKind::Payment, &topic, &group), &ctx.kafka, store.clone())?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let started = Instant::now();
+        let records = append_backlog(ctx, &topic, &events).await?;
+        let ends: BTreeMap<i32, i64> = records.iter().map(|r| (r.partition, r.offset + 1)).collect();
+        let partitions: Vec<i32> = ends.keys().copied().collect();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let stored: BTreeMap<i32, i64> =
+                store.stored_offsets(&group, &topic, &partitions).await?.into_iter().collect();
+            if stored == ends {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "live projector did not keep up");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        live.runs.push(records.len() as f64 / started.elapsed().as_secs_f64());
+        handle.stop().await?;
+        replay.runs.push(projector(ctx, &databases.fresh().await?, &topic, &records).await?);
+        ctx.tick();
+    }
+    Ok(ratio(
+        "P5",
+        "replay ÷ live",
+        &replay,
+        &live,
+        1.0,
+        format!(
+            "payment projection, {} events: rebuild from offset 0 {}; live (producing while projecting) {}",
+            ctx.events,
+            describe(&replay, "events/s"),
+            describe(&live, "events/s")
+        ),
+    ))
+}
+
+/// P7: peak resident memory of an `orderflow consume` process draining a large backlog.
+pub async fn p7_memory(ctx: &BenchContext, databases: &TempDatabases) -> anyhow::Result<Figure> {
+    let topic = ctx.fresh_topic("bench-memory").await?;
+    let n = (ctx.events * 5).max(50_000);
+    let records = append_backlog(ctx, &topic, &lifecycle_events(n)).await?;
+    let (store, database_url) = databases.fresh_with_url().await?;
+    let group = format!("bench-memory-{}", uuid::Uuid::new_v4().simple());
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["consume", "payment", "--topic", &topic, "--group", &group, "--brokers", &ctx.kafka.brokers])
+        .env("ORDERFLOW_DATABASE_URL", &database_url)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let ends: BTreeMap<i32, i64> = records.iter().map(|r| (r.partition, r.offset + 1)).collect();
+    let partitions: Vec<i32> = ends.keys().copied().collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let peak = loop {
+        let stored: BTreeMap<i32, i64> = store.stored_offsets(&group, &topic, &partitions).await?.into_iter().collect();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        let peak_kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(f64::NAN);
+        if stored == ends {
+            break peak_kib / 1024.0;
+        }
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            anyhow::bail!("the consumer process did not drain the backlog");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    ctx.tick();
+    Ok(at_most(
+        "P7",
+        "consumer peak RSS",
+        peak,
+        "MiB",
+        100.0,
+        format!("`orderflow consume payment` draining {n} events (VmHWM of the process)"),
+    ))
+}
