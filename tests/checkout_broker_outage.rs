@@ -15,6 +15,7 @@ fn order_body(customer: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn broker_outage_gives_bounded_503_and_recovers_when_the_broker_returns() {
+    common::init_logs();
     let mut broker = common::OwnBroker::start();
     let kafka = KafkaSettings::new(broker.brokers());
     let topic = "orders".to_string();

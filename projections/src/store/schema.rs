@@ -3,6 +3,27 @@
 //! members from racing on the catalog.
 use super::Dialect;
 
+/// The read-only role analysts log in as on PostgreSQL: it may SELECT the views and
+/// nothing else (no tables, no offsets, no dead letters). Operators give it a password
+/// (`ALTER ROLE orderflow_analyst PASSWORD …`) where the server asks for one.
+pub const ANALYST_ROLE: &str = "orderflow_analyst";
+
+fn analyst_grants() -> Vec<String> {
+    vec![
+        // Roles are cluster-wide: several databases may race to create it.
+        format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ANALYST_ROLE}') THEN
+                 CREATE ROLE {ANALYST_ROLE} LOGIN;
+               END IF;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $$"
+        ),
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {ANALYST_ROLE}"),
+        format!("GRANT SELECT ON inventory_levels, order_payments, order_fulfilment TO {ANALYST_ROLE}"),
+    ]
+}
+
 pub fn statements(dialect: Dialect) -> Vec<String> {
     let (bytes, serial, timestamp) = match dialect {
         Dialect::Postgres => ("BYTEA", "BIGSERIAL PRIMARY KEY", "to_timestamp(%c / 1000000.0)"),
@@ -15,7 +36,7 @@ pub fn statements(dialect: Dialect) -> Vec<String> {
         Dialect::Postgres => "CREATE OR REPLACE VIEW",
         Dialect::Sqlite => "CREATE VIEW IF NOT EXISTS",
     };
-    vec![
+    let mut all = vec![
         // The next offset to read per (group, topic, partition): the projection's own copy,
         // changed in the same transaction as the projection rows.
         "CREATE TABLE IF NOT EXISTS consumer_offsets (
@@ -69,5 +90,9 @@ pub fn statements(dialect: Dialect) -> Vec<String> {
             ts("shipped_at_us"),
             ts("delivered_at_us")
         ),
-    ]
+    ];
+    if dialect == Dialect::Postgres {
+        all.extend(analyst_grants());
+    }
+    all
 }
