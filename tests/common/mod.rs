@@ -163,20 +163,31 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str, expected: usize) -> Vec<Lo
     records
 }
 
-/// A broker process of the test's own (tansu with sqlite storage in a temp directory), for
-/// tests that stop and restart the broker. Killed when dropped.
+/// A broker process of the test's own (tansu in a temp directory), for tests that stop and
+/// restart the broker. Killed when dropped.
 pub struct OwnBroker {
     pub port: u16,
     dir: std::path::PathBuf,
+    storage: &'static str,
     child: Option<std::process::Child>,
 }
 
 impl OwnBroker {
+    /// With durable storage (`sqlite://`): the log survives a restart.
     pub fn start() -> OwnBroker {
+        Self::start_with("sqlite://tansu.db")
+    }
+
+    /// With `memory://` storage: a restart comes back empty.
+    pub fn start_in_memory() -> OwnBroker {
+        Self::start_with("memory://tansu/")
+    }
+
+    fn start_with(storage: &'static str) -> OwnBroker {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
         let dir = std::env::temp_dir().join(format!("orderflow-broker-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("broker dir");
-        let mut broker = OwnBroker { port, dir, child: None };
+        let mut broker = OwnBroker { port, dir, storage, child: None };
         broker.restart();
         broker
     }
