@@ -20,7 +20,7 @@ fn order_body() -> serde_json::Value {
 }
 
 /// Closed loop: `concurrency` clients POST the same body for `duration`; returns accepted/s.
-async fn drive(url: &str, concurrency: usize, duration: Duration) -> anyhow::Result<f64> {
+pub(super) async fn drive(url: &str, concurrency: usize, duration: Duration) -> anyhow::Result<f64> {
     let client = http_client();
     let body = order_body();
     let started = Instant::now();

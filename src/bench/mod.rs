@@ -115,11 +115,7 @@ impl BenchArgs {
         ctx.progress.set_message("P5 replay vs live");
         figures.push(pipeline_bench::p5_replay(&ctx, &databases).await?);
         ctx.progress.set_message("P4 202 → visible latency");
-        // 50% of the max sustainable rate: the slower of the API and the projector.
-        let api_rate = figures.iter().find(|f| f.id == "P3").and_then(|f| f.numerator).unwrap_or(1_000.0);
-        let projector_rate = figures.iter().find(|f| f.id == "P1").and_then(|f| f.numerator).unwrap_or(1_000.0);
-        let latency_rate = 0.5 * api_rate.min(projector_rate);
-        figures.extend(pipeline_bench::p4_latency(&ctx, &databases, latency_rate).await?);
+        figures.extend(pipeline_bench::p4_latency(&ctx, &databases).await?);
         ctx.progress.set_message("P7 consumer memory");
         figures.push(pipeline_bench::p7_memory(&ctx, &databases).await?);
         databases.drop_all().await;
