@@ -143,7 +143,7 @@ pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> 
             ("session.timeout.ms", &session),
             ("heartbeat.interval.ms", &(config.session_timeout.as_millis() / 4).to_string()),
             ("max.poll.interval.ms", &max_poll),
-            ("fetch.wait.max.ms", "50"),
+            ("fetch.wait.max.ms", "10"),
         ])
         .create_with_context(context)?;
     consumer.subscribe(&[&config.topic])?;

@@ -71,7 +71,7 @@ fn raw_consume(ctx: &BenchContext, topic: &str, expected: usize) -> anyhow::Resu
             ("group.id", "bench-raw"),
             ("enable.auto.commit", "false"),
             ("isolation.level", "read_committed"),
-            ("fetch.wait.max.ms", "50"),
+            ("fetch.wait.max.ms", "10"),
         ])
         .create()?;
     let mut tpl = TopicPartitionList::new();
