@@ -54,6 +54,11 @@ enum Command {
     Bench(crate::bench::BenchArgs),
     /// Run the whole pipeline in one process (embedded broker, SQLite, load) and summarize.
     Demo(crate::demo::DemoArgs),
+    /// Inspect records the consumer groups parked.
+    DeadLetters {
+        #[command(subcommand)]
+        command: crate::dead_letters_cmd::DeadLettersCommand,
+    },
     /// Run one member of a projection's consumer group.
     Consume(crate::consume_cmd::ConsumeArgs),
     /// Drive a checkout with realistic order lifecycles and report rates and latencies.
@@ -77,6 +82,7 @@ impl Cli {
             Command::Bench(args) => args.run().await,
             Command::Consume(args) => args.run(shutdown_signal()).await,
             Command::Demo(args) => args.run(shutdown_signal()).await,
+            Command::DeadLetters { command } => command.run().await,
         }
     }
 }

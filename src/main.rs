@@ -4,6 +4,7 @@ mod bench;
 mod checkout_cmd;
 mod cli;
 mod consume_cmd;
+mod dead_letters_cmd;
 mod demo;
 mod topics_cmd;
 

@@ -77,7 +77,8 @@ async fn every_kind_of_poison_is_parked_once_and_the_group_keeps_going() {
     send(later.key(), codec.encode(&later).expect("encode")).await;
     let _ = order_key;
 
-    let store = Store::connect(&common::fresh_database().await).await.expect("store");
+    let database_url = common::fresh_database().await;
+    let store = Store::connect(&database_url).await.expect("store");
     let group = "payment-poison";
     let member = run_member(common::member_config(ProjectionKind::Payment, &topic, group), &kafka, store.clone())
         .expect("member");
@@ -104,4 +105,21 @@ async fn every_kind_of_poison_is_parked_once_and_the_group_keeps_going() {
     assert_eq!(snapshot.payments[0].captured_minor, 0, "the parked order's later capture was not applied");
     let offsets = store.stored_offsets(group, &topic, &[0]).await.expect("offsets");
     assert_eq!(offsets, vec![(0, (poison.len() + 4) as i64)], "the partition moved past every record");
+
+    // Operators see the same parked records through `orderflow dead-letters list`.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["dead-letters", "list", "--json", "--group", group, "--database-url", &database_url])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run dead-letters list");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let listed: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(listed.len(), dead.len());
+    for (line, row) in listed.iter().zip(&dead) {
+        assert_eq!(line["offset"], serde_json::json!(row.offset));
+        assert_eq!(line["reason"], serde_json::json!(row.reason));
+    }
 }

@@ -19,11 +19,13 @@ pub struct InventoryLevel {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterRow {
+    pub id: i64,
     pub group_id: String,
     pub partition: i32,
     pub offset: i64,
     pub order_id: Option<String>,
     pub reason: String,
+    pub created_at_ms: i64,
 }
 
 /// Every row of every projection table.
@@ -69,21 +71,29 @@ impl Store {
     }
 
     pub async fn dead_letters(&self, group: &str) -> Result<Vec<DeadLetterRow>, StoreError> {
+        self.list_dead_letters(Some(group), i64::MAX).await
+    }
+
+    /// Parked records, oldest first, of one group or of all groups.
+    pub async fn list_dead_letters(&self, group: Option<&str>, limit: i64) -> Result<Vec<DeadLetterRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT group_id, partition_id, record_offset, order_id, reason FROM dead_letters
-             WHERE group_id = $1 ORDER BY partition_id, record_offset",
+            "SELECT id, group_id, partition_id, record_offset, order_id, reason, created_at_ms FROM dead_letters
+             WHERE $1 = '' OR group_id = $1 ORDER BY group_id, partition_id, record_offset LIMIT $2",
         )
-        .bind(group)
+        .bind(group.unwrap_or(""))
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
                 Ok(DeadLetterRow {
+                    id: r.try_get("id")?,
                     group_id: r.try_get("group_id")?,
                     partition: r.try_get::<i64, _>("partition_id")? as i32,
                     offset: r.try_get("record_offset")?,
                     order_id: r.try_get("order_id")?,
                     reason: r.try_get("reason")?,
+                    created_at_ms: r.try_get("created_at_ms")?,
                 })
             })
             .collect()
