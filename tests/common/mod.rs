@@ -173,11 +173,6 @@ pub struct OwnBroker {
 }
 
 impl OwnBroker {
-    /// With durable storage (`sqlite://`): the log survives a restart.
-    pub fn start() -> OwnBroker {
-        Self::start_with("sqlite://tansu.db")
-    }
-
     /// With `memory://` storage: a restart comes back empty.
     pub fn start_in_memory() -> OwnBroker {
         Self::start_with("memory://tansu/")
