@@ -63,13 +63,21 @@ enum Command {
     Consume(crate::consume_cmd::ConsumeArgs),
     /// Drive a checkout with realistic order lifecycles and report rates and latencies.
     Load(checkout_cmd::LoadArgs),
+    /// Rebuild a projection from the log beside the live one, then switch to it atomically.
+    Rebuild(crate::rebuild_cmd::RebuildArgs),
+    /// Serve the read-side HTTP API and the dashboard.
+    ServeApi(crate::serve_api_cmd::ServeApiArgs),
+    /// Show each consumer group: members, partitions, lag, dead letters.
+    Groups(crate::groups_cmd::GroupsArgs),
 }
 
 impl Cli {
     /// Commands that draw their own progress keep the log quiet unless `RUST_LOG` says otherwise.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
-            Command::Demo(_) | Command::Bench(_) | Command::Load(_) => "warn",
+            Command::Demo(_) | Command::Bench(_) | Command::Load(_) | Command::Rebuild(_) | Command::Groups(_) => {
+                "warn"
+            }
             _ => "info",
         }
     }
@@ -83,6 +91,9 @@ impl Cli {
             Command::Consume(args) => args.run(shutdown_signal()).await,
             Command::Demo(args) => args.run(shutdown_signal()).await,
             Command::DeadLetters { command } => command.run().await,
+            Command::Rebuild(args) => args.run(shutdown_signal()).await,
+            Command::ServeApi(args) => args.run(shutdown_signal()).await,
+            Command::Groups(args) => args.run().await,
         }
     }
 }

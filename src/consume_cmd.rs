@@ -22,7 +22,8 @@ pub struct ConsumeArgs {
     database_url: String,
     #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
     topic: String,
-    /// Consumer group; defaults to orderflow-<projection>.
+    /// Consumer group. Without it the member joins the group of the projection's live
+    /// generation and follows it when `orderflow rebuild` switches to a new one.
     #[arg(long, env = "ORDERFLOW_GROUP")]
     group: Option<String>,
     /// Records per batch at most.
@@ -52,9 +53,6 @@ impl ConsumeArgs {
         let kafka = self.kafka.settings()?;
         let store = Store::connect(&self.database_url).await.context("connecting to the projection database")?;
         let mut config = MemberConfig::new(self.projection, &self.topic);
-        if let Some(group) = self.group {
-            config.group = group;
-        }
         config.batch_max = self.batch_max as usize;
         config.batch_wait = self.batch_wait;
         config.assignment_strategy = self.assignment_strategy;
@@ -68,17 +66,47 @@ impl ConsumeArgs {
                 let _ = metrics_stopped.await;
             }));
         }
-        tracing::info!(group = %config.group, projection = %self.projection, brokers = %kafka.brokers, "member starting");
-        let mut member = run_member(config, &kafka, store)?;
-        tokio::select! {
-            result = member.wait() => result?,
-            _ = shutdown => {
-                member.request_stop();
-                member.wait().await?;
+        let follow_live = self.group.is_none();
+        tokio::pin!(shutdown);
+        loop {
+            config.group = match &self.group {
+                Some(group) => group.clone(),
+                None => store.live_projection(self.projection.name()).await?.group,
+            };
+            tracing::info!(group = %config.group, projection = %self.projection, brokers = %kafka.brokers, "member starting");
+            let mut member = run_member(config.clone(), &kafka, store.clone())?;
+            let switched = tokio::select! {
+                result = member.wait() => { result?; false }
+                _ = &mut shutdown => {
+                    member.request_stop();
+                    member.wait().await?;
+                    false
+                }
+                _ = live_group_changed(&store, self.projection, &config.group), if follow_live => {
+                    tracing::info!(from = %config.group, "the projection's live generation changed; moving to its group");
+                    member.request_stop();
+                    member.wait().await?;
+                    true
+                }
+            };
+            if !switched {
+                break;
             }
         }
         let _ = metrics_stop.send(());
         tracing::info!("member stopped");
         Ok(())
+    }
+}
+
+/// Resolves once the projection's views show another group's tables (a rebuild switched).
+async fn live_group_changed(store: &Store, projection: ProjectionKind, current: &str) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        match store.live_projection(projection.name()).await {
+            Ok(live) if live.group != current => return,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the live generation; will look again"),
+        }
     }
 }

@@ -1,12 +1,93 @@
-//! `orderflow dead-letters list`: the records a group parked, with why.
+//! `orderflow dead-letters list|retry|skip`: the records a group parked, with why, and
+//! what an operator does about them.
+use anyhow::Context;
 use clap::{Args, Subcommand};
-use projections::store::Store;
+use consumers::ProjectionKind;
+use projections::store::{DeadLetterSelection, Store};
+use schemas::Codec;
 use serde_json::json;
+use uuid::Uuid;
 
 #[derive(Debug, Subcommand)]
 pub enum DeadLettersCommand {
     /// List parked records, oldest first.
     List(ListArgs),
+    /// Apply parked records now (after fixing their cause). Retrying a record of an order
+    /// retries all of that order's parked records in log order.
+    Retry(ActionArgs),
+    /// Give up on parked records: never apply them, and stop them holding back their
+    /// order's later records (retry those afterwards).
+    Skip(ActionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
+    database_url: String,
+    /// The consumer group that parked the records.
+    #[arg(long)]
+    group: String,
+    /// Dead letter ids, as `list` shows them.
+    #[arg(required_unless_present = "order", conflicts_with = "order")]
+    ids: Vec<i64>,
+    /// Every parked record of this order instead of ids.
+    #[arg(long)]
+    order: Option<Uuid>,
+    /// The projection the group builds, if the database cannot tell (a custom group name).
+    #[arg(long, value_parser = clap::value_parser!(ProjectionKind))]
+    projection: Option<ProjectionKind>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ActionArgs {
+    fn selection(&self) -> DeadLetterSelection {
+        match self.order {
+            Some(order) => DeadLetterSelection::Order(order),
+            None => DeadLetterSelection::Ids(self.ids.clone()),
+        }
+    }
+
+    async fn retry(&self) -> anyhow::Result<()> {
+        let store = Store::connect(&self.database_url).await.context("connecting to the projection database")?;
+        let projection = match self.projection {
+            Some(p) => p,
+            None => {
+                let name = store.projection_of_group(&self.group).await?.with_context(|| {
+                    format!("which projection does group {:?} build? pass --projection", self.group)
+                })?;
+                name.parse().map_err(anyhow::Error::msg)?
+            }
+        };
+        let outcome = projection.retry_dead_letters(&store, &self.group, &self.selection(), &Codec::builtin()).await?;
+        if self.json {
+            println!("{}", json!(outcome));
+        } else {
+            println!("applied {} record(s): {:?}", outcome.applied.len(), outcome.applied);
+            for (id, reason) in &outcome.still_parked {
+                println!("still parked: {id}: {reason}");
+            }
+        }
+        if outcome.applied.is_empty() && outcome.still_parked.is_empty() {
+            anyhow::bail!("no parked record matched in group {:?}", self.group);
+        }
+        Ok(())
+    }
+
+    async fn skip(&self) -> anyhow::Result<()> {
+        let store = Store::connect(&self.database_url).await.context("connecting to the projection database")?;
+        let skipped = store.skip_dead_letters(&self.group, &self.selection()).await?;
+        if self.json {
+            println!("{}", json!({"skipped": skipped}));
+        } else {
+            println!("skipped {} record(s): {skipped:?}", skipped.len());
+        }
+        if skipped.is_empty() {
+            anyhow::bail!("no parked record matched in group {:?}", self.group);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -26,7 +107,11 @@ pub struct ListArgs {
 
 impl DeadLettersCommand {
     pub async fn run(self) -> anyhow::Result<()> {
-        let DeadLettersCommand::List(args) = self;
+        let args = match self {
+            DeadLettersCommand::List(args) => args,
+            DeadLettersCommand::Retry(args) => return args.retry().await,
+            DeadLettersCommand::Skip(args) => return args.skip().await,
+        };
         let store = Store::connect(&args.database_url).await?;
         let rows = store.list_dead_letters(args.group.as_deref(), args.limit).await?;
         if args.json {

@@ -6,6 +6,10 @@ mod cli;
 mod consume_cmd;
 mod dead_letters_cmd;
 mod demo;
+mod groups_cmd;
+mod query_api;
+mod rebuild_cmd;
+mod serve_api_cmd;
 mod topics_cmd;
 
 use clap::Parser;

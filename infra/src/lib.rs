@@ -8,6 +8,7 @@
 //! `infra/local/` holds the scripts that start a broker and PostgreSQL on loopback.
 
 mod error;
+pub mod group_inspect;
 mod kafka_settings;
 pub mod telemetry;
 pub mod topics;

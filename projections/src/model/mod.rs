@@ -1,6 +1,7 @@
 //! Projection logic as pure functions of (state, event): no I/O, no clock, no randomness,
 //! so the same log always yields the same rows, and tests read as given / when / then.
 pub mod fulfilment;
+pub mod history;
 pub mod inventory;
 pub mod payment;
 
@@ -49,6 +50,13 @@ impl<S> Effect<S> {
     }
 }
 
+/// Where a record sits in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogPosition {
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// A projection: which events it reads and how one changes an order's state.
 pub trait Projection {
     /// Per-order state, one row per order.
@@ -57,4 +65,13 @@ pub trait Projection {
     const NAME: &'static str;
     fn wants(kind: EventKind) -> bool;
     fn apply(state: Option<&Self::State>, event: &Event) -> Result<Effect<Self::State>, Rejection>;
+    /// `apply` for projections that also record where the event sits in the log; the
+    /// store calls this one.
+    fn apply_at(
+        state: Option<&Self::State>,
+        event: &Event,
+        _at: LogPosition,
+    ) -> Result<Effect<Self::State>, Rejection> {
+        Self::apply(state, event)
+    }
 }

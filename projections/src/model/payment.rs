@@ -2,6 +2,7 @@
 //! authorized, captured and refunded, and a status. Money is integer minor units with
 //! checked arithmetic; capturing more than the order total or refunding more than was
 //! captured is rejected.
+use chrono::{DateTime, Utc};
 use schemas::{Event, EventKind, PaymentFact};
 use uuid::Uuid;
 
@@ -17,6 +18,9 @@ pub struct PaymentOrder {
     pub refunded_minor: i64,
     /// pending, authorized, captured, failed, refunded, partially_refunded, cancelled
     pub status: String,
+    pub placed_at: DateTime<Utc>,
+    /// When the last capture happened: revenue per day counts captures by this day.
+    pub captured_at: Option<DateTime<Utc>>,
 }
 
 pub struct Payment;
@@ -68,6 +72,8 @@ impl Projection for Payment {
                 captured_minor: 0,
                 refunded_minor: 0,
                 status: "pending".into(),
+                placed_at: e.envelope.occurred_at,
+                captured_at: None,
             }));
         };
         match event {
@@ -90,6 +96,7 @@ impl Projection for Payment {
                 }
                 o.captured_minor = captured;
                 o.status = "captured".into();
+                o.captured_at = Some(f.envelope.occurred_at);
                 Ok(())
             }),
             Event::PaymentFailed(f) => with_payment(order, f, |o, _| {
@@ -141,6 +148,7 @@ mod tests {
         assert_eq!((order.authorized_minor, order.status.as_str()), (4497, "authorized"));
         let order = then(&order, EventKind::PaymentCaptured).expect("capture");
         assert_eq!((order.captured_minor, order.status.as_str()), (4497, "captured"));
+        assert_eq!(order.captured_at, Some(sample(EventKind::PaymentCaptured).envelope().occurred_at));
         let order = then(&order, EventKind::PaymentRefunded).expect("refund");
         assert_eq!((order.refunded_minor, order.status.as_str()), (4497, "refunded"));
     }

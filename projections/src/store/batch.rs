@@ -19,9 +19,10 @@ use uuid::Uuid;
 
 use super::fault::{hit, FaultPoint};
 use super::rows::StoredState;
+use super::schema::table_name;
 use super::sql::Sql;
 use super::{Dialect, Store, StoreError};
-use crate::model::{Projection, SkuDelta};
+use crate::model::{LogPosition, Projection, SkuDelta};
 
 /// Rows per multi-row statement; keeps every statement under both databases' bind limits.
 const CHUNK: usize = 500;
@@ -85,6 +86,9 @@ impl Store {
         if records.is_empty() {
             return Ok(outcome);
         }
+        let generation = self.generation_of(group).await?;
+        let state_table = table_name(<P::State as StoredState>::TABLE, generation);
+        let sku_table = table_name("inventory_sku", generation);
         hit(FaultPoint::BeforeTransaction);
         let mut tx = self.pool.begin().await?;
         let conn: &mut AnyConnection = &mut tx;
@@ -189,7 +193,7 @@ impl Store {
                 events.iter().filter_map(|(_, e)| e.order_id()).chain(dead.iter().filter_map(|d| d.order_id)).collect();
             set.into_iter().collect()
         };
-        let mut states: HashMap<Uuid, P::State> = load_states::<P::State>(conn, &order_ids).await?;
+        let mut states: HashMap<Uuid, P::State> = load_states::<P::State>(conn, &state_table, &order_ids).await?;
         let mut parked: HashSet<Uuid> = load_parked(conn, group, &order_ids).await?;
         parked.extend(dead.iter().filter_map(|d| d.order_id));
 
@@ -206,7 +210,8 @@ impl Store {
                 });
                 continue;
             }
-            match P::apply(order_id.and_then(|id| states.get(&id)), event) {
+            let at = LogPosition { partition: record.partition, offset: record.offset };
+            match P::apply_at(order_id.and_then(|id| states.get(&id)), event, at) {
                 Ok(effect) => {
                     if let Some(state) = effect.order {
                         let id = state.order_id();
@@ -230,8 +235,8 @@ impl Store {
         // 6. Write.
         let mut changed: Vec<&P::State> = dirty.iter().filter_map(|id| states.get(id)).collect();
         changed.sort_by_key(|s| s.order_id());
-        write_states(conn, &changed).await?;
-        write_sku_deltas(conn, &sku).await?;
+        write_states(conn, &state_table, &changed).await?;
+        write_sku_deltas(conn, &sku_table, &sku).await?;
         outcome.dead_lettered = dead.len();
         write_dead_letters(conn, group, topic, &dead, now_ms).await?;
         hit(FaultPoint::AfterProjectionWrite);
@@ -274,7 +279,7 @@ pub(super) async fn stored_offsets(
     select_offsets(&mut conn, group, topic, partitions, "").await
 }
 
-async fn lock_offsets(
+pub(super) async fn lock_offsets(
     conn: &mut AnyConnection,
     dialect: Dialect,
     group: &str,
@@ -320,10 +325,14 @@ async fn claim_event_ids(conn: &mut AnyConnection, group: &str, ids: &[String]) 
     Ok(new_ids)
 }
 
-async fn load_states<S: StoredState>(conn: &mut AnyConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, S>, StoreError> {
+pub(super) async fn load_states<S: StoredState>(
+    conn: &mut AnyConnection,
+    table: &str,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, S>, StoreError> {
     let mut states = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
-        let mut q = Sql::new(format!("SELECT {} FROM {} WHERE order_id IN ", S::COLUMNS.join(", "), S::TABLE));
+        let mut q = Sql::new(format!("SELECT {} FROM {table} WHERE order_id IN ", S::COLUMNS.join(", ")));
         q.list(chunk.iter().map(Uuid::to_string));
         let rows: Vec<AnyRow> = q.fetch_all(&mut *conn).await?;
         for row in &rows {
@@ -334,10 +343,14 @@ async fn load_states<S: StoredState>(conn: &mut AnyConnection, ids: &[Uuid]) -> 
     Ok(states)
 }
 
-async fn load_parked(conn: &mut AnyConnection, group: &str, ids: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
+pub(super) async fn load_parked(
+    conn: &mut AnyConnection,
+    group: &str,
+    ids: &[Uuid],
+) -> Result<HashSet<Uuid>, StoreError> {
     let mut parked = HashSet::new();
     for chunk in ids.chunks(CHUNK) {
-        let mut q = Sql::new("SELECT DISTINCT order_id FROM dead_letters WHERE group_id = ");
+        let mut q = Sql::new("SELECT DISTINCT order_id FROM dead_letters WHERE status = 'parked' AND group_id = ");
         q.bind(group.to_string()).push(" AND order_id IN ").list(chunk.iter().map(Uuid::to_string));
         for row in q.fetch_all(&mut *conn).await? {
             let id: String = row.try_get("order_id")?;
@@ -347,9 +360,13 @@ async fn load_parked(conn: &mut AnyConnection, group: &str, ids: &[Uuid]) -> Res
     Ok(parked)
 }
 
-async fn write_states<S: StoredState>(conn: &mut AnyConnection, states: &[&S]) -> Result<(), StoreError> {
+pub(super) async fn write_states<S: StoredState>(
+    conn: &mut AnyConnection,
+    table: &str,
+    states: &[&S],
+) -> Result<(), StoreError> {
     for chunk in states.chunks(CHUNK) {
-        let mut q = Sql::new(format!("INSERT INTO {} ({}) ", S::TABLE, S::COLUMNS.join(", ")));
+        let mut q = Sql::new(format!("INSERT INTO {table} ({}) ", S::COLUMNS.join(", ")));
         q.values(chunk, |v, s| s.push_binds(v));
         let updates: Vec<String> = S::COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
         q.push(&format!(" ON CONFLICT (order_id) DO UPDATE SET {}", updates.join(", ")));
@@ -361,17 +378,21 @@ async fn write_states<S: StoredState>(conn: &mut AnyConnection, states: &[&S]) -
 /// Stock changes are added, never overwritten, so members projecting different partitions
 /// can change the same SKU concurrently. Rows are written in SKU order, so concurrent
 /// batches lock them in the same order and cannot deadlock.
-async fn write_sku_deltas(conn: &mut AnyConnection, sku: &BTreeMap<String, SkuDelta>) -> Result<(), StoreError> {
+pub(super) async fn write_sku_deltas(
+    conn: &mut AnyConnection,
+    table: &str,
+    sku: &BTreeMap<String, SkuDelta>,
+) -> Result<(), StoreError> {
     let rows: Vec<(&String, &SkuDelta)> = sku.iter().collect();
     for chunk in rows.chunks(CHUNK) {
-        let mut q = Sql::new("INSERT INTO inventory_sku (sku, on_hand, reserved, shipped) ");
+        let mut q = Sql::new(format!("INSERT INTO {table} (sku, on_hand, reserved, shipped) "));
         q.values(chunk, |v, (s, d)| {
             v.bind((*s).clone()).bind(d.on_hand).bind(d.reserved).bind(d.shipped);
         });
-        q.push(
-            " ON CONFLICT (sku) DO UPDATE SET on_hand = inventory_sku.on_hand + excluded.on_hand,
-              reserved = inventory_sku.reserved + excluded.reserved, shipped = inventory_sku.shipped + excluded.shipped",
-        );
+        q.push(&format!(
+            " ON CONFLICT (sku) DO UPDATE SET on_hand = {table}.on_hand + excluded.on_hand,
+              reserved = {table}.reserved + excluded.reserved, shipped = {table}.shipped + excluded.shipped"
+        ));
         q.execute(&mut *conn).await?;
     }
     Ok(())

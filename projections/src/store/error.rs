@@ -9,6 +9,9 @@ pub enum StoreError {
     /// A stored row does not read back (edited by hand, or a newer schema).
     #[error("stored row in {table} is unreadable: {reason}")]
     CorruptRow { table: &'static str, reason: String },
+    /// A request the store cannot carry out as asked (unknown projection, live generation).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl StoreError {

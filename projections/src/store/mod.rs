@@ -1,20 +1,28 @@
 //! The SQL side of the projections, one implementation for PostgreSQL and SQLite through
 //! sqlx's `Any` driver; the few differences are in [`Dialect`].
 mod batch;
+mod dead_letter_actions;
 mod error;
 pub mod fault;
+mod generations;
+mod queries;
 mod rows;
-mod schema;
+pub mod schema;
 mod snapshot;
 mod sql;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Executor, Row};
 
 pub use batch::{BatchOutcome, LogRecord, StoredProjection};
+pub use dead_letter_actions::{DeadLetterSelection, RetryOutcome};
 pub use error::StoreError;
+pub use generations::{default_group, LiveProjection};
+pub use queries::*;
 pub use rows::StoredState;
 pub use snapshot::{DeadLetterRow, InventoryLevel, Snapshot};
 
@@ -29,6 +37,8 @@ pub enum Dialect {
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// Which table generation each group writes (fixed once a group exists).
+    generations: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -67,7 +77,7 @@ impl Store {
             }
             Dialect::Postgres => options.max_connections(4).connect(url).await?,
         };
-        let store = Store { pool, dialect };
+        let store = Store { pool, dialect, generations: Arc::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -84,19 +94,42 @@ impl Store {
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         if self.dialect == Dialect::Postgres {
-            conn.execute("SELECT pg_advisory_lock(7142001)").await?;
+            conn.execute(format!("SELECT pg_advisory_lock({})", schema::CATALOG_LOCK).as_str()).await?;
         }
-        let mut result = Ok(());
-        for statement in schema::statements(self.dialect) {
-            if let Err(e) = conn.execute(statement.as_str()).await {
-                result = Err(e.into());
-                break;
-            }
-        }
+        let result = self.migrate_locked(&mut conn).await;
         if self.dialect == Dialect::Postgres {
-            conn.execute("SELECT pg_advisory_unlock(7142001)").await?;
+            conn.execute(format!("SELECT pg_advisory_unlock({})", schema::CATALOG_LOCK).as_str()).await?;
         }
         result
+    }
+
+    /// One transaction: readers see either the old catalog or the new one.
+    async fn migrate_locked(&self, conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+        use sqlx::Connection;
+        let mut tx = conn.begin().await?;
+        for statement in schema::common_statements(self.dialect) {
+            tx.execute(statement.as_str()).await?;
+        }
+        let live: HashMap<String, i64> = sqlx::query("SELECT projection, generation FROM projection_live")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>("projection")?, r.try_get::<i64, _>("generation")?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        for projection in schema::PROJECTIONS {
+            let generation = live.get(projection).copied().unwrap_or(1);
+            for statement in schema::table_statements(projection, generation)
+                .into_iter()
+                .chain(schema::view_statements(self.dialect, projection, generation))
+            {
+                tx.execute(statement.as_str()).await?;
+            }
+        }
+        for statement in schema::grant_statements(self.dialect) {
+            tx.execute(statement.as_str()).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The stored next offsets of a group for the given partitions (absent: never read).

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::sql::RowValues;
 use super::StoreError;
 use crate::model::fulfilment::FulfilmentOrder;
+use crate::model::history::OrderHistory;
 use crate::model::inventory::{InventoryOrder, ReservationStatus};
 use crate::model::payment::PaymentOrder;
 
@@ -74,6 +75,8 @@ impl StoredState for PaymentOrder {
         "captured_minor",
         "refunded_minor",
         "status",
+        "placed_at_us",
+        "captured_at_us",
     ];
 
     fn order_id(&self) -> Uuid {
@@ -88,7 +91,9 @@ impl StoredState for PaymentOrder {
             .bind(self.authorized_minor)
             .bind(self.captured_minor)
             .bind(self.refunded_minor)
-            .bind(self.status.clone());
+            .bind(self.status.clone())
+            .bind(self.placed_at.timestamp_micros())
+            .bind(micros(self.captured_at));
     }
 
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
@@ -100,6 +105,9 @@ impl StoredState for PaymentOrder {
             captured_minor: row.try_get("captured_minor")?,
             refunded_minor: row.try_get("refunded_minor")?,
             status: row.try_get("status")?,
+            placed_at: time_of(Self::TABLE, row, "placed_at_us")?
+                .ok_or_else(|| corrupt(Self::TABLE, "placed_at_us is null"))?,
+            captured_at: time_of(Self::TABLE, row, "captured_at_us")?,
         })
     }
 }
@@ -134,6 +142,28 @@ impl StoredState for FulfilmentOrder {
             paid_at: time_of(Self::TABLE, row, "paid_at_us")?,
             shipped_at: time_of(Self::TABLE, row, "shipped_at_us")?,
             delivered_at: time_of(Self::TABLE, row, "delivered_at_us")?,
+        })
+    }
+}
+
+impl StoredState for OrderHistory {
+    const TABLE: &'static str = "history_orders";
+    const COLUMNS: &'static [&'static str] = &["order_id", "events"];
+
+    fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+
+    fn push_binds(&self, values: &mut RowValues<'_>) {
+        let events = serde_json::to_string(&self.events).unwrap_or_else(|_| "[]".into());
+        values.bind(self.order_id.to_string()).bind(events);
+    }
+
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        let events: String = row.try_get("events")?;
+        Ok(OrderHistory {
+            order_id: uuid_of(Self::TABLE, row)?,
+            events: serde_json::from_str(&events).map_err(|e| corrupt(Self::TABLE, e))?,
         })
     }
 }

@@ -1,0 +1,160 @@
+//! What the broker knows about a topic and a consumer group: log end offsets per
+//! partition and the group's members with their assigned partitions. Blocking librdkafka
+//! calls; call them from `spawn_blocking`.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::{InfraError, KafkaSettings};
+
+/// One member of a consumer group as the group coordinator reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub member_id: String,
+    pub client_id: String,
+    pub host: String,
+    /// Partitions of the inspected topic assigned to this member.
+    pub partitions: Vec<i32>,
+}
+
+/// A client for inspection only: it joins no group.
+pub struct Inspector {
+    consumer: BaseConsumer,
+    timeout: Duration,
+}
+
+impl Inspector {
+    pub fn new(settings: &KafkaSettings, timeout: Duration) -> Result<Self, InfraError> {
+        let consumer: BaseConsumer = settings
+            .client_config_with(&[("group.id", "orderflow-inspector"), ("enable.auto.commit", "false")])
+            .create()
+            .map_err(|e| InfraError::Admin(e.to_string()))?;
+        Ok(Inspector { consumer, timeout })
+    }
+
+    /// The next offset to be written per partition (the high watermark).
+    pub fn log_ends(&self, topic: &str) -> Result<BTreeMap<i32, i64>, InfraError> {
+        let metadata =
+            self.consumer.fetch_metadata(Some(topic), self.timeout).map_err(|e| InfraError::Admin(e.to_string()))?;
+        let mut ends = BTreeMap::new();
+        for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                let (_, high) = self
+                    .consumer
+                    .fetch_watermarks(topic, p.id(), self.timeout)
+                    .map_err(|e| InfraError::Admin(format!("watermarks of {topic}/{}: {e}", p.id())))?;
+                ends.insert(p.id(), high);
+            }
+        }
+        Ok(ends)
+    }
+
+    /// The group's current members and which partitions of `topic` each owns.
+    pub fn members(&self, group: &str, topic: &str) -> Result<Vec<GroupMember>, InfraError> {
+        let list = self
+            .consumer
+            .fetch_group_list(Some(group), self.timeout)
+            .map_err(|e| InfraError::Admin(format!("describing group {group}: {e}")))?;
+        let mut members = Vec::new();
+        for g in list.groups().iter().filter(|g| g.name() == group) {
+            for m in g.members() {
+                let mut partitions = m.assignment().map(|a| assigned_partitions(a, topic)).unwrap_or_default();
+                partitions.sort_unstable();
+                members.push(GroupMember {
+                    member_id: m.id().to_string(),
+                    client_id: m.client_id().to_string(),
+                    host: m.client_host().to_string(),
+                    partitions,
+                });
+            }
+        }
+        members.sort_by(|a, b| a.partitions.first().cmp(&b.partitions.first()).then(a.member_id.cmp(&b.member_id)));
+        Ok(members)
+    }
+}
+
+/// Reads the consumer protocol's member assignment: version (i16), then an array of
+/// (topic: string, partitions: [i32]), then user data. Anything malformed yields what
+/// was read so far: this is for display, never for decisions.
+pub fn assigned_partitions(bytes: &[u8], topic: &str) -> Vec<i32> {
+    let mut r = Reader { bytes, at: 0 };
+    let mut out = Vec::new();
+    let parsed = (|| -> Option<()> {
+        r.i16()?;
+        let topics = r.i32()?;
+        for _ in 0..topics.max(0) {
+            let name = r.string()?;
+            let count = r.i32()?;
+            for _ in 0..count.max(0) {
+                let p = r.i32()?;
+                if name == topic {
+                    out.push(p);
+                }
+            }
+        }
+        Some(())
+    })();
+    let _ = parsed;
+    out
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let slice = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(slice)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn string(&mut self) -> Option<String> {
+        let len = self.i16()?;
+        let raw = self.take(usize::try_from(len).ok()?)?;
+        Some(String::from_utf8_lossy(raw).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(topics: &[(&str, &[i32])]) -> Vec<u8> {
+        let mut b = vec![0, 1];
+        b.extend((topics.len() as i32).to_be_bytes());
+        for (name, parts) in topics {
+            b.extend((name.len() as i16).to_be_bytes());
+            b.extend(name.as_bytes());
+            b.extend((parts.len() as i32).to_be_bytes());
+            for p in *parts {
+                b.extend(p.to_be_bytes());
+            }
+        }
+        b.extend((-1i32).to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn reads_the_partitions_of_the_asked_topic_only() {
+        let bytes = assignment(&[("other", &[9]), ("orders", &[0, 3, 5])]);
+        assert_eq!(assigned_partitions(&bytes, "orders"), vec![0, 3, 5]);
+    }
+
+    #[test]
+    fn malformed_assignments_yield_what_was_read_never_panic() {
+        let bytes = assignment(&[("orders", &[1, 2])]);
+        for cut in 0..bytes.len() {
+            let _ = assigned_partitions(&bytes[..cut], "orders");
+        }
+        assert_eq!(assigned_partitions(&bytes[..bytes.len() - 8], "orders"), vec![1]);
+        assert!(assigned_partitions(&[0xff; 3], "orders").is_empty());
+    }
+}

@@ -1,0 +1,130 @@
+//! Order history: every event of an order with its log position, in log order. It never
+//! rejects (it records what happened, valid or not), so the timeline can show an event
+//! that another projection parked.
+use schemas::{Event, EventKind};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Effect, LogPosition, Projection, Rejection};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub event_id: Uuid,
+    /// The Avro record name, e.g. `PaymentCaptured`.
+    pub kind: String,
+    pub occurred_at_us: i64,
+    pub partition: i32,
+    pub offset: i64,
+    /// One human line: amounts, warehouse, reason.
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderHistory {
+    pub order_id: Uuid,
+    pub events: Vec<HistoryEntry>,
+}
+
+pub struct History;
+
+/// Position recorded when `apply` is called without one (only in unit tests).
+const UNKNOWN: LogPosition = LogPosition { partition: -1, offset: -1 };
+
+fn summary(event: &Event) -> String {
+    match event {
+        Event::OrderPlaced(e) => {
+            let total = e.total_minor().map_or_else(|| "overflowing".to_string(), |t| t.to_string());
+            format!("{} line(s), total {total} {} (minor units), customer {}", e.lines.len(), e.currency, e.customer_id)
+        }
+        Event::OrderCancelled(e) => format!("reason: {}", e.reason.as_deref().unwrap_or("none given")),
+        Event::PaymentAuthorized(f)
+        | Event::PaymentCaptured(f)
+        | Event::PaymentFailed(f)
+        | Event::PaymentRefunded(f) => {
+            format!("amount {} (minor units), provider ref {}", f.amount_minor, f.provider_ref)
+        }
+        Event::ShipmentPacked(f) | Event::ShipmentShipped(f) | Event::ShipmentDelivered(f) => {
+            format!(
+                "warehouse {}{}",
+                f.warehouse,
+                f.carrier.as_deref().map(|c| format!(", carrier {c}")).unwrap_or_default()
+            )
+        }
+        Event::StockAdjusted(e) => format!("{} {:+}", e.sku, e.delta),
+    }
+}
+
+impl Projection for History {
+    type State = OrderHistory;
+    const NAME: &'static str = "history";
+
+    fn wants(kind: EventKind) -> bool {
+        kind != EventKind::StockAdjusted
+    }
+
+    fn apply(state: Option<&OrderHistory>, event: &Event) -> Result<Effect<OrderHistory>, Rejection> {
+        Self::apply_at(state, event, UNKNOWN)
+    }
+
+    fn apply_at(
+        state: Option<&OrderHistory>,
+        event: &Event,
+        at: LogPosition,
+    ) -> Result<Effect<OrderHistory>, Rejection> {
+        let order_id = event.order_id().ok_or_else(|| Rejection::new("history reads order events only"))?;
+        let envelope = event.envelope();
+        let mut next = state.cloned().unwrap_or(OrderHistory { order_id, events: Vec::new() });
+        if next.events.iter().any(|e| e.event_id == envelope.event_id) {
+            // The same event published twice: recorded once.
+            return Ok(Effect { order: None, sku_deltas: Vec::new() });
+        }
+        next.events.push(HistoryEntry {
+            event_id: envelope.event_id,
+            kind: event.kind().record_name().to_string(),
+            occurred_at_us: envelope.occurred_at.timestamp_micros(),
+            partition: at.partition,
+            offset: at.offset,
+            summary: summary(event),
+        });
+        Ok(Effect::order(next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::samples::sample;
+
+    #[test]
+    fn every_order_event_is_recorded_with_its_position_in_log_order() {
+        let placed = History::apply_at(None, &sample(EventKind::OrderPlaced), LogPosition { partition: 3, offset: 10 })
+            .expect("placed")
+            .order
+            .expect("state");
+        let paid = History::apply_at(
+            Some(&placed),
+            &sample(EventKind::PaymentCaptured),
+            LogPosition { partition: 3, offset: 12 },
+        )
+        .expect("paid")
+        .order
+        .expect("state");
+        let kinds: Vec<(&str, i64)> = paid.events.iter().map(|e| (e.kind.as_str(), e.offset)).collect();
+        assert_eq!(kinds, [("OrderPlaced", 10), ("PaymentCaptured", 12)]);
+        assert!(paid.events[0].summary.contains("total 4497 EUR"), "{}", paid.events[0].summary);
+    }
+
+    #[test]
+    fn the_same_event_twice_is_recorded_once() {
+        let event = sample(EventKind::OrderPlaced);
+        let once = History::apply(None, &event).expect("placed").order.expect("state");
+        assert_eq!(History::apply(Some(&once), &event).expect("again").order, None);
+    }
+
+    #[test]
+    fn events_no_projection_accepts_are_still_recorded() {
+        // A capture for an order never placed: the payment projection parks it, history keeps it.
+        let state = History::apply(None, &sample(EventKind::PaymentCaptured)).expect("recorded").order.expect("state");
+        assert_eq!(state.events.len(), 1);
+    }
+}

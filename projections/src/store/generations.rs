@@ -1,0 +1,241 @@
+//! Which table generation a group writes and which one the views show, and the shadow
+//! rebuild's steps: prepare a fresh generation, switch the views once it has caught up,
+//! drop the old one.
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use sqlx::{AnyConnection, Connection, Executor, Row};
+
+use super::schema::{self, table_name};
+use super::{Dialect, Store, StoreError};
+
+/// The consumer group a projection's first generation is built by.
+pub fn default_group(projection: &str) -> String {
+    format!("orderflow-{projection}")
+}
+
+/// The generation of a projection that the views show, and the group that builds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LiveProjection {
+    pub projection: String,
+    pub generation: i64,
+    pub group: String,
+}
+
+impl LiveProjection {
+    pub fn table(&self, base: &str) -> String {
+        table_name(base, self.generation)
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// The live generation of `projection` (generation 1 and the default group until a
+    /// rebuild switched it).
+    pub async fn live_projection(&self, projection: &str) -> Result<LiveProjection, StoreError> {
+        let row = sqlx::query("SELECT generation, group_id FROM projection_live WHERE projection = $1")
+            .bind(projection)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => LiveProjection {
+                projection: projection.to_string(),
+                generation: r.try_get("generation")?,
+                group: r.try_get("group_id")?,
+            },
+            None => {
+                LiveProjection { projection: projection.to_string(), generation: 1, group: default_group(projection) }
+            }
+        })
+    }
+
+    pub async fn live_projections(&self) -> Result<Vec<LiveProjection>, StoreError> {
+        let mut all = Vec::new();
+        for p in schema::PROJECTIONS {
+            all.push(self.live_projection(p).await?);
+        }
+        Ok(all)
+    }
+
+    /// The generation `group` writes. Cached: a group never changes generation.
+    pub(super) async fn generation_of(&self, group: &str) -> Result<i64, StoreError> {
+        if let Some(g) = self.generations.lock().unwrap_or_else(|e| e.into_inner()).get(group) {
+            return Ok(*g);
+        }
+        let generation: Option<i64> = sqlx::query("SELECT generation FROM projection_groups WHERE group_id = $1")
+            .bind(group)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get("generation"))
+            .transpose()?;
+        let generation = generation.unwrap_or(1);
+        self.generations.lock().unwrap_or_else(|e| e.into_inner()).insert(group.to_string(), generation);
+        Ok(generation)
+    }
+
+    /// Creates empty tables for the next generation of `projection` and registers a fresh
+    /// group to build them from offset 0. Leftovers of an abandoned rebuild are dropped.
+    #[tracing::instrument(skip(self))]
+    pub async fn prepare_rebuild(&self, projection: &str) -> Result<LiveProjection, StoreError> {
+        if !schema::PROJECTIONS.contains(&projection) {
+            return Err(StoreError::Invalid(format!("unknown projection {projection:?}")));
+        }
+        let live = self.live_projection(projection).await?;
+        let newest: Option<i64> =
+            sqlx::query("SELECT MAX(generation) AS g FROM projection_groups WHERE projection = $1")
+                .bind(projection)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("g")?;
+        let generation = newest.unwrap_or(1).max(live.generation) + 1;
+        let group = format!("{}-g{generation}", default_group(projection));
+        let mut tx = self.pool.begin().await?;
+        for statement in schema::drop_statements(projection, generation)
+            .into_iter()
+            .chain(schema::table_statements(projection, generation))
+        {
+            tx.execute(statement.as_str()).await?;
+        }
+        for table in ["consumer_offsets", "processed_events", "dead_letters", "projection_groups"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE group_id = $1")).bind(&group).execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO projection_groups (group_id, projection, generation, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&group)
+        .bind(projection)
+        .bind(generation)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.generations.lock().unwrap_or_else(|e| e.into_inner()).insert(group.clone(), generation);
+        Ok(LiveProjection { projection: projection.to_string(), generation, group })
+    }
+
+    /// Points the views of `next.projection` at `next`'s tables, in one transaction, but
+    /// only once `next`'s group has applied at least everything the live group has, so a
+    /// reader never sees rows disappear. On PostgreSQL the live group's offset rows are
+    /// locked (its members wait) while `next` catches up, for at most `wait`. Returns
+    /// whether it switched; if not, call again.
+    #[tracing::instrument(skip(self))]
+    pub async fn try_switch(
+        &self,
+        next: &LiveProjection,
+        topic: &str,
+        wait: Duration,
+    ) -> Result<Option<LiveProjection>, StoreError> {
+        let live = self.live_projection(&next.projection).await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let lock_suffix = match self.dialect {
+            Dialect::Postgres => {
+                tx.execute(format!("SELECT pg_advisory_xact_lock({})", schema::CATALOG_LOCK).as_str()).await?;
+                " ORDER BY partition_id FOR UPDATE"
+            }
+            Dialect::Sqlite => {
+                // Take the write lock first: nobody applies a batch until we are done.
+                sqlx::query("UPDATE projection_groups SET created_at_ms = created_at_ms WHERE group_id = $1")
+                    .bind(&next.group)
+                    .execute(&mut *tx)
+                    .await?;
+                ""
+            }
+        };
+        let old = offsets(&mut tx, &live.group, topic, lock_suffix).await?;
+        let deadline = Instant::now() + wait;
+        loop {
+            let new = offsets(&mut tx, &next.group, topic, "").await?;
+            let caught_up = old.iter().all(|(p, o)| new.get(p).is_some_and(|n| n >= o));
+            if caught_up {
+                break;
+            }
+            // SQLite: the builder cannot write while we hold the lock; let it go on.
+            if self.dialect == Dialect::Sqlite || Instant::now() >= deadline {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for statement in schema::view_statements(self.dialect, &next.projection, next.generation) {
+            tx.execute(statement.as_str()).await?;
+        }
+        sqlx::query(
+            "INSERT INTO projection_live (projection, generation, group_id, switched_at_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (projection) DO UPDATE SET generation = excluded.generation, group_id = excluded.group_id,
+             switched_at_ms = excluded.switched_at_ms",
+        )
+        .bind(&next.projection)
+        .bind(next.generation)
+        .bind(&next.group)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(live))
+    }
+
+    /// Generations of `projection` that the views no longer show (their tables may already
+    /// be gone: dropping is idempotent).
+    pub async fn retired_generations(&self, projection: &str) -> Result<Vec<LiveProjection>, StoreError> {
+        let live = self.live_projection(projection).await?;
+        let rows = sqlx::query("SELECT group_id, generation FROM projection_groups WHERE projection = $1")
+            .bind(projection)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut all = vec![LiveProjection {
+            projection: projection.to_string(),
+            generation: 1,
+            group: default_group(projection),
+        }];
+        for r in &rows {
+            all.push(LiveProjection {
+                projection: projection.to_string(),
+                generation: r.try_get("generation")?,
+                group: r.try_get("group_id")?,
+            });
+        }
+        all.retain(|g| g.generation != live.generation);
+        Ok(all)
+    }
+
+    /// Drops a generation's tables and its group's offsets and dedupe ids (dead letters
+    /// stay for the record). Refuses the live generation.
+    #[tracing::instrument(skip(self))]
+    pub async fn drop_generation(&self, old: &LiveProjection) -> Result<(), StoreError> {
+        if self.live_projection(&old.projection).await?.generation == old.generation {
+            return Err(StoreError::Invalid(format!(
+                "generation {} of {} is live; switch to another one first",
+                old.generation, old.projection
+            )));
+        }
+        let mut tx = self.pool.begin().await?;
+        for statement in schema::drop_statements(&old.projection, old.generation) {
+            tx.execute(statement.as_str()).await?;
+        }
+        for table in ["consumer_offsets", "processed_events"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE group_id = $1")).bind(&old.group).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn offsets(
+    conn: &mut AnyConnection,
+    group: &str,
+    topic: &str,
+    suffix: &str,
+) -> Result<HashMap<i64, i64>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT partition_id, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2{suffix}"
+    ))
+    .bind(group)
+    .bind(topic)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get("partition_id")?, r.try_get("next_offset")?))).collect()
+}

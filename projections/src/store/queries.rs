@@ -1,0 +1,343 @@
+//! Reads for the query API and the dashboard. They go through the views only, so a
+//! shadow rebuild's switch is atomic for them too.
+use chrono::DateTime;
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::snapshot::InventoryLevel;
+use super::{Store, StoreError};
+use crate::model::history::HistoryEntry;
+
+/// Microseconds since the epoch as RFC 3339, UTC.
+pub fn rfc3339(us: i64) -> String {
+    DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReservationView {
+    pub status: String,
+    pub lines: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PaymentView {
+    pub currency: String,
+    pub order_total_minor: i64,
+    pub authorized_minor: i64,
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    pub status: String,
+    pub placed_at: String,
+    pub captured_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FulfilmentView {
+    pub order_id: String,
+    pub status: String,
+    pub warehouse: Option<String>,
+    pub placed_at: String,
+    pub paid_at: Option<String>,
+    pub shipped_at: Option<String>,
+    pub delivered_at: Option<String>,
+}
+
+/// One order across the three projections; `None` where a projection has no row (yet).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OrderView {
+    pub order_id: String,
+    pub inventory: Option<ReservationView>,
+    pub payment: Option<PaymentView>,
+    pub fulfilment: Option<FulfilmentView>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CurrencySummary {
+    pub currency: String,
+    pub orders: i64,
+    pub authorized_minor: i64,
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    pub net_captured_minor: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DailyRevenue {
+    /// YYYY-MM-DD, UTC.
+    pub day: String,
+    pub currency: String,
+    pub net_captured_minor: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatusCount {
+    pub status: String,
+    pub orders: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupPartitionOffset {
+    pub group: String,
+    pub partition: i32,
+    pub next_offset: i64,
+    pub updated_at_ms: i64,
+}
+
+fn opt_time(row: &AnyRow, column: &str) -> Result<Option<String>, sqlx::Error> {
+    Ok(row.try_get::<Option<i64>, _>(column)?.map(rfc3339))
+}
+
+fn fulfilment_of(r: &AnyRow) -> Result<FulfilmentView, sqlx::Error> {
+    Ok(FulfilmentView {
+        order_id: r.try_get("order_id")?,
+        status: r.try_get("status")?,
+        warehouse: r.try_get("warehouse")?,
+        placed_at: rfc3339(r.try_get("placed_at_us")?),
+        paid_at: opt_time(r, "paid_at_us")?,
+        shipped_at: opt_time(r, "shipped_at_us")?,
+        delivered_at: opt_time(r, "delivered_at_us")?,
+    })
+}
+
+fn level_of(r: &AnyRow) -> Result<InventoryLevel, sqlx::Error> {
+    Ok(InventoryLevel {
+        sku: r.try_get("sku")?,
+        on_hand: r.try_get("on_hand")?,
+        reserved: r.try_get("reserved")?,
+        shipped: r.try_get("shipped")?,
+        available: r.try_get("available")?,
+    })
+}
+
+const FULFILMENT_COLUMNS: &str =
+    "order_id, status, warehouse, placed_at_us, paid_at_us, shipped_at_us, delivered_at_us";
+const OPEN_STATUSES: &str = "('awaiting_payment', 'ready_to_ship', 'packed')";
+
+impl Store {
+    /// The order as each projection sees it, or `None` if no projection knows it.
+    pub async fn order_view(&self, order_id: &str) -> Result<Option<OrderView>, StoreError> {
+        let inventory = sqlx::query("SELECT status, lines FROM inventory_reservations WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| -> Result<ReservationView, StoreError> {
+                let lines: String = r.try_get("lines")?;
+                Ok(ReservationView {
+                    status: r.try_get("status")?,
+                    lines: serde_json::from_str(&lines).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .transpose()?;
+        let payment = sqlx::query(
+            "SELECT currency, order_total_minor, authorized_minor, captured_minor, refunded_minor, status,
+             placed_at_us, captured_at_us FROM order_payments WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| -> Result<PaymentView, sqlx::Error> {
+            Ok(PaymentView {
+                currency: r.try_get("currency")?,
+                order_total_minor: r.try_get("order_total_minor")?,
+                authorized_minor: r.try_get("authorized_minor")?,
+                captured_minor: r.try_get("captured_minor")?,
+                refunded_minor: r.try_get("refunded_minor")?,
+                status: r.try_get("status")?,
+                placed_at: rfc3339(r.try_get("placed_at_us")?),
+                captured_at: opt_time(&r, "captured_at_us")?,
+            })
+        })
+        .transpose()?;
+        let fulfilment = sqlx::query(&format!("SELECT {FULFILMENT_COLUMNS} FROM order_fulfilment WHERE order_id = $1"))
+            .bind(order_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| fulfilment_of(&r))
+            .transpose()?;
+        if inventory.is_none() && payment.is_none() && fulfilment.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(OrderView { order_id: order_id.to_string(), inventory, payment, fulfilment }))
+    }
+
+    /// Every event of the order the history projection has recorded, in log order.
+    pub async fn order_history(&self, order_id: &str) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
+        let row = sqlx::query("SELECT events FROM order_history WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let events: String = r.try_get("events")?;
+            serde_json::from_str(&events)
+                .map_err(|e| StoreError::CorruptRow { table: "order_history", reason: e.to_string() })
+        })
+        .transpose()
+    }
+
+    pub async fn inventory_level(&self, sku: &str) -> Result<Option<InventoryLevel>, StoreError> {
+        let row = sqlx::query("SELECT sku, on_hand, reserved, shipped, available FROM inventory_levels WHERE sku = $1")
+            .bind(sku)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| level_of(&r)).transpose()?)
+    }
+
+    /// SKUs in SKU order after `after_sku`, only those with `available < below` if given.
+    pub async fn inventory_page(
+        &self,
+        below: Option<i64>,
+        after_sku: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<InventoryLevel>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sku, on_hand, reserved, shipped, available FROM inventory_levels
+             WHERE ($1 = 0 OR available < $2) AND sku > $3 ORDER BY sku LIMIT $4",
+        )
+        .bind(i64::from(below.is_some()))
+        .bind(below.unwrap_or(0))
+        .bind(after_sku.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(level_of).collect::<Result<_, _>>()?)
+    }
+
+    /// Payment totals per currency of the orders placed in `[from_us, to_us)`.
+    pub async fn payments_summary(
+        &self,
+        currency: Option<&str>,
+        from_us: i64,
+        to_us: i64,
+    ) -> Result<Vec<CurrencySummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT currency, COUNT(*) AS orders, CAST(COALESCE(SUM(authorized_minor), 0) AS BIGINT) AS authorized,
+             CAST(COALESCE(SUM(captured_minor), 0) AS BIGINT) AS captured,
+             CAST(COALESCE(SUM(refunded_minor), 0) AS BIGINT) AS refunded
+             FROM order_payments WHERE ($1 = '' OR currency = $1) AND placed_at_us >= $2 AND placed_at_us < $3
+             GROUP BY currency ORDER BY currency",
+        )
+        .bind(currency.unwrap_or(""))
+        .bind(from_us)
+        .bind(to_us)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let captured = sum(r, "captured")?;
+                let refunded = sum(r, "refunded")?;
+                Ok(CurrencySummary {
+                    currency: r.try_get("currency")?,
+                    orders: r.try_get("orders")?,
+                    authorized_minor: sum(r, "authorized")?,
+                    captured_minor: captured,
+                    refunded_minor: refunded,
+                    net_captured_minor: captured - refunded,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    /// Captured minus refunded per UTC day of capture and currency, the last `days` days.
+    pub async fn revenue_per_day(&self, now_us: i64, days: i64) -> Result<Vec<DailyRevenue>, StoreError> {
+        const DAY_US: i64 = 86_400_000_000;
+        let first_day = now_us / DAY_US - days + 1;
+        let rows = sqlx::query(
+            "SELECT captured_at_us / 86400000000 AS day, currency,
+             CAST(COALESCE(SUM(captured_minor - refunded_minor), 0) AS BIGINT) AS net
+             FROM order_payments WHERE captured_at_us >= $1 GROUP BY captured_at_us / 86400000000, currency
+             ORDER BY day, currency",
+        )
+        .bind(first_day * DAY_US)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let day: i64 = r.try_get("day")?;
+                Ok(DailyRevenue {
+                    day: rfc3339(day * DAY_US)[..10].to_string(),
+                    currency: r.try_get("currency")?,
+                    net_captured_minor: sum(r, "net")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    /// Orders not shipped yet, oldest first, after the cursor `(placed_at_us, order_id)`.
+    pub async fn fulfilment_backlog(
+        &self,
+        warehouse: Option<&str>,
+        after: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<FulfilmentView>, StoreError> {
+        let (after_us, after_id) = after.unwrap_or((i64::MIN, ""));
+        let rows = sqlx::query(&format!(
+            "SELECT {FULFILMENT_COLUMNS} FROM order_fulfilment
+             WHERE status IN {OPEN_STATUSES} AND ($1 = '' OR warehouse = $1)
+             AND (placed_at_us > $2 OR (placed_at_us = $2 AND order_id > $3))
+             ORDER BY placed_at_us, order_id LIMIT $4"
+        ))
+        .bind(warehouse.unwrap_or(""))
+        .bind(after_us)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(fulfilment_of).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn orders_by_status(&self) -> Result<Vec<StatusCount>, StoreError> {
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) AS orders FROM order_fulfilment GROUP BY status ORDER BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok(StatusCount { status: r.try_get("status")?, orders: r.try_get("orders")? }))
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    /// Parked records per group.
+    pub async fn dead_letter_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT group_id, COUNT(*) AS parked FROM dead_letters WHERE status = 'parked' GROUP BY group_id ORDER BY group_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get("group_id")?, r.try_get("parked")?)))
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    /// Stored offsets of every group that has any, on `topic`.
+    pub async fn all_group_offsets(&self, topic: &str) -> Result<Vec<GroupPartitionOffset>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT group_id, partition_id, next_offset, updated_at_ms FROM consumer_offsets WHERE topic = $1
+             ORDER BY group_id, partition_id",
+        )
+        .bind(topic)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok(GroupPartitionOffset {
+                    group: r.try_get("group_id")?,
+                    partition: r.try_get::<i64, _>("partition_id")? as i32,
+                    next_offset: r.try_get("next_offset")?,
+                    updated_at_ms: r.try_get("updated_at_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+}
+
+/// SUMs are cast to BIGINT in SQL (PostgreSQL would return NUMERIC, which `Any` cannot read).
+fn sum(row: &AnyRow, column: &str) -> Result<i64, sqlx::Error> {
+    row.try_get::<i64, _>(column)
+}

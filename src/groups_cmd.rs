@@ -1,0 +1,113 @@
+//! `orderflow groups`: for each consumer group with stored offsets, its members and their
+//! partitions (from the broker), stored offset vs log end per partition, dead letters and
+//! when it last applied a batch.
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use infra::group_inspect::Inspector;
+use projections::store::Store;
+use serde_json::json;
+
+use crate::cli::KafkaArgs;
+
+#[derive(Debug, Args)]
+pub struct GroupsArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
+    database_url: String,
+    #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
+    topic: String,
+    /// One JSON object per group, one per line.
+    #[arg(long)]
+    json: bool,
+}
+
+impl GroupsArgs {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let kafka = self.kafka.settings()?;
+        let store = Store::connect(&self.database_url).await.context("connecting to the projection database")?;
+        let offsets = store.all_group_offsets(&self.topic).await?;
+        let live = store.live_projections().await?;
+        let dead: BTreeMap<String, i64> = store.dead_letter_counts().await?.into_iter().collect();
+        let mut groups: BTreeSet<String> = offsets.iter().map(|o| o.group.clone()).collect();
+        groups.extend(live.iter().map(|l| l.group.clone()));
+        let inspector = Inspector::new(&kafka, Duration::from_secs(5))?;
+        let topic = self.topic.clone();
+        let names: Vec<String> = groups.iter().cloned().collect();
+        let (ends, members) = tokio::task::spawn_blocking(move || {
+            let ends = inspector.log_ends(&topic);
+            let members: Vec<_> = names.iter().map(|g| (g.clone(), inspector.members(g, &topic))).collect();
+            (ends, members)
+        })
+        .await?;
+        let ends = ends.context("reading log end offsets")?;
+        let mut out = Vec::new();
+        for (group, members) in members {
+            let members = members.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, %group, "cannot describe the group");
+                Vec::new()
+            });
+            let mine: Vec<_> = offsets.iter().filter(|o| o.group == group).collect();
+            let last_applied_ms = mine.iter().map(|o| o.updated_at_ms).max();
+            let partitions: Vec<_> = ends
+                .iter()
+                .map(|(p, end)| {
+                    let next = mine.iter().find(|o| o.partition == *p).map_or(0, |o| o.next_offset);
+                    json!({"partition": p, "next_offset": next, "log_end": end, "lag": (end - next).max(0)})
+                })
+                .collect();
+            let lag: i64 = partitions.iter().filter_map(|p| p["lag"].as_i64()).sum();
+            let serving = live
+                .iter()
+                .find(|l| l.group == group)
+                .map(|l| json!({"projection": l.projection, "generation": l.generation}));
+            out.push(json!({
+                "group": group,
+                "live_for": serving,
+                "members": members.iter().map(|m| json!({"member_id": m.member_id, "client_id": m.client_id, "host": m.host, "partitions": m.partitions})).collect::<Vec<_>>(),
+                "partitions": partitions,
+                "lag": lag,
+                "dead_letters": dead.get(&group).copied().unwrap_or(0),
+                "last_applied": last_applied_ms.map(|ms| projections::store::rfc3339(ms * 1000)),
+            }));
+        }
+        if self.json {
+            for g in &out {
+                println!("{g}");
+            }
+            return Ok(());
+        }
+        for g in &out {
+            let live_for = g["live_for"]["projection"]
+                .as_str()
+                .map_or(String::new(), |p| format!(" (serves {p}, generation {})", g["live_for"]["generation"]));
+            println!(
+                "{}{live_for}: lag {}, {} dead letter(s), last applied {}",
+                g["group"].as_str().unwrap_or_default(),
+                g["lag"],
+                g["dead_letters"],
+                g["last_applied"].as_str().unwrap_or("never")
+            );
+            let members = g["members"].as_array().cloned().unwrap_or_default();
+            if members.is_empty() {
+                println!("  no members running");
+            }
+            for m in &members {
+                println!(
+                    "  member {} @ {}  partitions {}",
+                    m["client_id"].as_str().unwrap_or_default(),
+                    m["host"].as_str().unwrap_or_default(),
+                    m["partitions"]
+                );
+            }
+            println!("  {:>9} {:>12} {:>12} {:>8}", "partition", "applied", "log end", "lag");
+            for p in g["partitions"].as_array().cloned().unwrap_or_default() {
+                println!("  {:>9} {:>12} {:>12} {:>8}", p["partition"], p["next_offset"], p["log_end"], p["lag"]);
+            }
+        }
+        Ok(())
+    }
+}

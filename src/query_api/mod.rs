@@ -1,0 +1,60 @@
+//! `orderflow serve-api`: the read side over HTTP. Every answer comes from the analyst
+//! views, so a rebuild's switch is atomic for it; `after=<partition:offset>` waits until
+//! the projections have applied a position the checkout returned (read your writes).
+mod api_error;
+mod dashboard;
+mod params;
+mod read_your_writes;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use infra::group_inspect::Inspector;
+use projections::store::Store;
+
+pub use api_error::ApiError;
+
+const OPENAPI: &str = include_str!("openapi.json");
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+pub struct Inner {
+    pub store: Store,
+    pub topic: String,
+    /// How long `after=` may wait before answering 503.
+    pub read_wait: Duration,
+    /// Available below this counts as low stock on the dashboard.
+    pub low_stock: i64,
+    /// Reads log end offsets for lag; `None` when no broker is configured.
+    pub inspector: Option<Arc<Inspector>>,
+    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+#[derive(Clone)]
+pub struct ApiState(pub Arc<Inner>);
+
+impl std::ops::Deref for ApiState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(dashboard::page))
+        .route("/dashboard.json", get(dashboard::data))
+        .route("/orders/{order_id}", get(routes::order))
+        .route("/orders/{order_id}/timeline", get(routes::timeline))
+        .route("/inventory", get(routes::inventory_list))
+        .route("/inventory/{sku}", get(routes::inventory_one))
+        .route("/payments/summary", get(routes::payments_summary))
+        .route("/fulfilment/backlog", get(routes::fulfilment_backlog))
+        .route("/healthz", get(routes::healthz))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .fallback(routes::not_found)
+        .with_state(state)
+}

@@ -1,0 +1,119 @@
+//! Query-string parsing with an error that names the parameter. Unknown parameters are
+//! refused: a typo (`belo=5`) must not silently return everything.
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::ApiError;
+
+pub struct Params {
+    values: HashMap<String, String>,
+}
+
+/// A log position the checkout returned: `<partition>:<offset>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct After {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+pub const DEFAULT_LIMIT: i64 = 100;
+pub const MAX_LIMIT: i64 = 1000;
+
+impl Params {
+    pub fn new(values: HashMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
+        if let Some(unknown) = values.keys().find(|k| !allowed.contains(&k.as_str()) && k.as_str() != "after") {
+            return Err(ApiError::bad_parameter(
+                unknown,
+                format!("unknown parameter; this endpoint takes {}", [allowed, &["after"]].concat().join(", ")),
+            ));
+        }
+        Ok(Params { values })
+    }
+
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    pub fn after(&self) -> Result<Option<After>, ApiError> {
+        let Some(raw) = self.text("after") else { return Ok(None) };
+        let bad =
+            || ApiError::bad_parameter("after", format!("{raw:?} is not a position like 3:1042 (partition:offset)"));
+        let (p, o) = raw.split_once(':').ok_or_else(bad)?;
+        let partition: i32 = p.trim().parse().map_err(|_| bad())?;
+        let offset: i64 = o.trim().parse().map_err(|_| bad())?;
+        if partition < 0 || offset < 0 {
+            return Err(bad());
+        }
+        Ok(Some(After { partition, offset }))
+    }
+
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.text("limit") {
+            None => Ok(DEFAULT_LIMIT),
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+                _ => Err(ApiError::bad_parameter("limit", format!("{raw:?} is not a number from 1 to {MAX_LIMIT}"))),
+            },
+        }
+    }
+
+    pub fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.text(name)
+            .map(|raw| {
+                raw.parse::<i64>().map_err(|_| ApiError::bad_parameter(name, format!("{raw:?} is not an integer")))
+            })
+            .transpose()
+    }
+
+    /// An RFC 3339 time or a date (midnight UTC), as microseconds since the epoch.
+    pub fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        let Some(raw) = self.text(name) else { return Ok(None) };
+        if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+            return Ok(Some(t.with_timezone(&Utc).timestamp_micros()));
+        }
+        if let Ok(d) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+            if let Some(t) = d.and_hms_opt(0, 0, 0) {
+                return Ok(Some(t.and_utc().timestamp_micros()));
+            }
+        }
+        Err(ApiError::bad_parameter(name, format!("{raw:?} is not a date (2026-11-23) or RFC 3339 time")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)], allowed: &[&str]) -> Result<Params, ApiError> {
+        Params::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), allowed)
+    }
+
+    #[test]
+    fn positions_parse_and_garbage_is_refused() {
+        let ok = params(&[("after", "3:1042")], &[]).expect("params");
+        assert_eq!(ok.after().expect("after"), Some(After { partition: 3, offset: 1042 }));
+        for bad in ["3", "x:1", "3:-1", "-1:4", "3:1:2", ""] {
+            assert!(params(&[("after", bad)], &[]).expect("params").after().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_parameters_and_bad_limits_are_refused() {
+        assert!(params(&[("belo", "5")], &["below"]).is_err());
+        for bad in ["0", "1001", "ten"] {
+            assert!(params(&[("limit", bad)], &["limit"]).expect("params").limit().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_accept_dates_and_rfc3339() {
+        let p = params(&[("from", "2026-11-23"), ("to", "2026-11-23T12:00:00Z"), ("x", "soon")], &["from", "to", "x"])
+            .expect("params");
+        assert_eq!(
+            p.time("to").expect("to").expect("some") - p.time("from").expect("from").expect("some"),
+            43_200_000_000
+        );
+        assert!(p.time("x").is_err());
+    }
+}

@@ -1,0 +1,130 @@
+//! `orderflow rebuild <projection>`: a shadow rebuild. A fresh consumer group fills a
+//! new generation of the projection's tables from offset 0 while the views keep showing
+//! the old one; once the new group has applied at least everything the old group has,
+//! the views switch in one transaction. Readers never see a half-built projection.
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use consumers::member::{run_member, MemberConfig};
+use consumers::ProjectionKind;
+use projections::store::Store;
+
+use crate::cli::{parse_duration, KafkaArgs};
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// Which projection to rebuild.
+    #[arg(value_parser = clap::value_parser!(ProjectionKind))]
+    projection: ProjectionKind,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
+    database_url: String,
+    #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
+    topic: String,
+    /// After the switch, drop the tables of every generation the views no longer show
+    /// (default: keep them, to compare or switch back by hand).
+    #[arg(long)]
+    drop_old: bool,
+    /// Do not rebuild: only drop the generations the views no longer show.
+    #[arg(long, requires = "drop_old")]
+    no_rebuild: bool,
+    /// Give up if the new generation has not caught up within this time.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Print JSON lines of progress instead of a progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RebuildArgs {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let kafka = self.kafka.settings()?;
+        let store = Store::connect(&self.database_url).await.context("connecting to the projection database")?;
+        let name = self.projection.name();
+        if self.no_rebuild {
+            return self.drop_retired(&store).await;
+        }
+        let live = store.live_projection(name).await?;
+        let next = store.prepare_rebuild(name).await?;
+        self.report(&serde_json::json!({"event": "started", "projection": name, "from_generation": live.generation,
+            "to_generation": next.generation, "group": next.group}));
+        let mut config = MemberConfig::new(self.projection, &self.topic);
+        config.group = next.group.clone();
+        config.batch_max = 5_000;
+        let member = run_member(config, &kafka, store.clone())?;
+        let bar = self.progress_bar();
+        let started = Instant::now();
+        tokio::pin!(shutdown);
+        let switched_from = loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    bar.abandon_with_message("interrupted; the views still show the old generation");
+                    member.stop().await?;
+                    anyhow::bail!("rebuild interrupted; run it again to start over");
+                }
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            let applied: i64 = member.stats.positions.lock().unwrap_or_else(|e| e.into_inner()).values().sum();
+            let ends: i64 = member.stats.log_ends.lock().unwrap_or_else(|e| e.into_inner()).values().sum();
+            bar.set_length(ends.max(applied) as u64);
+            bar.set_position(applied as u64);
+            let lag = member.stats.lag();
+            if lag.is_some_and(|l| l <= 5_000) || (lag.is_none() && member.stats.batches.load(Ordering::Relaxed) > 0) {
+                if let Some(old) = store.try_switch(&next, &self.topic, Duration::from_secs(5)).await? {
+                    break old;
+                }
+            }
+            if started.elapsed() > self.timeout {
+                member.stop().await?;
+                anyhow::bail!("the new generation did not catch up within {:?}; the views are unchanged", self.timeout);
+            }
+        };
+        bar.finish_with_message("switched");
+        member.stop().await?;
+        self.report(&serde_json::json!({"event": "switched", "projection": name, "generation": next.generation,
+            "group": next.group, "seconds": started.elapsed().as_secs_f64()}));
+        if self.drop_old {
+            self.drop_retired(&store).await?;
+        } else {
+            eprintln!(
+                "kept generation {} ({}); drop it with `orderflow rebuild {name} --drop-old --no-rebuild`",
+                switched_from.generation, switched_from.group
+            );
+        }
+        Ok(())
+    }
+
+    async fn drop_retired(&self, store: &Store) -> anyhow::Result<()> {
+        for old in store.retired_generations(self.projection.name()).await? {
+            store.drop_generation(&old).await?;
+            self.report(&serde_json::json!({"event": "dropped", "projection": old.projection,
+                "generation": old.generation, "group": old.group}));
+        }
+        Ok(())
+    }
+
+    fn report(&self, line: &serde_json::Value) {
+        if self.json {
+            println!("{line}");
+        } else {
+            eprintln!("{}", line["event"].as_str().unwrap_or_default().to_string() + ": " + &line.to_string());
+        }
+    }
+
+    fn progress_bar(&self) -> indicatif::ProgressBar {
+        if self.json {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} {bar:30} {human_pos}/{human_len} events  {per_sec}  ETA {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    }
+}
