@@ -321,3 +321,93 @@ pub fn assert_same_projection(got: &projections::store::Snapshot, want: &project
         assert_eq!(g, w, "{context}: inventory order differs");
     }
 }
+
+/// A free loopback port (bound, then released for a child process to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// `orderflow <args>` as a child process, killed when dropped.
+pub struct Child(pub std::process::Child);
+
+impl Child {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"));
+        command.args(args).env("RUST_LOG", "warn").stdin(std::process::Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Child(command.spawn().expect("spawn orderflow"))
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `orderflow serve-api` on a free port against `database_url` and `topic`.
+pub struct ServeApi {
+    pub base_url: String,
+    pub client: producers::load::HttpClient,
+    _child: Child,
+}
+
+impl ServeApi {
+    pub async fn spawn(database_url: &str, topic: &str, read_wait: &str) -> ServeApi {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let brokers = std::env::var("ORDERFLOW_BROKERS").expect("ORDERFLOW_BROKERS");
+        let child = Child::spawn(
+            &["serve-api", "--listen", &listen, "--database-url", database_url, "--topic", topic, "--read-wait", read_wait],
+            &[("ORDERFLOW_BROKERS", &brokers)],
+        );
+        let api = ServeApi { base_url: format!("http://{listen}"), client: producers::load::http_client(), _child: child };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((200, _)) = api.try_get("/healthz").await {
+                return api;
+            }
+            assert!(std::time::Instant::now() < deadline, "serve-api did not become healthy");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn try_get(&self, path: &str) -> Option<(u16, String)> {
+        use http_body_util::BodyExt;
+        let request = hyper::Request::get(format!("{}{path}", self.base_url))
+            .body(http_body_util::Full::new(hyper::body::Bytes::new()))
+            .ok()?;
+        let response = self.client.request(request).await.ok()?;
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.ok()?.to_bytes();
+        Some((status, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// GETs `path`; returns the status and the body as JSON (null if it is not JSON).
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.try_get(path).await.expect("serve-api answers");
+        (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        self.try_get(path).await.expect("serve-api answers")
+    }
+}
+
+/// Runs `orderflow <args>` to completion; panics with its stderr if it fails.
+pub fn run_orderflow(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run orderflow");
+    assert!(
+        output.status.success(),
+        "orderflow {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

@@ -1,0 +1,314 @@
+//! `orderflow serve-api` against the real broker and PostgreSQL: read-your-writes with
+//! `after=`, the timeline, every list and lookup, bad parameters, and the dashboard in a
+//! real headless Chromium.
+mod common;
+
+use std::time::Duration;
+
+use consumers::member::run_member;
+use consumers::{MemberHandle, ProjectionKind};
+use projections::store::Store;
+use serde_json::{json, Value};
+
+struct ReadSide {
+    checkout: common::TestCheckout,
+    api: common::ServeApi,
+    store: Store,
+    topic: String,
+    database_url: String,
+    members: Vec<MemberHandle>,
+}
+
+impl ReadSide {
+    async fn start(with_members: bool) -> ReadSide {
+        let kafka = common::kafka();
+        let topic = common::fresh_topic("query", 3).await;
+        let checkout = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
+        let database_url = common::fresh_database().await;
+        let store = Store::connect(&database_url).await.expect("store");
+        let api = common::ServeApi::spawn(&database_url, &topic, "2s").await;
+        let mut side = ReadSide { checkout, api, store, topic, database_url, members: Vec::new() };
+        if with_members {
+            side.start_members();
+            // Joining a group takes seconds; tests measure the pipeline, not the join.
+            side.post("/inventory/SKU-WARMUP/adjustments", json!({"warehouse": "BER-1", "delta": 1000, "reason": "counted"}))
+                .await;
+            side.all_caught_up().await;
+        }
+        side
+    }
+
+    /// One member per projection, in the groups the views are built by.
+    fn start_members(&mut self) {
+        for kind in ProjectionKind::ALL {
+            let config = common::member_config(kind, &self.topic, &kind.default_group());
+            self.members.push(run_member(config, &common::kafka(), self.store.clone()).expect("member"));
+        }
+    }
+
+    async fn all_caught_up(&self) {
+        for kind in ProjectionKind::ALL {
+            common::wait_caught_up(&self.store, &common::kafka(), &kind.default_group(), &self.topic).await;
+        }
+    }
+
+    /// POSTs to the checkout, expects 202, returns the answer.
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, answer) = self.checkout.post(path, &body, None).await;
+        assert_eq!(status, 202, "{path}: {answer}");
+        answer
+    }
+
+    async fn place(&self, lines: Value) -> (String, String) {
+        let answer = self
+            .post("/orders", json!({"customer_id": "c-9", "currency": "EUR", "lines": lines, "ship_to": {"country": "DE"}}))
+            .await;
+        (answer["order_id"].as_str().expect("order_id").to_string(), position(&answer))
+    }
+}
+
+fn position(answer: &Value) -> String {
+    format!("{}:{}", answer["position"]["partition"], answer["position"]["offset"])
+}
+
+fn lines(sku: &str, quantity: i64) -> Value {
+    json!([{"sku": sku, "quantity": quantity, "unit_price_minor": 1000}])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_waits_until_the_new_order_is_applied_and_answers_503_with_the_position_past_the_bound() {
+    let mut side = ReadSide::start(false).await;
+    let (order, placed_at) = side.place(lines("SKU-1", 1)).await;
+
+    // Nothing consumes yet: past the bound the answer says where the projection is.
+    let (status, body) = side.api.get(&format!("/orders/{order}?after={placed_at}")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "not_caught_up");
+    assert_eq!(body["wanted_offset"].to_string(), placed_at.split(':').nth(1).expect("offset"));
+    assert_eq!(body["partition"].to_string(), placed_at.split(':').next().expect("partition"));
+    assert_eq!(body["applied_up_to"], Value::Null, "nothing applied yet: {body}");
+
+    side.start_members();
+    side.all_caught_up().await; // joined and running: from here on, latency is the pipeline's
+    let authorized =
+        side.post(&format!("/orders/{order}/payments"), json!({"status": "authorized", "amount_minor": 1000, "provider_ref": "p"})).await;
+    // Asked right after the write: the answer waits for it instead of showing stale data.
+    let (status, body) = side.api.get(&format!("/orders/{order}?after={}", position(&authorized))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["payment"]["authorized_minor"], 1000, "{body}");
+    assert_eq!(body["payment"]["status"], "authorized");
+    assert_eq!(body["fulfilment"]["status"], "awaiting_payment");
+    assert_eq!(body["inventory"]["status"], "reserved", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeline_shows_every_event_with_its_position_and_what_each_projection_made_of_it() {
+    let side = ReadSide::start(true).await;
+    let (order, placed) = side.place(lines("SKU-1", 2)).await;
+    let mut positions = vec![placed];
+    for (path, body) in [
+        ("payments", json!({"status": "authorized", "amount_minor": 2000, "provider_ref": "p"})),
+        ("payments", json!({"status": "captured", "amount_minor": 2000, "provider_ref": "p"})),
+        ("shipments", json!({"status": "packed", "warehouse": "BER-1"})),
+    ] {
+        positions.push(position(&side.post(&format!("/orders/{order}/{path}"), body).await));
+    }
+    let last = positions.last().expect("last").clone();
+    let (status, _) = side.api.get(&format!("/orders/{order}?after={last}")).await;
+    assert_eq!(status, 200);
+    let (status, timeline) = side.api.get(&format!("/orders/{order}/timeline?after={last}")).await;
+    assert_eq!(status, 200, "{timeline}");
+    let events = timeline["events"].as_array().expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().expect("kind")).collect();
+    assert_eq!(kinds, ["OrderPlaced", "PaymentAuthorized", "PaymentCaptured", "ShipmentPacked"]);
+    let seen: Vec<&str> = events.iter().map(|e| e["position"].as_str().expect("position")).collect();
+    assert_eq!(seen, positions, "positions are the ones the checkout returned");
+    assert!(events.iter().all(|e| e["occurred_at"].as_str().is_some_and(|t| t.ends_with('Z'))));
+    assert_eq!(events[0]["applied"], json!({"inventory": "applied", "payment": "applied", "fulfilment": "applied"}));
+    assert_eq!(events[1]["applied"], json!({"inventory": "not_read", "payment": "applied", "fulfilment": "not_read"}));
+    assert_eq!(events[3]["applied"]["payment"], "not_read");
+    assert_eq!(events[3]["applied"]["fulfilment"], "applied");
+    assert_eq!(timeline["projections"]["fulfilment"]["status"], "packed");
+    assert_eq!(timeline["dead_letters"], json!([]));
+
+    // An event the payment projection rejects shows as parked, with its dead letter.
+    let (bad, _) = side.place(lines("SKU-2", 1)).await;
+    let over = side
+        .post(&format!("/orders/{bad}/payments"), json!({"status": "captured", "amount_minor": 999_999, "provider_ref": "p"}))
+        .await;
+    let (status, _) = side.api.get(&format!("/orders/{bad}?after={}", position(&over))).await;
+    assert_eq!(status, 200);
+    let (_, timeline) = side.api.get(&format!("/orders/{bad}/timeline?after={}", position(&over))).await;
+    let events = timeline["events"].as_array().expect("events");
+    assert_eq!(events.len(), 2, "{timeline}");
+    assert_eq!(events[1]["applied"]["payment"], "parked", "{timeline}");
+    assert_eq!(events[1]["applied"]["fulfilment"], "applied", "fulfilment does not check amounts: {timeline}");
+    let dead = timeline["dead_letters"].as_array().expect("dead letters");
+    assert!(dead.iter().any(|d| d["group"] == "orderflow-payment" && d["status"] == "parked"), "{timeline}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_lists_and_summaries_match_the_projections_paginate_and_refuse_bad_parameters() {
+    let side = ReadSide::start(true).await;
+    for (sku, delta) in [("SKU-A", 5), ("SKU-B", 50), ("SKU-C", 1)] {
+        side.post(&format!("/inventory/{sku}/adjustments"), json!({"warehouse": "BER-1", "delta": delta, "reason": "received"}))
+            .await;
+    }
+    let (paid, _) = side.place(lines("SKU-A", 2)).await;
+    side.place(lines("SKU-A", 2)).await;
+    side.place(lines("SKU-Z", 1)).await; // never stocked: oversold
+    side.post(&format!("/orders/{paid}/payments"), json!({"status": "captured", "amount_minor": 2000, "provider_ref": "p"}))
+        .await;
+    side.all_caught_up().await;
+    let levels = side.store.inventory_levels().await.expect("levels");
+
+    let (status, a) = side.api.get("/inventory/SKU-A").await;
+    assert_eq!(status, 200);
+    assert_eq!((a["on_hand"].as_i64(), a["reserved"].as_i64(), a["available"].as_i64()), (Some(5), Some(4), Some(1)));
+
+    let (_, low) = side.api.get("/inventory?below=2").await;
+    let low_skus: Vec<&str> = low["items"].as_array().expect("items").iter().map(|l| l["sku"].as_str().expect("sku")).collect();
+    let want: Vec<&str> = levels.iter().filter(|l| l.available < 2).map(|l| l.sku.as_str()).collect();
+    assert_eq!(low_skus, want);
+    assert!(low_skus.contains(&"SKU-Z") && low_skus.contains(&"SKU-A") && !low_skus.contains(&"SKU-B"));
+
+    // Walking the pages one item at a time yields every SKU once, in order.
+    let mut walked = Vec::new();
+    let mut path = "/inventory?limit=1".to_string();
+    loop {
+        let (status, page) = side.api.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        walked.extend(page["items"].as_array().expect("items").iter().map(|l| l["sku"].as_str().expect("sku").to_string()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/inventory?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(walked, levels.iter().map(|l| l.sku.clone()).collect::<Vec<_>>());
+
+    let (status, summary) = side.api.get("/payments/summary?currency=EUR").await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["currencies"], json!([{"currency": "EUR", "orders": 3, "authorized_minor": 0,
+        "captured_minor": 2000, "refunded_minor": 0, "net_captured_minor": 2000}]));
+    let (_, later) = side.api.get("/payments/summary?from=2999-01-01").await;
+    assert_eq!(later["currencies"], json!([]));
+
+    let (_, backlog) = side.api.get("/fulfilment/backlog?limit=2").await;
+    assert_eq!(backlog["items"].as_array().expect("items").len(), 2);
+    let cursor = backlog["next_cursor"].as_str().expect("a next page").to_string();
+    let (_, rest) = side.api.get(&format!("/fulfilment/backlog?limit=2&cursor={cursor}")).await;
+    assert_eq!(rest["items"].as_array().expect("items").len(), 1, "{rest}");
+    assert_eq!(rest["next_cursor"], Value::Null);
+    let (_, elsewhere) = side.api.get("/fulfilment/backlog?warehouse=NOWHERE").await;
+    assert_eq!(elsewhere["items"], json!([]));
+
+    for (path, status) in [
+        ("/orders/not-a-uuid".to_string(), 400),
+        (format!("/orders/{}", uuid::Uuid::new_v4()), 404),
+        (format!("/orders/{}/timeline", uuid::Uuid::new_v4()), 404),
+        (format!("/orders/{paid}?after=soon"), 400),
+        ("/inventory/NOPE".to_string(), 404),
+        ("/inventory?belo=2".to_string(), 400),
+        ("/inventory?below=two".to_string(), 400),
+        ("/inventory?limit=0".to_string(), 400),
+        ("/inventory?limit=5000".to_string(), 400),
+        ("/payments/summary?currency=eur".to_string(), 400),
+        ("/payments/summary?from=yesterday".to_string(), 400),
+        ("/payments/summary?from=2026-02-01&to=2026-01-01".to_string(), 400),
+        ("/fulfilment/backlog?cursor=zzz".to_string(), 400),
+        ("/no/such/thing".to_string(), 404),
+    ] {
+        let (got, body) = side.api.get(&path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(body["error"].is_string() && body["message"].is_string(), "{path}: {body}");
+    }
+
+    let (status, spec) = side.api.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    for path in ["/orders/{order_id}", "/orders/{order_id}/timeline", "/inventory", "/inventory/{sku}", "/payments/summary", "/fulfilment/backlog"] {
+        assert!(spec["paths"][path]["get"].is_object(), "{path} missing from the OpenAPI document");
+    }
+    let _ = &side.database_url;
+}
+
+/// The text of the element with this id in a serialized DOM.
+fn text_of(dom: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let at = dom.find(&marker).unwrap_or_else(|| panic!("no #{id} in the page"));
+    let start = at + dom[at..].find('>').expect("tag end") + 1;
+    let end = start + dom[start..].find('<').expect("text end");
+    dom[start..end].to_string()
+}
+
+/// The number in the `td.n` cell of the row with `data-<attribute>="<value>"`.
+fn row_number(dom: &str, attribute: &str, value: &str) -> String {
+    let marker = format!("data-{attribute}=\"{value}\"");
+    let at = dom.find(&marker).unwrap_or_else(|| panic!("no row {marker} in the page"));
+    let cell = at + dom[at..].find("class=\"n\">").expect("number cell") + "class=\"n\">".len();
+    dom[cell..cell + dom[cell..].find('<').expect("cell end")].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_renders_in_headless_chromium_the_numbers_the_api_returns_without_console_errors() {
+    let side = ReadSide::start(true).await;
+    side.post("/inventory/SKU-A/adjustments", json!({"warehouse": "BER-1", "delta": 3, "reason": "received"})).await;
+    let (paid, _) = side.place(lines("SKU-A", 2)).await;
+    side.place(lines("SKU-Z", 1)).await;
+    side.post(&format!("/orders/{paid}/payments"), json!({"status": "captured", "amount_minor": 2000, "provider_ref": "p"}))
+        .await;
+    let (bad, _) = side.place(lines("SKU-A", 1)).await;
+    side.post(&format!("/orders/{bad}/payments"), json!({"status": "refunded", "amount_minor": 5, "provider_ref": "p"}))
+        .await;
+    side.all_caught_up().await;
+    let (status, data) = side.api.get("/dashboard.json").await;
+    assert_eq!(status, 200, "{data}");
+    assert_eq!(data["orders_total"], 3);
+    assert_eq!(data["inventory"]["oversold"], 1, "{data}");
+    assert!(data["dead_letters_total"].as_i64().expect("dead letters") >= 1, "{data}");
+
+    let chromium = std::env::var("ORDERFLOW_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(std::path::Path::new(&chromium).exists(), "{chromium} is missing: `infra/local/up` installs Debian's chromium");
+    let profile = std::env::temp_dir().join(format!("orderflow-chromium-{}", uuid::Uuid::new_v4().simple()));
+    let mut command = std::process::Command::new(&chromium);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=3000",
+            &format!("--user-data-dir={}", profile.display()),
+            "--dump-dom",
+            &format!("{}/", side.api.base_url),
+        ]);
+    let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run chromium");
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "chromium failed: {log}");
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "the page wrote to the console: {console:#?}");
+    assert!(dom.contains("data-state=\"ready\""), "the page did not load its data: {dom}");
+
+    assert_eq!(text_of(&dom, "orders-total"), data["orders_total"].to_string());
+    assert_eq!(text_of(&dom, "dead-letters-total"), data["dead_letters_total"].to_string());
+    assert_eq!(text_of(&dom, "lag-total"), data["lag_total"].to_string());
+    assert_eq!(text_of(&dom, "low-count"), data["inventory"]["low"].to_string());
+    assert_eq!(text_of(&dom, "oversold-count"), data["inventory"]["oversold"].to_string());
+    for s in data["orders_by_status"].as_array().expect("statuses") {
+        assert_eq!(row_number(&dom, "status", s["status"].as_str().expect("status")), s["orders"].to_string());
+    }
+    assert!(dom.contains("data-sku=\"SKU-Z\""), "the oversold SKU is listed");
+    assert!(dom.contains("class=\"oversold\" data-sku=\"SKU-Z\"") || dom.contains("data-sku=\"SKU-Z\" class=\"oversold\""),
+        "the oversold SKU is highlighted");
+    let revenue = &data["revenue_per_day"][0];
+    assert_eq!(revenue["net_captured_minor"], 2000, "{data}");
+    assert!(dom.contains(&format!("data-minor=\"{}\"", revenue["net_captured_minor"])), "revenue row shown");
+    assert!(dom.contains("<svg"), "the revenue chart is drawn");
+}
