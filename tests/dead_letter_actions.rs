@@ -28,8 +28,8 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     let database_url = common::fresh_database().await;
     let store = Store::connect(&database_url).await.expect("store");
     let group = ProjectionKind::Payment.default_group();
-    let member =
-        run_member(common::member_config(ProjectionKind::Payment, &topic, &group), &kafka, store.clone()).expect("member");
+    let member = run_member(common::member_config(ProjectionKind::Payment, &topic, &group), &kafka, store.clone())
+        .expect("member");
 
     let post = |path: String, body: Value| {
         let checkout = &checkout;
@@ -59,7 +59,8 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
 
     let db = database_url.as_str();
     // Retrying the invalid capture fails again: it and the order stay parked, nothing changes.
-    let (ok, outcome, stderr) = orderflow(&["dead-letters", "retry", "--json", "--group", &group, "--database-url", db, &bad.to_string()]);
+    let (ok, outcome, stderr) =
+        orderflow(&["dead-letters", "retry", "--json", "--group", &group, "--database-url", db, &bad.to_string()]);
     assert!(ok, "{stderr}");
     assert_eq!(outcome["applied"], json!([]), "{outcome}");
     assert_eq!(outcome["still_parked"][0][0], bad, "{outcome}");
@@ -67,17 +68,26 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
         let store = store.clone();
         let order = order.clone();
         async move {
-            store.snapshot().await.expect("snapshot").payments.into_iter().find(|p| p.order_id.to_string() == order).expect("row")
+            store
+                .snapshot()
+                .await
+                .expect("snapshot")
+                .payments
+                .into_iter()
+                .find(|p| p.order_id.to_string() == order)
+                .expect("row")
         }
     };
     assert_eq!(row(&store).await.captured_minor, 0);
     assert_eq!(store.list_dead_letters(Some(&group), 10).await.expect("list").len(), 2);
 
     // Skip the invalid one, then retry the order: the correct capture is applied.
-    let (ok, skipped, stderr) = orderflow(&["dead-letters", "skip", "--json", "--group", &group, "--database-url", db, &bad.to_string()]);
+    let (ok, skipped, stderr) =
+        orderflow(&["dead-letters", "skip", "--json", "--group", &group, "--database-url", db, &bad.to_string()]);
     assert!(ok, "{stderr}");
     assert_eq!(skipped, json!({"skipped": [bad]}));
-    let (ok, outcome, stderr) = orderflow(&["dead-letters", "retry", "--json", "--group", &group, "--database-url", db, "--order", &order]);
+    let (ok, outcome, stderr) =
+        orderflow(&["dead-letters", "retry", "--json", "--group", &group, "--database-url", db, "--order", &order]);
     assert!(ok, "{stderr}");
     assert_eq!(outcome, json!({"applied": [blocked], "still_parked": []}));
     let paid = row(&store).await;
@@ -94,7 +104,8 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     assert_eq!((refunded.refunded_minor, refunded.status.as_str()), (500, "partially_refunded"));
 
     // Acting on what is no longer parked, or on nothing, is an error an operator sees.
-    let (ok, _, stderr) = orderflow(&["dead-letters", "skip", "--group", &group, "--database-url", db, &bad.to_string()]);
+    let (ok, _, stderr) =
+        orderflow(&["dead-letters", "skip", "--group", &group, "--database-url", db, &bad.to_string()]);
     assert!(!ok && stderr.contains("no parked record"), "{stderr}");
     let (ok, _, stderr) = orderflow(&["dead-letters", "retry", "--group", &group, "--database-url", db]);
     assert!(!ok && stderr.contains("required arguments"), "{stderr}");

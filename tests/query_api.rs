@@ -31,8 +31,11 @@ impl ReadSide {
         if with_members {
             side.start_members();
             // Joining a group takes seconds; tests measure the pipeline, not the join.
-            side.post("/inventory/SKU-WARMUP/adjustments", json!({"warehouse": "BER-1", "delta": 1000, "reason": "counted"}))
-                .await;
+            side.post(
+                "/inventory/SKU-WARMUP/adjustments",
+                json!({"warehouse": "BER-1", "delta": 1000, "reason": "counted"}),
+            )
+            .await;
             side.all_caught_up().await;
         }
         side
@@ -61,7 +64,10 @@ impl ReadSide {
 
     async fn place(&self, lines: Value) -> (String, String) {
         let answer = self
-            .post("/orders", json!({"customer_id": "c-9", "currency": "EUR", "lines": lines, "ship_to": {"country": "DE"}}))
+            .post(
+                "/orders",
+                json!({"customer_id": "c-9", "currency": "EUR", "lines": lines, "ship_to": {"country": "DE"}}),
+            )
             .await;
         (answer["order_id"].as_str().expect("order_id").to_string(), position(&answer))
     }
@@ -90,8 +96,12 @@ async fn after_waits_until_the_new_order_is_applied_and_answers_503_with_the_pos
 
     side.start_members();
     side.all_caught_up().await; // joined and running: from here on, latency is the pipeline's
-    let authorized =
-        side.post(&format!("/orders/{order}/payments"), json!({"status": "authorized", "amount_minor": 1000, "provider_ref": "p"})).await;
+    let authorized = side
+        .post(
+            &format!("/orders/{order}/payments"),
+            json!({"status": "authorized", "amount_minor": 1000, "provider_ref": "p"}),
+        )
+        .await;
     // Asked right after the write: the answer waits for it instead of showing stale data.
     let (status, body) = side.api.get(&format!("/orders/{order}?after={}", position(&authorized))).await;
     assert_eq!(status, 200, "{body}");
@@ -134,7 +144,10 @@ async fn timeline_shows_every_event_with_its_position_and_what_each_projection_m
     // An event the payment projection rejects shows as parked, with its dead letter.
     let (bad, _) = side.place(lines("SKU-2", 1)).await;
     let over = side
-        .post(&format!("/orders/{bad}/payments"), json!({"status": "captured", "amount_minor": 999_999, "provider_ref": "p"}))
+        .post(
+            &format!("/orders/{bad}/payments"),
+            json!({"status": "captured", "amount_minor": 999_999, "provider_ref": "p"}),
+        )
         .await;
     let (status, _) = side.api.get(&format!("/orders/{bad}?after={}", position(&over))).await;
     assert_eq!(status, 200);
@@ -151,14 +164,20 @@ async fn timeline_shows_every_event_with_its_position_and_what_each_projection_m
 async fn lookups_lists_and_summaries_match_the_projections_paginate_and_refuse_bad_parameters() {
     let side = ReadSide::start(true).await;
     for (sku, delta) in [("SKU-A", 5), ("SKU-B", 50), ("SKU-C", 1)] {
-        side.post(&format!("/inventory/{sku}/adjustments"), json!({"warehouse": "BER-1", "delta": delta, "reason": "received"}))
-            .await;
+        side.post(
+            &format!("/inventory/{sku}/adjustments"),
+            json!({"warehouse": "BER-1", "delta": delta, "reason": "received"}),
+        )
+        .await;
     }
     let (paid, _) = side.place(lines("SKU-A", 2)).await;
     side.place(lines("SKU-A", 2)).await;
     side.place(lines("SKU-Z", 1)).await; // never stocked: oversold
-    side.post(&format!("/orders/{paid}/payments"), json!({"status": "captured", "amount_minor": 2000, "provider_ref": "p"}))
-        .await;
+    side.post(
+        &format!("/orders/{paid}/payments"),
+        json!({"status": "captured", "amount_minor": 2000, "provider_ref": "p"}),
+    )
+    .await;
     side.all_caught_up().await;
     let levels = side.store.inventory_levels().await.expect("levels");
 
@@ -167,7 +186,8 @@ async fn lookups_lists_and_summaries_match_the_projections_paginate_and_refuse_b
     assert_eq!((a["on_hand"].as_i64(), a["reserved"].as_i64(), a["available"].as_i64()), (Some(5), Some(4), Some(1)));
 
     let (_, low) = side.api.get("/inventory?below=2").await;
-    let low_skus: Vec<&str> = low["items"].as_array().expect("items").iter().map(|l| l["sku"].as_str().expect("sku")).collect();
+    let low_skus: Vec<&str> =
+        low["items"].as_array().expect("items").iter().map(|l| l["sku"].as_str().expect("sku")).collect();
     let want: Vec<&str> = levels.iter().filter(|l| l.available < 2).map(|l| l.sku.as_str()).collect();
     assert_eq!(low_skus, want);
     assert!(low_skus.contains(&"SKU-Z") && low_skus.contains(&"SKU-A") && !low_skus.contains(&"SKU-B"));
@@ -178,7 +198,9 @@ async fn lookups_lists_and_summaries_match_the_projections_paginate_and_refuse_b
     loop {
         let (status, page) = side.api.get(&path).await;
         assert_eq!(status, 200, "{page}");
-        walked.extend(page["items"].as_array().expect("items").iter().map(|l| l["sku"].as_str().expect("sku").to_string()));
+        walked.extend(
+            page["items"].as_array().expect("items").iter().map(|l| l["sku"].as_str().expect("sku").to_string()),
+        );
         match page["next_cursor"].as_str() {
             Some(cursor) => path = format!("/inventory?limit=1&cursor={cursor}"),
             None => break,
@@ -188,8 +210,11 @@ async fn lookups_lists_and_summaries_match_the_projections_paginate_and_refuse_b
 
     let (status, summary) = side.api.get("/payments/summary?currency=EUR").await;
     assert_eq!(status, 200, "{summary}");
-    assert_eq!(summary["currencies"], json!([{"currency": "EUR", "orders": 3, "authorized_minor": 0,
-        "captured_minor": 2000, "refunded_minor": 0, "net_captured_minor": 2000}]));
+    assert_eq!(
+        summary["currencies"],
+        json!([{"currency": "EUR", "orders": 3, "authorized_minor": 0,
+        "captured_minor": 2000, "refunded_minor": 0, "net_captured_minor": 2000}])
+    );
     let (_, later) = side.api.get("/payments/summary?from=2999-01-01").await;
     assert_eq!(later["currencies"], json!([]));
 
@@ -225,7 +250,14 @@ async fn lookups_lists_and_summaries_match_the_projections_paginate_and_refuse_b
 
     let (status, spec) = side.api.get("/openapi.json").await;
     assert_eq!(status, 200);
-    for path in ["/orders/{order_id}", "/orders/{order_id}/timeline", "/inventory", "/inventory/{sku}", "/payments/summary", "/fulfilment/backlog"] {
+    for path in [
+        "/orders/{order_id}",
+        "/orders/{order_id}/timeline",
+        "/inventory",
+        "/inventory/{sku}",
+        "/payments/summary",
+        "/fulfilment/backlog",
+    ] {
         assert!(spec["paths"][path]["get"].is_object(), "{path} missing from the OpenAPI document");
     }
     let _ = &side.database_url;
@@ -254,11 +286,17 @@ async fn the_dashboard_renders_in_headless_chromium_the_numbers_the_api_returns_
     side.post("/inventory/SKU-A/adjustments", json!({"warehouse": "BER-1", "delta": 3, "reason": "received"})).await;
     let (paid, _) = side.place(lines("SKU-A", 2)).await;
     side.place(lines("SKU-Z", 1)).await;
-    side.post(&format!("/orders/{paid}/payments"), json!({"status": "captured", "amount_minor": 2000, "provider_ref": "p"}))
-        .await;
+    side.post(
+        &format!("/orders/{paid}/payments"),
+        json!({"status": "captured", "amount_minor": 2000, "provider_ref": "p"}),
+    )
+    .await;
     let (bad, _) = side.place(lines("SKU-A", 1)).await;
-    side.post(&format!("/orders/{bad}/payments"), json!({"status": "refunded", "amount_minor": 5, "provider_ref": "p"}))
-        .await;
+    side.post(
+        &format!("/orders/{bad}/payments"),
+        json!({"status": "refunded", "amount_minor": 5, "provider_ref": "p"}),
+    )
+    .await;
     side.all_caught_up().await;
     let (status, data) = side.api.get("/dashboard.json").await;
     assert_eq!(status, 200, "{data}");
@@ -267,26 +305,28 @@ async fn the_dashboard_renders_in_headless_chromium_the_numbers_the_api_returns_
     assert!(data["dead_letters_total"].as_i64().expect("dead letters") >= 1, "{data}");
 
     let chromium = std::env::var("ORDERFLOW_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(std::path::Path::new(&chromium).exists(), "{chromium} is missing: `infra/local/up` installs Debian's chromium");
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: `infra/local/up` installs Debian's chromium"
+    );
     let profile = std::env::temp_dir().join(format!("orderflow-chromium-{}", uuid::Uuid::new_v4().simple()));
     let mut command = std::process::Command::new(&chromium);
-    command
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=3000",
-            &format!("--user-data-dir={}", profile.display()),
-            "--dump-dom",
-            &format!("{}/", side.api.base_url),
-        ]);
+    command.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=3000",
+        &format!("--user-data-dir={}", profile.display()),
+        "--dump-dom",
+        &format!("{}/", side.api.base_url),
+    ]);
     let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run chromium");
     let _ = std::fs::remove_dir_all(&profile);
     let dom = String::from_utf8_lossy(&output.stdout);
@@ -305,8 +345,10 @@ async fn the_dashboard_renders_in_headless_chromium_the_numbers_the_api_returns_
         assert_eq!(row_number(&dom, "status", s["status"].as_str().expect("status")), s["orders"].to_string());
     }
     assert!(dom.contains("data-sku=\"SKU-Z\""), "the oversold SKU is listed");
-    assert!(dom.contains("class=\"oversold\" data-sku=\"SKU-Z\"") || dom.contains("data-sku=\"SKU-Z\" class=\"oversold\""),
-        "the oversold SKU is highlighted");
+    assert!(
+        dom.contains("class=\"oversold\" data-sku=\"SKU-Z\"") || dom.contains("data-sku=\"SKU-Z\" class=\"oversold\""),
+        "the oversold SKU is highlighted"
+    );
     let revenue = &data["revenue_per_day"][0];
     assert_eq!(revenue["net_captured_minor"], 2000, "{data}");
     assert!(dom.contains(&format!("data-minor=\"{}\"", revenue["net_captured_minor"])), "revenue row shown");

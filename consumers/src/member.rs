@@ -150,11 +150,16 @@ pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> 
     let (tx, rx) = tokio::sync::oneshot::channel();
     let thread_stats = stats.clone();
     let thread_stop = stop.clone();
+    let identity = MemberIdentity::new();
+    let runtime = Handle::current();
     std::thread::Builder::new()
         .name(format!("member-{}", config.group))
         .spawn(move || {
-            let result = poll_loop(&consumer, &config, &store, &thread_stop, &thread_stats);
+            let result = poll_loop(&consumer, &config, &store, &thread_stop, &thread_stats, &identity);
             leave_group(consumer, config.shutdown_deadline);
+            let _ = runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(2), store.remove_member(&config.group, &identity.id)).await
+            });
             let _ = tx.send(result);
         })
         .map_err(|e| ConsumerError::Thread(e.to_string()))?;
@@ -176,6 +181,7 @@ fn poll_loop(
     store: &Store,
     stop: &AtomicBool,
     stats: &MemberStats,
+    identity: &MemberIdentity,
 ) -> Result<(), ConsumerError> {
     let codec = Codec::builtin();
     let context = consumer.context();
@@ -184,6 +190,8 @@ fn poll_loop(
     let mut watermarks_at = Instant::now();
     let mut reading = Reading::default();
     let mut owned: BTreeSet<i32> = BTreeSet::new();
+    let mut reported: BTreeSet<i32> = BTreeSet::new();
+    report_membership(&context.runtime, store, config, identity, &owned);
     while !stop.load(Ordering::Relaxed) {
         let wait = if buffer.is_empty() {
             config.batch_wait.max(Duration::from_millis(100))
@@ -243,9 +251,11 @@ fn poll_loop(
             apply_with_retry(&env, &buffer, &mut reading)?;
             buffer.clear();
         }
-        if watermarks_at.elapsed() >= Duration::from_secs(2) {
+        if watermarks_at.elapsed() >= Duration::from_secs(2) || reported != owned {
             watermarks_at = Instant::now();
             refresh_lag(consumer, config, stats);
+            report_membership(&context.runtime, store, config, identity, &owned);
+            reported = owned.clone();
         }
     }
     Ok(())
@@ -336,6 +346,46 @@ fn refresh_lag(consumer: &BaseConsumer<MemberContext>, config: &MemberConfig, st
         }
     }
     *stats.log_ends.lock().unwrap_or_else(|e| e.into_inner()) = ends;
+}
+
+/// This member's row in `group_members`: host name, process id and a random part, so
+/// members on one host, or in one process, stay apart.
+struct MemberIdentity {
+    id: String,
+    host: String,
+}
+
+impl MemberIdentity {
+    fn new() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        let id = format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        MemberIdentity { id, host }
+    }
+}
+
+/// Best effort: the registry is for operators; failing to write it never stops a member.
+fn report_membership(
+    runtime: &Handle,
+    store: &Store,
+    config: &MemberConfig,
+    identity: &MemberIdentity,
+    owned: &BTreeSet<i32>,
+) {
+    let partitions: Vec<i32> = owned.iter().copied().collect();
+    // The timer must be created inside the runtime's context, hence the async block.
+    let result = runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            store.report_member(&config.group, &identity.id, &identity.host, &partitions),
+        )
+        .await
+    });
+    if !matches!(result, Ok(Ok(()))) {
+        tracing::debug!(group = %config.group, "could not report membership");
+    }
 }
 
 /// Leaves the group so others take over promptly, without hanging when the broker is

@@ -360,10 +360,21 @@ impl ServeApi {
         let listen = format!("127.0.0.1:{}", free_port());
         let brokers = std::env::var("ORDERFLOW_BROKERS").expect("ORDERFLOW_BROKERS");
         let child = Child::spawn(
-            &["serve-api", "--listen", &listen, "--database-url", database_url, "--topic", topic, "--read-wait", read_wait],
+            &[
+                "serve-api",
+                "--listen",
+                &listen,
+                "--database-url",
+                database_url,
+                "--topic",
+                topic,
+                "--read-wait",
+                read_wait,
+            ],
             &[("ORDERFLOW_BROKERS", &brokers)],
         );
-        let api = ServeApi { base_url: format!("http://{listen}"), client: producers::load::http_client(), _child: child };
+        let api =
+            ServeApi { base_url: format!("http://{listen}"), client: producers::load::http_client(), _child: child };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Some((200, _)) = api.try_get("/healthz").await {

@@ -90,7 +90,7 @@ impl Store {
         let state_table = table_name(<P::State as StoredState>::TABLE, generation);
         let sku_table = table_name("inventory_sku", generation);
         hit(FaultPoint::BeforeTransaction);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let conn: &mut AnyConnection = &mut tx;
 
         // 1. Offsets: create missing rows at the batch's first offset (no row = start of

@@ -63,7 +63,7 @@ impl Store {
         group: &str,
         selection: &DeadLetterSelection,
     ) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let parked = select_parked(&mut tx, group, selection).await?;
         let ids: Vec<i64> = parked.iter().map(|p| p.id).collect();
         for id in &ids {
@@ -93,7 +93,7 @@ impl Store {
         let generation = self.generation_of(group).await?;
         let state_table = table_name(<P::State as StoredState>::TABLE, generation);
         let sku_table = table_name("inventory_sku", generation);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let conn: &mut AnyConnection = &mut tx;
         let chosen = select_parked(conn, group, selection).await?;
         // Whole orders, in log order; records without an order stand alone.

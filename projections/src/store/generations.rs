@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use sqlx::{AnyConnection, Connection, Executor, Row};
+use sqlx::{AnyConnection, Executor, Row};
 
 use super::schema::{self, table_name};
 use super::{Dialect, Store, StoreError};
@@ -92,7 +92,7 @@ impl Store {
                 .try_get("g")?;
         let generation = newest.unwrap_or(1).max(live.generation) + 1;
         let group = format!("{}-g{generation}", default_group(projection));
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for statement in schema::drop_statements(projection, generation)
             .into_iter()
             .chain(schema::table_statements(projection, generation))
@@ -129,21 +129,14 @@ impl Store {
         wait: Duration,
     ) -> Result<Option<LiveProjection>, StoreError> {
         let live = self.live_projection(&next.projection).await?;
-        let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.begin_write().await?;
         let lock_suffix = match self.dialect {
             Dialect::Postgres => {
                 tx.execute(format!("SELECT pg_advisory_xact_lock({})", schema::CATALOG_LOCK).as_str()).await?;
                 " ORDER BY partition_id FOR UPDATE"
             }
-            Dialect::Sqlite => {
-                // Take the write lock first: nobody applies a batch until we are done.
-                sqlx::query("UPDATE projection_groups SET created_at_ms = created_at_ms WHERE group_id = $1")
-                    .bind(&next.group)
-                    .execute(&mut *tx)
-                    .await?;
-                ""
-            }
+            // BEGIN IMMEDIATE took the write lock: nobody applies a batch until we are done.
+            Dialect::Sqlite => "",
         };
         let old = offsets(&mut tx, &live.group, topic, lock_suffix).await?;
         let deadline = Instant::now() + wait;
@@ -212,7 +205,7 @@ impl Store {
                 old.generation, old.projection
             )));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for statement in schema::drop_statements(&old.projection, old.generation) {
             tx.execute(statement.as_str()).await?;
         }

@@ -106,7 +106,12 @@ impl Store {
     /// One transaction: readers see either the old catalog or the new one.
     async fn migrate_locked(&self, conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
         use sqlx::Connection;
-        let mut tx = conn.begin().await?;
+        let mut tx = match self.dialect {
+            Dialect::Postgres => conn.begin().await?,
+            // Take the write lock up front: a read that later upgrades to a write fails at
+            // once with SQLITE_BUSY when another process wrote meanwhile (no busy wait).
+            Dialect::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+        };
         for statement in schema::common_statements(self.dialect) {
             tx.execute(statement.as_str()).await?;
         }
@@ -130,6 +135,15 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at BEGIN, so it
+    /// waits for other writers (busy_timeout) instead of failing when it first writes.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.dialect {
+            Dialect::Postgres => self.pool.begin().await?,
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        })
     }
 
     /// The stored next offsets of a group for the given partitions (absent: never read).
