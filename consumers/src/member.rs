@@ -341,7 +341,7 @@ fn refresh_lag(consumer: &BaseConsumer<MemberContext>, config: &MemberConfig, st
         if let Ok((_, high)) = consumer.fetch_watermarks(&config.topic, p, Duration::from_millis(500)) {
             ends.insert(p, high);
             if let Some(next) = positions.get(&p) {
-                m::lag(&config.group, p, (high - next).max(0));
+                m::lag(config.projection.name(), &config.group, p, (high - next).max(0));
             }
         }
     }

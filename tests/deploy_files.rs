@@ -1,0 +1,265 @@
+//! The deployment files cannot run here (no container engine), so this test reads every
+//! one of them and checks what a typo would break: images, ports, scrape targets, metric
+//! names, scaling caps, and that every `ORDERFLOW_*` variable is a flag of the
+//! subcommand the container runs (as `orderflow <subcommand> --help` lists them).
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/deploy")
+}
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+fn yaml_documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("read");
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("expected a scalar, got {other:?}"),
+    }
+}
+
+/// `ORDERFLOW_*` variables `orderflow <subcommand…> --help` documents.
+fn known_env(subcommand: &[String]) -> BTreeSet<String> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(subcommand)
+        .arg("--help")
+        .output()
+        .expect("run orderflow --help");
+    assert!(output.status.success(), "`orderflow {subcommand:?}` is not a command");
+    let help = String::from_utf8_lossy(&output.stdout);
+    help.split("[env: ").skip(1).filter_map(|rest| rest.split('=').next()).map(str::to_string).collect()
+}
+
+/// The subcommand words of a container's arguments (`consume payment` → `consume`).
+fn subcommand(args: &[String]) -> Vec<String> {
+    let words = if args.first().map(String::as_str) == Some("topics") { 2 } else { 1 };
+    args.iter().take(words).cloned().collect()
+}
+
+fn check_env(what: &str, args: &[String], names: impl IntoIterator<Item = String>) {
+    let known = known_env(&subcommand(args));
+    for name in names {
+        if name == "RUST_LOG" || name.starts_with("ORDERFLOW_KAFKA_") {
+            continue; // log filter; librdkafka passthrough
+        }
+        assert!(known.contains(&name), "{what}: {name} is not a flag of `orderflow {}`", subcommand(args).join(" "));
+    }
+}
+
+fn listen_port(env: &BTreeMap<String, String>) -> Option<u16> {
+    env.iter()
+        .find(|(k, _)| k.ends_with("_LISTEN"))
+        .map(|(_, v)| v.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{v} has no port")))
+}
+
+fn string_list(v: &Value) -> Vec<String> {
+    v.as_sequence().map(|items| items.iter().map(s).collect()).unwrap_or_default()
+}
+
+/// Metric names the code emits.
+fn emitted_metrics() -> BTreeSet<String> {
+    let mut sources = Vec::new();
+    for dir in ["src", "consumers/src", "producers/src", "infra/src"] {
+        files(&Path::new(env!("CARGO_MANIFEST_DIR")).join(dir), &mut sources);
+    }
+    let mut names = BTreeSet::new();
+    for path in sources.iter().filter(|p| p.extension().is_some_and(|e| e == "rs")) {
+        let text = std::fs::read_to_string(path).expect("read source");
+        for piece in text.split('"').skip(1).step_by(2) {
+            if piece.starts_with("orderflow_") && piece.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                names.insert(piece.to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_deployment_file_parses_and_matches_the_binarys_images_ports_env_and_metrics() {
+    let mut all = Vec::new();
+    files(&deploy_dir(), &mut all);
+    for path in &all {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => assert!(!yaml_documents(path).is_empty(), "{} is empty", path.display()),
+            Some("json") => {
+                let _: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read"))
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            _ => {}
+        }
+    }
+
+    // compose: Kafka in KRaft mode, PostgreSQL 15, one orderflow image for every service.
+    let compose = &yaml_documents(&deploy_dir().join("compose.yaml"))[0];
+    let services = compose["services"].as_mapping().expect("services");
+    let kafka = &compose["services"]["kafka"];
+    assert!(s(&kafka["image"]).starts_with("apache/kafka:"), "Apache Kafka");
+    assert!(
+        s(&kafka["environment"]["KAFKA_PROCESS_ROLES"]).contains("controller"),
+        "KRaft: the broker is its own controller"
+    );
+    assert!(services.keys().all(|k| !s(k).contains("zookeeper")));
+    assert_eq!(s(&compose["services"]["postgres"]["image"]), "postgres:15");
+    let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile")).expect("Dockerfile");
+    assert!(dockerfile.contains("--bin orderflow") && dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/orderflow\"]"));
+    let image = s(&compose["services"]["topics"]["image"]);
+    assert_eq!(s(&compose["services"]["topics"]["build"]["dockerfile"]), "infra/deploy/Dockerfile");
+    let mut compose_ports: BTreeMap<String, u16> = BTreeMap::new();
+    let mut consumers_in_compose = BTreeSet::new();
+    for (name, service) in services {
+        let name = s(name);
+        if s(&service["image"]).starts_with("orderflow") {
+            assert_eq!(s(&service["image"]), image, "{name} runs the orderflow image");
+            let args = string_list(&service["command"]);
+            let env: BTreeMap<String, String> =
+                service["environment"].as_mapping().expect("environment").iter().map(|(k, v)| (s(k), s(v))).collect();
+            check_env(&format!("compose {name}"), &args, env.keys().cloned());
+            if args[0] == "consume" {
+                consumers_in_compose.insert(args[1].clone());
+            }
+            if let Some(port) = listen_port(&env) {
+                let published: Vec<String> = string_list(&service["ports"])
+                    .iter()
+                    .map(|p| p.rsplit(':').next().unwrap_or_default().to_string())
+                    .chain(string_list(&service["expose"]))
+                    .collect();
+                assert!(published.contains(&port.to_string()), "{name} listens on {port} but exposes {published:?}");
+                compose_ports.insert(name, port);
+            }
+        }
+    }
+    assert_eq!(consumers_in_compose, ["fulfilment", "history", "inventory", "payment"].map(String::from).into());
+
+    // Prometheus scrapes each service on the port it listens on.
+    let prometheus = &yaml_documents(&deploy_dir().join("prometheus.yml"))[0];
+    let mut scraped = BTreeSet::new();
+    for job in prometheus["scrape_configs"].as_sequence().expect("jobs") {
+        for target in job["static_configs"].as_sequence().into_iter().flatten().flat_map(|c| string_list(&c["targets"]))
+        {
+            let (host, port) = target.split_once(':').expect("host:port");
+            assert_eq!(compose_ports.get(host).map(u16::to_string).as_deref(), Some(port), "scrape target {target}");
+            scraped.insert(host.to_string());
+        }
+        for sd in job["dns_sd_configs"].as_sequence().into_iter().flatten() {
+            for host in string_list(&sd["names"]) {
+                assert_eq!(compose_ports.get(&host).map(|p| *p as u64), sd["port"].as_u64(), "dns target {host}");
+                scraped.insert(host);
+            }
+        }
+    }
+    let with_metrics: BTreeSet<String> = compose_ports.keys().cloned().collect();
+    assert_eq!(scraped, with_metrics, "every service with a listener is scraped");
+
+    // Grafana asks only for metrics the code emits.
+    let emitted = emitted_metrics();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy_dir().join("grafana/dashboards/orderflow.json")).expect("dashboard"),
+    )
+    .expect("dashboard JSON");
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for word in
+                expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("orderflow_"))
+            {
+                let base =
+                    ["_bucket", "_sum", "_count"].iter().fold(word, |w, suffix| w.strip_suffix(suffix).unwrap_or(w));
+                assert!(emitted.contains(base), "dashboard asks for {word}, which nothing emits");
+                asked += 1;
+            }
+        }
+    }
+    assert!(asked >= 8);
+
+    // Kubernetes: the same image, flags, ports; one scaled Deployment per consumer group.
+    let mut k8s = Vec::new();
+    for path in all.iter().filter(|p| p.parent().is_some_and(|d| d.ends_with("k8s"))) {
+        k8s.extend(yaml_documents(path));
+    }
+    let config_keys: Vec<String> = k8s
+        .iter()
+        .filter(|d| s(&d["kind"]) == "ConfigMap")
+        .flat_map(|d| d["data"].as_mapping().cloned().unwrap_or_default().keys().map(s).collect::<Vec<_>>())
+        .collect();
+    let mut partitions = None;
+    let mut deployments: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for doc in &k8s {
+        let kind = s(&doc["kind"]);
+        if kind != "Deployment" && kind != "Job" {
+            continue;
+        }
+        let name = s(&doc["metadata"]["name"]);
+        let pod = &doc["spec"]["template"];
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(s(&container["image"]), image, "{name} runs the orderflow image");
+        let args = string_list(&container["args"]);
+        let env: BTreeMap<String, String> =
+            container["env"].as_sequence().into_iter().flatten().map(|e| (s(&e["name"]), s(&e["value"]))).collect();
+        let from_config = container["envFrom"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|e| e["configMapRef"]["name"].as_str() == Some("orderflow-config"));
+        let mut names: Vec<String> = env.keys().cloned().collect();
+        if from_config {
+            names.extend(config_keys.iter().cloned());
+        }
+        check_env(&format!("k8s {name}"), &args, names);
+        if let Some(p) = env.get("ORDERFLOW_PARTITIONS") {
+            partitions = Some(p.parse::<u64>().expect("partitions"));
+        }
+        if let Some(port) = listen_port(&env) {
+            assert_eq!(container["ports"][0]["containerPort"].as_u64(), Some(port as u64), "{name} containerPort");
+            assert_eq!(
+                s(&pod["metadata"]["annotations"]["prometheus.io/port"]),
+                port.to_string(),
+                "{name} scrape port"
+            );
+        }
+        deployments.insert(name, args);
+    }
+    for service in k8s.iter().filter(|d| s(&d["kind"]) == "Service") {
+        let target = s(&service["spec"]["selector"]["app"]);
+        assert!(deployments.contains_key(&target), "Service selects {target}, which does not exist");
+    }
+    let partitions = partitions.expect("the topics Job sets ORDERFLOW_PARTITIONS");
+    let mut scaled = BTreeSet::new();
+    for so in k8s.iter().filter(|d| s(&d["kind"]) == "ScaledObject") {
+        let target = s(&so["spec"]["scaleTargetRef"]["name"]);
+        let args =
+            deployments.get(&target).unwrap_or_else(|| panic!("ScaledObject scales {target}, which does not exist"));
+        assert_eq!(args[0], "consume", "{target} is a consumer group");
+        let max = so["spec"]["maxReplicaCount"].as_u64().expect("maxReplicaCount");
+        assert!(max <= partitions, "{target} may scale to {max} members but the topic has {partitions} partitions");
+        let query = s(&so["spec"]["triggers"][0]["metadata"]["query"]);
+        assert!(
+            query.contains("orderflow_consumer_lag") && query.contains(&format!("projection=\"{}\"", args[1])),
+            "{query}"
+        );
+        scaled.insert(args[1].clone());
+    }
+    assert_eq!(scaled, consumers_in_compose, "every consumer group is scaled on its lag");
+}
