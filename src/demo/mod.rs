@@ -1,6 +1,6 @@
 //! `orderflow demo`: the whole pipeline in one process with zero setup — librdkafka's
 //! in-process mock cluster, SQLite projections in a file under the working directory, the
-//! checkout on a free port, all three consumer groups with two members each, and the load
+//! checkout on a free port, all four consumer groups with two members each, and the load
 //! generator. `--brokers` and `--database-url` point the same run at real services.
 mod summary;
 

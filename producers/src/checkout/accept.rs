@@ -96,6 +96,8 @@ pub async fn accept<T: DeserializeOwned>(
         Ok(position) => {
             response["event_id"] = json!(event_id);
             response["position"] = json!(position);
+            // What the query API's `after=` takes, to read this write back.
+            response["after"] = json!(format!("{}:{}", position.partition, position.offset));
             if let Some(key) = &key {
                 if let Err(e) = state.idempotency.complete(&scope, key, 202, &response.to_string()).await {
                     // The event is in the log; a retry will see the key in flight (409) until
