@@ -28,6 +28,28 @@ impl KafkaArgs {
     }
 }
 
+/// The projection database, and how consumer groups are named in it.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// The projection database (`postgres://…` or `sqlite://…`).
+    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
+    pub database_url: String,
+    /// Consumer groups are named `<prefix>-<projection>`; give each deployment sharing a
+    /// Kafka cluster its own.
+    #[arg(long, env = "ORDERFLOW_GROUP_PREFIX", default_value = projections::store::DEFAULT_GROUP_PREFIX)]
+    pub group_prefix: String,
+}
+
+impl DatabaseArgs {
+    pub async fn connect(&self) -> anyhow::Result<projections::store::Store> {
+        use anyhow::Context;
+        let store = projections::store::Store::connect(&self.database_url)
+            .await
+            .context("connecting to the projection database")?;
+        Ok(store.with_group_prefix(&self.group_prefix)?)
+    }
+}
+
 /// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

@@ -17,9 +17,8 @@ pub struct ConsumeArgs {
     projection: ProjectionKind,
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// The projection database (`postgres://…` or `sqlite://…`).
-    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
-    database_url: String,
+    #[command(flatten)]
+    database: crate::cli::DatabaseArgs,
     #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
     topic: String,
     /// Consumer group. Without it the member joins the group of the projection's live
@@ -51,7 +50,7 @@ impl ConsumeArgs {
             anyhow::bail!("--session-timeout must not exceed --max-poll-interval");
         }
         let kafka = self.kafka.settings()?;
-        let store = Store::connect(&self.database_url).await.context("connecting to the projection database")?;
+        let store = self.database.connect().await?;
         let mut config = MemberConfig::new(self.projection, &self.topic);
         config.batch_max = self.batch_max as usize;
         config.batch_wait = self.batch_wait;

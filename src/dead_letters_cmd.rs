@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use consumers::ProjectionKind;
-use projections::store::{DeadLetterSelection, Store};
+use projections::store::DeadLetterSelection;
 use schemas::Codec;
 use serde_json::json;
 use uuid::Uuid;
@@ -22,8 +22,8 @@ pub enum DeadLettersCommand {
 
 #[derive(Debug, Args)]
 pub struct ActionArgs {
-    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
-    database_url: String,
+    #[command(flatten)]
+    database: crate::cli::DatabaseArgs,
     /// The consumer group that parked the records.
     #[arg(long)]
     group: String,
@@ -50,7 +50,7 @@ impl ActionArgs {
     }
 
     async fn retry(&self) -> anyhow::Result<()> {
-        let store = Store::connect(&self.database_url).await.context("connecting to the projection database")?;
+        let store = self.database.connect().await?;
         let projection = match self.projection {
             Some(p) => p,
             None => {
@@ -76,7 +76,7 @@ impl ActionArgs {
     }
 
     async fn skip(&self) -> anyhow::Result<()> {
-        let store = Store::connect(&self.database_url).await.context("connecting to the projection database")?;
+        let store = self.database.connect().await?;
         let skipped = store.skip_dead_letters(&self.group, &self.selection()).await?;
         if self.json {
             println!("{}", json!({"skipped": skipped}));
@@ -92,9 +92,8 @@ impl ActionArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The projection database.
-    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
-    database_url: String,
+    #[command(flatten)]
+    database: crate::cli::DatabaseArgs,
     /// Only this consumer group.
     #[arg(long)]
     group: Option<String>,
@@ -112,7 +111,7 @@ impl DeadLettersCommand {
             DeadLettersCommand::Retry(args) => return args.retry().await,
             DeadLettersCommand::Skip(args) => return args.skip().await,
         };
-        let store = Store::connect(&args.database_url).await?;
+        let store = args.database.connect().await?;
         let rows = store.list_dead_letters(args.group.as_deref(), args.limit).await?;
         if args.json {
             for r in &rows {

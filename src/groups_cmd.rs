@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use infra::group_inspect::Inspector;
-use projections::store::Store;
 use serde_json::json;
 
 use crate::cli::KafkaArgs;
@@ -18,8 +17,8 @@ use crate::cli::KafkaArgs;
 pub struct GroupsArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
-    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
-    database_url: String,
+    #[command(flatten)]
+    database: crate::cli::DatabaseArgs,
     #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
     topic: String,
     /// One JSON object per group, one per line.
@@ -30,7 +29,7 @@ pub struct GroupsArgs {
 impl GroupsArgs {
     pub async fn run(self) -> anyhow::Result<()> {
         let kafka = self.kafka.settings()?;
-        let store = Store::connect(&self.database_url).await.context("connecting to the projection database")?;
+        let store = self.database.connect().await?;
         let offsets = store.all_group_offsets(&self.topic).await?;
         let live = store.live_projections().await?;
         let dead: BTreeMap<String, i64> = store.dead_letter_counts().await?.into_iter().collect();

@@ -5,7 +5,6 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use consumers::member::{run_member, MemberConfig};
 use consumers::ProjectionKind;
@@ -20,8 +19,8 @@ pub struct RebuildArgs {
     projection: ProjectionKind,
     #[command(flatten)]
     kafka: KafkaArgs,
-    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
-    database_url: String,
+    #[command(flatten)]
+    database: crate::cli::DatabaseArgs,
     #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
     topic: String,
     /// After the switch, drop the tables of every generation the views no longer show
@@ -42,7 +41,7 @@ pub struct RebuildArgs {
 impl RebuildArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let kafka = self.kafka.settings()?;
-        let store = Store::connect(&self.database_url).await.context("connecting to the projection database")?;
+        let store = self.database.connect().await?;
         let name = self.projection.name();
         if self.no_rebuild {
             return self.drop_retired(&store).await;

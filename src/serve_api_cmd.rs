@@ -5,7 +5,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use infra::group_inspect::Inspector;
-use projections::store::Store;
 
 use crate::cli::{parse_duration, KafkaArgs};
 use crate::query_api::{self, ApiState, Inner};
@@ -17,9 +16,8 @@ pub struct ServeApiArgs {
     /// Address to serve the API and dashboard on.
     #[arg(long, env = "ORDERFLOW_API_LISTEN", default_value = "127.0.0.1:8081")]
     listen: String,
-    /// The projection database (`postgres://…` or `sqlite://…`).
-    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
-    database_url: String,
+    #[command(flatten)]
+    database: crate::cli::DatabaseArgs,
     #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
     topic: String,
     /// How long a query with `after=` waits for the projections before answering 503.
@@ -33,7 +31,7 @@ pub struct ServeApiArgs {
 impl ServeApiArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let kafka = self.kafka.settings()?;
-        let store = Store::connect(&self.database_url).await.context("connecting to the projection database")?;
+        let store = self.database.connect().await?;
         // Lag needs the broker; without one the rest of the API still answers.
         let inspector = match Inspector::new(&kafka, Duration::from_secs(3)) {
             Ok(i) => Some(Arc::new(i)),

@@ -26,8 +26,9 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     let topic = common::fresh_topic("dead-letter-actions", 2).await;
     let checkout = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
     let database_url = common::fresh_database().await;
-    let store = Store::connect(&database_url).await.expect("store");
-    let group = ProjectionKind::Payment.default_group();
+    let prefix = common::fresh_group_prefix();
+    let store = Store::connect(&database_url).await.expect("store").with_group_prefix(&prefix).expect("prefix");
+    let group = store.first_group("payment");
     let member = run_member(common::member_config(ProjectionKind::Payment, &topic, &group), &kafka, store.clone())
         .expect("member");
 
@@ -59,8 +60,18 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
 
     let db = database_url.as_str();
     // Retrying the invalid capture fails again: it and the order stay parked, nothing changes.
-    let (ok, outcome, stderr) =
-        orderflow(&["dead-letters", "retry", "--json", "--group", &group, "--database-url", db, &bad.to_string()]);
+    let (ok, outcome, stderr) = orderflow(&[
+        "dead-letters",
+        "retry",
+        "--json",
+        "--group",
+        &group,
+        "--database-url",
+        db,
+        "--group-prefix",
+        &prefix,
+        &bad.to_string(),
+    ]);
     assert!(ok, "{stderr}");
     assert_eq!(outcome["applied"], json!([]), "{outcome}");
     assert_eq!(outcome["still_parked"][0][0], bad, "{outcome}");
@@ -82,12 +93,33 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     assert_eq!(store.list_dead_letters(Some(&group), 10).await.expect("list").len(), 2);
 
     // Skip the invalid one, then retry the order: the correct capture is applied.
-    let (ok, skipped, stderr) =
-        orderflow(&["dead-letters", "skip", "--json", "--group", &group, "--database-url", db, &bad.to_string()]);
+    let (ok, skipped, stderr) = orderflow(&[
+        "dead-letters",
+        "skip",
+        "--json",
+        "--group",
+        &group,
+        "--database-url",
+        db,
+        "--group-prefix",
+        &prefix,
+        &bad.to_string(),
+    ]);
     assert!(ok, "{stderr}");
     assert_eq!(skipped, json!({"skipped": [bad]}));
-    let (ok, outcome, stderr) =
-        orderflow(&["dead-letters", "retry", "--json", "--group", &group, "--database-url", db, "--order", &order]);
+    let (ok, outcome, stderr) = orderflow(&[
+        "dead-letters",
+        "retry",
+        "--json",
+        "--group",
+        &group,
+        "--database-url",
+        db,
+        "--group-prefix",
+        &prefix,
+        "--order",
+        &order,
+    ]);
     assert!(ok, "{stderr}");
     assert_eq!(outcome, json!({"applied": [blocked], "still_parked": []}));
     let paid = row(&store).await;
@@ -104,10 +136,20 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     assert_eq!((refunded.refunded_minor, refunded.status.as_str()), (500, "partially_refunded"));
 
     // Acting on what is no longer parked, or on nothing, is an error an operator sees.
-    let (ok, _, stderr) =
-        orderflow(&["dead-letters", "skip", "--group", &group, "--database-url", db, &bad.to_string()]);
+    let (ok, _, stderr) = orderflow(&[
+        "dead-letters",
+        "skip",
+        "--group",
+        &group,
+        "--database-url",
+        db,
+        "--group-prefix",
+        &prefix,
+        &bad.to_string(),
+    ]);
     assert!(!ok && stderr.contains("no parked record"), "{stderr}");
-    let (ok, _, stderr) = orderflow(&["dead-letters", "retry", "--group", &group, "--database-url", db]);
+    let (ok, _, stderr) =
+        orderflow(&["dead-letters", "retry", "--group", &group, "--database-url", db, "--group-prefix", &prefix]);
     assert!(!ok && stderr.contains("required arguments"), "{stderr}");
     member.stop().await.expect("stop");
 }

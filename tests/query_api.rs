@@ -16,6 +16,7 @@ struct ReadSide {
     store: Store,
     topic: String,
     database_url: String,
+    prefix: String,
     members: Vec<MemberHandle>,
 }
 
@@ -25,9 +26,10 @@ impl ReadSide {
         let topic = common::fresh_topic("query", 3).await;
         let checkout = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
         let database_url = common::fresh_database().await;
-        let store = Store::connect(&database_url).await.expect("store");
-        let api = common::ServeApi::spawn(&database_url, &topic, "2s").await;
-        let mut side = ReadSide { checkout, api, store, topic, database_url, members: Vec::new() };
+        let prefix = common::fresh_group_prefix();
+        let store = Store::connect(&database_url).await.expect("store").with_group_prefix(&prefix).expect("prefix");
+        let api = common::ServeApi::spawn(&database_url, &topic, &prefix, "2s").await;
+        let mut side = ReadSide { checkout, api, store, topic, database_url, prefix, members: Vec::new() };
         if with_members {
             side.start_members();
             // Joining a group takes seconds; tests measure the pipeline, not the join.
@@ -41,17 +43,21 @@ impl ReadSide {
         side
     }
 
+    fn group(&self, kind: ProjectionKind) -> String {
+        self.store.first_group(kind.name())
+    }
+
     /// One member per projection, in the groups the views are built by.
     fn start_members(&mut self) {
         for kind in ProjectionKind::ALL {
-            let config = common::member_config(kind, &self.topic, &kind.default_group());
+            let config = common::member_config(kind, &self.topic, &self.group(kind));
             self.members.push(run_member(config, &common::kafka(), self.store.clone()).expect("member"));
         }
     }
 
     async fn all_caught_up(&self) {
         for kind in ProjectionKind::ALL {
-            common::wait_caught_up(&self.store, &common::kafka(), &kind.default_group(), &self.topic).await;
+            common::wait_caught_up(&self.store, &common::kafka(), &self.group(kind), &self.topic).await;
         }
     }
 
@@ -157,7 +163,8 @@ async fn timeline_shows_every_event_with_its_position_and_what_each_projection_m
     assert_eq!(events[1]["applied"]["payment"], "parked", "{timeline}");
     assert_eq!(events[1]["applied"]["fulfilment"], "applied", "fulfilment does not check amounts: {timeline}");
     let dead = timeline["dead_letters"].as_array().expect("dead letters");
-    assert!(dead.iter().any(|d| d["group"] == "orderflow-payment" && d["status"] == "parked"), "{timeline}");
+    let payment_group = side.group(ProjectionKind::Payment);
+    assert!(dead.iter().any(|d| d["group"] == payment_group && d["status"] == "parked"), "{timeline}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,6 +187,22 @@ async fn lookups_lists_and_summaries_match_the_projections_paginate_and_refuse_b
     .await;
     side.all_caught_up().await;
     let levels = side.store.inventory_levels().await.expect("levels");
+
+    // Kafka's own tooling sees the same positions: each commit is copied to the group.
+    for kind in ProjectionKind::ALL {
+        let group = side.group(kind);
+        let stored: std::collections::BTreeMap<i32, i64> =
+            side.store.stored_offsets(&group, &side.topic, &[0, 1, 2]).await.expect("stored").into_iter().collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let committed = common::kafka_committed(&common::kafka(), &group, &side.topic, &[0, 1, 2]);
+            if committed == stored {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{group}: Kafka has {committed:?}, the database {stored:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     let (status, a) = side.api.get("/inventory/SKU-A").await;
     assert_eq!(status, 200);
@@ -260,7 +283,7 @@ async fn lookups_lists_and_summaries_match_the_projections_paginate_and_refuse_b
     ] {
         assert!(spec["paths"][path]["get"].is_object(), "{path} missing from the OpenAPI document");
     }
-    let _ = &side.database_url;
+    let _ = (&side.database_url, &side.prefix);
 }
 
 /// The text of the element with this id in a serialized DOM.

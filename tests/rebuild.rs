@@ -40,19 +40,22 @@ async fn rebuild_under_live_load(database_url: String) {
     let kafka = common::kafka();
     let topic = common::fresh_topic("rebuild", 3).await;
     let checkout = Arc::new(common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await);
-    let store = Store::connect(&database_url).await.expect("store");
+    let prefix = common::fresh_group_prefix();
+    let store = Store::connect(&database_url).await.expect("store").with_group_prefix(&prefix).expect("prefix");
+    let (live_group, next_group) = (format!("{prefix}-payment"), format!("{prefix}-payment-g2"));
     let brokers = std::env::var("ORDERFLOW_BROKERS").expect("brokers");
     let env = [
         ("ORDERFLOW_BROKERS", brokers.as_str()),
         ("ORDERFLOW_DATABASE_URL", database_url.as_str()),
         ("ORDERFLOW_TOPIC", topic.as_str()),
+        ("ORDERFLOW_GROUP_PREFIX", prefix.as_str()),
     ];
     let _consume =
         common::Child::spawn(&["consume", "payment", "--session-timeout", "6s", "--max-poll-interval", "10s"], &env);
     for n in 0..150 {
         place_and_pay(&checkout, n).await;
     }
-    common::wait_caught_up(&store, &kafka, "orderflow-payment", &topic).await;
+    common::wait_caught_up(&store, &kafka, &live_group, &topic).await;
 
     // Live load and a reader that remembers every order it has seen.
     let stop = Arc::new(AtomicBool::new(false));
@@ -117,7 +120,7 @@ async fn rebuild_under_live_load(database_url: String) {
     assert!(missing.is_empty(), "a reader saw {} order(s) disappear, e.g. {:?}", missing.len(), missing.first());
 
     let live = store.live_projection("payment").await.expect("live");
-    assert_eq!((live.generation, live.group.as_str()), (2, "orderflow-payment-g2"));
+    assert_eq!((live.generation, &live.group), (2, &next_group));
     // The running `consume` member followed the switch and keeps generation 2 current.
     common::wait_caught_up(&store, &kafka, &live.group, &topic).await;
     let reference_url = common::fresh_database().await;
@@ -147,7 +150,7 @@ async fn rebuild_under_live_load(database_url: String) {
         &topic,
     ]);
     let groups: Vec<Value> = groups.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
-    let g2 = groups.iter().find(|g| g["group"] == "orderflow-payment-g2").expect("the new group is listed");
+    let g2 = groups.iter().find(|g| g["group"] == next_group.as_str()).expect("the new group is listed");
     assert_eq!(g2["live_for"], json!({"projection": "payment", "generation": 2}));
     assert_eq!(g2["lag"], 0, "{g2}");
     assert_eq!(g2["dead_letters"], 0);

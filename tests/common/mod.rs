@@ -322,6 +322,13 @@ pub fn assert_same_projection(got: &projections::store::Snapshot, want: &project
     }
 }
 
+/// A consumer-group name prefix of its own for one test: tests share one broker, and
+/// sharing group names across tests (or with a previous run's dead members) would make
+/// their groups rebalance each other.
+pub fn fresh_group_prefix() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
 /// A free loopback port (bound, then released for a child process to take).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -356,7 +363,7 @@ pub struct ServeApi {
 }
 
 impl ServeApi {
-    pub async fn spawn(database_url: &str, topic: &str, read_wait: &str) -> ServeApi {
+    pub async fn spawn(database_url: &str, topic: &str, group_prefix: &str, read_wait: &str) -> ServeApi {
         let listen = format!("127.0.0.1:{}", free_port());
         let brokers = std::env::var("ORDERFLOW_BROKERS").expect("ORDERFLOW_BROKERS");
         let child = Child::spawn(
@@ -371,7 +378,7 @@ impl ServeApi {
                 "--read-wait",
                 read_wait,
             ],
-            &[("ORDERFLOW_BROKERS", &brokers)],
+            &[("ORDERFLOW_BROKERS", &brokers), ("ORDERFLOW_GROUP_PREFIX", group_prefix)],
         );
         let api =
             ServeApi { base_url: format!("http://{listen}"), client: producers::load::http_client(), _child: child };
@@ -421,4 +428,31 @@ pub fn run_orderflow(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stdout)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The offsets a group has committed to Kafka (what Kafka's own tooling shows as its
+/// position), read without joining the group.
+pub fn kafka_committed(
+    kafka: &KafkaSettings,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> std::collections::BTreeMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer =
+        kafka.client_config().set("group.id", group).set("enable.auto.commit", "false").create().expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for p in partitions {
+        list.add_partition(topic, *p);
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).expect("committed offsets");
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
 }

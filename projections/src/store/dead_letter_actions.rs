@@ -51,7 +51,7 @@ impl Store {
             .map(|r| r.try_get("projection"))
             .transpose()?;
         Ok(registered.or_else(|| {
-            super::schema::PROJECTIONS.iter().find(|p| super::default_group(p) == group).map(|p| p.to_string())
+            super::schema::PROJECTIONS.iter().find(|p| self.first_group(p) == group).map(|p| p.to_string())
         }))
     }
 

@@ -9,9 +9,17 @@ use sqlx::{AnyConnection, Executor, Row};
 use super::schema::{self, table_name};
 use super::{Dialect, Store, StoreError};
 
-/// The consumer group a projection's first generation is built by.
+/// The group-name prefix unless configured otherwise.
+pub const DEFAULT_GROUP_PREFIX: &str = "orderflow";
+
+/// The consumer group a projection's first generation is built by, with the default prefix.
 pub fn default_group(projection: &str) -> String {
-    format!("orderflow-{projection}")
+    format!("{DEFAULT_GROUP_PREFIX}-{projection}")
+}
+
+/// Whether `prefix` can start a consumer group name: letters, digits, `.`, `_`, `-`.
+pub fn valid_group_prefix(prefix: &str) -> bool {
+    !prefix.is_empty() && prefix.len() <= 200 && prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// The generation of a projection that the views show, and the group that builds it.
@@ -33,6 +41,23 @@ fn now_ms() -> i64 {
 }
 
 impl Store {
+    /// The group of a projection's first generation: `<prefix>-<projection>`.
+    pub fn first_group(&self, projection: &str) -> String {
+        format!("{}-{projection}", self.group_prefix)
+    }
+
+    /// Names groups `<prefix>-<projection>` instead of `orderflow-<projection>`, so several
+    /// deployments (or test runs) can share one Kafka cluster without sharing groups.
+    pub fn with_group_prefix(mut self, prefix: &str) -> Result<Self, StoreError> {
+        if !valid_group_prefix(prefix) {
+            return Err(StoreError::Invalid(format!(
+                "group prefix {prefix:?} must be 1-200 letters, digits, '.', '_' or '-'"
+            )));
+        }
+        self.group_prefix = prefix.into();
+        Ok(self)
+    }
+
     /// The live generation of `projection` (generation 1 and the default group until a
     /// rebuild switched it).
     pub async fn live_projection(&self, projection: &str) -> Result<LiveProjection, StoreError> {
@@ -46,9 +71,11 @@ impl Store {
                 generation: r.try_get("generation")?,
                 group: r.try_get("group_id")?,
             },
-            None => {
-                LiveProjection { projection: projection.to_string(), generation: 1, group: default_group(projection) }
-            }
+            None => LiveProjection {
+                projection: projection.to_string(),
+                generation: 1,
+                group: self.first_group(projection),
+            },
         })
     }
 
@@ -91,7 +118,7 @@ impl Store {
                 .await?
                 .try_get("g")?;
         let generation = newest.unwrap_or(1).max(live.generation) + 1;
-        let group = format!("{}-g{generation}", default_group(projection));
+        let group = format!("{}-g{generation}", self.first_group(projection));
         let mut tx = self.begin_write().await?;
         for statement in schema::drop_statements(projection, generation)
             .into_iter()
@@ -182,7 +209,7 @@ impl Store {
         let mut all = vec![LiveProjection {
             projection: projection.to_string(),
             generation: 1,
-            group: default_group(projection),
+            group: self.first_group(projection),
         }];
         for r in &rows {
             all.push(LiveProjection {

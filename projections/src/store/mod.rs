@@ -21,7 +21,7 @@ use sqlx::{AnyPool, Executor, Row};
 pub use batch::{BatchOutcome, LogRecord, StoredProjection};
 pub use dead_letter_actions::{DeadLetterSelection, RetryOutcome};
 pub use error::StoreError;
-pub use generations::{default_group, LiveProjection};
+pub use generations::{default_group, valid_group_prefix, LiveProjection, DEFAULT_GROUP_PREFIX};
 pub use queries::*;
 pub use rows::StoredState;
 pub use snapshot::{DeadLetterRow, InventoryLevel, Snapshot};
@@ -39,6 +39,8 @@ pub struct Store {
     dialect: Dialect,
     /// Which table generation each group writes (fixed once a group exists).
     generations: Arc<Mutex<HashMap<String, i64>>>,
+    /// Consumer groups are named `<prefix>-<projection>[-gN]`.
+    group_prefix: Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -77,7 +79,12 @@ impl Store {
             }
             Dialect::Postgres => options.max_connections(4).connect(url).await?,
         };
-        let store = Store { pool, dialect, generations: Arc::default() };
+        let store = Store {
+            pool,
+            dialect,
+            generations: Arc::default(),
+            group_prefix: generations::DEFAULT_GROUP_PREFIX.into(),
+        };
         store.migrate().await?;
         Ok(store)
     }
