@@ -14,7 +14,7 @@ async fn the_analyst_role_reads_the_views_and_nothing_else() {
     let analyst_url = format!("{scheme}://orderflow_analyst@{host_and_db}");
     let mut analyst = sqlx::PgConnection::connect(&analyst_url).await.expect("analyst logs in");
 
-    for view in ["inventory_levels", "order_payments", "order_fulfilment"] {
+    for view in projections::store::schema::VIEWS {
         sqlx::query(&format!("SELECT * FROM {view}"))
             .fetch_all(&mut analyst)
             .await
@@ -24,6 +24,8 @@ async fn the_analyst_role_reads_the_views_and_nothing_else() {
         "SELECT * FROM consumer_offsets",
         "SELECT * FROM dead_letters",
         "SELECT * FROM processed_events",
+        "SELECT * FROM group_members",
+        "SELECT * FROM history_orders",
         "SELECT * FROM inventory_sku",
         "INSERT INTO inventory_sku (sku, on_hand, reserved, shipped) VALUES ('X', 1, 0, 0)",
         "UPDATE payment_orders SET status = 'refunded'",
