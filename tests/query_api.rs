@@ -271,6 +271,12 @@ async fn lookups_lists_and_summaries_match_the_projections_paginate_and_refuse_b
         assert!(body["error"].is_string() && body["message"].is_string(), "{path}: {body}");
     }
 
+    let (_, metrics) = side.api.get_text("/metrics").await;
+    assert!(
+        metrics.contains(r#"orderflow_api_requests_total{route="/inventory/{sku}",status="404"}"#),
+        "requests are counted per route template and status: {metrics}"
+    );
+
     let (status, spec) = side.api.get("/openapi.json").await;
     assert_eq!(status, 200);
     for path in [

@@ -10,6 +10,9 @@ mod routes;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use infra::group_inspect::Inspector;
@@ -56,5 +59,19 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))
         .fallback(routes::not_found)
+        .layer(middleware::from_fn(measure))
         .with_state(state)
+}
+
+/// Requests and their duration per route template (never the raw path: ids would explode
+/// the label set) and status.
+async fn measure(request: Request, next: Next) -> Response {
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("orderflow_api_requests_total", "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("orderflow_api_request_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    response
 }
