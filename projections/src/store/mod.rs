@@ -128,12 +128,23 @@ impl Store {
             .iter()
             .map(|r| Ok((r.try_get::<String, _>("projection")?, r.try_get::<i64, _>("generation")?)))
             .collect::<Result<_, sqlx::Error>>()?;
+        self.add_missing_columns(&mut tx, "dead_letters", "dead_letters").await?;
         for projection in schema::PROJECTIONS {
             let generation = live.get(projection).copied().unwrap_or(1);
-            for statement in schema::table_statements(projection, generation)
+            // Tables, then columns an older table lacks, then indexes (which may use them).
+            let (tables, indexes): (Vec<String>, Vec<String>) = schema::table_statements(projection, generation)
                 .into_iter()
-                .chain(schema::view_statements(self.dialect, projection, generation))
-            {
+                .partition(|s| s.starts_with("CREATE TABLE"));
+            for statement in tables {
+                tx.execute(statement.as_str()).await?;
+            }
+            for base in schema::tables_of(projection) {
+                self.add_missing_columns(&mut tx, base, &schema::table_name(base, generation)).await?;
+            }
+            for statement in indexes {
+                tx.execute(statement.as_str()).await?;
+            }
+            for statement in schema::view_statements(self.dialect, projection, generation) {
                 tx.execute(statement.as_str()).await?;
             }
         }
@@ -141,6 +152,40 @@ impl Store {
             tx.execute(statement.as_str()).await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds the columns a newer release added to `table` if this database predates them.
+    async fn add_missing_columns(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        base: &str,
+        table: &str,
+    ) -> Result<(), StoreError> {
+        let wanted = schema::added_columns(base);
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let query = match self.dialect {
+            Dialect::Postgres => {
+                "SELECT CAST(column_name AS TEXT) AS name FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = $1"
+            }
+            Dialect::Sqlite => "SELECT name FROM pragma_table_info($1)",
+        };
+        let present: Vec<String> = sqlx::query(query)
+            .bind(table)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("name"))
+            .collect::<Result<_, _>>()?;
+        for (column, ddl) in wanted {
+            if !present.iter().any(|p| p == column) {
+                tracing::warn!(table, column, "adding a column this database predates");
+                conn.execute(format!("ALTER TABLE {table} ADD COLUMN {column} {ddl}").as_str()).await?;
+            }
+        }
         Ok(())
     }
 

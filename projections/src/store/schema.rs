@@ -216,3 +216,14 @@ pub fn grant_statements(dialect: Dialect) -> Vec<String> {
         Dialect::Sqlite => Vec::new(),
     }
 }
+
+/// Columns added after a table's first release, per table base name: `(column, type)`.
+/// Migrations add any that an existing table lacks, so older databases keep starting;
+/// rows written before get the default (rebuild the projection to fill them from the log).
+pub fn added_columns(base: &str) -> &'static [(&'static str, &'static str)] {
+    match base {
+        "dead_letters" => &[("status", "TEXT NOT NULL DEFAULT 'parked'"), ("resolved_at_ms", "BIGINT")],
+        "payment_orders" => &[("placed_at_us", "BIGINT NOT NULL DEFAULT 0"), ("captured_at_us", "BIGINT")],
+        _ => &[],
+    }
+}

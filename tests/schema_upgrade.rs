@@ -1,0 +1,40 @@
+//! A database created by an earlier release (payment rows without capture times, dead
+//! letters without a status) still starts: migrations add the missing columns, the views
+//! answer, and the old rows survive.
+mod common;
+
+use projections::store::Store;
+use sqlx::Connection;
+
+const EARLIER_RELEASE: [&str; 3] = [
+    "CREATE TABLE payment_orders (order_id TEXT PRIMARY KEY, currency TEXT NOT NULL, order_total_minor BIGINT NOT NULL,
+     authorized_minor BIGINT NOT NULL, captured_minor BIGINT NOT NULL, refunded_minor BIGINT NOT NULL, status TEXT NOT NULL)",
+    "INSERT INTO payment_orders VALUES ('00000000-0000-4000-8000-000000000001', 'EUR', 100, 100, 100, 0, 'captured')",
+    "CREATE TABLE dead_letters (id BIGSERIAL PRIMARY KEY, group_id TEXT NOT NULL, topic TEXT NOT NULL,
+     partition_id BIGINT NOT NULL, record_offset BIGINT NOT NULL, record_key TEXT, order_id TEXT, reason TEXT NOT NULL,
+     payload BYTEA, created_at_ms BIGINT NOT NULL, UNIQUE (group_id, topic, partition_id, record_offset))",
+];
+
+#[tokio::test]
+async fn a_database_from_an_earlier_release_gains_the_new_columns_and_keeps_its_rows() {
+    let url = common::fresh_database().await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    for statement in EARLIER_RELEASE {
+        sqlx::query(statement).execute(&mut conn).await.expect(statement);
+    }
+    sqlx::query(
+        "INSERT INTO dead_letters (group_id, topic, partition_id, record_offset, reason, created_at_ms)
+                 VALUES ('orderflow-payment', 'orders', 0, 7, 'old', 1)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("old dead letter");
+
+    let store = Store::connect(&url).await.expect("migrations upgrade the old tables");
+    let view = store.order_view("00000000-0000-4000-8000-000000000001").await.expect("view").expect("the old row");
+    assert_eq!(view.payment.expect("payment").captured_minor, 100);
+    let parked = store.dead_letters("orderflow-payment").await.expect("dead letters");
+    assert_eq!((parked.len(), parked[0].status.as_str()), (1, "parked"), "old dead letters still park their order");
+    // And a second start changes nothing.
+    Store::connect(&url).await.expect("idempotent");
+}
