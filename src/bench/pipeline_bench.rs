@@ -146,8 +146,9 @@ pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow
         let p50 = percentile(&mut values, 50.0);
         let p99 = percentile(&mut values, 99.0);
         let detail = format!(
-            "{} orders at {rate:.0}/s = 50% of the pipeline's max sustainable {sustainable:.0} orders/s (checkout + 3 groups in one process); p50 {p50:.1} ms, p99 {p99:.1} ms",
-            taken
+            "{} orders at {rate:.0}/s = 50% of the pipeline's max sustainable {sustainable:.0} orders/s (checkout + {} groups in one process); p50 {p50:.1} ms, p99 {p99:.1} ms",
+            taken,
+            ProjectionKind::ALL.len()
         );
         figures.push(at_most("P4", &format!("202 → visible p50 ({kind})"), p50, "ms", 25.0, detail.clone()));
         figures.push(at_most("P4", &format!("202 → visible p99 ({kind})"), p99, "ms", 100.0, detail));
