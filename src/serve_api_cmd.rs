@@ -1,13 +1,11 @@
 //! `orderflow serve-api`: the query API and dashboard (see `query_api`).
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use infra::group_inspect::Inspector;
 
 use crate::cli::{parse_duration, KafkaArgs};
-use crate::query_api::{self, ApiState, Inner};
+use crate::query_api::{self, ApiState};
 
 #[derive(Debug, Args)]
 pub struct ServeApiArgs {
@@ -32,22 +30,7 @@ impl ServeApiArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let kafka = self.kafka.settings()?;
         let store = self.database.connect().await?;
-        // Lag needs the broker; without one the rest of the API still answers.
-        let inspector = match Inspector::new(&kafka, Duration::from_secs(3)) {
-            Ok(i) => Some(Arc::new(i)),
-            Err(e) => {
-                tracing::warn!(error = %e, "no broker client: the dashboard will show lag without log ends");
-                None
-            }
-        };
-        let state = ApiState(Arc::new(Inner {
-            store,
-            topic: self.topic,
-            read_wait: self.read_wait,
-            low_stock: self.low_stock,
-            inspector,
-            prometheus: infra::telemetry::prometheus(),
-        }));
+        let state = ApiState::new(store, &kafka, &self.topic, self.read_wait, self.low_stock);
         let listener =
             tokio::net::TcpListener::bind(&self.listen).await.with_context(|| format!("binding {}", self.listen))?;
         tracing::info!(listen = %listener.local_addr()?, "query API serving");

@@ -39,6 +39,10 @@ pub struct DemoArgs {
     /// Partitions of the demo topic.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=64))]
     partitions: i32,
+    /// Also serve the query API and dashboard on this address (e.g. 127.0.0.1:8081) while
+    /// the demo runs, and keep serving after the summary until Ctrl-C.
+    #[arg(long)]
+    serve: Option<String>,
 }
 
 const MEMBERS_PER_GROUP: usize = 2;
@@ -73,7 +77,10 @@ impl DemoArgs {
                 "sqlite://orderflow-demo.db?mode=rwc".to_string()
             }
         };
-        let store = Store::connect(&database_url).await.context("opening the projection database")?;
+        let store = Store::connect(&database_url)
+            .await
+            .context("opening the projection database")?
+            .with_group_prefix(&format!("demo-{run_id}"))?;
         println!(
             "orderflow demo: broker {}, database {}, topic {topic}",
             broker_label(&self.brokers),
@@ -92,7 +99,7 @@ impl DemoArgs {
 
         let mut groups: Vec<(ProjectionKind, String, Vec<MemberHandle>)> = Vec::new();
         for kind in ProjectionKind::ALL {
-            let group = format!("orderflow-{}-demo-{run_id}", kind.name());
+            let group = store.first_group(kind.name());
             let mut config = MemberConfig::new(kind, &topic);
             config.group = group.clone();
             config.session_timeout = Duration::from_secs(6);
@@ -101,6 +108,24 @@ impl DemoArgs {
                 .collect::<Result<Vec<_>, _>>()?;
             groups.push((kind, group, members));
         }
+
+        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let api = match &self.serve {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+                println!("dashboard on http://{}/", listener.local_addr()?);
+                let state = crate::query_api::ApiState::new(store.clone(), &kafka, &topic, Duration::from_secs(2), 10);
+                let app = crate::query_api::router(state);
+                Some(tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = api_stopped.await;
+                        })
+                        .await
+                }))
+            }
+            None => None,
+        };
 
         let load = tokio::spawn(load::run(LoadConfig {
             target,
@@ -161,6 +186,7 @@ impl DemoArgs {
         server.await??;
 
         if stopped_early {
+            let _ = stop_api.send(());
             println!("interrupted: stopped the load, the consumer groups and the checkout cleanly");
             return Ok(());
         }
@@ -168,6 +194,12 @@ impl DemoArgs {
         println!("load: {}", report.summary());
         let summary = summary::Summary::read(&store).await?;
         summary.print(report.orders_placed, report.accepted, &lags_zero);
+        if let Some(api) = api {
+            println!("the dashboard keeps serving the final numbers; Ctrl-C to stop");
+            interrupted.notified().await;
+            let _ = stop_api.send(());
+            api.await??;
+        }
         anyhow::ensure!(lags_zero.values().all(|z| *z), "a consumer group did not catch up");
         Ok(())
     }

@@ -45,6 +45,28 @@ impl std::ops::Deref for ApiState {
     }
 }
 
+impl ApiState {
+    /// Shared state for the API over `store`; log ends (for lag) come from `kafka` if it
+    /// can be reached.
+    pub fn new(store: Store, kafka: &infra::KafkaSettings, topic: &str, read_wait: Duration, low_stock: i64) -> Self {
+        let inspector = match Inspector::new(kafka, Duration::from_secs(3)) {
+            Ok(i) => Some(Arc::new(i)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no broker client: the dashboard will show lag without log ends");
+                None
+            }
+        };
+        ApiState(Arc::new(Inner {
+            store,
+            topic: topic.to_string(),
+            read_wait,
+            low_stock,
+            inspector,
+            prometheus: infra::telemetry::prometheus(),
+        }))
+    }
+}
+
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(dashboard::page))
