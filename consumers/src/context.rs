@@ -31,6 +31,10 @@ pub struct MemberContext {
     /// Where the consumer was positioned for each newly assigned partition (the stored
     /// offset), taken by the poll loop; `None` = from the beginning of the log.
     pub positioned_at: Mutex<BTreeMap<i32, Option<i64>>>,
+    /// Log end per partition from librdkafka's periodic statistics (the last stable offset,
+    /// as this member reads committed records only): lag without a broker round trip on
+    /// the poll thread.
+    pub log_ends: Mutex<BTreeMap<i32, i64>>,
 }
 
 impl MemberContext {
@@ -113,6 +117,18 @@ impl MemberContext {
 }
 
 impl ClientContext for MemberContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        let mut ends = self.log_ends.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, partition) in &topic.partitions {
+            // -1 = the internal "unassigned" partition; negative offsets = not known yet.
+            let end = if partition.ls_offset >= 0 { partition.ls_offset } else { partition.hi_offset };
+            if *id >= 0 && end >= 0 {
+                ends.insert(*id, end);
+            }
+        }
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         // Exceeding max.poll.interval.ms only shows up as a log line: count it.
         if message.contains("max.poll.interval.ms") {

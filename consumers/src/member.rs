@@ -125,6 +125,7 @@ pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> 
         assigned: Mutex::new(BTreeSet::new()),
         assignment_changed: AtomicBool::new(false),
         positioned_at: Mutex::new(BTreeMap::new()),
+        log_ends: Mutex::new(BTreeMap::new()),
     };
     let session = config.session_timeout.as_millis().to_string();
     let max_poll = config.max_poll_interval.as_millis().to_string();
@@ -144,6 +145,9 @@ pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> 
             ("heartbeat.interval.ms", &(config.session_timeout.as_millis() / 4).to_string()),
             ("max.poll.interval.ms", &max_poll),
             ("fetch.wait.max.ms", "10"),
+            // Log ends for lag arrive with these statistics, so the poll loop never blocks
+            // on a watermark request (a broker that stalls would stall the member).
+            ("statistics.interval.ms", "1000"),
         ])
         .create_with_context(context)?;
     consumer.subscribe(&[&config.topic])?;
@@ -334,11 +338,13 @@ fn apply_with_retry(env: &BatchEnv<'_>, batch: &[LogRecord], reading: &mut Readi
 }
 
 fn refresh_lag(consumer: &BaseConsumer<MemberContext>, config: &MemberConfig, stats: &MemberStats) {
-    let owned = consumer.context().owned();
+    let context = consumer.context();
+    let owned = context.owned();
     let positions = stats.positions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let known = context.log_ends.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut ends = BTreeMap::new();
     for p in owned {
-        if let Ok((_, high)) = consumer.fetch_watermarks(&config.topic, p, Duration::from_millis(500)) {
+        if let Some(high) = known.get(&p).copied() {
             ends.insert(p, high);
             if let Some(next) = positions.get(&p) {
                 m::lag(config.projection.name(), &config.group, p, (high - next).max(0));
