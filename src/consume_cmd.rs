@@ -8,7 +8,7 @@ use consumers::member::{run_member, MemberConfig};
 use consumers::ProjectionKind;
 use projections::store::Store;
 
-use crate::cli::{parse_duration, KafkaArgs};
+use crate::cli::parse_duration;
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
@@ -16,11 +16,7 @@ pub struct ConsumeArgs {
     #[arg(value_parser = clap::value_parser!(ProjectionKind))]
     projection: ProjectionKind,
     #[command(flatten)]
-    kafka: KafkaArgs,
-    #[command(flatten)]
-    database: crate::cli::DatabaseArgs,
-    #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
-    topic: String,
+    pipeline: crate::cli::PipelineArgs,
     /// Consumer group. Without it the member joins the group of the projection's live
     /// generation and follows it when `orderflow rebuild` switches to a new one.
     #[arg(long, env = "ORDERFLOW_GROUP")]
@@ -49,9 +45,9 @@ impl ConsumeArgs {
         if self.session_timeout > self.max_poll_interval {
             anyhow::bail!("--session-timeout must not exceed --max-poll-interval");
         }
-        let kafka = self.kafka.settings()?;
-        let store = self.database.connect().await?;
-        let mut config = MemberConfig::new(self.projection, &self.topic);
+        let kafka = self.pipeline.kafka.settings()?;
+        let store = self.pipeline.database.connect().await?;
+        let mut config = MemberConfig::new(self.projection, &self.pipeline.topic);
         config.batch_max = self.batch_max as usize;
         config.batch_wait = self.batch_wait;
         config.assignment_strategy = self.assignment_strategy;

@@ -11,16 +11,10 @@ use clap::Args;
 use infra::group_inspect::Inspector;
 use serde_json::json;
 
-use crate::cli::KafkaArgs;
-
 #[derive(Debug, Args)]
 pub struct GroupsArgs {
     #[command(flatten)]
-    kafka: KafkaArgs,
-    #[command(flatten)]
-    database: crate::cli::DatabaseArgs,
-    #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
-    topic: String,
+    pipeline: crate::cli::PipelineArgs,
     /// One JSON object per group, one per line.
     #[arg(long)]
     json: bool,
@@ -28,9 +22,9 @@ pub struct GroupsArgs {
 
 impl GroupsArgs {
     pub async fn run(self) -> anyhow::Result<()> {
-        let kafka = self.kafka.settings()?;
-        let store = self.database.connect().await?;
-        let offsets = store.all_group_offsets(&self.topic).await?;
+        let kafka = self.pipeline.kafka.settings()?;
+        let store = self.pipeline.database.connect().await?;
+        let offsets = store.all_group_offsets(&self.pipeline.topic).await?;
         let live = store.live_projections().await?;
         let dead: BTreeMap<String, i64> = store.dead_letter_counts().await?.into_iter().collect();
         // A member that has not reported for 15 s is gone (crashed, or its host is).
@@ -38,7 +32,7 @@ impl GroupsArgs {
         let mut groups: BTreeSet<String> = offsets.iter().map(|o| o.group.clone()).collect();
         groups.extend(live.iter().map(|l| l.group.clone()));
         let inspector = Inspector::new(&kafka, Duration::from_secs(5))?;
-        let topic = self.topic.clone();
+        let topic = self.pipeline.topic.clone();
         let names: Vec<String> = groups.iter().cloned().collect();
         let (ends, members) = tokio::task::spawn_blocking(move || {
             let ends = inspector.log_ends(&topic);

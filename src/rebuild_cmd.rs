@@ -10,7 +10,7 @@ use consumers::member::{run_member, MemberConfig};
 use consumers::ProjectionKind;
 use projections::store::Store;
 
-use crate::cli::{parse_duration, KafkaArgs};
+use crate::cli::parse_duration;
 
 #[derive(Debug, Args)]
 pub struct RebuildArgs {
@@ -18,11 +18,7 @@ pub struct RebuildArgs {
     #[arg(value_parser = clap::value_parser!(ProjectionKind))]
     projection: ProjectionKind,
     #[command(flatten)]
-    kafka: KafkaArgs,
-    #[command(flatten)]
-    database: crate::cli::DatabaseArgs,
-    #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
-    topic: String,
+    pipeline: crate::cli::PipelineArgs,
     /// After the switch, drop the tables of every generation the views no longer show
     /// (default: keep them, to compare or switch back by hand).
     #[arg(long)]
@@ -40,8 +36,8 @@ pub struct RebuildArgs {
 
 impl RebuildArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let kafka = self.kafka.settings()?;
-        let store = self.database.connect().await?;
+        let kafka = self.pipeline.kafka.settings()?;
+        let store = self.pipeline.database.connect().await?;
         let name = self.projection.name();
         if self.no_rebuild {
             return self.drop_retired(&store).await;
@@ -50,7 +46,7 @@ impl RebuildArgs {
         let next = store.prepare_rebuild(name).await?;
         self.report(&serde_json::json!({"event": "started", "projection": name, "from_generation": live.generation,
             "to_generation": next.generation, "group": next.group}));
-        let mut config = MemberConfig::new(self.projection, &self.topic);
+        let mut config = MemberConfig::new(self.projection, &self.pipeline.topic);
         config.group = next.group.clone();
         config.batch_max = 5_000;
         let member = run_member(config, &kafka, store.clone())?;
@@ -72,7 +68,7 @@ impl RebuildArgs {
             bar.set_position(applied as u64);
             let lag = member.stats.lag();
             if lag.is_some_and(|l| l <= 5_000) || (lag.is_none() && member.stats.batches.load(Ordering::Relaxed) > 0) {
-                if let Some(old) = store.try_switch(&next, &self.topic, Duration::from_secs(5)).await? {
+                if let Some(old) = store.try_switch(&next, &self.pipeline.topic, Duration::from_secs(5)).await? {
                     break old;
                 }
             }

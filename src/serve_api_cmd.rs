@@ -4,20 +4,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::cli::{parse_duration, KafkaArgs};
+use crate::cli::parse_duration;
 use crate::query_api::{self, ApiState};
 
 #[derive(Debug, Args)]
 pub struct ServeApiArgs {
     #[command(flatten)]
-    kafka: KafkaArgs,
+    pipeline: crate::cli::PipelineArgs,
     /// Address to serve the API and dashboard on.
     #[arg(long, env = "ORDERFLOW_API_LISTEN", default_value = "127.0.0.1:8081")]
     listen: String,
-    #[command(flatten)]
-    database: crate::cli::DatabaseArgs,
-    #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
-    topic: String,
     /// How long a query with `after=` waits for the projections before answering 503.
     #[arg(long, env = "ORDERFLOW_READ_WAIT", default_value = "2s", value_parser = parse_duration)]
     read_wait: Duration,
@@ -28,9 +24,9 @@ pub struct ServeApiArgs {
 
 impl ServeApiArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let kafka = self.kafka.settings()?;
-        let store = self.database.connect().await?;
-        let state = ApiState::new(store, &kafka, &self.topic, self.read_wait, self.low_stock);
+        let kafka = self.pipeline.kafka.settings()?;
+        let store = self.pipeline.database.connect().await?;
+        let state = ApiState::new(store, &kafka, &self.pipeline.topic, self.read_wait, self.low_stock);
         let listener =
             tokio::net::TcpListener::bind(&self.listen).await.with_context(|| format!("binding {}", self.listen))?;
         tracing::info!(listen = %listener.local_addr()?, "query API serving");

@@ -58,20 +58,16 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     assert!(parked[0].reason.contains("above the order total"), "{}", parked[0].reason);
     assert!(parked[1].reason.starts_with("parked"), "{}", parked[1].reason);
 
-    let db = database_url.as_str();
+    // `orderflow dead-letters <action> <args…>` for this group and database.
+    let dead_letters = |action: &str, args: &[&str]| {
+        let mut all =
+            vec!["dead-letters", action, "--group", &group, "--database-url", &database_url, "--group-prefix", &prefix];
+        all.extend_from_slice(args);
+        orderflow(&all)
+    };
+    let bad_id = bad.to_string();
     // Retrying the invalid capture fails again: it and the order stay parked, nothing changes.
-    let (ok, outcome, stderr) = orderflow(&[
-        "dead-letters",
-        "retry",
-        "--json",
-        "--group",
-        &group,
-        "--database-url",
-        db,
-        "--group-prefix",
-        &prefix,
-        &bad.to_string(),
-    ]);
+    let (ok, outcome, stderr) = dead_letters("retry", &["--json", &bad_id]);
     assert!(ok, "{stderr}");
     assert_eq!(outcome["applied"], json!([]), "{outcome}");
     assert_eq!(outcome["still_parked"][0][0], bad, "{outcome}");
@@ -93,33 +89,10 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     assert_eq!(store.list_dead_letters(Some(&group), 10).await.expect("list").len(), 2);
 
     // Skip the invalid one, then retry the order: the correct capture is applied.
-    let (ok, skipped, stderr) = orderflow(&[
-        "dead-letters",
-        "skip",
-        "--json",
-        "--group",
-        &group,
-        "--database-url",
-        db,
-        "--group-prefix",
-        &prefix,
-        &bad.to_string(),
-    ]);
+    let (ok, skipped, stderr) = dead_letters("skip", &["--json", &bad_id]);
     assert!(ok, "{stderr}");
     assert_eq!(skipped, json!({"skipped": [bad]}));
-    let (ok, outcome, stderr) = orderflow(&[
-        "dead-letters",
-        "retry",
-        "--json",
-        "--group",
-        &group,
-        "--database-url",
-        db,
-        "--group-prefix",
-        &prefix,
-        "--order",
-        &order,
-    ]);
+    let (ok, outcome, stderr) = dead_letters("retry", &["--json", "--order", &order]);
     assert!(ok, "{stderr}");
     assert_eq!(outcome, json!({"applied": [blocked], "still_parked": []}));
     let paid = row(&store).await;
@@ -136,20 +109,9 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     assert_eq!((refunded.refunded_minor, refunded.status.as_str()), (500, "partially_refunded"));
 
     // Acting on what is no longer parked, or on nothing, is an error an operator sees.
-    let (ok, _, stderr) = orderflow(&[
-        "dead-letters",
-        "skip",
-        "--group",
-        &group,
-        "--database-url",
-        db,
-        "--group-prefix",
-        &prefix,
-        &bad.to_string(),
-    ]);
+    let (ok, _, stderr) = dead_letters("skip", &[&bad_id]);
     assert!(!ok && stderr.contains("no parked record"), "{stderr}");
-    let (ok, _, stderr) =
-        orderflow(&["dead-letters", "retry", "--group", &group, "--database-url", db, "--group-prefix", &prefix]);
+    let (ok, _, stderr) = dead_letters("retry", &[]);
     assert!(!ok && stderr.contains("required arguments"), "{stderr}");
     member.stop().await.expect("stop");
 }

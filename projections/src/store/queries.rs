@@ -111,7 +111,7 @@ fn fulfilment_of(r: &AnyRow) -> Result<FulfilmentView, sqlx::Error> {
     })
 }
 
-fn level_of(r: &AnyRow) -> Result<InventoryLevel, sqlx::Error> {
+pub(super) fn level_of(r: &AnyRow) -> Result<InventoryLevel, sqlx::Error> {
     Ok(InventoryLevel {
         sku: r.try_get("sku")?,
         on_hand: r.try_get("on_hand")?,

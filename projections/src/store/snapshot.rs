@@ -44,17 +44,7 @@ impl Store {
         let rows = sqlx::query("SELECT sku, on_hand, reserved, shipped, available FROM inventory_levels ORDER BY sku")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(InventoryLevel {
-                    sku: r.try_get("sku")?,
-                    on_hand: r.try_get("on_hand")?,
-                    reserved: r.try_get("reserved")?,
-                    shipped: r.try_get("shipped")?,
-                    available: r.try_get("available")?,
-                })
-            })
-            .collect()
+        Ok(rows.iter().map(super::queries::level_of).collect::<Result<_, _>>()?)
     }
 
     /// Every row of the live generation's table of `S`.
