@@ -129,9 +129,22 @@ impl Store {
                     Some(Ok(event)) if !P::wants(event.kind()) => Ok(None),
                     Some(Ok(event)) => {
                         let at = LogPosition { partition: parked.partition, offset: parked.offset };
-                        P::apply_at(event.order_id().and_then(|id| states.get(&id)), &event, at)
+                        let effect = P::apply_at(event.order_id().and_then(|id| states.get(&id)), &event, at)
                             .map(Some)
-                            .map_err(|r| r.0)
+                            .map_err(|r| r.0);
+                        if effect.is_ok() {
+                            // A record parked as undecodable never had its id claimed; claim it
+                            // now so a later copy of the same event is not applied again.
+                            sqlx::query(
+                                "INSERT INTO processed_events (group_id, event_id) VALUES ($1, $2)
+                                 ON CONFLICT (group_id, event_id) DO NOTHING",
+                            )
+                            .bind(group)
+                            .bind(event.envelope().event_id.to_string())
+                            .execute(&mut *conn)
+                            .await?;
+                        }
+                        effect
                     }
                 };
                 match result {

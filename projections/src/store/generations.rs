@@ -111,6 +111,23 @@ impl Store {
             return Err(StoreError::Invalid(format!("unknown projection {projection:?}")));
         }
         let live = self.live_projection(projection).await?;
+        // Two rebuilds of one projection would build the same generation and wipe each
+        // other's progress: refuse while another one's members are alive.
+        let busy = sqlx::query(
+            "SELECT m.group_id FROM group_members m JOIN projection_groups g ON g.group_id = m.group_id
+             WHERE g.projection = $1 AND g.generation > $2 AND m.seen_at_ms >= $3",
+        )
+        .bind(projection)
+        .bind(live.generation)
+        .bind(now_ms() - 10_000)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = busy {
+            let group: String = row.try_get("group_id")?;
+            return Err(StoreError::Invalid(format!(
+                "a rebuild of {projection} is already running (group {group} has live members); let it finish or stop it"
+            )));
+        }
         let newest: Option<i64> =
             sqlx::query("SELECT MAX(generation) AS g FROM projection_groups WHERE projection = $1")
                 .bind(projection)
