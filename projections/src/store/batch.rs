@@ -240,19 +240,17 @@ impl Store {
         outcome.dead_lettered = dead.len();
         write_dead_letters(conn, group, topic, &dead, now_ms).await?;
         hit(FaultPoint::AfterProjectionWrite);
-        for (p, offset) in &next {
-            sqlx::query(
-                "UPDATE consumer_offsets SET next_offset = $1, updated_at_ms = $2
-                 WHERE group_id = $3 AND topic = $4 AND partition_id = $5",
-            )
-            .bind(*offset)
-            .bind(now_ms)
-            .bind(group)
-            .bind(topic)
-            .bind(i64::from(*p))
-            .execute(&mut *conn)
-            .await?;
-        }
+        // Every partition's offset in one statement (one round trip however many
+        // partitions the batch spans). VALUES columns are column1, column2 in both databases.
+        let mut update = Sql::new("UPDATE consumer_offsets SET next_offset = v.column2, updated_at_ms = ");
+        update.bind(now_ms).push(" FROM (");
+        update.values(&next, |v, (p, offset)| {
+            v.bind(i64::from(*p)).bind(*offset);
+        });
+        update.push(") AS v WHERE consumer_offsets.group_id = ").bind(group.to_string());
+        update.push(" AND consumer_offsets.topic = ").bind(topic.to_string());
+        update.push(" AND consumer_offsets.partition_id = v.column1");
+        update.execute(&mut *conn).await?;
         hit(FaultPoint::AfterOffsetUpdate);
         tx.commit().await?;
         hit(FaultPoint::AfterCommit);
