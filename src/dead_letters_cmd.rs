@@ -99,6 +99,9 @@ pub struct ListArgs {
     group: Option<String>,
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
     limit: i64,
+    /// Also records already retried or skipped (with their status).
+    #[arg(long)]
+    all: bool,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -112,28 +115,30 @@ impl DeadLettersCommand {
             DeadLettersCommand::Skip(args) => return args.skip().await,
         };
         let store = args.database.connect().await?;
-        let rows = store.list_dead_letters(args.group.as_deref(), args.limit).await?;
+        let rows = store.list_dead_letters_with(args.group.as_deref(), None, !args.all, args.limit).await?;
         if args.json {
             for r in &rows {
                 let line = json!({"id": r.id, "group": r.group_id, "partition": r.partition, "offset": r.offset,
-                                  "order_id": r.order_id, "reason": r.reason, "created_at_ms": r.created_at_ms});
+                                  "order_id": r.order_id, "reason": r.reason, "created_at_ms": r.created_at_ms, "status": r.status});
                 println!("{line}");
             }
             return Ok(());
         }
-        println!("{:<6} {:<28} {:>4} {:>8}  {:<36}  reason", "id", "group", "part", "offset", "order");
+        println!("{:<6} {:<28} {:>4} {:>8}  {:<36}  {:<8} reason", "id", "group", "part", "offset", "order", "status");
         for r in &rows {
             println!(
-                "{:<6} {:<28} {:>4} {:>8}  {:<36}  {}",
+                "{:<6} {:<28} {:>4} {:>8}  {:<36}  {:<8} {}",
                 r.id,
                 r.group_id,
                 r.partition,
                 r.offset,
                 r.order_id.as_deref().unwrap_or("-"),
+                r.status,
                 r.reason
             );
         }
-        println!("{} parked record(s)", rows.len());
+        let what = if args.all { "dead letter(s)" } else { "parked record(s)" };
+        println!("{} {what}", rows.len());
         Ok(())
     }
 }

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use infra::group_inspect::Inspector;
 use serde_json::json;
@@ -40,7 +39,14 @@ impl GroupsArgs {
             (ends, members)
         })
         .await?;
-        let ends = ends.context("reading log end offsets")?;
+        // Without the broker the stored side is still worth showing; lag is then unknown.
+        let ends: std::collections::BTreeMap<i32, Option<i64>> = match ends {
+            Ok(ends) => ends.into_iter().map(|(p, e)| (p, Some(e))).collect(),
+            Err(e) => {
+                eprintln!("warning: cannot read log end offsets ({e}); lag is unknown");
+                offsets.iter().map(|o| (o.partition, None)).collect()
+            }
+        };
         let mut out = Vec::new();
         for (group, broker_members) in members {
             let broker_members = broker_members.unwrap_or_else(|e| {
@@ -53,10 +59,11 @@ impl GroupsArgs {
                 .iter()
                 .map(|(p, end)| {
                     let next = mine.iter().find(|o| o.partition == *p).map_or(0, |o| o.next_offset);
-                    json!({"partition": p, "next_offset": next, "log_end": end, "lag": (end - next).max(0)})
+                    json!({"partition": p, "next_offset": next, "log_end": end, "lag": end.map(|e| (e - next).max(0))})
                 })
                 .collect();
-            let lag: i64 = partitions.iter().filter_map(|p| p["lag"].as_i64()).sum();
+            let lags: Vec<Option<i64>> = partitions.iter().map(|p| p["lag"].as_i64()).collect();
+            let lag: Option<i64> = lags.iter().copied().sum();
             let serving = live
                 .iter()
                 .find(|l| l.group == group)

@@ -101,6 +101,18 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     let all = store.list_dead_letters_with(Some(&group), None, false, 10).await.expect("all");
     let statuses: Vec<&str> = all.iter().map(|d| d.status.as_str()).collect();
     assert_eq!(statuses, ["skipped", "retried"], "the history of what operators did stays");
+    let listed = common::run_orderflow(&[
+        "dead-letters",
+        "list",
+        "--all",
+        "--json",
+        "--group",
+        &group,
+        "--database-url",
+        &database_url,
+    ]);
+    let listed: Vec<&str> = listed.lines().filter_map(|l| l.split("\"status\":\"").nth(1)?.split('"').next()).collect();
+    assert_eq!(listed, ["skipped", "retried"], "`list --all` shows resolved records with their status");
 
     // The order is no longer held back: the running group applies its next event.
     post(format!("/orders/{order}/payments"), payment("refunded", 500)).await;
