@@ -182,4 +182,24 @@ async fn rebuild_under_live_load(database_url: String) {
     assert!(dropped.contains("\"dropped\""), "{dropped}");
     assert!(count("payment_orders").await.is_err(), "generation 1 is gone");
     assert!(count("order_payments").await.is_ok(), "the view still answers");
+
+    // A second rebuild, at rest, changes nothing (reliability invariant I9).
+    let before = store.snapshot().await.expect("snapshot").payments;
+    common::run_orderflow(&[
+        "rebuild",
+        "payment",
+        "--drop-old",
+        "--json",
+        "--brokers",
+        &brokers,
+        "--database-url",
+        &database_url,
+        "--topic",
+        &topic,
+        "--group-prefix",
+        &prefix,
+    ]);
+    assert_eq!(store.live_projection("payment").await.expect("live").generation, 3);
+    assert_eq!(store.snapshot().await.expect("snapshot").payments, before, "a second rebuild changes nothing");
+    assert!(count("payment_orders_g2").await.is_err(), "--drop-old dropped generation 2");
 }
