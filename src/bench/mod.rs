@@ -44,6 +44,13 @@ pub struct BenchArgs {
     /// Also write the report as JSON to this path.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Only these figures, comma separated (e.g. `P4` or `P1,P2`); default: all.
+    #[arg(long, value_delimiter = ',', value_parser = ["P1", "P2", "P3", "P3b", "P4", "P5", "P7"])]
+    only: Vec<String>,
+    /// P4 at this many orders/s instead of 50% of the measured max sustainable rate, to
+    /// compare builds at the same load.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    latency_rate: Option<u32>,
 }
 
 /// What each benchmark needs.
@@ -55,6 +62,8 @@ pub struct BenchContext {
     pub repeats: u32,
     pub run_duration: Duration,
     pub http_clients: usize,
+    /// P4's fixed rate, if given.
+    pub latency_rate: Option<f64>,
     progress: indicatif::ProgressBar,
 }
 
@@ -88,36 +97,53 @@ impl BenchArgs {
             repeats: self.repeats,
             run_duration: self.run_duration,
             http_clients: self.http_clients as usize,
+            latency_rate: self.latency_rate.map(f64::from),
             progress,
         };
+        let wanted = |id: &str| self.only.is_empty() || self.only.iter().any(|o| o == id);
         let mut figures = Vec::new();
-        ctx.progress.set_message("P3 checkout vs HTTP ceiling");
-        figures.push(checkout_bench::p3_checkout_vs_http(&ctx).await?);
-        ctx.progress.set_message("P3b publisher vs raw producer");
-        figures.push(checkout_bench::p3b_publisher_vs_raw(&ctx).await?);
-        ctx.progress.set_message("P1/P2 projector on PostgreSQL");
+        if wanted("P3") {
+            ctx.progress.set_message("P3 checkout vs HTTP ceiling");
+            figures.push(checkout_bench::p3_checkout_vs_http(&ctx).await?);
+        }
+        if wanted("P3b") {
+            ctx.progress.set_message("P3b publisher vs raw producer");
+            figures.push(checkout_bench::p3b_publisher_vs_raw(&ctx).await?);
+        }
         let databases = TempDatabases::new(&self.database_url);
-        let pg = projector_bench::p1_p2(&ctx, "PostgreSQL", async || databases.fresh().await, true).await?;
-        figures.push(pg.p1);
-        figures.extend(pg.p2);
-        ctx.progress.set_message("P1 projector on SQLite");
-        let lite = projector_bench::p1_p2(
-            &ctx,
-            "SQLite",
-            async || {
-                let path = std::env::temp_dir().join(format!("orderflow-bench-{}.db", uuid::Uuid::new_v4().simple()));
-                Ok(projections::store::Store::connect(&format!("sqlite://{}?mode=rwc", path.display())).await?)
-            },
-            false,
-        )
-        .await?;
-        figures.push(lite.p1);
-        ctx.progress.set_message("P5 replay vs live");
-        figures.push(pipeline_bench::p5_replay(&ctx, &databases).await?);
-        ctx.progress.set_message("P4 202 → visible latency");
-        figures.extend(pipeline_bench::p4_latency(&ctx, &databases).await?);
-        ctx.progress.set_message("P7 consumer memory");
-        figures.push(pipeline_bench::p7_memory(&ctx, &databases).await?);
+        if wanted("P1") || wanted("P2") {
+            ctx.progress.set_message("P1/P2 projector on PostgreSQL");
+            let pg = projector_bench::p1_p2(&ctx, "PostgreSQL", async || databases.fresh().await, true).await?;
+            figures.push(pg.p1);
+            figures.extend(pg.p2);
+        }
+        if wanted("P1") {
+            ctx.progress.set_message("P1 projector on SQLite");
+            let lite = projector_bench::p1_p2(
+                &ctx,
+                "SQLite",
+                async || {
+                    let path =
+                        std::env::temp_dir().join(format!("orderflow-bench-{}.db", uuid::Uuid::new_v4().simple()));
+                    Ok(projections::store::Store::connect(&format!("sqlite://{}?mode=rwc", path.display())).await?)
+                },
+                false,
+            )
+            .await?;
+            figures.push(lite.p1);
+        }
+        if wanted("P5") {
+            ctx.progress.set_message("P5 replay vs live");
+            figures.push(pipeline_bench::p5_replay(&ctx, &databases).await?);
+        }
+        if wanted("P4") {
+            ctx.progress.set_message("P4 202 → visible latency");
+            figures.extend(pipeline_bench::p4_latency(&ctx, &databases).await?);
+        }
+        if wanted("P7") {
+            ctx.progress.set_message("P7 consumer memory");
+            figures.push(pipeline_bench::p7_memory(&ctx, &databases).await?);
+        }
         databases.drop_all().await;
         ctx.progress.finish_and_clear();
 

@@ -20,6 +20,33 @@ fn member(kind: ProjectionKind, topic: &str, group: &str) -> MemberConfig {
     config
 }
 
+/// Orders accepted in a closed-loop burst ÷ the time until every group has applied them.
+async fn max_sustainable_rate(
+    store: &projections::store::Store,
+    url: &str,
+    topic: &str,
+    partitions: &[i32],
+    members: &[(ProjectionKind, String, MemberHandle)],
+    ctx: &BenchContext,
+) -> anyhow::Result<f64> {
+    let burst_started = Instant::now();
+    let burst_rate = super::checkout_bench::drive(url, 64, Duration::from_secs(3)).await?;
+    let burst_orders = burst_rate * 3.0;
+    let ends = log_ends(ctx, topic)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (_, group, _) in members {
+        loop {
+            let stored: HashMap<i32, i64> = store.stored_offsets(group, topic, partitions).await?.into_iter().collect();
+            if ends.iter().all(|(p, end)| stored.get(p).copied().unwrap_or(0) >= *end) {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the pipeline did not catch up after the burst");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(burst_orders / burst_started.elapsed().as_secs_f64())
+}
+
 /// P4: orders placed through the real API at half the pipeline's max sustainable rate; for
 /// each, the time from its 202 until each projection's stored offset for its partition has
 /// passed its position. The max sustainable rate is measured first, on the same pipeline:
@@ -41,25 +68,13 @@ pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow
     // Let the groups settle before measuring.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let partitions: Vec<i32> = (0..ctx.partitions).collect();
-    let burst_started = Instant::now();
-    let burst_rate = super::checkout_bench::drive(&url, 64, Duration::from_secs(3)).await?;
-    let burst_orders = burst_rate * 3.0;
-    let ends = log_ends(ctx, &topic)?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for (_, group, _) in &members {
-        loop {
-            let stored: HashMap<i32, i64> =
-                store.stored_offsets(group, &topic, &partitions).await?.into_iter().collect();
-            if ends.iter().all(|(p, end)| stored.get(p).copied().unwrap_or(0) >= *end) {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "the pipeline did not catch up after the burst");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    let (rate, rate_note) = match ctx.latency_rate {
+        Some(rate) => (rate, format!("a fixed {rate:.0} orders/s (--latency-rate)")),
+        None => {
+            let sustainable = max_sustainable_rate(&store, &url, &topic, &partitions, &members, ctx).await?;
+            ((sustainable * 0.5).max(1.0), format!("50% of the pipeline's max sustainable {sustainable:.0} orders/s"))
         }
-    }
-    let sustainable = burst_orders / burst_started.elapsed().as_secs_f64();
-    let rate = (sustainable * 0.5).max(1.0);
-
+    };
     let acked: Arc<Mutex<Vec<(Instant, i32, i64)>>> = Arc::new(Mutex::new(Vec::new()));
     let load_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let body = json!({"customer_id":"c-1","currency":"EUR","lines":[{"sku":"SKU-1","quantity":1,"unit_price_minor":100}],"ship_to":{"country":"DE"}});
@@ -148,7 +163,7 @@ pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow
         let p50 = percentile(&mut values, 50.0);
         let p99 = percentile(&mut values, 99.0);
         let detail = format!(
-            "{} orders at {rate:.0}/s = 50% of the pipeline's max sustainable {sustainable:.0} orders/s (checkout + {} groups in one process); p50 {p50:.1} ms, p99 {p99:.1} ms",
+            "{} orders at {rate:.0}/s = {rate_note} (checkout + {} groups in one process); p50 {p50:.1} ms, p99 {p99:.1} ms",
             taken,
             ProjectionKind::ALL.len()
         );
