@@ -167,18 +167,9 @@ pub async fn fulfilment_backlog(State(state): State<ApiState>, Query(q): Q) -> R
         .transpose()?;
     wait_applied(&state, &["fulfilment"], params.after()?).await?;
     let items = state.store.fulfilment_backlog(params.text("warehouse"), cursor, limit).await?;
-    let next = if items.len() as i64 == limit {
-        match items.last() {
-            Some(last) => {
-                let us =
-                    chrono::DateTime::parse_from_rfc3339(&last.placed_at).map(|t| t.timestamp_micros()).unwrap_or(0);
-                Some(format!("{us}_{}", last.order_id))
-            }
-            None => None,
-        }
-    } else {
-        None
-    };
+    let next = (items.len() as i64 == limit)
+        .then(|| items.last().map(|last| format!("{}_{}", last.placed_at.timestamp_micros(), last.order_id)))
+        .flatten();
     Ok(Json(json!({"items": items, "next_cursor": next})))
 }
 

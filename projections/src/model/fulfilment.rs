@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{Effect, Projection, Rejection};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FulfilmentOrder {
     pub order_id: Uuid,
     /// awaiting_payment, ready_to_ship, packed, shipped, delivered, cancelled

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{Effect, Projection, Rejection};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PaymentOrder {
     pub order_id: Uuid,
     pub currency: String,

@@ -5,9 +5,12 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::rows::StoredState;
 use super::snapshot::InventoryLevel;
 use super::{Store, StoreError};
+use crate::model::fulfilment::FulfilmentOrder;
 use crate::model::history::HistoryEntry;
+use crate::model::payment::PaymentOrder;
 
 /// Microseconds since the epoch as RFC 3339, UTC.
 pub fn rfc3339(us: i64) -> String {
@@ -22,36 +25,13 @@ pub struct ReservationView {
     pub lines: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct PaymentView {
-    pub currency: String,
-    pub order_total_minor: i64,
-    pub authorized_minor: i64,
-    pub captured_minor: i64,
-    pub refunded_minor: i64,
-    pub status: String,
-    pub placed_at: String,
-    pub captured_at: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct FulfilmentView {
-    pub order_id: String,
-    pub status: String,
-    pub warehouse: Option<String>,
-    pub placed_at: String,
-    pub paid_at: Option<String>,
-    pub shipped_at: Option<String>,
-    pub delivered_at: Option<String>,
-}
-
 /// One order across the three projections; `None` where a projection has no row (yet).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct OrderView {
     pub order_id: String,
     pub inventory: Option<ReservationView>,
-    pub payment: Option<PaymentView>,
-    pub fulfilment: Option<FulfilmentView>,
+    pub payment: Option<PaymentOrder>,
+    pub fulfilment: Option<FulfilmentOrder>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -95,22 +75,6 @@ pub struct ReportedMember {
     pub seen_at_ms: i64,
 }
 
-fn opt_time(row: &AnyRow, column: &str) -> Result<Option<String>, sqlx::Error> {
-    Ok(row.try_get::<Option<i64>, _>(column)?.map(rfc3339))
-}
-
-fn fulfilment_of(r: &AnyRow) -> Result<FulfilmentView, sqlx::Error> {
-    Ok(FulfilmentView {
-        order_id: r.try_get("order_id")?,
-        status: r.try_get("status")?,
-        warehouse: r.try_get("warehouse")?,
-        placed_at: rfc3339(r.try_get("placed_at_us")?),
-        paid_at: opt_time(r, "paid_at_us")?,
-        shipped_at: opt_time(r, "shipped_at_us")?,
-        delivered_at: opt_time(r, "delivered_at_us")?,
-    })
-}
-
 pub(super) fn level_of(r: &AnyRow) -> Result<InventoryLevel, sqlx::Error> {
     Ok(InventoryLevel {
         sku: r.try_get("sku")?,
@@ -121,8 +85,6 @@ pub(super) fn level_of(r: &AnyRow) -> Result<InventoryLevel, sqlx::Error> {
     })
 }
 
-const FULFILMENT_COLUMNS: &str =
-    "order_id, status, warehouse, placed_at_us, paid_at_us, shipped_at_us, delivered_at_us";
 const OPEN_STATUSES: &str = "('awaiting_payment', 'ready_to_ship', 'packed')";
 
 impl Store {
@@ -140,36 +102,19 @@ impl Store {
                 })
             })
             .transpose()?;
-        let payment = sqlx::query(
-            "SELECT currency, order_total_minor, authorized_minor, captured_minor, refunded_minor, status,
-             placed_at_us, captured_at_us FROM order_payments WHERE order_id = $1",
-        )
-        .bind(order_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| -> Result<PaymentView, sqlx::Error> {
-            Ok(PaymentView {
-                currency: r.try_get("currency")?,
-                order_total_minor: r.try_get("order_total_minor")?,
-                authorized_minor: r.try_get("authorized_minor")?,
-                captured_minor: r.try_get("captured_minor")?,
-                refunded_minor: r.try_get("refunded_minor")?,
-                status: r.try_get("status")?,
-                placed_at: rfc3339(r.try_get("placed_at_us")?),
-                captured_at: opt_time(&r, "captured_at_us")?,
-            })
-        })
-        .transpose()?;
-        let fulfilment = sqlx::query(&format!("SELECT {FULFILMENT_COLUMNS} FROM order_fulfilment WHERE order_id = $1"))
-            .bind(order_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| fulfilment_of(&r))
-            .transpose()?;
+        // The views expose the tables' columns, so the stored-state readers read them too.
+        let payment = self.one_from_view::<PaymentOrder>("order_payments", order_id).await?;
+        let fulfilment = self.one_from_view::<FulfilmentOrder>("order_fulfilment", order_id).await?;
         if inventory.is_none() && payment.is_none() && fulfilment.is_none() {
             return Ok(None);
         }
         Ok(Some(OrderView { order_id: order_id.to_string(), inventory, payment, fulfilment }))
+    }
+
+    async fn one_from_view<S: StoredState>(&self, view: &str, order_id: &str) -> Result<Option<S>, StoreError> {
+        let sql = format!("SELECT {} FROM {view} WHERE order_id = $1", S::COLUMNS.join(", "));
+        let row = sqlx::query(&sql).bind(order_id).fetch_optional(&self.pool).await?;
+        row.map(|r| S::from_row(&r)).transpose()
     }
 
     /// Every event of the order the history projection has recorded, in log order.
@@ -282,13 +227,14 @@ impl Store {
         warehouse: Option<&str>,
         after: Option<(i64, &str)>,
         limit: i64,
-    ) -> Result<Vec<FulfilmentView>, StoreError> {
+    ) -> Result<Vec<FulfilmentOrder>, StoreError> {
         let (after_us, after_id) = after.unwrap_or((i64::MIN, ""));
         let rows = sqlx::query(&format!(
-            "SELECT {FULFILMENT_COLUMNS} FROM order_fulfilment
+            "SELECT {} FROM order_fulfilment
              WHERE status IN {OPEN_STATUSES} AND ($1 = '' OR warehouse = $1)
              AND (placed_at_us > $2 OR (placed_at_us = $2 AND order_id > $3))
-             ORDER BY placed_at_us, order_id LIMIT $4"
+             ORDER BY placed_at_us, order_id LIMIT $4",
+            FulfilmentOrder::COLUMNS.join(", ")
         ))
         .bind(warehouse.unwrap_or(""))
         .bind(after_us)
@@ -296,7 +242,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(fulfilment_of).collect::<Result<_, _>>()?)
+        rows.iter().map(FulfilmentOrder::from_row).collect()
     }
 
     pub async fn orders_by_status(&self) -> Result<Vec<StatusCount>, StoreError> {
