@@ -139,16 +139,7 @@ async fn rebuild_under_live_load(database_url: String) {
     );
 
     // Operators see the member in the new group, nothing lagging.
-    let groups = common::run_orderflow(&[
-        "groups",
-        "--json",
-        "--brokers",
-        &brokers,
-        "--database-url",
-        &database_url,
-        "--topic",
-        &topic,
-    ]);
+    let groups = common::run_orderflow_with(&["groups", "--json"], &env);
     let groups: Vec<Value> = groups.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
     let g2 = groups.iter().find(|g| g["group"] == next_group.as_str()).expect("the new group is listed");
     assert_eq!(g2["live_for"], json!({"projection": "payment", "generation": 2}));
@@ -170,35 +161,14 @@ async fn rebuild_under_live_load(database_url: String) {
         async move { sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}")).fetch_one(&pool).await }
     };
     assert!(count("payment_orders").await.is_ok(), "generation 1 is kept");
-    let dropped = common::run_orderflow(&[
-        "rebuild",
-        "payment",
-        "--drop-old",
-        "--no-rebuild",
-        "--json",
-        "--database-url",
-        &database_url,
-    ]);
+    let dropped = common::run_orderflow_with(&["rebuild", "payment", "--drop-old", "--no-rebuild", "--json"], &env);
     assert!(dropped.contains("\"dropped\""), "{dropped}");
     assert!(count("payment_orders").await.is_err(), "generation 1 is gone");
     assert!(count("order_payments").await.is_ok(), "the view still answers");
 
     // A second rebuild, at rest, changes nothing (reliability invariant I9).
     let before = store.snapshot().await.expect("snapshot").payments;
-    common::run_orderflow(&[
-        "rebuild",
-        "payment",
-        "--drop-old",
-        "--json",
-        "--brokers",
-        &brokers,
-        "--database-url",
-        &database_url,
-        "--topic",
-        &topic,
-        "--group-prefix",
-        &prefix,
-    ]);
+    common::run_orderflow_with(&["rebuild", "payment", "--drop-old", "--json"], &env);
     assert_eq!(store.live_projection("payment").await.expect("live").generation, 3);
     assert_eq!(store.snapshot().await.expect("snapshot").payments, before, "a second rebuild changes nothing");
     assert!(count("payment_orders_g2").await.is_err(), "--drop-old dropped generation 2");

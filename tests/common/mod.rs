@@ -416,8 +416,14 @@ impl ServeApi {
 
 /// Runs `orderflow <args>` to completion; panics with its stderr if it fails.
 pub fn run_orderflow(args: &[&str]) -> String {
+    run_orderflow_with(args, &[])
+}
+
+/// `run_orderflow` with these environment variables set.
+pub fn run_orderflow_with(args: &[&str], env: &[(&str, &str)]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "error")
         .output()
         .expect("run orderflow");
