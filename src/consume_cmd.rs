@@ -35,6 +35,10 @@ pub struct ConsumeArgs {
     session_timeout: Duration,
     #[arg(long, env = "ORDERFLOW_MAX_POLL_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     max_poll_interval: Duration,
+    /// How long the broker may hold an empty fetch (librdkafka `fetch.wait.max.ms`). Kafka
+    /// answers as soon as data arrives; tansu always waits this long, so use ~2ms there.
+    #[arg(long, env = "ORDERFLOW_FETCH_WAIT", default_value = "10ms", value_parser = parse_duration)]
+    fetch_wait: Duration,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
     #[arg(long, env = "ORDERFLOW_METRICS_LISTEN")]
     metrics_listen: Option<String>,
@@ -53,6 +57,7 @@ impl ConsumeArgs {
         config.assignment_strategy = self.assignment_strategy;
         config.session_timeout = self.session_timeout;
         config.max_poll_interval = self.max_poll_interval;
+        config.fetch_wait = self.fetch_wait;
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some(addr) = &self.metrics_listen {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;

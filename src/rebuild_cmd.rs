@@ -29,6 +29,9 @@ pub struct RebuildArgs {
     /// Give up if the new generation has not caught up within this time.
     #[arg(long, default_value = "30m", value_parser = parse_duration)]
     timeout: Duration,
+    /// The member's `fetch.wait.max.ms` (see `orderflow consume --help`).
+    #[arg(long, env = "ORDERFLOW_FETCH_WAIT", default_value = "10ms", value_parser = crate::cli::parse_duration)]
+    fetch_wait: Duration,
     /// Print JSON lines of progress instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -49,6 +52,7 @@ impl RebuildArgs {
         let mut config = MemberConfig::new(self.projection, &self.pipeline.topic);
         config.group = next.group.clone();
         config.batch_max = 5_000;
+        config.fetch_wait = self.fetch_wait;
         let member = run_member(config, &kafka, store.clone())?;
         let bar = self.progress_bar();
         let started = Instant::now();

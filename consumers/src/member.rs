@@ -35,6 +35,10 @@ pub struct MemberConfig {
     pub assignment_strategy: String,
     pub session_timeout: Duration,
     pub max_poll_interval: Duration,
+    /// librdkafka's `fetch.wait.max.ms`: how long the broker may hold a fetch with no new
+    /// data. Kafka answers as soon as data arrives, so this only bounds idle fetches
+    /// there; brokers that always hold a fetch this long (tansu 0.6) add it to latency.
+    pub fetch_wait: Duration,
     /// How long shutdown may take before the member gives up on a clean leave.
     pub shutdown_deadline: Duration,
 }
@@ -51,6 +55,7 @@ impl MemberConfig {
             session_timeout: Duration::from_secs(10),
             max_poll_interval: Duration::from_secs(60),
             shutdown_deadline: Duration::from_secs(10),
+            fetch_wait: Duration::from_millis(10),
         }
     }
 }
@@ -129,6 +134,7 @@ pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> 
     };
     let session = config.session_timeout.as_millis().to_string();
     let max_poll = config.max_poll_interval.as_millis().to_string();
+    let fetch_wait = config.fetch_wait.as_millis().max(1).to_string();
     let consumer: BaseConsumer<MemberContext> = kafka
         .client_config_with(&[
             ("group.id", &config.group),
@@ -144,7 +150,7 @@ pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> 
             ("session.timeout.ms", &session),
             ("heartbeat.interval.ms", &(config.session_timeout.as_millis() / 4).to_string()),
             ("max.poll.interval.ms", &max_poll),
-            ("fetch.wait.max.ms", "10"),
+            ("fetch.wait.max.ms", &fetch_wait),
             // Log ends for lag arrive with these statistics, so the poll loop never blocks
             // on a watermark request (a broker that stalls would stall the member).
             ("statistics.interval.ms", "1000"),

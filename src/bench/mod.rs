@@ -47,6 +47,9 @@ pub struct BenchArgs {
     /// Only these figures, comma separated (e.g. `P4` or `P1,P2`); default: all.
     #[arg(long, value_delimiter = ',', value_parser = ["P1", "P2", "P3", "P3b", "P4", "P5", "P7"])]
     only: Vec<String>,
+    /// The consumers' `fetch.wait.max.ms` (see `orderflow consume --help`).
+    #[arg(long, env = "ORDERFLOW_FETCH_WAIT", default_value = "10ms", value_parser = parse_duration)]
+    fetch_wait: Duration,
     /// P4 at this many orders/s instead of 50% of the measured max sustainable rate, to
     /// compare builds at the same load.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -64,6 +67,7 @@ pub struct BenchContext {
     pub http_clients: usize,
     /// P4's fixed rate, if given.
     pub latency_rate: Option<f64>,
+    pub fetch_wait: Duration,
     progress: indicatif::ProgressBar,
 }
 
@@ -98,6 +102,7 @@ impl BenchArgs {
             run_duration: self.run_duration,
             http_clients: self.http_clients as usize,
             latency_rate: self.latency_rate.map(f64::from),
+            fetch_wait: self.fetch_wait,
             progress,
         };
         let wanted = |id: &str| self.only.is_empty() || self.only.iter().any(|o| o == id);

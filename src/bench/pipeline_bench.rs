@@ -14,9 +14,10 @@ use super::projector_bench::{append_backlog, lifecycle_events, projector};
 use super::stats::{at_most, describe, percentile, ratio, Figure, Samples};
 use super::{BenchContext, TempDatabases};
 
-fn member(kind: ProjectionKind, topic: &str, group: &str) -> MemberConfig {
+fn member(ctx: &BenchContext, kind: ProjectionKind, topic: &str, group: &str) -> MemberConfig {
     let mut config = MemberConfig::new(kind, topic);
     config.group = group.to_string();
+    config.fetch_wait = ctx.fetch_wait;
     config
 }
 
@@ -63,7 +64,7 @@ pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow
     let mut members: Vec<(ProjectionKind, String, MemberHandle)> = Vec::new();
     for kind in ProjectionKind::ALL {
         let group = format!("bench-latency-{}-{run_id}", kind.name());
-        members.push((kind, group.clone(), run_member(member(kind, &topic, &group), &ctx.kafka, store.clone())?));
+        members.push((kind, group.clone(), run_member(member(ctx, kind, &topic, &group), &ctx.kafka, store.clone())?));
     }
     // Let the groups settle before measuring.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -183,7 +184,7 @@ pub async fn p5_replay(ctx: &BenchContext, databases: &TempDatabases) -> anyhow:
         let events = lifecycle_events(ctx.events);
         let store = databases.fresh().await?;
         let group = format!("bench-live-{}", uuid::Uuid::new_v4().simple());
-        let handle = run_member(member(ProjectionKind::Payment, &topic, &group), &ctx.kafka, store.clone())?;
+        let handle = run_member(member(ctx, ProjectionKind::Payment, &topic, &group), &ctx.kafka, store.clone())?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let started = Instant::now();
         let records = append_backlog(ctx, &topic, &events).await?;

@@ -119,6 +119,7 @@ pub(super) async fn projector(
 ) -> anyhow::Result<f64> {
     let group = format!("bench-projector-{}", uuid::Uuid::new_v4().simple());
     let mut config = MemberConfig::new(ProjectionKind::Payment, topic);
+    config.fetch_wait = ctx.fetch_wait;
     config.group = group.clone();
     let ends: BTreeMap<i32, i64> = records.iter().map(|r| (r.partition, r.offset + 1)).collect();
     let partitions: Vec<i32> = ends.keys().copied().collect();
