@@ -1,0 +1,36 @@
+//! If a group's offset row vanished (an operator deleted it, a generation was dropped
+//! under a running member), the next batch recreates it and moves it, instead of applying
+//! events while no offset records them.
+mod common;
+
+use std::collections::BTreeMap;
+
+use projections::model::payment::Payment;
+use projections::store::{LogRecord, Store};
+use schemas::samples::sample;
+use schemas::{Codec, EventKind};
+
+#[tokio::test]
+async fn a_vanished_offset_row_is_recreated_and_moves_with_the_batch() {
+    let store = Store::connect(&common::fresh_database().await).await.expect("store");
+    let codec = Codec::builtin();
+    let record = |offset: i64, kind: EventKind| LogRecord {
+        partition: 0,
+        offset,
+        key: None,
+        payload: Some(codec.encode(&sample(kind)).expect("encode")),
+    };
+    let first = store
+        .apply_batch::<Payment>("g", "t", &[record(0, EventKind::OrderPlaced)], &BTreeMap::new(), &codec)
+        .await
+        .expect("first batch");
+    assert_eq!(first.applied, 1);
+    sqlx::query("DELETE FROM consumer_offsets").execute(store.pool()).await.expect("delete the row");
+
+    let second = store
+        .apply_batch::<Payment>("g", "t", &[record(1, EventKind::PaymentAuthorized)], &BTreeMap::from([(0, 1)]), &codec)
+        .await
+        .expect("second batch");
+    assert_eq!(second.applied, 1);
+    assert_eq!(store.stored_offsets("g", "t", &[0]).await.expect("offsets"), vec![(0, 2)]);
+}
