@@ -267,8 +267,6 @@ pub async fn p7_memory(ctx: &BenchContext, databases: &TempDatabases) -> anyhow:
 }
 
 /// The end offset of every partition, from the broker.
-fn log_ends(ctx: &BenchContext, topic: &str) -> anyhow::Result<HashMap<i32, i64>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ctx.kafka.client_config().set("group.id", "bench-watermarks").create()?;
-    (0..ctx.partitions).map(|p| Ok((p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?.1))).collect()
+fn log_ends(ctx: &BenchContext, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    Ok(infra::group_inspect::Inspector::new(&ctx.kafka, Duration::from_secs(10))?.log_ends(topic)?)
 }

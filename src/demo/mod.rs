@@ -18,7 +18,6 @@ use producers::checkout::{self, AppState};
 use producers::load::{self, LoadConfig};
 use producers::publisher::PublisherConfig;
 use projections::store::Store;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::cli::parse_duration;
 
@@ -164,7 +163,7 @@ impl DemoArgs {
         let mut lags_zero = BTreeMap::new();
         if !stopped_early {
             bar.set_message("load done; waiting for every group to catch up");
-            let ends = log_ends(&kafka, &topic, self.partitions)?;
+            let ends = log_ends(&kafka, &topic)?;
             for (kind, group, _) in &groups {
                 let reached = tokio::select! {
                     r = wait_caught_up(&store, group, &topic, &ends, Duration::from_secs(120)) => r?,
@@ -239,9 +238,8 @@ fn progress_line(groups: &[(ProjectionKind, String, Vec<MemberHandle>)]) -> Stri
 }
 
 /// The end offset of every partition, read from the broker.
-fn log_ends(kafka: &KafkaSettings, topic: &str, partitions: i32) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let consumer: BaseConsumer = kafka.client_config().set("group.id", "orderflow-demo-watermarks").create()?;
-    (0..partitions).map(|p| Ok((p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?.1))).collect()
+fn log_ends(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    Ok(infra::group_inspect::Inspector::new(kafka, Duration::from_secs(10))?.log_ends(topic)?)
 }
 
 async fn wait_caught_up(

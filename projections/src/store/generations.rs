@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Executor, Row};
 
 use super::schema::{self, table_name};
@@ -58,13 +59,30 @@ impl Store {
         Ok(self)
     }
 
-    /// The live generation of `projection` (generation 1 and the default group until a
+    /// The live generation of `projection` (generation 1 and the first group until a
     /// rebuild switched it).
     pub async fn live_projection(&self, projection: &str) -> Result<LiveProjection, StoreError> {
         let row = sqlx::query("SELECT generation, group_id FROM projection_live WHERE projection = $1")
             .bind(projection)
             .fetch_optional(&self.pool)
             .await?;
+        self.live_from(projection, row.as_ref())
+    }
+
+    /// Every projection's live generation, in one query.
+    pub async fn live_projections(&self) -> Result<Vec<LiveProjection>, StoreError> {
+        let rows =
+            sqlx::query("SELECT projection, generation, group_id FROM projection_live").fetch_all(&self.pool).await?;
+        schema::PROJECTIONS
+            .iter()
+            .map(|p| {
+                let row = rows.iter().find(|r| r.try_get::<String, _>("projection").is_ok_and(|name| name == *p));
+                self.live_from(p, row)
+            })
+            .collect()
+    }
+
+    fn live_from(&self, projection: &str, row: Option<&AnyRow>) -> Result<LiveProjection, StoreError> {
         Ok(match row {
             Some(r) => LiveProjection {
                 projection: projection.to_string(),
@@ -77,14 +95,6 @@ impl Store {
                 group: self.first_group(projection),
             },
         })
-    }
-
-    pub async fn live_projections(&self) -> Result<Vec<LiveProjection>, StoreError> {
-        let mut all = Vec::new();
-        for p in schema::PROJECTIONS {
-            all.push(self.live_projection(p).await?);
-        }
-        Ok(all)
     }
 
     /// The generation `group` writes. Cached: a group never changes generation.

@@ -48,7 +48,7 @@ impl Store {
     }
 
     /// Every row of the live generation's table of `S`.
-    pub async fn all<S: StoredState>(&self, projection: &str) -> Result<Vec<S>, StoreError> {
+    async fn all<S: StoredState>(&self, projection: &str) -> Result<Vec<S>, StoreError> {
         let table = self.live_projection(projection).await?.table(S::TABLE);
         let sql = format!("SELECT {} FROM {table} ORDER BY order_id", S::COLUMNS.join(", "));
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
