@@ -72,14 +72,14 @@ impl GroupsArgs {
                 "group": group,
                 "live_for": serving,
                 "members": reported.iter().filter(|m| m.group == group).map(|m| json!({"member_id": m.member_id,
-                    "host": m.host, "partitions": m.partitions, "seen_at": projections::store::rfc3339(m.seen_at_ms * 1000)}))
+                    "host": m.host, "partitions": m.partitions, "seen_at": projections::store::rfc3339(m.seen_at_ms.saturating_mul(1000))}))
                     .collect::<Vec<_>>(),
                 "broker_members": broker_members.iter().map(|m| json!({"member_id": m.member_id,
                     "client_id": m.client_id, "host": m.host, "partitions": m.partitions})).collect::<Vec<_>>(),
                 "partitions": partitions,
                 "lag": lag,
                 "dead_letters": dead.get(&group).copied().unwrap_or(0),
-                "last_applied": last_applied_ms.map(|ms| projections::store::rfc3339(ms * 1000)),
+                "last_applied": last_applied_ms.map(|ms| projections::store::rfc3339(ms.saturating_mul(1000))),
             }));
         }
         if self.json {

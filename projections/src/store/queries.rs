@@ -213,7 +213,12 @@ impl Store {
             .map(|r| {
                 let day: i64 = r.try_get("day")?;
                 Ok(DailyRevenue {
-                    day: rfc3339(day * DAY_US)[..10].to_string(),
+                    // An out-of-range stored time (hand-edited data) shows as an empty day, never a panic.
+                    day: day
+                        .checked_mul(DAY_US)
+                        .map(rfc3339)
+                        .and_then(|t| t.get(..10).map(str::to_string))
+                        .unwrap_or_default(),
                     currency: r.try_get("currency")?,
                     net_captured_minor: sum(r, "net")?,
                 })
