@@ -27,7 +27,12 @@ pub struct ConsumeArgs {
     /// How long a batch may wait to fill.
     #[arg(long, env = "ORDERFLOW_BATCH_WAIT", default_value = "5ms", value_parser = parse_duration)]
     batch_wait: Duration,
-    /// range, roundrobin or cooperative-sticky.
+    /// Consumer group protocol: `classic`, or `consumer` (KIP-848, Kafka 4: the broker
+    /// assigns partitions and owns the session timeout, so `--assignment-strategy` and
+    /// `--session-timeout` do not apply).
+    #[arg(long, env = "ORDERFLOW_GROUP_PROTOCOL", default_value = "classic")]
+    group_protocol: consumers::GroupProtocol,
+    /// range, roundrobin or cooperative-sticky (classic protocol).
     #[arg(long, env = "ORDERFLOW_ASSIGNMENT_STRATEGY", default_value = "cooperative-sticky",
           value_parser = ["range", "roundrobin", "cooperative-sticky"])]
     assignment_strategy: String,
@@ -36,7 +41,7 @@ pub struct ConsumeArgs {
     #[arg(long, env = "ORDERFLOW_MAX_POLL_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     max_poll_interval: Duration,
     /// How long the broker may hold an empty fetch (librdkafka `fetch.wait.max.ms`). Kafka
-    /// answers as soon as data arrives; tansu always waits this long, so use ~2ms there.
+    /// answers as soon as data arrives, so this bounds only idle fetches.
     #[arg(long, env = "ORDERFLOW_FETCH_WAIT", default_value = "10ms", value_parser = parse_duration)]
     fetch_wait: Duration,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
@@ -54,6 +59,7 @@ impl ConsumeArgs {
         let mut config = MemberConfig::new(self.projection, &self.pipeline.topic);
         config.batch_max = self.batch_max as usize;
         config.batch_wait = self.batch_wait;
+        config.group_protocol = self.group_protocol;
         config.assignment_strategy = self.assignment_strategy;
         config.session_timeout = self.session_timeout;
         config.max_poll_interval = self.max_poll_interval;

@@ -1,8 +1,7 @@
 //! `orderflow groups`: for each consumer group with stored offsets, its members and their
-//! partitions, stored offset vs log end per partition, dead letters and when it last
-//! applied a batch. Members come from what members report to the database (heartbeat
-//! every 2 s) and, separately, from the broker's DescribeGroups (some Kafka-protocol
-//! brokers answer it without assignments).
+//! partitions as the broker's group coordinator describes them, stored offset vs log end per
+//! partition, dead letters and when it last applied a batch. The offsets are the database's
+//! (the source of truth); Kafka's tooling shows the same ones, committed after each batch.
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -26,8 +25,6 @@ impl GroupsArgs {
         let offsets = store.all_group_offsets(&self.pipeline.topic).await?;
         let live = store.live_projections().await?;
         let dead: BTreeMap<String, i64> = store.dead_letter_counts().await?.into_iter().collect();
-        // A member that has not reported for 15 s is gone (crashed, or its host is).
-        let reported = store.reported_members(chrono::Utc::now().timestamp_millis() - 15_000).await?;
         let mut groups: BTreeSet<String> = offsets.iter().map(|o| o.group.clone()).collect();
         groups.extend(live.iter().map(|l| l.group.clone()));
         let inspector = Inspector::new(&kafka, Duration::from_secs(5))?;
@@ -48,8 +45,8 @@ impl GroupsArgs {
             }
         };
         let mut out = Vec::new();
-        for (group, broker_members) in members {
-            let broker_members = broker_members.unwrap_or_else(|e| {
+        for (group, members) in members {
+            let members = members.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, %group, "cannot describe the group");
                 Vec::new()
             });
@@ -71,10 +68,7 @@ impl GroupsArgs {
             out.push(json!({
                 "group": group,
                 "live_for": serving,
-                "members": reported.iter().filter(|m| m.group == group).map(|m| json!({"member_id": m.member_id,
-                    "host": m.host, "partitions": m.partitions, "seen_at": projections::store::rfc3339(m.seen_at_ms.saturating_mul(1000))}))
-                    .collect::<Vec<_>>(),
-                "broker_members": broker_members.iter().map(|m| json!({"member_id": m.member_id,
+                "members": members.iter().map(|m| json!({"member_id": m.member_id,
                     "client_id": m.client_id, "host": m.host, "partitions": m.partitions})).collect::<Vec<_>>(),
                 "partitions": partitions,
                 "lag": lag,
@@ -101,10 +95,9 @@ impl GroupsArgs {
             );
             let members = g["members"].as_array().cloned().unwrap_or_default();
             if members.is_empty() {
-                println!(
-                    "  no members running ({} known to the broker)",
-                    g["broker_members"].as_array().map_or(0, Vec::len)
-                );
+                // The classic DescribeGroups answer the client library offers shows no
+                // members for groups on the consumer protocol (KIP-848).
+                println!("  no members at the broker (members on --group-protocol consumer are listed by kafka-consumer-groups --describe --members)");
             }
             for m in &members {
                 println!(

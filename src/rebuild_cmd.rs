@@ -46,6 +46,7 @@ impl RebuildArgs {
             return self.drop_retired(&store).await;
         }
         let live = store.live_projection(name).await?;
+        refuse_if_running(&kafka, &store, self.projection, &self.pipeline.topic).await?;
         let next = store.prepare_rebuild(name).await?;
         self.report(&serde_json::json!({"event": "started", "projection": name, "from_generation": live.generation,
             "to_generation": next.generation, "group": next.group}));
@@ -126,4 +127,37 @@ impl RebuildArgs {
         );
         bar
     }
+}
+
+/// Two rebuilds of one projection would build the same generation and wipe each other's
+/// progress: refuse while the group of an unfinished one has members at the broker.
+async fn refuse_if_running(
+    kafka: &infra::KafkaSettings,
+    store: &Store,
+    projection: ProjectionKind,
+    topic: &str,
+) -> anyhow::Result<()> {
+    let groups = store.unfinished_rebuilds(projection.name()).await?;
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let inspector = infra::group_inspect::Inspector::new(kafka, Duration::from_secs(10))?;
+    let topic = topic.to_string();
+    let busy = tokio::task::spawn_blocking(move || -> Result<Option<(String, usize)>, infra::InfraError> {
+        for group in groups {
+            let members = inspector.members(&group, &topic)?;
+            if !members.is_empty() {
+                return Ok(Some((group, members.len())));
+            }
+        }
+        Ok(None)
+    })
+    .await??;
+    if let Some((group, members)) = busy {
+        anyhow::bail!(
+            "a rebuild of {projection} is already running (group {group} has {members} member(s) at the broker); \
+             let it finish or stop it"
+        );
+    }
+    Ok(())
 }

@@ -22,9 +22,10 @@ pub struct CreateArgs {
     /// Partition count: the ceiling on members per consumer group.
     #[arg(long, env = "ORDERFLOW_PARTITIONS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     partitions: i32,
-    /// Replication factor (1 on a single local broker, 3 in production).
-    #[arg(long, env = "ORDERFLOW_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=16))]
-    replication_factor: i32,
+    /// Replication factor (3 in production); without it, the broker's
+    /// `default.replication.factor`.
+    #[arg(long, env = "ORDERFLOW_REPLICATION_FACTOR", value_parser = clap::value_parser!(i32).range(1..=16))]
+    replication_factor: Option<i32>,
     /// How long to wait for the broker.
     #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
     timeout: Duration,

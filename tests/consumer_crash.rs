@@ -8,15 +8,29 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use consumers::member::run_member;
-use consumers::ProjectionKind;
+use consumers::{GroupProtocol, ProjectionKind};
 use producers::load::{self, LoadConfig};
 use projections::store::Store;
 
-fn spawn_member(topic: &str, database_url: &str, group: &str, fault: Option<(&str, &str)>) -> Child {
+fn spawn_member(
+    topic: &str,
+    database_url: &str,
+    group: &str,
+    protocol: GroupProtocol,
+    fault: Option<(&str, &str)>,
+) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orderflow"));
+    command.args(["consume", "inventory", "--topic", topic, "--group", group, "--batch-max", "40"]).args([
+        "--group-protocol",
+        protocol.name(),
+        "--max-poll-interval",
+        "10s",
+    ]);
+    if protocol == GroupProtocol::Classic {
+        // Under the consumer protocol the broker's group.consumer.session.timeout.ms rules.
+        command.args(["--session-timeout", "6s"]);
+    }
     command
-        .args(["consume", "inventory", "--topic", topic, "--group", group, "--batch-max", "40"])
-        .args(["--session-timeout", "6s", "--max-poll-interval", "10s"])
         .env("ORDERFLOW_BROKERS", common::kafka().brokers)
         .env("ORDERFLOW_DATABASE_URL", database_url)
         .env("RUST_LOG", "info")
@@ -58,6 +72,15 @@ fn terminate(child: &mut Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_crashed_at_any_point_of_its_batch_and_restarted_leaves_exact_views() {
+    crash_at_every_point_then_compare(GroupProtocol::Classic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_consumer_protocol_a_member_crashed_at_any_point_and_restarted_leaves_exact_views() {
+    crash_at_every_point_then_compare(GroupProtocol::Consumer).await;
+}
+
+async fn crash_at_every_point_then_compare(protocol: GroupProtocol) {
     let topic = common::fresh_topic("crash", 3).await;
     let kafka = common::kafka();
     let app = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
@@ -74,18 +97,19 @@ async fn a_member_crashed_at_any_point_of_its_batch_and_restarted_leaves_exact_v
 
     // The reference: a calm rebuild in-process.
     let reference = Store::connect(&common::fresh_database().await).await.expect("store");
-    let group = "inventory-reference";
-    let member = run_member(common::member_config(ProjectionKind::Inventory, &topic, group), &kafka, reference.clone())
-        .expect("member");
-    common::wait_caught_up(&reference, &kafka, group, &topic).await;
+    let group = format!("inventory-reference-{topic}");
+    let member =
+        run_member(common::member_config(ProjectionKind::Inventory, &topic, &group), &kafka, reference.clone())
+            .expect("member");
+    common::wait_caught_up(&reference, &kafka, &group, &topic).await;
     member.stop().await.expect("stop");
     let expected = reference.snapshot().await.expect("snapshot");
     assert!(!expected.inventory_levels.is_empty());
 
     for point in ["before_transaction", "after_projection_write", "after_offset_update", "after_commit"] {
         let database_url = common::fresh_database().await;
-        let group = format!("inventory-crash-{point}");
-        let mut crashing = spawn_member(&topic, &database_url, &group, Some((point, "crash")));
+        let group = format!("inventory-crash-{protocol}-{point}");
+        let mut crashing = spawn_member(&topic, &database_url, &group, protocol, Some((point, "crash")));
         let status = wait_exit(&mut crashing, Duration::from_secs(60)).unwrap_or_else(|| {
             let _ = crashing.kill();
             panic!("{point}: the member never crashed; is the binary built with --features fault-injection?")
@@ -93,7 +117,7 @@ async fn a_member_crashed_at_any_point_of_its_batch_and_restarted_leaves_exact_v
         assert!(!status.success(), "{point}: expected a crash, got {status}");
 
         let store = Store::connect(&database_url).await.expect("store");
-        let mut restarted = spawn_member(&topic, &database_url, &group, None);
+        let mut restarted = spawn_member(&topic, &database_url, &group, protocol, None);
         common::wait_caught_up(&store, &kafka, &group, &topic).await;
         terminate(&mut restarted);
         common::assert_same_projection(&store.snapshot().await.expect("snapshot"), &expected, point);
@@ -125,7 +149,13 @@ async fn a_member_stalled_past_max_poll_interval_is_fenced_when_it_wakes() {
     // max.poll.interval; a second member takes its partitions and applies those records.
     let database_url = common::fresh_database().await;
     let store = Store::connect(&database_url).await.expect("store");
-    let mut staller = spawn_member(&topic, &database_url, "inv-stall", Some(("before_transaction", "pause:16000")));
+    let mut staller = spawn_member(
+        &topic,
+        &database_url,
+        "inv-stall",
+        GroupProtocol::Classic,
+        Some(("before_transaction", "pause:16000")),
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let other =
         run_member(common::member_config(ProjectionKind::Inventory, &topic, "inv-stall"), &kafka, store.clone())

@@ -1,22 +1,24 @@
 //! Members joining and leaving a group repeatedly while orders flow in leave the views
 //! exactly as a calm rebuild from offset 0 into empty tables produces them — with eager
-//! (range) and cooperative-sticky assignment.
+//! (range) and cooperative-sticky assignment under the classic protocol, and under the
+//! consumer protocol (KIP-848), where the broker assigns incrementally.
 mod common;
 
 use std::time::Duration;
 
 use consumers::member::{run_member, MemberHandle};
-use consumers::ProjectionKind;
+use consumers::{GroupProtocol, ProjectionKind};
 use producers::load::{self, LoadConfig};
 use projections::store::Store;
 
-async fn churn_then_compare(strategy: &str) {
+async fn churn_then_compare(protocol: GroupProtocol, strategy: &str) {
     let topic = common::fresh_topic("churn", 6).await;
     let kafka = common::kafka();
     let app = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
     let store = Store::connect(&common::fresh_database().await).await.expect("store");
     let config = |kind: ProjectionKind| {
         let mut c = common::member_config(kind, &topic, &format!("{}-churn-{topic}", kind.name()));
+        c.group_protocol = protocol;
         c.assignment_strategy = strategy.to_string();
         c
     };
@@ -89,10 +91,15 @@ async fn churn_then_compare(strategy: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_joining_and_leaving_with_cooperative_sticky_leave_views_exact() {
-    churn_then_compare("cooperative-sticky").await;
+    churn_then_compare(GroupProtocol::Classic, "cooperative-sticky").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_joining_and_leaving_under_the_consumer_protocol_leave_views_exact() {
+    churn_then_compare(GroupProtocol::Consumer, "broker-assigned").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_joining_and_leaving_with_eager_range_leave_views_exact() {
-    churn_then_compare("range").await;
+    churn_then_compare(GroupProtocol::Classic, "range").await;
 }

@@ -35,9 +35,17 @@ pub struct MemberContext {
     /// as this member reads committed records only): lag without a broker round trip on
     /// the poll thread.
     pub log_ends: Mutex<BTreeMap<i32, i64>>,
+    /// The consumer protocol (KIP-848) only ever assigns and revokes incrementally.
+    pub incremental: bool,
 }
 
 impl MemberContext {
+    /// Whether assignments change partition by partition (cooperative-sticky or the
+    /// consumer protocol) rather than all at once (eager).
+    fn incremental(&self, consumer: &BaseConsumer<Self>) -> bool {
+        self.incremental || matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative)
+    }
+
     pub fn owned(&self) -> BTreeSet<i32> {
         self.assigned.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -72,10 +80,7 @@ impl MemberContext {
                 tracing::error!(error = %e, partition = p, "cannot set start offset");
             }
         }
-        let result = match consumer.rebalance_protocol() {
-            RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
-            _ => consumer.assign(tpl),
-        };
+        let result = if self.incremental(consumer) { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
         match result {
             Ok(()) => {
                 let mut owned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
@@ -104,10 +109,7 @@ impl MemberContext {
             }
         }
         self.assignment_changed.store(true, Ordering::SeqCst);
-        let result = match consumer.rebalance_protocol() {
-            RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
-            _ => consumer.unassign(),
-        };
+        let result = if self.incremental(consumer) { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
         if let Err(e) = result {
             tracing::error!(error = %e, group = %self.group, ?partitions, "unassign failed");
         }

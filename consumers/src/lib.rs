@@ -11,5 +11,5 @@ pub mod metrics;
 mod projection_kind;
 
 pub use error::ConsumerError;
-pub use member::{MemberConfig, MemberHandle, MemberStats};
+pub use member::{GroupProtocol, MemberConfig, MemberHandle, MemberStats};
 pub use projection_kind::ProjectionKind;

@@ -31,13 +31,17 @@ pub struct MemberConfig {
     pub batch_max: usize,
     /// How long to wait for a batch to fill before applying what there is.
     pub batch_wait: Duration,
-    /// `range`, `roundrobin` or `cooperative-sticky`.
+    /// Which consumer group protocol the member speaks.
+    pub group_protocol: GroupProtocol,
+    /// `range`, `roundrobin` or `cooperative-sticky` (classic protocol only: under the
+    /// consumer protocol the broker assigns).
     pub assignment_strategy: String,
+    /// Classic protocol only: under the consumer protocol the broker's
+    /// `group.consumer.session.timeout.ms` applies.
     pub session_timeout: Duration,
     pub max_poll_interval: Duration,
     /// librdkafka's `fetch.wait.max.ms`: how long the broker may hold a fetch with no new
-    /// data. Kafka answers as soon as data arrives, so this only bounds idle fetches
-    /// there; brokers that always hold a fetch this long (tansu 0.6) add it to latency.
+    /// data. Kafka answers as soon as data arrives, so this only bounds idle fetches.
     pub fetch_wait: Duration,
     /// How long shutdown may take before the member gives up on a clean leave.
     pub shutdown_deadline: Duration,
@@ -51,12 +55,49 @@ impl MemberConfig {
             topic: topic.to_string(),
             batch_max: 2_000,
             batch_wait: Duration::from_millis(5),
+            group_protocol: GroupProtocol::Classic,
             assignment_strategy: "cooperative-sticky".into(),
             session_timeout: Duration::from_secs(10),
             max_poll_interval: Duration::from_secs(60),
             shutdown_deadline: Duration::from_secs(10),
             fetch_wait: Duration::from_millis(10),
         }
+    }
+}
+
+/// The consumer group protocol (`group.protocol`): `classic` (the join/sync protocol, with a
+/// client-side assignor) or `consumer` (KIP-848: the broker assigns and reconciles
+/// incrementally, and owns the session timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    #[default]
+    Classic,
+    Consumer,
+}
+
+impl GroupProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
+impl std::str::FromStr for GroupProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "classic" => Ok(GroupProtocol::Classic),
+            "consumer" => Ok(GroupProtocol::Consumer),
+            other => Err(format!("unknown group protocol {other:?}; use classic or consumer")),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -131,45 +172,50 @@ pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> 
         assignment_changed: AtomicBool::new(false),
         positioned_at: Mutex::new(BTreeMap::new()),
         log_ends: Mutex::new(BTreeMap::new()),
+        incremental: config.group_protocol == GroupProtocol::Consumer,
     };
     let session = config.session_timeout.as_millis().to_string();
+    let heartbeat = (config.session_timeout.as_millis() / 4).to_string();
     let max_poll = config.max_poll_interval.as_millis().to_string();
     let fetch_wait = config.fetch_wait.as_millis().max(1).to_string();
-    let consumer: BaseConsumer<MemberContext> = kafka
-        .client_config_with(&[
-            ("group.id", &config.group),
-            // Offsets come from the projection database; Kafka's copy is only for tooling.
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            // No stored offset means "from the beginning", which we set explicitly; an
-            // out-of-range stored offset must be loud, not silently reset.
-            ("auto.offset.reset", "error"),
-            ("isolation.level", "read_committed"),
-            ("enable.partition.eof", "false"),
-            ("partition.assignment.strategy", &config.assignment_strategy),
-            ("session.timeout.ms", &session),
-            ("heartbeat.interval.ms", &(config.session_timeout.as_millis() / 4).to_string()),
-            ("max.poll.interval.ms", &max_poll),
-            ("fetch.wait.max.ms", &fetch_wait),
-            // Log ends for lag arrive with these statistics, so the poll loop never blocks
-            // on a watermark request (a broker that stalls would stall the member).
-            ("statistics.interval.ms", "1000"),
-        ])
-        .create_with_context(context)?;
+    let mut settings: Vec<(&str, &str)> = vec![("group.protocol", config.group_protocol.name())];
+    if config.group_protocol == GroupProtocol::Classic {
+        // The consumer protocol rejects these: the broker assigns and keeps the session.
+        settings.extend([
+            ("partition.assignment.strategy", config.assignment_strategy.as_str()),
+            ("session.timeout.ms", session.as_str()),
+            ("heartbeat.interval.ms", heartbeat.as_str()),
+        ]);
+    }
+    settings.extend([
+        ("group.id", config.group.as_str()),
+        // Offsets come from the projection database; Kafka's copy is only for tooling.
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        // No stored offset means "from the beginning", which we set explicitly; an
+        // out-of-range stored offset must be loud, not silently reset.
+        ("auto.offset.reset", "error"),
+        ("isolation.level", "read_committed"),
+        ("enable.partition.eof", "false"),
+        ("max.poll.interval.ms", max_poll.as_str()),
+        ("fetch.wait.max.ms", fetch_wait.as_str()),
+        // Log ends for lag arrive with these statistics, so the poll loop never blocks
+        // on a watermark request (a broker that stalls would stall the member).
+        ("statistics.interval.ms", "1000"),
+        // Partitions added to the topic are noticed at the next metadata refresh (the
+        // classic protocol then rebalances); librdkafka's default is 5 minutes.
+        ("topic.metadata.refresh.interval.ms", "10000"),
+    ]);
+    let consumer: BaseConsumer<MemberContext> = kafka.client_config_with(&settings).create_with_context(context)?;
     consumer.subscribe(&[&config.topic])?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let thread_stats = stats.clone();
     let thread_stop = stop.clone();
-    let identity = MemberIdentity::new();
-    let runtime = Handle::current();
     std::thread::Builder::new()
         .name(format!("member-{}", config.group))
         .spawn(move || {
-            let result = poll_loop(&consumer, &config, &store, &thread_stop, &thread_stats, &identity);
+            let result = poll_loop(&consumer, &config, &store, &thread_stop, &thread_stats);
             leave_group(consumer, config.shutdown_deadline);
-            let _ = runtime.block_on(async {
-                tokio::time::timeout(Duration::from_secs(2), store.remove_member(&config.group, &identity.id)).await
-            });
             let _ = tx.send(result);
         })
         .map_err(|e| ConsumerError::Thread(e.to_string()))?;
@@ -191,17 +237,14 @@ fn poll_loop(
     store: &Store,
     stop: &AtomicBool,
     stats: &MemberStats,
-    identity: &MemberIdentity,
 ) -> Result<(), ConsumerError> {
     let codec = Codec::builtin();
     let context = consumer.context();
     let mut buffer: Vec<LogRecord> = Vec::with_capacity(config.batch_max);
     let mut batch_started = Instant::now();
-    let mut watermarks_at = Instant::now();
+    let mut lag_at = Instant::now();
     let mut reading = Reading::default();
     let mut owned: BTreeSet<i32> = BTreeSet::new();
-    let mut reported: BTreeSet<i32> = BTreeSet::new();
-    report_membership(&context.runtime, store, config, identity, &owned);
     while !stop.load(Ordering::Relaxed) {
         let wait = if buffer.is_empty() {
             config.batch_wait.max(Duration::from_millis(100))
@@ -223,21 +266,12 @@ fn poll_loop(
             *stats.owned.lock().unwrap_or_else(|e| e.into_inner()) = owned.clone();
         }
         match polled {
-            Some(Ok(record)) if owned.contains(&record.partition) => match reading.accept(&record) {
-                Verdict::Buffer => {
-                    if buffer.is_empty() {
-                        batch_started = Instant::now();
-                    }
-                    buffer.push(record);
+            Some(Ok(record)) if owned.contains(&record.partition) => {
+                if buffer.is_empty() {
+                    batch_started = Instant::now();
                 }
-                Verdict::Drop => {}
-                Verdict::Reposition(target) => {
-                    let offset = Offset::Offset(target);
-                    if let Err(e) = consumer.seek(&config.topic, record.partition, offset, Duration::from_secs(5)) {
-                        tracing::error!(error = %e, partition = record.partition, "cannot re-read the partition");
-                    }
-                }
-            },
+                buffer.push(record);
+            }
             // A leftover of a partition this member no longer owns.
             Some(Ok(_)) => {}
             Some(Err(e)) => tracing::warn!(error = %e, group = %config.group, "consume error"),
@@ -261,11 +295,9 @@ fn poll_loop(
             apply_with_retry(&env, &buffer, &mut reading)?;
             buffer.clear();
         }
-        if watermarks_at.elapsed() >= Duration::from_secs(2) || reported != owned {
-            watermarks_at = Instant::now();
+        if lag_at.elapsed() >= Duration::from_secs(1) {
+            lag_at = Instant::now();
             refresh_lag(consumer, config, stats);
-            report_membership(&context.runtime, store, config, identity, &owned);
-            reported = owned.clone();
         }
     }
     Ok(())
@@ -360,46 +392,6 @@ fn refresh_lag(consumer: &BaseConsumer<MemberContext>, config: &MemberConfig, st
     *stats.log_ends.lock().unwrap_or_else(|e| e.into_inner()) = ends;
 }
 
-/// This member's row in `group_members`: host name, process id and a random part, so
-/// members on one host, or in one process, stay apart.
-struct MemberIdentity {
-    id: String,
-    host: String,
-}
-
-impl MemberIdentity {
-    fn new() -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| "unknown".into());
-        let id = format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        MemberIdentity { id, host }
-    }
-}
-
-/// Best effort: the registry is for operators; failing to write it never stops a member.
-fn report_membership(
-    runtime: &Handle,
-    store: &Store,
-    config: &MemberConfig,
-    identity: &MemberIdentity,
-    owned: &BTreeSet<i32>,
-) {
-    let partitions: Vec<i32> = owned.iter().copied().collect();
-    // The timer must be created inside the runtime's context, hence the async block.
-    let result = runtime.block_on(async {
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            store.report_member(&config.group, &identity.id, &identity.host, &partitions),
-        )
-        .await
-    });
-    if !matches!(result, Ok(Ok(()))) {
-        tracing::debug!(group = %config.group, "could not report membership");
-    }
-}
-
 /// Leaves the group so others take over promptly, without hanging when the broker is
 /// gone: closing runs on a helper thread and is abandoned after the deadline.
 fn leave_group(consumer: BaseConsumer<MemberContext>, deadline: Duration) {
@@ -414,128 +406,27 @@ fn leave_group(consumer: BaseConsumer<MemberContext>, deadline: Duration) {
     }
 }
 
-/// What this member knows about where it reads each partition from, so that a batch can
-/// claim "these are all the records from offset N on" only when that is true.
+/// Where this member's consumer reads each partition from, so that a batch can claim
+/// "these are all the records from offset N on" only when that is true: the store refuses
+/// a partition whose batch would start above its stored offset (a member positioned
+/// elsewhere than the database says must not skip records) and the member re-reads it.
+/// Offsets may still have gaps (transaction markers, compaction): a gap read across is fine.
 #[derive(Debug, Default)]
 struct Reading {
     /// Per partition: the offset from which the buffered and following records are
     /// contiguous. Absent: from the beginning of the log.
     read_from: BTreeMap<i32, i64>,
-    /// Partitions just positioned (assign or rewind) whose first record at or above the
-    /// position has not arrived yet.
-    awaiting: BTreeMap<i32, Awaiting>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Awaiting {
-    at: i64,
-    /// A record below `at` arrived first, so the next record was read across any gap.
-    seen_below: bool,
-    /// How far below `at` the next re-read starts.
-    back: i64,
-}
-
-/// What to do with a polled record.
-#[derive(Debug, PartialEq, Eq)]
-enum Verdict {
-    Buffer,
-    Drop,
-    /// Re-read the partition from this offset.
-    Reposition(i64),
 }
 
 impl Reading {
     fn positioned(&mut self, partition: i32, at: Option<i64>) {
         match at {
-            Some(offset) => {
-                self.read_from.insert(partition, offset);
-                self.awaiting.insert(partition, Awaiting { at: offset, seen_below: false, back: 1 });
-            }
-            None => {
-                self.read_from.remove(&partition);
-                self.awaiting.remove(&partition);
-            }
-        }
+            Some(offset) => self.read_from.insert(partition, offset),
+            None => self.read_from.remove(&partition),
+        };
     }
 
     fn keep_only(&mut self, owned: &BTreeSet<i32>) {
         self.read_from.retain(|p, _| owned.contains(p));
-        self.awaiting.retain(|p, _| owned.contains(p));
-    }
-
-    /// Checks the first record after a positioning. A first record *above* the position
-    /// is either a gap in the log (compaction, transaction markers) or a record the broker
-    /// skipped: tansu 0.6 answers a fetch at some offsets starting one record later. So
-    /// the member re-reads from a little below the position and accepts a gap only when
-    /// it read across it: a record below the position followed by one above it.
-    fn accept(&mut self, record: &LogRecord) -> Verdict {
-        let p = record.partition;
-        let Some(w) = self.awaiting.get_mut(&p) else { return Verdict::Buffer };
-        if record.offset < w.at {
-            w.seen_below = true;
-            return Verdict::Drop;
-        }
-        if record.offset == w.at || w.seen_below || w.at == 0 {
-            if record.offset > w.at {
-                tracing::info!(partition = p, from = w.at, to = record.offset, "offsets have a gap in the log");
-            }
-            self.awaiting.remove(&p);
-            return Verdict::Buffer;
-        }
-        let target = (w.at - w.back).max(0);
-        w.back = (w.back * 8).min(4096);
-        tracing::warn!(
-            partition = p,
-            expected = w.at,
-            got = record.offset,
-            reread_from = target,
-            "first record above the position; re-reading"
-        );
-        Verdict::Reposition(target)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(partition: i32, offset: i64) -> LogRecord {
-        LogRecord { partition, offset, key: None, payload: None }
-    }
-
-    #[test]
-    fn the_record_at_the_position_is_buffered() {
-        let mut r = Reading::default();
-        r.positioned(1, Some(100));
-        assert_eq!(r.accept(&rec(1, 100)), Verdict::Buffer);
-        assert_eq!(r.accept(&rec(1, 101)), Verdict::Buffer);
-    }
-
-    #[test]
-    fn a_first_record_above_the_position_triggers_a_reread_from_below() {
-        let mut r = Reading::default();
-        r.positioned(1, Some(100));
-        assert_eq!(r.accept(&rec(1, 101)), Verdict::Reposition(99));
-        // Re-read from 99: 99 is below (dropped), then 100 arrives.
-        assert_eq!(r.accept(&rec(1, 99)), Verdict::Drop);
-        assert_eq!(r.accept(&rec(1, 100)), Verdict::Buffer);
-    }
-
-    #[test]
-    fn a_gap_read_across_is_accepted() {
-        let mut r = Reading::default();
-        r.positioned(1, Some(120));
-        assert_eq!(r.accept(&rec(1, 122)), Verdict::Reposition(119));
-        assert_eq!(r.accept(&rec(1, 119)), Verdict::Drop);
-        assert_eq!(r.accept(&rec(1, 122)), Verdict::Buffer);
-        assert_eq!(r.read_from.get(&1), Some(&120));
-    }
-
-    #[test]
-    fn repeated_misses_reread_from_further_below() {
-        let mut r = Reading::default();
-        r.positioned(0, Some(1000));
-        assert_eq!(r.accept(&rec(0, 1001)), Verdict::Reposition(999));
-        assert_eq!(r.accept(&rec(0, 1001)), Verdict::Reposition(992));
     }
 }

@@ -1,6 +1,7 @@
-# Shared settings for infra/local/{up,down}. Sourced, not run.
-# Everything lives under $ORDERFLOW_LOCAL_DIR (default: .local/ in the repository), so
-# several checkouts on one machine do not share state unless told to.
+# Shared settings for infra/local/{up,down,kafka-node,kafka-tool}. Sourced, not run.
+# Runtime state lives under $ORDERFLOW_LOCAL_DIR (default: .local/ in the repository), so
+# several checkouts on one machine do not share state unless told to. Downloaded jars live
+# in a cache outside the work tree, so they are fetched once per machine.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -8,10 +9,14 @@ state_dir=${ORDERFLOW_LOCAL_DIR:-$repo_root/.local}
 broker_port=${ORDERFLOW_LOCAL_BROKER_PORT:-19092}
 pg_port=${ORDERFLOW_LOCAL_PG_PORT:-15432}
 pg_bin=${ORDERFLOW_PG_BIN:-/usr/lib/postgresql/15/bin}
-tansu_version=0.6.0
-# A stable place outside the work tree, so the 12-minute build happens once per machine.
-tools_root=${ORDERFLOW_TOOLS_ROOT:-$HOME/.cargo}
-tansu_bin=$tools_root/bin/tansu
+
+# The one pinned Apache Kafka version: the broker, its storage formatter and the admin tools
+# all come from these jars (a newer formatter can write storage an older broker cannot read).
+kafka_version=4.1.1
+# Kafka 4.x logs through slf4j-api 1.7, so the backend is log4j-core with the 1.7 binding.
+log4j_version=2.24.3
+cache_root=${ORDERFLOW_CACHE_DIR:-$HOME/.cache/orderflow}
+kafka_lib=$cache_root/kafka-$kafka_version/lib
 
 log() { echo "[infra/local] $*" >&2; }
 
@@ -40,4 +45,47 @@ as_pg() {
   else
     "$@"
   fi
+}
+
+# Fetches the broker, the admin tools and a logging backend from Maven Central into
+# $kafka_lib, once. A marker file written last makes an interrupted fetch start over.
+ensure_kafka_jars() {
+  if [ -f "$kafka_lib/.complete" ]; then
+    return
+  fi
+  command -v mvn >/dev/null || { log "Maven (mvn) is needed to fetch Apache Kafka"; return 1; }
+  command -v java >/dev/null || { log "Java 17+ is needed to run Apache Kafka"; return 1; }
+  log "fetching Apache Kafka $kafka_version jars from Maven Central into $kafka_lib (once per machine)"
+  local work
+  work=$(mktemp -d)
+  cat >"$work/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>orderflow.local</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$kafka_version</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$kafka_version</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$log4j_version</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$log4j_version</version></dependency>
+  </dependencies>
+</project>
+POM
+  rm -rf "$kafka_lib"
+  mkdir -p "$kafka_lib"
+  (cd "$work" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$kafka_lib") >&2
+  rm -rf "$work"
+  touch "$kafka_lib/.complete"
+}
+
+# run_kafka_class HEAP CLASS ARGS...: a Kafka main class from the cached jars, logging
+# warnings to stderr (the tools' own output stays on stdout).
+run_kafka_class() {
+  local heap=$1 class=$2
+  shift 2
+  java "-Xmx$heap" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j2.configurationFile="$repo_root/infra/local/log4j2-tools.properties" \
+    -cp "$kafka_lib/*" "$class" "$@"
 }

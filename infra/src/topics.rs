@@ -13,7 +13,8 @@ use crate::{InfraError, KafkaSettings};
 pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
-    pub replication_factor: i32,
+    /// `None`: the broker's `default.replication.factor`.
+    pub replication_factor: Option<i32>,
 }
 
 /// What happened to one topic.
@@ -32,7 +33,7 @@ pub async fn create_topics(
     timeout: Duration,
 ) -> Result<Vec<(String, TopicOutcome)>, InfraError> {
     for spec in specs {
-        if spec.partitions < 1 || spec.replication_factor < 1 {
+        if spec.partitions < 1 || spec.replication_factor.is_some_and(|r| r < 1) {
             return Err(InfraError::Config(format!(
                 "topic {}: partitions and replication factor must be at least 1",
                 spec.name
@@ -43,7 +44,7 @@ pub async fn create_topics(
         settings.client_config().create().map_err(|e| InfraError::Admin(e.to_string()))?;
     let new_topics: Vec<NewTopic> = specs
         .iter()
-        .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor)))
+        .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor.unwrap_or(-1))))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
     let results = tokio::time::timeout(timeout + Duration::from_secs(1), admin.create_topics(&new_topics, &options))

@@ -116,8 +116,8 @@ impl Publisher {
     }
 
     /// An idempotent producer can get stuck for good: a fatal error (fenced, sequence gap),
-    /// or a broker that lost its producer-id state in a restart and rejects every batch
-    /// (seen with tansu). After a fatal error, or several failures in a row, start a new
+    /// or a cluster that lost its producer-id state (an unclean leader election, a cluster
+    /// restored or replaced under the same address) and rejects every batch. After a fatal error, or several failures in a row, start a new
     /// producer (a new producer id), at most once per [`REBUILD_INTERVAL`]: if the broker
     /// is simply down the new one waits like the old one did. Requests in between got 503
     /// and are retried by their clients with the same event ids.

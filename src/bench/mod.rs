@@ -38,8 +38,9 @@ pub struct BenchArgs {
     /// Concurrent HTTP clients in the checkout benchmark (both sides of P3).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4_096))]
     http_clients: u32,
-    /// What the broker is, for the report (e.g. "tansu 0.6.0 memory://").
-    #[arg(long, env = "ORDERFLOW_BENCH_BROKER_LABEL", default_value = "tansu 0.6.0, memory:// storage")]
+    /// What the broker is, for the report; `infra/local/up` exports it (e.g. "Apache Kafka
+    /// 4.1.1, KRaft, 1 node").
+    #[arg(long, env = "ORDERFLOW_BENCH_BROKER_LABEL", default_value = "unlabelled Kafka-protocol broker")]
     broker_label: String,
     /// Also write the report as JSON to this path.
     #[arg(long)]
@@ -74,7 +75,7 @@ pub struct BenchContext {
 impl BenchContext {
     pub async fn fresh_topic(&self, prefix: &str) -> anyhow::Result<String> {
         let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-        let spec = TopicSpec { name: name.clone(), partitions: self.partitions, replication_factor: 1 };
+        let spec = TopicSpec { name: name.clone(), partitions: self.partitions, replication_factor: None };
         create_topics(&self.kafka, &[spec], Duration::from_secs(30)).await?;
         Ok(name)
     }

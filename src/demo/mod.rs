@@ -63,7 +63,7 @@ impl DemoArgs {
             // The mock cluster creates topics through its own call (its admin API is limited).
             Some(mock) => mock.create_topic(&topic, self.partitions, 1).context("creating the demo topic")?,
             None => {
-                let spec = TopicSpec { name: topic.clone(), partitions: self.partitions, replication_factor: 1 };
+                let spec = TopicSpec { name: topic.clone(), partitions: self.partitions, replication_factor: Some(1) };
                 create_topics(&kafka, &[spec], Duration::from_secs(30)).await?;
             }
         }

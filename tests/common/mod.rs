@@ -33,7 +33,7 @@ pub fn kafka() -> KafkaSettings {
 /// A fresh topic with a unique name, so tests never see each other's records.
 pub async fn fresh_topic(prefix: &str, partitions: i32) -> String {
     let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-    let spec = TopicSpec { name: name.clone(), partitions, replication_factor: 1 };
+    let spec = TopicSpec { name: name.clone(), partitions, replication_factor: None };
     create_topics(&kafka(), &[spec], Duration::from_secs(20)).await.expect("create topic");
     name
 }
@@ -156,6 +156,15 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str, expected: usize) -> Vec<Lo
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                 payload: m.payload().unwrap_or_default().to_vec(),
             }),
+            // A node of the cluster being down is reported too; the client goes on with the others.
+            Some(Err(e))
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
+                            | rdkafka::types::RDKafkaErrorCode::AllBrokersDown
+                    )
+                ) => {}
             Some(Err(e)) => panic!("consume: {e}"),
             None => {}
         }
@@ -163,107 +172,112 @@ pub fn read_topic(kafka: &KafkaSettings, topic: &str, expected: usize) -> Vec<Lo
     records
 }
 
-/// A broker process of the test's own (tansu in a temp directory), for tests that stop and
-/// restart the broker. Killed when dropped.
-pub struct OwnBroker {
-    pub port: u16,
+/// A Kafka cluster of the test's own (`infra/local/kafka-node` processes in a temp
+/// directory), for tests that kill and restart brokers. Killed and removed when dropped.
+pub struct OwnCluster {
+    pub base_port: u16,
+    nodes: usize,
     dir: std::path::PathBuf,
-    storage: &'static str,
-    child: Option<std::process::Child>,
+    children: Vec<Option<std::process::Child>>,
 }
 
-impl OwnBroker {
-    /// With `memory://` storage: a restart comes back empty.
-    pub fn start_in_memory() -> OwnBroker {
-        Self::start_with("memory://tansu/")
-    }
-
-    fn start_with(storage: &'static str) -> OwnBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-        let dir = std::env::temp_dir().join(format!("orderflow-broker-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("broker dir");
-        let mut broker = OwnBroker { port, dir, storage, child: None };
-        broker.restart();
-        broker
+impl OwnCluster {
+    /// Starts `nodes` combined broker+controller nodes and waits until every broker has
+    /// registered (with three nodes, topics default to replication factor 3, min ISR 2).
+    pub fn start(nodes: usize) -> OwnCluster {
+        let dir = std::env::temp_dir().join(format!("orderflow-kafka-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let mut cluster = OwnCluster { base_port: free_port_run(2 * nodes), nodes, dir, children: Vec::new() };
+        cluster.children = (0..nodes).map(|_| None).collect();
+        for node in 1..=nodes {
+            cluster.start_node(node);
+        }
+        cluster.wait_for_brokers(nodes);
+        cluster
     }
 
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        (1..=self.nodes).map(|n| format!("127.0.0.1:{}", self.port_of(n))).collect::<Vec<_>>().join(",")
     }
 
-    /// Starts the broker process (again), on the same port and storage.
-    pub fn restart(&mut self) {
-        let bin = std::env::var("ORDERFLOW_TANSU_BIN")
-            .unwrap_or_else(|_| format!("{}/.cargo/bin/tansu", std::env::var("HOME").unwrap_or_default()));
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(self.dir.join("tansu.log")).expect("log");
-        let child = std::process::Command::new(bin)
-            .current_dir(&self.dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
+    pub fn port_of(&self, node: usize) -> u16 {
+        self.base_port + 2 * (node as u16 - 1)
+    }
+
+    /// Starts node `node` (1-based) again, on its ports and storage.
+    pub fn start_node(&mut self, node: usize) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/infra/local/kafka-node");
+        let log = std::fs::File::create(self.dir.join(format!("node-{node}.out"))).expect("log");
+        let heap = if self.nodes > 1 { "320m" } else { "512m" };
+        let child = std::process::Command::new(script)
+            .args([self.dir.to_str().expect("utf-8 path"), &node.to_string(), &self.nodes.to_string()])
+            .args([&self.base_port.to_string(), heap])
+            .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("start tansu (ORDERFLOW_TANSU_BIN)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "own broker did not start");
-            std::thread::sleep(Duration::from_millis(50));
+            .expect("start infra/local/kafka-node");
+        self.children[node - 1] = Some(child);
+    }
+
+    /// Waits (120 s at most) until `count` brokers answer in the cluster's metadata.
+    pub fn wait_for_brokers(&self, count: usize) {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = KafkaSettings::new(self.brokers()).client_config().create().expect("client");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(m) = consumer.fetch_metadata(None, Duration::from_secs(2)) {
+                if m.brokers().len() >= count {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "own Kafka cluster did not come up; see {}/node-*/server.log",
+                self.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
-    /// SIGKILL: the broker vanishes without a goodbye.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    /// SIGKILL of one node: it vanishes without a goodbye.
+    pub fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.children[node - 1].take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 }
 
-impl Drop for OwnBroker {
+impl Drop for OwnCluster {
     fn drop(&mut self) {
-        self.kill();
+        for node in 1..=self.nodes {
+            self.kill(node);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// The true end of every partition of `topic`: one past the last offset a reader from
-/// the beginning finds. (tansu's watermark answers can fall short when its offsets have
-/// gaps, so the tests read the log instead of trusting them.)
-pub fn log_ends(kafka: &KafkaSettings, topic: &str) -> std::collections::BTreeMap<i32, i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Message, Offset, TopicPartitionList};
-    let consumer: BaseConsumer = kafka
-        .client_config()
-        .set("group.id", format!("ends-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = std::collections::BTreeMap::new();
-    for p in metadata.topics()[0].partitions() {
-        assignment.add_partition_offset(topic, p.id(), Offset::Beginning).expect("partition");
-        ends.insert(p.id(), 0);
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut quiet_since = std::time::Instant::now();
-    while quiet_since.elapsed() < Duration::from_millis(1000) {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            ends.insert(m.partition(), m.offset() + 1);
-            quiet_since = std::time::Instant::now();
+/// The first of `count` consecutive loopback ports that are free right now.
+fn free_port_run(count: usize) -> u16 {
+    for _ in 0..200 {
+        let first = free_port();
+        if first as usize + count >= u16::MAX as usize {
+            continue;
+        }
+        let all_free = (0..count as u16).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok());
+        if all_free {
+            return first;
         }
     }
-    ends
+    panic!("no run of {count} free ports");
+}
+
+/// The end of every partition of `topic` (the high watermark: one past the last record).
+pub fn log_ends(kafka: &KafkaSettings, topic: &str) -> std::collections::BTreeMap<i32, i64> {
+    infra::group_inspect::Inspector::new(kafka, Duration::from_secs(10))
+        .and_then(|i| i.log_ends(topic))
+        .expect("log end offsets")
 }
 
 /// Waits (30 s at most) until `group`'s stored offsets reach the log end on every partition
@@ -461,4 +475,38 @@ pub fn kafka_committed(
             _ => None,
         })
         .collect()
+}
+
+/// Kafka's own command-line tool `kafka-<tool>` (from the same jars as the local broker),
+/// run to completion; panics with its stderr if it fails.
+pub fn kafka_tool(tool: &str, args: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/infra/local/kafka-tool");
+    let output = std::process::Command::new(script).arg(tool).args(args).output().expect("run infra/local/kafka-tool");
+    assert!(
+        output.status.success(),
+        "kafka-{tool} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The reference for "exactly right": one calm member per projection, from offset 0 into
+/// the empty tables of a fresh database, caught up with the whole topic.
+pub async fn calm_rebuild(kafka: &KafkaSettings, topic: &str) -> projections::store::Store {
+    let store = projections::store::Store::connect(&fresh_database().await).await.expect("store");
+    let mut members = Vec::new();
+    for kind in consumers::ProjectionKind::ALL {
+        let group = format!("{}-calm-{topic}", kind.name());
+        let member =
+            consumers::member::run_member(member_config(kind, topic, &group), kafka, store.clone()).expect("member");
+        members.push((group, member));
+    }
+    for (group, _) in &members {
+        wait_caught_up(&store, kafka, group, topic).await;
+    }
+    for (_, member) in members {
+        member.stop().await.expect("stop");
+    }
+    store
 }

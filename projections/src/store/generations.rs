@@ -113,31 +113,31 @@ impl Store {
         Ok(generation)
     }
 
+    /// The groups of generations of `projection` newer than the live one: rebuilds that
+    /// are running, or were abandoned. Whether one is running is the broker's to say (its
+    /// group has members); the caller asks it before [`Store::prepare_rebuild`].
+    pub async fn unfinished_rebuilds(&self, projection: &str) -> Result<Vec<String>, StoreError> {
+        let live = self.live_projection(projection).await?;
+        let rows = sqlx::query(
+            "SELECT group_id FROM projection_groups WHERE projection = $1 AND generation > $2 ORDER BY generation",
+        )
+        .bind(projection)
+        .bind(live.generation)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.try_get("group_id")).collect::<Result<_, sqlx::Error>>()?)
+    }
+
     /// Creates empty tables for the next generation of `projection` and registers a fresh
     /// group to build them from offset 0. Leftovers of an abandoned rebuild are dropped.
+    /// Two rebuilds of one projection would wipe each other's progress: the caller makes
+    /// sure none of [`Store::unfinished_rebuilds`] is still running.
     #[tracing::instrument(skip(self))]
     pub async fn prepare_rebuild(&self, projection: &str) -> Result<LiveProjection, StoreError> {
         if !schema::PROJECTIONS.contains(&projection) {
             return Err(StoreError::Invalid(format!("unknown projection {projection:?}")));
         }
         let live = self.live_projection(projection).await?;
-        // Two rebuilds of one projection would build the same generation and wipe each
-        // other's progress: refuse while another one's members are alive.
-        let busy = sqlx::query(
-            "SELECT m.group_id FROM group_members m JOIN projection_groups g ON g.group_id = m.group_id
-             WHERE g.projection = $1 AND g.generation > $2 AND m.seen_at_ms >= $3",
-        )
-        .bind(projection)
-        .bind(live.generation)
-        .bind(now_ms() - 10_000)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = busy {
-            let group: String = row.try_get("group_id")?;
-            return Err(StoreError::Invalid(format!(
-                "a rebuild of {projection} is already running (group {group} has live members); let it finish or stop it"
-            )));
-        }
         let newest: Option<i64> =
             sqlx::query("SELECT MAX(generation) AS g FROM projection_groups WHERE projection = $1")
                 .bind(projection)

@@ -66,15 +66,6 @@ pub struct GroupPartitionOffset {
     pub updated_at_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ReportedMember {
-    pub group: String,
-    pub member_id: String,
-    pub host: String,
-    pub partitions: Vec<i32>,
-    pub seen_at_ms: i64,
-}
-
 pub(super) fn level_of(r: &AnyRow) -> Result<InventoryLevel, sqlx::Error> {
     Ok(InventoryLevel {
         sku: r.try_get("sku")?,
@@ -291,66 +282,6 @@ impl Store {
                     partition: r.try_get::<i64, _>("partition_id")? as i32,
                     next_offset: r.try_get("next_offset")?,
                     updated_at_ms: r.try_get("updated_at_ms")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?)
-    }
-}
-
-impl Store {
-    /// A member says which partitions it owns now (called on every assignment change and
-    /// every few seconds as a heartbeat).
-    pub async fn report_member(
-        &self,
-        group: &str,
-        member_id: &str,
-        host: &str,
-        partitions: &[i32],
-    ) -> Result<(), StoreError> {
-        let list: Vec<String> = partitions.iter().map(i32::to_string).collect();
-        sqlx::query(
-            "INSERT INTO group_members (group_id, member_id, host, partitions, seen_at_ms) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (group_id, member_id) DO UPDATE SET host = excluded.host, partitions = excluded.partitions,
-             seen_at_ms = excluded.seen_at_ms",
-        )
-        .bind(group)
-        .bind(member_id)
-        .bind(host)
-        .bind(list.join(","))
-        .bind(chrono::Utc::now().timestamp_millis())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn remove_member(&self, group: &str, member_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND member_id = $2")
-            .bind(group)
-            .bind(member_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Members of any group seen since `since_ms` (older rows are members that died).
-    pub async fn reported_members(&self, since_ms: i64) -> Result<Vec<ReportedMember>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT group_id, member_id, host, partitions, seen_at_ms FROM group_members WHERE seen_at_ms >= $1
-             ORDER BY group_id, partitions, member_id",
-        )
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let partitions: String = r.try_get("partitions")?;
-                Ok(ReportedMember {
-                    group: r.try_get("group_id")?,
-                    member_id: r.try_get("member_id")?,
-                    host: r.try_get("host")?,
-                    partitions: partitions.split(',').filter_map(|p| p.parse().ok()).collect(),
-                    seen_at_ms: r.try_get("seen_at_ms")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()?)

@@ -92,12 +92,9 @@ pub fn common_statements(dialect: Dialect) -> Vec<String> {
             projection TEXT PRIMARY KEY, generation BIGINT NOT NULL, group_id TEXT NOT NULL,
             switched_at_ms BIGINT NOT NULL)"
             .into(),
-        // Members report what they own, so operators see it whatever the broker's
-        // DescribeGroups answers (some Kafka-protocol brokers leave assignments out).
-        "CREATE TABLE IF NOT EXISTS group_members (
-            group_id TEXT NOT NULL, member_id TEXT NOT NULL, host TEXT NOT NULL, partitions TEXT NOT NULL,
-            seen_at_ms BIGINT NOT NULL, PRIMARY KEY (group_id, member_id))"
-            .into(),
+        // Members used to report their partitions here; the broker's own group description
+        // is the source now, so databases of earlier releases lose the table.
+        "DROP TABLE IF EXISTS group_members".into(),
         // Which generation a group writes; groups not listed write generation 1.
         "CREATE TABLE IF NOT EXISTS projection_groups (
             group_id TEXT PRIMARY KEY, projection TEXT NOT NULL, generation BIGINT NOT NULL,
