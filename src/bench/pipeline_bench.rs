@@ -76,6 +76,8 @@ pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow
             ((sustainable * 0.5).max(1.0), format!("50% of the pipeline's max sustainable {sustainable:.0} orders/s"))
         }
     };
+    let timings_before: Vec<consumers::member::Timings> =
+        members.iter().map(|(_, _, m)| *m.stats.timings.lock().unwrap_or_else(|e| e.into_inner())).collect();
     let acked: Arc<Mutex<Vec<(Instant, i32, i64)>>> = Arc::new(Mutex::new(Vec::new()));
     let load_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let body = json!({"customer_id":"c-1","currency":"EUR","lines":[{"sku":"SKU-1","quantity":1,"unit_price_minor":100}],"ship_to":{"country":"DE"}});
@@ -154,6 +156,22 @@ pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow
     }
     load.await?;
     anyhow::ensure!(taken > 0, "no order was accepted");
+    // Where a record's time went inside each member during the load (means per record).
+    let mut breakdown: BTreeMap<ProjectionKind, String> = BTreeMap::new();
+    for ((kind, _, m), before) in members.iter().zip(&timings_before) {
+        let now = *m.stats.timings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((age, wait, apply)) = now.means_since(before) {
+            let batches = now.batches - before.batches;
+            let per_batch = (now.records - before.records) as f64 / batches.max(1) as f64;
+            breakdown.insert(
+                *kind,
+                format!(
+                    "mean per record: created → polled {age:.1} ms (produce, ack, fetch, client queue), \
+                     buffer wait {wait:.1} ms, apply {apply:.1} ms; {batches} batches of {per_batch:.1} records"
+                ),
+            );
+        }
+    }
     for (_, _, m) in members {
         m.stop().await?;
     }
@@ -163,10 +181,12 @@ pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow
         anyhow::ensure!(values.len() == taken, "{kind}: {} of {taken} orders became visible", values.len());
         let p50 = percentile(&mut values, 50.0);
         let p99 = percentile(&mut values, 99.0);
+        let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
         let detail = format!(
-            "{} orders at {rate:.0}/s = {rate_note} (checkout + {} groups in one process); p50 {p50:.1} ms, p99 {p99:.1} ms",
+            "{} orders at {rate:.0}/s = {rate_note} (checkout + {} groups in one process); p50 {p50:.1} ms, p99 {p99:.1} ms, mean {mean:.1} ms; {}",
             taken,
-            ProjectionKind::ALL.len()
+            ProjectionKind::ALL.len(),
+            breakdown.get(&kind).map_or("no breakdown", String::as_str)
         );
         figures.push(at_most("P4", &format!("202 → visible p50 ({kind})"), p50, "ms", 25.0, detail.clone()));
         figures.push(at_most("P4", &format!("202 → visible p99 ({kind})"), p99, "ms", 100.0, detail));

@@ -221,7 +221,7 @@ impl OwnCluster {
     }
 
     /// Waits (120 s at most) until `count` brokers answer in the cluster's metadata.
-    pub fn wait_for_brokers(&self, count: usize) {
+    pub fn wait_for_brokers(&mut self, count: usize) {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let consumer: BaseConsumer = KafkaSettings::new(self.brokers()).client_config().create().expect("client");
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -229,6 +229,12 @@ impl OwnCluster {
             if let Ok(m) = consumer.fetch_metadata(None, Duration::from_secs(2)) {
                 if m.brokers().len() >= count {
                     return;
+                }
+            }
+            for (i, child) in self.children.iter_mut().enumerate() {
+                if let Some(Ok(Some(status))) = child.as_mut().map(std::process::Child::try_wait) {
+                    let out = std::fs::read_to_string(self.dir.join(format!("node-{}.out", i + 1))).unwrap_or_default();
+                    panic!("Kafka node {} exited with {status}:\n{out}", i + 1);
                 }
             }
             assert!(
