@@ -1,6 +1,6 @@
 //! A second rebuild of a projection is refused while the first one's group has members at
 //! the broker, and allowed once they are gone (an abandoned rebuild is started over).
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! `orderflow dead-letters retry|skip` on records the payment group parked, against the
 //! real broker and PostgreSQL, with the group running beside the operator.
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! `orderflow serve-api` against the real broker and PostgreSQL: read-your-writes with
 //! `after=`, the timeline, every list and lookup, bad parameters, and the dashboard in a
 //! real headless Chromium.
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

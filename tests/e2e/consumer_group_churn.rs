@@ -2,7 +2,7 @@
 //! exactly as a calm rebuild from offset 0 into empty tables produces them — with eager
 //! (range) and cooperative-sticky assignment under the classic protocol, and under the
 //! consumer protocol (KIP-848), where the broker assigns incrementally.
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

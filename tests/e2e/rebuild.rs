@@ -2,7 +2,7 @@
 //! the live generation, the checkout taking orders, a reader polling the view, and the
 //! rebuild building generation 2 beside it and switching. Then `groups` shows the member
 //! followed the switch, and `--drop-old` removes the old tables.
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,6 +1,6 @@
 //! With the broker gone the checkout answers 503 "outcome unknown" in bounded time, never
 //! hangs, and recovers by itself when the broker returns.
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

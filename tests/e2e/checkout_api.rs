@@ -1,6 +1,6 @@
 //! The checkout API against the real broker and PostgreSQL: what each route appends, what
 //! it refuses, and how Idempotency-Keys behave.
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! If a group's offset row vanished (an operator deleted it, a generation was dropped
 //! under a running member), the next batch recreates it and moves it, instead of applying
 //! events while no offset records them.
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! Orders placed, paid, shipped and cancelled through the checkout show up in all three
 //! views with exactly the values the events imply, on PostgreSQL and on SQLite, and both
 //! databases hold identical rows for the same log.
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Events encoded by the contract go through the real broker and come back decoded, each
 //! order's events in one partition, in the order they were appended.
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! A database created by an earlier release (payment rows without capture times, dead
 //! letters without a status) still starts: migrations add the missing columns, the views
 //! answer, and the old rows survive.
-mod common;
+use crate::common;
 
 use projections::store::Store;
 use sqlx::Connection;

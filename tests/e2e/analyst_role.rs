@@ -1,6 +1,6 @@
 //! On PostgreSQL, analysts log in as `orderflow_analyst`: they read the views and cannot
 //! write anything, nor read the offset or dead-letter tables.
-mod common;
+use crate::common;
 
 use projections::store::Store;
 use sqlx::Connection;

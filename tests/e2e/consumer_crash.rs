@@ -2,7 +2,7 @@
 //! projection write, after the offset update, after commit) and restarted leaves the views
 //! exactly as a calm rebuild produces them: no lost and no doubled effect. The member runs
 //! as a real child process built with the `fault-injection` feature.
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Poison records of every kind land once each in dead_letters, later events of a parked
 //! order are parked too, the partition moves on, and valid events keep being applied.
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
