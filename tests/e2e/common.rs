@@ -441,15 +441,17 @@ pub fn run_orderflow(args: &[&str]) -> String {
 
 /// `run_orderflow` with these environment variables set.
 pub fn run_orderflow_with(args: &[&str], env: &[(&str, &str)]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run orderflow");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"));
+    command.args(args).envs(env.iter().copied()).env("RUST_LOG", "error");
+    stdout_of_success(command, &format!("orderflow {args:?}"))
+}
+
+/// Runs `command` to completion and returns its stdout; panics with its output if it fails.
+fn stdout_of_success(mut command: std::process::Command, what: &str) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     assert!(
         output.status.success(),
-        "orderflow {args:?} failed: {}{}",
+        "{what} failed: {}{}",
         String::from_utf8_lossy(&output.stderr),
         String::from_utf8_lossy(&output.stdout)
     );
@@ -487,14 +489,9 @@ pub fn kafka_committed(
 /// run to completion; panics with its stderr if it fails.
 pub fn kafka_tool(tool: &str, args: &[&str]) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/infra/local/kafka-tool");
-    let output = std::process::Command::new(script).arg(tool).args(args).output().expect("run infra/local/kafka-tool");
-    assert!(
-        output.status.success(),
-        "kafka-{tool} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    let mut command = std::process::Command::new(script);
+    command.arg(tool).args(args);
+    stdout_of_success(command, &format!("kafka-{tool} {args:?}"))
 }
 
 /// The reference for "exactly right": one calm member per projection, from offset 0 into
