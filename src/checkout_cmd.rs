@@ -7,7 +7,7 @@ use producers::checkout::{self, AppState};
 use producers::load::{self, LoadConfig};
 use producers::publisher::PublisherConfig;
 
-use crate::cli::{parse_duration, KafkaArgs};
+use crate::cli::{parse_duration, DatabaseUrlArgs, KafkaArgs, TopicArgs};
 
 #[derive(Debug, Args)]
 pub struct CheckoutArgs {
@@ -16,11 +16,11 @@ pub struct CheckoutArgs {
     /// Address to serve the API on.
     #[arg(long, env = "ORDERFLOW_CHECKOUT_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
-    /// Where Idempotency-Key records live (`postgres://…` or `sqlite://…`).
-    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
-    database_url: String,
-    #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
-    topic: String,
+    /// Where Idempotency-Key records live.
+    #[command(flatten)]
+    database: DatabaseUrlArgs,
+    #[command(flatten)]
+    topic: TopicArgs,
     /// How long a request waits for the broker's acknowledgement before answering 503.
     #[arg(long, env = "ORDERFLOW_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     publish_timeout: Duration,
@@ -33,8 +33,9 @@ impl CheckoutArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let kafka = self.kafka.settings()?;
         let publisher =
-            PublisherConfig { topic: self.topic, deadline: self.publish_timeout, linger_ms: self.linger_ms };
-        let state = AppState::connect(&kafka, &self.database_url, publisher).await.context("starting checkout")?;
+            PublisherConfig { topic: self.topic.topic, deadline: self.publish_timeout, linger_ms: self.linger_ms };
+        let state =
+            AppState::connect(&kafka, &self.database.database_url, publisher).await.context("starting checkout")?;
         let listener =
             tokio::net::TcpListener::bind(&self.listen).await.with_context(|| format!("binding {}", self.listen))?;
         tracing::info!(listen = %listener.local_addr()?, brokers = %kafka.brokers, "checkout serving");

@@ -1,8 +1,11 @@
 //! Command-line contract. Every flag has an `ORDERFLOW_*` environment variable; names are
 //! used by scripts and docs, so they change only deliberately.
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use std::time::Duration;
+
+use consumers::member::{defaults, MemberConfig};
 
 use crate::{checkout_cmd, topics_cmd};
 
@@ -28,12 +31,19 @@ impl KafkaArgs {
     }
 }
 
+/// The SQL database a command works on.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseUrlArgs {
+    /// `postgres://…` or `sqlite://…` (the default: a file in the working directory).
+    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
+    pub database_url: String,
+}
+
 /// The projection database, and how consumer groups are named in it.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// The projection database (`postgres://…` or `sqlite://…`).
-    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db?mode=rwc")]
-    pub database_url: String,
+    #[command(flatten)]
+    pub url: DatabaseUrlArgs,
     /// Consumer groups are named `<prefix>-<projection>`; give each deployment sharing a
     /// Kafka cluster its own.
     #[arg(long, env = "ORDERFLOW_GROUP_PREFIX", default_value = projections::store::DEFAULT_GROUP_PREFIX)]
@@ -43,11 +53,18 @@ pub struct DatabaseArgs {
 impl DatabaseArgs {
     pub async fn connect(&self) -> anyhow::Result<projections::store::Store> {
         use anyhow::Context;
-        let store = projections::store::Store::connect(&self.database_url)
+        let store = projections::store::Store::connect(&self.url.database_url)
             .await
             .context("connecting to the projection database")?;
         Ok(store.with_group_prefix(&self.group_prefix)?)
     }
+}
+
+/// The topic the order events are on.
+#[derive(Debug, Clone, Args)]
+pub struct TopicArgs {
+    #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
+    pub topic: String,
 }
 
 /// Where the log and the projections are: what every read-side command needs.
@@ -57,22 +74,71 @@ pub struct PipelineArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// The topic the order events are on.
-    #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
-    pub topic: String,
+    #[command(flatten)]
+    pub topic: TopicArgs,
 }
 
-/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?}: unknown unit {unit:?}; use ms, s or m")),
+/// How a consumer group member batches, polls and joins its group. Defaults are
+/// `consumers::member::defaults`.
+#[derive(Debug, Clone, Args)]
+pub struct MemberArgs {
+    /// Records per batch at most.
+    #[arg(long, env = "ORDERFLOW_BATCH_MAX", default_value_t = defaults::BATCH_MAX,
+          value_parser = clap::value_parser!(u32).range(1..=100_000).map(|n| n as usize))]
+    pub batch_max: usize,
+    /// How long a batch may wait to fill.
+    #[arg(long, env = "ORDERFLOW_BATCH_WAIT", default_value_t = defaults::BATCH_WAIT.into(), value_parser = duration)]
+    pub batch_wait: humantime::Duration,
+    /// Consumer group protocol: `classic`, or `consumer` (KIP-848, Kafka 4: the broker
+    /// assigns partitions and owns the session timeout, so `--assignment-strategy` and
+    /// `--session-timeout` do not apply).
+    #[arg(long, env = "ORDERFLOW_GROUP_PROTOCOL", default_value_t = consumers::GroupProtocol::default())]
+    pub group_protocol: consumers::GroupProtocol,
+    /// range, roundrobin or cooperative-sticky (classic protocol).
+    #[arg(long, env = "ORDERFLOW_ASSIGNMENT_STRATEGY", default_value = defaults::ASSIGNMENT_STRATEGY,
+          value_parser = clap::builder::PossibleValuesParser::new(defaults::ASSIGNMENT_STRATEGIES))]
+    pub assignment_strategy: String,
+    #[arg(long, env = "ORDERFLOW_SESSION_TIMEOUT", default_value_t = defaults::SESSION_TIMEOUT.into(), value_parser = duration)]
+    pub session_timeout: humantime::Duration,
+    #[arg(long, env = "ORDERFLOW_MAX_POLL_INTERVAL", default_value_t = defaults::MAX_POLL_INTERVAL.into(), value_parser = duration)]
+    pub max_poll_interval: humantime::Duration,
+    /// How long the broker may hold an empty fetch (librdkafka `fetch.wait.max.ms`). Kafka
+    /// answers as soon as data arrives, so this bounds only idle fetches.
+    #[arg(long, env = "ORDERFLOW_FETCH_WAIT", default_value_t = defaults::FETCH_WAIT.into(), value_parser = duration)]
+    pub fetch_wait: humantime::Duration,
+}
+
+impl MemberArgs {
+    /// A member configuration for `projection` on `topic` with these settings.
+    pub fn config(&self, projection: projections::ProjectionKind, topic: &str) -> anyhow::Result<MemberConfig> {
+        if *self.session_timeout > *self.max_poll_interval {
+            anyhow::bail!("--session-timeout must not exceed --max-poll-interval");
+        }
+        let mut config = MemberConfig::new(projection, topic);
+        config.batch_max = self.batch_max;
+        config.batch_wait = *self.batch_wait;
+        config.group_protocol = self.group_protocol;
+        config.assignment_strategy = self.assignment_strategy.clone();
+        config.session_timeout = *self.session_timeout;
+        config.max_poll_interval = *self.max_poll_interval;
+        config.fetch_wait = *self.fetch_wait;
+        Ok(config)
     }
+}
+
+/// Parses a duration like `250ms`, `5s`, `2m`, `1h 30m` (humantime's syntax), or a bare
+/// number of seconds.
+pub fn duration(s: &str) -> Result<humantime::Duration, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<u64>().map(|n| Duration::from_secs(n).into()).map_err(|e| format!("{s:?}: {e}"));
+    }
+    s.parse::<humantime::Duration>().map_err(|e| format!("{s:?} is not a duration like 500ms, 5s or 2m: {e}"))
+}
+
+/// [`duration`] as a `std::time::Duration`, for flags that store one.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    duration(s).map(Into::into)
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,7 +228,8 @@ mod tests {
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("5 fortnights").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("").is_err());
     }

@@ -2,8 +2,8 @@
 //! what an operator does about them.
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use consumers::ProjectionKind;
 use projections::store::DeadLetterSelection;
+use projections::ProjectionKind;
 use schemas::Codec;
 use serde_json::json;
 use uuid::Uuid;
@@ -53,12 +53,10 @@ impl ActionArgs {
         let store = self.database.connect().await?;
         let projection = match self.projection {
             Some(p) => p,
-            None => {
-                let name = store.projection_of_group(&self.group).await?.with_context(|| {
-                    format!("which projection does group {:?} build? pass --projection", self.group)
-                })?;
-                name.parse().map_err(anyhow::Error::msg)?
-            }
+            None => store
+                .projection_of_group(&self.group)
+                .await?
+                .with_context(|| format!("which projection does group {:?} build? pass --projection", self.group))?,
         };
         let outcome = projection.retry_dead_letters(&store, &self.group, &self.selection(), &Codec::builtin()).await?;
         if self.json {

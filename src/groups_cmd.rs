@@ -22,13 +22,13 @@ impl GroupsArgs {
     pub async fn run(self) -> anyhow::Result<()> {
         let kafka = self.pipeline.kafka.settings()?;
         let store = self.pipeline.database.connect().await?;
-        let offsets = store.all_group_offsets(&self.pipeline.topic).await?;
+        let offsets = store.all_group_offsets(&self.pipeline.topic.topic).await?;
         let live = store.live_projections().await?;
         let dead: BTreeMap<String, i64> = store.dead_letter_counts().await?.into_iter().collect();
         let mut groups: BTreeSet<String> = offsets.iter().map(|o| o.group.clone()).collect();
         groups.extend(live.iter().map(|l| l.group.clone()));
         let inspector = Inspector::new(&kafka, Duration::from_secs(5))?;
-        let topic = self.pipeline.topic.clone();
+        let topic = self.pipeline.topic.topic.clone();
         let names: Vec<String> = groups.iter().cloned().collect();
         let (ends, members) = tokio::task::spawn_blocking(move || {
             let ends = inspector.log_ends(&topic);

@@ -1,21 +1,8 @@
-//! The one orderflow binary: parses arguments, builds configuration, calls the crates.
-//! Runtime, signals and exit codes live here; the crates stay free of them.
-mod bench;
-mod checkout_cmd;
-mod cli;
-mod consume_cmd;
-mod dead_letters_cmd;
-mod demo;
-mod groups_cmd;
-mod query_api;
-mod rebuild_cmd;
-mod serve_api_cmd;
-mod topics_cmd;
-
+//! The orderflow binary: parse arguments, start the runtime, run the command, exit.
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = orderflow::Cli::parse();
     infra::telemetry::init_with_default(cli.default_log_level());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

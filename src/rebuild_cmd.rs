@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use consumers::member::{run_member, MemberConfig};
-use consumers::ProjectionKind;
+use consumers::member::run_member;
 use projections::store::Store;
+use projections::ProjectionKind;
 
 use crate::cli::parse_duration;
 
@@ -29,9 +29,9 @@ pub struct RebuildArgs {
     /// Give up if the new generation has not caught up within this time.
     #[arg(long, default_value = "30m", value_parser = parse_duration)]
     timeout: Duration,
-    /// The member's `fetch.wait.max.ms` (see `orderflow consume --help`).
-    #[arg(long, env = "ORDERFLOW_FETCH_WAIT", default_value = "10ms", value_parser = crate::cli::parse_duration)]
-    fetch_wait: Duration,
+    /// The rebuilding member's settings (as for `orderflow consume`).
+    #[command(flatten)]
+    member: crate::cli::MemberArgs,
     /// Print JSON lines of progress instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -45,15 +45,13 @@ impl RebuildArgs {
         if self.no_rebuild {
             return self.drop_retired(&store).await;
         }
-        let live = store.live_projection(name).await?;
-        refuse_if_running(&kafka, &store, self.projection, &self.pipeline.topic).await?;
-        let next = store.prepare_rebuild(name).await?;
+        let live = store.live_projection(self.projection).await?;
+        refuse_if_running(&kafka, &store, self.projection, &self.pipeline.topic.topic).await?;
+        let next = store.prepare_rebuild(self.projection).await?;
         self.report(&serde_json::json!({"event": "started", "projection": name, "from_generation": live.generation,
             "to_generation": next.generation, "group": next.group}));
-        let mut config = MemberConfig::new(self.projection, &self.pipeline.topic);
+        let mut config = self.member.config(self.projection, &self.pipeline.topic.topic)?;
         config.group = next.group.clone();
-        config.batch_max = 5_000;
-        config.fetch_wait = self.fetch_wait;
         let member = run_member(config, &kafka, store.clone())?;
         let bar = self.progress_bar();
         let started = Instant::now();
@@ -73,7 +71,7 @@ impl RebuildArgs {
             bar.set_position(applied as u64);
             let lag = member.stats.lag();
             if lag.is_some_and(|l| l <= 5_000) || (lag.is_none() && member.stats.batches.load(Ordering::Relaxed) > 0) {
-                if let Some(old) = store.try_switch(&next, &self.pipeline.topic, Duration::from_secs(5)).await? {
+                if let Some(old) = store.try_switch(&next, &self.pipeline.topic.topic, Duration::from_secs(5)).await? {
                     break old;
                 }
             }
@@ -98,7 +96,7 @@ impl RebuildArgs {
     }
 
     async fn drop_retired(&self, store: &Store) -> anyhow::Result<()> {
-        for old in store.retired_generations(self.projection.name()).await? {
+        for old in store.retired_generations(self.projection).await? {
             store.drop_generation(&old).await?;
             self.report(&serde_json::json!({"event": "dropped", "projection": old.projection,
                 "generation": old.generation, "group": old.group}));
@@ -137,7 +135,7 @@ async fn refuse_if_running(
     projection: ProjectionKind,
     topic: &str,
 ) -> anyhow::Result<()> {
-    let groups = store.unfinished_rebuilds(projection.name()).await?;
+    let groups = store.unfinished_rebuilds(projection).await?;
     if groups.is_empty() {
         return Ok(());
     }

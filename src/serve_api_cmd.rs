@@ -26,11 +26,11 @@ impl ServeApiArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let kafka = self.pipeline.kafka.settings()?;
         let store = self.pipeline.database.connect().await?;
-        let state = ApiState::new(store, &kafka, &self.pipeline.topic, self.read_wait, self.low_stock);
+        let state = ApiState::new(store, &kafka, &self.pipeline.topic.topic, self.read_wait, self.low_stock);
         let listener =
             tokio::net::TcpListener::bind(&self.listen).await.with_context(|| format!("binding {}", self.listen))?;
         tracing::info!(listen = %listener.local_addr()?, "query API serving");
-        axum::serve(listener, query_api::router(state)).with_graceful_shutdown(shutdown).await?;
+        query_api::run(listener, state, shutdown).await.context("serving the query API")?;
         Ok(())
     }
 }

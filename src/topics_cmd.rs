@@ -16,9 +16,8 @@ pub enum TopicsCommand {
 pub struct CreateArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Topic name.
-    #[arg(long, env = "ORDERFLOW_TOPIC", default_value = schemas::ORDERS_TOPIC)]
-    topic: String,
+    #[command(flatten)]
+    topic: crate::cli::TopicArgs,
     /// Partition count: the ceiling on members per consumer group.
     #[arg(long, env = "ORDERFLOW_PARTITIONS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     partitions: i32,
@@ -37,7 +36,7 @@ impl TopicsCommand {
             TopicsCommand::Create(args) => {
                 let settings = args.kafka.settings()?;
                 let spec = TopicSpec {
-                    name: args.topic,
+                    name: args.topic.topic,
                     partitions: args.partitions,
                     replication_factor: args.replication_factor,
                 };

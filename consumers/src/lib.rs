@@ -8,8 +8,6 @@ mod context;
 mod error;
 pub mod member;
 pub mod metrics;
-mod projection_kind;
 
 pub use error::ConsumerError;
 pub use member::{GroupProtocol, MemberConfig, MemberHandle, MemberStats};
-pub use projection_kind::ProjectionKind;

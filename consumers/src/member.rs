@@ -20,7 +20,9 @@ use tokio::runtime::Handle;
 
 use crate::context::MemberContext;
 use crate::metrics as m;
-use crate::{ConsumerError, ProjectionKind};
+use projections::ProjectionKind;
+
+use crate::ConsumerError;
 
 #[derive(Debug, Clone)]
 pub struct MemberConfig {
@@ -47,20 +49,35 @@ pub struct MemberConfig {
     pub shutdown_deadline: Duration,
 }
 
+/// The one default of each member setting (the CLI shows and uses these too).
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const BATCH_MAX: usize = 2_000;
+    pub const BATCH_WAIT: Duration = Duration::from_millis(5);
+    pub const ASSIGNMENT_STRATEGY: &str = "cooperative-sticky";
+    /// The classic protocol's assignors, for validating the setting.
+    pub const ASSIGNMENT_STRATEGIES: [&str; 3] = ["range", "roundrobin", "cooperative-sticky"];
+    pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
+    pub const FETCH_WAIT: Duration = Duration::from_millis(10);
+    pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+}
+
 impl MemberConfig {
     pub fn new(projection: ProjectionKind, topic: &str) -> Self {
         MemberConfig {
             projection,
-            group: projection.default_group(),
+            group: projections::store::default_group(projection),
             topic: topic.to_string(),
-            batch_max: 2_000,
-            batch_wait: Duration::from_millis(5),
+            batch_max: defaults::BATCH_MAX,
+            batch_wait: defaults::BATCH_WAIT,
             group_protocol: GroupProtocol::Classic,
-            assignment_strategy: "cooperative-sticky".into(),
-            session_timeout: Duration::from_secs(10),
-            max_poll_interval: Duration::from_secs(60),
-            shutdown_deadline: Duration::from_secs(10),
-            fetch_wait: Duration::from_millis(10),
+            assignment_strategy: defaults::ASSIGNMENT_STRATEGY.into(),
+            session_timeout: defaults::SESSION_TIMEOUT,
+            max_poll_interval: defaults::MAX_POLL_INTERVAL,
+            shutdown_deadline: defaults::SHUTDOWN_DEADLINE,
+            fetch_wait: defaults::FETCH_WAIT,
         }
     }
 }
@@ -169,7 +186,7 @@ impl MemberHandle {
     /// Waits until the member stopped (by request or error).
     pub async fn wait(&mut self) -> Result<(), ConsumerError> {
         match self.done.take() {
-            Some(rx) => rx.await.map_err(|_| ConsumerError::Thread("member thread ended without a result".into()))?,
+            Some(rx) => rx.await.map_err(|_| ConsumerError::Vanished)?,
             None => Ok(()),
         }
     }
@@ -253,7 +270,7 @@ pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> 
             leave_group(consumer, config.shutdown_deadline);
             let _ = tx.send(result);
         })
-        .map_err(|e| ConsumerError::Thread(e.to_string()))?;
+        .map_err(ConsumerError::Spawn)?;
     Ok(MemberHandle { stop, done: Some(rx), stats })
 }
 

@@ -29,21 +29,23 @@ impl Inspector {
         let consumer: BaseConsumer = settings
             .client_config_with(&[("group.id", "orderflow-inspector"), ("enable.auto.commit", "false")])
             .create()
-            .map_err(|e| InfraError::Admin(e.to_string()))?;
+            .map_err(InfraError::admin("creating the inspecting client"))?;
         Ok(Inspector { consumer, timeout })
     }
 
     /// The next offset to be written per partition (the high watermark).
     pub fn log_ends(&self, topic: &str) -> Result<BTreeMap<i32, i64>, InfraError> {
-        let metadata =
-            self.consumer.fetch_metadata(Some(topic), self.timeout).map_err(|e| InfraError::Admin(e.to_string()))?;
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(topic), self.timeout)
+            .map_err(InfraError::admin(format!("metadata of {topic}")))?;
         let mut ends = BTreeMap::new();
         for t in metadata.topics().iter().filter(|t| t.name() == topic) {
             for p in t.partitions() {
                 let (_, high) = self
                     .consumer
                     .fetch_watermarks(topic, p.id(), self.timeout)
-                    .map_err(|e| InfraError::Admin(format!("watermarks of {topic}/{}: {e}", p.id())))?;
+                    .map_err(InfraError::admin(format!("watermarks of {topic}/{}", p.id())))?;
                 ends.insert(p.id(), high);
             }
         }
@@ -55,7 +57,7 @@ impl Inspector {
         let list = self
             .consumer
             .fetch_group_list(Some(group), self.timeout)
-            .map_err(|e| InfraError::Admin(format!("describing group {group}: {e}")))?;
+            .map_err(InfraError::admin(format!("describing group {group}")))?;
         let mut members = Vec::new();
         for g in list.groups().iter().filter(|g| g.name() == group) {
             for m in g.members() {

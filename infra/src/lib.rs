@@ -3,15 +3,18 @@
 //! - [`KafkaSettings`]: bootstrap servers plus any librdkafka setting passed through from
 //!   `ORDERFLOW_KAFKA_*` variables, with secrets redacted from `Debug`.
 //! - [`topics`]: topic creation through the Kafka admin API.
-//! - [`telemetry`]: tracing setup for the binary.
+//! - [`telemetry`]: tracing setup for the binary and the process-wide metrics recorder.
+//! - [`http`]: what both HTTP services share: error body, request metrics, `/metrics`,
+//!   `/openapi.json`.
 //!
 //! `infra/local/` holds the scripts that start a broker and PostgreSQL on loopback.
 
 mod error;
 pub mod group_inspect;
+pub mod http;
 mod kafka_settings;
 pub mod telemetry;
 pub mod topics;
 
-pub use error::InfraError;
+pub use error::{error_chain, InfraError};
 pub use kafka_settings::KafkaSettings;

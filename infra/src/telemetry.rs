@@ -40,19 +40,3 @@ pub fn prometheus() -> PrometheusHandle {
         })
         .clone()
 }
-
-/// Serves `GET /metrics` on an already-bound listener until `shutdown` resolves.
-pub async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let handle = prometheus();
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let handle = handle.clone();
-            async move { ([("content-type", "text/plain; version=0.0.4")], handle.render()) }
-        }),
-    );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-}

@@ -41,7 +41,7 @@ pub async fn create_topics(
         }
     }
     let admin: AdminClient<DefaultClientContext> =
-        settings.client_config().create().map_err(|e| InfraError::Admin(e.to_string()))?;
+        settings.client_config().create().map_err(InfraError::admin("creating the admin client"))?;
     let new_topics: Vec<NewTopic> = specs
         .iter()
         .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor.unwrap_or(-1))))
@@ -50,13 +50,13 @@ pub async fn create_topics(
     let results = tokio::time::timeout(timeout + Duration::from_secs(1), admin.create_topics(&new_topics, &options))
         .await
         .map_err(|_| InfraError::AdminTimeout(timeout))?
-        .map_err(|e| InfraError::Admin(e.to_string()))?;
+        .map_err(InfraError::admin("creating topics"))?;
     results
         .into_iter()
         .map(|result| match result {
             Ok(name) => Ok((name, TopicOutcome::Created)),
             Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => Ok((name, TopicOutcome::AlreadyExisted)),
-            Err((name, code)) => Err(InfraError::Admin(format!("topic {name}: {code}"))),
+            Err((name, code)) => Err(InfraError::Refused { what: format!("creating topic {name}"), code }),
         })
         .collect()
 }

@@ -8,14 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+pub type HttpClient = reqwest::Client;
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -89,25 +85,28 @@ struct Shared {
     latencies: Mutex<Vec<Duration>>,
 }
 
+/// An HTTP client that keeps connections to the checkout open between requests.
 pub fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(512).build_http()
+    // Building fails only when the TLS backend or resolver cannot start; this client has
+    // neither, so the default client is an equal fallback.
+    reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap_or_default()
 }
 
-/// POSTs a JSON body; returns the status and the parsed JSON answer.
+/// POSTs a JSON body; returns the status and the parsed JSON answer (null if the answer
+/// is not JSON).
 pub async fn post_json(
     client: &HttpClient,
     url: &str,
     body: &Value,
     key: Option<&str>,
-) -> Result<(u16, Value), String> {
-    let mut request = hyper::Request::post(url).header("content-type", "application/json");
+) -> Result<(u16, Value), reqwest::Error> {
+    let mut request = client.post(url).json(body);
     if let Some(key) = key {
         request = request.header("idempotency-key", key);
     }
-    let request = request.body(Full::new(Bytes::from(body.to_string()))).map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let response = request.send().await?;
     let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let bytes = response.bytes().await?;
     Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
 }
 
@@ -279,7 +278,7 @@ async fn send(shared: &Shared, path: &str, body: &Value) -> Option<Value> {
             Some(Value::Null)
         }
         Err(e) => {
-            tracing::debug!(error = %e, path, "request failed");
+            tracing::debug!(error = &e as &dyn std::error::Error, path, "request failed");
             shared.failed.fetch_add(1, Ordering::Relaxed);
             Some(Value::Null)
         }

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use schemas::{Codec, Event};
@@ -16,7 +15,7 @@ use crate::metrics as m;
 
 /// Where an event was written: its partition and offset. Clients use it as a freshness
 /// token ("show me the projections once they have passed this position").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Position {
     pub partition: i32,
     pub offset: i64,
@@ -59,7 +58,7 @@ impl Publisher {
             ("linger.ms", &linger),
             ("compression.type", "lz4"),
         ]);
-        let producer: FutureProducer = client_config.create().map_err(|e| PublishError::Config(e.to_string()))?;
+        let producer: FutureProducer = client_config.create().map_err(PublishError::Config)?;
         Ok(Publisher {
             producer: RwLock::new((0, producer)),
             client_config,
@@ -86,7 +85,7 @@ impl Publisher {
     /// Appends one event keyed by [`Event::key`] and waits for the broker's ack.
     #[tracing::instrument(skip_all, fields(kind = ?event.kind(), event_id = %event.envelope().event_id))]
     pub async fn publish(&self, event: &Event) -> Result<Position, PublishError> {
-        let payload = self.codec.encode(event).map_err(|e| PublishError::Encode(e.to_string()))?;
+        let payload = self.codec.encode(event).map_err(PublishError::Encode)?;
         self.publish_encoded(&event.key(), &payload).await
     }
 
@@ -96,10 +95,7 @@ impl Publisher {
         let _in_flight = m::InFlightProduce::start();
         let (generation, producer) = self.current();
         let record = FutureRecord::to(&self.topic).key(key).payload(payload);
-        let delivery = producer.send_result(record).map_err(|(e, _)| match e {
-            KafkaError::MessageProduction(code) => PublishError::Rejected(code.to_string()),
-            other => PublishError::Rejected(other.to_string()),
-        })?;
+        let delivery = producer.send_result(record).map_err(|(e, _)| PublishError::Rejected(e))?;
         let outcome = tokio::time::timeout(self.deadline, delivery).await;
         m::record_produce_latency(started.elapsed());
         let error = match outcome {
@@ -107,9 +103,13 @@ impl Publisher {
                 self.consecutive_failures.store(0, Ordering::Relaxed);
                 return Ok(Position { partition: delivered.partition, offset: delivered.offset });
             }
-            Ok(Ok(Err((e, _)))) => PublishError::OutcomeUnknown(e.to_string()),
-            Ok(Err(_canceled)) => PublishError::OutcomeUnknown("producer shut down".into()),
-            Err(_elapsed) => PublishError::OutcomeUnknown(format!("no acknowledgement within {:?}", self.deadline)),
+            Ok(Ok(Err((e, _)))) => {
+                PublishError::OutcomeUnknown { reason: "the broker reported an error", source: Some(e) }
+            }
+            Ok(Err(_canceled)) => PublishError::OutcomeUnknown { reason: "the producer shut down", source: None },
+            Err(_elapsed) => {
+                PublishError::OutcomeUnknown { reason: "no acknowledgement within the publish timeout", source: None }
+            }
         };
         self.recover(generation, &producer);
         Err(error)
@@ -159,9 +159,12 @@ impl Publisher {
     /// Waits for queued produces to be acknowledged, up to `timeout`.
     pub async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
         let (_, producer) = self.current();
-        tokio::task::spawn_blocking(move || producer.flush(timeout))
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
-            .map_err(|e| PublishError::OutcomeUnknown(e.to_string()))?
-            .map_err(|e| PublishError::OutcomeUnknown(e.to_string()))
+            .map_err(|_| PublishError::OutcomeUnknown { reason: "the flushing thread did not finish", source: None })?;
+        flushed.map_err(|e| PublishError::OutcomeUnknown {
+            reason: "queued records were not acknowledged",
+            source: Some(e),
+        })
     }
 }

@@ -5,43 +5,111 @@ use schemas::{
     StockAdjusted,
 };
 use serde::Deserialize;
+use utoipa::openapi::schema::{ArrayBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::validation::{self as v, Checked, FieldError};
 
-#[derive(Debug, Deserialize)]
+// The schemas of checked fields, from the limits the checks below use.
+fn text16() -> Schema {
+    v::optional_text_schema(16)
+}
+fn text64() -> Schema {
+    v::text_schema(64)
+}
+fn optional_text64() -> Schema {
+    v::optional_text_schema(64)
+}
+fn text128() -> Schema {
+    v::text_schema(128)
+}
+fn optional_text128() -> Schema {
+    v::optional_text_schema(128)
+}
+fn optional_text500() -> Schema {
+    v::optional_text_schema(500)
+}
+fn quantity() -> Schema {
+    v::integer_schema(1, v::MAX_QUANTITY)
+}
+fn unit_price() -> Schema {
+    v::integer_schema(0, v::MAX_UNIT_PRICE_MINOR)
+}
+fn amount() -> Schema {
+    v::integer_schema(0, MAX_AMOUNT_MINOR)
+}
+fn lines() -> RefOr<Schema> {
+    ArrayBuilder::new()
+        .items(RefOr::Ref(Ref::from_schema_name("LineRequest")))
+        .min_items(Some(1))
+        .max_items(Some(v::MAX_LINES))
+        .description(Some(
+            "One entry per line; the order total (sum of quantity × unit_price_minor) must fit in a signed 64-bit integer",
+        ))
+        .into()
+}
+fn stock_delta() -> Schema {
+    // Any change within the bounds except none at all.
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(v::integer_schema(-v::MAX_STOCK_DELTA, -1))
+        .item(v::integer_schema(1, v::MAX_STOCK_DELTA))
+        .into()
+}
+fn adjustment_reason() -> RefOr<Schema> {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(ADJUSTMENT_REASONS))
+        .into()
+}
+
+/// The spellings of [`AdjustmentReason`] on the wire.
+const ADJUSTMENT_REASONS: [&str; 3] = ["received", "counted", "damaged"];
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
+    #[schema(schema_with = text64)]
     pub customer_id: String,
+    #[schema(schema_with = v::currency_schema)]
     pub currency: String,
+    #[schema(schema_with = lines)]
     pub lines: Vec<LineRequest>,
     pub ship_to: ShipToRequest,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineRequest {
+    #[schema(schema_with = v::sku_schema)]
     pub sku: String,
+    #[schema(schema_with = quantity)]
     pub quantity: i64,
+    /// Price of one unit in minor units of the order's currency (cents).
+    #[schema(schema_with = unit_price)]
     pub unit_price_minor: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShipToRequest {
+    #[schema(schema_with = v::country_schema)]
     pub country: String,
     #[serde(default)]
+    #[schema(schema_with = text16)]
     pub postal_code: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelOrderRequest {
     #[serde(default)]
+    #[schema(schema_with = optional_text500)]
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PaymentStatus {
     Authorized,
@@ -50,15 +118,17 @@ pub enum PaymentStatus {
     Refunded,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequest {
     pub status: PaymentStatus,
+    #[schema(schema_with = amount)]
     pub amount_minor: i64,
+    #[schema(schema_with = text128)]
     pub provider_ref: String,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ShipmentStatus {
     Packed,
@@ -66,22 +136,29 @@ pub enum ShipmentStatus {
     Delivered,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShipmentRequest {
     pub status: ShipmentStatus,
+    #[schema(schema_with = text64)]
     pub warehouse: String,
     #[serde(default)]
+    #[schema(schema_with = optional_text64)]
     pub carrier: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = optional_text128)]
     pub tracking: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockAdjustmentRequest {
+    #[schema(schema_with = text64)]
     pub warehouse: String,
+    /// Units added (positive) or removed (negative); never zero.
+    #[schema(schema_with = stock_delta)]
     pub delta: i64,
+    #[schema(schema_with = adjustment_reason)]
     pub reason: AdjustmentReason,
 }
 
@@ -181,5 +258,19 @@ impl StockAdjustmentRequest {
             return Err(FieldError::new("delta", "must not be zero"));
         }
         Ok(Event::StockAdjusted(StockAdjusted { envelope, sku, warehouse: self.warehouse, delta, reason: self.reason }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_adjustment_reason_in_the_schema_parses_and_nothing_else_does() {
+        for reason in ADJUSTMENT_REASONS {
+            let parsed: Result<AdjustmentReason, _> = serde_json::from_value(serde_json::json!(reason));
+            assert!(parsed.is_ok(), "{reason}");
+        }
+        assert!(serde_json::from_value::<AdjustmentReason>(serde_json::json!("stolen")).is_err());
     }
 }

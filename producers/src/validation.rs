@@ -1,8 +1,12 @@
 //! Field rules for everything that arrives over HTTP. Each failure names the field, so a
-//! client can fix its request without reading our code.
+//! client can fix its request without reading our code. The OpenAPI schema of every
+//! checked field is built here too, from the same limits, so the document states exactly
+//! what the checks enforce.
 use serde::Serialize;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::RefOr;
 
-use crate::currency::is_iso_4217;
+use crate::currency::{is_iso_4217, CODES};
 
 /// One rejected field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -26,11 +30,58 @@ pub const MAX_QUANTITY: i64 = 10_000;
 pub const MAX_UNIT_PRICE_MINOR: i64 = 100_000_000_000_000;
 pub const MAX_STOCK_DELTA: i64 = 1_000_000;
 
-/// SKU: `^[A-Z0-9-]{1,32}$`.
+/// What [`text`] accepts, as a regular expression: no control character (Unicode `Cc`),
+/// and at least one character that is not white space.
+pub const TEXT_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
+pub const SKU_PATTERN: &str = "^[A-Z0-9-]{1,32}$";
+pub const COUNTRY_PATTERN: &str = "^[A-Z]{2}$";
+
+fn string_schema() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(SchemaType::Type(Type::String))
+}
+
+/// The schema of a [`text`] field of at most `max` characters.
+pub fn text_schema(max: usize) -> Schema {
+    string_schema().min_length(Some(1)).max_length(Some(max)).pattern(Some(TEXT_PATTERN)).into()
+}
+
+/// The schema of an optional [`text`] field: absent, null, or text.
+pub fn optional_text_schema(max: usize) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(TEXT_PATTERN))
+        .into()
+}
+
+pub fn sku_schema() -> RefOr<Schema> {
+    string_schema().pattern(Some(SKU_PATTERN)).description(Some("Stock keeping unit")).into()
+}
+
+pub fn country_schema() -> RefOr<Schema> {
+    string_schema().pattern(Some(COUNTRY_PATTERN)).description(Some("ISO 3166-1 alpha-2 code")).into()
+}
+
+pub fn currency_schema() -> RefOr<Schema> {
+    string_schema().enum_values(Some(CODES.iter().copied())).description(Some("ISO 4217 code")).into()
+}
+
+/// The schema of an integer field checked with [`in_range`].
+pub fn integer_schema(min: i64, max: i64) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Integer))
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64)))
+        .minimum(Some(min as f64))
+        .maximum(Some(max as f64))
+        .into()
+}
+
+/// SKU: [`SKU_PATTERN`].
 pub fn sku(field: &str, value: &str) -> Checked<()> {
     let ok = (1..=32).contains(&value.len())
         && value.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
-    ok.then_some(()).ok_or_else(|| FieldError::new(field, "must match ^[A-Z0-9-]{1,32}$"))
+    ok.then_some(()).ok_or_else(|| FieldError::new(field, format!("must match {SKU_PATTERN}")))
 }
 
 pub fn currency(field: &str, value: &str) -> Checked<()> {
@@ -39,7 +90,7 @@ pub fn currency(field: &str, value: &str) -> Checked<()> {
         .ok_or_else(|| FieldError::new(field, "must be an ISO 4217 currency code such as EUR"))
 }
 
-/// ISO 3166-1 alpha-2 shape: two upper-case letters.
+/// ISO 3166-1 alpha-2 shape ([`COUNTRY_PATTERN`]): two upper-case letters.
 pub fn country(field: &str, value: &str) -> Checked<()> {
     let ok = value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase());
     ok.then_some(()).ok_or_else(|| FieldError::new(field, "must be an ISO 3166-1 alpha-2 country code such as DE"))
@@ -62,6 +113,8 @@ pub fn text(field: &str, value: &str, max: usize) -> Checked<()> {
 pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Checked<()> {
     value.map_or(Ok(()), |v| text(field, v, max))
 }
+
+pub use infra::http::hyphenated_uuid;
 
 /// An integer within `min..=max`, converted to the target type.
 pub fn in_range<T: TryFrom<i64>>(field: &str, value: i64, min: i64, max: i64) -> Checked<T> {

@@ -9,20 +9,23 @@ mod stats;
 use std::time::Duration;
 
 use clap::Args;
-use infra::topics::{create_topics, TopicSpec};
 use infra::KafkaSettings;
 use serde_json::json;
 
 use crate::cli::{parse_duration, KafkaArgs};
 use stats::Figure;
 
+use crate::kit::TempDatabases;
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Database for the figures that need one (checkout idempotency, projections).
-    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/orderflow")]
-    database_url: String,
+    /// The PostgreSQL server the figures that need a database run on (checkout idempotency,
+    /// projections): a fresh database is created there for each run. `infra/local/up`
+    /// exports one.
+    #[command(flatten)]
+    database: crate::cli::DatabaseUrlArgs,
     /// Events per producer measurement.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1_000..=10_000_000))]
     events: u64,
@@ -48,9 +51,9 @@ pub struct BenchArgs {
     /// Only these figures, comma separated (e.g. `P4` or `P1,P2`); default: all.
     #[arg(long, value_delimiter = ',', value_parser = ["P1", "P2", "P3", "P3b", "P4", "P5", "P7"])]
     only: Vec<String>,
-    /// The consumers' `fetch.wait.max.ms` (see `orderflow consume --help`).
-    #[arg(long, env = "ORDERFLOW_FETCH_WAIT", default_value = "10ms", value_parser = parse_duration)]
-    fetch_wait: Duration,
+    /// The measured members' settings (as for `orderflow consume`).
+    #[command(flatten)]
+    member: crate::cli::MemberArgs,
     /// P4 at this many orders/s instead of 50% of the measured max sustainable rate, to
     /// compare builds at the same load.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -68,16 +71,25 @@ pub struct BenchContext {
     pub http_clients: usize,
     /// P4's fixed rate, if given.
     pub latency_rate: Option<f64>,
-    pub fetch_wait: Duration,
+    member: crate::cli::MemberArgs,
     progress: indicatif::ProgressBar,
 }
 
 impl BenchContext {
     pub async fn fresh_topic(&self, prefix: &str) -> anyhow::Result<String> {
-        let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-        let spec = TopicSpec { name: name.clone(), partitions: self.partitions, replication_factor: None };
-        create_topics(&self.kafka, &[spec], Duration::from_secs(30)).await?;
-        Ok(name)
+        crate::kit::fresh_topic(&self.kafka, prefix, self.partitions).await
+    }
+
+    /// A measured member of `group` building `kind` from `topic`.
+    pub fn member_config(
+        &self,
+        kind: projections::ProjectionKind,
+        topic: &str,
+        group: &str,
+    ) -> anyhow::Result<consumers::MemberConfig> {
+        let mut config = self.member.config(kind, topic)?;
+        config.group = group.to_string();
+        Ok(config)
     }
 
     /// One measurement run done.
@@ -96,14 +108,14 @@ impl BenchArgs {
         );
         let ctx = BenchContext {
             kafka: self.kafka.settings()?,
-            database_url: self.database_url.clone(),
+            database_url: self.database.database_url.clone(),
             events: self.events as usize,
             partitions: self.partitions,
             repeats: self.repeats,
             run_duration: self.run_duration,
             http_clients: self.http_clients as usize,
             latency_rate: self.latency_rate.map(f64::from),
-            fetch_wait: self.fetch_wait,
+            member: self.member.clone(),
             progress,
         };
         let wanted = |id: &str| self.only.is_empty() || self.only.iter().any(|o| o == id);
@@ -116,7 +128,7 @@ impl BenchArgs {
             ctx.progress.set_message("P3b publisher vs raw producer");
             figures.push(checkout_bench::p3b_publisher_vs_raw(&ctx).await?);
         }
-        let databases = TempDatabases::new(&self.database_url);
+        let databases = TempDatabases::new(&self.database.database_url, "bench");
         if wanted("P1") || wanted("P2") {
             ctx.progress.set_message("P1/P2 projector on PostgreSQL");
             let pg = projector_bench::p1_p2(&ctx, "PostgreSQL", async || databases.fresh().await, true).await?;
@@ -153,7 +165,7 @@ impl BenchArgs {
         databases.drop_all().await;
         ctx.progress.finish_and_clear();
 
-        let machine = machine_description(&self.broker_label, &self.database_url);
+        let machine = machine_description(&self.broker_label, &self.database.database_url);
         print_table(&machine, &figures);
         if let Some(path) = &self.json {
             let report = json!({ "machine": machine, "figures": figures });
@@ -203,41 +215,5 @@ fn print_table(machine: &serde_json::Value, figures: &[Figure]) {
             met
         );
         println!("      {}", f.detail);
-    }
-}
-
-/// PostgreSQL databases created for one benchmark run, dropped at the end.
-struct TempDatabases {
-    admin_url: String,
-    created: std::sync::Mutex<Vec<String>>,
-}
-
-impl TempDatabases {
-    fn new(admin_url: &str) -> Self {
-        TempDatabases { admin_url: admin_url.to_string(), created: std::sync::Mutex::new(Vec::new()) }
-    }
-
-    async fn fresh(&self) -> anyhow::Result<projections::store::Store> {
-        Ok(self.fresh_with_url().await?.0)
-    }
-
-    async fn fresh_with_url(&self) -> anyhow::Result<(projections::store::Store, String)> {
-        use sqlx::Connection;
-        let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
-        self.created.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
-        let base = self.admin_url.rsplit_once('/').map_or(self.admin_url.as_str(), |(b, _)| b);
-        let url = format!("{base}/{name}");
-        Ok((projections::store::Store::connect(&url).await?, url))
-    }
-
-    async fn drop_all(&self) {
-        use sqlx::Connection;
-        let names = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
-        let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await else { return };
-        for name in names {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
-        }
     }
 }

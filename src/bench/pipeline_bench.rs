@@ -3,47 +3,34 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use consumers::member::{run_member, MemberConfig, MemberHandle};
-use consumers::ProjectionKind;
+use consumers::member::{run_member, MemberHandle};
 use producers::checkout::{self, AppState};
 use producers::load::{http_client, post_json};
 use producers::publisher::PublisherConfig;
+use projections::ProjectionKind;
 use serde_json::json;
 
 use super::projector_bench::{append_backlog, lifecycle_events, projector};
 use super::stats::{at_most, describe, percentile, ratio, Figure, Samples};
-use super::{BenchContext, TempDatabases};
-
-fn member(ctx: &BenchContext, kind: ProjectionKind, topic: &str, group: &str) -> MemberConfig {
-    let mut config = MemberConfig::new(kind, topic);
-    config.group = group.to_string();
-    config.fetch_wait = ctx.fetch_wait;
-    config
-}
+use super::BenchContext;
+use crate::kit::{self, TempDatabases};
 
 /// Orders accepted in a closed-loop burst ÷ the time until every group has applied them.
 async fn max_sustainable_rate(
     store: &projections::store::Store,
     url: &str,
     topic: &str,
-    partitions: &[i32],
     members: &[(ProjectionKind, String, MemberHandle)],
     ctx: &BenchContext,
 ) -> anyhow::Result<f64> {
     let burst_started = Instant::now();
     let burst_rate = super::checkout_bench::drive(url, 64, Duration::from_secs(3)).await?;
     let burst_orders = burst_rate * 3.0;
-    let ends = log_ends(ctx, topic)?;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let ends = kit::log_ends(&ctx.kafka, topic).await?;
     for (_, group, _) in members {
-        loop {
-            let stored: HashMap<i32, i64> = store.stored_offsets(group, topic, partitions).await?.into_iter().collect();
-            if ends.iter().all(|(p, end)| stored.get(p).copied().unwrap_or(0) >= *end) {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "the pipeline did not catch up after the burst");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let within = Duration::from_secs(120);
+        let caught_up = kit::wait_caught_up(store, group, topic, &ends, within, Duration::from_millis(5)).await?;
+        anyhow::ensure!(caught_up, "the pipeline did not catch up after the burst");
     }
     Ok(burst_orders / burst_started.elapsed().as_secs_f64())
 }
@@ -64,15 +51,18 @@ pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow
     let mut members: Vec<(ProjectionKind, String, MemberHandle)> = Vec::new();
     for kind in ProjectionKind::ALL {
         let group = format!("bench-latency-{}-{run_id}", kind.name());
-        members.push((kind, group.clone(), run_member(member(ctx, kind, &topic, &group), &ctx.kafka, store.clone())?));
+        members.push((
+            kind,
+            group.clone(),
+            run_member(ctx.member_config(kind, &topic, &group)?, &ctx.kafka, store.clone())?,
+        ));
     }
     // Let the groups settle before measuring.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let partitions: Vec<i32> = (0..ctx.partitions).collect();
     let (rate, rate_note) = match ctx.latency_rate {
         Some(rate) => (rate, format!("a fixed {rate:.0} orders/s (--latency-rate)")),
         None => {
-            let sustainable = max_sustainable_rate(&store, &url, &topic, &partitions, &members, ctx).await?;
+            let sustainable = max_sustainable_rate(&store, &url, &topic, &members, ctx).await?;
             ((sustainable * 0.5).max(1.0), format!("50% of the pipeline's max sustainable {sustainable:.0} orders/s"))
         }
     };
@@ -204,22 +194,15 @@ pub async fn p5_replay(ctx: &BenchContext, databases: &TempDatabases) -> anyhow:
         let events = lifecycle_events(ctx.events);
         let store = databases.fresh().await?;
         let group = format!("bench-live-{}", uuid::Uuid::new_v4().simple());
-        let handle = run_member(member(ctx, ProjectionKind::Payment, &topic, &group), &ctx.kafka, store.clone())?;
+        let handle =
+            run_member(ctx.member_config(ProjectionKind::Payment, &topic, &group)?, &ctx.kafka, store.clone())?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let started = Instant::now();
         let records = append_backlog(ctx, &topic, &events).await?;
         let ends: BTreeMap<i32, i64> = records.iter().map(|r| (r.partition, r.offset + 1)).collect();
-        let partitions: Vec<i32> = ends.keys().copied().collect();
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            let stored: BTreeMap<i32, i64> =
-                store.stored_offsets(&group, &topic, &partitions).await?.into_iter().collect();
-            if stored == ends {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "live projector did not keep up");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let within = Duration::from_secs(180);
+        let kept_up = kit::wait_caught_up(&store, &group, &topic, &ends, within, Duration::from_millis(2)).await?;
+        anyhow::ensure!(kept_up, "live projector did not keep up");
         live.runs.push(records.len() as f64 / started.elapsed().as_secs_f64());
         handle.stop().await?;
         replay.runs.push(projector(ctx, &databases.fresh().await?, &topic, &records).await?);
@@ -245,7 +228,8 @@ pub async fn p7_memory(ctx: &BenchContext, databases: &TempDatabases) -> anyhow:
     let topic = ctx.fresh_topic("bench-memory").await?;
     let n = (ctx.events * 5).max(50_000);
     let records = append_backlog(ctx, &topic, &lifecycle_events(n)).await?;
-    let (store, database_url) = databases.fresh_with_url().await?;
+    let database_url = databases.fresh_url().await?;
+    let store = projections::store::Store::connect(&database_url).await?;
     let group = format!("bench-memory-{}", uuid::Uuid::new_v4().simple());
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["consume", "payment", "--topic", &topic, "--group", &group, "--brokers", &ctx.kafka.brokers])
@@ -254,17 +238,16 @@ pub async fn p7_memory(ctx: &BenchContext, databases: &TempDatabases) -> anyhow:
         .stdout(std::process::Stdio::null())
         .spawn()?;
     let ends: BTreeMap<i32, i64> = records.iter().map(|r| (r.partition, r.offset + 1)).collect();
-    let partitions: Vec<i32> = ends.keys().copied().collect();
     let deadline = Instant::now() + Duration::from_secs(300);
     let peak = loop {
-        let stored: BTreeMap<i32, i64> = store.stored_offsets(&group, &topic, &partitions).await?.into_iter().collect();
+        let drained = kit::has_caught_up(&store, &group, &topic, &ends).await?;
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
         let peak_kib: f64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(f64::NAN);
-        if stored == ends {
+        if drained {
             break peak_kib / 1024.0;
         }
         if Instant::now() > deadline || child.try_wait()?.is_some() {
@@ -284,9 +267,4 @@ pub async fn p7_memory(ctx: &BenchContext, databases: &TempDatabases) -> anyhow:
         100.0,
         format!("`orderflow consume payment` draining {n} events (VmHWM of the process)"),
     ))
-}
-
-/// The end offset of every partition, from the broker.
-fn log_ends(ctx: &BenchContext, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
-    Ok(infra::group_inspect::Inspector::new(&ctx.kafka, Duration::from_secs(10))?.log_ends(topic)?)
 }

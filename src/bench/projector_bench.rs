@@ -2,10 +2,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use consumers::member::{run_member, MemberConfig};
-use consumers::ProjectionKind;
+use consumers::member::run_member;
 use futures::stream::{self, StreamExt};
 use projections::store::{LogRecord, Store};
+use projections::ProjectionKind;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -118,9 +118,7 @@ pub(super) async fn projector(
     records: &[LogRecord],
 ) -> anyhow::Result<f64> {
     let group = format!("bench-projector-{}", uuid::Uuid::new_v4().simple());
-    let mut config = MemberConfig::new(ProjectionKind::Payment, topic);
-    config.fetch_wait = ctx.fetch_wait;
-    config.group = group.clone();
+    let config = ctx.member_config(ProjectionKind::Payment, topic, &group)?;
     let ends: BTreeMap<i32, i64> = records.iter().map(|r| (r.partition, r.offset + 1)).collect();
     let partitions: Vec<i32> = ends.keys().copied().collect();
     let member = run_member(config, &ctx.kafka, store.clone())?;
@@ -133,7 +131,7 @@ pub(super) async fn projector(
         if first.is_none() && !stored.is_empty() {
             first = Some((Instant::now(), stored.values().sum()));
         }
-        if stored == ends {
+        if crate::kit::reached(&stored, &ends) {
             break;
         }
         anyhow::ensure!(Instant::now() < deadline, "projector did not drain the backlog");

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use consumers::member::{run_member, MemberConfig, MemberHandle};
-use consumers::ProjectionKind;
 use infra::topics::{create_topics, TopicSpec};
 use infra::KafkaSettings;
 use producers::checkout::{self, AppState};
 use producers::load::{self, LoadConfig};
 use producers::publisher::PublisherConfig;
 use projections::store::Store;
+use projections::ProjectionKind;
 
 use crate::cli::parse_duration;
 
@@ -98,7 +98,7 @@ impl DemoArgs {
 
         let mut groups: Vec<(ProjectionKind, String, Vec<MemberHandle>)> = Vec::new();
         for kind in ProjectionKind::ALL {
-            let group = store.first_group(kind.name());
+            let group = store.first_group(kind);
             let mut config = MemberConfig::new(kind, &topic);
             config.group = group.clone();
             config.session_timeout = Duration::from_secs(6);
@@ -163,10 +163,18 @@ impl DemoArgs {
         let mut lags_zero = BTreeMap::new();
         if !stopped_early {
             bar.set_message("load done; waiting for every group to catch up");
-            let ends = log_ends(&kafka, &topic)?;
+            let ends = crate::kit::log_ends(&kafka, &topic).await?;
             for (kind, group, _) in &groups {
+                let wait = crate::kit::wait_caught_up(
+                    &store,
+                    group,
+                    &topic,
+                    &ends,
+                    Duration::from_secs(120),
+                    Duration::from_millis(100),
+                );
                 let reached = tokio::select! {
-                    r = wait_caught_up(&store, group, &topic, &ends, Duration::from_secs(120)) => r?,
+                    r = wait => r?,
                     _ = interrupted.notified() => { stopped_early = true; false }
                 };
                 lags_zero.insert(*kind, reached);
@@ -235,28 +243,4 @@ fn progress_line(groups: &[(ProjectionKind, String, Vec<MemberHandle>)]) -> Stri
         line.push_str(&format!(" | {kind}: applied {applied}, lag {lag}"));
     }
     line
-}
-
-/// The end offset of every partition, read from the broker.
-fn log_ends(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
-    Ok(infra::group_inspect::Inspector::new(kafka, Duration::from_secs(10))?.log_ends(topic)?)
-}
-
-async fn wait_caught_up(
-    store: &Store,
-    group: &str,
-    topic: &str,
-    ends: &BTreeMap<i32, i64>,
-    within: Duration,
-) -> anyhow::Result<bool> {
-    let partitions: Vec<i32> = ends.iter().filter(|(_, e)| **e > 0).map(|(p, _)| *p).collect();
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        let stored: BTreeMap<i32, i64> = store.stored_offsets(group, topic, &partitions).await?.into_iter().collect();
-        if partitions.iter().all(|p| stored.get(p).copied().unwrap_or(0) >= ends[p]) {
-            return Ok(true);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(false)
 }

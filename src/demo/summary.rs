@@ -1,8 +1,8 @@
 //! The demo's closing summary, read from the analyst views.
 use std::collections::BTreeMap;
 
-use consumers::ProjectionKind;
 use projections::store::Store;
+use projections::ProjectionKind;
 use sqlx::Row;
 
 pub struct Summary {

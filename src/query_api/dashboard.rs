@@ -5,59 +5,120 @@ use std::collections::BTreeMap;
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use infra::http::ErrorBody;
+use projections::store::{DailyRevenue, InventoryLevel, StatusCount};
+use projections::ProjectionKind;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::params::Params;
-use super::{ApiError, ApiState};
+use super::{unavailable, ApiError, ApiState};
 
+/// The dashboard page: one self-contained HTML document.
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    responses((status = 200, description = "The dashboard", content_type = "text/html", body = String)))]
 pub async fn page() -> Response {
     Html(super::DASHBOARD_HTML).into_response()
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents what `Params` parses
+pub struct DashboardQuery {
+    /// Days of revenue to show (default 14).
+    #[param(minimum = 1, maximum = 366)]
+    days: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockSummary {
+    /// The threshold below which available stock is low.
+    pub low_stock_below: i64,
+    pub low: usize,
+    /// SKUs with negative available stock.
+    pub oversold: usize,
+    /// The low SKUs, at most 1,000.
+    pub items: Vec<InventoryLevel>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LagRow {
+    pub projection: ProjectionKind,
+    pub group: String,
+    pub partition: i32,
+    pub next_offset: i64,
+    /// Null when the broker could not be asked.
+    pub log_end: Option<i64>,
+    pub lag: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParkedCount {
+    pub group: String,
+    pub parked: i64,
+}
+
 /// Everything the page shows, in one answer, so the numbers on screen are consistent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Dashboard {
+    pub generated_at: String,
+    pub orders_total: i64,
+    pub orders_by_status: Vec<StatusCount>,
+    pub inventory: StockSummary,
+    pub revenue_per_day: Vec<DailyRevenue>,
+    pub lag: Vec<LagRow>,
+    pub lag_total: i64,
+    pub dead_letters: Vec<ParkedCount>,
+    pub dead_letters_total: i64,
+}
+
+/// What the dashboard page draws.
+#[utoipa::path(get, path = "/dashboard.json", tag = "dashboard", params(DashboardQuery),
+    responses((status = 200, body = Dashboard),
+              (status = 400, description = "A parameter is invalid or unknown", body = ErrorBody),
+              (status = 503, description = "The database did not answer", body = ErrorBody)))]
 pub async fn data(
     State(state): State<ApiState>,
     Query(q): Query<std::collections::HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Dashboard>, ApiError> {
     let params = Params::new(q, &["days"])?;
-    let days = match params.integer("days")? {
-        None => 14,
-        Some(d) if (1..=366).contains(&d) => d,
-        Some(_) => return Err(ApiError::bad_parameter("days", "must be from 1 to 366")),
-    };
+    let days = params.integer("days", 1, 366)?.unwrap_or(14);
     let store = &state.store;
-    let by_status = store.orders_by_status().await?;
-    let orders_total: i64 = by_status.iter().map(|s| s.orders).sum();
-    let low = store.inventory_page(Some(state.low_stock), None, 1000).await?;
-    let oversold = low.iter().filter(|l| l.available < 0).count();
+    let orders_by_status = store.orders_by_status().await.map_err(unavailable)?;
+    let orders_total: i64 = orders_by_status.iter().map(|s| s.orders).sum();
+    let items = store.inventory_page(Some(state.low_stock), None, 1000).await.map_err(unavailable)?;
+    let oversold = items.iter().filter(|l| l.available < 0).count();
     let now_us = chrono::Utc::now().timestamp_micros();
-    let revenue = store.revenue_per_day(now_us, days).await?;
-    let dead: Vec<Value> =
-        store.dead_letter_counts().await?.into_iter().map(|(g, n)| json!({"group": g, "parked": n})).collect();
-    let dead_total: i64 = dead.iter().filter_map(|d| d["parked"].as_i64()).sum();
+    let revenue_per_day = store.revenue_per_day(now_us, days).await.map_err(unavailable)?;
+    let dead_letters: Vec<ParkedCount> = store
+        .dead_letter_counts()
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|(group, parked)| ParkedCount { group, parked })
+        .collect();
     let lag = lag_rows(&state).await?;
-    let lag_total: i64 = lag.iter().filter_map(|l| l["lag"].as_i64()).sum();
-    Ok(Json(json!({
-        "generated_at": projections::store::rfc3339(now_us),
-        "orders_total": orders_total,
-        "orders_by_status": by_status,
-        "inventory": {"low_stock_below": state.low_stock, "low": low.len(), "oversold": oversold, "items": low},
-        "revenue_per_day": revenue,
-        "lag": lag,
-        "lag_total": lag_total,
-        "dead_letters": dead,
-        "dead_letters_total": dead_total,
-    })))
+    Ok(Json(Dashboard {
+        generated_at: projections::store::rfc3339(now_us),
+        orders_total,
+        orders_by_status,
+        inventory: StockSummary { low_stock_below: state.low_stock, low: items.len(), oversold, items },
+        revenue_per_day,
+        lag_total: lag.iter().filter_map(|l| l.lag).sum(),
+        lag,
+        dead_letters_total: dead_letters.iter().map(|d| d.parked).sum(),
+        dead_letters,
+    }))
 }
 
-async fn lag_rows(state: &ApiState) -> Result<Vec<Value>, ApiError> {
+async fn lag_rows(state: &ApiState) -> Result<Vec<LagRow>, ApiError> {
     let ends: BTreeMap<i32, i64> = match state.inspector.clone() {
         Some(inspector) => {
             let topic = state.topic.clone();
             match tokio::task::spawn_blocking(move || inspector.log_ends(&topic)).await {
                 Ok(Ok(ends)) => ends,
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot read log end offsets");
+                    tracing::warn!(error = &e as &dyn std::error::Error, "cannot read log end offsets");
                     BTreeMap::new()
                 }
                 Err(_) => BTreeMap::new(),
@@ -65,19 +126,24 @@ async fn lag_rows(state: &ApiState) -> Result<Vec<Value>, ApiError> {
         }
         None => BTreeMap::new(),
     };
-    let offsets = state.store.all_group_offsets(&state.topic).await?;
+    let offsets = state.store.all_group_offsets(&state.topic).await.map_err(unavailable)?;
     let mut rows = Vec::new();
-    for live in state.store.live_projections().await? {
+    for live in state.store.live_projections().await.map_err(unavailable)? {
         let stored: BTreeMap<i32, i64> =
             offsets.iter().filter(|o| o.group == live.group).map(|o| (o.partition, o.next_offset)).collect();
         let partitions: std::collections::BTreeSet<i32> = ends.keys().chain(stored.keys()).copied().collect();
         for p in partitions {
             let next = stored.get(&p).copied().unwrap_or(0);
             let end = ends.get(&p).copied();
-            rows.push(json!({
-                "projection": live.projection, "group": live.group, "partition": p, "next_offset": next,
-                "log_end": end, "lag": end.map(|e| (e - next).max(0)),
-            }));
+            let lag = end.map(|e| (e - next).max(0));
+            rows.push(LagRow {
+                projection: live.projection,
+                group: live.group.clone(),
+                partition: p,
+                next_offset: next,
+                log_end: end,
+                lag,
+            });
         }
     }
     Ok(rows)

@@ -1,27 +1,53 @@
 //! `orderflow serve-api`: the read side over HTTP. Every answer comes from the analyst
 //! views, so a rebuild's switch is atomic for it; `after=<partition:offset>` waits until
 //! the projections have applied a position the checkout returned (read your writes).
-mod api_error;
+//!
+//! [`router`] builds the service over an [`ApiState`], [`run`] serves it until shutdown;
+//! tests drive both in process. The OpenAPI document is generated from the handlers'
+//! `#[utoipa::path]` attributes and the response types ([`QueryApi`]).
 mod dashboard;
 mod params;
 mod read_your_writes;
 mod routes;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::{self, Next};
-use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use infra::group_inspect::Inspector;
-use projections::store::Store;
+use projections::store::{Store, StoreError};
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
 
-pub use api_error::ApiError;
+pub use infra::http::ApiError;
 
-const OPENAPI: &str = include_str!("openapi.json");
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// The query API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "orderflow query API",
+        description = "Read the projections. Lists are paginated by an opaque `cursor` and `limit`; `after=<partition>:<offset>` (a position the checkout returned) waits until the projections have applied it."
+    ),
+    paths(
+        routes::order,
+        routes::timeline,
+        routes::inventory_list,
+        routes::inventory_one,
+        routes::payments_summary,
+        routes::fulfilment_backlog,
+        routes::healthz,
+        dashboard::page,
+        dashboard::data,
+        infra::http::metrics_text,
+        infra::http::openapi_json
+    ),
+    components(schemas(infra::http::ErrorBody))
+)]
+pub struct QueryApi;
 
 pub struct Inner {
     pub store: Store,
@@ -32,7 +58,6 @@ pub struct Inner {
     pub low_stock: i64,
     /// Reads log end offsets for lag; `None` when no broker is configured.
     pub inspector: Option<Arc<Inspector>>,
-    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 #[derive(Clone)]
@@ -52,23 +77,21 @@ impl ApiState {
         let inspector = match Inspector::new(kafka, Duration::from_secs(3)) {
             Ok(i) => Some(Arc::new(i)),
             Err(e) => {
-                tracing::warn!(error = %e, "no broker client: the dashboard will show lag without log ends");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "no broker client: the dashboard will show lag without log ends"
+                );
                 None
             }
         };
-        ApiState(Arc::new(Inner {
-            store,
-            topic: topic.to_string(),
-            read_wait,
-            low_stock,
-            inspector,
-            prometheus: infra::telemetry::prometheus(),
-        }))
+        // The recorder must exist before the first request is counted.
+        infra::telemetry::prometheus();
+        ApiState(Arc::new(Inner { store, topic: topic.to_string(), read_wait, low_stock, inspector }))
     }
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/", get(dashboard::page))
         .route("/dashboard.json", get(dashboard::data))
         .route("/orders/{order_id}", get(routes::order))
@@ -78,22 +101,22 @@ pub fn router(state: ApiState) -> Router {
         .route("/payments/summary", get(routes::payments_summary))
         .route("/fulfilment/backlog", get(routes::fulfilment_backlog))
         .route("/healthz", get(routes::healthz))
-        .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(routes::openapi))
-        .fallback(routes::not_found)
-        .layer(middleware::from_fn(measure))
-        .with_state(state)
+        .with_state(state);
+    infra::http::Service { metrics: infra::http::QUERY_API_METRICS, openapi: QueryApi::openapi() }.finish(router)
 }
 
-/// Requests and their duration per route template (never the raw path: ids would explode
-/// the label set) and status.
-async fn measure(request: Request, next: Next) -> Response {
-    let route =
-        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("orderflow_api_requests_total", "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("orderflow_api_request_seconds", "route" => route).record(started.elapsed().as_secs_f64());
-    response
+/// Serves the API on an already-bound listener until `shutdown` resolves, then lets
+/// in-flight requests finish.
+pub async fn run(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// A read that failed in the database is a 503: the client may retry.
+fn unavailable(e: StoreError) -> ApiError {
+    tracing::warn!(error = &e as &dyn std::error::Error, "query failed");
+    ApiError::unavailable("the projection database did not answer")
 }

@@ -1,10 +1,28 @@
 //! Query-string parsing with an error that names the parameter. Unknown parameters are
-//! refused: a typo (`belo=5`) must not silently return everything.
+//! refused: a typo (`belo=5`) must not silently return everything. The rules here are the
+//! ones the OpenAPI document states (`routes`' parameter types take their patterns and
+//! bounds from the constants below).
 use std::collections::HashMap;
 
+use axum::http::StatusCode;
 use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::json;
 
 use super::ApiError;
+
+/// `<partition>:<offset>`, as the checkout returns it.
+pub const AFTER_PATTERN: &str = "^[0-9]{1,9}:[0-9]{1,18}$";
+/// Bounds of integer filters (`below`): stock levels are far inside them.
+pub const MAX_FILTER: i64 = 1_000_000_000_000_000;
+
+pub fn bad_parameter(name: &str, message: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_parameter", format!("{name}: {message}")).with("parameter", json!(name))
+}
+
+/// Whether `raw` is 1 to `max` ASCII digits.
+fn digits(raw: &str, max: usize) -> bool {
+    (1..=max).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_digit())
+}
 
 pub struct Params {
     values: HashMap<String, String>,
@@ -23,7 +41,7 @@ pub const MAX_LIMIT: i64 = 1000;
 impl Params {
     pub fn new(values: HashMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
         if let Some(unknown) = values.keys().find(|k| !allowed.contains(&k.as_str()) && k.as_str() != "after") {
-            return Err(ApiError::bad_parameter(
+            return Err(bad_parameter(
                 unknown,
                 format!("unknown parameter; this endpoint takes {}", [allowed, &["after"]].concat().join(", ")),
             ));
@@ -37,15 +55,12 @@ impl Params {
 
     pub fn after(&self) -> Result<Option<After>, ApiError> {
         let Some(raw) = self.text("after") else { return Ok(None) };
-        let bad =
-            || ApiError::bad_parameter("after", format!("{raw:?} is not a position like 3:1042 (partition:offset)"));
+        let bad = || bad_parameter("after", format!("{raw:?} is not a position like 3:1042 (partition:offset)"));
         let (p, o) = raw.split_once(':').ok_or_else(bad)?;
-        let partition: i32 = p.trim().parse().map_err(|_| bad())?;
-        let offset: i64 = o.trim().parse().map_err(|_| bad())?;
-        if partition < 0 || offset < 0 {
+        if !digits(p, 9) || !digits(o, 18) {
             return Err(bad());
         }
-        Ok(Some(After { partition, offset }))
+        Ok(Some(After { partition: p.parse().map_err(|_| bad())?, offset: o.parse().map_err(|_| bad())? }))
     }
 
     pub fn limit(&self) -> Result<i64, ApiError> {
@@ -53,15 +68,17 @@ impl Params {
             None => Ok(DEFAULT_LIMIT),
             Some(raw) => match raw.parse::<i64>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-                _ => Err(ApiError::bad_parameter("limit", format!("{raw:?} is not a number from 1 to {MAX_LIMIT}"))),
+                _ => Err(bad_parameter("limit", format!("{raw:?} is not a number from 1 to {MAX_LIMIT}"))),
             },
         }
     }
 
-    pub fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {
+    /// An integer within `min..=max`.
+    pub fn integer(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
         self.text(name)
-            .map(|raw| {
-                raw.parse::<i64>().map_err(|_| ApiError::bad_parameter(name, format!("{raw:?} is not an integer")))
+            .map(|raw| match raw.parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(bad_parameter(name, format!("{raw:?} is not an integer from {min} to {max}"))),
             })
             .transpose()
     }
@@ -72,12 +89,14 @@ impl Params {
         if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
             return Ok(Some(t.with_timezone(&Utc).timestamp_micros()));
         }
-        if let Ok(d) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-            if let Some(t) = d.and_hms_opt(0, 0, 0) {
+        // Exactly YYYY-MM-DD (chrono would also take `2026-1-5`, which is no `format: date`).
+        let shaped = raw.len() == 10 && raw.bytes().enumerate().all(|(i, b)| (i == 4 || i == 7) == (b == b'-'));
+        if let Some(day) = NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok().filter(|_| shaped) {
+            if let Some(t) = day.and_hms_opt(0, 0, 0) {
                 return Ok(Some(t.and_utc().timestamp_micros()));
             }
         }
-        Err(ApiError::bad_parameter(name, format!("{raw:?} is not a date (2026-11-23) or RFC 3339 time")))
+        Err(bad_parameter(name, format!("{raw:?} is not a date (2026-11-23) or RFC 3339 time")))
     }
 }
 
@@ -93,7 +112,7 @@ mod tests {
     fn positions_parse_and_garbage_is_refused() {
         let ok = params(&[("after", "3:1042")], &[]).expect("params");
         assert_eq!(ok.after().expect("after"), Some(After { partition: 3, offset: 1042 }));
-        for bad in ["3", "x:1", "3:-1", "-1:4", "3:1:2", ""] {
+        for bad in ["3", "x:1", "3:-1", "-1:4", "3:1:2", "", " 3:4", "1234567890:1", "+3:4"] {
             assert!(params(&[("after", bad)], &[]).expect("params").after().is_err(), "{bad}");
         }
     }
@@ -115,5 +134,7 @@ mod tests {
             43_200_000_000
         );
         assert!(p.time("x").is_err());
+        let short = params(&[("from", "2026-1-5")], &["from"]).expect("params");
+        assert!(short.time("from").is_err(), "a date has two-digit months and days");
     }
 }

@@ -5,37 +5,43 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use projections::ProjectionKind;
 use serde_json::json;
 
 use super::params::After;
-use super::{ApiError, ApiState};
+use super::{unavailable, ApiError, ApiState};
 
-pub async fn wait_applied(state: &ApiState, projections: &[&str], after: Option<After>) -> Result<(), ApiError> {
+pub async fn wait_applied(
+    state: &ApiState,
+    projections: &[ProjectionKind],
+    after: Option<After>,
+) -> Result<(), ApiError> {
     let Some(after) = after else { return Ok(()) };
     let deadline = Instant::now() + state.read_wait;
     for projection in projections {
         loop {
             // Resolved every time: a rebuild may switch the live group while we wait.
-            let live = state.store.live_projection(projection).await?;
-            let stored = state.store.stored_offsets(&live.group, &state.topic, &[after.partition]).await?;
+            let live = state.store.live_projection(*projection).await.map_err(unavailable)?;
+            let stored =
+                state.store.stored_offsets(&live.group, &state.topic, &[after.partition]).await.map_err(unavailable)?;
             let next = stored.first().map(|(_, o)| *o);
             if next.is_some_and(|n| n > after.offset) {
                 break;
             }
             if Instant::now() >= deadline {
-                let mut e = ApiError::new(
+                return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_caught_up",
                     format!(
                         "the {projection} projection has not applied {}:{} within {:?}; retry later",
                         after.partition, after.offset, state.read_wait
                     ),
-                );
-                e.details = Some(json!({
-                    "projection": projection, "group": live.group, "partition": after.partition,
-                    "wanted_offset": after.offset, "applied_up_to": next.map(|n| n - 1),
-                }));
-                return Err(e);
+                )
+                .with("projection", projection.name())
+                .with("group", live.group)
+                .with("partition", after.partition)
+                .with("wanted_offset", after.offset)
+                .with("applied_up_to", json!(next.map(|n| n - 1))));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -1,196 +1,392 @@
 //! The query endpoints. Lists are paginated by an opaque `cursor` (the key of the last
-//! item) and `limit`; the answer's `next_cursor` is null on the last page.
-use std::collections::HashMap;
+//! item) and `limit`; the answer's `next_cursor` is null on the last page. Each handler's
+//! `#[utoipa::path]` is its entry in the OpenAPI document; the `*Query` types there only
+//! document the parameters, which [`Params`] parses (refusing unknown ones).
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use consumers::ProjectionKind;
-use projections::store::{rfc3339, DeadLetterRow};
+use infra::http::{ErrorBody, Health};
+use projections::model::fulfilment::FulfilmentOrder;
+use projections::store::{rfc3339, CurrencySummary, DeadLetterRow, DeadLetterStatus, InventoryLevel, OrderView};
+use projections::ProjectionKind;
 use schemas::EventKind;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 use uuid::Uuid;
 
-use super::params::Params;
+use super::params::{bad_parameter, Params, AFTER_PATTERN, MAX_FILTER, MAX_LIMIT};
 use super::read_your_writes::wait_applied;
-use super::{ApiError, ApiState};
+use super::{unavailable, ApiError, ApiState};
 
 type Q = Query<HashMap<String, String>>;
 
-const ORDER_PROJECTIONS: [&str; 3] = ["inventory", "payment", "fulfilment"];
-
 fn order_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::bad_parameter("order_id", format!("{raw:?} is not a UUID")))
+    infra::http::hyphenated_uuid(raw).ok_or_else(|| bad_parameter("order_id", format!("{raw:?} is not a UUID")))
 }
 
+fn after_schema() -> Schema {
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some(AFTER_PATTERN)).into()
+}
+
+fn limit_schema() -> Schema {
+    ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).maximum(Some(MAX_LIMIT)).into()
+}
+
+fn filter_schema() -> Schema {
+    ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(-MAX_FILTER)).maximum(Some(MAX_FILTER)).into()
+}
+
+/// `after=` alone.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents what `Params` parses
+pub struct AfterQuery {
+    /// A position the checkout returned (`<partition>:<offset>`): answer only once the
+    /// projections read here have applied it, or 503 after the server's read wait.
+    #[param(schema_with = after_schema)]
+    after: Option<String>,
+}
+
+/// Everything a read can answer besides its 200.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // the variants document statuses; handlers build the bodies
+pub enum ReadErrors {
+    /// A parameter is invalid or unknown (`parameter` names it).
+    #[response(status = 400)]
+    BadParameter(ErrorBody),
+    /// Nothing with this key (only the routes that look one thing up).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// `after=` was not applied within the read wait (`not_caught_up`, with where the
+    /// projection is), or the database did not answer (`unavailable`): retry.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct OrderPath {
+    order_id: Uuid,
+}
+
+/// One order as each projection sees it.
+#[utoipa::path(get, path = "/orders/{order_id}", tag = "orders", params(OrderPath, AfterQuery),
+    responses((status = 200, body = OrderView), ReadErrors))]
 pub async fn order(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Q,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrderView>, ApiError> {
     let params = Params::new(q, &[])?;
     let id = order_id(&id)?;
-    wait_applied(&state, &ORDER_PROJECTIONS, params.after()?).await?;
-    let view =
-        state.store.order_view(&id.to_string()).await?.ok_or_else(|| ApiError::not_found(format!("no order {id}")))?;
-    Ok(Json(json!(view)))
+    wait_applied(&state, &ProjectionKind::ORDER_STATE, params.after()?).await?;
+    let view = state.store.order_view(&id.to_string()).await.map_err(unavailable)?;
+    Ok(Json(view.ok_or_else(|| ApiError::not_found(format!("no order {id}")))?))
 }
 
+/// What a projection made of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventOutcome {
+    /// Its effect is in the projection.
+    Applied,
+    /// The projection has not reached it yet.
+    Pending,
+    /// In dead letters, holding back the order's later events.
+    Parked,
+    /// In dead letters, given up by an operator.
+    Skipped,
+    /// A kind of event this projection does not read.
+    NotRead,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelineEvent {
+    pub event_id: Uuid,
+    /// The Avro record name, e.g. `PaymentCaptured`.
+    pub kind: String,
+    pub occurred_at: String,
+    /// `<partition>:<offset>`.
+    pub position: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub summary: String,
+    /// Per projection that describes the order (inventory, payment, fulfilment).
+    pub applied: BTreeMap<String, EventOutcome>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelineDeadLetter {
+    pub id: i64,
+    pub group: String,
+    pub position: String,
+    pub reason: String,
+    pub status: DeadLetterStatus,
+}
+
+/// Every event of an order in log order, what each projection made of it, the order as
+/// the projections see it now, and its dead letters.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timeline {
+    pub order_id: Uuid,
+    pub events: Vec<TimelineEvent>,
+    pub projections: Option<OrderView>,
+    pub dead_letters: Vec<TimelineDeadLetter>,
+}
+
+/// An order's history: every event with its position and how each projection took it.
+#[utoipa::path(get, path = "/orders/{order_id}/timeline", tag = "orders", params(OrderPath, AfterQuery),
+    responses((status = 200, body = Timeline), ReadErrors))]
 pub async fn timeline(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Q,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Timeline>, ApiError> {
     let params = Params::new(q, &[])?;
-    let id = order_id(&id)?.to_string();
-    wait_applied(&state, &["history"], params.after()?).await?;
-    let history = state.store.order_history(&id).await?;
-    let view = state.store.order_view(&id).await?;
+    let order_id = order_id(&id)?;
+    let id = order_id.to_string();
+    wait_applied(&state, &[ProjectionKind::History], params.after()?).await?;
+    let store = &state.store;
+    let history = store.order_history(&id).await.map_err(unavailable)?;
+    let view = store.order_view(&id).await.map_err(unavailable)?;
     if history.is_none() && view.is_none() {
         return Err(ApiError::not_found(format!("no order {id}")));
     }
-    let dead = state.store.list_dead_letters_with(None, Some(&id), false, 1000).await?;
+    let dead = store.list_dead_letters_with(None, Some(&id), false, 1000).await.map_err(unavailable)?;
+    let partitions: Vec<i32> = history.iter().flatten().map(|e| e.partition).collect();
     let mut projections = Vec::new();
-    for kind in [ProjectionKind::Inventory, ProjectionKind::Payment, ProjectionKind::Fulfilment] {
-        let live = state.store.live_projection(kind.name()).await?;
-        let partitions: Vec<i32> = history.iter().flatten().map(|e| e.partition).collect();
-        let stored = state.store.stored_offsets(&live.group, &state.topic, &partitions).await?;
+    for kind in ProjectionKind::ORDER_STATE {
+        let live = store.live_projection(kind).await.map_err(unavailable)?;
+        let stored = store.stored_offsets(&live.group, &state.topic, &partitions).await.map_err(unavailable)?;
         projections.push((kind, live.group, stored));
     }
-    let events: Vec<Value> = history
+    let events = history
         .unwrap_or_default()
         .into_iter()
         .map(|e| {
             let event_kind = EventKind::ALL.into_iter().find(|k| k.record_name() == e.kind);
-            let applied: serde_json::Map<String, Value> = projections
+            let applied = projections
                 .iter()
                 .map(|(kind, group, stored)| {
-                    let status = applied_status(*kind, event_kind, group, stored, &dead, e.partition, e.offset);
-                    (kind.name().to_string(), json!(status))
+                    let at = (e.partition, e.offset);
+                    (kind.name().to_string(), applied_status(*kind, event_kind, group, stored, &dead, at))
                 })
                 .collect();
-            json!({
-                "event_id": e.event_id, "kind": e.kind, "occurred_at": rfc3339(e.occurred_at_us),
-                "position": format!("{}:{}", e.partition, e.offset), "partition": e.partition, "offset": e.offset,
-                "summary": e.summary, "applied": applied,
-            })
+            TimelineEvent {
+                event_id: e.event_id,
+                kind: e.kind,
+                occurred_at: rfc3339(e.occurred_at_us),
+                position: format!("{}:{}", e.partition, e.offset),
+                partition: e.partition,
+                offset: e.offset,
+                summary: e.summary,
+                applied,
+            }
         })
         .collect();
-    let dead_letters: Vec<Value> = dead
-        .iter()
-        .map(|d| {
-            json!({"id": d.id, "group": d.group_id, "position": format!("{}:{}", d.partition, d.offset),
-                   "reason": d.reason, "status": d.status})
+    let dead_letters = dead
+        .into_iter()
+        .map(|d| TimelineDeadLetter {
+            id: d.id,
+            group: d.group_id,
+            position: format!("{}:{}", d.partition, d.offset),
+            reason: d.reason,
+            status: d.status,
         })
         .collect();
-    Ok(Json(json!({"order_id": id, "events": events, "projections": view, "dead_letters": dead_letters})))
+    Ok(Json(Timeline { order_id, events, projections: view, dead_letters }))
 }
 
-/// What a projection made of one event: `applied`, `pending` (not reached yet),
-/// `parked`/`skipped` (in dead letters), or `not_read` (a kind it ignores).
 fn applied_status(
     kind: ProjectionKind,
     event_kind: Option<EventKind>,
     group: &str,
     stored: &[(i32, i64)],
     dead: &[DeadLetterRow],
-    partition: i32,
-    offset: i64,
-) -> &'static str {
+    (partition, offset): (i32, i64),
+) -> EventOutcome {
     if let Some(d) = dead.iter().find(|d| d.group_id == group && d.partition == partition && d.offset == offset) {
-        return match d.status.as_str() {
-            "parked" => "parked",
-            "skipped" => "skipped",
-            _ => "applied",
+        return match d.status {
+            DeadLetterStatus::Parked => EventOutcome::Parked,
+            DeadLetterStatus::Skipped => EventOutcome::Skipped,
+            DeadLetterStatus::Retried => EventOutcome::Applied,
         };
     }
     if event_kind.is_some_and(|k| !kind.wants(k)) {
-        return "not_read";
+        return EventOutcome::NotRead;
     }
     match stored.iter().find(|(p, _)| *p == partition) {
-        Some((_, next)) if *next > offset => "applied",
-        _ => "pending",
+        Some((_, next)) if *next > offset => EventOutcome::Applied,
+        _ => EventOutcome::Pending,
     }
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct SkuPath {
+    sku: String,
+}
+
+/// One SKU's stock.
+#[utoipa::path(get, path = "/inventory/{sku}", tag = "inventory", params(SkuPath, AfterQuery),
+    responses((status = 200, body = InventoryLevel), ReadErrors))]
 pub async fn inventory_one(
     State(state): State<ApiState>,
     Path(sku): Path<String>,
     Query(q): Q,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InventoryLevel>, ApiError> {
     let params = Params::new(q, &[])?;
-    wait_applied(&state, &["inventory"], params.after()?).await?;
-    let level =
-        state.store.inventory_level(&sku).await?.ok_or_else(|| ApiError::not_found(format!("no SKU {sku:?}")))?;
-    Ok(Json(json!(level)))
+    wait_applied(&state, &[ProjectionKind::Inventory], params.after()?).await?;
+    let level = state.store.inventory_level(&sku).await.map_err(unavailable)?;
+    Ok(Json(level.ok_or_else(|| ApiError::not_found(format!("no SKU {sku:?}")))?))
 }
 
-pub async fn inventory_list(State(state): State<ApiState>, Query(q): Q) -> Result<Json<Value>, ApiError> {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct InventoryQuery {
+    /// Only SKUs whose available stock is below this.
+    #[param(schema_with = filter_schema)]
+    below: Option<i64>,
+    /// Items per page (default 100).
+    #[param(schema_with = limit_schema)]
+    limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    #[param(schema_with = after_schema)]
+    after: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InventoryPage {
+    pub items: Vec<InventoryLevel>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Stock per SKU in SKU order.
+#[utoipa::path(get, path = "/inventory", tag = "inventory", params(InventoryQuery),
+    responses((status = 200, body = InventoryPage), ReadErrors))]
+pub async fn inventory_list(State(state): State<ApiState>, Query(q): Q) -> Result<Json<InventoryPage>, ApiError> {
     let params = Params::new(q, &["below", "limit", "cursor"])?;
-    let below = params.integer("below")?;
+    let below = params.integer("below", -MAX_FILTER, MAX_FILTER)?;
     let limit = params.limit()?;
-    wait_applied(&state, &["inventory"], params.after()?).await?;
-    let items = state.store.inventory_page(below, params.text("cursor"), limit).await?;
-    let next = (items.len() as i64 == limit).then(|| items.last().map(|l| l.sku.clone())).flatten();
-    Ok(Json(json!({"items": items, "next_cursor": next})))
+    wait_applied(&state, &[ProjectionKind::Inventory], params.after()?).await?;
+    let items = state.store.inventory_page(below, params.text("cursor"), limit).await.map_err(unavailable)?;
+    let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|l| l.sku.clone())).flatten();
+    Ok(Json(InventoryPage { items, next_cursor }))
 }
 
-pub async fn payments_summary(State(state): State<ApiState>, Query(q): Q) -> Result<Json<Value>, ApiError> {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PaymentsQuery {
+    /// Only this currency.
+    #[param(pattern = "^[A-Z]{3}$")]
+    currency: Option<String>,
+    /// Orders placed at or after this (a date means midnight UTC).
+    #[param(value_type = Option<String>, format = DateTime)]
+    from: Option<String>,
+    /// Orders placed before this; must be after `from` (answered with 400 otherwise).
+    #[param(value_type = Option<String>, format = DateTime)]
+    to: Option<String>,
+    #[param(schema_with = after_schema)]
+    after: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentsSummary {
+    pub currencies: Vec<CurrencySummary>,
+}
+
+/// Payment totals per currency of the orders placed in `[from, to)`.
+#[utoipa::path(get, path = "/payments/summary", tag = "payments", params(PaymentsQuery),
+    responses((status = 200, body = PaymentsSummary), ReadErrors))]
+pub async fn payments_summary(State(state): State<ApiState>, Query(q): Q) -> Result<Json<PaymentsSummary>, ApiError> {
     let params = Params::new(q, &["currency", "from", "to"])?;
     let currency = params.text("currency");
     if let Some(c) = currency {
         if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(ApiError::bad_parameter("currency", format!("{c:?} is not an ISO 4217 code like EUR")));
+            return Err(bad_parameter("currency", format!("{c:?} is not an ISO 4217 code like EUR")));
         }
     }
     let from = params.time("from")?.unwrap_or(i64::MIN);
     let to = params.time("to")?.unwrap_or(i64::MAX);
     if from >= to {
-        return Err(ApiError::bad_parameter("from", "must be before to"));
+        return Err(bad_parameter("from", "must be before to"));
     }
-    wait_applied(&state, &["payment"], params.after()?).await?;
-    let currencies = state.store.payments_summary(currency, from, to).await?;
-    Ok(Json(json!({"currencies": currencies})))
+    wait_applied(&state, &[ProjectionKind::Payment], params.after()?).await?;
+    let currencies = state.store.payments_summary(currency, from, to).await.map_err(unavailable)?;
+    Ok(Json(PaymentsSummary { currencies }))
 }
 
-pub async fn fulfilment_backlog(State(state): State<ApiState>, Query(q): Q) -> Result<Json<Value>, ApiError> {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct BacklogQuery {
+    /// Only orders of this warehouse.
+    warehouse: Option<String>,
+    #[param(schema_with = limit_schema)]
+    limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^-?[0-9]{1,18}_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    cursor: Option<String>,
+    #[param(schema_with = after_schema)]
+    after: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BacklogPage {
+    pub items: Vec<FulfilmentOrder>,
+    pub next_cursor: Option<String>,
+}
+
+/// Backlog cursors are `<placed_at_us>_<order_id>`: the key the list is ordered by.
+fn backlog_cursor(raw: &str) -> Result<(i64, Uuid), ApiError> {
+    let bad = || bad_parameter("cursor", "not a cursor this API returned");
+    let (us, id) = raw.split_once('_').ok_or_else(bad)?;
+    let unsigned = us.strip_prefix('-').unwrap_or(us);
+    if unsigned.is_empty() || unsigned.len() > 18 || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    Ok((us.parse().map_err(|_| bad())?, infra::http::hyphenated_uuid(id).ok_or_else(bad)?))
+}
+
+/// Orders not shipped yet, oldest first.
+#[utoipa::path(get, path = "/fulfilment/backlog", tag = "fulfilment", params(BacklogQuery),
+    responses((status = 200, body = BacklogPage), ReadErrors))]
+pub async fn fulfilment_backlog(State(state): State<ApiState>, Query(q): Q) -> Result<Json<BacklogPage>, ApiError> {
     let params = Params::new(q, &["warehouse", "limit", "cursor"])?;
     let limit = params.limit()?;
-    let cursor = params
-        .text("cursor")
-        .map(|c| {
-            c.split_once('_')
-                .and_then(|(us, id)| Some((us.parse::<i64>().ok()?, id)))
-                .ok_or_else(|| ApiError::bad_parameter("cursor", "not a cursor this API returned"))
-        })
-        .transpose()?;
-    wait_applied(&state, &["fulfilment"], params.after()?).await?;
-    let items = state.store.fulfilment_backlog(params.text("warehouse"), cursor, limit).await?;
-    let next = (items.len() as i64 == limit)
+    let cursor = params.text("cursor").map(backlog_cursor).transpose()?;
+    wait_applied(&state, &[ProjectionKind::Fulfilment], params.after()?).await?;
+    let cursor_key = cursor.map(|(us, id)| (us, id.to_string()));
+    let items = state
+        .store
+        .fulfilment_backlog(params.text("warehouse"), cursor_key.as_ref().map(|(us, id)| (*us, id.as_str())), limit)
+        .await
+        .map_err(unavailable)?;
+    let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last().map(|last| format!("{}_{}", last.placed_at.timestamp_micros(), last.order_id)))
         .flatten();
-    Ok(Json(json!({"items": items, "next_cursor": next})))
+    Ok(Json(BacklogPage { items, next_cursor }))
 }
 
+/// The database answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, description = "The database does not answer", body = Health)))]
 pub async fn healthz(State(state): State<ApiState>) -> Response {
     match sqlx::query("SELECT 1").execute(state.store.pool()).await {
-        Ok(_) => (StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
+        Ok(_) => Json(Health { status: "ok".into() }).into_response(),
         Err(e) => {
-            tracing::warn!(error = %e, "health check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "database unreachable"}))).into_response()
+            tracing::warn!(error = &e as &dyn std::error::Error, "health check: database unreachable");
+            let health = Health { status: "database unreachable".into() };
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(health)).into_response()
         }
     }
-}
-
-pub async fn metrics(State(state): State<ApiState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render()).into_response()
-}
-
-pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], super::OPENAPI).into_response()
-}
-
-pub async fn not_found() -> ApiError {
-    ApiError::not_found("no such endpoint; see /openapi.json")
 }

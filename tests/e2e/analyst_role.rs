@@ -14,7 +14,7 @@ async fn the_analyst_role_reads_the_views_and_nothing_else() {
     let analyst_url = format!("{scheme}://orderflow_analyst@{host_and_db}");
     let mut analyst = sqlx::PgConnection::connect(&analyst_url).await.expect("analyst logs in");
 
-    for view in projections::store::schema::VIEWS {
+    for view in projections::ProjectionKind::all_views() {
         sqlx::query(&format!("SELECT * FROM {view}"))
             .fetch_all(&mut analyst)
             .await

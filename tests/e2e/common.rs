@@ -1,11 +1,14 @@
 //! Helpers shared by the end-to-end tests: each test gets its own topic (and later its
-//! own group and database) on the real broker named by `ORDERFLOW_BROKERS`.
+//! own group and database) on the real broker named by `ORDERFLOW_BROKERS`. What the bench
+//! and the demo need too (fresh topics and databases, log ends, waiting until a group has
+//! caught up) is `orderflow::kit`; these wrappers only add the tests' environment and
+//! panics.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use infra::topics::{create_topics, TopicSpec};
 use infra::KafkaSettings;
+use orderflow::kit;
 
 /// Sends this test binary's logs to `$ORDERFLOW_TEST_LOG` when that is set (for
 /// investigating a failure); otherwise logs are off.
@@ -32,22 +35,15 @@ pub fn kafka() -> KafkaSettings {
 
 /// A fresh topic with a unique name, so tests never see each other's records.
 pub async fn fresh_topic(prefix: &str, partitions: i32) -> String {
-    let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-    let spec = TopicSpec { name: name.clone(), partitions, replication_factor: None };
-    create_topics(&kafka(), &[spec], Duration::from_secs(20)).await.expect("create topic");
-    name
+    kit::fresh_topic(&kafka(), prefix, partitions).await.expect("create topic")
 }
 
-/// A database of its own for one test, on the PostgreSQL named by `ORDERFLOW_DATABASE_URL`.
+/// A database of its own for one test, on the PostgreSQL named by `ORDERFLOW_DATABASE_URL`
+/// (left behind for investigating a failure).
 pub async fn fresh_database() -> String {
-    use sqlx::Connection;
     let admin_url = std::env::var("ORDERFLOW_DATABASE_URL")
         .expect("ORDERFLOW_DATABASE_URL is not set: run `eval \"$(infra/local/up)\"` before the tests");
-    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect to PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
-    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base).to_string();
-    format!("{base}/{name}")
+    kit::TempDatabases::new(&admin_url, "test").fresh_url().await.expect("create database")
 }
 
 /// A checkout served in-process on a free port, with its own topic and database.
@@ -82,26 +78,15 @@ impl TestCheckout {
 
     /// Sends raw bytes with the given content type.
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
-        use http_body_util::BodyExt;
-        let request = hyper::Request::post(format!("{}{path}", self.base_url))
-            .header("content-type", content_type)
-            .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
-            .expect("request");
-        let response = self.client.request(request).await.expect("http");
+        let request = self.client.post(format!("{}{path}", self.base_url)).header("content-type", content_type);
+        let response = request.body(body).send().await.expect("http");
         let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response.bytes().await.expect("body");
         (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
-        use http_body_util::BodyExt;
-        let request = hyper::Request::get(format!("{}{path}", self.base_url))
-            .body(http_body_util::Full::new(hyper::body::Bytes::new()))
-            .expect("request");
-        let response = self.client.request(request).await.expect("http");
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
+        get_text(&self.client, &format!("{}{path}", self.base_url)).await.expect("http")
     }
 }
 
@@ -280,34 +265,25 @@ fn free_port_run(count: usize) -> u16 {
 }
 
 /// The end of every partition of `topic` (the high watermark: one past the last record).
-pub fn log_ends(kafka: &KafkaSettings, topic: &str) -> std::collections::BTreeMap<i32, i64> {
-    infra::group_inspect::Inspector::new(kafka, Duration::from_secs(10))
-        .and_then(|i| i.log_ends(topic))
-        .expect("log end offsets")
+pub async fn log_ends(kafka: &KafkaSettings, topic: &str) -> std::collections::BTreeMap<i32, i64> {
+    kit::log_ends(kafka, topic).await.expect("log end offsets")
 }
 
 /// Waits (30 s at most) until `group`'s stored offsets reach the log end on every partition
 /// that has records.
 pub async fn wait_caught_up(store: &projections::store::Store, kafka: &KafkaSettings, group: &str, topic: &str) {
-    let ends = log_ends(kafka, topic);
-    let partitions: Vec<i32> = ends.iter().filter(|(_, end)| **end > 0).map(|(p, _)| *p).collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let stored: std::collections::BTreeMap<i32, i64> =
-            store.stored_offsets(group, topic, &partitions).await.expect("offsets").into_iter().collect();
-        if partitions.iter().all(|p| stored.get(p) == ends.get(p)) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "group {group} did not catch up: stored {stored:?}, log ends {ends:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let ends = log_ends(kafka, topic).await;
+    let within = Duration::from_secs(30);
+    let caught_up = kit::wait_caught_up(store, group, topic, &ends, within, Duration::from_millis(100)).await;
+    if !caught_up.expect("stored offsets") {
+        let partitions: Vec<i32> = ends.keys().copied().collect();
+        let stored = store.stored_offsets(group, topic, &partitions).await.expect("offsets");
+        panic!("group {group} did not catch up: stored {stored:?}, log ends {ends:?}");
     }
 }
 
 /// Member settings for tests: small batches and short timeouts so rebalances are quick.
-pub fn member_config(kind: consumers::ProjectionKind, topic: &str, group: &str) -> consumers::MemberConfig {
+pub fn member_config(kind: projections::ProjectionKind, topic: &str, group: &str) -> consumers::MemberConfig {
     let mut config = consumers::MemberConfig::new(kind, topic);
     config.group = group.to_string();
     config.batch_max = 200;
@@ -318,8 +294,7 @@ pub fn member_config(kind: consumers::ProjectionKind, topic: &str, group: &str) 
 
 /// A SQLite projection database in a fresh temp file.
 pub fn fresh_sqlite_url() -> String {
-    let path = std::env::temp_dir().join(format!("orderflow-{}.db", uuid::Uuid::new_v4().simple()));
-    format!("sqlite://{}?mode=rwc", path.display())
+    kit::fresh_sqlite_url()
 }
 
 /// Asserts two snapshots are equal, describing the first difference briefly (a full
@@ -342,11 +317,9 @@ pub fn assert_same_projection(got: &projections::store::Snapshot, want: &project
     }
 }
 
-/// A consumer-group name prefix of its own for one test: tests share one broker, and
-/// sharing group names across tests (or with a previous run's dead members) would make
-/// their groups rebalance each other.
+/// A consumer-group name prefix of its own for one test.
 pub fn fresh_group_prefix() -> String {
-    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    kit::fresh_group_prefix()
 }
 
 /// A free loopback port (bound, then released for a child process to take).
@@ -375,62 +348,49 @@ impl Drop for Child {
     }
 }
 
-/// `orderflow serve-api` on a free port against `database_url` and `topic`.
+/// GETs `url`; returns the status and the body as text.
+async fn get_text(client: &reqwest::Client, url: &str) -> Result<(u16, String), reqwest::Error> {
+    let response = client.get(url).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}
+
+/// The query API served in-process on a free port against `database_url` and `topic`.
 pub struct ServeApi {
     pub base_url: String,
-    pub client: producers::load::HttpClient,
-    _child: Child,
+    pub client: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
 }
 
 impl ServeApi {
-    pub async fn spawn(database_url: &str, topic: &str, group_prefix: &str, read_wait: &str) -> ServeApi {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let brokers = std::env::var("ORDERFLOW_BROKERS").expect("ORDERFLOW_BROKERS");
-        let child = Child::spawn(
-            &[
-                "serve-api",
-                "--listen",
-                &listen,
-                "--database-url",
-                database_url,
-                "--topic",
-                topic,
-                "--read-wait",
-                read_wait,
-            ],
-            &[("ORDERFLOW_BROKERS", &brokers), ("ORDERFLOW_GROUP_PREFIX", group_prefix)],
-        );
-        let api =
-            ServeApi { base_url: format!("http://{listen}"), client: producers::load::http_client(), _child: child };
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some((200, _)) = api.try_get("/healthz").await {
-                return api;
-            }
-            assert!(std::time::Instant::now() < deadline, "serve-api did not become healthy");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn try_get(&self, path: &str) -> Option<(u16, String)> {
-        use http_body_util::BodyExt;
-        let request = hyper::Request::get(format!("{}{path}", self.base_url))
-            .body(http_body_util::Full::new(hyper::body::Bytes::new()))
-            .ok()?;
-        let response = self.client.request(request).await.ok()?;
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.ok()?.to_bytes();
-        Some((status, String::from_utf8_lossy(&bytes).into_owned()))
+    pub async fn spawn(database_url: &str, topic: &str, group_prefix: &str, read_wait: Duration) -> ServeApi {
+        let store = projections::store::Store::connect(database_url)
+            .await
+            .and_then(|s| s.with_group_prefix(group_prefix))
+            .expect("query API store");
+        let state = orderflow::query_api::ApiState::new(store, &kafka(), topic, read_wait, 10);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let _ = orderflow::query_api::run(listener, state, std::future::pending()).await;
+        });
+        ServeApi { base_url, client: producers::load::http_client(), server }
     }
 
     /// GETs `path`; returns the status and the body as JSON (null if it is not JSON).
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let (status, body) = self.try_get(path).await.expect("serve-api answers");
+        let (status, body) = self.get_text(path).await;
         (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        self.try_get(path).await.expect("serve-api answers")
+        get_text(&self.client, &format!("{}{path}", self.base_url)).await.expect("the query API answers")
+    }
+}
+
+impl Drop for ServeApi {
+    fn drop(&mut self) {
+        self.server.abort();
     }
 }
 
@@ -499,7 +459,7 @@ pub fn kafka_tool(tool: &str, args: &[&str]) -> String {
 pub async fn calm_rebuild(kafka: &KafkaSettings, topic: &str) -> projections::store::Store {
     let store = projections::store::Store::connect(&fresh_database().await).await.expect("store");
     let mut members = Vec::new();
-    for kind in consumers::ProjectionKind::ALL {
+    for kind in projections::ProjectionKind::ALL {
         let group = format!("{}-calm-{topic}", kind.name());
         let member =
             consumers::member::run_member(member_config(kind, topic, &group), kafka, store.clone()).expect("member");

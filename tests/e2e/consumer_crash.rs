@@ -8,9 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use consumers::member::run_member;
-use consumers::{GroupProtocol, ProjectionKind};
+use consumers::GroupProtocol;
 use producers::load::{self, LoadConfig};
 use projections::store::Store;
+use projections::ProjectionKind;
 
 fn spawn_member(
     topic: &str,

@@ -7,9 +7,10 @@ use crate::common;
 use std::time::Duration;
 
 use consumers::member::{run_member, MemberHandle};
-use consumers::{GroupProtocol, ProjectionKind};
+use consumers::GroupProtocol;
 use producers::load::{self, LoadConfig};
 use projections::store::Store;
+use projections::ProjectionKind;
 
 async fn churn_then_compare(protocol: GroupProtocol, strategy: &str) {
     let topic = common::fresh_topic("churn", 6).await;

@@ -5,8 +5,8 @@ use crate::common;
 use std::time::Duration;
 
 use consumers::member::run_member;
-use consumers::ProjectionKind;
 use projections::store::Store;
+use projections::ProjectionKind;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::samples::zigzag;
 use schemas::{samples::sample, Codec, Event, EventKind};

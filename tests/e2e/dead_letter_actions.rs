@@ -5,8 +5,8 @@ use crate::common;
 use std::time::Duration;
 
 use consumers::member::run_member;
-use consumers::ProjectionKind;
 use projections::store::Store;
+use projections::ProjectionKind;
 use serde_json::{json, Value};
 
 fn orderflow(args: &[&str]) -> (bool, Value, String) {
@@ -28,7 +28,7 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     let database_url = common::fresh_database().await;
     let prefix = common::fresh_group_prefix();
     let store = Store::connect(&database_url).await.expect("store").with_group_prefix(&prefix).expect("prefix");
-    let group = store.first_group("payment");
+    let group = store.first_group(ProjectionKind::Payment);
     let member = run_member(common::member_config(ProjectionKind::Payment, &topic, &group), &kafka, store.clone())
         .expect("member");
 

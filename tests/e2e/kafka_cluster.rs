@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use consumers::member::{run_member, MemberHandle};
-use consumers::ProjectionKind;
 use infra::KafkaSettings;
 use producers::load::{self, LoadConfig};
 use projections::store::Store;
+use projections::ProjectionKind;
 use serde_json::json;
 
 fn load_config(target: &str, rate: u32, seconds: u64) -> LoadConfig {
@@ -127,7 +127,7 @@ async fn partitions_added_with_kafkas_tool_while_groups_run_are_taken_over_and_v
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = load::run(load_config(&app.base_url, 300, 4)).await;
     assert!(after.accepted > 300, "{}", after.summary());
-    let ends = common::log_ends(&kafka, &topic);
+    let ends = common::log_ends(&kafka, &topic).await;
     assert!(
         (3..6).all(|p| ends.get(&p).copied().unwrap_or(0) > 0),
         "nothing was published to the new partitions: {ends:?}"

@@ -6,8 +6,10 @@ use crate::common;
 use std::time::Duration;
 
 use consumers::member::run_member;
-use consumers::ProjectionKind;
+use projections::model::fulfilment::FulfilmentStatus;
+use projections::model::payment::PaymentStatus;
 use projections::store::{InventoryLevel, Store};
+use projections::ProjectionKind;
 use serde_json::{json, Value};
 
 async fn post_ok(app: &common::TestCheckout, path: &str, body: Value) -> Value {
@@ -103,7 +105,7 @@ async fn the_three_views_show_exactly_what_the_events_imply_on_postgres_and_sqli
         (4498, 4498, 4498, 0)
     );
     assert_eq!((pa.status.as_str(), pa.currency.as_str()), ("captured", "EUR"));
-    assert_eq!(payment(&b).status, "cancelled");
+    assert_eq!(payment(&b).status, PaymentStatus::Cancelled);
     assert_eq!(
         (payment(&c).status.as_str(), payment(&c).captured_minor, payment(&c).order_total_minor),
         ("captured", 2100, 2100)
@@ -114,8 +116,8 @@ async fn the_three_views_show_exactly_what_the_events_imply_on_postgres_and_sqli
     let fa = fulfilment(&a);
     assert_eq!((fa.status.as_str(), fa.warehouse.as_deref()), ("delivered", Some("BER-1")));
     assert!(fa.paid_at.is_some() && fa.shipped_at.is_some() && fa.delivered_at.is_some());
-    assert_eq!(fulfilment(&b).status, "cancelled");
-    assert_eq!(fulfilment(&c).status, "ready_to_ship");
+    assert_eq!(fulfilment(&b).status, FulfilmentStatus::Cancelled);
+    assert_eq!(fulfilment(&c).status, FulfilmentStatus::ReadyToShip);
 
     for (group, parked) in [("inventory-pg", 0), ("payment-pg", 1), ("fulfilment-pg", 1)] {
         assert_eq!(pg.dead_letters(group).await.expect("dead letters").len(), parked, "{group}");

@@ -6,8 +6,9 @@ use crate::common;
 use std::time::Duration;
 
 use consumers::member::run_member;
-use consumers::{MemberHandle, ProjectionKind};
+use consumers::MemberHandle;
 use projections::store::Store;
+use projections::ProjectionKind;
 use serde_json::{json, Value};
 
 struct ReadSide {
@@ -28,7 +29,7 @@ impl ReadSide {
         let database_url = common::fresh_database().await;
         let prefix = common::fresh_group_prefix();
         let store = Store::connect(&database_url).await.expect("store").with_group_prefix(&prefix).expect("prefix");
-        let api = common::ServeApi::spawn(&database_url, &topic, &prefix, "2s").await;
+        let api = common::ServeApi::spawn(&database_url, &topic, &prefix, Duration::from_secs(2)).await;
         let mut side = ReadSide { checkout, api, store, topic, database_url, prefix, members: Vec::new() };
         if with_members {
             side.start_members();
@@ -44,7 +45,7 @@ impl ReadSide {
     }
 
     fn group(&self, kind: ProjectionKind) -> String {
-        self.store.first_group(kind.name())
+        self.store.first_group(kind)
     }
 
     /// One member per projection, in the groups the views are built by.

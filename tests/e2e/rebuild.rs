@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use consumers::member::run_member;
-use consumers::ProjectionKind;
 use projections::store::Store;
+use projections::ProjectionKind;
 use serde_json::{json, Value};
 use sqlx::Row;
 
@@ -119,7 +119,7 @@ async fn rebuild_under_live_load(database_url: String) {
     assert!(reads.load(Ordering::Relaxed) > 10, "the reader read during the rebuild");
     assert!(missing.is_empty(), "a reader saw {} order(s) disappear, e.g. {:?}", missing.len(), missing.first());
 
-    let live = store.live_projection("payment").await.expect("live");
+    let live = store.live_projection(ProjectionKind::Payment).await.expect("live");
     assert_eq!((live.generation, &live.group), (2, &next_group));
     // The running `consume` member followed the switch and keeps generation 2 current.
     common::wait_caught_up(&store, &kafka, &live.group, &topic).await;
@@ -169,7 +169,7 @@ async fn rebuild_under_live_load(database_url: String) {
     // A second rebuild, at rest, changes nothing (reliability invariant I9).
     let before = store.snapshot().await.expect("snapshot").payments;
     common::run_orderflow_with(&["rebuild", "payment", "--drop-old", "--json"], &env);
-    assert_eq!(store.live_projection("payment").await.expect("live").generation, 3);
+    assert_eq!(store.live_projection(ProjectionKind::Payment).await.expect("live").generation, 3);
     assert_eq!(store.snapshot().await.expect("snapshot").payments, before, "a second rebuild changes nothing");
     assert!(count("payment_orders_g2").await.is_err(), "--drop-old dropped generation 2");
 }

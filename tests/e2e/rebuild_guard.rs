@@ -5,8 +5,8 @@ use crate::common;
 use std::time::Duration;
 
 use consumers::member::run_member;
-use consumers::ProjectionKind;
 use projections::store::Store;
+use projections::ProjectionKind;
 
 fn rebuild(projection: &str, topic: &str, database_url: &str) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
@@ -22,7 +22,7 @@ async fn a_second_rebuild_is_refused_while_the_first_is_running_and_allowed_afte
     let topic = common::fresh_topic("guard", 2).await;
     let database_url = common::fresh_database().await;
     let store = Store::connect(&database_url).await.expect("store");
-    let first = store.prepare_rebuild("payment").await.expect("first rebuild");
+    let first = store.prepare_rebuild(ProjectionKind::Payment).await.expect("first rebuild");
     assert_eq!((first.generation, first.group.as_str()), (2, "orderflow-payment-g2"));
     // The first rebuild's member, alive in its group.
     let member =
@@ -37,11 +37,14 @@ async fn a_second_rebuild_is_refused_while_the_first_is_running_and_allowed_afte
     let refused = rebuild("payment", &topic, &database_url);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("already running"), "{stderr}");
-    assert_eq!(store.unfinished_rebuilds("payment").await.expect("unfinished"), vec![first.group.clone()]);
+    assert_eq!(
+        store.unfinished_rebuilds(ProjectionKind::Payment).await.expect("unfinished"),
+        vec![first.group.clone()]
+    );
 
     member.stop().await.expect("member leaves");
     let allowed = rebuild("payment", &topic, &database_url);
     assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
-    let live = store.live_projection("payment").await.expect("live");
+    let live = store.live_projection(ProjectionKind::Payment).await.expect("live");
     assert_eq!(live.generation, 3, "a fresh generation, never the abandoned one's");
 }

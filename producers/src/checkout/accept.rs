@@ -7,17 +7,20 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use schemas::{Envelope, Event};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::api_error::ApiError;
+use super::api_error::{invalid, malformed, outcome_unknown, ApiError};
 use super::AppState;
 use crate::idempotency::Claim;
-use crate::validation::FieldError;
+use crate::publisher::Position;
+use crate::validation::{self, FieldError};
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-const MAX_KEY_LEN: usize = 255;
+pub const MAX_KEY_LEN: usize = 255;
 
 /// Namespaces for ids derived from an Idempotency-Key: a retry of the same request gets the
 /// same event id (consumers deduplicate on it) and, for a new order, the same order id.
@@ -31,9 +34,28 @@ pub struct Ids {
     pub new_order_id: Uuid,
 }
 
-/// What a route makes of a valid body: the event, plus response fields besides
-/// `event_id` and `position`.
-pub type Built = (Event, Value);
+/// What an accepted event is about, echoed in the answer.
+pub enum Subject {
+    Order(Uuid),
+    Sku(String),
+}
+
+/// The answer to an accepted request (`202`, and the same body on an idempotent replay).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Accepted {
+    pub event_id: Uuid,
+    /// Where the event was appended.
+    pub position: Position,
+    /// `<partition>:<offset>`: what the query API's `after=` takes to read this write back.
+    #[schema(pattern = "^[0-9]+:[0-9]+$")]
+    pub after: String,
+    /// The order the event is about (placing an order returns its new id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<Uuid>,
+    /// The SKU a stock adjustment is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+}
 
 pub async fn accept<T: DeserializeOwned>(
     state: &AppState,
@@ -41,7 +63,7 @@ pub async fn accept<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     empty_body: Option<Value>,
-    build: impl FnOnce(T, Ids) -> Result<Built, FieldError>,
+    build: impl FnOnce(T, Ids) -> Result<(Event, Subject), FieldError>,
 ) -> Result<Response, ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("body exceeds {MAX_BODY_BYTES} bytes"))
@@ -50,29 +72,30 @@ pub async fn accept<T: DeserializeOwned>(
         (true, Some(default)) => default,
         _ => {
             require_json(headers)?;
-            serde_json::from_slice::<Value>(&bytes)
-                .map_err(|e| ApiError::malformed(format!("body is not valid JSON: {e}")))?
+            serde_json::from_slice::<Value>(&bytes).map_err(|e| malformed(format!("body is not valid JSON: {e}")))?
         }
     };
     if !value.is_object() {
         // serde would read a struct from an array too; the API speaks objects only.
-        return Err(FieldError::new("body", "must be a JSON object").into());
+        return Err(invalid(FieldError::new("body", "must be a JSON object")));
     }
     let key = idempotency_key(headers)?;
     let request: T = serde_path_to_error::deserialize(&value).map_err(|e| {
         let field = e.path().to_string();
-        ApiError::from(FieldError::new(
-            if field == "." { "body".to_string() } else { field },
-            e.into_inner().to_string(),
-        ))
+        invalid(FieldError::new(if field == "." { "body".to_string() } else { field }, e.into_inner().to_string()))
     })?;
     let ids = derive_ids(&scope, key.as_deref(), headers)?;
     let event_id = ids.envelope.event_id;
-    let (event, mut response) = build(request, ids)?;
+    let (event, subject) = build(request, ids).map_err(invalid)?;
 
     let hash = key.as_ref().map(|_| request_hash(&scope, &value));
     if let (Some(key), Some(hash)) = (&key, &hash) {
-        match state.idempotency.claim(&scope, key, hash).await.map_err(|e| ApiError::unavailable(e.to_string()))? {
+        match state
+            .idempotency
+            .claim(&scope, key, hash)
+            .await
+            .map_err(|e| ApiError::unavailable(infra::error_chain(&e)))?
+        {
             Claim::Claimed => {}
             Claim::Completed { status, response } => return Ok(replay(status, &response)),
             Claim::InFlight => {
@@ -94,12 +117,15 @@ pub async fn accept<T: DeserializeOwned>(
 
     match state.publisher.publish(&event).await {
         Ok(position) => {
-            response["event_id"] = json!(event_id);
-            response["position"] = json!(position);
-            // What the query API's `after=` takes, to read this write back.
-            response["after"] = json!(format!("{}:{}", position.partition, position.offset));
+            let (order_id, sku) = match subject {
+                Subject::Order(id) => (Some(id), None),
+                Subject::Sku(sku) => (None, Some(sku)),
+            };
+            let after = format!("{}:{}", position.partition, position.offset);
+            let response = Accepted { event_id, position, after, order_id, sku };
             if let Some(key) = &key {
-                if let Err(e) = state.idempotency.complete(&scope, key, 202, &response.to_string()).await {
+                let stored = serde_json::to_string(&response).unwrap_or_default();
+                if let Err(e) = state.idempotency.complete(&scope, key, 202, &stored).await {
                     // The event is in the log; a retry will see the key in flight (409) until
                     // the claim's lease expires, then republish the same event id, which
                     // consumers deduplicate.
@@ -115,7 +141,7 @@ pub async fn accept<T: DeserializeOwned>(
                     tracing::warn!(error = %e, "could not release the idempotency key; it frees itself after its lease");
                 }
             }
-            Err(ApiError::outcome_unknown(&e.to_string()))
+            Err(outcome_unknown(&infra::error_chain(&e)))
         }
     }
 }
@@ -138,11 +164,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(raw) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let key = raw.to_str().map_err(|_| ApiError::malformed("Idempotency-Key must be visible ASCII"))?;
+    let key = raw.to_str().map_err(|_| malformed("Idempotency-Key must be visible ASCII"))?;
     if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::malformed(format!(
-            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
-        )));
+        return Err(malformed(format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters")));
     }
     Ok(Some(key.to_string()))
 }
@@ -153,8 +177,8 @@ fn uuid_header(headers: &HeaderMap, name: &str) -> Result<Option<Uuid>, ApiError
         .map(|v| {
             v.to_str()
                 .ok()
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .ok_or_else(|| ApiError::malformed(format!("{name} must be a UUID")))
+                .and_then(validation::hyphenated_uuid)
+                .ok_or_else(|| malformed(format!("{name} must be a UUID (8-4-4-4-12 hex digits)")))
         })
         .transpose()
 }

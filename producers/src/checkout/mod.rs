@@ -8,26 +8,41 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::{self, Next};
-use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
 
 use crate::idempotency::IdempotencyStore;
 use crate::publisher::Publisher;
-use crate::requests::{CancelOrderRequest, PaymentRequest, ShipmentRequest};
 
-pub use accept::MAX_BODY_BYTES;
+pub use accept::{Accepted, MAX_BODY_BYTES};
 
-pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+/// The checkout's OpenAPI document, generated from the handlers' and bodies' types.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "orderflow checkout",
+        description = "Append order events to the log. Each accepted request becomes exactly one Avro event, keyed by order id."
+    ),
+    paths(
+        routes::place_order,
+        routes::cancel_order,
+        routes::report_payment,
+        routes::report_shipment,
+        routes::adjust_stock,
+        routes::healthz,
+        routes::readyz,
+        infra::http::metrics_text,
+        infra::http::openapi_json
+    ),
+    components(schemas(infra::http::ErrorBody))
+)]
+pub struct CheckoutApi;
 
 pub struct Inner {
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) idempotency: IdempotencyStore,
-    pub(crate) prometheus: PrometheusHandle,
 }
 
 /// What every handler shares.
@@ -58,7 +73,9 @@ impl AppState {
     }
 
     pub fn new(publisher: Arc<Publisher>, idempotency: IdempotencyStore) -> Self {
-        AppState(Arc::new(Inner { publisher, idempotency, prometheus: crate::metrics::prometheus() }))
+        // The recorder must exist before the first request is counted.
+        infra::telemetry::prometheus();
+        AppState(Arc::new(Inner { publisher, idempotency }))
     }
 }
 
@@ -67,26 +84,17 @@ impl AppState {
 pub fn router(state: AppState, with_noop: bool) -> Router {
     let mut router = Router::new()
         .route("/orders", post(routes::place_order))
-        .route("/orders/{order_id}/cancel", post(routes::order_event::<CancelOrderRequest>))
-        .route("/orders/{order_id}/payments", post(routes::order_event::<PaymentRequest>))
-        .route("/orders/{order_id}/shipments", post(routes::order_event::<ShipmentRequest>))
+        .route("/orders/{order_id}/cancel", post(routes::cancel_order))
+        .route("/orders/{order_id}/payments", post(routes::report_payment))
+        .route("/orders/{order_id}/shipments", post(routes::report_shipment))
         .route("/inventory/{sku}/adjustments", post(routes::adjust_stock))
         .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(routes::openapi));
+        .route("/readyz", get(routes::readyz));
     if with_noop {
         router = router.route("/bench/noop", post(routes::noop));
     }
-    router.fallback(routes::not_found).layer(middleware::from_fn(count_requests)).with_state(state)
-}
-
-async fn count_requests(request: Request, next: Next) -> Response {
-    let route =
-        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let response = next.run(request).await;
-    crate::metrics::record_request(&route, response.status().as_u16());
-    response
+    let service = infra::http::Service { metrics: infra::http::CHECKOUT_METRICS, openapi: CheckoutApi::openapi() };
+    service.finish(router.with_state(state))
 }
 
 /// Serves the API on an already-bound listener until `shutdown` resolves, then stops

@@ -1,27 +1,101 @@
-//! One handler per route of the publishing API. Each turns its body into one event.
+//! One handler per route of the publishing API. Each turns its body into one event. The
+//! `#[utoipa::path]` on each is its entry in the OpenAPI document: request, headers and
+//! every status the route answers.
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use infra::http::{ErrorBody, Health};
 use schemas::Event;
-use serde_json::json;
+use serde::Deserialize;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, IntoResponses};
 use uuid::Uuid;
 
-use super::accept::{accept, MAX_BODY_BYTES};
-use super::api_error::ApiError;
+use super::accept::{accept, Accepted, Subject, MAX_BODY_BYTES, MAX_KEY_LEN};
+use super::api_error::{invalid, ApiError};
 use super::AppState;
-use crate::requests::{OrderCommand, PlaceOrderRequest, StockAdjustmentRequest};
-use crate::validation;
+use crate::requests::{
+    CancelOrderRequest, OrderCommand, PaymentRequest, PlaceOrderRequest, ShipmentRequest, StockAdjustmentRequest,
+};
+use crate::validation::{self, FieldError};
 
 fn scope(uri: &Uri) -> String {
     format!("POST {}", uri.path())
 }
 
 fn order_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::from(validation::FieldError::new("order_id", "must be a UUID")))
+    validation::hyphenated_uuid(raw).ok_or_else(|| invalid(FieldError::new("order_id", "must be a UUID")))
 }
 
+fn idempotency_key_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_KEY_LEN))
+        .pattern(Some(format!("^[\\x21-\\x7e]{{1,{MAX_KEY_LEN}}}$")))
+        .into()
+}
+
+/// The headers every publishing route reads.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read by `accept` from the raw headers; this type documents them
+pub struct PublishHeaders {
+    /// Makes retries safe: the same key and body return the first answer and append
+    /// nothing (remembered for 24 hours); the same key with another body is refused.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(schema_with = idempotency_key_schema)]
+    idempotency_key: Option<String>,
+    /// Carried into the event's envelope; defaults to the event id.
+    #[serde(rename = "X-Correlation-Id")]
+    correlation_id: Option<Uuid>,
+    /// The event that caused this one, if any.
+    #[serde(rename = "X-Causation-Id")]
+    causation_id: Option<Uuid>,
+}
+
+/// The order a request is about.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // parsed strictly by `order_id`; this type documents it
+pub struct OrderPath {
+    order_id: Uuid,
+}
+
+/// Everything a publishing route can answer.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // the variants document statuses; handlers build the bodies
+pub enum PublishResponses {
+    /// Appended to the log.
+    #[response(status = 202)]
+    Accepted(Accepted),
+    /// Malformed JSON, a bad Idempotency-Key or a bad header.
+    #[response(status = 400)]
+    Malformed(ErrorBody),
+    /// A request with this Idempotency-Key is still being processed.
+    #[response(status = 409)]
+    InFlight(ErrorBody),
+    /// The body is over 64 KiB.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The body is not `application/json`.
+    #[response(status = 415)]
+    NotJson(ErrorBody),
+    /// A field is invalid (`field` names it), or the Idempotency-Key was used with another body.
+    #[response(status = 422)]
+    Invalid(ErrorBody),
+    /// The outcome is unknown (broker trouble) or the idempotency store is unavailable:
+    /// retry with the same Idempotency-Key.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// Place an order: appends `OrderPlaced` under a new order id.
+#[utoipa::path(post, path = "/orders", tag = "orders", params(PublishHeaders),
+    request_body(content = PlaceOrderRequest, content_type = "application/json"),
+    responses(PublishResponses))]
 pub async fn place_order(
     State(state): State<AppState>,
     uri: Uri,
@@ -31,27 +105,86 @@ pub async fn place_order(
     accept(&state, scope(&uri), &headers, body, None, |request: PlaceOrderRequest, ids| {
         let order_id = ids.new_order_id;
         let placed = request.into_event(ids.envelope, order_id)?;
-        Ok((Event::OrderPlaced(placed), json!({ "order_id": order_id })))
+        Ok((Event::OrderPlaced(placed), Subject::Order(order_id)))
     })
     .await
 }
 
 /// Cancellations, payments and shipments: an event about an existing order.
-pub async fn order_event<T: OrderCommand>(
+async fn order_event<T: OrderCommand>(
+    state: AppState,
+    raw_id: String,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let order_id = order_id(&raw_id)?;
+    let empty_body = T::EMPTY_BODY_OK.then(|| serde_json::json!({}));
+    accept(&state, scope(&uri), &headers, body, empty_body, |request: T, ids| {
+        Ok((request.into_event(ids.envelope, order_id)?, Subject::Order(order_id)))
+    })
+    .await
+}
+
+/// Cancel an order (`OrderCancelled`). The body may be empty.
+#[utoipa::path(post, path = "/orders/{order_id}/cancel", tag = "orders", params(OrderPath, PublishHeaders),
+    request_body(content = Option<CancelOrderRequest>, content_type = "application/json"),
+    responses(PublishResponses))]
+pub async fn cancel_order(
     State(state): State<AppState>,
     Path(raw_id): Path<String>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let order_id = order_id(&raw_id)?;
-    let empty_body = T::EMPTY_BODY_OK.then(|| json!({}));
-    accept(&state, scope(&uri), &headers, body, empty_body, |request: T, ids| {
-        Ok((request.into_event(ids.envelope, order_id)?, json!({ "order_id": order_id })))
-    })
-    .await
+    order_event::<CancelOrderRequest>(state, raw_id, uri, headers, body).await
 }
 
+/// Report a payment: `PaymentAuthorized`, `PaymentCaptured`, `PaymentFailed` or `PaymentRefunded`.
+#[utoipa::path(post, path = "/orders/{order_id}/payments", tag = "orders", params(OrderPath, PublishHeaders),
+    request_body(content = PaymentRequest, content_type = "application/json"),
+    responses(PublishResponses))]
+pub async fn report_payment(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    order_event::<PaymentRequest>(state, raw_id, uri, headers, body).await
+}
+
+/// Report a shipment step: `ShipmentPacked`, `ShipmentShipped` or `ShipmentDelivered`.
+#[utoipa::path(post, path = "/orders/{order_id}/shipments", tag = "orders", params(OrderPath, PublishHeaders),
+    request_body(content = ShipmentRequest, content_type = "application/json"),
+    responses(PublishResponses))]
+pub async fn report_shipment(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    order_event::<ShipmentRequest>(state, raw_id, uri, headers, body).await
+}
+
+fn sku_param_schema() -> utoipa::openapi::RefOr<Schema> {
+    validation::sku_schema()
+}
+
+/// The SKU a stock adjustment is about.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // checked by `StockAdjustmentRequest::into_event`; this type documents it
+pub struct SkuPath {
+    #[param(schema_with = sku_param_schema)]
+    sku: String,
+}
+
+/// Adjust a SKU's stock on hand (`StockAdjusted`).
+#[utoipa::path(post, path = "/inventory/{sku}/adjustments", tag = "inventory", params(SkuPath, PublishHeaders),
+    request_body(content = StockAdjustmentRequest, content_type = "application/json"),
+    responses(PublishResponses))]
 pub async fn adjust_stock(
     State(state): State<AppState>,
     Path(sku): Path<String>,
@@ -60,40 +193,33 @@ pub async fn adjust_stock(
     body: Body,
 ) -> Result<Response, ApiError> {
     accept(&state, scope(&uri), &headers, body, None, |request: StockAdjustmentRequest, ids| {
-        let response = json!({ "sku": sku });
-        Ok((request.into_event(ids.envelope, sku)?, response))
+        let event = request.into_event(ids.envelope, sku.clone())?;
+        Ok((event, Subject::Sku(sku)))
     })
     .await
 }
 
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// The process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
 }
 
+/// The broker answers: this instance can accept writes.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, description = "The broker does not answer", body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.publisher.broker_reachable(std::time::Duration::from_secs(2)).await {
-        Json(json!({ "status": "ready" })).into_response()
+        Json(Health { status: "ready".into() }).into_response()
     } else {
         ApiError::unavailable("the broker does not answer").into_response()
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    ([("content-type", "text/plain; version=0.0.4")], state.prometheus.render()).into_response()
-}
-
-pub async fn openapi() -> Response {
-    ([("content-type", "application/json")], super::OPENAPI).into_response()
-}
-
 /// Reads the body like a real route and does nothing else: the benchmark's HTTP ceiling.
 pub async fn noop(body: Body) -> Response {
     match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(_) => (StatusCode::ACCEPTED, Json(json!({}))).into_response(),
+        Ok(_) => (StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response(),
         Err(_) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
     }
-}
-
-pub async fn not_found() -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /openapi.json").into_response()
 }

@@ -7,11 +7,28 @@ use uuid::Uuid;
 
 use super::{Effect, Projection, Rejection};
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+status_enum! {
+    /// Where an order is on its way to the customer.
+    FulfilmentStatus {
+        AwaitingPayment => "awaiting_payment",
+        ReadyToShip => "ready_to_ship",
+        Packed => "packed",
+        Shipped => "shipped",
+        Delivered => "delivered",
+        Cancelled => "cancelled",
+    }
+}
+
+impl FulfilmentStatus {
+    /// Not shipped yet and not cancelled: the warehouse's backlog.
+    pub const OPEN: [FulfilmentStatus; 3] =
+        [FulfilmentStatus::AwaitingPayment, FulfilmentStatus::ReadyToShip, FulfilmentStatus::Packed];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FulfilmentOrder {
     pub order_id: Uuid,
-    /// awaiting_payment, ready_to_ship, packed, shipped, delivered, cancelled
-    pub status: String,
+    pub status: FulfilmentStatus,
     pub warehouse: Option<String>,
     pub placed_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
@@ -21,7 +38,7 @@ pub struct FulfilmentOrder {
 
 pub struct Fulfilment;
 
-fn reject(event: &Event, status: &str) -> Rejection {
+fn reject(event: &Event, status: FulfilmentStatus) -> Rejection {
     Rejection::new(format!("{:?} for an order that is {status}", event.kind()))
 }
 
@@ -49,7 +66,7 @@ impl Projection for Fulfilment {
             };
             return Ok(Effect::order(FulfilmentOrder {
                 order_id: e.order_id,
-                status: "awaiting_payment".into(),
+                status: FulfilmentStatus::AwaitingPayment,
                 warehouse: None,
                 placed_at: at,
                 paid_at: None,
@@ -58,29 +75,30 @@ impl Projection for Fulfilment {
             }));
         };
         let mut next = order.clone();
-        match (event, order.status.as_str()) {
+        use FulfilmentStatus as S;
+        match (event, order.status) {
             (Event::OrderPlaced(_), _) => return Err(Rejection::new("order placed twice with different event ids")),
-            (Event::PaymentCaptured(_), "awaiting_payment") => {
-                next.status = "ready_to_ship".into();
+            (Event::PaymentCaptured(_), S::AwaitingPayment) => {
+                next.status = S::ReadyToShip;
                 next.paid_at = Some(at);
             }
             // A further (partial) capture changes nothing for the warehouse.
-            (Event::PaymentCaptured(_), "ready_to_ship" | "packed" | "shipped" | "delivered") => {}
-            (Event::ShipmentPacked(f), "ready_to_ship") => {
-                next.status = "packed".into();
+            (Event::PaymentCaptured(_), S::ReadyToShip | S::Packed | S::Shipped | S::Delivered) => {}
+            (Event::ShipmentPacked(f), S::ReadyToShip) => {
+                next.status = S::Packed;
                 next.warehouse = Some(f.warehouse.clone());
             }
-            (Event::ShipmentShipped(f), "ready_to_ship" | "packed") => {
-                next.status = "shipped".into();
+            (Event::ShipmentShipped(f), S::ReadyToShip | S::Packed) => {
+                next.status = S::Shipped;
                 next.warehouse = Some(f.warehouse.clone());
                 next.shipped_at = Some(at);
             }
-            (Event::ShipmentDelivered(_), "shipped") => {
-                next.status = "delivered".into();
+            (Event::ShipmentDelivered(_), S::Shipped) => {
+                next.status = S::Delivered;
                 next.delivered_at = Some(at);
             }
-            (Event::OrderCancelled(_), "awaiting_payment" | "ready_to_ship" | "packed") => {
-                next.status = "cancelled".into();
+            (Event::OrderCancelled(_), S::AwaitingPayment | S::ReadyToShip | S::Packed) => {
+                next.status = S::Cancelled;
             }
             (other, status) => return Err(reject(other, status)),
         }
@@ -110,14 +128,14 @@ mod tests {
     fn the_happy_path_ends_delivered_with_every_timestamp() {
         let order =
             run(&[OrderPlaced, PaymentCaptured, ShipmentPacked, ShipmentShipped, ShipmentDelivered]).expect("ok");
-        assert_eq!(order.status, "delivered");
+        assert_eq!(order.status, FulfilmentStatus::Delivered);
         assert_eq!(order.warehouse.as_deref(), Some("BER-1"));
         assert!(order.paid_at.is_some() && order.shipped_at.is_some() && order.delivered_at.is_some());
     }
 
     #[test]
     fn a_captured_payment_makes_the_order_ready_to_ship() {
-        assert_eq!(run(&[OrderPlaced, PaymentCaptured]).expect("ok").status, "ready_to_ship");
+        assert_eq!(run(&[OrderPlaced, PaymentCaptured]).expect("ok").status, FulfilmentStatus::ReadyToShip);
     }
 
     #[test]
@@ -130,7 +148,7 @@ mod tests {
     fn an_order_can_be_cancelled_until_it_ships() {
         assert_eq!(
             run(&[OrderPlaced, PaymentCaptured, ShipmentPacked, OrderCancelled]).expect("ok").status,
-            "cancelled"
+            FulfilmentStatus::Cancelled
         );
         assert!(run(&[OrderPlaced, PaymentCaptured, ShipmentShipped, OrderCancelled]).is_err());
     }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{Effect, LogPosition, Projection, Rejection};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub event_id: Uuid,
     /// The Avro record name, e.g. `PaymentCaptured`.

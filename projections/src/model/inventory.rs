@@ -2,30 +2,16 @@
 //! cancelling releases them; shipping moves them from reserved to shipped and out of on
 //! hand. available = on_hand − reserved, and may go negative (oversold, visible).
 use schemas::{Event, EventKind};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Effect, Projection, Rejection, SkuDelta};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReservationStatus {
-    Reserved,
-    Released,
-    Shipped,
-}
-
-impl ReservationStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReservationStatus::Reserved => "reserved",
-            ReservationStatus::Released => "released",
-            ReservationStatus::Shipped => "shipped",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Reserved, Self::Released, Self::Shipped].into_iter().find(|v| v.as_str() == s)
+status_enum! {
+    /// Whether an order's reservation still holds stock.
+    ReservationStatus {
+        Reserved => "reserved",
+        Released => "released",
+        Shipped => "shipped",
     }
 }
 

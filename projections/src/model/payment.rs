@@ -8,7 +8,20 @@ use uuid::Uuid;
 
 use super::{Effect, Projection, Rejection};
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+status_enum! {
+    /// Where an order's payment stands.
+    PaymentStatus {
+        Pending => "pending",
+        Authorized => "authorized",
+        Captured => "captured",
+        Failed => "failed",
+        Refunded => "refunded",
+        PartiallyRefunded => "partially_refunded",
+        Cancelled => "cancelled",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PaymentOrder {
     pub order_id: Uuid,
     pub currency: String,
@@ -16,8 +29,7 @@ pub struct PaymentOrder {
     pub authorized_minor: i64,
     pub captured_minor: i64,
     pub refunded_minor: i64,
-    /// pending, authorized, captured, failed, refunded, partially_refunded, cancelled
-    pub status: String,
+    pub status: PaymentStatus,
     pub placed_at: DateTime<Utc>,
     /// When the last capture happened: revenue per day counts captures by this day.
     pub captured_at: Option<DateTime<Utc>>,
@@ -34,7 +46,7 @@ fn with_payment(
     fact: &PaymentFact,
     change: impl FnOnce(&mut PaymentOrder, i64) -> Result<(), Rejection>,
 ) -> Result<Effect<PaymentOrder>, Rejection> {
-    if order.status == "cancelled" {
+    if order.status == PaymentStatus::Cancelled {
         return Err(Rejection::new("payment reported for a cancelled order"));
     }
     let mut next = order.clone();
@@ -71,18 +83,20 @@ impl Projection for Payment {
                 authorized_minor: 0,
                 captured_minor: 0,
                 refunded_minor: 0,
-                status: "pending".into(),
+                status: PaymentStatus::Pending,
                 placed_at: e.envelope.occurred_at,
                 captured_at: None,
             }));
         };
         match event {
             Event::OrderPlaced(_) => Err(Rejection::new("order placed twice with different event ids")),
-            Event::OrderCancelled(_) => Ok(Effect::order(PaymentOrder { status: "cancelled".into(), ..order.clone() })),
+            Event::OrderCancelled(_) => {
+                Ok(Effect::order(PaymentOrder { status: PaymentStatus::Cancelled, ..order.clone() }))
+            }
             Event::PaymentAuthorized(f) => with_payment(order, f, |o, amount| {
                 o.authorized_minor = add(o.authorized_minor, amount, "authorized amount")?;
                 if o.captured_minor == 0 {
-                    o.status = "authorized".into();
+                    o.status = PaymentStatus::Authorized;
                 }
                 Ok(())
             }),
@@ -95,7 +109,7 @@ impl Projection for Payment {
                     )));
                 }
                 o.captured_minor = captured;
-                o.status = "captured".into();
+                o.status = PaymentStatus::Captured;
                 o.captured_at = Some(f.envelope.occurred_at);
                 Ok(())
             }),
@@ -103,7 +117,7 @@ impl Projection for Payment {
                 if o.captured_minor > 0 {
                     return Err(Rejection::new("payment failure reported after a capture"));
                 }
-                o.status = "failed".into();
+                o.status = PaymentStatus::Failed;
                 Ok(())
             }),
             Event::PaymentRefunded(f) => with_payment(order, f, |o, amount| {
@@ -115,7 +129,11 @@ impl Projection for Payment {
                     )));
                 }
                 o.refunded_minor = refunded;
-                o.status = if refunded == o.captured_minor { "refunded" } else { "partially_refunded" }.into();
+                o.status = if refunded == o.captured_minor {
+                    PaymentStatus::Refunded
+                } else {
+                    PaymentStatus::PartiallyRefunded
+                };
                 Ok(())
             }),
             other => Err(Rejection::new(format!("payment does not read {:?}", other.kind()))),
@@ -139,18 +157,21 @@ mod tests {
     #[test]
     fn a_placed_order_is_pending_with_its_total() {
         let order = placed();
-        assert_eq!((order.order_total_minor, order.status.as_str(), order.currency.as_str()), (4497, "pending", "EUR"));
+        assert_eq!(
+            (order.order_total_minor, order.status, order.currency.as_str()),
+            (4497, PaymentStatus::Pending, "EUR")
+        );
     }
 
     #[test]
     fn authorize_capture_refund_add_up() {
         let order = then(&placed(), EventKind::PaymentAuthorized).expect("auth");
-        assert_eq!((order.authorized_minor, order.status.as_str()), (4497, "authorized"));
+        assert_eq!((order.authorized_minor, order.status), (4497, PaymentStatus::Authorized));
         let order = then(&order, EventKind::PaymentCaptured).expect("capture");
-        assert_eq!((order.captured_minor, order.status.as_str()), (4497, "captured"));
+        assert_eq!((order.captured_minor, order.status), (4497, PaymentStatus::Captured));
         assert_eq!(order.captured_at, Some(sample(EventKind::PaymentCaptured).envelope().occurred_at));
         let order = then(&order, EventKind::PaymentRefunded).expect("refund");
-        assert_eq!((order.refunded_minor, order.status.as_str()), (4497, "refunded"));
+        assert_eq!((order.refunded_minor, order.status), (4497, PaymentStatus::Refunded));
     }
 
     #[test]
@@ -172,7 +193,7 @@ mod tests {
     #[test]
     fn payments_after_cancellation_are_rejected() {
         let cancelled = then(&placed(), EventKind::OrderCancelled).expect("cancel");
-        assert_eq!(cancelled.status, "cancelled");
+        assert_eq!(cancelled.status, PaymentStatus::Cancelled);
         assert!(then(&cancelled, EventKind::PaymentCaptured).is_err());
     }
 }

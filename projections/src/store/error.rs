@@ -4,12 +4,16 @@ use thiserror::Error;
 pub enum StoreError {
     /// The database failed or was unreachable. Retryable: the batch's transaction rolled
     /// back, so nothing was applied and the offsets did not move.
-    #[error("database: {0}")]
-    Database(sqlx::Error),
+    #[error("the projection database failed")]
+    Database(#[from] sqlx::Error),
+    /// The migrations could not be applied (or the database has ones this release lacks).
+    #[error("migrating the projection database failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
     /// A stored row does not read back (edited by hand, or a newer schema).
     #[error("stored row in {table} is unreadable: {reason}")]
     CorruptRow { table: &'static str, reason: String },
-    /// A request the store cannot carry out as asked (unknown projection, live generation).
+    /// A request the store cannot carry out as asked (a bad group prefix, the live
+    /// generation); the message says what to do instead.
     #[error("{0}")]
     Invalid(String),
 }
@@ -18,13 +22,5 @@ impl StoreError {
     /// Whether retrying the same batch may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Database(_))
-    }
-}
-
-// A plain `From` rather than `#[from]`: the cause is already in the message, and marking it
-// as the source too would print it twice in an error chain.
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Database(e)
     }
 }

@@ -5,16 +5,18 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Executor, Row};
+use sqlx::{Executor, Row};
 
+use super::offsets::{self, Lock};
 use super::schema::{self, table_name};
 use super::{Dialect, Store, StoreError};
+use crate::registry::ProjectionKind;
 
 /// The group-name prefix unless configured otherwise.
 pub const DEFAULT_GROUP_PREFIX: &str = "orderflow";
 
 /// The consumer group a projection's first generation is built by, with the default prefix.
-pub fn default_group(projection: &str) -> String {
+pub fn default_group(projection: ProjectionKind) -> String {
     format!("{DEFAULT_GROUP_PREFIX}-{projection}")
 }
 
@@ -26,7 +28,7 @@ pub fn valid_group_prefix(prefix: &str) -> bool {
 /// The generation of a projection that the views show, and the group that builds it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LiveProjection {
-    pub projection: String,
+    pub projection: ProjectionKind,
     pub generation: i64,
     pub group: String,
 }
@@ -43,7 +45,7 @@ fn now_ms() -> i64 {
 
 impl Store {
     /// The group of a projection's first generation: `<prefix>-<projection>`.
-    pub fn first_group(&self, projection: &str) -> String {
+    pub fn first_group(&self, projection: ProjectionKind) -> String {
         format!("{}-{projection}", self.group_prefix)
     }
 
@@ -61,9 +63,9 @@ impl Store {
 
     /// The live generation of `projection` (generation 1 and the first group until a
     /// rebuild switched it).
-    pub async fn live_projection(&self, projection: &str) -> Result<LiveProjection, StoreError> {
+    pub async fn live_projection(&self, projection: ProjectionKind) -> Result<LiveProjection, StoreError> {
         let row = sqlx::query("SELECT generation, group_id FROM projection_live WHERE projection = $1")
-            .bind(projection)
+            .bind(projection.name())
             .fetch_optional(&self.pool)
             .await?;
         self.live_from(projection, row.as_ref())
@@ -73,27 +75,21 @@ impl Store {
     pub async fn live_projections(&self) -> Result<Vec<LiveProjection>, StoreError> {
         let rows =
             sqlx::query("SELECT projection, generation, group_id FROM projection_live").fetch_all(&self.pool).await?;
-        schema::PROJECTIONS
-            .iter()
+        ProjectionKind::ALL
+            .into_iter()
             .map(|p| {
-                let row = rows.iter().find(|r| r.try_get::<String, _>("projection").is_ok_and(|name| name == *p));
+                let row = rows.iter().find(|r| r.try_get::<String, _>("projection").is_ok_and(|name| name == p.name()));
                 self.live_from(p, row)
             })
             .collect()
     }
 
-    fn live_from(&self, projection: &str, row: Option<&AnyRow>) -> Result<LiveProjection, StoreError> {
+    fn live_from(&self, projection: ProjectionKind, row: Option<&AnyRow>) -> Result<LiveProjection, StoreError> {
         Ok(match row {
-            Some(r) => LiveProjection {
-                projection: projection.to_string(),
-                generation: r.try_get("generation")?,
-                group: r.try_get("group_id")?,
-            },
-            None => LiveProjection {
-                projection: projection.to_string(),
-                generation: 1,
-                group: self.first_group(projection),
-            },
+            Some(r) => {
+                LiveProjection { projection, generation: r.try_get("generation")?, group: r.try_get("group_id")? }
+            }
+            None => LiveProjection { projection, generation: 1, group: self.first_group(projection) },
         })
     }
 
@@ -116,12 +112,12 @@ impl Store {
     /// The groups of generations of `projection` newer than the live one: rebuilds that
     /// are running, or were abandoned. Whether one is running is the broker's to say (its
     /// group has members); the caller asks it before [`Store::prepare_rebuild`].
-    pub async fn unfinished_rebuilds(&self, projection: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn unfinished_rebuilds(&self, projection: ProjectionKind) -> Result<Vec<String>, StoreError> {
         let live = self.live_projection(projection).await?;
         let rows = sqlx::query(
             "SELECT group_id FROM projection_groups WHERE projection = $1 AND generation > $2 ORDER BY generation",
         )
-        .bind(projection)
+        .bind(projection.name())
         .bind(live.generation)
         .fetch_all(&self.pool)
         .await?;
@@ -133,24 +129,22 @@ impl Store {
     /// Two rebuilds of one projection would wipe each other's progress: the caller makes
     /// sure none of [`Store::unfinished_rebuilds`] is still running.
     #[tracing::instrument(skip(self))]
-    pub async fn prepare_rebuild(&self, projection: &str) -> Result<LiveProjection, StoreError> {
-        if !schema::PROJECTIONS.contains(&projection) {
-            return Err(StoreError::Invalid(format!("unknown projection {projection:?}")));
-        }
+    pub async fn prepare_rebuild(&self, projection: ProjectionKind) -> Result<LiveProjection, StoreError> {
         let live = self.live_projection(projection).await?;
         let newest: Option<i64> =
             sqlx::query("SELECT MAX(generation) AS g FROM projection_groups WHERE projection = $1")
-                .bind(projection)
+                .bind(projection.name())
                 .fetch_one(&self.pool)
                 .await?
                 .try_get("g")?;
         let generation = newest.unwrap_or(1).max(live.generation) + 1;
         let group = format!("{}-g{generation}", self.first_group(projection));
         let mut tx = self.begin_write().await?;
-        for statement in schema::drop_statements(projection, generation)
-            .into_iter()
-            .chain(schema::table_statements(projection, generation))
-        {
+        for statement in schema::drop_statements(projection, generation).into_iter().chain(schema::table_statements(
+            self.dialect,
+            projection,
+            generation,
+        )) {
             tx.execute(statement.as_str()).await?;
         }
         for table in ["consumer_offsets", "processed_events", "dead_letters", "projection_groups"] {
@@ -160,14 +154,14 @@ impl Store {
             "INSERT INTO projection_groups (group_id, projection, generation, created_at_ms) VALUES ($1, $2, $3, $4)",
         )
         .bind(&group)
-        .bind(projection)
+        .bind(projection.name())
         .bind(generation)
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         self.generations.lock().unwrap_or_else(|e| e.into_inner()).insert(group.clone(), generation);
-        Ok(LiveProjection { projection: projection.to_string(), generation, group })
+        Ok(LiveProjection { projection, generation, group })
     }
 
     /// Points the views of `next.projection` at `next`'s tables, in one transaction, but
@@ -182,20 +176,18 @@ impl Store {
         topic: &str,
         wait: Duration,
     ) -> Result<Option<LiveProjection>, StoreError> {
-        let live = self.live_projection(&next.projection).await?;
+        let live = self.live_projection(next.projection).await?;
         let mut tx = self.begin_write().await?;
-        let lock_suffix = match self.dialect {
-            Dialect::Postgres => {
-                tx.execute(format!("SELECT pg_advisory_xact_lock({})", schema::CATALOG_LOCK).as_str()).await?;
-                " ORDER BY partition_id FOR UPDATE"
-            }
-            // BEGIN IMMEDIATE took the write lock: nobody applies a batch until we are done.
-            Dialect::Sqlite => "",
-        };
-        let old = offsets(&mut tx, &live.group, topic, lock_suffix).await?;
+        // On SQLite BEGIN IMMEDIATE took the write lock: nobody applies a batch until we
+        // are done.
+        if self.dialect == Dialect::Postgres {
+            tx.execute(format!("SELECT pg_advisory_xact_lock({})", schema::CATALOG_LOCK).as_str()).await?;
+        }
+        let old = offsets::read(&mut tx, self.dialect, &live.group, topic, None, Lock::ForUpdate).await?;
         let deadline = Instant::now() + wait;
         loop {
-            let new = offsets(&mut tx, &next.group, topic, "").await?;
+            let new: HashMap<i32, i64> =
+                offsets::read(&mut tx, self.dialect, &next.group, topic, None, Lock::No).await?.into_iter().collect();
             let caught_up = old.iter().all(|(p, o)| new.get(p).is_some_and(|n| n >= o));
             if caught_up {
                 break;
@@ -207,7 +199,7 @@ impl Store {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        for statement in schema::view_statements(self.dialect, &next.projection, next.generation) {
+        for statement in schema::view_statements(self.dialect, next.projection, next.generation) {
             tx.execute(statement.as_str()).await?;
         }
         sqlx::query(
@@ -215,7 +207,7 @@ impl Store {
              ON CONFLICT (projection) DO UPDATE SET generation = excluded.generation, group_id = excluded.group_id,
              switched_at_ms = excluded.switched_at_ms",
         )
-        .bind(&next.projection)
+        .bind(next.projection.name())
         .bind(next.generation)
         .bind(&next.group)
         .bind(now_ms())
@@ -227,20 +219,16 @@ impl Store {
 
     /// Generations of `projection` that the views no longer show (their tables may already
     /// be gone: dropping is idempotent).
-    pub async fn retired_generations(&self, projection: &str) -> Result<Vec<LiveProjection>, StoreError> {
+    pub async fn retired_generations(&self, projection: ProjectionKind) -> Result<Vec<LiveProjection>, StoreError> {
         let live = self.live_projection(projection).await?;
         let rows = sqlx::query("SELECT group_id, generation FROM projection_groups WHERE projection = $1")
-            .bind(projection)
+            .bind(projection.name())
             .fetch_all(&self.pool)
             .await?;
-        let mut all = vec![LiveProjection {
-            projection: projection.to_string(),
-            generation: 1,
-            group: self.first_group(projection),
-        }];
+        let mut all = vec![LiveProjection { projection, generation: 1, group: self.first_group(projection) }];
         for r in &rows {
             all.push(LiveProjection {
-                projection: projection.to_string(),
+                projection,
                 generation: r.try_get("generation")?,
                 group: r.try_get("group_id")?,
             });
@@ -253,14 +241,14 @@ impl Store {
     /// stay for the record). Refuses the live generation.
     #[tracing::instrument(skip(self))]
     pub async fn drop_generation(&self, old: &LiveProjection) -> Result<(), StoreError> {
-        if self.live_projection(&old.projection).await?.generation == old.generation {
+        if self.live_projection(old.projection).await?.generation == old.generation {
             return Err(StoreError::Invalid(format!(
                 "generation {} of {} is live; switch to another one first",
                 old.generation, old.projection
             )));
         }
         let mut tx = self.begin_write().await?;
-        for statement in schema::drop_statements(&old.projection, old.generation) {
+        for statement in schema::drop_statements(old.projection, old.generation) {
             tx.execute(statement.as_str()).await?;
         }
         for table in ["consumer_offsets", "processed_events"] {
@@ -269,20 +257,4 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-}
-
-async fn offsets(
-    conn: &mut AnyConnection,
-    group: &str,
-    topic: &str,
-    suffix: &str,
-) -> Result<HashMap<i64, i64>, StoreError> {
-    let rows = sqlx::query(&format!(
-        "SELECT partition_id, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2{suffix}"
-    ))
-    .bind(group)
-    .bind(topic)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(|r| Ok((r.try_get("partition_id")?, r.try_get("next_offset")?))).collect()
 }

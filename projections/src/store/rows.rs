@@ -7,10 +7,10 @@ use uuid::Uuid;
 
 use super::sql::RowValues;
 use super::StoreError;
-use crate::model::fulfilment::FulfilmentOrder;
+use crate::model::fulfilment::{FulfilmentOrder, FulfilmentStatus};
 use crate::model::history::OrderHistory;
 use crate::model::inventory::{InventoryOrder, ReservationStatus};
-use crate::model::payment::PaymentOrder;
+use crate::model::payment::{PaymentOrder, PaymentStatus};
 
 pub trait StoredState: Sized {
     const TABLE: &'static str;
@@ -28,6 +28,11 @@ fn corrupt(table: &'static str, reason: impl ToString) -> StoreError {
 fn uuid_of(table: &'static str, row: &AnyRow) -> Result<Uuid, StoreError> {
     let raw: String = row.try_get("order_id")?;
     Uuid::parse_str(&raw).map_err(|e| corrupt(table, e))
+}
+
+fn status_of<T>(table: &'static str, row: &AnyRow, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    let raw: String = row.try_get("status")?;
+    parse(&raw).ok_or_else(|| corrupt(table, format!("status {raw:?}")))
 }
 
 fn micros(t: Option<DateTime<Utc>>) -> Option<i64> {
@@ -54,12 +59,10 @@ impl StoredState for InventoryOrder {
     }
 
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
-        let status: String = row.try_get("status")?;
         let lines: String = row.try_get("lines")?;
         Ok(InventoryOrder {
             order_id: uuid_of(Self::TABLE, row)?,
-            status: ReservationStatus::parse(&status)
-                .ok_or_else(|| corrupt(Self::TABLE, format!("status {status}")))?,
+            status: status_of(Self::TABLE, row, ReservationStatus::parse)?,
             lines: serde_json::from_str(&lines).map_err(|e| corrupt(Self::TABLE, e))?,
         })
     }
@@ -91,7 +94,7 @@ impl StoredState for PaymentOrder {
             .bind(self.authorized_minor)
             .bind(self.captured_minor)
             .bind(self.refunded_minor)
-            .bind(self.status.clone())
+            .bind(self.status.as_str().to_string())
             .bind(self.placed_at.timestamp_micros())
             .bind(micros(self.captured_at));
     }
@@ -104,7 +107,7 @@ impl StoredState for PaymentOrder {
             authorized_minor: row.try_get("authorized_minor")?,
             captured_minor: row.try_get("captured_minor")?,
             refunded_minor: row.try_get("refunded_minor")?,
-            status: row.try_get("status")?,
+            status: status_of(Self::TABLE, row, PaymentStatus::parse)?,
             placed_at: time_of(Self::TABLE, row, "placed_at_us")?
                 .ok_or_else(|| corrupt(Self::TABLE, "placed_at_us is null"))?,
             captured_at: time_of(Self::TABLE, row, "captured_at_us")?,
@@ -124,7 +127,7 @@ impl StoredState for FulfilmentOrder {
     fn push_binds(&self, values: &mut RowValues<'_>) {
         values
             .bind(self.order_id.to_string())
-            .bind(self.status.clone())
+            .bind(self.status.as_str().to_string())
             .bind(self.warehouse.clone())
             .bind(self.placed_at.timestamp_micros())
             .bind(micros(self.paid_at))
@@ -135,7 +138,7 @@ impl StoredState for FulfilmentOrder {
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
         Ok(FulfilmentOrder {
             order_id: uuid_of(Self::TABLE, row)?,
-            status: row.try_get("status")?,
+            status: status_of(Self::TABLE, row, FulfilmentStatus::parse)?,
             warehouse: row.try_get("warehouse")?,
             placed_at: time_of(Self::TABLE, row, "placed_at_us")?
                 .ok_or_else(|| corrupt(Self::TABLE, "placed_at_us is null"))?,

@@ -1,27 +1,29 @@
-//! Tables and the analyst views, for both databases. Each statement is idempotent, so
-//! every member runs them at start; on PostgreSQL an advisory lock keeps concurrent
-//! members from racing on the catalog.
+//! The database catalog: fixed tables from the `sqlx` migrations under `migrations/<backend>`,
+//! and the generation tables and analyst views of every projection, rendered from the
+//! registry ([`crate::registry`]).
 //!
 //! Projection tables come in generations: generation 1 uses the plain names
 //! (`payment_orders`), generation N the suffix `_gN`. A shadow rebuild fills a new
 //! generation while the views keep pointing at the live one, then repoints the views in
 //! one transaction. Analysts and the query API read the views only.
-use super::Dialect;
+use std::collections::HashMap;
+
+use sqlx::migrate::Migrator;
+use sqlx::{AnyConnection, Connection, Executor, Row};
+
+use super::{Dialect, Store, StoreError};
+use crate::registry::ProjectionKind;
 
 /// The read-only role analysts log in as on PostgreSQL: it may SELECT the views and
 /// nothing else (no tables, no offsets, no dead letters). Operators give it a password
 /// (`ALTER ROLE orderflow_analyst PASSWORD …`) where the server asks for one.
 pub const ANALYST_ROLE: &str = "orderflow_analyst";
 
-/// Every projection by name, in the order tools list them.
-pub const PROJECTIONS: [&str; 4] = ["inventory", "payment", "fulfilment", "history"];
-
-/// Taken around migrations and view switches on PostgreSQL.
+/// Taken around the catalog step of start-up and around view switches on PostgreSQL.
 pub const CATALOG_LOCK: i64 = 7_142_001;
 
-/// The views analysts read.
-pub const VIEWS: [&str; 5] =
-    ["inventory_levels", "inventory_reservations", "order_payments", "order_fulfilment", "order_history"];
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 
 pub fn table_name(base: &str, generation: i64) -> String {
     if generation <= 1 {
@@ -31,171 +33,53 @@ pub fn table_name(base: &str, generation: i64) -> String {
     }
 }
 
-/// The tables one generation of a projection owns.
-pub fn tables_of(projection: &str) -> &'static [&'static str] {
-    match projection {
-        "inventory" => &["inventory_sku", "inventory_orders"],
-        "payment" => &["payment_orders"],
-        "fulfilment" => &["fulfilment_orders"],
-        "history" => &["history_orders"],
-        _ => &[],
+/// Fills in `{t:base}` (a table of `generation`) and `{ts:column}` (microseconds as a
+/// timestamp) in a registry statement.
+fn render(template: &str, dialect: Dialect, generation: i64) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let placeholder = &rest[start + 1..start + len];
+        match placeholder.split_once(':') {
+            Some(("t", base)) => out.push_str(&table_name(base, generation)),
+            Some(("ts", column)) => out.push_str(&match dialect {
+                Dialect::Postgres => format!("to_timestamp({column} / 1000000.0)"),
+                Dialect::Sqlite => format!("strftime('%Y-%m-%dT%H:%M:%fZ', {column} / 1000000.0, 'unixepoch')"),
+            }),
+            _ => out.push_str(&rest[start..=start + len]),
+        }
+        rest = &rest[start + len + 1..];
     }
+    out.push_str(rest);
+    out
 }
 
-fn analyst_grants() -> Vec<String> {
-    vec![
-        // Roles are cluster-wide: several databases may race to create it.
-        format!(
-            "DO $$ BEGIN
-               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ANALYST_ROLE}') THEN
-                 CREATE ROLE {ANALYST_ROLE} LOGIN;
-               END IF;
-             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-             END $$"
-        ),
-        format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {ANALYST_ROLE}"),
-        format!("GRANT SELECT ON {} TO {ANALYST_ROLE}", VIEWS.join(", ")),
-    ]
+/// The tables (and their indexes) of one generation of a projection.
+pub fn table_statements(dialect: Dialect, projection: ProjectionKind, generation: i64) -> Vec<String> {
+    projection.spec().ddl.iter().map(|ddl| render(ddl, dialect, generation)).collect()
 }
 
-/// Tables shared by all projections and generations.
-pub fn common_statements(dialect: Dialect) -> Vec<String> {
-    let (bytes, serial) = match dialect {
-        Dialect::Postgres => ("BYTEA", "BIGSERIAL PRIMARY KEY"),
-        Dialect::Sqlite => ("BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT"),
-    };
-    vec![
-        // The next offset to read per (group, topic, partition): the projection's own copy,
-        // changed in the same transaction as the projection rows.
-        "CREATE TABLE IF NOT EXISTS consumer_offsets (
-            group_id TEXT NOT NULL, topic TEXT NOT NULL, partition_id BIGINT NOT NULL,
-            next_offset BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL,
-            PRIMARY KEY (group_id, topic, partition_id))"
-            .into(),
-        // Event ids already applied per group: a retried publish that landed twice is
-        // applied once.
-        "CREATE TABLE IF NOT EXISTS processed_events (
-            group_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (group_id, event_id))"
-            .into(),
-        // status: parked (blocks its order), retried (applied later), skipped (dropped by an operator).
-        format!(
-            "CREATE TABLE IF NOT EXISTS dead_letters (
-            id {serial}, group_id TEXT NOT NULL, topic TEXT NOT NULL, partition_id BIGINT NOT NULL,
-            record_offset BIGINT NOT NULL, record_key TEXT, order_id TEXT, reason TEXT NOT NULL,
-            payload {bytes}, created_at_ms BIGINT NOT NULL,
-            status TEXT NOT NULL DEFAULT 'parked', resolved_at_ms BIGINT,
-            UNIQUE (group_id, topic, partition_id, record_offset))"
-        ),
-        "CREATE INDEX IF NOT EXISTS dead_letters_by_order ON dead_letters (group_id, order_id)".into(),
-        // Which generation (and group) each projection's views show.
-        "CREATE TABLE IF NOT EXISTS projection_live (
-            projection TEXT PRIMARY KEY, generation BIGINT NOT NULL, group_id TEXT NOT NULL,
-            switched_at_ms BIGINT NOT NULL)"
-            .into(),
-        // Members used to report their partitions here; the broker's own group description
-        // is the source now, so databases of earlier releases lose the table.
-        "DROP TABLE IF EXISTS group_members".into(),
-        // Which generation a group writes; groups not listed write generation 1.
-        "CREATE TABLE IF NOT EXISTS projection_groups (
-            group_id TEXT PRIMARY KEY, projection TEXT NOT NULL, generation BIGINT NOT NULL,
-            created_at_ms BIGINT NOT NULL)"
-            .into(),
-    ]
-}
-
-/// The tables of one generation of a projection.
-pub fn table_statements(projection: &str, generation: i64) -> Vec<String> {
-    let t = |base: &str| table_name(base, generation);
-    match projection {
-        "inventory" => vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS {} (
-                sku TEXT PRIMARY KEY, on_hand BIGINT NOT NULL, reserved BIGINT NOT NULL, shipped BIGINT NOT NULL)",
-                t("inventory_sku")
-            ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {} (order_id TEXT PRIMARY KEY, status TEXT NOT NULL, lines TEXT NOT NULL)",
-                t("inventory_orders")
-            ),
-        ],
-        "payment" => vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS {} (
-                order_id TEXT PRIMARY KEY, currency TEXT NOT NULL, order_total_minor BIGINT NOT NULL,
-                authorized_minor BIGINT NOT NULL, captured_minor BIGINT NOT NULL, refunded_minor BIGINT NOT NULL,
-                status TEXT NOT NULL, placed_at_us BIGINT NOT NULL, captured_at_us BIGINT)",
-                t("payment_orders")
-            ),
-            format!("CREATE INDEX IF NOT EXISTS {0}_by_capture ON {0} (captured_at_us)", t("payment_orders")),
-        ],
-        "fulfilment" => vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS {} (
-                order_id TEXT PRIMARY KEY, status TEXT NOT NULL, warehouse TEXT, placed_at_us BIGINT NOT NULL,
-                paid_at_us BIGINT, shipped_at_us BIGINT, delivered_at_us BIGINT)",
-                t("fulfilment_orders")
-            ),
-            format!("CREATE INDEX IF NOT EXISTS {0}_by_status ON {0} (status, placed_at_us)", t("fulfilment_orders")),
-        ],
-        "history" => vec![format!(
-            "CREATE TABLE IF NOT EXISTS {} (order_id TEXT PRIMARY KEY, events TEXT NOT NULL)",
-            t("history_orders")
-        )],
-        _ => Vec::new(),
-    }
-}
-
-pub fn drop_statements(projection: &str, generation: i64) -> Vec<String> {
-    tables_of(projection).iter().map(|base| format!("DROP TABLE IF EXISTS {}", table_name(base, generation))).collect()
+pub fn drop_statements(projection: ProjectionKind, generation: i64) -> Vec<String> {
+    projection
+        .spec()
+        .tables
+        .iter()
+        .map(|base| format!("DROP TABLE IF EXISTS {}", table_name(base, generation)))
+        .collect()
 }
 
 /// The views of a projection, pointing at one generation. On PostgreSQL `CREATE OR
 /// REPLACE` keeps grants; SQLite has no such statement, so its views are dropped and
 /// created (inside the caller's transaction, so readers never see them missing).
-pub fn view_statements(dialect: Dialect, projection: &str, generation: i64) -> Vec<String> {
-    let t = |base: &str| table_name(base, generation);
-    let ts = |column: &str| match dialect {
-        Dialect::Postgres => format!("to_timestamp({column} / 1000000.0)"),
-        Dialect::Sqlite => format!("strftime('%Y-%m-%dT%H:%M:%fZ', {column} / 1000000.0, 'unixepoch')"),
-    };
-    let views: Vec<(&str, String)> = match projection {
-        "inventory" => vec![
-            (
-                "inventory_levels",
-                format!(
-                    "SELECT sku, on_hand, reserved, shipped, on_hand - reserved AS available FROM {}",
-                    t("inventory_sku")
-                ),
-            ),
-            ("inventory_reservations", format!("SELECT order_id, status, lines FROM {}", t("inventory_orders"))),
-        ],
-        "payment" => vec![(
-            "order_payments",
-            format!(
-                "SELECT order_id, currency, order_total_minor, authorized_minor, captured_minor, refunded_minor, status,
-                 {} AS placed_at, {} AS captured_at, placed_at_us, captured_at_us FROM {}",
-                ts("placed_at_us"),
-                ts("captured_at_us"),
-                t("payment_orders")
-            ),
-        )],
-        "fulfilment" => vec![(
-            "order_fulfilment",
-            format!(
-                "SELECT order_id, status, warehouse, {} AS placed_at, {} AS paid_at, {} AS shipped_at, {} AS delivered_at,
-                 placed_at_us, paid_at_us, shipped_at_us, delivered_at_us FROM {}",
-                ts("placed_at_us"),
-                ts("paid_at_us"),
-                ts("shipped_at_us"),
-                ts("delivered_at_us"),
-                t("fulfilment_orders")
-            ),
-        )],
-        "history" => vec![("order_history", format!("SELECT order_id, events FROM {}", t("history_orders")))],
-        _ => Vec::new(),
-    };
+pub fn view_statements(dialect: Dialect, projection: ProjectionKind, generation: i64) -> Vec<String> {
     let mut out = Vec::new();
-    for (name, select) in views {
+    for (name, select) in projection.spec().views {
+        let select = render(select, dialect, generation);
         match dialect {
             Dialect::Postgres => out.push(format!("CREATE OR REPLACE VIEW {name} AS {select}")),
             Dialect::Sqlite => {
@@ -207,20 +91,106 @@ pub fn view_statements(dialect: Dialect, projection: &str, generation: i64) -> V
     out
 }
 
-pub fn grant_statements(dialect: Dialect) -> Vec<String> {
-    match dialect {
-        Dialect::Postgres => analyst_grants(),
-        Dialect::Sqlite => Vec::new(),
+fn grant_statements(dialect: Dialect) -> Vec<String> {
+    if dialect == Dialect::Sqlite {
+        return Vec::new();
+    }
+    let views: Vec<&str> = ProjectionKind::all_views().collect();
+    vec![
+        // Roles are cluster-wide: several databases may race to create it.
+        format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ANALYST_ROLE}') THEN
+                 CREATE ROLE {ANALYST_ROLE} LOGIN;
+               END IF;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $$"
+        ),
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {ANALYST_ROLE}"),
+        format!("GRANT SELECT ON {} TO {ANALYST_ROLE}", views.join(", ")),
+    ]
+}
+
+impl Store {
+    /// Brings the database to this release's catalog: the migrations, then each
+    /// projection's live generation tables and views, then the analyst grants.
+    #[tracing::instrument(skip(self))]
+    pub(super) async fn prepare_catalog(&self) -> Result<(), StoreError> {
+        self.run_migrations().await?;
+        let mut conn = self.pool.acquire().await?;
+        if self.dialect == Dialect::Postgres {
+            conn.execute(format!("SELECT pg_advisory_lock({CATALOG_LOCK})").as_str()).await?;
+        }
+        let result = self.create_generation_objects(&mut conn).await;
+        if self.dialect == Dialect::Postgres {
+            conn.execute(format!("SELECT pg_advisory_unlock({CATALOG_LOCK})").as_str()).await?;
+        }
+        result
+    }
+
+    async fn run_migrations(&self) -> Result<(), StoreError> {
+        let migrator = match self.dialect {
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+        };
+        // PostgreSQL migrations run under sqlx's advisory lock. SQLite has no such lock:
+        // two processes starting at once may both try the first migration, and the loser
+        // fails on the version row; by then the migration is applied, so looking again
+        // succeeds.
+        let mut attempt = 0;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if self.dialect == Dialect::Sqlite && attempt < 3 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "migration raced with another process; looking again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(StoreError::Migrate(e)),
+            }
+        }
+    }
+
+    /// One transaction: readers see either the old catalog or the new one.
+    async fn create_generation_objects(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        let mut tx = match self.dialect {
+            Dialect::Postgres => conn.begin().await?,
+            // Take the write lock up front: a read that later upgrades to a write fails at
+            // once with SQLITE_BUSY when another process wrote meanwhile (no busy wait).
+            Dialect::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+        };
+        let live: HashMap<String, i64> = sqlx::query("SELECT projection, generation FROM projection_live")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>("projection")?, r.try_get::<i64, _>("generation")?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        for projection in ProjectionKind::ALL {
+            let generation = live.get(projection.name()).copied().unwrap_or(1);
+            for statement in table_statements(self.dialect, projection, generation).into_iter().chain(view_statements(
+                self.dialect,
+                projection,
+                generation,
+            )) {
+                tx.execute(statement.as_str()).await?;
+            }
+        }
+        for statement in grant_statements(self.dialect) {
+            tx.execute(statement.as_str()).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }
 
-/// Columns added after a table's first release, per table base name: `(column, type)`.
-/// Migrations add any that an existing table lacks, so older databases keep starting;
-/// rows written before get the default (rebuild the projection to fill them from the log).
-pub fn added_columns(base: &str) -> &'static [(&'static str, &'static str)] {
-    match base {
-        "dead_letters" => &[("status", "TEXT NOT NULL DEFAULT 'parked'"), ("resolved_at_ms", "BIGINT")],
-        "payment_orders" => &[("placed_at_us", "BIGINT NOT NULL DEFAULT 0"), ("captured_at_us", "BIGINT")],
-        _ => &[],
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_generation_tables_and_dialect_timestamps() {
+        let sql = render("SELECT {ts:placed_at_us} FROM {t:payment_orders} WHERE x = '{}'", Dialect::Postgres, 3);
+        assert_eq!(sql, "SELECT to_timestamp(placed_at_us / 1000000.0) FROM payment_orders_g3 WHERE x = '{}'");
+        assert_eq!(render("{t:payment_orders}", Dialect::Sqlite, 1), "payment_orders");
     }
 }

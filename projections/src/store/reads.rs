@@ -1,16 +1,18 @@
-//! Reads for the query API and the dashboard. They go through the views only, so a
-//! shadow rebuild's switch is atomic for them too.
+//! Reads for the query API, the dashboard, tests and rebuild checks. They go through the
+//! views (or the live generation's tables), so a shadow rebuild's switch is atomic for
+//! them too.
 use chrono::DateTime;
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::rows::StoredState;
-use super::snapshot::InventoryLevel;
 use super::{Store, StoreError};
-use crate::model::fulfilment::FulfilmentOrder;
+use crate::model::fulfilment::{FulfilmentOrder, FulfilmentStatus};
 use crate::model::history::HistoryEntry;
+use crate::model::inventory::{InventoryOrder, ReservationStatus};
 use crate::model::payment::PaymentOrder;
+use crate::registry::ProjectionKind;
 
 /// Microseconds since the epoch as RFC 3339, UTC.
 pub fn rfc3339(us: i64) -> String {
@@ -19,14 +21,14 @@ pub fn rfc3339(us: i64) -> String {
         .unwrap_or_default()
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ReservationView {
-    pub status: String,
+    pub status: ReservationStatus,
     pub lines: serde_json::Value,
 }
 
 /// One order across the three projections; `None` where a projection has no row (yet).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct OrderView {
     pub order_id: String,
     pub inventory: Option<ReservationView>,
@@ -34,7 +36,7 @@ pub struct OrderView {
     pub fulfilment: Option<FulfilmentOrder>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CurrencySummary {
     pub currency: String,
     pub orders: i64,
@@ -44,7 +46,7 @@ pub struct CurrencySummary {
     pub net_captured_minor: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DailyRevenue {
     /// YYYY-MM-DD, UTC.
     pub day: String,
@@ -52,18 +54,10 @@ pub struct DailyRevenue {
     pub net_captured_minor: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StatusCount {
-    pub status: String,
+    pub status: FulfilmentStatus,
     pub orders: i64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct GroupPartitionOffset {
-    pub group: String,
-    pub partition: i32,
-    pub next_offset: i64,
-    pub updated_at_ms: i64,
 }
 
 pub(super) fn level_of(r: &AnyRow) -> Result<InventoryLevel, sqlx::Error> {
@@ -76,9 +70,49 @@ pub(super) fn level_of(r: &AnyRow) -> Result<InventoryLevel, sqlx::Error> {
     })
 }
 
-const OPEN_STATUSES: &str = "('awaiting_payment', 'ready_to_ship', 'packed')";
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct InventoryLevel {
+    pub sku: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub shipped: i64,
+    pub available: i64,
+}
+
+/// Every row of every projection table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    pub inventory_levels: Vec<InventoryLevel>,
+    pub inventory_orders: Vec<InventoryOrder>,
+    pub payments: Vec<PaymentOrder>,
+    pub fulfilment: Vec<FulfilmentOrder>,
+}
 
 impl Store {
+    pub async fn inventory_levels(&self) -> Result<Vec<InventoryLevel>, StoreError> {
+        let rows = sqlx::query("SELECT sku, on_hand, reserved, shipped, available FROM inventory_levels ORDER BY sku")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(level_of).collect::<Result<_, _>>()?)
+    }
+
+    /// Every row of the live generation's table of `S`.
+    async fn all<S: StoredState>(&self, projection: ProjectionKind) -> Result<Vec<S>, StoreError> {
+        let table = self.live_projection(projection).await?.table(S::TABLE);
+        let sql = format!("SELECT {} FROM {table} ORDER BY order_id", S::COLUMNS.join(", "));
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(S::from_row).collect()
+    }
+
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot {
+            inventory_levels: self.inventory_levels().await?,
+            inventory_orders: self.all(ProjectionKind::Inventory).await?,
+            payments: self.all(ProjectionKind::Payment).await?,
+            fulfilment: self.all(ProjectionKind::Fulfilment).await?,
+        })
+    }
+
     /// The order as each projection sees it, or `None` if no projection knows it.
     pub async fn order_view(&self, order_id: &str) -> Result<Option<OrderView>, StoreError> {
         let inventory = sqlx::query("SELECT status, lines FROM inventory_reservations WHERE order_id = $1")
@@ -88,7 +122,13 @@ impl Store {
             .map(|r| -> Result<ReservationView, StoreError> {
                 let lines: String = r.try_get("lines")?;
                 Ok(ReservationView {
-                    status: r.try_get("status")?,
+                    status: {
+                        let raw: String = r.try_get("status")?;
+                        ReservationStatus::parse(&raw).ok_or_else(|| StoreError::CorruptRow {
+                            table: "inventory_reservations",
+                            reason: format!("status {raw:?}"),
+                        })?
+                    },
                     lines: serde_json::from_str(&lines).unwrap_or(serde_json::Value::Null),
                 })
             })
@@ -225,12 +265,14 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<FulfilmentOrder>, StoreError> {
         let (after_us, after_id) = after.unwrap_or((i64::MIN, ""));
+        let open: Vec<String> = FulfilmentStatus::OPEN.iter().map(|s| format!("'{s}'")).collect();
         let rows = sqlx::query(&format!(
             "SELECT {} FROM order_fulfilment
-             WHERE status IN {OPEN_STATUSES} AND ($1 = '' OR warehouse = $1)
+             WHERE status IN ({}) AND ($1 = '' OR warehouse = $1)
              AND (placed_at_us > $2 OR (placed_at_us = $2 AND order_id > $3))
              ORDER BY placed_at_us, order_id LIMIT $4",
-            FulfilmentOrder::COLUMNS.join(", ")
+            FulfilmentOrder::COLUMNS.join(", "),
+            open.join(", ")
         ))
         .bind(warehouse.unwrap_or(""))
         .bind(after_us)
@@ -246,45 +288,16 @@ impl Store {
             sqlx::query("SELECT status, COUNT(*) AS orders FROM order_fulfilment GROUP BY status ORDER BY status")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Ok(StatusCount { status: r.try_get("status")?, orders: r.try_get("orders")? }))
-            .collect::<Result<_, sqlx::Error>>()?)
-    }
-
-    /// Parked records per group.
-    pub async fn dead_letter_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT group_id, COUNT(*) AS parked FROM dead_letters WHERE status = 'parked' GROUP BY group_id ORDER BY group_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Ok((r.try_get("group_id")?, r.try_get("parked")?)))
-            .collect::<Result<_, sqlx::Error>>()?)
-    }
-
-    /// Stored offsets of every group that has any, on `topic`.
-    pub async fn all_group_offsets(&self, topic: &str) -> Result<Vec<GroupPartitionOffset>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT group_id, partition_id, next_offset, updated_at_ms FROM consumer_offsets WHERE topic = $1
-             ORDER BY group_id, partition_id",
-        )
-        .bind(topic)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
-                Ok(GroupPartitionOffset {
-                    group: r.try_get("group_id")?,
-                    partition: r.try_get::<i64, _>("partition_id")? as i32,
-                    next_offset: r.try_get("next_offset")?,
-                    updated_at_ms: r.try_get("updated_at_ms")?,
-                })
+                let raw: String = r.try_get("status")?;
+                let status = FulfilmentStatus::parse(&raw).ok_or_else(|| StoreError::CorruptRow {
+                    table: "order_fulfilment",
+                    reason: format!("status {raw:?}"),
+                })?;
+                Ok(StatusCount { status, orders: r.try_get("orders")? })
             })
-            .collect::<Result<_, sqlx::Error>>()?)
+            .collect()
     }
 }
 

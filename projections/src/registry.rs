@@ -1,0 +1,243 @@
+//! The one list of projections. Everything that differs between projections and is not
+//! their pure logic is here: the name (consumer groups, tables, CLI), the tables of one
+//! generation, the analyst views over them, and which events each reads. The store, the
+//! consumer runtime, the query API and the commands take all of it from here, so adding a
+//! projection is a model file, an entry below and a migration (see `DESIGN.md`).
+//!
+//! Table and view text is written once for both databases. `{t:base}` stands for the table
+//! `base` of the generation being created or shown (`payment_orders`, `payment_orders_g3`),
+//! `{ts:column}` for a microsecond column rendered as a timestamp in the database's way.
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use schemas::{Codec, EventKind};
+
+use crate::model::fulfilment::Fulfilment;
+use crate::model::history::History;
+use crate::model::inventory::Inventory;
+use crate::model::payment::Payment;
+use crate::model::Projection;
+use crate::store::{BatchOutcome, DeadLetterSelection, LogRecord, RetryOutcome, Store, StoreError};
+
+/// Which projection a group builds: the one switch from a name to typed code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProjectionKind {
+    Inventory,
+    Payment,
+    Fulfilment,
+    /// Every event of every order with its log position: the query API's timeline.
+    History,
+}
+
+/// What the store needs to create and show one generation of a projection.
+#[derive(Debug)]
+pub struct ProjectionSpec {
+    /// The base names of the tables one generation owns.
+    pub tables: &'static [&'static str],
+    /// `CREATE TABLE` / `CREATE INDEX` statements for one generation, in order.
+    pub ddl: &'static [&'static str],
+    /// The analyst views: name and the `SELECT` behind it.
+    pub views: &'static [(&'static str, &'static str)],
+}
+
+const INVENTORY: ProjectionSpec = ProjectionSpec {
+    tables: &["inventory_sku", "inventory_orders"],
+    ddl: &[
+        "CREATE TABLE IF NOT EXISTS {t:inventory_sku} (
+            sku TEXT PRIMARY KEY, on_hand BIGINT NOT NULL, reserved BIGINT NOT NULL, shipped BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS {t:inventory_orders} (
+            order_id TEXT PRIMARY KEY, status TEXT NOT NULL, lines TEXT NOT NULL)",
+    ],
+    views: &[
+        (
+            "inventory_levels",
+            "SELECT sku, on_hand, reserved, shipped, on_hand - reserved AS available FROM {t:inventory_sku}",
+        ),
+        ("inventory_reservations", "SELECT order_id, status, lines FROM {t:inventory_orders}"),
+    ],
+};
+
+const PAYMENT: ProjectionSpec = ProjectionSpec {
+    tables: &["payment_orders"],
+    ddl: &[
+        "CREATE TABLE IF NOT EXISTS {t:payment_orders} (
+            order_id TEXT PRIMARY KEY, currency TEXT NOT NULL, order_total_minor BIGINT NOT NULL,
+            authorized_minor BIGINT NOT NULL, captured_minor BIGINT NOT NULL, refunded_minor BIGINT NOT NULL,
+            status TEXT NOT NULL, placed_at_us BIGINT NOT NULL, captured_at_us BIGINT)",
+        "CREATE INDEX IF NOT EXISTS {t:payment_orders}_by_capture ON {t:payment_orders} (captured_at_us)",
+    ],
+    views: &[(
+        "order_payments",
+        "SELECT order_id, currency, order_total_minor, authorized_minor, captured_minor, refunded_minor, status,
+         {ts:placed_at_us} AS placed_at, {ts:captured_at_us} AS captured_at, placed_at_us, captured_at_us
+         FROM {t:payment_orders}",
+    )],
+};
+
+const FULFILMENT: ProjectionSpec = ProjectionSpec {
+    tables: &["fulfilment_orders"],
+    ddl: &[
+        "CREATE TABLE IF NOT EXISTS {t:fulfilment_orders} (
+            order_id TEXT PRIMARY KEY, status TEXT NOT NULL, warehouse TEXT, placed_at_us BIGINT NOT NULL,
+            paid_at_us BIGINT, shipped_at_us BIGINT, delivered_at_us BIGINT)",
+        "CREATE INDEX IF NOT EXISTS {t:fulfilment_orders}_by_status ON {t:fulfilment_orders} (status, placed_at_us)",
+    ],
+    views: &[(
+        "order_fulfilment",
+        "SELECT order_id, status, warehouse, {ts:placed_at_us} AS placed_at, {ts:paid_at_us} AS paid_at,
+         {ts:shipped_at_us} AS shipped_at, {ts:delivered_at_us} AS delivered_at,
+         placed_at_us, paid_at_us, shipped_at_us, delivered_at_us FROM {t:fulfilment_orders}",
+    )],
+};
+
+const HISTORY: ProjectionSpec = ProjectionSpec {
+    tables: &["history_orders"],
+    ddl: &["CREATE TABLE IF NOT EXISTS {t:history_orders} (order_id TEXT PRIMARY KEY, events TEXT NOT NULL)"],
+    views: &[("order_history", "SELECT order_id, events FROM {t:history_orders}")],
+};
+
+/// Runs `$body` with `$p` bound to the model type of `$kind`: the only place a kind
+/// becomes a type.
+macro_rules! with_model {
+    ($kind:expr, $p:ident => $body:expr) => {
+        match $kind {
+            ProjectionKind::Inventory => {
+                type $p = Inventory;
+                $body
+            }
+            ProjectionKind::Payment => {
+                type $p = Payment;
+                $body
+            }
+            ProjectionKind::Fulfilment => {
+                type $p = Fulfilment;
+                $body
+            }
+            ProjectionKind::History => {
+                type $p = History;
+                $body
+            }
+        }
+    };
+}
+
+impl ProjectionKind {
+    /// Every projection, in the order tools list them.
+    pub const ALL: [ProjectionKind; 4] =
+        [ProjectionKind::Inventory, ProjectionKind::Payment, ProjectionKind::Fulfilment, ProjectionKind::History];
+
+    /// The projections that describe an order's state (the history only records events).
+    pub const ORDER_STATE: [ProjectionKind; 3] =
+        [ProjectionKind::Inventory, ProjectionKind::Payment, ProjectionKind::Fulfilment];
+
+    pub fn name(self) -> &'static str {
+        with_model!(self, P => P::NAME)
+    }
+
+    pub fn spec(self) -> &'static ProjectionSpec {
+        match self {
+            ProjectionKind::Inventory => &INVENTORY,
+            ProjectionKind::Payment => &PAYMENT,
+            ProjectionKind::Fulfilment => &FULFILMENT,
+            ProjectionKind::History => &HISTORY,
+        }
+    }
+
+    /// Whether this projection reads events of `kind`.
+    pub fn wants(self, kind: EventKind) -> bool {
+        with_model!(self, P => P::wants(kind))
+    }
+
+    /// Every view name of every projection.
+    pub fn all_views() -> impl Iterator<Item = &'static str> {
+        Self::ALL.into_iter().flat_map(|k| k.spec().views.iter().map(|(name, _)| *name))
+    }
+
+    /// Applies a batch of log records through this projection's model (see
+    /// [`Store::apply_batch`]).
+    pub async fn apply_batch(
+        self,
+        store: &Store,
+        group: &str,
+        topic: &str,
+        records: &[LogRecord],
+        read_from: &BTreeMap<i32, i64>,
+        codec: &Codec,
+    ) -> Result<BatchOutcome, StoreError> {
+        with_model!(self, P => store.apply_batch::<P>(group, topic, records, read_from, codec).await)
+    }
+
+    /// Applies parked records again through this projection's model (see
+    /// [`Store::retry_dead_letters`]).
+    pub async fn retry_dead_letters(
+        self,
+        store: &Store,
+        group: &str,
+        selection: &DeadLetterSelection,
+        codec: &Codec,
+    ) -> Result<RetryOutcome, StoreError> {
+        with_model!(self, P => store.retry_dead_letters::<P>(group, selection, codec).await)
+    }
+}
+
+impl FromStr for ProjectionKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ProjectionKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = ProjectionKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown projection {s:?}; expected one of {}", names.join(", "))
+        })
+    }
+}
+
+impl serde::Serialize for ProjectionKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl utoipa::PartialSchema for ProjectionKind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(ProjectionKind::ALL.iter().map(|k| k.name())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ProjectionKind {}
+
+impl std::fmt::Display for ProjectionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_projection_parses_from_its_own_name_and_unknown_names_list_the_known_ones() {
+        for kind in ProjectionKind::ALL {
+            assert_eq!(kind.name().parse::<ProjectionKind>(), Ok(kind));
+        }
+        let err = "stock".parse::<ProjectionKind>().expect_err("unknown");
+        assert!(err.contains("inventory, payment, fulfilment, history"), "{err}");
+    }
+
+    #[test]
+    fn every_table_a_projection_owns_is_created_by_its_ddl_and_every_placeholder_names_one() {
+        for kind in ProjectionKind::ALL {
+            let spec = kind.spec();
+            let text: String = spec.ddl.iter().chain(spec.views.iter().map(|(_, s)| s)).copied().collect();
+            for table in spec.tables {
+                assert!(spec.ddl.iter().any(|d| d.contains(&format!("CREATE TABLE IF NOT EXISTS {{t:{table}}}"))));
+            }
+            for placeholder in text.split("{t:").skip(1) {
+                let name = placeholder.split('}').next().unwrap_or_default();
+                assert!(spec.tables.contains(&name), "{kind}: {{t:{name}}} is not one of its tables");
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! decode → apply → merge → write: what a live batch and a dead-letter retry both do with
+//! records once they know which ones to apply. The touched orders' rows are loaded once,
+//! events are folded through the pure projection in memory, and each changed row and each
+//! SKU's summed stock change is written once at the end.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use schemas::{Codec, Event};
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
+use uuid::Uuid;
+
+use super::rows::StoredState;
+use super::schema::table_name;
+use super::sql::Sql;
+use super::StoreError;
+use crate::model::{LogPosition, Projection, Rejection, SkuDelta};
+
+/// Rows per multi-row statement; keeps every statement under both databases' bind limits.
+pub(super) const CHUNK: usize = 500;
+
+/// A projection whose state can be stored.
+pub trait StoredProjection: Projection<State: StoredState> {}
+impl<P: Projection<State: StoredState>> StoredProjection for P {}
+
+/// What a record's payload is to projection `P`.
+pub(super) enum Decoded {
+    /// An event of a kind `P` does not read.
+    Ignored,
+    Event(Event),
+    /// Bytes no schema reads; the reason goes into `dead_letters`.
+    Undecodable(String),
+}
+
+/// Decodes only the records `P` reads: the kind is peeked from the header first, so an
+/// ignored record costs no full decode.
+pub(super) fn decode<P: Projection>(codec: &Codec, payload: Option<&[u8]>) -> Decoded {
+    let Some(payload) = payload else { return Decoded::Undecodable("record has no payload".into()) };
+    match codec.peek_kind(payload) {
+        Ok(kind) if !P::wants(kind) => Decoded::Ignored,
+        Ok(_) => match codec.decode(payload) {
+            Ok(event) => Decoded::Event(event),
+            Err(e) => Decoded::Undecodable(format!("undecodable: {e}")),
+        },
+        Err(e) => Decoded::Undecodable(format!("undecodable: {e}")),
+    }
+}
+
+/// The state of the orders a set of records touches, as it is folded.
+pub(super) struct Fold<P: StoredProjection> {
+    generation: i64,
+    states: HashMap<Uuid, P::State>,
+    dirty: BTreeSet<Uuid>,
+    sku: BTreeMap<String, SkuDelta>,
+}
+
+impl<P: StoredProjection> Fold<P> {
+    /// Loads the stored rows of `orders` from the tables of `generation`.
+    pub async fn load(conn: &mut AnyConnection, generation: i64, orders: &[Uuid]) -> Result<Self, StoreError> {
+        let table = table_name(<P::State as StoredState>::TABLE, generation);
+        let mut states = HashMap::with_capacity(orders.len());
+        for chunk in orders.chunks(CHUNK) {
+            let mut q = Sql::new(format!("SELECT {} FROM {table} WHERE order_id IN ", <P::State>::COLUMNS.join(", ")));
+            q.list(chunk.iter().map(Uuid::to_string));
+            let rows: Vec<AnyRow> = q.fetch_all(&mut *conn).await?;
+            for row in &rows {
+                let state = <P::State as StoredState>::from_row(row)?;
+                states.insert(state.order_id(), state);
+            }
+        }
+        Ok(Fold { generation, states, dirty: BTreeSet::new(), sku: BTreeMap::new() })
+    }
+
+    /// Applies one event at its log position; on success its effect is merged into the
+    /// folded state, on rejection nothing changes.
+    pub fn apply(&mut self, event: &Event, at: LogPosition) -> Result<(), Rejection> {
+        let current = event.order_id().and_then(|id| self.states.get(&id));
+        let effect = P::apply_at(current, event, at)?;
+        if let Some(state) = effect.order {
+            let id = state.order_id();
+            self.states.insert(id, state);
+            self.dirty.insert(id);
+        }
+        for (sku, delta) in effect.sku_deltas {
+            self.sku.entry(sku).or_default().add(delta);
+        }
+        Ok(())
+    }
+
+    /// Writes each changed row once (in order-id order) and the summed stock changes.
+    pub async fn write(self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        let changed: Vec<&P::State> = self.dirty.iter().filter_map(|id| self.states.get(id)).collect();
+        write_states(conn, &table_name(<P::State as StoredState>::TABLE, self.generation), &changed).await?;
+        write_sku_deltas(conn, &table_name("inventory_sku", self.generation), &self.sku).await
+    }
+}
+
+async fn write_states<S: StoredState>(conn: &mut AnyConnection, table: &str, states: &[&S]) -> Result<(), StoreError> {
+    for chunk in states.chunks(CHUNK) {
+        let mut q = Sql::new(format!("INSERT INTO {table} ({}) ", S::COLUMNS.join(", ")));
+        q.values(chunk, |v, s| s.push_binds(v));
+        let updates: Vec<String> = S::COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        q.push(&format!(" ON CONFLICT (order_id) DO UPDATE SET {}", updates.join(", ")));
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Stock changes are added, never overwritten, so members projecting different partitions
+/// can change the same SKU concurrently. Rows are written in SKU order, so concurrent
+/// batches lock them in the same order and cannot deadlock.
+async fn write_sku_deltas(
+    conn: &mut AnyConnection,
+    table: &str,
+    sku: &BTreeMap<String, SkuDelta>,
+) -> Result<(), StoreError> {
+    let rows: Vec<(&String, &SkuDelta)> = sku.iter().collect();
+    for chunk in rows.chunks(CHUNK) {
+        let mut q = Sql::new(format!("INSERT INTO {table} (sku, on_hand, reserved, shipped) "));
+        q.values(chunk, |v, (s, d)| {
+            v.bind((*s).clone()).bind(d.on_hand).bind(d.reserved).bind(d.shipped);
+        });
+        q.push(&format!(
+            " ON CONFLICT (sku) DO UPDATE SET on_hand = {table}.on_hand + excluded.on_hand,
+              reserved = {table}.reserved + excluded.reserved, shipped = {table}.shipped + excluded.shipped"
+        ));
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Claims event ids for `group` in `processed_events`; returns the ids not claimed before
+/// (a retried publish that landed twice is applied once).
+pub(super) async fn claim_event_ids(
+    conn: &mut AnyConnection,
+    group: &str,
+    ids: &[String],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    use sqlx::Row;
+    let mut new_ids = std::collections::HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let mut q = Sql::new("INSERT INTO processed_events (group_id, event_id) ");
+        q.values(chunk, |v, id| {
+            v.bind(group.to_string()).bind(id.clone());
+        });
+        q.push(" ON CONFLICT (group_id, event_id) DO NOTHING RETURNING event_id");
+        for row in q.fetch_all(&mut *conn).await? {
+            new_ids.insert(row.try_get::<String, _>("event_id")?);
+        }
+    }
+    Ok(new_ids)
+}

@@ -1,0 +1,137 @@
+//! The stored offsets: `consumer_offsets` holds, per (group, topic, partition), the next
+//! offset to read. It is the projection's own copy of the consumer position, written in the
+//! same transaction as the rows a batch changes, so effects and position move together.
+//! Every statement on that table is in this file.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+
+use super::sql::Sql;
+use super::{Dialect, Store, StoreError};
+
+/// One partition's stored position of a group.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct GroupPartitionOffset {
+    pub group: String,
+    pub partition: i32,
+    pub next_offset: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Whether a read takes the rows' write locks (PostgreSQL `FOR UPDATE`, in partition
+/// order so that concurrent lockers cannot deadlock). SQLite has no row locks: its single
+/// writer serializes transactions instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lock {
+    No,
+    ForUpdate,
+}
+
+/// The stored next offsets of `group` on `topic`: of `partitions`, or of every partition
+/// it has a row for when `None`. Absent partitions were never read.
+pub(super) async fn read(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    group: &str,
+    topic: &str,
+    partitions: Option<&[i32]>,
+    lock: Lock,
+) -> Result<Vec<(i32, i64)>, StoreError> {
+    let mut q = Sql::new("SELECT partition_id, next_offset FROM consumer_offsets WHERE group_id = ");
+    q.bind(group.to_string()).push(" AND topic = ").bind(topic.to_string());
+    if let Some(partitions) = partitions {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        q.push(" AND partition_id IN ").list(partitions.iter().map(|p| i64::from(*p)));
+    }
+    q.push(" ORDER BY partition_id");
+    if lock == Lock::ForUpdate && dialect == Dialect::Postgres {
+        q.push(" FOR UPDATE");
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get::<i64, _>("partition_id")? as i32, row.try_get::<i64, _>("next_offset")?)))
+        .collect()
+}
+
+/// Creates the rows a batch needs at the offset of its first record (no row = the group
+/// starts at the beginning of the log); existing rows are left alone.
+pub(super) async fn insert_missing(
+    conn: &mut AnyConnection,
+    group: &str,
+    topic: &str,
+    firsts: &BTreeMap<i32, i64>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut insert =
+        Sql::new("INSERT INTO consumer_offsets (group_id, topic, partition_id, next_offset, updated_at_ms) ");
+    insert.values(firsts, |v, (p, first)| {
+        v.bind(group.to_string()).bind(topic.to_string()).bind(i64::from(*p)).bind(*first).bind(now_ms);
+    });
+    insert.push(" ON CONFLICT (group_id, topic, partition_id) DO NOTHING");
+    insert.execute(conn).await?;
+    Ok(())
+}
+
+/// Moves every partition of `next` to its new offset in one statement (one round trip
+/// however many partitions a batch spans). `VALUES` columns are `column1`, `column2` in
+/// both databases.
+pub(super) async fn advance(
+    conn: &mut AnyConnection,
+    group: &str,
+    topic: &str,
+    next: &BTreeMap<i32, i64>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    if next.is_empty() {
+        return Ok(());
+    }
+    let mut update = Sql::new("UPDATE consumer_offsets SET next_offset = v.column2, updated_at_ms = ");
+    update.bind(now_ms).push(" FROM (");
+    update.values(next, |v, (p, offset)| {
+        v.bind(i64::from(*p)).bind(*offset);
+    });
+    update.push(") AS v WHERE consumer_offsets.group_id = ").bind(group.to_string());
+    update.push(" AND consumer_offsets.topic = ").bind(topic.to_string());
+    update.push(" AND consumer_offsets.partition_id = v.column1");
+    update.execute(conn).await?;
+    Ok(())
+}
+
+impl Store {
+    /// The stored next offsets of a group for the given partitions (absent: never read).
+    #[tracing::instrument(skip(self))]
+    pub async fn stored_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, i64)>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        read(&mut conn, self.dialect, group, topic, Some(partitions), Lock::No).await
+    }
+
+    /// Stored offsets of every group that has any, on `topic`.
+    pub async fn all_group_offsets(&self, topic: &str) -> Result<Vec<GroupPartitionOffset>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT group_id, partition_id, next_offset, updated_at_ms FROM consumer_offsets WHERE topic = $1
+             ORDER BY group_id, partition_id",
+        )
+        .bind(topic)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok(GroupPartitionOffset {
+                    group: r.try_get("group_id")?,
+                    partition: r.try_get::<i64, _>("partition_id")? as i32,
+                    next_offset: r.try_get("next_offset")?,
+                    updated_at_ms: r.try_get("updated_at_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+}

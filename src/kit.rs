@@ -1,0 +1,116 @@
+//! What the end-to-end tests, the benchmark and the demo do around a pipeline, in one
+//! place: fresh topics, databases and group prefixes, the end of the log, and "wait until
+//! a group has caught up".
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use infra::topics::{create_topics, TopicSpec};
+use infra::KafkaSettings;
+use projections::store::Store;
+use sqlx::Connection;
+
+/// A topic with a unique name (`<prefix>-<uuid>`), so runs never see each other's records.
+pub async fn fresh_topic(kafka: &KafkaSettings, prefix: &str, partitions: i32) -> anyhow::Result<String> {
+    let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+    let spec = TopicSpec { name: name.clone(), partitions, replication_factor: None };
+    create_topics(kafka, &[spec], Duration::from_secs(30)).await.with_context(|| format!("creating topic {name}"))?;
+    Ok(name)
+}
+
+/// A consumer-group name prefix of its own: runs sharing one broker (or a previous run's
+/// dead members) must not rebalance each other's groups.
+pub fn fresh_group_prefix() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A SQLite database in a fresh temp file.
+pub fn fresh_sqlite_url() -> String {
+    let path = std::env::temp_dir().join(format!("orderflow-{}.db", uuid::Uuid::new_v4().simple()));
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// PostgreSQL databases of their own, created on the server `admin_url` points at and
+/// dropped by [`TempDatabases::drop_all`] (tests leave theirs for investigating).
+pub struct TempDatabases {
+    admin_url: String,
+    prefix: &'static str,
+    created: std::sync::Mutex<Vec<String>>,
+}
+
+impl TempDatabases {
+    pub fn new(admin_url: &str, prefix: &'static str) -> Self {
+        TempDatabases { admin_url: admin_url.to_string(), prefix, created: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// The URL of a new, empty database.
+    pub async fn fresh_url(&self) -> anyhow::Result<String> {
+        let name = format!("{}_{}", self.prefix, uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.context("connecting to PostgreSQL")?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.context("creating a database")?;
+        self.created.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
+        let base = self.admin_url.rsplit_once('/').map_or(self.admin_url.as_str(), |(base, _)| base);
+        Ok(format!("{base}/{name}"))
+    }
+
+    /// A store on a new, empty database.
+    pub async fn fresh(&self) -> anyhow::Result<Store> {
+        Ok(Store::connect(&self.fresh_url().await?).await?)
+    }
+
+    pub async fn drop_all(&self) {
+        let names = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
+        let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await else { return };
+        for name in names {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+        }
+    }
+}
+
+/// The end of every partition of `topic` (the high watermark: one past the last record).
+pub async fn log_ends(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let kafka = kafka.clone();
+    let topic = topic.to_string();
+    // The inspector's requests block; keep them off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let inspector = infra::group_inspect::Inspector::new(&kafka, Duration::from_secs(10))?;
+        inspector.log_ends(&topic)
+    })
+    .await
+    .context("the log-end reader did not finish")?
+    .context("reading the log end offsets")
+}
+
+/// Whether `group` has applied everything before `ends` on every partition of `topic`.
+pub async fn has_caught_up(store: &Store, group: &str, topic: &str, ends: &BTreeMap<i32, i64>) -> anyhow::Result<bool> {
+    let partitions: Vec<i32> = ends.iter().filter(|(_, end)| **end > 0).map(|(p, _)| *p).collect();
+    let stored: BTreeMap<i32, i64> = store.stored_offsets(group, topic, &partitions).await?.into_iter().collect();
+    Ok(reached(&stored, ends))
+}
+
+/// Whether stored next offsets are at or past `ends` on every partition that has records.
+pub fn reached(stored: &BTreeMap<i32, i64>, ends: &BTreeMap<i32, i64>) -> bool {
+    ends.iter().all(|(p, end)| *end <= 0 || stored.get(p).copied().unwrap_or(0) >= *end)
+}
+
+/// Looks every `poll` whether `group` has caught up with `ends`, for at most `within`;
+/// returns whether it did.
+pub async fn wait_caught_up(
+    store: &Store,
+    group: &str,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+    within: Duration,
+    poll: Duration,
+) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + within;
+    loop {
+        if has_caught_up(store, group, topic, ends).await? {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(poll).await;
+    }
+}

@@ -1,0 +1,18 @@
+//! The `orderflow` package as a library: every command's arguments and what it does, the
+//! query API, the demo and the benchmark harness. `main.rs` only parses arguments, starts
+//! the runtime and turns the result into an exit code, so tests drive all of this in
+//! process.
+pub mod bench;
+pub mod checkout_cmd;
+pub mod cli;
+pub mod consume_cmd;
+pub mod dead_letters_cmd;
+pub mod demo;
+pub mod groups_cmd;
+pub mod kit;
+pub mod query_api;
+pub mod rebuild_cmd;
+pub mod serve_api_cmd;
+pub mod topics_cmd;
+
+pub use cli::{shutdown_signal, Cli};
