@@ -85,9 +85,11 @@ pub struct LineRequest {
     #[schema(schema_with = v::sku_schema)]
     pub sku: String,
     #[schema(schema_with = quantity)]
+    #[serde(deserialize_with = "v::integral")]
     pub quantity: i64,
     /// Price of one unit in minor units of the order's currency (cents).
     #[schema(schema_with = unit_price)]
+    #[serde(deserialize_with = "v::integral")]
     pub unit_price_minor: i64,
 }
 
@@ -123,6 +125,7 @@ pub enum PaymentStatus {
 pub struct PaymentRequest {
     pub status: PaymentStatus,
     #[schema(schema_with = amount)]
+    #[serde(deserialize_with = "v::integral")]
     pub amount_minor: i64,
     #[schema(schema_with = text128)]
     pub provider_ref: String,
@@ -157,6 +160,7 @@ pub struct StockAdjustmentRequest {
     pub warehouse: String,
     /// Units added (positive) or removed (negative); never zero.
     #[schema(schema_with = stock_delta)]
+    #[serde(deserialize_with = "v::integral")]
     pub delta: i64,
     #[schema(schema_with = adjustment_reason)]
     pub reason: AdjustmentReason,

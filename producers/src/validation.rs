@@ -116,6 +116,34 @@ pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Checked<()
 
 pub use infra::http::hyphenated_uuid;
 
+/// Reads a JSON integer. An integral number written with a fraction (`5.0`) is the same
+/// integer to JSON Schema, so it is one here too; `19.99` or `"5"` are refused.
+pub fn integral<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    struct Integral;
+    impl serde::de::Visitor<'_> for Integral {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom("integer out of range"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            // Beyond 2^53 a float no longer names one integer.
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if v.fract() == 0.0 && v.abs() <= EXACT {
+                Ok(v as i64)
+            } else {
+                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    deserializer.deserialize_any(Integral)
+}
+
 /// An integer within `min..=max`, converted to the target type.
 pub fn in_range<T: TryFrom<i64>>(field: &str, value: i64, min: i64, max: i64) -> Checked<T> {
     if value < min || value > max {
@@ -152,6 +180,22 @@ mod tests {
         assert_eq!(in_range::<i32>("q", 10, 1, 10), Ok(10));
         let err = in_range::<i32>("q", 0, 1, 10).expect_err("below");
         assert_eq!(err.message, "must be between 1 and 10");
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction_but_not_with_another() {
+        #[derive(serde::Deserialize)]
+        struct N {
+            #[serde(deserialize_with = "integral")]
+            n: i64,
+        }
+        let n = |json: &str| serde_json::from_str::<N>(json).map(|v| v.n);
+        assert_eq!(n(r#"{"n": 5}"#).ok(), Some(5));
+        assert_eq!(n(r#"{"n": 5.0}"#).ok(), Some(5));
+        assert_eq!(n(r#"{"n": -3.0}"#).ok(), Some(-3));
+        for bad in [r#"{"n": 19.99}"#, r#"{"n": "5"}"#, r#"{"n": 1e300}"#, r#"{"n": null}"#] {
+            assert!(n(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -70,9 +70,15 @@ pub async fn accept<T: DeserializeOwned>(
     })?;
     let value = match (bytes.is_empty(), empty_body) {
         (true, Some(default)) => default,
-        _ => {
+        (_, empty_body) => {
             require_json(headers)?;
-            serde_json::from_slice::<Value>(&bytes).map_err(|e| malformed(format!("body is not valid JSON: {e}")))?
+            let value = serde_json::from_slice::<Value>(&bytes)
+                .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
+            // Where a body may be left out, `null` says the same.
+            match (value, empty_body) {
+                (Value::Null, Some(default)) => default,
+                (value, _) => value,
+            }
         }
     };
     if !value.is_object() {

@@ -36,7 +36,7 @@ pub use accept::{Accepted, MAX_BODY_BYTES};
         infra::http::metrics_text,
         infra::http::openapi_json
     ),
-    components(schemas(infra::http::ErrorBody))
+    components(schemas(infra::http::ErrorBody, Accepted, crate::requests::LineRequest))
 )]
 pub struct CheckoutApi;
 

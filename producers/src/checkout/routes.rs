@@ -50,9 +50,11 @@ pub struct PublishHeaders {
     idempotency_key: Option<String>,
     /// Carried into the event's envelope; defaults to the event id.
     #[serde(rename = "X-Correlation-Id")]
+    #[param(value_type = Uuid, required = false)]
     correlation_id: Option<Uuid>,
     /// The event that caused this one, if any.
     #[serde(rename = "X-Causation-Id")]
+    #[param(value_type = Uuid, required = false)]
     causation_id: Option<Uuid>,
 }
 
@@ -126,7 +128,8 @@ async fn order_event<T: OrderCommand>(
     .await
 }
 
-/// Cancel an order (`OrderCancelled`). The body may be empty.
+/// Cancel an order (`OrderCancelled`). The body may be left out (or be `null`): a
+/// cancellation without a reason.
 #[utoipa::path(post, path = "/orders/{order_id}/cancel", tag = "orders", params(OrderPath, PublishHeaders),
     request_body(content = Option<CancelOrderRequest>, content_type = "application/json"),
     responses(PublishResponses))]
@@ -177,7 +180,7 @@ fn sku_param_schema() -> utoipa::openapi::RefOr<Schema> {
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)] // checked by `StockAdjustmentRequest::into_event`; this type documents it
 pub struct SkuPath {
-    #[param(schema_with = sku_param_schema)]
+    #[param(schema_with = sku_param_schema, required = true)]
     sku: String,
 }
 
