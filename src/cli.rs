@@ -150,7 +150,7 @@ enum Command {
     },
     /// Serve the checkout/publishing HTTP API.
     Checkout(checkout_cmd::CheckoutArgs),
-    /// Measure throughput and latency ratios (see shared/design/benchmarks.md).
+    /// Measure throughput and latency ratios, each of two things measured in one run.
     Bench(crate::bench::BenchArgs),
     /// Run the whole pipeline in one process (embedded broker, SQLite, load) and summarize.
     Demo(crate::demo::DemoArgs),

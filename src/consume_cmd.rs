@@ -79,7 +79,9 @@ async fn live_group_changed(store: &Store, projection: ProjectionKind, current: 
         match store.live_projection(projection).await {
             Ok(live) if live.group != current => return,
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the live generation; will look again"),
+            Err(e) => {
+                tracing::warn!(error = &e as &dyn std::error::Error, "cannot read the live generation; will look again")
+            }
         }
     }
 }

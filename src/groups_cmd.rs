@@ -47,7 +47,7 @@ impl GroupsArgs {
         let mut out = Vec::new();
         for (group, members) in members {
             let members = members.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, %group, "cannot describe the group");
+                tracing::warn!(error = &e as &dyn std::error::Error, %group, "cannot describe the group");
                 Vec::new()
             });
             let mine: Vec<_> = offsets.iter().filter(|o| o.group == group).collect();

@@ -58,7 +58,7 @@ impl MemberContext {
             match self.runtime.block_on(self.store.stored_offsets(&self.group, &self.topic, partitions)) {
                 Ok(offsets) => return Some(offsets),
                 Err(e) => {
-                    tracing::error!(error = %e, group = %self.group, "cannot read stored offsets; retrying");
+                    tracing::error!(error = &e as &dyn std::error::Error, group = %self.group, "cannot read stored offsets; retrying");
                     if self.stop.load(Ordering::Relaxed) {
                         return None;
                     }
@@ -77,7 +77,7 @@ impl MemberContext {
         for p in &partitions {
             let offset = stored.iter().find(|(sp, _)| sp == p).map_or(Offset::Beginning, |(_, o)| Offset::Offset(*o));
             if let Err(e) = tpl.set_partition_offset(&self.topic, *p, offset) {
-                tracing::error!(error = %e, partition = p, "cannot set start offset");
+                tracing::error!(error = &e as &dyn std::error::Error, partition = p, "cannot set start offset");
             }
         }
         let result = if self.incremental(consumer) { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
@@ -93,7 +93,9 @@ impl MemberContext {
                 m::rebalance(&self.group, "assign");
             }
             // A silently failed assign consumes nothing: say it loudly.
-            Err(e) => tracing::error!(error = %e, group = %self.group, ?partitions, "assign failed"),
+            Err(e) => {
+                tracing::error!(error = &e as &dyn std::error::Error, group = %self.group, ?partitions, "assign failed")
+            }
         }
         self.assignment_changed.store(true, Ordering::SeqCst);
     }
@@ -111,7 +113,7 @@ impl MemberContext {
         self.assignment_changed.store(true, Ordering::SeqCst);
         let result = if self.incremental(consumer) { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
         if let Err(e) = result {
-            tracing::error!(error = %e, group = %self.group, ?partitions, "unassign failed");
+            tracing::error!(error = &e as &dyn std::error::Error, group = %self.group, ?partitions, "unassign failed");
         }
         tracing::info!(group = %self.group, ?partitions, "revoked");
         m::rebalance(&self.group, "revoke");

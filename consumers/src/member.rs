@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use infra::KafkaSettings;
-use projections::store::{LogRecord, Store};
+use projections::store::{Batch, LogRecord, Store};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use schemas::Codec;
@@ -359,7 +359,9 @@ fn poll_loop(
             Some(Ok((record, created_ms))) if owned.contains(&record.partition) => buffer.push(record, created_ms),
             // A leftover of a partition this member no longer owns.
             Some(Ok(_)) => {}
-            Some(Err(e)) => tracing::warn!(error = %e, group = %config.group, "consume error"),
+            Some(Err(e)) => {
+                tracing::warn!(error = &e as &dyn std::error::Error, group = %config.group, "consume error")
+            }
             None => {}
         }
         let full = buffer.records.len() >= config.batch_max;
@@ -417,14 +419,9 @@ fn apply_with_retry(env: &BatchEnv<'_>, batch: &[LogRecord], reading: &mut Readi
     let mut delay = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        match runtime.block_on(config.projection.apply_batch(
-            store,
-            &config.group,
-            &config.topic,
-            batch,
-            &reading.read_from,
-            codec,
-        )) {
+        let records =
+            Batch { group: &config.group, topic: &config.topic, records: batch, read_from: &reading.read_from };
+        match runtime.block_on(config.projection.apply_batch(store, &records, codec)) {
             Ok(outcome) => {
                 // This consumer has now read each partition up to its last record.
                 for r in batch {
@@ -440,7 +437,11 @@ fn apply_with_retry(env: &BatchEnv<'_>, batch: &[LogRecord], reading: &mut Readi
                     reading.positioned(*p, Some(*offset));
                     let position = Offset::Offset(*offset);
                     if let Err(e) = consumer.seek(&config.topic, *p, position, Duration::from_secs(5)) {
-                        tracing::error!(error = %e, partition = p, "cannot rewind to the stored offset");
+                        tracing::error!(
+                            error = &e as &dyn std::error::Error,
+                            partition = p,
+                            "cannot rewind to the stored offset"
+                        );
                     }
                 }
                 if outcome.already_applied > 0 {
@@ -455,13 +456,13 @@ fn apply_with_retry(env: &BatchEnv<'_>, batch: &[LogRecord], reading: &mut Readi
                 // A copy for Kafka's tooling and autoscalers, after the database commit;
                 // never read back.
                 if let Err(e) = consumer.commit(&committed, CommitMode::Async) {
-                    tracing::debug!(error = %e, "could not copy offsets to Kafka");
+                    tracing::debug!(error = &e as &dyn std::error::Error, "could not copy offsets to Kafka");
                 }
                 return Ok(());
             }
             Err(e) if e.is_retryable() => {
                 m::batch_retry(&config.group);
-                tracing::warn!(error = %e, group = %config.group, "batch failed; retrying");
+                tracing::warn!(error = &e as &dyn std::error::Error, group = %config.group, "batch failed; retrying");
                 if stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }

@@ -134,7 +134,7 @@ impl Publisher {
         let fresh: FutureProducer = match self.client_config.create() {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(error = %e, "could not rebuild the producer");
+                tracing::error!(error = &e as &dyn std::error::Error, "could not rebuild the producer");
                 return;
             }
         };

@@ -7,7 +7,6 @@
 //! Table and view text is written once for both databases. `{t:base}` stands for the table
 //! `base` of the generation being created or shown (`payment_orders`, `payment_orders_g3`),
 //! `{ts:column}` for a microsecond column rendered as a timestamp in the database's way.
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use schemas::{Codec, EventKind};
@@ -17,7 +16,7 @@ use crate::model::history::History;
 use crate::model::inventory::Inventory;
 use crate::model::payment::Payment;
 use crate::model::Projection;
-use crate::store::{BatchOutcome, DeadLetterSelection, LogRecord, RetryOutcome, Store, StoreError};
+use crate::store::{Batch, BatchOutcome, DeadLetterSelection, RetryOutcome, Store, StoreError};
 
 /// Which projection a group builds: the one switch from a name to typed code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,26 +96,17 @@ const HISTORY: ProjectionSpec = ProjectionSpec {
 };
 
 /// Runs `$body` with `$p` bound to the model type of `$kind`: the only place a kind
-/// becomes a type.
+/// becomes a type. Each variant is named like its model type.
 macro_rules! with_model {
     ($kind:expr, $p:ident => $body:expr) => {
+        with_model!(@each $kind, $p, $body, [Inventory, Payment, Fulfilment, History])
+    };
+    (@each $kind:expr, $p:ident, $body:expr, [$($model:ident),+]) => {
         match $kind {
-            ProjectionKind::Inventory => {
-                type $p = Inventory;
+            $(ProjectionKind::$model => {
+                type $p = $model;
                 $body
-            }
-            ProjectionKind::Payment => {
-                type $p = Payment;
-                $body
-            }
-            ProjectionKind::Fulfilment => {
-                type $p = Fulfilment;
-                $body
-            }
-            ProjectionKind::History => {
-                type $p = History;
-                $body
-            }
+            })+
         }
     };
 }
@@ -158,13 +148,10 @@ impl ProjectionKind {
     pub async fn apply_batch(
         self,
         store: &Store,
-        group: &str,
-        topic: &str,
-        records: &[LogRecord],
-        read_from: &BTreeMap<i32, i64>,
+        batch: &Batch<'_>,
         codec: &Codec,
     ) -> Result<BatchOutcome, StoreError> {
-        with_model!(self, P => store.apply_batch::<P>(group, topic, records, read_from, codec).await)
+        with_model!(self, P => store.apply_batch::<P>(batch, codec).await)
     }
 
     /// Applies parked records again through this projection's model (see

@@ -1,4 +1,4 @@
-//! `orderflow bench`: the benchmark harness (../shared/design/benchmarks.md). Every figure
+//! `orderflow bench`: the benchmark harness (figures and goals: `src/DESIGN.md`). Every figure
 //! that matters is a ratio of two things measured in the same run against the same broker
 //! and database; absolute numbers are printed with the machine they came from.
 mod checkout_bench;
@@ -100,6 +100,11 @@ impl BenchContext {
 
 impl BenchArgs {
     pub async fn run(self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.database.database_url.starts_with("postgres"),
+            "orderflow bench needs a PostgreSQL server (--database-url postgres://…, or ORDERFLOW_DATABASE_URL, \
+             which `infra/local/up` exports): each run creates fresh databases there"
+        );
         let figures_planned = 5 * u64::from(self.repeats) + 2;
         let progress = indicatif::ProgressBar::new(figures_planned);
         progress.set_style(

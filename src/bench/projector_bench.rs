@@ -102,7 +102,8 @@ async fn db_only(store: &Store, group: &str, topic: &str, records: &[LogRecord],
     let started = Instant::now();
     let mut read_from: BTreeMap<i32, i64> = BTreeMap::new();
     for chunk in records.chunks(batch) {
-        ProjectionKind::Payment.apply_batch(store, group, topic, chunk, &read_from, &codec).await?;
+        let batch = projections::store::Batch { group, topic, records: chunk, read_from: &read_from };
+        ProjectionKind::Payment.apply_batch(store, &batch, &codec).await?;
         for r in chunk {
             read_from.insert(r.partition, r.offset + 1);
         }

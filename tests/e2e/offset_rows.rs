@@ -6,7 +6,7 @@ use crate::common;
 use std::collections::BTreeMap;
 
 use projections::model::payment::Payment;
-use projections::store::{LogRecord, Store};
+use projections::store::{Batch, LogRecord, Store};
 use schemas::samples::sample;
 use schemas::{Codec, EventKind};
 
@@ -20,17 +20,16 @@ async fn a_vanished_offset_row_is_recreated_and_moves_with_the_batch() {
         key: None,
         payload: Some(codec.encode(&sample(kind)).expect("encode")),
     };
-    let first = store
-        .apply_batch::<Payment>("g", "t", &[record(0, EventKind::OrderPlaced)], &BTreeMap::new(), &codec)
-        .await
-        .expect("first batch");
+    let records = [record(0, EventKind::OrderPlaced)];
+    let batch = Batch { group: "g", topic: "t", records: &records, read_from: &BTreeMap::new() };
+    let first = store.apply_batch::<Payment>(&batch, &codec).await.expect("first batch");
     assert_eq!(first.applied, 1);
     sqlx::query("DELETE FROM consumer_offsets").execute(store.pool()).await.expect("delete the row");
 
-    let second = store
-        .apply_batch::<Payment>("g", "t", &[record(1, EventKind::PaymentAuthorized)], &BTreeMap::from([(0, 1)]), &codec)
-        .await
-        .expect("second batch");
+    let records = [record(1, EventKind::PaymentAuthorized)];
+    let read_from = BTreeMap::from([(0, 1)]);
+    let batch = Batch { group: "g", topic: "t", records: &records, read_from: &read_from };
+    let second = store.apply_batch::<Payment>(&batch, &codec).await.expect("second batch");
     assert_eq!(second.applied, 1);
     assert_eq!(store.stored_offsets("g", "t", &[0]).await.expect("offsets"), vec![(0, 2)]);
 }

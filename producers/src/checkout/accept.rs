@@ -57,14 +57,32 @@ pub struct Accepted {
     pub sku: Option<String>,
 }
 
+/// What the accept path needs of a request besides the route's own path parameters: its
+/// scope (`POST <path>`, which an Idempotency-Key is unique within), headers and body.
+pub struct Publish {
+    pub scope: String,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Publish {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(request: axum::extract::Request, _: &S) -> Result<Self, Self::Rejection> {
+        let scope = format!("POST {}", request.uri().path());
+        let (parts, body) = request.into_parts();
+        Ok(Publish { scope, headers: parts.headers, body })
+    }
+}
+
 pub async fn accept<T: DeserializeOwned>(
     state: &AppState,
-    scope: String,
-    headers: &HeaderMap,
-    body: Body,
+    request: Publish,
     empty_body: Option<Value>,
     build: impl FnOnce(T, Ids) -> Result<(Event, Subject), FieldError>,
 ) -> Result<Response, ApiError> {
+    let Publish { scope, headers, body } = request;
+    let headers = &headers;
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("body exceeds {MAX_BODY_BYTES} bytes"))
     })?;
@@ -135,16 +153,22 @@ pub async fn accept<T: DeserializeOwned>(
                     // The event is in the log; a retry will see the key in flight (409) until
                     // the claim's lease expires, then republish the same event id, which
                     // consumers deduplicate.
-                    tracing::warn!(error = %e, "could not record the completed idempotency key");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "could not record the completed idempotency key"
+                    );
                 }
             }
             Ok((StatusCode::ACCEPTED, Json(response)).into_response())
         }
         Err(e) => {
-            tracing::warn!(error = %e, "publish failed");
+            tracing::warn!(error = &e as &dyn std::error::Error, "publish failed");
             if let Some(key) = &key {
                 if let Err(e) = state.idempotency.release(&scope, key).await {
-                    tracing::warn!(error = %e, "could not release the idempotency key; it frees itself after its lease");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "could not release the idempotency key; it frees itself after its lease"
+                    );
                 }
             }
             Err(outcome_unknown(&infra::error_chain(&e)))

@@ -109,7 +109,7 @@ pub async fn run(
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     purge.abort();
     if let Err(e) = state.publisher.flush(Duration::from_secs(10)).await {
-        tracing::warn!(error = %e, "some produces were not acknowledged before shutdown");
+        tracing::warn!(error = &e as &dyn std::error::Error, "some produces were not acknowledged before shutdown");
     }
     served
 }
@@ -121,7 +121,7 @@ async fn purge_expired_keys(store: IdempotencyStore) {
         match store.purge_expired().await {
             Ok(n) if n > 0 => tracing::info!(purged = n, "forgot expired idempotency keys"),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "could not purge expired idempotency keys"),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! every status the route answers.
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use infra::http::{ErrorBody, Health};
@@ -13,17 +13,13 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, IntoResponses};
 use uuid::Uuid;
 
-use super::accept::{accept, Accepted, Subject, MAX_BODY_BYTES, MAX_KEY_LEN};
+use super::accept::{accept, Accepted, Publish, Subject, MAX_BODY_BYTES, MAX_KEY_LEN};
 use super::api_error::{invalid, ApiError};
 use super::AppState;
 use crate::requests::{
     CancelOrderRequest, OrderCommand, PaymentRequest, PlaceOrderRequest, ShipmentRequest, StockAdjustmentRequest,
 };
 use crate::validation::{self, FieldError};
-
-fn scope(uri: &Uri) -> String {
-    format!("POST {}", uri.path())
-}
 
 fn order_id(raw: &str) -> Result<Uuid, ApiError> {
     validation::hyphenated_uuid(raw).ok_or_else(|| invalid(FieldError::new("order_id", "must be a UUID")))
@@ -98,13 +94,8 @@ pub enum PublishResponses {
 #[utoipa::path(post, path = "/orders", tag = "orders", params(PublishHeaders),
     request_body(content = PlaceOrderRequest, content_type = "application/json"),
     responses(PublishResponses))]
-pub async fn place_order(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    accept(&state, scope(&uri), &headers, body, None, |request: PlaceOrderRequest, ids| {
+pub async fn place_order(State(state): State<AppState>, request: Publish) -> Result<Response, ApiError> {
+    accept(&state, request, None, |request: PlaceOrderRequest, ids| {
         let order_id = ids.new_order_id;
         let placed = request.into_event(ids.envelope, order_id)?;
         Ok((Event::OrderPlaced(placed), Subject::Order(order_id)))
@@ -113,63 +104,45 @@ pub async fn place_order(
 }
 
 /// Cancellations, payments and shipments: an event about an existing order.
-async fn order_event<T: OrderCommand>(
-    state: AppState,
-    raw_id: String,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+async fn order_event<T: OrderCommand>(state: AppState, raw_id: String, request: Publish) -> Result<Response, ApiError> {
     let order_id = order_id(&raw_id)?;
     let empty_body = T::EMPTY_BODY_OK.then(|| serde_json::json!({}));
-    accept(&state, scope(&uri), &headers, body, empty_body, |request: T, ids| {
+    accept(&state, request, empty_body, |request: T, ids| {
         Ok((request.into_event(ids.envelope, order_id)?, Subject::Order(order_id)))
     })
     .await
 }
 
-/// Cancel an order (`OrderCancelled`). The body may be left out (or be `null`): a
-/// cancellation without a reason.
-#[utoipa::path(post, path = "/orders/{order_id}/cancel", tag = "orders", params(OrderPath, PublishHeaders),
-    request_body(content = Option<CancelOrderRequest>, content_type = "application/json"),
-    responses(PublishResponses))]
-pub async fn cancel_order(
-    State(state): State<AppState>,
-    Path(raw_id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    order_event::<CancelOrderRequest>(state, raw_id, uri, headers, body).await
+/// The routes of events about an existing order differ only in their path and body.
+macro_rules! order_event_route {
+    ($(#[doc = $doc:literal])* $name:ident, $path:literal, $documented:ty, $request:ty) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(post, path = $path, tag = "orders", params(OrderPath, PublishHeaders),
+            request_body(content = $documented, content_type = "application/json"),
+            responses(PublishResponses))]
+        pub async fn $name(
+            State(state): State<AppState>,
+            Path(raw_id): Path<String>,
+            request: Publish,
+        ) -> Result<Response, ApiError> {
+            order_event::<$request>(state, raw_id, request).await
+        }
+    };
 }
 
-/// Report a payment: `PaymentAuthorized`, `PaymentCaptured`, `PaymentFailed` or `PaymentRefunded`.
-#[utoipa::path(post, path = "/orders/{order_id}/payments", tag = "orders", params(OrderPath, PublishHeaders),
-    request_body(content = PaymentRequest, content_type = "application/json"),
-    responses(PublishResponses))]
-pub async fn report_payment(
-    State(state): State<AppState>,
-    Path(raw_id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    order_event::<PaymentRequest>(state, raw_id, uri, headers, body).await
-}
-
-/// Report a shipment step: `ShipmentPacked`, `ShipmentShipped` or `ShipmentDelivered`.
-#[utoipa::path(post, path = "/orders/{order_id}/shipments", tag = "orders", params(OrderPath, PublishHeaders),
-    request_body(content = ShipmentRequest, content_type = "application/json"),
-    responses(PublishResponses))]
-pub async fn report_shipment(
-    State(state): State<AppState>,
-    Path(raw_id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    order_event::<ShipmentRequest>(state, raw_id, uri, headers, body).await
-}
+order_event_route!(
+    /// Cancel an order (`OrderCancelled`). The body may be left out (or be `null`): a
+    /// cancellation without a reason.
+    cancel_order, "/orders/{order_id}/cancel", Option<CancelOrderRequest>, CancelOrderRequest
+);
+order_event_route!(
+    /// Report a payment: `PaymentAuthorized`, `PaymentCaptured`, `PaymentFailed` or `PaymentRefunded`.
+    report_payment, "/orders/{order_id}/payments", PaymentRequest, PaymentRequest
+);
+order_event_route!(
+    /// Report a shipment step: `ShipmentPacked`, `ShipmentShipped` or `ShipmentDelivered`.
+    report_shipment, "/orders/{order_id}/shipments", ShipmentRequest, ShipmentRequest
+);
 
 fn sku_param_schema() -> utoipa::openapi::RefOr<Schema> {
     validation::sku_schema()
@@ -191,11 +164,9 @@ pub struct SkuPath {
 pub async fn adjust_stock(
     State(state): State<AppState>,
     Path(sku): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: Publish,
 ) -> Result<Response, ApiError> {
-    accept(&state, scope(&uri), &headers, body, None, |request: StockAdjustmentRequest, ids| {
+    accept(&state, request, None, |request: StockAdjustmentRequest, ids| {
         let event = request.into_event(ids.envelope, sku.clone())?;
         Ok((event, Subject::Sku(sku)))
     })

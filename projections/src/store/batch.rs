@@ -32,6 +32,20 @@ pub struct LogRecord {
     pub payload: Option<Vec<u8>>,
 }
 
+/// Records of one group's consumer to apply together.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub group: &'a str,
+    pub topic: &'a str,
+    /// Any partitions, each partition's records in offset order.
+    pub records: &'a [LogRecord],
+    /// Per partition, the offset the member's consumer was positioned at before the first
+    /// of these records: the records are everything the log holds from there on (offsets
+    /// may have gaps: transaction markers, compaction, some brokers' batching). A partition
+    /// missing from it is trusted to start at its first record.
+    pub read_from: &'a BTreeMap<i32, i64>,
+}
+
 /// What a batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
@@ -104,22 +118,14 @@ fn fresh_records<'a>(
 }
 
 impl Store {
-    /// Applies `records` (any partitions, each partition's records in offset order) for
-    /// consumer group `group` in one transaction.
-    ///
-    /// `read_from` says, per partition, the offset the member's consumer was positioned at
-    /// before the first of these records: the records are everything the log holds from
-    /// there on (offsets may have gaps: transaction markers, compaction, some brokers'
-    /// batching). A partition missing from it is trusted to start at its first record.
-    #[tracing::instrument(skip_all, fields(group, records = records.len()))]
+    /// Applies a batch through projection `P` in one transaction, with its offsets.
+    #[tracing::instrument(skip_all, fields(group = batch.group, records = batch.records.len()))]
     pub async fn apply_batch<P: StoredProjection>(
         &self,
-        group: &str,
-        topic: &str,
-        records: &[LogRecord],
-        read_from: &BTreeMap<i32, i64>,
+        batch: &Batch<'_>,
         codec: &Codec,
     ) -> Result<BatchOutcome, StoreError> {
+        let Batch { group, topic, records, read_from } = *batch;
         let mut outcome = BatchOutcome::default();
         if records.is_empty() {
             return Ok(outcome);

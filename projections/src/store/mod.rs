@@ -28,7 +28,7 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
-pub use batch::{BatchOutcome, LogRecord};
+pub use batch::{Batch, BatchOutcome, LogRecord};
 pub use dead_letters::{DeadLetterRow, DeadLetterSelection, DeadLetterStatus, RetryOutcome};
 pub use error::StoreError;
 pub use fold::StoredProjection;

@@ -143,7 +143,11 @@ impl Store {
                 Ok(()) => return Ok(()),
                 Err(e) if self.dialect == Dialect::Sqlite && attempt < 3 => {
                     attempt += 1;
-                    tracing::debug!(error = %e, attempt, "migration raced with another process; looking again");
+                    tracing::debug!(
+                        error = &e as &dyn std::error::Error,
+                        attempt,
+                        "migration raced with another process; looking again"
+                    );
                     tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
                 }
                 Err(e) => return Err(StoreError::Migrate(e)),
