@@ -68,100 +68,13 @@ pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow
     };
     let timings_before: Vec<consumers::member::Timings> =
         members.iter().map(|(_, _, m)| *m.stats.timings.lock().unwrap_or_else(|e| e.into_inner())).collect();
-    let acked: Arc<Mutex<Vec<(Instant, i32, i64)>>> = Arc::new(Mutex::new(Vec::new()));
-    let load_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let body = json!({"customer_id":"c-1","currency":"EUR","lines":[{"sku":"SKU-1","quantity":1,"unit_price_minor":100}],"ship_to":{"country":"DE"}});
     let duration = ctx.run_duration.max(Duration::from_secs(3));
-    let load = {
-        let (acked, load_done, url) = (acked.clone(), load_done.clone(), url.clone());
-        tokio::spawn(async move {
-            let client = http_client();
-            let started = Instant::now();
-            let mut sent = 0u64;
-            let mut tick = tokio::time::interval(Duration::from_millis(2));
-            let mut requests = Vec::new();
-            while started.elapsed() < duration {
-                tick.tick().await;
-                let due = (started.elapsed().as_secs_f64() * rate) as u64;
-                while sent < due {
-                    sent += 1;
-                    let (client, body, url, acked) = (client.clone(), body.clone(), url.clone(), acked.clone());
-                    requests.push(tokio::spawn(async move {
-                        if let Ok((202, answer)) = post_json(&client, &url, &body, None).await {
-                            let at = Instant::now();
-                            let p = answer["position"]["partition"].as_i64().unwrap_or(-1) as i32;
-                            let o = answer["position"]["offset"].as_i64().unwrap_or(-1);
-                            acked.lock().unwrap_or_else(|e| e.into_inner()).push((at, p, o));
-                        }
-                    }));
-                }
-            }
-            for r in requests {
-                let _ = r.await;
-            }
-            load_done.store(true, std::sync::atomic::Ordering::SeqCst);
-        })
-    };
-
-    // Watch every group's stored offsets while the load runs; an order is visible in a
-    // projection once that group's next offset for its partition is above its offset.
-    let mut pending: HashMap<ProjectionKind, Vec<(Instant, i32, i64)>> = HashMap::new();
-    let mut latencies: BTreeMap<ProjectionKind, Vec<f64>> = BTreeMap::new();
-    let mut taken = 0;
-    let deadline = Instant::now() + duration + Duration::from_secs(60);
-    loop {
-        let done = load_done.load(std::sync::atomic::Ordering::SeqCst);
-        {
-            let all = acked.lock().unwrap_or_else(|e| e.into_inner());
-            for (kind, _, _) in &members {
-                pending.entry(*kind).or_default().extend_from_slice(&all[taken..]);
-            }
-            taken = all.len();
-        }
-        // One query for every group: the tracker should cost the pipeline as little as it can.
-        let all_offsets = store.all_group_offsets(&topic).await?;
-        let now = Instant::now();
-        for (kind, group, _) in &members {
-            let stored: HashMap<i32, i64> =
-                all_offsets.iter().filter(|o| &o.group == group).map(|o| (o.partition, o.next_offset)).collect();
-            if let Some(list) = pending.get_mut(kind) {
-                list.retain(|(at, p, o)| {
-                    let visible = stored.get(p).is_some_and(|next| next > o);
-                    if visible {
-                        latencies
-                            .entry(*kind)
-                            .or_default()
-                            .push(now.saturating_duration_since(*at).as_secs_f64() * 1000.0);
-                    }
-                    !visible
-                });
-            }
-        }
-        if done && pending.values().all(Vec::is_empty) {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "orders did not become visible");
-        // Every 2 ms: finer polling would itself take the CPU the pipeline needs.
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    load.await?;
+    let load = OpenLoop::start(url, rate, duration);
+    let (latencies, taken) =
+        track_visibility(&store, &topic, &members, &load, Instant::now() + duration + Duration::from_secs(60)).await?;
+    load.task.await?;
     anyhow::ensure!(taken > 0, "no order was accepted");
-    // Where a record's time went inside each member during the load (means per record).
-    let mut breakdown: BTreeMap<ProjectionKind, String> = BTreeMap::new();
-    for ((kind, _, m), before) in members.iter().zip(&timings_before) {
-        let now = *m.stats.timings.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((age, wait, apply)) = now.means_since(before) {
-            let batches = now.batches - before.batches;
-            let per_batch = (now.records - before.records) as f64 / batches.max(1) as f64;
-            breakdown.insert(
-                *kind,
-                format!(
-                    "mean per record: created → polled {age:.1} ms (produce, ack, fetch, client queue), \
-                     buffer wait {wait:.1} ms, apply {apply:.1} ms; {batches} batches of {per_batch:.1} records"
-                ),
-            );
-        }
-    }
+    let breakdown = breakdown_since(&members, &timings_before);
     for (_, _, m) in members {
         m.stop().await?;
     }
@@ -183,6 +96,123 @@ pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow
     }
     ctx.tick();
     Ok(figures)
+}
+
+/// Orders placed at a fixed rate whatever the answers' latency (an open loop), each
+/// accepted one recorded as (when its 202 arrived, partition, offset).
+struct OpenLoop {
+    acked: Arc<Mutex<Vec<(Instant, i32, i64)>>>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OpenLoop {
+    fn start(url: String, rate: f64, duration: Duration) -> OpenLoop {
+        let acked: Arc<Mutex<Vec<(Instant, i32, i64)>>> = Arc::default();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let body = json!({"customer_id":"c-1","currency":"EUR","lines":[{"sku":"SKU-1","quantity":1,"unit_price_minor":100}],"ship_to":{"country":"DE"}});
+        let (task_acked, task_done) = (acked.clone(), done.clone());
+        let task = tokio::spawn(async move {
+            let client = http_client();
+            let started = Instant::now();
+            let mut sent = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(2));
+            let mut requests = Vec::new();
+            while started.elapsed() < duration {
+                tick.tick().await;
+                let due = (started.elapsed().as_secs_f64() * rate) as u64;
+                while sent < due {
+                    sent += 1;
+                    let (client, body, url, acked) = (client.clone(), body.clone(), url.clone(), task_acked.clone());
+                    requests.push(tokio::spawn(async move {
+                        if let Ok((202, answer)) = post_json(&client, &url, &body, None).await {
+                            let at = Instant::now();
+                            let p = answer["position"]["partition"].as_i64().unwrap_or(-1) as i32;
+                            let o = answer["position"]["offset"].as_i64().unwrap_or(-1);
+                            acked.lock().unwrap_or_else(|e| e.into_inner()).push((at, p, o));
+                        }
+                    }));
+                }
+            }
+            for r in requests {
+                let _ = r.await;
+            }
+            task_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        OpenLoop { acked, done, task }
+    }
+}
+
+/// Watches every group's stored offsets while the load runs; an order is visible in a
+/// projection once that group's next offset for its partition is above its offset.
+/// Returns the milliseconds from 202 to visible per projection, and how many orders were
+/// accepted.
+async fn track_visibility(
+    store: &projections::store::Store,
+    topic: &str,
+    members: &[(ProjectionKind, String, MemberHandle)],
+    load: &OpenLoop,
+    deadline: Instant,
+) -> anyhow::Result<(BTreeMap<ProjectionKind, Vec<f64>>, usize)> {
+    let mut pending: HashMap<ProjectionKind, Vec<(Instant, i32, i64)>> = HashMap::new();
+    let mut latencies: BTreeMap<ProjectionKind, Vec<f64>> = BTreeMap::new();
+    let mut taken = 0;
+    loop {
+        let done = load.done.load(std::sync::atomic::Ordering::SeqCst);
+        {
+            let all = load.acked.lock().unwrap_or_else(|e| e.into_inner());
+            for (kind, _, _) in members {
+                pending.entry(*kind).or_default().extend_from_slice(&all[taken..]);
+            }
+            taken = all.len();
+        }
+        // One query for every group: the tracker should cost the pipeline as little as it can.
+        let all_offsets = store.all_group_offsets(topic).await?;
+        let now = Instant::now();
+        for (kind, group, _) in members {
+            let stored: HashMap<i32, i64> =
+                all_offsets.iter().filter(|o| &o.group == group).map(|o| (o.partition, o.next_offset)).collect();
+            if let Some(list) = pending.get_mut(kind) {
+                list.retain(|(at, p, o)| {
+                    let visible = stored.get(p).is_some_and(|next| next > o);
+                    if visible {
+                        let ms = now.saturating_duration_since(*at).as_secs_f64() * 1000.0;
+                        latencies.entry(*kind).or_default().push(ms);
+                    }
+                    !visible
+                });
+            }
+        }
+        if done && pending.values().all(Vec::is_empty) {
+            return Ok((latencies, taken));
+        }
+        anyhow::ensure!(Instant::now() < deadline, "orders did not become visible");
+        // Every 2 ms: finer polling would itself take the CPU the pipeline needs.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Where a record's time went inside each member since `before` (means per record).
+fn breakdown_since(
+    members: &[(ProjectionKind, String, MemberHandle)],
+    before: &[consumers::member::Timings],
+) -> BTreeMap<ProjectionKind, String> {
+    let mut breakdown = BTreeMap::new();
+    for ((kind, _, m), before) in members.iter().zip(before) {
+        let now = *m.stats.timings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((age, wait, apply)) = now.means_since(before) {
+            let batches = now.batches - before.batches;
+            let per_batch = (now.records - before.records) as f64 / batches.max(1) as f64;
+            breakdown.insert(
+                *kind,
+                format!(
+                    "mean per record: created → polled {age:.1} ms (produce, ack, fetch, client queue), \
+                     buffer wait {wait:.1} ms, apply {apply:.1} ms; {batches} batches of {per_batch:.1} records"
+                ),
+            );
+        }
+    }
+    breakdown
 }
 
 /// P5: the projector rebuilding from offset 0 ÷ the same projector keeping up while the

@@ -18,6 +18,8 @@ use producers::load::{self, LoadConfig};
 use producers::publisher::PublisherConfig;
 use projections::store::Store;
 use projections::ProjectionKind;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 
 use crate::cli::parse_duration;
 
@@ -49,33 +51,10 @@ const MEMBERS_PER_GROUP: usize = 2;
 impl DemoArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-        // The mock cluster lives as long as this function.
-        let (_mock, kafka) = match &self.brokers {
-            Some(brokers) => (None, KafkaSettings::new(brokers).with_env_overrides()?),
-            None => {
-                let mock = rdkafka::mocking::MockCluster::new(1).context("starting the embedded broker")?;
-                let kafka = KafkaSettings::new(mock.bootstrap_servers());
-                (Some(mock), kafka)
-            }
-        };
         let topic = format!("orders-demo-{run_id}");
-        match &_mock {
-            // The mock cluster creates topics through its own call (its admin API is limited).
-            Some(mock) => mock.create_topic(&topic, self.partitions, 1).context("creating the demo topic")?,
-            None => {
-                let spec = TopicSpec { name: topic.clone(), partitions: self.partitions, replication_factor: Some(1) };
-                create_topics(&kafka, &[spec], Duration::from_secs(30)).await?;
-            }
-        }
-        let database_url = match &self.database_url {
-            Some(url) => url.clone(),
-            None => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("orderflow-demo.db{suffix}"));
-                }
-                "sqlite://orderflow-demo.db?mode=rwc".to_string()
-            }
-        };
+        // The mock cluster lives as long as this function.
+        let (_mock, kafka) = self.broker_with_topic(&topic).await?;
+        let database_url = self.database_url();
         let store = Store::connect(&database_url)
             .await
             .context("opening the projection database")?
@@ -95,36 +74,9 @@ impl DemoArgs {
         let server = tokio::spawn(checkout::run(listener, state, async {
             let _ = checkout_stopped.await;
         }));
-
-        let mut groups: Vec<(ProjectionKind, String, Vec<MemberHandle>)> = Vec::new();
-        for kind in ProjectionKind::ALL {
-            let group = store.first_group(kind);
-            let mut config = MemberConfig::new(kind, &topic);
-            config.group = group.clone();
-            config.session_timeout = Duration::from_secs(6);
-            let members = (0..MEMBERS_PER_GROUP)
-                .map(|_| run_member(config.clone(), &kafka, store.clone()))
-                .collect::<Result<Vec<_>, _>>()?;
-            groups.push((kind, group, members));
-        }
-
+        let groups = start_groups(&store, &kafka, &topic)?;
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-        let api = match &self.serve {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-                println!("dashboard on http://{}/", listener.local_addr()?);
-                let state = crate::query_api::ApiState::new(store.clone(), &kafka, &topic, Duration::from_secs(2), 10);
-                let app = crate::query_api::router(state);
-                Some(tokio::spawn(async move {
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = api_stopped.await;
-                        })
-                        .await
-                }))
-            }
-            None => None,
-        };
+        let api = self.serve_dashboard(&store, &kafka, &topic, api_stopped).await?;
 
         let load = tokio::spawn(load::run(LoadConfig {
             target,
@@ -210,6 +162,82 @@ impl DemoArgs {
         anyhow::ensure!(lags_zero.values().all(|z| *z), "a consumer group did not catch up");
         Ok(())
     }
+}
+
+impl DemoArgs {
+    /// The embedded mock cluster (kept alive by the caller) or the given broker, with the
+    /// demo topic created on it.
+    async fn broker_with_topic(
+        &self,
+        topic: &str,
+    ) -> anyhow::Result<(Option<MockCluster<'static, DefaultProducerContext>>, KafkaSettings)> {
+        match &self.brokers {
+            Some(brokers) => {
+                let kafka = KafkaSettings::new(brokers).with_env_overrides()?;
+                let spec =
+                    TopicSpec { name: topic.to_string(), partitions: self.partitions, replication_factor: Some(1) };
+                create_topics(&kafka, &[spec], Duration::from_secs(30)).await?;
+                Ok((None, kafka))
+            }
+            None => {
+                let mock = MockCluster::new(1).context("starting the embedded broker")?;
+                // The mock cluster creates topics through its own call (its admin API is limited).
+                mock.create_topic(topic, self.partitions, 1).context("creating the demo topic")?;
+                let kafka = KafkaSettings::new(mock.bootstrap_servers());
+                Ok((Some(mock), kafka))
+            }
+        }
+    }
+
+    /// The given database, or a fresh `orderflow-demo.db` in the working directory.
+    fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("orderflow-demo.db{suffix}"));
+                }
+                "sqlite://orderflow-demo.db?mode=rwc".to_string()
+            }
+        }
+    }
+
+    /// The query API and dashboard on `--serve`, until `stop` fires.
+    async fn serve_dashboard(
+        &self,
+        store: &Store,
+        kafka: &KafkaSettings,
+        topic: &str,
+        stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+        let Some(addr) = &self.serve else { return Ok(None) };
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        println!("dashboard on http://{}/", listener.local_addr()?);
+        let state = crate::query_api::ApiState::new(store.clone(), kafka, topic, Duration::from_secs(2), 10);
+        Ok(Some(tokio::spawn(crate::query_api::run(listener, state, async {
+            let _ = stop.await;
+        }))))
+    }
+}
+
+/// Every projection's group, `MEMBERS_PER_GROUP` members each.
+fn start_groups(
+    store: &Store,
+    kafka: &KafkaSettings,
+    topic: &str,
+) -> anyhow::Result<Vec<(ProjectionKind, String, Vec<MemberHandle>)>> {
+    let mut groups = Vec::new();
+    for kind in ProjectionKind::ALL {
+        let group = store.first_group(kind);
+        let mut config = MemberConfig::new(kind, topic);
+        config.group = group.clone();
+        config.session_timeout = Duration::from_secs(6);
+        let members = (0..MEMBERS_PER_GROUP)
+            .map(|_| run_member(config.clone(), kafka, store.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        groups.push((kind, group, members));
+    }
+    Ok(groups)
 }
 
 fn broker_label(brokers: &Option<String>) -> String {

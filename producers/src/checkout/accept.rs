@@ -82,60 +82,18 @@ pub async fn accept<T: DeserializeOwned>(
     build: impl FnOnce(T, Ids) -> Result<(Event, Subject), FieldError>,
 ) -> Result<Response, ApiError> {
     let Publish { scope, headers, body } = request;
-    let headers = &headers;
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("body exceeds {MAX_BODY_BYTES} bytes"))
-    })?;
-    let value = match (bytes.is_empty(), empty_body) {
-        (true, Some(default)) => default,
-        (_, empty_body) => {
-            require_json(headers)?;
-            let value = serde_json::from_slice::<Value>(&bytes)
-                .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
-            // Where a body may be left out, `null` says the same.
-            match (value, empty_body) {
-                (Value::Null, Some(default)) => default,
-                (value, _) => value,
-            }
-        }
-    };
-    if !value.is_object() {
-        // serde would read a struct from an array too; the API speaks objects only.
-        return Err(invalid(FieldError::new("body", "must be a JSON object")));
-    }
-    let key = idempotency_key(headers)?;
+    let value = read_object(body, &headers, empty_body).await?;
+    let key = idempotency_key(&headers)?;
     let request: T = serde_path_to_error::deserialize(&value).map_err(|e| {
         let field = e.path().to_string();
         invalid(FieldError::new(if field == "." { "body".to_string() } else { field }, e.into_inner().to_string()))
     })?;
-    let ids = derive_ids(&scope, key.as_deref(), headers)?;
+    let ids = derive_ids(&scope, key.as_deref(), &headers)?;
     let event_id = ids.envelope.event_id;
     let (event, subject) = build(request, ids).map_err(invalid)?;
-
-    let hash = key.as_ref().map(|_| request_hash(&scope, &value));
-    if let (Some(key), Some(hash)) = (&key, &hash) {
-        match state
-            .idempotency
-            .claim(&scope, key, hash)
-            .await
-            .map_err(|e| ApiError::unavailable(infra::error_chain(&e)))?
-        {
-            Claim::Claimed => {}
-            Claim::Completed { status, response } => return Ok(replay(status, &response)),
-            Claim::InFlight => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "in_flight",
-                    "a request with this Idempotency-Key is still being processed",
-                ))
-            }
-            Claim::Mismatch => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with a different request body",
-                ))
-            }
+    if let Some(key) = &key {
+        if let Some(replayed) = claim(state, &scope, key, &request_hash(&scope, &value)).await? {
+            return Ok(replayed);
         }
     }
 
@@ -173,6 +131,52 @@ pub async fn accept<T: DeserializeOwned>(
             }
             Err(outcome_unknown(&infra::error_chain(&e)))
         }
+    }
+}
+
+/// The body as a JSON object, within its size limit. Where a route takes no body
+/// (`empty_body`), none or `null` stands for that default.
+async fn read_object(body: Body, headers: &HeaderMap, empty_body: Option<Value>) -> Result<Value, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("body exceeds {MAX_BODY_BYTES} bytes"))
+    })?;
+    let value = match (bytes.is_empty(), empty_body) {
+        (true, Some(default)) => default,
+        (_, empty_body) => {
+            require_json(headers)?;
+            let value = serde_json::from_slice::<Value>(&bytes)
+                .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
+            match (value, empty_body) {
+                (Value::Null, Some(default)) => default,
+                (value, _) => value,
+            }
+        }
+    };
+    if !value.is_object() {
+        // serde would read a struct from an array too; the API speaks objects only.
+        return Err(invalid(FieldError::new("body", "must be a JSON object")));
+    }
+    Ok(value)
+}
+
+/// Claims `key` for this request: `None` to go on and publish, or the answer to give
+/// instead (the first answer replayed); a key in flight or reused with another body is
+/// an error answer.
+async fn claim(state: &AppState, scope: &str, key: &str, hash: &str) -> Result<Option<Response>, ApiError> {
+    let claim = state.idempotency.claim(scope, key, hash).await;
+    match claim.map_err(|e| ApiError::unavailable(infra::error_chain(&e)))? {
+        Claim::Claimed => Ok(None),
+        Claim::Completed { status, response } => Ok(Some(replay(status, &response))),
+        Claim::InFlight => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "in_flight",
+            "a request with this Idempotency-Key is still being processed",
+        )),
+        Claim::Mismatch => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        )),
     }
 }
 

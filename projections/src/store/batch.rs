@@ -159,29 +159,9 @@ impl Store {
             return Ok(outcome);
         }
 
-        // 2. Decode.
-        let mut dead: Vec<NewDeadLetter> = Vec::new();
-        let mut events: Vec<(&LogRecord, Event)> = Vec::with_capacity(fresh.records.len());
-        for r in fresh.records {
-            match decode::<P>(codec, r.payload.as_deref()) {
-                Decoded::Ignored => outcome.ignored += 1,
-                Decoded::Event(event) => events.push((r, event)),
-                Decoded::Undecodable(reason) => dead.push(NewDeadLetter::keyed(r, reason)),
-            }
-        }
-
-        // 3. Deduplicate by event id.
-        let ids: Vec<String> = events.iter().map(|(_, e)| e.envelope().event_id.to_string()).collect();
-        let new_ids = claim_event_ids(conn, group, &ids).await?;
-        let mut seen: HashSet<String> = HashSet::new();
-        events.retain(|(_, e)| {
-            let id = e.envelope().event_id.to_string();
-            let keep = new_ids.contains(&id) && seen.insert(id);
-            if !keep {
-                outcome.duplicates += 1;
-            }
-            keep
-        });
+        // 2. Decode; 3. drop event ids this group applied before.
+        let (mut events, mut dead) = decode_fresh::<P>(codec, &fresh.records, &mut outcome);
+        drop_duplicates(conn, group, &mut events, &mut outcome).await?;
 
         // 4. Load state.
         let order_ids: Vec<Uuid> = events
@@ -227,4 +207,44 @@ impl Store {
         outcome.next_offsets = all.into_iter().collect();
         Ok(outcome)
     }
+}
+
+/// Step 2: the records `P` reads, decoded; undecodable ones become dead letters.
+fn decode_fresh<'r, P: StoredProjection>(
+    codec: &Codec,
+    records: &[&'r LogRecord],
+    outcome: &mut BatchOutcome,
+) -> (Vec<(&'r LogRecord, Event)>, Vec<NewDeadLetter<'r>>) {
+    let mut dead = Vec::new();
+    let mut events = Vec::with_capacity(records.len());
+    for r in records {
+        match decode::<P>(codec, r.payload.as_deref()) {
+            Decoded::Ignored => outcome.ignored += 1,
+            Decoded::Event(event) => events.push((*r, event)),
+            Decoded::Undecodable(reason) => dead.push(NewDeadLetter::keyed(r, reason)),
+        }
+    }
+    (events, dead)
+}
+
+/// Step 3: keeps each event id once, and only ids this group has not applied before (a
+/// retried publish that landed twice is applied once).
+async fn drop_duplicates(
+    conn: &mut AnyConnection,
+    group: &str,
+    events: &mut Vec<(&LogRecord, Event)>,
+    outcome: &mut BatchOutcome,
+) -> Result<(), StoreError> {
+    let ids: Vec<String> = events.iter().map(|(_, e)| e.envelope().event_id.to_string()).collect();
+    let new_ids = claim_event_ids(conn, group, &ids).await?;
+    let mut seen: HashSet<String> = HashSet::new();
+    events.retain(|(_, e)| {
+        let id = e.envelope().event_id.to_string();
+        let keep = new_ids.contains(&id) && seen.insert(id);
+        if !keep {
+            outcome.duplicates += 1;
+        }
+        keep
+    });
+    Ok(())
 }
