@@ -139,7 +139,7 @@ fn warn_uuids_would_be_raw_bytes() {
 fn write_body<T: Serialize>(writer: &RegisteredSchema, body: &T, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
     write_avro_datum_ref(&writer.schema, body, buf)
         .map(|_| ())
-        .map_err(|e| EncodeError::Avro { subject: writer.subject.clone(), reason: e.to_string() })
+        .map_err(|e| EncodeError::Avro { subject: writer.subject.clone(), cause: e })
 }
 
 /// Decodes with the writer's schema and, when the writer used an older version, resolves
@@ -149,8 +149,7 @@ fn read_body<T: DeserializeOwned>(
     reader: &RegisteredSchema,
     mut body: &[u8],
 ) -> Result<T, DecodeError> {
-    let invalid =
-        |e: apache_avro::Error| DecodeError::InvalidBody { subject: writer.subject.clone(), reason: e.to_string() };
+    let invalid = |e: apache_avro::Error| DecodeError::InvalidBody { subject: writer.subject.clone(), cause: e };
     let reader_schema: Option<&Schema> = (reader.id != writer.id).then_some(&reader.schema);
     let value = from_avro_datum(&writer.schema, &mut body, reader_schema).map_err(invalid)?;
     if !body.is_empty() {

@@ -1,5 +1,9 @@
 use thiserror::Error;
 
+// The causes below are kept as their typed errors and shown in the message itself rather
+// than as `source()`: the message is what a parked record's `dead_letters.reason` says, and
+// a chain printer would otherwise print the cause twice.
+
 /// Why bytes read from the log could not become an [`crate::Event`]. Every variant is a
 /// property of the bytes, never of the process: the consumer parks the record and moves on.
 #[derive(Debug, Error)]
@@ -17,8 +21,8 @@ pub enum DecodeError {
     #[error("schema id {id} ({subject}) is not an orderflow event")]
     NotAnEvent { id: u32, subject: String },
     /// The Avro body does not match its writer schema (truncated, corrupt, too large).
-    #[error("avro body does not match schema {subject}: {reason}")]
-    InvalidBody { subject: String, reason: String },
+    #[error("avro body does not match schema {subject}: {cause}")]
+    InvalidBody { subject: String, cause: apache_avro::Error },
     /// The Avro body decoded, but bytes were left over: the frame and body disagree.
     #[error("{trailing} trailing bytes after the avro body of {subject}")]
     TrailingBytes { subject: String, trailing: usize },
@@ -30,19 +34,19 @@ pub enum DecodeError {
 pub enum EncodeError {
     #[error("no schema registered for subject {subject}")]
     NoSchema { subject: String },
-    #[error("event does not fit schema {subject}: {reason}")]
-    Avro { subject: String, reason: String },
+    #[error("event does not fit schema {subject}: {cause}")]
+    Avro { subject: String, cause: apache_avro::Error },
 }
 
 /// Why the schema registry could not be built.
 #[derive(Debug, Error)]
 pub enum RegistryError {
     #[error("manifest is not valid JSON: {0}")]
-    Manifest(String),
+    Manifest(serde_json::Error),
     #[error("manifest names file {file}, which is not embedded")]
     MissingFile { file: String },
-    #[error("schema {file} does not parse: {reason}")]
-    InvalidSchema { file: String, reason: String },
+    #[error("schema {file} does not parse: {cause}")]
+    InvalidSchema { file: String, cause: apache_avro::Error },
     #[error("schema id {id} is assigned twice")]
     DuplicateId { id: u32 },
     #[error("subject {subject} version {version} is listed twice")]

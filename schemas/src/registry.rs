@@ -55,13 +55,12 @@ impl ManifestRegistry {
 
     /// Builds a registry from manifest JSON, loading each named file through `load`.
     pub fn from_manifest(manifest: &str, load: impl Fn(&str) -> Option<String>) -> Result<Self, RegistryError> {
-        let entries: Vec<ManifestEntry> =
-            serde_json::from_str(manifest).map_err(|e| RegistryError::Manifest(e.to_string()))?;
+        let entries: Vec<ManifestEntry> = serde_json::from_str(manifest).map_err(RegistryError::Manifest)?;
         let mut registry = ManifestRegistry { by_id: HashMap::new(), by_subject: HashMap::new() };
         for entry in entries {
             let text = load(&entry.file).ok_or_else(|| RegistryError::MissingFile { file: entry.file.clone() })?;
             let schema = Schema::parse_str(&text)
-                .map_err(|e| RegistryError::InvalidSchema { file: entry.file.clone(), reason: e.to_string() })?;
+                .map_err(|e| RegistryError::InvalidSchema { file: entry.file.clone(), cause: e })?;
             registry.insert(RegisteredSchema {
                 subject: entry.subject,
                 version: entry.version,

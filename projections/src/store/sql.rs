@@ -8,7 +8,8 @@ pub struct Sql {
     text: String,
     args: AnyArguments<'static>,
     count: usize,
-    error: Option<String>,
+    /// The first value that failed to encode; the statement fails with it.
+    error: Option<sqlx::error::BoxDynError>,
 }
 
 /// Binds the values of one row inside `VALUES (…)`, comma separated.
@@ -43,7 +44,7 @@ impl Sql {
         self.text.push('$');
         self.text.push_str(&self.count.to_string());
         if let Err(e) = self.args.add(value) {
-            self.error.get_or_insert(e.to_string());
+            self.error.get_or_insert(e);
         }
         self
     }
@@ -82,7 +83,7 @@ impl Sql {
 
     fn checked(self) -> Result<(String, AnyArguments<'static>), sqlx::Error> {
         match self.error {
-            Some(e) => Err(sqlx::Error::Encode(e.into())),
+            Some(e) => Err(sqlx::Error::Encode(e)),
             None => Ok((self.text, self.args)),
         }
     }
