@@ -249,19 +249,26 @@ impl Drop for OwnCluster {
     }
 }
 
-/// The first of `count` consecutive loopback ports that are free right now.
+/// The first of `count` consecutive loopback ports that are free right now, below the
+/// kernel's ephemeral range: the nodes bind them a moment later, and a port from that range
+/// could meanwhile be handed to another test's `bind(":0")`.
 fn free_port_run(count: usize) -> u16 {
-    for _ in 0..200 {
-        let first = free_port();
-        if first as usize + count >= u16::MAX as usize {
-            continue;
-        }
-        let all_free = (0..count as u16).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok());
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| {
+            let mut it = r.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let (first, last) = if low > 12_000 { (10_000, low - 1) } else { (high.saturating_add(1), u16::MAX - 1) };
+    for _ in 0..500 {
+        let base = first + (uuid::Uuid::new_v4().as_u128() % u128::from(last - first - count as u16)) as u16;
+        let all_free = (0..count as u16).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
-            return first;
+            return base;
         }
     }
-    panic!("no run of {count} free ports");
+    panic!("no run of {count} free ports in {first}..{last}");
 }
 
 /// The end of every partition of `topic` (the high watermark: one past the last record).
