@@ -51,9 +51,17 @@ pub struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
+    /// Connects as a writer (members, rebuilds, operator commands).
     pub async fn connect(&self) -> anyhow::Result<projections::store::Store> {
+        self.connect_with(projections::store::SessionLimits::WRITER).await
+    }
+
+    pub async fn connect_with(
+        &self,
+        limits: projections::store::SessionLimits,
+    ) -> anyhow::Result<projections::store::Store> {
         use anyhow::Context;
-        let store = projections::store::Store::connect(&self.url.database_url)
+        let store = projections::store::Store::connect_with(&self.url.database_url, limits)
             .await
             .context("connecting to the projection database")?;
         Ok(store.with_group_prefix(&self.group_prefix)?)
@@ -154,6 +162,11 @@ enum Command {
     Bench(crate::bench::BenchArgs),
     /// Run the whole pipeline in one process (embedded broker, SQLite, load) and summarize.
     Demo(crate::demo::DemoArgs),
+    /// A group's stored offsets against the log; reset them (to the start, the end, a time).
+    Offsets {
+        #[command(subcommand)]
+        command: crate::offsets_cmd::OffsetsCommand,
+    },
     /// Inspect records the consumer groups parked.
     DeadLetters {
         #[command(subcommand)]
@@ -191,6 +204,7 @@ impl Cli {
             Command::Consume(args) => args.run(shutdown_signal()).await,
             Command::Demo(args) => args.run(shutdown_signal()).await,
             Command::DeadLetters { command } => command.run().await,
+            Command::Offsets { command } => command.run().await,
             Command::Rebuild(args) => args.run(shutdown_signal()).await,
             Command::ServeApi(args) => args.run(shutdown_signal()).await,
             Command::Groups(args) => args.run().await,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use consumers::member::run_member;
-use projections::store::Store;
+use projections::store::{Retention, Store};
 use projections::ProjectionKind;
 
 #[derive(Debug, Args)]
@@ -24,6 +24,19 @@ pub struct ConsumeArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
     #[arg(long, env = "ORDERFLOW_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Event ids are remembered this long for deduplication (at least the topic's
+    /// retention and the checkout's key retention, 7 days).
+    #[arg(long, env = "ORDERFLOW_DEDUPE_WINDOW", default_value_t = Retention::default().dedupe_window.into(),
+          value_parser = crate::cli::duration)]
+    dedupe_window: humantime::Duration,
+    /// Retried and skipped dead letters are forgotten this long after their resolution.
+    #[arg(long, env = "ORDERFLOW_DEAD_LETTER_RETENTION",
+          default_value_t = Retention::default().resolved_dead_letters.into(), value_parser = crate::cli::duration)]
+    dead_letter_retention: humantime::Duration,
+    /// How often this member prunes what the retention allows (one process per database
+    /// prunes at a time).
+    #[arg(long, env = "ORDERFLOW_PRUNE_EVERY", default_value = "10m", value_parser = crate::cli::duration)]
+    prune_every: humantime::Duration,
 }
 
 impl ConsumeArgs {
@@ -31,6 +44,9 @@ impl ConsumeArgs {
         let mut config = self.member.config(self.projection, &self.pipeline.topic.topic)?;
         let kafka = self.pipeline.kafka.settings()?;
         let store = self.pipeline.database.connect().await?;
+        let retention =
+            Retention { dedupe_window: *self.dedupe_window, resolved_dead_letters: *self.dead_letter_retention };
+        let pruner = tokio::spawn(prune_every(store.clone(), retention, *self.prune_every));
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some(addr) = &self.metrics_listen {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
@@ -66,9 +82,24 @@ impl ConsumeArgs {
                 break;
             }
         }
+        pruner.abort();
         let _ = metrics_stop.send(());
         tracing::info!("member stopped");
         Ok(())
+    }
+}
+
+/// Prunes what `retention` allows every `every`, for as long as the member runs.
+async fn prune_every(store: Store, retention: Retention, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match store.prune(retention).await {
+            Ok(Some(pruned)) => {
+                tracing::info!(event_ids = pruned.event_ids, dead_letters = pruned.dead_letters, "pruned")
+            }
+            Ok(None) => tracing::debug!("another process is pruning"),
+            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "pruning failed; will try again"),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod dead_letters_cmd;
 pub mod demo;
 pub mod groups_cmd;
 pub mod kit;
+pub mod offsets_cmd;
 pub mod query_api;
 pub mod rebuild_cmd;
 pub mod serve_api_cmd;

@@ -25,7 +25,7 @@ pub struct ServeApiArgs {
 impl ServeApiArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let kafka = self.pipeline.kafka.settings()?;
-        let store = self.pipeline.database.connect().await?;
+        let store = self.pipeline.database.connect_with(projections::store::SessionLimits::READER).await?;
         let state = ApiState::new(store, &kafka, &self.pipeline.topic.topic, self.read_wait, self.low_stock);
         let listener =
             tokio::net::TcpListener::bind(&self.listen).await.with_context(|| format!("binding {}", self.listen))?;

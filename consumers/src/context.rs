@@ -19,6 +19,8 @@ use crate::metrics as m;
 
 pub struct MemberContext {
     pub store: Store,
+    /// Reads the log's bounds to check stored offsets against them on assignment.
+    pub inspector: infra::group_inspect::Inspector,
     pub runtime: Handle,
     pub group: String,
     pub topic: String,
@@ -69,17 +71,80 @@ impl MemberContext {
         }
     }
 
-    fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
-        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        let Some(stored) = self.stored_offsets(&partitions) else { return };
-        // Offsets go into the list *before* the single assign call: seeking right after an
-        // assign can fail with a state error.
-        for p in &partitions {
-            let offset = stored.iter().find(|(sp, _)| sp == p).map_or(Offset::Beginning, |(_, o)| Offset::Offset(*o));
-            if let Err(e) = tpl.set_partition_offset(&self.topic, *p, offset) {
-                tracing::error!(error = &e as &dyn std::error::Error, partition = p, "cannot set start offset");
+    /// Whether the stored offset of `partition` lies within the log. One outside it is not
+    /// followed: beyond the end (a recreated topic, a database of another cluster or time)
+    /// it would skip every record until the log grows past it, below the start (retention
+    /// deleted what this group never applied) it would skip what was deleted. The member
+    /// refuses the partition loudly and records why; an operator decides
+    /// (`orderflow offsets reset`).
+    fn within_log(&self, partition: i32, stored: i64) -> bool {
+        let (start, end) = match self.inspector.bounds(&self.topic, partition) {
+            Ok(bounds) => bounds,
+            Err(e) => {
+                // Without the bounds nothing can be checked; consuming is what fetching
+                // will then tell about.
+                tracing::warn!(error = &e as &dyn std::error::Error, partition, "cannot read the log's bounds");
+                return true;
+            }
+        };
+        if (start..=end).contains(&stored) {
+            return true;
+        }
+        let fault = projections::store::OffsetFault {
+            group: self.group.clone(),
+            partition,
+            stored_offset: stored,
+            log_start: start,
+            log_end: end,
+            detected_at_ms: chrono_now_ms(),
+        };
+        tracing::error!(group = %self.group, partition, stored, log_start = start, log_end = end,
+            "refusing the partition: {}", fault.reason());
+        m::offsets_refused(&self.group, partition);
+        if let Err(e) = self.runtime.block_on(self.store.record_offset_fault(&self.topic, &fault)) {
+            tracing::error!(error = &e as &dyn std::error::Error, partition, "cannot record the refused partition");
+        }
+        false
+    }
+
+    /// Checks every owned partition's stored offset against the log and pauses those
+    /// outside it (recorded and logged by [`Self::within_log`]).
+    pub fn refuse_out_of_range(&self, consumer: &BaseConsumer<Self>) {
+        let owned: Vec<i32> = self.owned().into_iter().collect();
+        let Some(stored) = self.stored_offsets(&owned) else { return };
+        let mut refused = TopicPartitionList::new();
+        for (p, offset) in stored {
+            if !self.within_log(p, offset) {
+                refused.add_partition(&self.topic, p);
             }
         }
+        if refused.count() > 0 {
+            if let Err(e) = consumer.pause(&refused) {
+                tracing::error!(error = &e as &dyn std::error::Error, group = %self.group, "cannot pause refused partitions");
+            }
+        }
+    }
+
+    fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let offered: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let Some(stored) = self.stored_offsets(&offered) else { return };
+        // Offsets go into the list *before* the single assign call: seeking right after an
+        // assign can fail with a state error.
+        let mut accepted = TopicPartitionList::new();
+        let mut partitions = Vec::new();
+        for p in &offered {
+            let offset = match stored.iter().find(|(sp, _)| sp == p) {
+                Some((_, o)) if !self.within_log(*p, *o) => continue,
+                Some((_, o)) => Offset::Offset(*o),
+                None => Offset::Beginning,
+            };
+            if let Err(e) = accepted.add_partition_offset(&self.topic, *p, offset) {
+                tracing::error!(error = &e as &dyn std::error::Error, partition = p, "cannot set start offset");
+                continue;
+            }
+            partitions.push(*p);
+        }
+        let tpl = &accepted;
         let result = if self.incremental(consumer) { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
         match result {
             Ok(()) => {
@@ -100,7 +165,14 @@ impl MemberContext {
         self.assignment_changed.store(true, Ordering::SeqCst);
     }
 
-    fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+    fn on_revoke(&self, consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) {
+        // Only what was assigned: refused partitions never were.
+        let owned = self.owned();
+        let mut tpl = TopicPartitionList::new();
+        for e in revoked.elements().iter().filter(|e| owned.contains(&e.partition())) {
+            tpl.add_partition(&self.topic, e.partition());
+        }
+        let tpl = &tpl;
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         // Mark first, so buffered records of these partitions are dropped; nothing is
         // committed to Kafka: the offsets live with the projection.
@@ -118,6 +190,10 @@ impl MemberContext {
         tracing::info!(group = %self.group, ?partitions, "revoked");
         m::rebalance(&self.group, "revoke");
     }
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl ClientContext for MemberContext {

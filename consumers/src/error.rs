@@ -8,6 +8,9 @@ pub enum ConsumerError {
     /// The projection store refused in a way retrying cannot fix.
     #[error("the projection store failed")]
     Store(#[from] projections::store::StoreError),
+    /// The client that reads the log's bounds could not be created.
+    #[error("the log-bounds client could not be created")]
+    Inspect(#[source] infra::InfraError),
     /// The member's thread could not be started.
     #[error("the member thread could not be started")]
     Spawn(#[source] std::io::Error),

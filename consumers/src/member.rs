@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use infra::KafkaSettings;
-use projections::store::{Batch, LogRecord, Store};
+use projections::store::{Batch, LogRecord, Store, StoreError};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use schemas::Codec;
@@ -207,8 +207,11 @@ impl Drop for MemberHandle {
 pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> Result<MemberHandle, ConsumerError> {
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(MemberStats::default());
+    let inspector =
+        infra::group_inspect::Inspector::new(kafka, Duration::from_secs(5)).map_err(ConsumerError::Inspect)?;
     let context = MemberContext {
         store: store.clone(),
+        inspector,
         runtime: Handle::current(),
         group: config.group.clone(),
         topic: config.topic.clone(),
@@ -359,6 +362,13 @@ fn poll_loop(
             Some(Ok((record, created_ms))) if owned.contains(&record.partition) => buffer.push(record, created_ms),
             // A leftover of a partition this member no longer owns.
             Some(Ok(_)) => {}
+            // The fetch position of an owned partition fell outside the log (the topic was
+            // recreated under the group, retention overtook it): librdkafka stops fetching it
+            // (`auto.offset.reset=error`) and says so here. Find which, and refuse it as an
+            // assignment would.
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
+            ))) => consumer.context().refuse_out_of_range(consumer),
             Some(Err(e)) => {
                 tracing::warn!(error = &e as &dyn std::error::Error, group = %config.group, "consume error")
             }
@@ -413,64 +423,130 @@ struct BatchEnv<'a> {
     stats: &'a MemberStats,
 }
 
+/// Applies `batch`, retrying what may pass later (the database down, a lock timeout)
+/// with backoff for as long as it takes, and setting aside what never will: when the
+/// database refuses a value a record carries, the batch is halved until that record is
+/// found, and it alone is parked with the database's reason.
 fn apply_with_retry(env: &BatchEnv<'_>, batch: &[LogRecord], reading: &mut Reading) -> Result<(), ConsumerError> {
-    let BatchEnv { consumer, config, store, codec, stop, stats } = *env;
+    let BatchEnv { consumer, config, store, codec, .. } = *env;
     let runtime = &consumer.context().runtime;
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let started = Instant::now();
+    let started = Instant::now();
+    let applied = with_backoff(env, || {
         let records =
             Batch { group: &config.group, topic: &config.topic, records: batch, read_from: &reading.read_from };
-        match runtime.block_on(config.projection.apply_batch(store, &records, codec)) {
-            Ok(outcome) => {
-                // This consumer has now read each partition up to its last record.
-                for r in batch {
-                    reading.read_from.insert(r.partition, r.offset + 1);
-                }
-                m::batch_done(&config.group, batch.len(), &outcome, started.elapsed().as_secs_f64());
-                stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                stats.applied.fetch_add(outcome.applied as u64, Ordering::Relaxed);
-                stats.dead_lettered.fetch_add(outcome.dead_lettered as u64, Ordering::Relaxed);
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                for (p, offset) in &outcome.rewind {
-                    m::rewind(&config.group);
-                    reading.positioned(*p, Some(*offset));
-                    let position = Offset::Offset(*offset);
-                    if let Err(e) = consumer.seek(&config.topic, *p, position, Duration::from_secs(5)) {
-                        tracing::error!(
-                            error = &e as &dyn std::error::Error,
-                            partition = p,
-                            "cannot rewind to the stored offset"
-                        );
-                    }
-                }
-                if outcome.already_applied > 0 {
-                    tracing::info!(group = %config.group, records = outcome.already_applied, "records were already applied (fenced)");
-                }
-                let mut positions = stats.positions.lock().unwrap_or_else(|e| e.into_inner());
-                let mut committed = TopicPartitionList::new();
-                for (p, next) in &outcome.next_offsets {
-                    positions.insert(*p, *next);
-                    let _ = committed.add_partition_offset(&config.topic, *p, Offset::Offset(*next));
-                }
-                // A copy for Kafka's tooling and autoscalers, after the database commit;
-                // never read back.
-                if let Err(e) = consumer.commit(&committed, CommitMode::Async) {
-                    tracing::debug!(error = &e as &dyn std::error::Error, "could not copy offsets to Kafka");
-                }
-                return Ok(());
+        runtime.block_on(config.projection.apply_batch(store, &records, codec))
+    })?;
+    let outcome = match applied {
+        Some(Ok(outcome)) => outcome,
+        Some(Err(refused)) if batch.len() > 1 => {
+            tracing::warn!(error = &refused as &dyn std::error::Error, group = %config.group, records = batch.len(),
+                "the database refused a value in this batch; applying it in halves to find the record");
+            let (first, second) = batch.split_at(batch.len() / 2);
+            apply_with_retry(env, first, reading)?;
+            return apply_with_retry(env, second, reading);
+        }
+        Some(Err(refused)) => {
+            let reason = infra::error_chain(&refused);
+            let record = &batch[0];
+            tracing::error!(group = %config.group, partition = record.partition, offset = record.offset, %reason,
+                "the database refuses this record; parking it");
+            m::record_refused(&config.group);
+            let parked = with_backoff(env, || {
+                let records =
+                    Batch { group: &config.group, topic: &config.topic, records: batch, read_from: &reading.read_from };
+                runtime.block_on(store.park_refused(&records, codec, &reason))
+            })?;
+            match parked {
+                Some(Ok(outcome)) => outcome,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(()),
             }
+        }
+        // Stopping: the batch was not applied and will be read again by the next owner.
+        None => return Ok(()),
+    };
+    record_applied(env, batch, reading, &outcome, started);
+    Ok(())
+}
+
+/// Runs `attempt` until it succeeds or fails in a way retrying cannot fix: `Some(Ok)`, or
+/// `Some(Err)` for a refusal of the records' content; `None` once the member is stopping.
+/// A database that stays down is retried without end, loudly: a warning on the first
+/// failure, an error every 30 s while it lasts, and the retry counter.
+fn with_backoff<T>(
+    env: &BatchEnv<'_>,
+    mut attempt: impl FnMut() -> Result<T, StoreError>,
+) -> Result<Option<Result<T, StoreError>>, ConsumerError> {
+    let mut delay = Duration::from_millis(100);
+    let failing_since = Instant::now();
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        match attempt() {
+            Ok(value) => return Ok(Some(Ok(value))),
+            Err(e) if e.refuses_content() => return Ok(Some(Err(e))),
             Err(e) if e.is_retryable() => {
-                m::batch_retry(&config.group);
-                tracing::warn!(error = &e as &dyn std::error::Error, group = %config.group, "batch failed; retrying");
-                if stop.load(Ordering::Relaxed) {
-                    return Ok(());
+                m::batch_retry(&env.config.group);
+                let error = &e as &dyn std::error::Error;
+                match last_error_log {
+                    None => tracing::warn!(error, group = %env.config.group, "batch failed; retrying"),
+                    Some(at) if at.elapsed() >= Duration::from_secs(30) => tracing::error!(
+                        error, group = %env.config.group, failing_for_s = failing_since.elapsed().as_secs(),
+                        "the projection database keeps failing; still retrying, nothing is lost"
+                    ),
+                    Some(_) => tracing::debug!(error, group = %env.config.group, "batch failed; retrying"),
+                }
+                if last_error_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+                    last_error_log = Some(Instant::now());
+                }
+                if env.stop.load(Ordering::Relaxed) {
+                    return Ok(None);
                 }
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Bookkeeping after a batch committed: positions, counters, rewinds, the offsets' copy
+/// in Kafka.
+fn record_applied(
+    env: &BatchEnv<'_>,
+    batch: &[LogRecord],
+    reading: &mut Reading,
+    outcome: &projections::store::BatchOutcome,
+    started: Instant,
+) {
+    let BatchEnv { consumer, config, stats, .. } = *env;
+    // This consumer has now read each partition up to its last record.
+    for r in batch {
+        reading.read_from.insert(r.partition, r.offset + 1);
+    }
+    m::batch_done(&config.group, batch.len(), outcome, started.elapsed().as_secs_f64());
+    stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    stats.applied.fetch_add(outcome.applied as u64, Ordering::Relaxed);
+    stats.dead_lettered.fetch_add(outcome.dead_lettered as u64, Ordering::Relaxed);
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    for (p, offset) in &outcome.rewind {
+        m::rewind(&config.group);
+        reading.positioned(*p, Some(*offset));
+        if let Err(e) = consumer.seek(&config.topic, *p, Offset::Offset(*offset), Duration::from_secs(5)) {
+            tracing::error!(error = &e as &dyn std::error::Error, partition = p, "cannot rewind to the stored offset");
+        }
+    }
+    if outcome.already_applied > 0 {
+        tracing::info!(group = %config.group, records = outcome.already_applied, "records were already applied (fenced)");
+    }
+    let mut positions = stats.positions.lock().unwrap_or_else(|e| e.into_inner());
+    let mut committed = TopicPartitionList::new();
+    for (p, next) in &outcome.next_offsets {
+        positions.insert(*p, *next);
+        let _ = committed.add_partition_offset(&config.topic, *p, Offset::Offset(*next));
+    }
+    // A copy for Kafka's tooling and autoscalers, after the database commit; never read back.
+    if let Err(e) = consumer.commit(&committed, CommitMode::Async) {
+        tracing::debug!(error = &e as &dyn std::error::Error, "could not copy offsets to Kafka");
     }
 }
 

@@ -11,6 +11,10 @@ pub const REBALANCES: &str = "orderflow_consumer_rebalances_total";
 pub const MAX_POLL_EXCEEDED: &str = "orderflow_consumer_max_poll_interval_exceeded_total";
 pub const REWINDS: &str = "orderflow_consumer_rewinds_total";
 pub const BATCH_RETRIES: &str = "orderflow_consumer_batch_retries_total";
+/// Partitions refused on assignment because their stored offset lies outside the log.
+pub const OFFSETS_REFUSED: &str = "orderflow_consumer_offsets_refused_total";
+/// Records the database refused to store, parked after bisecting their batch.
+pub const RECORDS_REFUSED: &str = "orderflow_consumer_records_refused_total";
 
 pub fn batch_done(group: &str, records: usize, outcome: &projections::store::BatchOutcome, seconds: f64) {
     let g = group.to_string();
@@ -46,4 +50,12 @@ pub fn batch_retry(group: &str) {
 /// A partition's records started above the stored offset and were re-read instead.
 pub fn rewind(group: &str) {
     metrics::counter!(REWINDS, "group" => group.to_string()).increment(1);
+}
+
+pub fn offsets_refused(group: &str, partition: i32) {
+    metrics::counter!(OFFSETS_REFUSED, "group" => group.to_string(), "partition" => partition.to_string()).increment(1);
+}
+
+pub fn record_refused(group: &str) {
+    metrics::counter!(RECORDS_REFUSED, "group" => group.to_string()).increment(1);
 }

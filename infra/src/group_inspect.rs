@@ -52,6 +52,53 @@ impl Inspector {
         Ok(ends)
     }
 
+    /// The first and the next offset of one partition (low and high watermarks): the
+    /// records the log still holds are `start..end`.
+    pub fn bounds(&self, topic: &str, partition: i32) -> Result<(i64, i64), InfraError> {
+        self.consumer
+            .fetch_watermarks(topic, partition, self.timeout)
+            .map_err(InfraError::admin(format!("watermarks of {topic}/{partition}")))
+    }
+
+    /// The partitions of `topic` (empty if the topic does not exist).
+    pub fn partitions(&self, topic: &str) -> Result<Vec<i32>, InfraError> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(topic), self.timeout)
+            .map_err(InfraError::admin(format!("metadata of {topic}")))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect())
+    }
+
+    /// Per partition, the offset of the first record at or after `at_ms` (the log end when
+    /// there is none).
+    pub fn offsets_at(&self, topic: &str, partitions: &[i32], at_ms: i64) -> Result<BTreeMap<i32, i64>, InfraError> {
+        let mut query = rdkafka::TopicPartitionList::new();
+        for p in partitions {
+            query
+                .add_partition_offset(topic, *p, rdkafka::Offset::Offset(at_ms))
+                .map_err(InfraError::admin(format!("offsets of {topic} at {at_ms}")))?;
+        }
+        let found = self
+            .consumer
+            .offsets_for_times(query, self.timeout)
+            .map_err(InfraError::admin(format!("offsets of {topic} at {at_ms}")))?;
+        let mut offsets = BTreeMap::new();
+        for element in found.elements() {
+            let offset = match element.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                // No record that late: the end of the partition.
+                _ => self.bounds(topic, element.partition())?.1,
+            };
+            offsets.insert(element.partition(), offset);
+        }
+        Ok(offsets)
+    }
+
     /// The group's current members and which partitions of `topic` each owns.
     pub fn members(&self, group: &str, topic: &str) -> Result<Vec<GroupMember>, InfraError> {
         let list = self

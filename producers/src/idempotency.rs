@@ -1,8 +1,14 @@
 //! Idempotency records: the checkout's only state, kept in SQL so any number of checkout
-//! instances share them. A record is claimed before publishing (`in_flight`), completed
-//! with the response after the broker acknowledged (`done`), and released when the outcome
-//! is unknown so the client's retry can run (the retry reuses the event id, so consumers
-//! deduplicate it if the first attempt was written after all).
+//! instances share them.
+//!
+//! A key is claimed before publishing (`in_flight`, with a lease of the publish deadline
+//! plus a margin), completed with the answer after the broker acknowledged (`done`), or
+//! marked `unknown` when the outcome is unknown. A retry of the same body may take an
+//! `unknown` key, or an `in_flight` one whose lease ran out (its instance died), and
+//! publishes again with the *same* ids — derived from the key, the body and the key's
+//! epoch — so consumers deduplicate it if the first attempt was written after all. Another
+//! body under the same key is refused for as long as the key is remembered, which is at
+//! least as long as consumers remember event ids.
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
@@ -10,31 +16,38 @@ use sqlx::{AnyPool, Row};
 
 use crate::error::IdempotencyError;
 
-/// How long a key is remembered after its request completed.
-pub const RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
-/// An `in_flight` claim older than this belongs to a crashed instance and may be taken over.
-pub const CLAIM_LEASE: Duration = Duration::from_secs(60);
+/// How long a key is remembered after its first claim: as long as the consumers' dedupe
+/// window (their `processed_events` retention), so a retry inside it is never applied
+/// twice, and a key reused after it is a new request with new ids.
+pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// Added to the publish deadline for a claim's lease: an instance that is still working
+/// has answered by then.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS checkout_idempotency (
+// `checkout_idempotency` of earlier releases had no epoch or lease; it is no longer read.
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS checkout_keys (
     scope TEXT NOT NULL,
     idempotency_key TEXT NOT NULL,
     request_hash TEXT NOT NULL,
     state TEXT NOT NULL,
     status INTEGER,
     response TEXT,
-    claimed_at_ms BIGINT NOT NULL,
+    epoch_ms BIGINT NOT NULL,
+    lease_until_ms BIGINT NOT NULL,
     PRIMARY KEY (scope, idempotency_key)
 )";
 
 /// What the store says about a request carrying an Idempotency-Key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// First time (or a takeover of a stale claim): go ahead and publish.
-    Claimed,
-    /// The same key with the same body already completed: replay this response.
+    /// Go ahead and publish (first time, a retry after an unknown outcome, or a takeover
+    /// of a dead instance's claim). `epoch_ms` is when the key was first claimed: with the
+    /// key and the body it names the request's ids.
+    Claimed { epoch_ms: i64 },
+    /// The same key with the same body already completed: replay this answer.
     Completed { status: u16, response: String },
-    /// The same key is being processed right now.
-    InFlight,
+    /// The same key is being processed right now; its lease ends after `retry_after`.
+    InFlight { retry_after: Duration },
     /// The same key was used with a different body.
     Mismatch,
 }
@@ -42,15 +55,21 @@ pub enum Claim {
 #[derive(Clone)]
 pub struct IdempotencyStore {
     pool: AnyPool,
+    lease: Duration,
 }
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 impl IdempotencyStore {
     /// Connects and creates the table if needed. Accepts `postgres://` and `sqlite://` URLs.
-    pub async fn connect(database_url: &str) -> Result<Self, IdempotencyError> {
+    /// `lease` bounds how long a claim blocks retries of its key.
+    pub async fn connect(database_url: &str, lease: Duration) -> Result<Self, IdempotencyError> {
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
             .max_connections(8)
@@ -59,27 +78,29 @@ impl IdempotencyStore {
             .connect(database_url)
             .await?;
         sqlx::query(SCHEMA).execute(&pool).await?;
-        Ok(IdempotencyStore { pool })
+        Ok(IdempotencyStore { pool, lease })
     }
 
     #[tracing::instrument(skip(self, request_hash))]
     pub async fn claim(&self, scope: &str, key: &str, request_hash: &str) -> Result<Claim, IdempotencyError> {
         let now = now_ms();
+        let lease_until = now.saturating_add(ms(self.lease));
         let inserted = sqlx::query(
-            "INSERT INTO checkout_idempotency (scope, idempotency_key, request_hash, state, claimed_at_ms)
-             VALUES ($1, $2, $3, 'in_flight', $4) ON CONFLICT (scope, idempotency_key) DO NOTHING",
+            "INSERT INTO checkout_keys (scope, idempotency_key, request_hash, state, epoch_ms, lease_until_ms)
+             VALUES ($1, $2, $3, 'in_flight', $4, $5) ON CONFLICT (scope, idempotency_key) DO NOTHING",
         )
         .bind(scope)
         .bind(key)
         .bind(request_hash)
         .bind(now)
+        .bind(lease_until)
         .execute(&self.pool)
         .await?;
         if inserted.rows_affected() == 1 {
-            return Ok(Claim::Claimed);
+            return Ok(Claim::Claimed { epoch_ms: now });
         }
         let row = sqlx::query(
-            "SELECT request_hash, state, status, response, claimed_at_ms FROM checkout_idempotency
+            "SELECT request_hash, state, status, response, epoch_ms, lease_until_ms FROM checkout_keys
              WHERE scope = $1 AND idempotency_key = $2",
         )
         .bind(scope)
@@ -87,37 +108,71 @@ impl IdempotencyStore {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
-            // Released between our insert and select: the caller's retry will claim it.
-            return Ok(Claim::InFlight);
+            // Purged between our insert and select: the client's retry claims it afresh.
+            return Ok(Claim::InFlight { retry_after: Duration::ZERO });
         };
+        let epoch: i64 = row.try_get("epoch_ms")?;
+        if epoch < now - ms(RETENTION) {
+            // Expired but not purged yet: this is a new request under an old key.
+            let renewed = self
+                .take(
+                    "UPDATE checkout_keys SET request_hash = $3, state = 'in_flight', status = NULL, response = NULL,
+                     epoch_ms = $4, lease_until_ms = $5 WHERE scope = $1 AND idempotency_key = $2 AND epoch_ms = $6",
+                    (scope, key, request_hash, now, lease_until, epoch),
+                )
+                .await?;
+            return Ok(if renewed {
+                Claim::Claimed { epoch_ms: now }
+            } else {
+                Claim::InFlight { retry_after: Duration::ZERO }
+            });
+        }
         if row.try_get::<String, _>("request_hash")? != request_hash {
             return Ok(Claim::Mismatch);
         }
-        if row.try_get::<String, _>("state")? == "done" {
-            let status = row.try_get::<i64, _>("status")?;
-            return Ok(Claim::Completed {
-                status: u16::try_from(status).unwrap_or(500),
-                response: row.try_get("response")?,
-            });
+        let state: String = row.try_get("state")?;
+        let held_until: i64 = row.try_get("lease_until_ms")?;
+        match state.as_str() {
+            "done" => {
+                let status = row.try_get::<i64, _>("status")?;
+                Ok(Claim::Completed {
+                    status: u16::try_from(status).unwrap_or(500),
+                    response: row.try_get("response")?,
+                })
+            }
+            // An unknown outcome, or a claim whose lease ran out: this retry takes the key,
+            // keeping its epoch (and so its ids).
+            "unknown" | "in_flight" if state == "unknown" || held_until < now => {
+                let taken = self
+                    .take(
+                        "UPDATE checkout_keys SET state = 'in_flight', lease_until_ms = $5
+                         WHERE scope = $1 AND idempotency_key = $2 AND request_hash = $3 AND epoch_ms = $4
+                         AND lease_until_ms = $6",
+                        (scope, key, request_hash, epoch, lease_until, held_until),
+                    )
+                    .await?;
+                Ok(if taken { Claim::Claimed { epoch_ms: epoch } } else { Claim::InFlight { retry_after: self.lease } })
+            }
+            _ => Ok(Claim::InFlight { retry_after: Duration::from_millis((held_until - now).max(0) as u64) }),
         }
-        let stale_before = now - CLAIM_LEASE.as_millis() as i64;
-        let taken = sqlx::query(
-            "UPDATE checkout_idempotency SET claimed_at_ms = $3
-             WHERE scope = $1 AND idempotency_key = $2 AND state = 'in_flight' AND claimed_at_ms < $4",
-        )
-        .bind(scope)
-        .bind(key)
-        .bind(now)
-        .bind(stale_before)
-        .execute(&self.pool)
-        .await?;
-        Ok(if taken.rows_affected() == 1 { Claim::Claimed } else { Claim::InFlight })
+    }
+
+    /// Runs a conditional update; whether it changed the row (another instance may have
+    /// been faster).
+    async fn take(
+        &self,
+        sql: &str,
+        (scope, key, hash, a, b, c): (&str, &str, &str, i64, i64, i64),
+    ) -> Result<bool, IdempotencyError> {
+        let done =
+            sqlx::query(sql).bind(scope).bind(key).bind(hash).bind(a).bind(b).bind(c).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
     }
 
     #[tracing::instrument(skip(self, response))]
     pub async fn complete(&self, scope: &str, key: &str, status: u16, response: &str) -> Result<(), IdempotencyError> {
         sqlx::query(
-            "UPDATE checkout_idempotency SET state = 'done', status = $3, response = $4
+            "UPDATE checkout_keys SET state = 'done', status = $3, response = $4
              WHERE scope = $1 AND idempotency_key = $2",
         )
         .bind(scope)
@@ -129,10 +184,12 @@ impl IdempotencyStore {
         Ok(())
     }
 
+    /// After an unknown outcome: a retry of the same body may take the key at once (and
+    /// republish the same ids); another body stays refused.
     #[tracing::instrument(skip(self))]
     pub async fn release(&self, scope: &str, key: &str) -> Result<(), IdempotencyError> {
         sqlx::query(
-            "DELETE FROM checkout_idempotency WHERE scope = $1 AND idempotency_key = $2 AND state = 'in_flight'",
+            "UPDATE checkout_keys SET state = 'unknown' WHERE scope = $1 AND idempotency_key = $2 AND state = 'in_flight'",
         )
         .bind(scope)
         .bind(key)
@@ -141,13 +198,11 @@ impl IdempotencyStore {
         Ok(())
     }
 
-    /// Forgets keys older than [`RETENTION`]; returns how many.
+    /// Forgets keys first claimed longer than [`RETENTION`] ago; returns how many.
     pub async fn purge_expired(&self) -> Result<u64, IdempotencyError> {
-        let cutoff = now_ms() - RETENTION.as_millis() as i64;
-        let done = sqlx::query("DELETE FROM checkout_idempotency WHERE claimed_at_ms < $1")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await?;
+        let cutoff = now_ms() - ms(RETENTION);
+        let done =
+            sqlx::query("DELETE FROM checkout_keys WHERE epoch_ms < $1").bind(cutoff).execute(&self.pool).await?;
         Ok(done.rows_affected())
     }
 }

@@ -155,5 +155,40 @@ fn read_body<T: DeserializeOwned>(
     if !body.is_empty() {
         return Err(DecodeError::TrailingBytes { subject: writer.subject.clone(), trailing: body.len() });
     }
+    if let Some(field) = nul_in_text(&value) {
+        return Err(DecodeError::NulInText { subject: writer.subject.clone(), field });
+    }
     from_value(&value).map_err(invalid)
+}
+
+/// The first string field (dotted path) holding a NUL character, if any. No orderflow
+/// text may hold one: the HTTP API refuses control characters, and PostgreSQL cannot
+/// store NUL in text, so an event carrying one from another producer is refused here,
+/// the same for every projection database.
+fn nul_in_text(value: &apache_avro::types::Value) -> Option<String> {
+    use apache_avro::types::Value;
+    match value {
+        Value::String(s) | Value::Enum(_, s) => s.contains('\0').then(String::new),
+        Value::Union(_, inner) => nul_in_text(inner),
+        Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, v)| nul_in_text(v).map(|f| join(&i.to_string(), &f)))
+        }
+        Value::Map(entries) => entries.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(String::from("<map key>"))
+            } else {
+                nul_in_text(v).map(|f| join(k, &f))
+            }
+        }),
+        Value::Record(fields) => fields.iter().find_map(|(name, v)| nul_in_text(v).map(|f| join(name, &f))),
+        _ => None,
+    }
+}
+
+fn join(outer: &str, inner: &str) -> String {
+    if inner.is_empty() {
+        outer.to_string()
+    } else {
+        format!("{outer}.{inner}")
+    }
 }

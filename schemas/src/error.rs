@@ -23,6 +23,9 @@ pub enum DecodeError {
     /// The Avro body does not match its writer schema (truncated, corrupt, too large).
     #[error("avro body does not match schema {subject}: {cause}")]
     InvalidBody { subject: String, cause: apache_avro::Error },
+    /// A text field holds a NUL character, which no orderflow text may.
+    #[error("{subject}: field {field} holds a NUL character, which no orderflow text may")]
+    NulInText { subject: String, field: String },
     /// The Avro body decoded, but bytes were left over: the frame and body disagree.
     #[error("{trailing} trailing bytes after the avro body of {subject}")]
     TrailingBytes { subject: String, trailing: usize },

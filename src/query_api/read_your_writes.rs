@@ -1,7 +1,8 @@
 //! `after=<partition:offset>`: wait until each projection a query reads has applied the
 //! record at that position, i.e. its live group's stored next offset for the partition
 //! is past it. Bounded: past `read_wait` the answer is 503 with where the projection is,
-//! never stale data presented as current.
+//! never stale data presented as current. A partition whose group refused its stored
+//! offset (outside the log) is never caught up: 503 at once, with the reason.
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -22,6 +23,20 @@ pub async fn wait_applied(
         loop {
             // Resolved every time: a rebuild may switch the live group while we wait.
             let live = state.store.live_projection(*projection).await.map_err(unavailable)?;
+            let faults = state
+                .store
+                .offset_faults(&live.group, &state.topic, Some(after.partition))
+                .await
+                .map_err(unavailable)?;
+            if let Some(fault) = faults.first() {
+                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "offsets_refused", fault.reason())
+                    .with("projection", projection.name())
+                    .with("group", live.group)
+                    .with("partition", after.partition)
+                    .with("stored_offset", fault.stored_offset)
+                    .with("log_start", fault.log_start)
+                    .with("log_end", fault.log_end));
+            }
             let stored =
                 state.store.stored_offsets(&live.group, &state.topic, &[after.partition]).await.map_err(unavailable)?;
             let next = stored.first().map(|(_, o)| *o);

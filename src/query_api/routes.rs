@@ -61,7 +61,9 @@ pub enum ReadErrors {
     #[response(status = 404)]
     NotFound(ErrorBody),
     /// `after=` was not applied within the read wait (`not_caught_up`, with where the
-    /// projection is), or the database did not answer (`unavailable`): retry.
+    /// projection is), its partition's stored offset lies outside the log
+    /// (`offsets_refused`, until an operator resets it), or the database did not answer
+    /// (`unavailable`): retry.
     #[response(status = 503)]
     Unavailable(ErrorBody),
 }

@@ -349,15 +349,21 @@ async fn health_readiness_metrics_and_openapi_are_served() {
 #[tokio::test]
 async fn idempotency_store_tells_in_flight_completed_mismatched_and_released_keys_apart() {
     use producers::idempotency::{Claim, IdempotencyStore};
-    let store = IdempotencyStore::connect(&common::fresh_database().await).await.expect("store");
+    let lease = Duration::from_secs(3);
+    let store = IdempotencyStore::connect(&common::fresh_database().await, lease).await.expect("store");
     let scope = "POST /orders";
-    assert_eq!(store.claim(scope, "k", "h1").await.expect("claim"), Claim::Claimed);
+    let Claim::Claimed { epoch_ms } = store.claim(scope, "k", "h1").await.expect("claim") else { panic!("claimed") };
     // A second instance sees the first still working on it: the API answers 409.
-    assert_eq!(store.claim(scope, "k", "h1").await.expect("claim"), Claim::InFlight);
+    let Claim::InFlight { retry_after } = store.claim(scope, "k", "h1").await.expect("claim") else {
+        panic!("in flight")
+    };
+    assert!(retry_after <= lease && retry_after > Duration::ZERO, "{retry_after:?}: the rest of the lease");
     assert_eq!(store.claim(scope, "k", "h2").await.expect("claim"), Claim::Mismatch);
-    // After an unknown outcome the key is released, so the client's retry may run.
+    // After an unknown outcome the key is released, so the client's retry may run, under
+    // the key's first epoch (so with the same ids); another body is still refused.
     store.release(scope, "k").await.expect("release");
-    assert_eq!(store.claim(scope, "k", "h1").await.expect("claim"), Claim::Claimed);
+    assert_eq!(store.claim(scope, "k", "h2").await.expect("claim"), Claim::Mismatch);
+    assert_eq!(store.claim(scope, "k", "h1").await.expect("claim"), Claim::Claimed { epoch_ms });
     store.complete(scope, "k", 202, r#"{"ok":1}"#).await.expect("complete");
     assert_eq!(
         store.claim(scope, "k", "h1").await.expect("claim"),
@@ -366,5 +372,10 @@ async fn idempotency_store_tells_in_flight_completed_mismatched_and_released_key
     // Releasing a completed key does nothing: a replay stays a replay.
     store.release(scope, "k").await.expect("release");
     assert!(matches!(store.claim(scope, "k", "h1").await.expect("claim"), Claim::Completed { .. }));
-    assert_eq!(store.claim("POST /orders/x/cancel", "k", "h1").await.expect("claim"), Claim::Claimed);
+    assert!(matches!(store.claim("POST /orders/x/cancel", "k", "h1").await.expect("claim"), Claim::Claimed { .. }));
+    // A dead instance's claim is taken over once its lease has run out, not before.
+    let Claim::Claimed { epoch_ms } = store.claim(scope, "dead", "h1").await.expect("claim") else { panic!() };
+    assert!(matches!(store.claim(scope, "dead", "h1").await.expect("claim"), Claim::InFlight { .. }));
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    assert_eq!(store.claim(scope, "dead", "h1").await.expect("claim"), Claim::Claimed { epoch_ms });
 }

@@ -35,6 +35,9 @@ async fn broker_outage_gives_bounded_503_and_recovers_when_the_broker_returns() 
             .expect("the checkout hung while the broker was down");
     assert_eq!(during.0, 503, "{}", during.1);
     assert_eq!(during.1["error"], json!("outcome_unknown"));
+    // The first attempt may be in the log: its key now stands for that body alone.
+    let (status, answer) = app.post("/orders", &order_body("someone else"), Some("outage-1")).await;
+    assert_eq!((status, &answer["error"]), (422, &json!("idempotency_key_reused")), "{answer}");
     let ready = tokio::time::timeout(Duration::from_secs(20), app.get("/readyz")).await.expect("readyz hung");
     assert_eq!(ready.0, 503);
 

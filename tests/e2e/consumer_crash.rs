@@ -172,3 +172,78 @@ async fn a_member_stalled_past_max_poll_interval_is_fenced_when_it_wakes() {
         "zombie",
     );
 }
+
+/// A member frozen inside its batch transaction (paused at a fault point while holding its
+/// offset rows, then SIGSTOPped) stalls the partition's next owner only until PostgreSQL
+/// ends the frozen session's idle transaction (`idle_in_transaction_session_timeout`);
+/// meanwhile the next owner's lock waits give up after `lock_timeout` and retry. The views
+/// end exactly as a calm rebuild leaves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_frozen_holding_its_offset_rows_stalls_the_next_owner_only_until_its_session_is_ended() {
+    let topic = common::fresh_topic("frozen", 1).await;
+    let kafka = common::kafka();
+    let app = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
+    load::run(LoadConfig {
+        target: app.base_url.clone(),
+        rate: 300,
+        duration: Duration::from_secs(2),
+        workers: 8,
+        skus: 3,
+        show_progress: false,
+    })
+    .await;
+    let reference = Store::connect(&common::fresh_database().await).await.expect("store");
+    let member =
+        run_member(common::member_config(ProjectionKind::Inventory, &topic, "inv-ref"), &kafka, reference.clone())
+            .expect("member");
+    common::wait_caught_up(&reference, &kafka, "inv-ref", &topic).await;
+    member.stop().await.expect("stop");
+
+    let database_url = common::fresh_database().await;
+    let store = Store::connect(&database_url).await.expect("store");
+    let mut frozen = spawn_member(
+        &topic,
+        &database_url,
+        "inv-frozen",
+        GroupProtocol::Classic,
+        Some(("after_projection_write", "pause:600000")),
+    );
+    // Until it holds the rows of its third batch, then freeze it for real.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.stored_offsets("inv-frozen", &topic, &[0]).await.expect("offsets").first().is_none_or(|(_, o)| *o < 80)
+    {
+        assert!(Instant::now() < deadline, "the member did not apply its first batches");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Command::new("kill").args(["-STOP", &frozen.id().to_string()]).status().expect("SIGSTOP");
+    let frozen_at = Instant::now();
+    let other =
+        run_member(common::member_config(ProjectionKind::Inventory, &topic, "inv-frozen"), &kafka, store.clone())
+            .expect("member");
+    let ends = common::log_ends(&kafka, &topic).await;
+    let caught_up = orderflow::kit::wait_caught_up(
+        &store,
+        "inv-frozen",
+        &topic,
+        &ends,
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+    )
+    .await
+    .expect("offsets");
+    let stalled = frozen_at.elapsed();
+    assert!(caught_up, "the next owner was still stalled {stalled:?} after the freeze");
+    let _ = frozen.kill();
+    let _ = frozen.wait();
+    other.stop().await.expect("stop");
+    common::assert_same_projection(
+        &store.snapshot().await.expect("snapshot"),
+        &reference.snapshot().await.expect("snapshot"),
+        "frozen member",
+    );
+    // Expulsion (max.poll.interval 10 s) and the session's end (idle in transaction
+    // 10 s) overlap; the bound is theirs plus a lock wait, never "until the member wakes".
+    assert!(stalled < Duration::from_secs(40), "stalled {stalled:?}");
+    eprintln!("a frozen member held up the partition's next owner {stalled:?}");
+}

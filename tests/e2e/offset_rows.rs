@@ -17,7 +17,8 @@ async fn a_vanished_offset_row_is_recreated_and_moves_with_the_batch() {
     let record = |offset: i64, kind: EventKind| LogRecord {
         partition: 0,
         offset,
-        key: None,
+        // Keyed as the contract says: by the event's order id.
+        key: Some(sample(kind).key().into_bytes()),
         payload: Some(codec.encode(&sample(kind)).expect("encode")),
     };
     let records = [record(0, EventKind::OrderPlaced)];

@@ -79,23 +79,32 @@ pub async fn accept<T: DeserializeOwned>(
     state: &AppState,
     request: Publish,
     empty_body: Option<Value>,
-    build: impl FnOnce(T, Ids) -> Result<(Event, Subject), FieldError>,
+    build: impl Fn(T, Ids) -> Result<(Event, Subject), FieldError>,
 ) -> Result<Response, ApiError> {
     let Publish { scope, headers, body } = request;
     let value = read_object(body, &headers, empty_body).await?;
     let key = idempotency_key(&headers)?;
-    let request: T = serde_path_to_error::deserialize(&value).map_err(|e| {
-        let field = e.path().to_string();
-        invalid(FieldError::new(if field == "." { "body".to_string() } else { field }, e.into_inner().to_string()))
-    })?;
-    let ids = derive_ids(&scope, key.as_deref(), &headers)?;
-    let event_id = ids.envelope.event_id;
-    let (event, subject) = build(request, ids).map_err(invalid)?;
+    let parse = || {
+        serde_path_to_error::deserialize::<_, T>(&value).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." { "body".to_string() } else { field };
+            invalid(FieldError::new(field, e.into_inner().to_string()))
+        })
+    };
+    // Without a key every request is new; with one, the request is checked first (a
+    // refused request claims nothing), then the key is claimed, and its epoch names the ids.
+    let ids = derive_ids(&scope, None, &headers)?;
+    let (mut event, mut subject) = build(parse()?, ids).map_err(invalid)?;
     if let Some(key) = &key {
-        if let Some(replayed) = claim(state, &scope, key, &request_hash(&scope, &value)).await? {
-            return Ok(replayed);
-        }
+        let hash = request_hash(&scope, &value);
+        let epoch = match claim(state, &scope, key, &hash).await? {
+            Claimed::Go { epoch_ms } => epoch_ms,
+            Claimed::Replay(answer) => return Ok(answer),
+        };
+        let keyed = KeyedRequest { key, hash: &hash, epoch_ms: epoch };
+        (event, subject) = build(parse()?, derive_ids(&scope, Some(keyed), &headers)?).map_err(invalid)?;
     }
+    let event_id = event.envelope().event_id;
 
     match state.publisher.publish(&event).await {
         Ok(position) => {
@@ -159,19 +168,27 @@ async fn read_object(body: Body, headers: &HeaderMap, empty_body: Option<Value>)
     Ok(value)
 }
 
-/// Claims `key` for this request: `None` to go on and publish, or the answer to give
-/// instead (the first answer replayed); a key in flight or reused with another body is
-/// an error answer.
-async fn claim(state: &AppState, scope: &str, key: &str, hash: &str) -> Result<Option<Response>, ApiError> {
+/// What claiming a key decided.
+enum Claimed {
+    /// Publish, with ids named by the key's epoch.
+    Go { epoch_ms: i64 },
+    /// Answer this instead (the first answer, replayed).
+    Replay(Response),
+}
+
+/// Claims `key` for this request. A key in flight is `409` with `Retry-After` (when its
+/// lease ends); a key reused with another body is `422`.
+async fn claim(state: &AppState, scope: &str, key: &str, hash: &str) -> Result<Claimed, ApiError> {
     let claim = state.idempotency.claim(scope, key, hash).await;
     match claim.map_err(|e| ApiError::unavailable(infra::error_chain(&e)))? {
-        Claim::Claimed => Ok(None),
-        Claim::Completed { status, response } => Ok(Some(replay(status, &response))),
-        Claim::InFlight => Err(ApiError::new(
+        Claim::Claimed { epoch_ms } => Ok(Claimed::Go { epoch_ms }),
+        Claim::Completed { status, response } => Ok(Claimed::Replay(replay(status, &response))),
+        Claim::InFlight { retry_after } => Err(ApiError::new(
             StatusCode::CONFLICT,
             "in_flight",
             "a request with this Idempotency-Key is still being processed",
-        )),
+        )
+        .retry_after(retry_after)),
         Claim::Mismatch => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",
@@ -217,11 +234,23 @@ fn uuid_header(headers: &HeaderMap, name: &str) -> Result<Option<Uuid>, ApiError
         .transpose()
 }
 
-fn derive_ids(scope: &str, key: Option<&str>, headers: &HeaderMap) -> Result<Ids, ApiError> {
+/// A request under a claimed Idempotency-Key.
+struct KeyedRequest<'a> {
+    key: &'a str,
+    hash: &'a str,
+    /// When the key was first claimed: a key reused after it is forgotten names new ids.
+    epoch_ms: i64,
+}
+
+/// The ids of the request's event. Under a key they are derived from the scope, the key,
+/// its epoch and (for the event id) the body, so every retry of one request carries the
+/// same ids and consumers deduplicate it, while nothing else can share them.
+fn derive_ids(scope: &str, key: Option<KeyedRequest<'_>>, headers: &HeaderMap) -> Result<Ids, ApiError> {
     let (event_id, new_order_id) = match key {
-        Some(key) => {
-            let name = format!("{scope}\n{key}");
-            (Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()), Uuid::new_v5(&ORDER_ID_NAMESPACE, name.as_bytes()))
+        Some(KeyedRequest { key, hash, epoch_ms }) => {
+            let request = format!("{scope}\n{key}\n{epoch_ms}");
+            let event = format!("{request}\n{hash}");
+            (Uuid::new_v5(&EVENT_ID_NAMESPACE, event.as_bytes()), Uuid::new_v5(&ORDER_ID_NAMESPACE, request.as_bytes()))
         }
         None => (Uuid::new_v4(), Uuid::new_v4()),
     };

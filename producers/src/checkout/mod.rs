@@ -63,8 +63,9 @@ impl AppState {
         database_url: &str,
         publisher: crate::publisher::PublisherConfig,
     ) -> Result<Self, crate::CheckoutError> {
+        let lease = publisher.deadline + crate::idempotency::LEASE_MARGIN;
         let publisher = Arc::new(Publisher::new(kafka, publisher)?);
-        let idempotency = IdempotencyStore::connect(database_url).await?;
+        let idempotency = IdempotencyStore::connect(database_url, lease).await?;
         Ok(AppState::new(publisher, idempotency))
     }
 

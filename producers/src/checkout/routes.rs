@@ -168,7 +168,7 @@ pub async fn adjust_stock(
 ) -> Result<Response, ApiError> {
     accept(&state, request, None, |request: StockAdjustmentRequest, ids| {
         let event = request.into_event(ids.envelope, sku.clone())?;
-        Ok((event, Subject::Sku(sku)))
+        Ok((event, Subject::Sku(sku.clone())))
     })
     .await
 }

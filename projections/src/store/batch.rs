@@ -66,6 +66,7 @@ pub struct BatchOutcome {
 }
 
 /// The records of a batch that are not applied yet, and where each partition goes next.
+#[derive(Clone)]
 struct Fresh<'a> {
     records: Vec<&'a LogRecord>,
     next: BTreeMap<i32, i64>,
@@ -125,7 +126,7 @@ impl Store {
         batch: &Batch<'_>,
         codec: &Codec,
     ) -> Result<BatchOutcome, StoreError> {
-        let Batch { group, topic, records, read_from } = *batch;
+        let Batch { group, topic, records, .. } = *batch;
         let mut outcome = BatchOutcome::default();
         if records.is_empty() {
             return Ok(outcome);
@@ -135,23 +136,11 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let conn: &mut AnyConnection = &mut tx;
 
-        // 1. Offsets: create missing rows at the batch's first offset, then lock them so a
-        // concurrent member waits for us or we for it.
-        let mut firsts: BTreeMap<i32, i64> = BTreeMap::new();
-        for r in records {
-            firsts.entry(r.partition).or_insert(r.offset);
-        }
+        // 1. Offsets.
         let now_ms = chrono::Utc::now().timestamp_millis();
-        offsets::insert_missing(conn, group, topic, &firsts, now_ms).await?;
-        let partitions: Vec<i32> = firsts.keys().copied().collect();
-        let stored: HashMap<i32, i64> =
-            offsets::read(conn, self.dialect, group, topic, Some(&partitions), Lock::ForUpdate)
-                .await?
-                .into_iter()
-                .collect();
-        let fresh = fresh_records(records, &stored, read_from);
+        let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms).await?;
         outcome.already_applied = fresh.already_applied;
-        outcome.rewind = fresh.rewind.into_iter().collect();
+        outcome.rewind = fresh.rewind.clone().into_iter().collect();
         if fresh.records.is_empty() {
             // Everything was applied already (a fenced zombie): change nothing.
             tx.rollback().await?;
@@ -194,6 +183,11 @@ impl Store {
         }
 
         // 6. Write.
+        if let Some(offset) = super::fault::refused_offset() {
+            if events.iter().any(|(r, _)| r.offset == offset) {
+                refuse(conn).await?;
+            }
+        }
         fold.write(conn).await?;
         outcome.dead_lettered = dead.len();
         dead_letters::insert(conn, group, topic, &dead, now_ms).await?;
@@ -202,6 +196,70 @@ impl Store {
         hit(FaultPoint::AfterOffsetUpdate);
         tx.commit().await?;
         hit(FaultPoint::AfterCommit);
+        let mut all: BTreeMap<i32, i64> = stored.into_iter().collect();
+        all.extend(fresh.next);
+        outcome.next_offsets = all.into_iter().collect();
+        Ok(outcome)
+    }
+}
+
+impl Store {
+    /// Step 1 of a batch: creates missing offset rows at the batch's first offset (no row =
+    /// the start of the log), locks them so a concurrent member waits for us or we for it,
+    /// and keeps the records not applied yet.
+    async fn lock_offsets_and_filter<'a>(
+        &self,
+        conn: &mut AnyConnection,
+        batch: &Batch<'a>,
+        now_ms: i64,
+    ) -> Result<(HashMap<i32, i64>, Fresh<'a>), StoreError> {
+        let mut firsts: BTreeMap<i32, i64> = BTreeMap::new();
+        for r in batch.records {
+            firsts.entry(r.partition).or_insert(r.offset);
+        }
+        offsets::insert_missing(conn, batch.group, batch.topic, &firsts, now_ms).await?;
+        let partitions: Vec<i32> = firsts.keys().copied().collect();
+        let stored: HashMap<i32, i64> =
+            offsets::read(conn, self.dialect, batch.group, batch.topic, Some(&partitions), Lock::ForUpdate)
+                .await?
+                .into_iter()
+                .collect();
+        let fresh = fresh_records(batch.records, &stored, batch.read_from);
+        Ok((stored, fresh))
+    }
+
+    /// Parks the records of `batch` — in practice the one a member found by bisecting a
+    /// batch the database refused — with the database's `reason`, and moves the offsets
+    /// past them, in one transaction: one record the database cannot store must not stop
+    /// its partition. Their orders' later events park behind them, as for any dead letter.
+    #[tracing::instrument(skip_all, fields(group = batch.group, records = batch.records.len()))]
+    pub async fn park_refused(
+        &self,
+        batch: &Batch<'_>,
+        codec: &Codec,
+        reason: &str,
+    ) -> Result<BatchOutcome, StoreError> {
+        let mut outcome = BatchOutcome::default();
+        let mut tx = self.begin_write().await?;
+        let conn: &mut AnyConnection = &mut tx;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms).await?;
+        outcome.already_applied = fresh.already_applied;
+        outcome.rewind = fresh.rewind.clone().into_iter().collect();
+        let dead: Vec<NewDeadLetter> = fresh
+            .records
+            .iter()
+            .map(|r| {
+                let event = r.payload.as_deref().and_then(|p| codec.decode(p).ok());
+                let mut letter = NewDeadLetter::keyed(r, format!("the database refused it: {reason}"));
+                letter.order_id = event.and_then(|e| e.order_id()).or(letter.order_id);
+                letter
+            })
+            .collect();
+        outcome.dead_lettered = dead.len();
+        dead_letters::insert(conn, batch.group, batch.topic, &dead, now_ms).await?;
+        offsets::advance(conn, batch.group, batch.topic, &fresh.next, now_ms).await?;
+        tx.commit().await?;
         let mut all: BTreeMap<i32, i64> = stored.into_iter().collect();
         all.extend(fresh.next);
         outcome.next_offsets = all.into_iter().collect();
@@ -218,7 +276,7 @@ fn decode_fresh<'r, P: StoredProjection>(
     let mut dead = Vec::new();
     let mut events = Vec::with_capacity(records.len());
     for r in records {
-        match decode::<P>(codec, r.payload.as_deref()) {
+        match decode::<P>(codec, r.key.as_deref(), r.payload.as_deref()) {
             Decoded::Ignored => outcome.ignored += 1,
             Decoded::Event(event) => events.push((*r, event)),
             Decoded::Undecodable(reason) => dead.push(NewDeadLetter::keyed(r, reason)),
@@ -246,5 +304,14 @@ async fn drop_duplicates(
         }
         keep
     });
+    Ok(())
+}
+
+/// The `ORDERFLOW_FAULT_REFUSE_OFFSET` fault: a statement the database refuses as it
+/// refuses an unstorable value (NOT NULL violation: SQLSTATE 23502, SQLite 1299).
+async fn refuse(conn: &mut AnyConnection) -> Result<(), StoreError> {
+    use sqlx::Executor;
+    conn.execute("CREATE TEMPORARY TABLE IF NOT EXISTS fault_refusal (value BIGINT NOT NULL)").await?;
+    conn.execute("INSERT INTO fault_refusal (value) VALUES (NULL)").await?;
     Ok(())
 }

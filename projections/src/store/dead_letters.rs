@@ -89,7 +89,7 @@ pub(super) async fn insert(
                 .bind(topic.to_string())
                 .bind(i64::from(d.record.partition))
                 .bind(d.record.offset)
-                .bind(d.record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()))
+                .bind(d.record.key.as_deref().map(printable_key))
                 .bind(d.order_id.map(|id| id.to_string()))
                 .bind(d.reason.clone())
                 .bind(d.record.payload.clone())
@@ -99,6 +99,12 @@ pub(super) async fn insert(
         q.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// A record key as text the database can store: invalid UTF-8 and NUL (which PostgreSQL
+/// refuses in text) become U+FFFD. The raw record stays in `payload`.
+fn printable_key(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).replace('\0', "\u{fffd}")
 }
 
 /// Which of `orders` have a parked record in `group`: their later events must park too.
@@ -122,6 +128,7 @@ pub(super) async fn parked_orders(
 struct Parked {
     id: i64,
     topic: String,
+    key: Option<String>,
     partition: i32,
     offset: i64,
     order_id: Option<Uuid>,
@@ -211,20 +218,22 @@ impl Store {
         let mut outcome = RetryOutcome::default();
         for unit in units {
             for parked in unit {
-                let result = match decode::<P>(codec, parked.payload.as_deref()) {
-                    Decoded::Ignored => Ok(()),
-                    Decoded::Undecodable(reason) => Err(reason),
-                    Decoded::Event(event) => {
-                        let at = LogPosition { partition: parked.partition, offset: parked.offset };
-                        let applied = fold.apply(&event, at).map_err(|r| r.0);
-                        if applied.is_ok() {
-                            // A record parked as undecodable never had its id claimed; claim it
-                            // now so a later copy of the same event is not applied again.
-                            super::fold::claim_event_ids(conn, group, &[event.envelope().event_id.to_string()]).await?;
+                let result =
+                    match decode::<P>(codec, parked.key.as_deref().map(str::as_bytes), parked.payload.as_deref()) {
+                        Decoded::Ignored => Ok(()),
+                        Decoded::Undecodable(reason) => Err(reason),
+                        Decoded::Event(event) => {
+                            let at = LogPosition { partition: parked.partition, offset: parked.offset };
+                            let applied = fold.apply(&event, at).map_err(|r| r.0);
+                            if applied.is_ok() {
+                                // A record parked as undecodable never had its id claimed; claim it
+                                // now so a later copy of the same event is not applied again.
+                                super::fold::claim_event_ids(conn, group, &[event.envelope().event_id.to_string()])
+                                    .await?;
+                            }
+                            applied
                         }
-                        applied
-                    }
-                };
+                    };
                 match result {
                     Ok(()) => {
                         resolve(conn, parked.id, DeadLetterStatus::Retried).await?;
@@ -316,7 +325,7 @@ async fn select_parked(
     selection: &DeadLetterSelection,
 ) -> Result<Vec<Parked>, StoreError> {
     let mut q =
-        Sql::new("SELECT id, topic, partition_id, record_offset, order_id, payload FROM dead_letters WHERE status = 'parked' AND group_id = ");
+        Sql::new("SELECT id, topic, partition_id, record_offset, record_key, order_id, payload FROM dead_letters WHERE status = 'parked' AND group_id = ");
     q.bind(group.to_string());
     match selection {
         DeadLetterSelection::Order(order) => {
@@ -335,6 +344,7 @@ async fn select_parked(
             Ok(Parked {
                 id: r.try_get("id")?,
                 topic: r.try_get("topic")?,
+                key: r.try_get("record_key")?,
                 partition: r.try_get::<i64, _>("partition_id")? as i32,
                 offset: r.try_get("record_offset")?,
                 order_id: order_id.and_then(|s| Uuid::parse_str(&s).ok()),

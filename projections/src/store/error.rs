@@ -19,8 +19,52 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether retrying the same batch may succeed.
+    /// Whether retrying the same batch may succeed: the database was unreachable, busy, or
+    /// gave up on a lock or a statement (connection errors, serialization failures,
+    /// deadlocks, lock and statement timeouts) — anything but a refusal of the data itself.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Database(_))
+        matches!(self, StoreError::Database(_)) && !self.refuses_content()
+    }
+
+    /// Whether the database refused a value a record carried (PostgreSQL's data exceptions
+    /// and integrity violations, SQLSTATE classes 22 and 23; SQLite's constraint, too-big
+    /// and mismatch errors). Retrying the same records fails the same way: the record that
+    /// carries the value is found and parked instead.
+    pub fn refuses_content(&self) -> bool {
+        let StoreError::Database(sqlx::Error::Database(e)) = self else { return false };
+        e.code().is_some_and(|code| content_code(&code))
+    }
+}
+
+/// Whether a database error code says the data was refused.
+fn content_code(code: &str) -> bool {
+    match code.parse::<u32>() {
+        // SQLite result codes: the primary code is the low byte of the extended one.
+        Ok(sqlite) if code.len() < 5 => matches!(sqlite & 0xff, 18..=20),
+        // SQLSTATE: five characters, the first two the class.
+        _ => code.starts_with("22") || code.starts_with("23"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sqlstate_classes_22_and_23_are_refusals_of_content_and_the_rest_is_transient() {
+        // The classification works on codes; a sqlx error carrying one is built by the
+        // database driver, so the rule is checked on the code function itself.
+        for (code, refused) in [
+            ("22021", true),
+            ("22P05", true),
+            ("23502", true),
+            ("40001", false),
+            ("55P03", false),
+            ("57014", false),
+            ("08006", false),
+        ] {
+            assert_eq!(super::content_code(code), refused, "{code}");
+        }
+        for (code, refused) in [("2067", true), ("1299", true), ("18", true), ("5", false), ("517", false)] {
+            assert_eq!(super::content_code(code), refused, "SQLite {code}");
+        }
     }
 }

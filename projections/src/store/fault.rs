@@ -3,7 +3,9 @@
 //! `ORDERFLOW_FAULT_ACTION` is `crash` (abort the process: like kill -9, nothing is cleaned
 //! up) or `pause:<ms>` (stall, to let a rebalance fence this member). With
 //! `ORDERFLOW_FAULT_AFTER_BATCHES=N` the fault fires on the N-th batch (default 1), so a
-//! member makes some progress first.
+//! member makes some progress first. `ORDERFLOW_FAULT_REFUSE_OFFSET=<offset>` makes the
+//! database genuinely refuse (a NOT NULL violation) any batch holding the record at that
+//! offset, as it would refuse a value it cannot store.
 
 /// The places where a batch can be interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,3 +51,15 @@ pub fn hit(point: FaultPoint) {
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub fn hit(_point: FaultPoint) {}
+
+/// The offset whose record the database is made to refuse, if any.
+#[cfg(feature = "fault-injection")]
+pub fn refused_offset() -> Option<i64> {
+    std::env::var("ORDERFLOW_FAULT_REFUSE_OFFSET").ok().and_then(|v| v.parse().ok())
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn refused_offset() -> Option<i64> {
+    None
+}

@@ -32,13 +32,20 @@ pub(super) enum Decoded {
 }
 
 /// Decodes only the records `P` reads: the kind is peeked from the header first, so an
-/// ignored record costs no full decode.
-pub(super) fn decode<P: Projection>(codec: &Codec, payload: Option<&[u8]>) -> Decoded {
+/// ignored record costs no full decode. An event must be keyed as the contract says (its
+/// order id; `sku:<sku>` for stock): the key decides the partition, so a wrong key would
+/// let one order's events overtake each other.
+pub(super) fn decode<P: Projection>(codec: &Codec, key: Option<&[u8]>, payload: Option<&[u8]>) -> Decoded {
     let Some(payload) = payload else { return Decoded::Undecodable("record has no payload".into()) };
     match codec.peek_kind(payload) {
         Ok(kind) if !P::wants(kind) => Decoded::Ignored,
         Ok(_) => match codec.decode(payload) {
-            Ok(event) => Decoded::Event(event),
+            Ok(event) if key == Some(event.key().as_bytes()) => Decoded::Event(event),
+            Ok(event) => Decoded::Undecodable(format!(
+                "key {:?} is not the event's key {:?}: an order's events must all be keyed by its order id",
+                key.map(String::from_utf8_lossy).unwrap_or_default(),
+                event.key()
+            )),
             Err(e) => Decoded::Undecodable(format!("undecodable: {e}")),
         },
         Err(e) => Decoded::Undecodable(format!("undecodable: {e}")),
@@ -138,9 +145,10 @@ pub(super) async fn claim_event_ids(
     use sqlx::Row;
     let mut new_ids = std::collections::HashSet::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
-        let mut q = Sql::new("INSERT INTO processed_events (group_id, event_id) ");
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut q = Sql::new("INSERT INTO processed_events (group_id, event_id, applied_at_ms) ");
         q.values(chunk, |v, id| {
-            v.bind(group.to_string()).bind(id.clone());
+            v.bind(group.to_string()).bind(id.clone()).bind(now_ms);
         });
         q.push(" ON CONFLICT (group_id, event_id) DO NOTHING RETURNING event_id");
         for row in q.fetch_all(&mut *conn).await? {

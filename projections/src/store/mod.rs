@@ -8,6 +8,7 @@
 //! - `dead_letters`: parking, listing, skipping and retrying records;
 //! - `generations`: which generation each group writes and the views show; rebuilds;
 //! - `reads`: what the query API, the dashboard and tests read;
+//! - `retention`: pruning event ids past the dedupe window and long-resolved dead letters;
 //! - `rows`: how each projection's state maps to a row; `sql`: the statement builder.
 mod batch;
 mod dead_letters;
@@ -17,6 +18,7 @@ mod fold;
 mod generations;
 mod offsets;
 mod reads;
+mod retention;
 mod rows;
 pub mod schema;
 mod sql;
@@ -33,16 +35,52 @@ pub use dead_letters::{DeadLetterRow, DeadLetterSelection, DeadLetterStatus, Ret
 pub use error::StoreError;
 pub use fold::StoredProjection;
 pub use generations::{default_group, valid_group_prefix, LiveProjection, DEFAULT_GROUP_PREFIX};
-pub use offsets::GroupPartitionOffset;
+pub use offsets::{GroupPartitionOffset, OffsetFault, OffsetMove};
 pub use reads::{
     rfc3339, CurrencySummary, DailyRevenue, InventoryLevel, OrderView, ReservationView, Snapshot, StatusCount,
 };
+pub use retention::{Pruned, Retention};
 pub use rows::StoredState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Postgres,
     Sqlite,
+}
+
+/// Time limits on every PostgreSQL session of a pool, so that no session can hold locks
+/// or a transaction open without end: a member frozen inside its batch transaction
+/// (SIGSTOP, a host pause) loses that transaction after `idle_in_transaction`, and whoever
+/// waits for its rows gives up after `lock_timeout` and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub idle_in_transaction: Duration,
+}
+
+impl SessionLimits {
+    /// Consumer group members, rebuilds and operator commands: a batch's statements are
+    /// short, a lock held by a frozen member is given up within seconds.
+    pub const WRITER: SessionLimits = SessionLimits {
+        lock_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(60),
+        idle_in_transaction: Duration::from_secs(10),
+    };
+    /// The query API: reads through the views answer quickly or not at all.
+    pub const READER: SessionLimits = SessionLimits {
+        lock_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(10),
+        idle_in_transaction: Duration::from_secs(10),
+    };
+
+    fn statements(self) -> [String; 3] {
+        [
+            format!("SET lock_timeout = {}", self.lock_timeout.as_millis()),
+            format!("SET statement_timeout = {}", self.statement_timeout.as_millis()),
+            format!("SET idle_in_transaction_session_timeout = {}", self.idle_in_transaction.as_millis()),
+        ]
+    }
 }
 
 /// A connection pool to a projection database.
@@ -64,9 +102,15 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects to `postgres://…` or `sqlite://…` and brings the catalog up to date
-    /// (migrations, the live generations' tables and views).
+    /// Connects to `postgres://…` or `sqlite://…` as a writer ([`SessionLimits::WRITER`])
+    /// and brings the catalog up to date (migrations, the live generations' tables and
+    /// views).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, SessionLimits::WRITER).await
+    }
+
+    /// [`Store::connect`] with other session limits (PostgreSQL only).
+    pub async fn connect_with(url: &str, limits: SessionLimits) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let dialect = if url.starts_with("sqlite:") { Dialect::Sqlite } else { Dialect::Postgres };
         let options = AnyPoolOptions::new()
@@ -91,7 +135,20 @@ impl Store {
                     .connect(url)
                     .await?
             }
-            Dialect::Postgres => options.max_connections(4).connect(url).await?,
+            Dialect::Postgres => {
+                options
+                    .max_connections(4)
+                    .after_connect(move |conn, _| {
+                        Box::pin(async move {
+                            for statement in limits.statements() {
+                                conn.execute(statement.as_str()).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
         };
         let store = Store {
             pool,

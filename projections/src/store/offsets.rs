@@ -100,7 +100,151 @@ pub(super) async fn advance(
     Ok(())
 }
 
+/// A partition a member refused to consume: its stored offset lies outside the log.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OffsetFault {
+    pub group: String,
+    pub partition: i32,
+    pub stored_offset: i64,
+    /// The log held `log_start..log_end` when the member looked.
+    pub log_start: i64,
+    pub log_end: i64,
+    pub detected_at_ms: i64,
+}
+
+impl OffsetFault {
+    /// Why the offset cannot be followed, in words.
+    pub fn reason(&self) -> String {
+        let why = if self.stored_offset > self.log_end {
+            "beyond the log's end (the topic was recreated, or the database belongs to another cluster or time)"
+        } else {
+            "below the log's start (retention deleted records this group never applied)"
+        };
+        format!(
+            "group {} stored offset {} for partition {}, {why}: the log holds {}..{}; \
+             `orderflow offsets reset` moves it once an operator has decided",
+            self.group, self.stored_offset, self.partition, self.log_start, self.log_end
+        )
+    }
+}
+
+/// One partition's move by `orderflow offsets reset`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OffsetMove {
+    pub partition: i32,
+    /// `None`: the group had never read the partition.
+    pub from: Option<i64>,
+    pub to: i64,
+}
+
 impl Store {
+    /// Records that `group` refuses to follow its stored offset on `partition`.
+    pub async fn record_offset_fault(&self, topic: &str, fault: &OffsetFault) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO offset_faults (group_id, topic, partition_id, stored_offset, log_start, log_end, detected_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (group_id, topic, partition_id) DO UPDATE SET
+             stored_offset = excluded.stored_offset, log_start = excluded.log_start, log_end = excluded.log_end,
+             detected_at_ms = excluded.detected_at_ms",
+        )
+        .bind(&fault.group)
+        .bind(topic)
+        .bind(i64::from(fault.partition))
+        .bind(fault.stored_offset)
+        .bind(fault.log_start)
+        .bind(fault.log_end)
+        .bind(fault.detected_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The partitions `group` refuses to follow on `topic` (all of them with `None`).
+    pub async fn offset_faults(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: Option<i32>,
+    ) -> Result<Vec<OffsetFault>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT group_id, partition_id, stored_offset, log_start, log_end, detected_at_ms FROM offset_faults
+             WHERE group_id = $1 AND topic = $2 AND ($3 < 0 OR partition_id = $3) ORDER BY partition_id",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(partition.map_or(-1, i64::from))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OffsetFault {
+                    group: r.try_get("group_id")?,
+                    partition: r.try_get::<i64, _>("partition_id")? as i32,
+                    stored_offset: r.try_get("stored_offset")?,
+                    log_start: r.try_get("log_start")?,
+                    log_end: r.try_get("log_end")?,
+                    detected_at_ms: r.try_get("detected_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Moves `group`'s stored offsets on `topic` to `to` (per partition) in one transaction,
+    /// clears the partitions' faults and records each move in `offset_resets` with `target`
+    /// (how the offsets were chosen) and `operator`. Returns the moves.
+    #[tracing::instrument(skip(self, to))]
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        to: &BTreeMap<i32, i64>,
+        target: &str,
+        operator: &str,
+    ) -> Result<Vec<OffsetMove>, StoreError> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut tx = self.begin_write().await?;
+        let partitions: Vec<i32> = to.keys().copied().collect();
+        let before: BTreeMap<i32, i64> =
+            read(&mut tx, self.dialect, group, topic, Some(&partitions), Lock::ForUpdate).await?.into_iter().collect();
+        let mut moves = Vec::new();
+        for (p, offset) in to {
+            sqlx::query(
+                "INSERT INTO consumer_offsets (group_id, topic, partition_id, next_offset, updated_at_ms)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (group_id, topic, partition_id) DO UPDATE SET
+                 next_offset = excluded.next_offset, updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(group)
+            .bind(topic)
+            .bind(i64::from(*p))
+            .bind(*offset)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO offset_resets (group_id, topic, partition_id, from_offset, to_offset, target, operator, reset_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(group)
+            .bind(topic)
+            .bind(i64::from(*p))
+            .bind(before.get(p).copied())
+            .bind(*offset)
+            .bind(target)
+            .bind(operator)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM offset_faults WHERE group_id = $1 AND topic = $2 AND partition_id = $3")
+                .bind(group)
+                .bind(topic)
+                .bind(i64::from(*p))
+                .execute(&mut *tx)
+                .await?;
+            moves.push(OffsetMove { partition: *p, from: before.get(p).copied(), to: *offset });
+        }
+        tx.commit().await?;
+        Ok(moves)
+    }
+
     /// The stored next offsets of a group for the given partitions (absent: never read).
     #[tracing::instrument(skip(self))]
     pub async fn stored_offsets(

@@ -126,3 +126,16 @@ fn random_bytes_never_panic() {
     }
     assert!(errors > 19_000, "random bytes decoded suspiciously often: {errors} errors");
 }
+
+#[test]
+fn text_holding_a_nul_character_is_refused_naming_the_field() {
+    let mut event = sample(EventKind::OrderPlaced);
+    if let schemas::Event::OrderPlaced(e) = &mut event {
+        e.customer_id = "c\0-1".into();
+    }
+    let bytes = codec().encode(&event).expect("the encoder writes any string");
+    match codec().decode(&bytes) {
+        Err(DecodeError::NulInText { field, .. }) => assert_eq!(field, "customer_id"),
+        other => panic!("expected NulInText, got {other:?}"),
+    }
+}

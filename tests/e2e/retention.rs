@@ -1,0 +1,83 @@
+//! The store forgets event ids past the dedupe window and dead letters resolved long ago,
+//! in batches; inside the window a copy of an event is still dropped, and parked dead
+//! letters are never forgotten.
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use projections::model::payment::Payment;
+use projections::store::{Batch, DeadLetterSelection, LogRecord, Retention, Store};
+use schemas::samples::sample;
+use schemas::{Codec, Event, EventKind};
+
+async fn count(store: &Store, table: &str) -> i64 {
+    use sqlx::Row;
+    let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}")).fetch_one(store.pool()).await.expect("count");
+    row.try_get("n").expect("n")
+}
+
+async fn apply(store: &Store, codec: &Codec, records: &[LogRecord], from: i64) -> projections::store::BatchOutcome {
+    let read_from = BTreeMap::from([(0, from)]);
+    let batch = Batch { group: "g", topic: "t", records, read_from: &read_from };
+    store.apply_batch::<Payment>(&batch, codec).await.expect("batch")
+}
+
+async fn pruning_keeps_the_tables_bounded(database_url: &str) {
+    let store = Store::connect(database_url).await.expect("store");
+    let codec = Codec::builtin();
+    let mut records = Vec::new();
+    let mut first = None;
+    for offset in 0..200 {
+        let mut event = sample(EventKind::OrderPlaced);
+        if let Event::OrderPlaced(e) = &mut event {
+            e.order_id = uuid::Uuid::new_v4();
+            e.envelope.event_id = uuid::Uuid::new_v4();
+        }
+        first.get_or_insert_with(|| event.clone());
+        let (key, payload) = (event.key().into_bytes(), codec.encode(&event).expect("encode"));
+        records.push(LogRecord { partition: 0, offset, key: Some(key), payload: Some(payload) });
+    }
+    // Two records nobody can read: one stays parked, one an operator skips.
+    for offset in [200, 201] {
+        records.push(LogRecord { partition: 0, offset, key: Some(b"junk".to_vec()), payload: Some(vec![1, 2, 3]) });
+    }
+    let outcome = apply(&store, &codec, &records, 0).await;
+    assert_eq!((outcome.applied, outcome.dead_lettered), (200, 2));
+    let parked = store.dead_letters("g").await.expect("dead letters");
+    store.skip_dead_letters("g", &DeadLetterSelection::Ids(vec![parked[1].id])).await.expect("skip");
+    let (ids_before, letters_before) = (count(&store, "processed_events").await, count(&store, "dead_letters").await);
+
+    // Inside the window nothing goes, and a copy of an applied event is still dropped.
+    let pruned = store.prune(Retention::default()).await.expect("prune").expect("not contended");
+    assert_eq!((pruned.event_ids, pruned.dead_letters), (0, 0));
+    let copy = first.expect("an event");
+    let again = LogRecord {
+        partition: 0,
+        offset: 202,
+        key: Some(copy.key().into_bytes()),
+        payload: Some(codec.encode(&copy).expect("encode")),
+    };
+    assert_eq!(apply(&store, &codec, &[again], 202).await.duplicates, 1, "deduplicated inside the window");
+
+    // Past the window (here: any age), ids and the resolved dead letter go; the parked stays.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let none = Retention { dedupe_window: Duration::ZERO, resolved_dead_letters: Duration::ZERO };
+    let pruned = store.prune(none).await.expect("prune").expect("not contended");
+    let (ids_after, letters_after) = (count(&store, "processed_events").await, count(&store, "dead_letters").await);
+    assert_eq!((ids_before, ids_after, pruned.event_ids), (200, 0, 200));
+    assert_eq!((letters_before, letters_after, pruned.dead_letters), (2, 1, 1));
+    let left = store.list_dead_letters_with(Some("g"), None, false, 10).await.expect("left");
+    assert_eq!(left.iter().map(|d| d.id).collect::<Vec<_>>(), vec![parked[0].id], "the parked one stays");
+    eprintln!("rows before/after pruning: processed_events {ids_before}/{ids_after}, dead_letters {letters_before}/{letters_after}");
+}
+
+#[tokio::test]
+async fn pruning_forgets_ids_past_the_window_and_resolved_dead_letters_but_keeps_dedupe_inside_it_postgres() {
+    pruning_keeps_the_tables_bounded(&common::fresh_database().await).await;
+}
+
+#[tokio::test]
+async fn pruning_forgets_ids_past_the_window_and_resolved_dead_letters_but_keeps_dedupe_inside_it_sqlite() {
+    pruning_keeps_the_tables_bounded(&common::fresh_sqlite_url()).await;
+}
