@@ -125,26 +125,37 @@ async fn crash_at_every_point_then_compare(protocol: GroupProtocol) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_stalled_past_max_poll_interval_is_fenced_when_it_wakes() {
-    let topic = common::fresh_topic("stall", 2).await;
+/// A topic with two seconds of order lifecycles on it, and the inventory projection of it
+/// built calmly (the reference for "exactly right"). The checkout stays up while returned.
+async fn loaded_topic_and_inventory_reference(
+    prefix: &str,
+    partitions: i32,
+) -> (String, infra::KafkaSettings, common::TestCheckout, Store) {
+    let topic = common::fresh_topic(prefix, partitions).await;
     let kafka = common::kafka();
     let app = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
-    load::run(LoadConfig {
+    let load = LoadConfig {
         target: app.base_url.clone(),
         rate: 300,
         duration: Duration::from_secs(2),
         workers: 8,
         skus: 3,
         show_progress: false,
-    })
-    .await;
+    };
+    load::run(load).await;
     let reference = Store::connect(&common::fresh_database().await).await.expect("store");
+    let group = format!("inv-ref-{prefix}");
     let member =
-        run_member(common::member_config(ProjectionKind::Inventory, &topic, "inv-ref"), &kafka, reference.clone())
+        run_member(common::member_config(ProjectionKind::Inventory, &topic, &group), &kafka, reference.clone())
             .expect("member");
-    common::wait_caught_up(&reference, &kafka, "inv-ref", &topic).await;
+    common::wait_caught_up(&reference, &kafka, &group, &topic).await;
     member.stop().await.expect("stop");
+    (topic, kafka, app, reference)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_stalled_past_max_poll_interval_is_fenced_when_it_wakes() {
+    let (topic, kafka, _app, reference) = loaded_topic_and_inventory_reference("stall", 2).await;
 
     // The staller holds a batch without touching the database for 16 s, past its 10 s
     // max.poll.interval; a second member takes its partitions and applies those records.
@@ -180,24 +191,7 @@ async fn a_member_stalled_past_max_poll_interval_is_fenced_when_it_wakes() {
 /// end exactly as a calm rebuild leaves them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_frozen_holding_its_offset_rows_stalls_the_next_owner_only_until_its_session_is_ended() {
-    let topic = common::fresh_topic("frozen", 1).await;
-    let kafka = common::kafka();
-    let app = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
-    load::run(LoadConfig {
-        target: app.base_url.clone(),
-        rate: 300,
-        duration: Duration::from_secs(2),
-        workers: 8,
-        skus: 3,
-        show_progress: false,
-    })
-    .await;
-    let reference = Store::connect(&common::fresh_database().await).await.expect("store");
-    let member =
-        run_member(common::member_config(ProjectionKind::Inventory, &topic, "inv-ref"), &kafka, reference.clone())
-            .expect("member");
-    common::wait_caught_up(&reference, &kafka, "inv-ref", &topic).await;
-    member.stop().await.expect("stop");
+    let (topic, kafka, _app, reference) = loaded_topic_and_inventory_reference("frozen", 1).await;
 
     let database_url = common::fresh_database().await;
     let store = Store::connect(&database_url).await.expect("store");

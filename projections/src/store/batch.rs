@@ -66,7 +66,6 @@ pub struct BatchOutcome {
 }
 
 /// The records of a batch that are not applied yet, and where each partition goes next.
-#[derive(Clone)]
 struct Fresh<'a> {
     records: Vec<&'a LogRecord>,
     next: BTreeMap<i32, i64>,
@@ -138,9 +137,7 @@ impl Store {
 
         // 1. Offsets.
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms).await?;
-        outcome.already_applied = fresh.already_applied;
-        outcome.rewind = fresh.rewind.clone().into_iter().collect();
+        let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms, &mut outcome).await?;
         if fresh.records.is_empty() {
             // Everything was applied already (a fenced zombie): change nothing.
             tx.rollback().await?;
@@ -206,12 +203,13 @@ impl Store {
 impl Store {
     /// Step 1 of a batch: creates missing offset rows at the batch's first offset (no row =
     /// the start of the log), locks them so a concurrent member waits for us or we for it,
-    /// and keeps the records not applied yet.
+    /// and keeps the records not applied yet (counting in `outcome` what it left out).
     async fn lock_offsets_and_filter<'a>(
         &self,
         conn: &mut AnyConnection,
         batch: &Batch<'a>,
         now_ms: i64,
+        outcome: &mut BatchOutcome,
     ) -> Result<(HashMap<i32, i64>, Fresh<'a>), StoreError> {
         let mut firsts: BTreeMap<i32, i64> = BTreeMap::new();
         for r in batch.records {
@@ -225,6 +223,8 @@ impl Store {
                 .into_iter()
                 .collect();
         let fresh = fresh_records(batch.records, &stored, batch.read_from);
+        outcome.already_applied = fresh.already_applied;
+        outcome.rewind = fresh.rewind.iter().map(|(p, o)| (*p, *o)).collect();
         Ok((stored, fresh))
     }
 
@@ -241,11 +241,9 @@ impl Store {
     ) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
         let mut tx = self.begin_write().await?;
-        let conn: &mut AnyConnection = &mut tx;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms).await?;
-        outcome.already_applied = fresh.already_applied;
-        outcome.rewind = fresh.rewind.clone().into_iter().collect();
+        let (stored, fresh) = self.lock_offsets_and_filter(&mut tx, batch, now_ms, &mut outcome).await?;
+        let conn: &mut AnyConnection = &mut tx;
         let dead: Vec<NewDeadLetter> = fresh
             .records
             .iter()
