@@ -44,8 +44,10 @@ impl ConsumeArgs {
         let mut config = self.member.config(self.projection, &self.pipeline.topic.topic)?;
         let kafka = self.pipeline.kafka.settings()?;
         let store = self.pipeline.database.connect().await?;
-        let retention =
-            Retention { dedupe_window: *self.dedupe_window, resolved_dead_letters: *self.dead_letter_retention };
+        let retention = Retention {
+            dedupe_window: dedupe_window(&kafka, &self.pipeline.topic.topic, *self.dedupe_window).await,
+            resolved_dead_letters: *self.dead_letter_retention,
+        };
         let pruner = tokio::spawn(prune_every(store.clone(), retention, *self.prune_every));
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some(addr) = &self.metrics_listen {
@@ -86,6 +88,35 @@ impl ConsumeArgs {
         let _ = metrics_stop.send(());
         tracing::info!("member stopped");
         Ok(())
+    }
+}
+
+/// The dedupe window actually kept: at least the topic's retention, since a rebuild or a
+/// replay re-reads anything the log still holds, and a copy of an event still in the log
+/// must still be recognised.
+async fn dedupe_window(kafka: &infra::KafkaSettings, topic: &str, configured: Duration) -> Duration {
+    match infra::topics::retention(kafka, topic, Duration::from_secs(10)).await {
+        Ok(Some(retention)) if retention > configured => {
+            tracing::warn!(?configured, ?retention, topic, "the dedupe window is shorter than the topic's retention; keeping event ids as long as the topic keeps records");
+            retention
+        }
+        Ok(None) => {
+            tracing::warn!(
+                ?configured,
+                topic,
+                "the topic keeps records for ever; event ids older than the dedupe window are still pruned"
+            );
+            configured
+        }
+        Ok(Some(_)) => configured,
+        Err(e) => {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                topic,
+                "cannot read the topic's retention; using the configured dedupe window"
+            );
+            configured
+        }
     }
 }
 

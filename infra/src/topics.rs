@@ -60,3 +60,31 @@ pub async fn create_topics(
         })
         .collect()
 }
+
+/// How long the broker keeps a topic's records (`retention.ms`); `None` for ever (`-1`).
+#[tracing::instrument(skip(settings), fields(brokers = %settings.brokers))]
+pub async fn retention(
+    settings: &KafkaSettings,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<Duration>, InfraError> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<DefaultClientContext> =
+        settings.client_config().create().map_err(InfraError::admin("creating the admin client"))?;
+    let options = AdminOptions::new().request_timeout(Some(timeout));
+    let what = || format!("describing topic {topic}");
+    let results = tokio::time::timeout(
+        timeout + Duration::from_secs(1),
+        admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options),
+    )
+    .await
+    .map_err(|_| InfraError::AdminTimeout(timeout))?
+    .map_err(InfraError::admin(what()))?;
+    let resource = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| InfraError::Config(format!("{}: no answer", what())))?
+        .map_err(|code| InfraError::Refused { what: what(), code })?;
+    let millis = resource.get("retention.ms").and_then(|e| e.value.as_deref()).and_then(|v| v.parse::<i64>().ok());
+    Ok(millis.and_then(|ms| u64::try_from(ms).ok()).map(Duration::from_millis))
+}
