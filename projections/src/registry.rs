@@ -37,6 +37,17 @@ pub struct ProjectionSpec {
     pub ddl: &'static [&'static str],
     /// The analyst views: name and the `SELECT` behind it.
     pub views: &'static [(&'static str, &'static str)],
+    /// Tables of an earlier release's shape of this projection, and how their rows move
+    /// into the current tables of the same generation at start-up.
+    pub upgrades: &'static [Upgrade],
+}
+
+/// An earlier release's table of a projection and the copy of its rows into the current
+/// tables (PostgreSQL, SQLite); the old table is dropped once the views read the new ones.
+#[derive(Debug)]
+pub struct Upgrade {
+    pub old_table: &'static str,
+    pub copy: [&'static str; 2],
 }
 
 const INVENTORY: ProjectionSpec = ProjectionSpec {
@@ -54,6 +65,7 @@ const INVENTORY: ProjectionSpec = ProjectionSpec {
         ),
         ("inventory_reservations", "SELECT order_id, status, lines FROM {t:inventory_orders}"),
     ],
+    upgrades: &[],
 };
 
 const PAYMENT: ProjectionSpec = ProjectionSpec {
@@ -71,6 +83,7 @@ const PAYMENT: ProjectionSpec = ProjectionSpec {
          {ts:placed_at_us} AS placed_at, {ts:captured_at_us} AS captured_at, placed_at_us, captured_at_us
          FROM {t:payment_orders}",
     )],
+    upgrades: &[],
 };
 
 const FULFILMENT: ProjectionSpec = ProjectionSpec {
@@ -87,12 +100,40 @@ const FULFILMENT: ProjectionSpec = ProjectionSpec {
          {ts:shipped_at_us} AS shipped_at, {ts:delivered_at_us} AS delivered_at,
          placed_at_us, paid_at_us, shipped_at_us, delivered_at_us FROM {t:fulfilment_orders}",
     )],
+    upgrades: &[],
 };
 
+// One row per event, only ever added to; the view puts each order's events together as
+// the JSON array analysts read.
 const HISTORY: ProjectionSpec = ProjectionSpec {
-    tables: &["history_orders"],
-    ddl: &["CREATE TABLE IF NOT EXISTS {t:history_orders} (order_id TEXT PRIMARY KEY, events TEXT NOT NULL)"],
-    views: &[("order_history", "SELECT order_id, events FROM {t:history_orders}")],
+    tables: &["history_events"],
+    ddl: &["CREATE TABLE IF NOT EXISTS {t:history_events} (
+            order_id TEXT NOT NULL, event_id TEXT NOT NULL, kind TEXT NOT NULL, occurred_at_us BIGINT NOT NULL,
+            partition_id BIGINT NOT NULL, record_offset BIGINT NOT NULL, summary TEXT NOT NULL,
+            PRIMARY KEY (order_id, event_id))"],
+    views: &[(
+        "order_history",
+        "SELECT order_id, {json:event_id=event_id;kind=kind;occurred_at_us=occurred_at_us;partition=partition_id;\
+         offset=record_offset;summary=summary|partition_id, record_offset} AS events
+         FROM {t:history_events} GROUP BY order_id",
+    )],
+    // Until this release each order's history was one JSON row, rewritten on every event.
+    upgrades: &[Upgrade {
+        old_table: "history_orders",
+        copy: [
+            "INSERT INTO {t:history_events}
+             (order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary)
+             SELECT h.order_id, e->>'event_id', e->>'kind', CAST(e->>'occurred_at_us' AS BIGINT),
+             CAST(e->>'partition' AS BIGINT), CAST(e->>'offset' AS BIGINT), e->>'summary'
+             FROM {t:history_orders} h, json_array_elements(CAST(h.events AS json)) e ON CONFLICT DO NOTHING",
+            "INSERT INTO {t:history_events}
+             (order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary)
+             SELECT h.order_id, json_extract(e.value, '$.event_id'), json_extract(e.value, '$.kind'),
+             json_extract(e.value, '$.occurred_at_us'), json_extract(e.value, '$.partition'),
+             json_extract(e.value, '$.offset'), json_extract(e.value, '$.summary')
+             FROM {t:history_orders} h, json_each(h.events) e WHERE true ON CONFLICT DO NOTHING",
+        ],
+    }],
 };
 
 /// Runs `$body` with `$p` bound to the model type of `$kind`: the only place a kind

@@ -24,7 +24,7 @@ async fn the_analyst_role_reads_the_views_and_nothing_else() {
         "SELECT * FROM consumer_offsets",
         "SELECT * FROM dead_letters",
         "SELECT * FROM processed_events",
-        "SELECT * FROM history_orders",
+        "SELECT * FROM history_events",
         "SELECT * FROM inventory_sku",
         "INSERT INTO inventory_sku (sku, on_hand, reserved, shipped) VALUES ('X', 1, 0, 0)",
         "UPDATE payment_orders SET status = 'refunded'",

@@ -87,7 +87,8 @@ async fn pruning_forgets_ids_past_the_window_and_resolved_dead_letters_but_keeps
 #[tokio::test]
 async fn a_topics_retention_is_read_from_the_broker() {
     let topic = common::fresh_topic("retention", 1).await;
-    let retention = infra::topics::retention(&common::kafka(), &topic, Duration::from_secs(10)).await.expect("describe");
+    let retention =
+        infra::topics::retention(&common::kafka(), &topic, Duration::from_secs(10)).await.expect("describe");
     // Kafka's default, log.retention.hours = 168, as the local broker leaves it.
     assert_eq!(retention, Some(Duration::from_secs(7 * 24 * 3600)));
 }

@@ -38,3 +38,48 @@ async fn a_database_from_an_earlier_release_gains_the_new_columns_and_keeps_its_
     // And a second start changes nothing.
     Store::connect(&url).await.expect("idempotent");
 }
+
+/// Until this release each order's history was one JSON row rewritten on every event; a
+/// database holding such rows shows the same timeline after the upgrade, from one row per
+/// event, and the old table is gone.
+async fn history_rows_are_upgraded(url: &str) {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("connect");
+    let order = "00000000-0000-4000-8000-000000000002";
+    let events = r#"[{"event_id":"00000000-0000-4000-8000-0000000000a1","kind":"OrderPlaced","occurred_at_us":1,"partition":2,"offset":7,"summary":"placed"},
+                    {"event_id":"00000000-0000-4000-8000-0000000000a2","kind":"PaymentCaptured","occurred_at_us":2,"partition":2,"offset":9,"summary":"paid"}]"#;
+    sqlx::query("CREATE TABLE history_orders (order_id TEXT PRIMARY KEY, events TEXT NOT NULL)")
+        .execute(&mut conn)
+        .await
+        .expect("old table");
+    sqlx::query("INSERT INTO history_orders VALUES ($1, $2)")
+        .bind(order)
+        .bind(events)
+        .execute(&mut conn)
+        .await
+        .expect("row");
+    drop(conn);
+
+    let store = Store::connect(url).await.expect("the upgrade runs at start-up");
+    let history = store.order_history(order).await.expect("history").expect("the order's history");
+    let seen: Vec<(&str, i64)> = history.iter().map(|e| (e.kind.as_str(), e.offset)).collect();
+    assert_eq!(seen, [("OrderPlaced", 7), ("PaymentCaptured", 9)]);
+    assert!(
+        sqlx::query("SELECT 1 FROM history_orders").fetch_optional(store.pool()).await.is_err(),
+        "the old table is gone"
+    );
+    let rows: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM history_events").fetch_one(store.pool()).await.expect("count");
+    assert_eq!(rows, 2, "one row per event");
+    Store::connect(url).await.expect("a second start changes nothing");
+}
+
+#[tokio::test]
+async fn an_earlier_releases_history_rows_become_one_row_per_event_with_the_same_timeline_postgres() {
+    history_rows_are_upgraded(&common::fresh_database().await).await;
+}
+
+#[tokio::test]
+async fn an_earlier_releases_history_rows_become_one_row_per_event_with_the_same_timeline_sqlite() {
+    history_rows_are_upgraded(&common::fresh_sqlite_url()).await;
+}

@@ -65,6 +65,10 @@ impl<P: StoredProjection> Fold<P> {
     pub async fn load(conn: &mut AnyConnection, generation: i64, orders: &[Uuid]) -> Result<Self, StoreError> {
         let table = table_name(<P::State as StoredState>::TABLE, generation);
         let mut states = HashMap::with_capacity(orders.len());
+        if <P::State as StoredState>::APPEND_ONLY {
+            // Earlier entries are never needed: the batch appends its own.
+            return Ok(Fold { generation, states, dirty: BTreeSet::new(), sku: BTreeMap::new() });
+        }
         for chunk in orders.chunks(CHUNK) {
             let mut q = Sql::new(format!("SELECT {} FROM {table} WHERE order_id IN ", <P::State>::COLUMNS.join(", ")));
             q.list(chunk.iter().map(Uuid::to_string));
@@ -102,9 +106,20 @@ impl<P: StoredProjection> Fold<P> {
 }
 
 async fn write_states<S: StoredState>(conn: &mut AnyConnection, table: &str, states: &[&S]) -> Result<(), StoreError> {
+    if S::APPEND_ONLY {
+        // Each entry once: a copy (same order and event id) is left as it is.
+        let rows: Vec<(&S, usize)> = states.iter().flat_map(|s| (0..s.row_count()).map(move |i| (*s, i))).collect();
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = Sql::new(format!("INSERT INTO {table} ({}) ", S::COLUMNS.join(", ")));
+            q.values(chunk, |v, (s, i)| s.push_binds(*i, v));
+            q.push(" ON CONFLICT DO NOTHING");
+            q.execute(&mut *conn).await?;
+        }
+        return Ok(());
+    }
     for chunk in states.chunks(CHUNK) {
         let mut q = Sql::new(format!("INSERT INTO {table} ({}) ", S::COLUMNS.join(", ")));
-        q.values(chunk, |v, s| s.push_binds(v));
+        q.values(chunk, |v, s| s.push_binds(0, v));
         let updates: Vec<String> = S::COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
         q.push(&format!(" ON CONFLICT (order_id) DO UPDATE SET {}", updates.join(", ")));
         q.execute(&mut *conn).await?;

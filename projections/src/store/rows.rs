@@ -8,16 +8,26 @@ use uuid::Uuid;
 use super::sql::RowValues;
 use super::StoreError;
 use crate::model::fulfilment::{FulfilmentOrder, FulfilmentStatus};
-use crate::model::history::OrderHistory;
+use crate::model::history::{HistoryEntry, OrderHistory};
 use crate::model::inventory::{InventoryOrder, ReservationStatus};
 use crate::model::payment::{PaymentOrder, PaymentStatus};
 
+/// How a projection's per-order state maps to rows: one row per order, replaced as the
+/// order changes, or (`APPEND_ONLY`) rows only ever added, one per entry of the state.
 pub trait StoredState: Sized {
     const TABLE: &'static str;
     /// Column names; the first is the key, `order_id`.
     const COLUMNS: &'static [&'static str];
+    /// The state is a list of entries that only grows (the history): a batch writes the
+    /// entries it added and never reads the order's earlier ones.
+    const APPEND_ONLY: bool = false;
     fn order_id(&self) -> Uuid;
-    fn push_binds(&self, values: &mut RowValues<'_>);
+    /// Rows this state writes: 1, or its entries for an append-only state.
+    fn row_count(&self) -> usize {
+        1
+    }
+    /// Binds the values of row `index` (< `row_count`).
+    fn push_binds(&self, index: usize, values: &mut RowValues<'_>);
     fn from_row(row: &AnyRow) -> Result<Self, StoreError>;
 }
 
@@ -53,7 +63,7 @@ impl StoredState for InventoryOrder {
         self.order_id
     }
 
-    fn push_binds(&self, values: &mut RowValues<'_>) {
+    fn push_binds(&self, _: usize, values: &mut RowValues<'_>) {
         let lines = serde_json::to_string(&self.lines).unwrap_or_else(|_| "[]".into());
         values.bind(self.order_id.to_string()).bind(self.status.as_str().to_string()).bind(lines);
     }
@@ -86,7 +96,7 @@ impl StoredState for PaymentOrder {
         self.order_id
     }
 
-    fn push_binds(&self, values: &mut RowValues<'_>) {
+    fn push_binds(&self, _: usize, values: &mut RowValues<'_>) {
         values
             .bind(self.order_id.to_string())
             .bind(self.currency.clone())
@@ -124,7 +134,7 @@ impl StoredState for FulfilmentOrder {
         self.order_id
     }
 
-    fn push_binds(&self, values: &mut RowValues<'_>) {
+    fn push_binds(&self, _: usize, values: &mut RowValues<'_>) {
         values
             .bind(self.order_id.to_string())
             .bind(self.status.as_str().to_string())
@@ -150,23 +160,44 @@ impl StoredState for FulfilmentOrder {
 }
 
 impl StoredState for OrderHistory {
-    const TABLE: &'static str = "history_orders";
-    const COLUMNS: &'static [&'static str] = &["order_id", "events"];
+    const TABLE: &'static str = "history_events";
+    const COLUMNS: &'static [&'static str] =
+        &["order_id", "event_id", "kind", "occurred_at_us", "partition_id", "record_offset", "summary"];
+    const APPEND_ONLY: bool = true;
 
     fn order_id(&self) -> Uuid {
         self.order_id
     }
 
-    fn push_binds(&self, values: &mut RowValues<'_>) {
-        let events = serde_json::to_string(&self.events).unwrap_or_else(|_| "[]".into());
-        values.bind(self.order_id.to_string()).bind(events);
+    fn row_count(&self) -> usize {
+        self.events.len()
     }
 
+    fn push_binds(&self, index: usize, values: &mut RowValues<'_>) {
+        let Some(e) = self.events.get(index) else { return };
+        values
+            .bind(self.order_id.to_string())
+            .bind(e.event_id.to_string())
+            .bind(e.kind.clone())
+            .bind(e.occurred_at_us)
+            .bind(i64::from(e.partition))
+            .bind(e.offset)
+            .bind(e.summary.clone());
+    }
+
+    /// One row: one entry.
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
-        let events: String = row.try_get("events")?;
+        let event_id: String = row.try_get("event_id")?;
         Ok(OrderHistory {
             order_id: uuid_of(Self::TABLE, row)?,
-            events: serde_json::from_str(&events).map_err(|e| corrupt(Self::TABLE, e))?,
+            events: vec![HistoryEntry {
+                event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt(Self::TABLE, e))?,
+                kind: row.try_get("kind")?,
+                occurred_at_us: row.try_get("occurred_at_us")?,
+                partition: row.try_get::<i64, _>("partition_id")? as i32,
+                offset: row.try_get("record_offset")?,
+                summary: row.try_get("summary")?,
+            }],
         })
     }
 }

@@ -51,6 +51,7 @@ fn render(template: &str, dialect: Dialect, generation: i64) -> String {
                 Dialect::Postgres => format!("to_timestamp({column} / 1000000.0)"),
                 Dialect::Sqlite => format!("strftime('%Y-%m-%dT%H:%M:%fZ', {column} / 1000000.0, 'unixepoch')"),
             }),
+            Some(("json", spec)) => out.push_str(&json_array(spec, dialect)),
             _ => out.push_str(&rest[start..=start + len]),
         }
         rest = &rest[start + len + 1..];
@@ -59,16 +60,34 @@ fn render(template: &str, dialect: Dialect, generation: i64) -> String {
     out
 }
 
+/// `{json:key=column;…|order}`: a group's rows as a JSON array (text) of objects with those
+/// keys, in `order`.
+fn json_array(spec: &str, dialect: Dialect) -> String {
+    let (pairs, order) = spec.split_once('|').unwrap_or((spec, "1"));
+    let fields: Vec<String> = pairs
+        .split(';')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, column)| format!("'{}', {}", key.trim(), column.trim()))
+        .collect();
+    let fields = fields.join(", ");
+    match dialect {
+        Dialect::Postgres => format!("CAST(json_agg(json_build_object({fields}) ORDER BY {order}) AS TEXT)"),
+        Dialect::Sqlite => format!("json_group_array(json_object({fields}) ORDER BY {order})"),
+    }
+}
+
 /// The tables (and their indexes) of one generation of a projection.
 pub fn table_statements(dialect: Dialect, projection: ProjectionKind, generation: i64) -> Vec<String> {
     projection.spec().ddl.iter().map(|ddl| render(ddl, dialect, generation)).collect()
 }
 
 pub fn drop_statements(projection: ProjectionKind, generation: i64) -> Vec<String> {
-    projection
-        .spec()
-        .tables
+    let spec = projection.spec();
+    let old = spec.upgrades.iter().map(|u| u.old_table);
+    spec.tables
         .iter()
+        .copied()
+        .chain(old)
         .map(|base| format!("DROP TABLE IF EXISTS {}", table_name(base, generation)))
         .collect()
 }
@@ -171,12 +190,25 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()?;
         for projection in ProjectionKind::ALL {
             let generation = live.get(projection.name()).copied().unwrap_or(1);
-            for statement in table_statements(self.dialect, projection, generation).into_iter().chain(view_statements(
-                self.dialect,
-                projection,
-                generation,
-            )) {
+            for statement in table_statements(self.dialect, projection, generation) {
                 tx.execute(statement.as_str()).await?;
+            }
+            let mut upgraded = Vec::new();
+            for upgrade in projection.spec().upgrades {
+                let old = table_name(upgrade.old_table, generation);
+                if table_exists(&mut tx, self.dialect, &old).await? {
+                    tracing::warn!(table = %old, "moving the rows of an earlier release's table into the current ones");
+                    let copy = upgrade.copy[usize::from(self.dialect == Dialect::Sqlite)];
+                    tx.execute(render(copy, self.dialect, generation).as_str()).await?;
+                    upgraded.push(old);
+                }
+            }
+            for statement in view_statements(self.dialect, projection, generation) {
+                tx.execute(statement.as_str()).await?;
+            }
+            // Only now: the views no longer read them.
+            for old in upgraded {
+                tx.execute(format!("DROP TABLE {old}").as_str()).await?;
             }
         }
         for statement in grant_statements(self.dialect) {
@@ -185,6 +217,17 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+async fn table_exists(conn: &mut AnyConnection, dialect: Dialect, table: &str) -> Result<bool, StoreError> {
+    let sql = match dialect {
+        Dialect::Postgres => {
+            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1"
+        }
+        Dialect::Sqlite => "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1",
+    };
+    let row = sqlx::query(sql).bind(table).fetch_one(&mut *conn).await?;
+    Ok(row.try_get::<i64, _>("n")? > 0)
 }
 
 #[cfg(test)]
@@ -196,5 +239,13 @@ mod tests {
         let sql = render("SELECT {ts:placed_at_us} FROM {t:payment_orders} WHERE x = '{}'", Dialect::Postgres, 3);
         assert_eq!(sql, "SELECT to_timestamp(placed_at_us / 1000000.0) FROM payment_orders_g3 WHERE x = '{}'");
         assert_eq!(render("{t:payment_orders}", Dialect::Sqlite, 1), "payment_orders");
+        assert_eq!(
+            render("{json:a=x;b=y|x}", Dialect::Postgres, 1),
+            "CAST(json_agg(json_build_object('a', x, 'b', y) ORDER BY x) AS TEXT)"
+        );
+        assert_eq!(
+            render("{json:a=x|x, y}", Dialect::Sqlite, 1),
+            "json_group_array(json_object('a', x) ORDER BY x, y)"
+        );
     }
 }
