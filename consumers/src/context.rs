@@ -21,6 +21,8 @@ pub struct MemberContext {
     pub store: Store,
     /// Reads the log's bounds to check stored offsets against them on assignment.
     pub inspector: infra::group_inspect::Inspector,
+    /// For reading the record before a stored offset (its fingerprint).
+    pub kafka: infra::KafkaSettings,
     pub runtime: Handle,
     pub group: String,
     pub topic: String,
@@ -77,7 +79,7 @@ impl MemberContext {
     /// deleted what this group never applied) it would skip what was deleted. The member
     /// refuses the partition loudly and records why; an operator decides
     /// (`orderflow offsets reset`).
-    fn within_log(&self, partition: i32, stored: i64) -> bool {
+    fn within_log(&self, partition: i32, stored: i64, applied_timestamp: Option<i64>) -> bool {
         let (start, end) = match self.inspector.bounds(&self.topic, partition) {
             Ok(bounds) => bounds,
             Err(e) => {
@@ -87,8 +89,28 @@ impl MemberContext {
                 return true;
             }
         };
+        let mut other_log = None;
         if (start..=end).contains(&stored) {
-            return true;
+            // Within the bounds: is the record before the offset the one this group applied?
+            let (Some(applied), true) = (applied_timestamp, stored > start) else { return true };
+            match infra::group_inspect::Inspector::timestamp_at(
+                &self.kafka,
+                &self.topic,
+                partition,
+                stored - 1,
+                Duration::from_secs(5),
+            ) {
+                Ok(Some(found)) if found != applied => other_log = Some((applied, found)),
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        partition,
+                        "cannot read the record before the stored offset"
+                    );
+                    return true;
+                }
+            }
         }
         let fault = projections::store::OffsetFault {
             group: self.group.clone(),
@@ -97,6 +119,7 @@ impl MemberContext {
             log_start: start,
             log_end: end,
             detected_at_ms: chrono_now_ms(),
+            other_log,
         };
         tracing::error!(group = %self.group, partition, stored, log_start = start, log_end = end,
             "refusing the partition: {}", fault.reason());
@@ -112,9 +135,10 @@ impl MemberContext {
     pub fn refuse_out_of_range(&self, consumer: &BaseConsumer<Self>) {
         let owned: Vec<i32> = self.owned().into_iter().collect();
         let Some(stored) = self.stored_offsets(&owned) else { return };
+        let applied = self.applied_timestamps(&owned);
         let mut refused = TopicPartitionList::new();
         for (p, offset) in stored {
-            if !self.within_log(p, offset) {
+            if !self.within_log(p, offset, applied.get(&p).copied()) {
                 refused.add_partition(&self.topic, p);
             }
         }
@@ -125,16 +149,29 @@ impl MemberContext {
         }
     }
 
+    /// The timestamps of the last records applied (empty when they cannot be read: the
+    /// bounds check still runs).
+    fn applied_timestamps(&self, partitions: &[i32]) -> BTreeMap<i32, i64> {
+        match self.runtime.block_on(self.store.applied_timestamps(&self.group, &self.topic, partitions)) {
+            Ok(stamps) => stamps,
+            Err(e) => {
+                tracing::warn!(error = &e as &dyn std::error::Error, "cannot read the applied records' timestamps");
+                BTreeMap::new()
+            }
+        }
+    }
+
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let offered: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let Some(stored) = self.stored_offsets(&offered) else { return };
+        let applied = self.applied_timestamps(&offered);
         // Offsets go into the list *before* the single assign call: seeking right after an
         // assign can fail with a state error.
         let mut accepted = TopicPartitionList::new();
         let mut partitions = Vec::new();
         for p in &offered {
             let offset = match stored.iter().find(|(sp, _)| sp == p) {
-                Some((_, o)) if !self.within_log(*p, *o) => continue,
+                Some((_, o)) if !self.within_log(*p, *o, applied.get(p).copied()) => continue,
                 Some((_, o)) => Offset::Offset(*o),
                 None => Offset::Beginning,
             };

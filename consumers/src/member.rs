@@ -212,6 +212,7 @@ pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> 
     let context = MemberContext {
         store: store.clone(),
         inspector,
+        kafka: kafka.clone(),
         runtime: Handle::current(),
         group: config.group.clone(),
         topic: config.topic.clone(),
@@ -283,6 +284,7 @@ fn record_of(message: &rdkafka::message::BorrowedMessage<'_>) -> (LogRecord, Opt
         offset: message.offset(),
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec),
+        timestamp_ms: message.timestamp().to_millis(),
     };
     (record, message.timestamp().to_millis())
 }

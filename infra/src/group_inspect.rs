@@ -60,6 +60,42 @@ impl Inspector {
             .map_err(InfraError::admin(format!("watermarks of {topic}/{partition}")))
     }
 
+    /// The timestamp of the record at `offset`, read with a consumer of its own (no group);
+    /// `None` when no record has that offset (a transaction marker, compaction, retention).
+    pub fn timestamp_at(
+        settings: &KafkaSettings,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<Option<i64>, InfraError> {
+        use rdkafka::Message;
+        let reader: BaseConsumer = settings
+            .client_config_with(&[("group.id", "orderflow-inspector"), ("enable.auto.commit", "false")])
+            .create()
+            .map_err(InfraError::admin("creating a reader"))?;
+        let mut at = rdkafka::TopicPartitionList::new();
+        at.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))
+            .map_err(InfraError::admin(format!("reading {topic}/{partition} at {offset}")))?;
+        reader.assign(&at).map_err(InfraError::admin(format!("reading {topic}/{partition} at {offset}")))?;
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            match reader.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    return Ok((message.offset() == offset).then(|| message.timestamp().to_millis()).flatten());
+                }
+                Some(Err(e)) => {
+                    return Err(InfraError::Admin {
+                        what: format!("reading {topic}/{partition} at {offset}"),
+                        source: e,
+                    })
+                }
+                None => {}
+            }
+        }
+        Ok(None)
+    }
+
     /// The partitions of `topic` (empty if the topic does not exist).
     pub fn partitions(&self, topic: &str) -> Result<Vec<i32>, InfraError> {
         let metadata = self

@@ -56,6 +56,7 @@ pub(super) async fn append_backlog(
             offset: d.offset,
             key: Some(key.into_bytes()),
             payload: Some(payload),
+            timestamp_ms: None,
         });
     }
     records.sort_by_key(|r| (r.partition, r.offset));

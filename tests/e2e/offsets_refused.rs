@@ -155,3 +155,46 @@ async fn a_stored_offset_below_the_retained_log_is_refused_rather_than_skipping_
     assert_eq!(store.stored_offsets(&group, &topic, &[0]).await.expect("offsets"), vec![(0, 1)], "nothing consumed");
     member.stop().await.expect("stop");
 }
+
+/// A recreated topic that has grown past the stored offset by the time the member looks is
+/// still told apart: the record before the stored offset is not the one the group applied
+/// (its timestamp, stored with the offset, differs), so the partition is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_topic_that_grew_past_the_stored_offset_is_recognised_by_its_records() {
+    let kafka = common::kafka();
+    let topic = common::fresh_topic("regrown", 1).await;
+    let checkout = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
+    for i in 0..3 {
+        place(&checkout, &format!("first-{i}")).await;
+    }
+    let database_url = common::fresh_database().await;
+    let store = Store::connect(&database_url).await.expect("store");
+    let group = format!("{}-payment", common::fresh_group_prefix());
+    let config = common::member_config(ProjectionKind::Payment, &topic, &group);
+    let member = run_member(config.clone(), &kafka, store.clone()).expect("member");
+    common::wait_caught_up(&store, &kafka, &group, &topic).await;
+    member.stop().await.expect("stop");
+
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().expect("admin");
+    admin.delete_topics(&[&topic], &AdminOptions::new()).await.expect("delete topic");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let spec = infra::topics::TopicSpec { name: topic.clone(), partitions: 1, replication_factor: None };
+    while infra::topics::create_topics(&kafka, std::slice::from_ref(&spec), Duration::from_secs(10)).await.is_err()
+        || common::log_ends(&kafka, &topic).await.is_empty()
+    {
+        assert!(Instant::now() < deadline, "the topic could not be recreated");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for i in 0..5 {
+        place(&checkout, &format!("second-{i}")).await;
+    }
+
+    let member = run_member(config, &kafka, store.clone()).expect("member");
+    let fault = wait_fault(&store, &group, &topic).await;
+    assert_eq!(fault.stored_offset, 3);
+    assert!(fault.log_end >= 5 && fault.other_log.is_some(), "{fault:?}");
+    assert!(fault.reason().contains("not the one the group applied"), "{}", fault.reason());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(store.stored_offsets(&group, &topic, &[0]).await.expect("offsets"), vec![(0, 3)], "nothing consumed");
+    member.stop().await.expect("stop");
+}

@@ -30,6 +30,9 @@ pub struct LogRecord {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+    /// The record's timestamp (milliseconds): stored with the offsets, so a member can tell
+    /// the log it applied from another one with the same offsets (a recreated topic).
+    pub timestamp_ms: Option<i64>,
 }
 
 /// Records of one group's consumer to apply together.
@@ -69,6 +72,8 @@ pub struct BatchOutcome {
 struct Fresh<'a> {
     records: Vec<&'a LogRecord>,
     next: BTreeMap<i32, i64>,
+    /// The timestamp of each partition's last fresh record.
+    last_timestamps: BTreeMap<i32, Option<i64>>,
     rewind: BTreeMap<i32, i64>,
     already_applied: usize,
 }
@@ -83,6 +88,7 @@ fn fresh_records<'a>(
     let mut fresh = Fresh {
         records: Vec::with_capacity(records.len()),
         next: BTreeMap::new(),
+        last_timestamps: BTreeMap::new(),
         rewind: BTreeMap::new(),
         already_applied: 0,
     };
@@ -112,6 +118,7 @@ fn fresh_records<'a>(
             continue;
         }
         fresh.next.insert(r.partition, r.offset + 1);
+        fresh.last_timestamps.insert(r.partition, r.timestamp_ms);
         fresh.records.push(r);
     }
     fresh
@@ -189,7 +196,7 @@ impl Store {
         outcome.dead_lettered = dead.len();
         dead_letters::insert(conn, group, topic, &dead, now_ms).await?;
         hit(FaultPoint::AfterProjectionWrite);
-        offsets::advance(conn, group, topic, &fresh.next, now_ms).await?;
+        offsets::advance(conn, group, topic, &fresh.next, &fresh.last_timestamps, now_ms).await?;
         hit(FaultPoint::AfterOffsetUpdate);
         tx.commit().await?;
         hit(FaultPoint::AfterCommit);
@@ -256,7 +263,7 @@ impl Store {
             .collect();
         outcome.dead_lettered = dead.len();
         dead_letters::insert(conn, batch.group, batch.topic, &dead, now_ms).await?;
-        offsets::advance(conn, batch.group, batch.topic, &fresh.next, now_ms).await?;
+        offsets::advance(conn, batch.group, batch.topic, &fresh.next, &fresh.last_timestamps, now_ms).await?;
         tx.commit().await?;
         let mut all: BTreeMap<i32, i64> = stored.into_iter().collect();
         all.extend(fresh.next);

@@ -76,22 +76,26 @@ pub(super) async fn insert_missing(
 }
 
 /// Moves every partition of `next` to its new offset in one statement (one round trip
-/// however many partitions a batch spans). `VALUES` columns are `column1`, `column2` in
+/// however many partitions a batch spans), with the timestamp of the last record applied
+/// (the log's fingerprint at that offset). `VALUES` columns are `column1`, `column2`, … in
 /// both databases.
 pub(super) async fn advance(
     conn: &mut AnyConnection,
     group: &str,
     topic: &str,
     next: &BTreeMap<i32, i64>,
+    last_timestamps: &BTreeMap<i32, Option<i64>>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     if next.is_empty() {
         return Ok(());
     }
-    let mut update = Sql::new("UPDATE consumer_offsets SET next_offset = v.column2, updated_at_ms = ");
+    let mut update = Sql::new(
+        "UPDATE consumer_offsets SET next_offset = v.column2, last_timestamp_ms = CAST(v.column3 AS BIGINT), updated_at_ms = ",
+    );
     update.bind(now_ms).push(" FROM (");
     update.values(next, |v, (p, offset)| {
-        v.bind(i64::from(*p)).bind(*offset);
+        v.bind(i64::from(*p)).bind(*offset).bind(last_timestamps.get(p).copied().flatten());
     });
     update.push(") AS v WHERE consumer_offsets.group_id = ").bind(group.to_string());
     update.push(" AND consumer_offsets.topic = ").bind(topic.to_string());
@@ -110,11 +114,22 @@ pub struct OffsetFault {
     pub log_start: i64,
     pub log_end: i64,
     pub detected_at_ms: i64,
+    /// Within the bounds, but the record before the stored offset is not the one the group
+    /// applied: (the timestamp stored with the offset, the one the log has there).
+    pub other_log: Option<(i64, i64)>,
 }
 
 impl OffsetFault {
     /// Why the offset cannot be followed, in words.
     pub fn reason(&self) -> String {
+        if let Some((stored, found)) = self.other_log {
+            return format!(
+                "group {} stored offset {} for partition {}, but the record before it is not the one the group \
+                 applied (timestamp {found} in the log, {stored} when applied): the topic was recreated, or the \
+                 database belongs to another log; `orderflow offsets reset` moves it once an operator has decided",
+                self.group, self.stored_offset, self.partition
+            );
+        }
         let why = if self.stored_offset > self.log_end {
             "beyond the log's end (the topic was recreated, or the database belongs to another cluster or time)"
         } else {
@@ -138,13 +153,38 @@ pub struct OffsetMove {
 }
 
 impl Store {
+    /// Per partition, the timestamp of the last record `group` applied (where known).
+    pub async fn applied_timestamps(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, StoreError> {
+        if partitions.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut q = Sql::new("SELECT partition_id, last_timestamp_ms FROM consumer_offsets WHERE group_id = ");
+        q.bind(group.to_string()).push(" AND topic = ").bind(topic.to_string()).push(" AND partition_id IN ");
+        q.list(partitions.iter().map(|p| i64::from(*p)));
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut stamps = BTreeMap::new();
+        for row in rows {
+            if let Some(ts) = row.try_get::<Option<i64>, _>("last_timestamp_ms")? {
+                stamps.insert(row.try_get::<i64, _>("partition_id")? as i32, ts);
+            }
+        }
+        Ok(stamps)
+    }
+
     /// Records that `group` refuses to follow its stored offset on `partition`.
     pub async fn record_offset_fault(&self, topic: &str, fault: &OffsetFault) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO offset_faults (group_id, topic, partition_id, stored_offset, log_start, log_end, detected_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (group_id, topic, partition_id) DO UPDATE SET
+            "INSERT INTO offset_faults (group_id, topic, partition_id, stored_offset, log_start, log_end, detected_at_ms,
+             applied_timestamp_ms, found_timestamp_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (group_id, topic, partition_id) DO UPDATE SET
              stored_offset = excluded.stored_offset, log_start = excluded.log_start, log_end = excluded.log_end,
-             detected_at_ms = excluded.detected_at_ms",
+             detected_at_ms = excluded.detected_at_ms, applied_timestamp_ms = excluded.applied_timestamp_ms,
+             found_timestamp_ms = excluded.found_timestamp_ms",
         )
         .bind(&fault.group)
         .bind(topic)
@@ -153,6 +193,8 @@ impl Store {
         .bind(fault.log_start)
         .bind(fault.log_end)
         .bind(fault.detected_at_ms)
+        .bind(fault.other_log.map(|(stored, _)| stored))
+        .bind(fault.other_log.map(|(_, found)| found))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -166,7 +208,8 @@ impl Store {
         partition: Option<i32>,
     ) -> Result<Vec<OffsetFault>, StoreError> {
         let rows = sqlx::query(
-            "SELECT group_id, partition_id, stored_offset, log_start, log_end, detected_at_ms FROM offset_faults
+            "SELECT group_id, partition_id, stored_offset, log_start, log_end, detected_at_ms, applied_timestamp_ms,
+             found_timestamp_ms FROM offset_faults
              WHERE group_id = $1 AND topic = $2 AND ($3 < 0 OR partition_id = $3) ORDER BY partition_id",
         )
         .bind(group)
@@ -183,6 +226,13 @@ impl Store {
                     log_start: r.try_get("log_start")?,
                     log_end: r.try_get("log_end")?,
                     detected_at_ms: r.try_get("detected_at_ms")?,
+                    other_log: match (
+                        r.try_get::<Option<i64>, _>("applied_timestamp_ms")?,
+                        r.try_get::<Option<i64>, _>("found_timestamp_ms")?,
+                    ) {
+                        (Some(stored), Some(found)) => Some((stored, found)),
+                        _ => None,
+                    },
                 })
             })
             .collect()
@@ -210,7 +260,7 @@ impl Store {
             sqlx::query(
                 "INSERT INTO consumer_offsets (group_id, topic, partition_id, next_offset, updated_at_ms)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (group_id, topic, partition_id) DO UPDATE SET
-                 next_offset = excluded.next_offset, updated_at_ms = excluded.updated_at_ms",
+                 next_offset = excluded.next_offset, updated_at_ms = excluded.updated_at_ms, last_timestamp_ms = NULL",
             )
             .bind(group)
             .bind(topic)
