@@ -114,7 +114,9 @@ async fn a_checkout_killed_under_load_blocks_retries_at_most_its_lease_and_leave
     // A key the dead instance held answers 409 until its lease ends, then is taken over.
     let blocked = blocked.lock().expect("blocked").clone();
     let slowest = blocked.iter().max().copied().unwrap_or_default();
-    assert!(slowest <= lease + Duration::from_secs(1), "a key was blocked {slowest:?} (lease {lease:?})");
+    // The slack covers the clients' 200 ms pacing and a loaded machine; the bound is the lease,
+    // not the 60 s a dead claim used to hold.
+    assert!(slowest <= lease + Duration::from_secs(2), "a key was blocked {slowest:?} (lease {lease:?})");
     let longest_retry_after = *longest_retry_after.lock().expect("longest");
     assert!(longest_retry_after <= lease.as_secs(), "Retry-After {longest_retry_after} s exceeds the lease");
 
