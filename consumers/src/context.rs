@@ -73,45 +73,61 @@ impl MemberContext {
         }
     }
 
-    /// Whether the stored offset of `partition` lies within the log. One outside it is not
-    /// followed: beyond the end (a recreated topic, a database of another cluster or time)
-    /// it would skip every record until the log grows past it, below the start (retention
-    /// deleted what this group never applied) it would skip what was deleted. The member
-    /// refuses the partition loudly and records why; an operator decides
-    /// (`orderflow offsets reset`).
-    fn within_log(&self, partition: i32, stored: i64, applied_timestamp: Option<i64>) -> bool {
-        let (start, end) = match self.inspector.bounds(&self.topic, partition) {
-            Ok(bounds) => bounds,
-            Err(e) => {
-                // Without the bounds nothing can be checked; consuming is what fetching
-                // will then tell about.
-                tracing::warn!(error = &e as &dyn std::error::Error, partition, "cannot read the log's bounds");
-                return true;
-            }
-        };
-        let mut other_log = None;
-        if (start..=end).contains(&stored) {
-            // Within the bounds: is the record before the offset the one this group applied?
-            let (Some(applied), true) = (applied_timestamp, stored > start) else { return true };
-            match infra::group_inspect::Inspector::timestamp_at(
-                &self.kafka,
-                &self.topic,
-                partition,
-                stored - 1,
-                Duration::from_secs(5),
-            ) {
-                Ok(Some(found)) if found != applied => other_log = Some((applied, found)),
-                Ok(_) => return true,
+    /// The partitions whose stored offset the member must not follow: outside the log —
+    /// beyond the end (a recreated topic, a database of another cluster or time) it would
+    /// skip every record until the log grows past it, below the start (retention deleted
+    /// what this group never applied) it would skip what was deleted — or inside it but
+    /// after a record that is not the one the group applied (another log with the same
+    /// offsets). Each is refused loudly and recorded; an operator decides (`orderflow
+    /// offsets reset`). The record fingerprints are read with one reader for all partitions.
+    fn refused(&self, stored: &[(i32, i64)], applied: &BTreeMap<i32, i64>) -> BTreeSet<i32> {
+        let mut refused = BTreeSet::new();
+        let mut bounds = BTreeMap::new();
+        let mut fingerprints = Vec::new();
+        for (partition, offset) in stored {
+            let (start, end) = match self.inspector.bounds(&self.topic, *partition) {
+                Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!(
-                        error = &e as &dyn std::error::Error,
-                        partition,
-                        "cannot read the record before the stored offset"
-                    );
-                    return true;
+                    // Without the bounds nothing can be checked; fetching will tell.
+                    tracing::warn!(error = &e as &dyn std::error::Error, partition, "cannot read the log's bounds");
+                    continue;
                 }
+            };
+            bounds.insert(*partition, (start, end));
+            if !(start..=end).contains(offset) {
+                self.refuse(*partition, *offset, (start, end), None);
+                refused.insert(*partition);
+            } else if *offset > start && applied.contains_key(partition) {
+                fingerprints.push((*partition, offset - 1));
             }
         }
+        let found = infra::group_inspect::Inspector::timestamps_at(
+            &self.kafka,
+            &self.topic,
+            &fingerprints,
+            Duration::from_secs(5),
+        );
+        match found {
+            Ok(found) => {
+                for (partition, before) in fingerprints {
+                    let (Some(Some(found)), Some(applied)) = (found.get(&partition), applied.get(&partition)) else {
+                        continue;
+                    };
+                    if found != applied {
+                        self.refuse(partition, before + 1, bounds[&partition], Some((*applied, *found)));
+                        refused.insert(partition);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "cannot read the records before the stored offsets"
+            ),
+        }
+        refused
+    }
+
+    fn refuse(&self, partition: i32, stored: i64, (start, end): (i64, i64), other_log: Option<(i64, i64)>) {
         let fault = projections::store::OffsetFault {
             group: self.group.clone(),
             partition,
@@ -127,20 +143,17 @@ impl MemberContext {
         if let Err(e) = self.runtime.block_on(self.store.record_offset_fault(&self.topic, &fault)) {
             tracing::error!(error = &e as &dyn std::error::Error, partition, "cannot record the refused partition");
         }
-        false
     }
 
     /// Checks every owned partition's stored offset against the log and pauses those
-    /// outside it (recorded and logged by [`Self::within_log`]).
+    /// it must not follow (recorded and logged by [`Self::refused`]).
     pub fn refuse_out_of_range(&self, consumer: &BaseConsumer<Self>) {
         let owned: Vec<i32> = self.owned().into_iter().collect();
         let Some(stored) = self.stored_offsets(&owned) else { return };
         let applied = self.applied_timestamps(&owned);
         let mut refused = TopicPartitionList::new();
-        for (p, offset) in stored {
-            if !self.within_log(p, offset, applied.get(&p).copied()) {
-                refused.add_partition(&self.topic, p);
-            }
+        for p in self.refused(&stored, &applied) {
+            refused.add_partition(&self.topic, p);
         }
         if refused.count() > 0 {
             if let Err(e) = consumer.pause(&refused) {
@@ -165,13 +178,14 @@ impl MemberContext {
         let offered: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let Some(stored) = self.stored_offsets(&offered) else { return };
         let applied = self.applied_timestamps(&offered);
+        let refused = self.refused(&stored, &applied);
         // Offsets go into the list *before* the single assign call: seeking right after an
         // assign can fail with a state error.
         let mut accepted = TopicPartitionList::new();
         let mut partitions = Vec::new();
         for p in &offered {
             let offset = match stored.iter().find(|(sp, _)| sp == p) {
-                Some((_, o)) if !self.within_log(*p, *o, applied.get(p).copied()) => continue,
+                Some(_) if refused.contains(p) => continue,
                 Some((_, o)) => Offset::Offset(*o),
                 None => Offset::Beginning,
             };

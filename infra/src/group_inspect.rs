@@ -60,40 +60,49 @@ impl Inspector {
             .map_err(InfraError::admin(format!("watermarks of {topic}/{partition}")))
     }
 
-    /// The timestamp of the record at `offset`, read with a consumer of its own (no group);
-    /// `None` when no record has that offset (a transaction marker, compaction, retention).
-    pub fn timestamp_at(
+    /// The timestamps of the records at the given (partition, offset)s, read with one
+    /// consumer of its own (no group) within `timeout`; `None` for a partition where no
+    /// record has that offset (a transaction marker, compaction) or none arrived in time.
+    pub fn timestamps_at(
         settings: &KafkaSettings,
         topic: &str,
-        partition: i32,
-        offset: i64,
+        at: &[(i32, i64)],
         timeout: Duration,
-    ) -> Result<Option<i64>, InfraError> {
+    ) -> Result<BTreeMap<i32, Option<i64>>, InfraError> {
         use rdkafka::Message;
+        let mut found = BTreeMap::new();
+        if at.is_empty() {
+            return Ok(found);
+        }
+        let what = || format!("reading records of {topic}");
         let reader: BaseConsumer = settings
             .client_config_with(&[("group.id", "orderflow-inspector"), ("enable.auto.commit", "false")])
             .create()
-            .map_err(InfraError::admin("creating a reader"))?;
-        let mut at = rdkafka::TopicPartitionList::new();
-        at.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))
-            .map_err(InfraError::admin(format!("reading {topic}/{partition} at {offset}")))?;
-        reader.assign(&at).map_err(InfraError::admin(format!("reading {topic}/{partition} at {offset}")))?;
+            .map_err(InfraError::admin(what()))?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        for (partition, offset) in at {
+            assignment
+                .add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))
+                .map_err(InfraError::admin(what()))?;
+        }
+        reader.assign(&assignment).map_err(InfraError::admin(what()))?;
         let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
+        while found.len() < at.len() && std::time::Instant::now() < deadline {
             match reader.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
-                    return Ok((message.offset() == offset).then(|| message.timestamp().to_millis()).flatten());
+                    let wanted = at.iter().find(|(p, _)| *p == message.partition()).map(|(_, o)| *o);
+                    found.entry(message.partition()).or_insert_with(|| {
+                        (Some(message.offset()) == wanted).then(|| message.timestamp().to_millis()).flatten()
+                    });
                 }
-                Some(Err(e)) => {
-                    return Err(InfraError::Admin {
-                        what: format!("reading {topic}/{partition} at {offset}"),
-                        source: e,
-                    })
-                }
+                Some(Err(e)) => return Err(InfraError::Admin { what: what(), source: e }),
                 None => {}
             }
         }
-        Ok(None)
+        for (partition, _) in at {
+            found.entry(*partition).or_insert(None);
+        }
+        Ok(found)
     }
 
     /// The partitions of `topic` (empty if the topic does not exist).
