@@ -47,6 +47,21 @@ async fn wait_fault(store: &Store, group: &str, topic: &str) -> OffsetFault {
     }
 }
 
+/// Deletes the one-partition `topic` and creates it again, empty.
+async fn recreate(kafka: &infra::KafkaSettings, topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().expect("admin");
+    admin.delete_topics(&[topic], &AdminOptions::new()).await.expect("delete topic");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let spec = infra::topics::TopicSpec { name: topic.to_string(), partitions: 1, replication_factor: None };
+    // Deletion completes in the background: creating fails until it has.
+    while infra::topics::create_topics(kafka, std::slice::from_ref(&spec), Duration::from_secs(10)).await.is_err()
+        || common::log_ends(kafka, topic).await.is_empty()
+    {
+        assert!(Instant::now() < deadline, "the topic could not be recreated");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn reset(database_url: &str, group: &str, topic: &str, execute: bool) -> String {
     let brokers = common::kafka().brokers;
     let mut args = vec!["offsets", "reset", "--group", group, "--topic", topic, "--to-earliest"];
@@ -74,16 +89,7 @@ async fn a_recreated_topic_is_refused_answered_503_and_applied_exactly_once_afte
     common::wait_caught_up(&store, &kafka, &group, &topic).await;
 
     // Deleted and recreated under the running group.
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().expect("admin");
-    admin.delete_topics(&[&topic], &AdminOptions::new()).await.expect("delete topic");
-    let recreate_deadline = Instant::now() + Duration::from_secs(60);
-    let spec = infra::topics::TopicSpec { name: topic.clone(), partitions: 1, replication_factor: None };
-    while infra::topics::create_topics(&kafka, std::slice::from_ref(&spec), Duration::from_secs(10)).await.is_err()
-        || common::log_ends(&kafka, &topic).await.is_empty()
-    {
-        assert!(Instant::now() < recreate_deadline, "the topic could not be recreated");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    recreate(&kafka, &topic).await;
     let (order, after) = place(&checkout, "after-recreate").await;
     let fault = wait_fault(&store, &group, &topic).await;
     assert_eq!((fault.stored_offset, fault.log_start), (3, 0), "{fault:?}");
@@ -175,16 +181,7 @@ async fn a_recreated_topic_that_grew_past_the_stored_offset_is_recognised_by_its
     common::wait_caught_up(&store, &kafka, &group, &topic).await;
     member.stop().await.expect("stop");
 
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().expect("admin");
-    admin.delete_topics(&[&topic], &AdminOptions::new()).await.expect("delete topic");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let spec = infra::topics::TopicSpec { name: topic.clone(), partitions: 1, replication_factor: None };
-    while infra::topics::create_topics(&kafka, std::slice::from_ref(&spec), Duration::from_secs(10)).await.is_err()
-        || common::log_ends(&kafka, &topic).await.is_empty()
-    {
-        assert!(Instant::now() < deadline, "the topic could not be recreated");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    recreate(&kafka, &topic).await;
     for i in 0..5 {
         place(&checkout, &format!("second-{i}")).await;
     }
