@@ -62,6 +62,33 @@ async fn recreate(kafka: &infra::KafkaSettings, topic: &str) {
     }
 }
 
+/// A one-partition topic with `orders` orders placed through a checkout, applied by a
+/// payment group of its own, whose member has stopped again.
+struct Applied {
+    kafka: infra::KafkaSettings,
+    topic: String,
+    checkout: common::TestCheckout,
+    store: Store,
+    group: String,
+    config: consumers::MemberConfig,
+}
+
+async fn orders_applied(prefix: &str, orders: usize) -> Applied {
+    let kafka = common::kafka();
+    let topic = common::fresh_topic(prefix, 1).await;
+    let checkout = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
+    for i in 0..orders {
+        place(&checkout, &format!("{prefix}-{i}")).await;
+    }
+    let store = Store::connect(&common::fresh_database().await).await.expect("store");
+    let group = format!("{}-payment", common::fresh_group_prefix());
+    let config = common::member_config(ProjectionKind::Payment, &topic, &group);
+    let member = run_member(config.clone(), &kafka, store.clone()).expect("member");
+    common::wait_caught_up(&store, &kafka, &group, &topic).await;
+    member.stop().await.expect("stop");
+    Applied { kafka, topic, checkout, store, group, config }
+}
+
 fn reset(database_url: &str, group: &str, topic: &str, execute: bool) -> String {
     let brokers = common::kafka().brokers;
     let mut args = vec!["offsets", "reset", "--group", group, "--topic", topic, "--to-earliest"];
@@ -128,19 +155,7 @@ async fn a_recreated_topic_is_refused_answered_503_and_applied_exactly_once_afte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_offset_below_the_retained_log_is_refused_rather_than_skipping_what_was_deleted() {
-    let kafka = common::kafka();
-    let topic = common::fresh_topic("retention", 1).await;
-    let checkout = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
-    for i in 0..4 {
-        place(&checkout, &format!("kept-{i}")).await;
-    }
-    let database_url = common::fresh_database().await;
-    let store = Store::connect(&database_url).await.expect("store");
-    let group = format!("{}-payment", common::fresh_group_prefix());
-    let config = common::member_config(ProjectionKind::Payment, &topic, &group);
-    let member = run_member(config.clone(), &kafka, store.clone()).expect("member");
-    common::wait_caught_up(&store, &kafka, &group, &topic).await;
-    member.stop().await.expect("stop");
+    let Applied { kafka, topic, store, group, config, .. } = orders_applied("retention", 4).await;
     // The database goes back to a point when only the first record was applied, and
     // retention has meanwhile deleted the log's first three records.
     sqlx::query("UPDATE consumer_offsets SET next_offset = 1 WHERE group_id = $1")
@@ -167,19 +182,7 @@ async fn a_stored_offset_below_the_retained_log_is_refused_rather_than_skipping_
 /// (its timestamp, stored with the offset, differs), so the partition is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_topic_that_grew_past_the_stored_offset_is_recognised_by_its_records() {
-    let kafka = common::kafka();
-    let topic = common::fresh_topic("regrown", 1).await;
-    let checkout = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
-    for i in 0..3 {
-        place(&checkout, &format!("first-{i}")).await;
-    }
-    let database_url = common::fresh_database().await;
-    let store = Store::connect(&database_url).await.expect("store");
-    let group = format!("{}-payment", common::fresh_group_prefix());
-    let config = common::member_config(ProjectionKind::Payment, &topic, &group);
-    let member = run_member(config.clone(), &kafka, store.clone()).expect("member");
-    common::wait_caught_up(&store, &kafka, &group, &topic).await;
-    member.stop().await.expect("stop");
+    let Applied { kafka, topic, checkout, store, group, config } = orders_applied("regrown", 3).await;
 
     recreate(&kafka, &topic).await;
     for i in 0..5 {
