@@ -7,7 +7,7 @@ use producers::checkout::{self, AppState};
 use producers::load::{self, LoadConfig};
 use producers::publisher::PublisherConfig;
 
-use crate::cli::{parse_duration, DatabaseUrlArgs, KafkaArgs, TopicArgs};
+use crate::cli::{parse_duration, AccessArgs, DatabaseUrlArgs, KafkaArgs, TopicArgs};
 
 #[derive(Debug, Args)]
 pub struct CheckoutArgs {
@@ -20,6 +20,10 @@ pub struct CheckoutArgs {
     #[command(flatten)]
     database: DatabaseUrlArgs,
     #[command(flatten)]
+    access: AccessArgs,
+    #[command(flatten)]
+    metrics: crate::cli::MetricsArgs,
+    #[command(flatten)]
     topic: TopicArgs,
     /// How long a request waits for the broker's acknowledgement before answering 503.
     #[arg(long, env = "ORDERFLOW_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
@@ -31,13 +35,16 @@ pub struct CheckoutArgs {
 
 impl CheckoutArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let kafka = self.kafka.settings()?;
+        let kafka = self.kafka.checked_settings(Some(&self.topic.topic)).await?;
         let publisher =
             PublisherConfig { topic: self.topic.topic, deadline: self.publish_timeout, linger_ms: self.linger_ms };
-        let state =
-            AppState::connect(&kafka, &self.database.database_url, publisher).await.context("starting checkout")?;
+        let access = self.access.access().await.context("configuring authentication")?;
+        let state = AppState::connect(&kafka, &self.database.database_url, publisher, access)
+            .await
+            .context("starting checkout")?;
         let listener =
             tokio::net::TcpListener::bind(&self.listen).await.with_context(|| format!("binding {}", self.listen))?;
+        let _metrics = self.metrics.spawn().await?;
         tracing::info!(listen = %listener.local_addr()?, brokers = %kafka.brokers, "checkout serving");
         checkout::run(listener, state, shutdown).await.context("serving checkout")?;
         tracing::info!("checkout stopped");
@@ -50,6 +57,9 @@ pub struct LoadArgs {
     /// Base URL of a running checkout.
     #[arg(long, env = "ORDERFLOW_LOAD_TARGET", default_value = "http://127.0.0.1:8080")]
     target: String,
+    /// Bearer token with orders:write, payments:write and shipments:write.
+    #[arg(long, env = "ORDERFLOW_LOAD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Requests per second, all routes together.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     rate: u32,
@@ -68,6 +78,7 @@ impl LoadArgs {
     pub async fn run(self) -> anyhow::Result<()> {
         let report = load::run(LoadConfig {
             target: self.target,
+            token: self.token,
             rate: self.rate,
             duration: self.duration,
             workers: self.workers as usize,

@@ -1,5 +1,6 @@
 //! Command-line contract. Every flag has an `ORDERFLOW_*` environment variable; names are
 //! used by scripts and docs, so they change only deliberately.
+use anyhow::Context;
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
@@ -28,6 +29,154 @@ pub struct KafkaArgs {
 impl KafkaArgs {
     pub fn settings(&self) -> anyhow::Result<infra::KafkaSettings> {
         Ok(infra::KafkaSettings::new(&self.brokers).with_env_overrides()?)
+    }
+
+    /// The settings, after one round trip that proves the broker accepts them for `topic`:
+    /// refused credentials or ACLs end the command with the broker's reason. A broker that
+    /// does not answer only warns (clients reconnect; a service may start before it).
+    pub async fn checked_settings(&self, topic: Option<&str>) -> anyhow::Result<infra::KafkaSettings> {
+        let settings = self.settings()?;
+        match infra::access_check::check_access(&settings, topic, ACCESS_CHECK_TIMEOUT).await {
+            Ok(()) => {}
+            // Refused credentials, or settings no client can be made of: nothing to wait for.
+            Err(e @ (infra::InfraError::Denied(_) | infra::InfraError::Admin { .. })) if !matches!(&e, infra::InfraError::Admin { source, .. } if source.rdkafka_error_code().is_some()) => {
+                return Err(e.into())
+            }
+            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, brokers = %settings.brokers,
+                "the broker did not answer the access check; going on"),
+        }
+        Ok(settings)
+    }
+}
+
+/// How long the start-up access check waits for the broker.
+const ACCESS_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who may call an HTTP service and how much: the tokens file and/or OIDC, and the abuse
+/// limits. With none of the three sources the service refuses to start.
+#[derive(Debug, Clone, Args)]
+pub struct AccessArgs {
+    /// JSON file of service tokens: `[{"principal", "scopes", "token_sha256"}]`
+    /// (`orderflow auth new-token` makes an entry).
+    #[arg(long, env = "ORDERFLOW_AUTH_TOKENS_FILE")]
+    pub auth_tokens: Option<std::path::PathBuf>,
+    /// The identity provider's JWKS: a file path or an https:// URL. Needs the issuer and
+    /// audience too.
+    #[arg(long, env = "ORDERFLOW_OIDC_JWKS", requires_all = ["oidc_issuer", "oidc_audience"])]
+    pub oidc_jwks: Option<String>,
+    /// The `iss` access tokens must carry.
+    #[arg(long, env = "ORDERFLOW_OIDC_ISSUER", requires = "oidc_jwks")]
+    pub oidc_issuer: Option<String>,
+    /// The `aud` access tokens must carry.
+    #[arg(long, env = "ORDERFLOW_OIDC_AUDIENCE", requires = "oidc_jwks")]
+    pub oidc_audience: Option<String>,
+    /// Answer everyone, as principal `anonymous` with every scope (local experiments only;
+    /// logged at WARN).
+    #[arg(long, env = "ORDERFLOW_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Requests per second each principal may make (bursts of one second's worth); 0 is
+    /// unlimited.
+    #[arg(long, env = "ORDERFLOW_RATE_LIMIT", default_value_t = infra::http::limit_defaults::PER_PRINCIPAL_PER_SECOND)]
+    pub rate_limit: u32,
+    /// A request unanswered after this is answered 503 [default: 30s].
+    #[arg(long, env = "ORDERFLOW_REQUEST_TIMEOUT", value_parser = parse_duration)]
+    pub request_timeout: Option<Duration>,
+    /// Requests served at once; more are answered 503 at once.
+    #[arg(long, env = "ORDERFLOW_MAX_IN_FLIGHT", default_value_t = infra::http::limit_defaults::MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+}
+
+impl AccessArgs {
+    pub async fn access(&self) -> anyhow::Result<infra::http::Access> {
+        let oidc = match (&self.oidc_jwks, &self.oidc_issuer, &self.oidc_audience) {
+            (Some(jwks), Some(issuer), Some(audience)) => Some(infra::auth::OidcConfig {
+                jwks: infra::auth::JwksSource::parse(jwks),
+                issuer: issuer.clone(),
+                audience: audience.clone(),
+            }),
+            _ => None,
+        };
+        let config = infra::auth::AuthConfig {
+            tokens_file: self.auth_tokens.clone(),
+            oidc,
+            insecure_no_auth: self.insecure_no_auth,
+        };
+        let auth = infra::auth::Authenticator::from_config(&config).await?;
+        let limits = infra::http::Limits {
+            per_principal_per_second: std::num::NonZeroU32::new(self.rate_limit),
+            request_timeout: self.request_timeout.unwrap_or(infra::http::limit_defaults::REQUEST_TIMEOUT),
+            max_in_flight: self.max_in_flight,
+        };
+        Ok(infra::http::Access::new(auth, limits))
+    }
+}
+
+/// A listener of its own for `/metrics`, without authentication: bind it where only the
+/// scraper reaches (the pod network, loopback), never on a public address.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, env = "ORDERFLOW_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+}
+
+impl MetricsArgs {
+    /// Starts serving, if asked to; the server stops when the handle is dropped.
+    pub async fn spawn(&self) -> anyhow::Result<Option<MetricsServer>> {
+        let Some(addr) = &self.metrics_listen else { return Ok(None) };
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        tracing::info!(listen = %listener.local_addr()?, "metrics on /metrics");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(infra::http::serve_metrics(listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(Some(MetricsServer { _stop: stop }))
+    }
+}
+
+/// A running metrics listener; dropping it stops it.
+pub struct MetricsServer {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Who runs an operator command (dead-letter retry/skip, rebuild, offset reset): recorded
+/// in the audit table `operator_actions` with the database role it ran as.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorArgs {
+    /// Your name for the audit trail [default: the login name, $USER].
+    #[arg(long, env = "ORDERFLOW_OPERATOR")]
+    pub operator: Option<String>,
+}
+
+impl OperatorArgs {
+    pub fn name(&self) -> String {
+        self.operator.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into())
+    }
+
+    /// Runs `action` and records it (ok with `summary` of its result, or failed with the
+    /// error) in the audit trail. An action whose record cannot be written still reports
+    /// its own outcome, and the failed write is logged.
+    pub async fn audited<T>(
+        &self,
+        store: &projections::store::Store,
+        action: &str,
+        arguments: serde_json::Value,
+        run: impl std::future::Future<Output = anyhow::Result<T>>,
+        summary: impl FnOnce(&T) -> serde_json::Value,
+    ) -> anyhow::Result<T> {
+        let result = run.await;
+        let outcome = match &result {
+            Ok(value) => format!("ok: {}", summary(value)),
+            Err(e) => format!("failed: {e:#}"),
+        };
+        if let Err(e) = store.record_operator_action(&self.name(), action, &arguments, &outcome).await {
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                action,
+                "could not record the action in operator_actions"
+            );
+        }
+        result
     }
 }
 
@@ -182,6 +331,14 @@ enum Command {
     ServeApi(crate::serve_api_cmd::ServeApiArgs),
     /// Show each consumer group: members, partitions, lag, dead letters.
     Groups(crate::groups_cmd::GroupsArgs),
+    /// Bring a database to this release's catalog and create the services' PostgreSQL
+    /// roles and grants (run once as the owner; services then run under their own roles).
+    Migrate(DatabaseUrlArgs),
+    /// Make service tokens for the HTTP APIs.
+    Auth {
+        #[command(subcommand)]
+        command: crate::auth_cmd::AuthCommand,
+    },
 }
 
 impl Cli {
@@ -208,6 +365,18 @@ impl Cli {
             Command::Rebuild(args) => args.run(shutdown_signal()).await,
             Command::ServeApi(args) => args.run(shutdown_signal()).await,
             Command::Groups(args) => args.run().await,
+            Command::Auth { command } => command.run(),
+            Command::Migrate(args) => {
+                projections::store::Store::connect(&args.database_url).await?;
+                println!("migrated {}", crate::demo::database_label(&args.database_url));
+                if args.database_url.starts_with("postgres") {
+                    println!(
+                        "roles (LOGIN, no password; give each one with ALTER ROLE … PASSWORD): {}",
+                        projections::store::schema::SERVICE_ROLES.join(", ")
+                    );
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -2,7 +2,6 @@
 //! consumer group. Start it N times and the members share the topic's partitions.
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use consumers::member::run_member;
 use projections::store::{Retention, Store};
@@ -21,9 +20,8 @@ pub struct ConsumeArgs {
     group: Option<String>,
     #[command(flatten)]
     member: crate::cli::MemberArgs,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
-    #[arg(long, env = "ORDERFLOW_METRICS_LISTEN")]
-    metrics_listen: Option<String>,
+    #[command(flatten)]
+    metrics: crate::cli::MetricsArgs,
     /// Event ids are remembered this long for deduplication (at least the topic's
     /// retention and the checkout's key retention, 7 days).
     #[arg(long, env = "ORDERFLOW_DEDUPE_WINDOW", default_value_t = Retention::default().dedupe_window.into(),
@@ -42,21 +40,14 @@ pub struct ConsumeArgs {
 impl ConsumeArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let mut config = self.member.config(self.projection, &self.pipeline.topic.topic)?;
-        let kafka = self.pipeline.kafka.settings()?;
+        let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
         let store = self.pipeline.database.connect().await?;
         let retention = Retention {
             dedupe_window: dedupe_window(&kafka, &self.pipeline.topic.topic, *self.dedupe_window).await,
             resolved_dead_letters: *self.dead_letter_retention,
         };
         let pruner = tokio::spawn(prune_every(store.clone(), retention, *self.prune_every));
-        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-        if let Some(addr) = &self.metrics_listen {
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-            tracing::info!(listen = %listener.local_addr()?, "metrics on /metrics");
-            tokio::spawn(infra::http::serve_metrics(listener, async {
-                let _ = metrics_stopped.await;
-            }));
-        }
+        let metrics = self.metrics.spawn().await?;
         let follow_live = self.group.is_none();
         tokio::pin!(shutdown);
         loop {
@@ -85,7 +76,7 @@ impl ConsumeArgs {
             }
         }
         pruner.abort();
-        let _ = metrics_stop.send(());
+        drop(metrics);
         tracing::info!("member stopped");
         Ok(())
     }

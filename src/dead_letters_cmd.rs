@@ -39,9 +39,15 @@ pub struct ActionArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    operator: crate::cli::OperatorArgs,
 }
 
 impl ActionArgs {
+    fn arguments(&self) -> serde_json::Value {
+        json!({"group": self.group, "ids": self.ids, "order": self.order, "projection": self.projection.map(|p| p.name())})
+    }
+
     fn selection(&self) -> DeadLetterSelection {
         match self.order {
             Some(order) => DeadLetterSelection::Order(order),
@@ -58,7 +64,18 @@ impl ActionArgs {
                 .await?
                 .with_context(|| format!("which projection does group {:?} build? pass --projection", self.group))?,
         };
-        let outcome = projection.retry_dead_letters(&store, &self.group, &self.selection(), &Codec::builtin()).await?;
+        let retry = async {
+            let outcome =
+                projection.retry_dead_letters(&store, &self.group, &self.selection(), &Codec::builtin()).await?;
+            anyhow::ensure!(
+                !(outcome.applied.is_empty() && outcome.still_parked.is_empty()),
+                "no parked record matched in group {:?}",
+                self.group
+            );
+            Ok(outcome)
+        };
+        let outcome =
+            self.operator.audited(&store, "dead-letters retry", self.arguments(), retry, |o| json!(o)).await?;
         if self.json {
             println!("{}", json!(outcome));
         } else {
@@ -67,22 +84,24 @@ impl ActionArgs {
                 println!("still parked: {id}: {reason}");
             }
         }
-        if outcome.applied.is_empty() && outcome.still_parked.is_empty() {
-            anyhow::bail!("no parked record matched in group {:?}", self.group);
-        }
         Ok(())
     }
 
     async fn skip(&self) -> anyhow::Result<()> {
         let store = self.database.connect().await?;
-        let skipped = store.skip_dead_letters(&self.group, &self.selection()).await?;
+        let skip = async {
+            let skipped = store.skip_dead_letters(&self.group, &self.selection()).await?;
+            anyhow::ensure!(!skipped.is_empty(), "no parked record matched in group {:?}", self.group);
+            Ok(skipped)
+        };
+        let skipped = self
+            .operator
+            .audited(&store, "dead-letters skip", self.arguments(), skip, |s| json!({"skipped": s}))
+            .await?;
         if self.json {
             println!("{}", json!({"skipped": skipped}));
         } else {
             println!("skipped {} record(s): {skipped:?}", skipped.len());
-        }
-        if skipped.is_empty() {
-            anyhow::bail!("no parked record matched in group {:?}", self.group);
         }
         Ok(())
     }

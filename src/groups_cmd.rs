@@ -20,7 +20,7 @@ pub struct GroupsArgs {
 
 impl GroupsArgs {
     pub async fn run(self) -> anyhow::Result<()> {
-        let kafka = self.pipeline.kafka.settings()?;
+        let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
         let store = self.pipeline.database.connect().await?;
         let offsets = store.all_group_offsets(&self.pipeline.topic.topic).await?;
         let live = store.live_projections().await?;

@@ -2,6 +2,7 @@
 //! query API, the demo and the benchmark harness. `main.rs` only parses arguments, starts
 //! the runtime and turns the result into an exit code, so tests drive all of this in
 //! process.
+pub mod auth_cmd;
 pub mod bench;
 pub mod checkout_cmd;
 pub mod cli;

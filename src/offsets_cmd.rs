@@ -57,6 +57,8 @@ pub struct ResetArgs {
     /// One JSON object per partition instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    operator: crate::cli::OperatorArgs,
 }
 
 fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -95,7 +97,7 @@ async fn bounds(
 
 impl ListArgs {
     async fn run(self) -> anyhow::Result<()> {
-        let kafka = self.pipeline.kafka.settings()?;
+        let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
         let store = self.pipeline.database.connect().await?;
         let topic = &self.pipeline.topic.topic;
         let (_, bounds) = bounds(&kafka, topic, &[]).await?;
@@ -121,7 +123,7 @@ impl ListArgs {
 
 impl ResetArgs {
     async fn run(self) -> anyhow::Result<()> {
-        let kafka = self.pipeline.kafka.settings()?;
+        let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
         let store = self.pipeline.database.connect().await?;
         let topic = self.pipeline.topic.topic.clone();
         let (inspector, bounds) = bounds(&kafka, &topic, &self.partitions).await?;
@@ -177,8 +179,10 @@ impl ResetArgs {
             self.group,
             members.len()
         );
-        let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-        let moves = store.reset_offsets(&self.group, topic, &to, &target, &operator).await?;
+        let operator = self.operator.name();
+        let arguments = json!({"group": self.group, "topic": topic, "target": target, "to": to});
+        let reset = async { Ok(store.reset_offsets(&self.group, topic, &to, &target, &operator).await?) };
+        let moves = self.operator.audited(store, "offsets reset", arguments, reset, |m| json!(m)).await?;
         eprintln!("moved {} partition(s) of group {} to {target}; recorded in offset_resets", moves.len(), self.group);
         Ok(())
     }

@@ -35,12 +35,29 @@ pub struct RebuildArgs {
     /// Print JSON lines of progress instead of a progress bar.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    operator: crate::cli::OperatorArgs,
 }
 
 impl RebuildArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let kafka = self.pipeline.kafka.settings()?;
         let store = self.pipeline.database.connect().await?;
+        let arguments = serde_json::json!({"projection": self.projection.name(), "topic": self.pipeline.topic.topic,
+            "drop_old": self.drop_old, "no_rebuild": self.no_rebuild});
+        let operator = self.operator.clone();
+        let action = if self.no_rebuild { "rebuild --no-rebuild" } else { "rebuild" };
+        operator
+            .audited(&store, action, arguments, self.rebuild(&store, shutdown), |()| serde_json::json!("done"))
+            .await
+    }
+
+    async fn rebuild(
+        self,
+        store: &projections::store::Store,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let store = store.clone();
+        let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
         let name = self.projection.name();
         if self.no_rebuild {
             return self.drop_retired(&store).await;

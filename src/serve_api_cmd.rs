@@ -17,6 +17,10 @@ pub struct ServeApiArgs {
     /// How long a query with `after=` waits for the projections before answering 503.
     #[arg(long, env = "ORDERFLOW_READ_WAIT", default_value = "2s", value_parser = parse_duration)]
     read_wait: Duration,
+    #[command(flatten)]
+    access: crate::cli::AccessArgs,
+    #[command(flatten)]
+    metrics: crate::cli::MetricsArgs,
     /// Available stock below this is "low" on the dashboard.
     #[arg(long, env = "ORDERFLOW_LOW_STOCK", default_value_t = 10)]
     low_stock: i64,
@@ -24,11 +28,13 @@ pub struct ServeApiArgs {
 
 impl ServeApiArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let kafka = self.pipeline.kafka.settings()?;
+        let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
         let store = self.pipeline.database.connect_with(projections::store::SessionLimits::READER).await?;
-        let state = ApiState::new(store, &kafka, &self.pipeline.topic.topic, self.read_wait, self.low_stock);
+        let access = self.access.access().await.context("configuring authentication")?;
+        let state = ApiState::new(store, &kafka, &self.pipeline.topic.topic, self.read_wait, self.low_stock, access);
         let listener =
             tokio::net::TcpListener::bind(&self.listen).await.with_context(|| format!("binding {}", self.listen))?;
+        let _metrics = self.metrics.spawn().await?;
         tracing::info!(listen = %listener.local_addr()?, "query API serving");
         query_api::run(listener, state, shutdown).await.context("serving the query API")?;
         Ok(())

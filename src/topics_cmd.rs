@@ -34,7 +34,7 @@ impl TopicsCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
             TopicsCommand::Create(args) => {
-                let settings = args.kafka.settings()?;
+                let settings = args.kafka.checked_settings(None).await?;
                 let spec = TopicSpec {
                     name: args.topic.topic,
                     partitions: args.partitions,

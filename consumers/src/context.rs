@@ -41,6 +41,8 @@ pub struct MemberContext {
     pub log_ends: Mutex<BTreeMap<i32, i64>>,
     /// The consumer protocol (KIP-848) only ever assigns and revokes incrementally.
     pub incremental: bool,
+    /// A refusal of this member's credentials or ACLs; the poll loop stops on it.
+    pub access: infra::access_check::AccessReport,
 }
 
 impl MemberContext {
@@ -260,7 +262,13 @@ impl ClientContext for MemberContext {
         }
     }
 
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.access.record(&error, reason);
+        tracing::error!(target: "librdkafka", error = &error as &dyn std::error::Error, group = %self.group, "{reason}");
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.access.observe_log(fac, message);
         // Exceeding max.poll.interval.ms only shows up as a log line: count it.
         if message.contains("max.poll.interval.ms") {
             m::max_poll_exceeded(&self.group);

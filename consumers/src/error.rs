@@ -14,6 +14,9 @@ pub enum ConsumerError {
     /// The member's thread could not be started.
     #[error("the member thread could not be started")]
     Spawn(#[source] std::io::Error),
+    /// The broker refused this member's credentials or ACLs (for the topic or the group).
+    #[error("kafka refused access: {0} (check the SASL user and password and this group's ACLs)")]
+    Denied(String),
     /// The member's thread ended without reporting how.
     #[error("the member thread ended without a result")]
     Vanished,

@@ -222,6 +222,7 @@ pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> 
         positioned_at: Mutex::new(BTreeMap::new()),
         log_ends: Mutex::new(BTreeMap::new()),
         incremental: config.group_protocol == GroupProtocol::Consumer,
+        access: Default::default(),
     };
     let session = config.session_timeout.as_millis().to_string();
     let heartbeat = (config.session_timeout.as_millis() / 4).to_string();
@@ -278,6 +279,15 @@ pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> 
     Ok(MemberHandle { stop, done: Some(rx), stats })
 }
 
+/// The principal the record's header names (the first such header; see
+/// [`schemas::principal_of_header`]).
+fn published_by(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<String> {
+    use rdkafka::message::{Headers, Message};
+    let headers = message.headers()?;
+    let header = headers.iter().find(|h| h.key == schemas::PRINCIPAL_HEADER)?;
+    schemas::principal_of_header(header.value)
+}
+
 fn record_of(message: &rdkafka::message::BorrowedMessage<'_>) -> (LogRecord, Option<i64>) {
     let record = LogRecord {
         partition: message.partition(),
@@ -285,6 +295,7 @@ fn record_of(message: &rdkafka::message::BorrowedMessage<'_>) -> (LogRecord, Opt
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec),
         timestamp_ms: message.timestamp().to_millis(),
+        published_by: published_by(message),
     };
     (record, message.timestamp().to_millis())
 }
@@ -371,10 +382,17 @@ fn poll_loop(
             Some(Err(rdkafka::error::KafkaError::MessageConsumption(
                 rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
             ))) => consumer.context().refuse_out_of_range(consumer),
+            // The broker refuses this member's credentials or ACLs: no retry can fix that.
+            Some(Err(e)) if e.rdkafka_error_code().is_some_and(infra::access_check::access_denied) => {
+                return Err(ConsumerError::Denied(e.to_string()));
+            }
             Some(Err(e)) => {
                 tracing::warn!(error = &e as &dyn std::error::Error, group = %config.group, "consume error")
             }
             None => {}
+        }
+        if let Some(refusal) = consumer.context().access.refusal() {
+            return Err(ConsumerError::Denied(refusal));
         }
         let full = buffer.records.len() >= config.batch_max;
         let due = !buffer.records.is_empty() && buffer.started.elapsed() >= config.batch_wait;

@@ -15,6 +15,9 @@ pub enum InfraError {
     /// The broker answered an admin request with an error code for one resource.
     #[error("kafka: {what}: {code}")]
     Refused { what: String, code: rdkafka::types::RDKafkaErrorCode },
+    /// The broker refused our credentials (SASL, TLS) or our ACLs: retrying cannot help.
+    #[error("kafka refused access: {0} (check the SASL user and password, the CA, and this principal's ACLs)")]
+    Denied(String),
     /// The broker did not answer in time; retrying may help.
     #[error("kafka admin request timed out after {0:?}")]
     AdminTimeout(std::time::Duration),

@@ -1,16 +1,24 @@
 //! What both HTTP services (the checkout and the query API) share: the error body, request
 //! metrics, `/metrics`, `/healthz`, `/openapi.json` and the fallback for unknown routes.
-//! A service adds its own routes and calls [`Service::finish`].
-use std::time::Instant;
+//! A service adds its own routes, lists who may call each ([`RouteAccess`]) and calls
+//! [`Service::finish`], which adds authentication, per-principal rate limits, a request
+//! timeout and a bound on requests in flight.
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use governor::Quota;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+
+use crate::auth::{Authenticator, Denied, Scope};
 
 /// Every non-2xx answer of both services: a stable machine-readable code, a sentence for
 /// people, and details that depend on the code (the invalid `field`, the `parameter`, …).
@@ -128,18 +136,228 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such route; see /openapi.json")
 }
 
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Anyone: health checks, and the dashboard page (which holds no data).
+    Public,
+    /// Any valid token.
+    Authenticated,
+    /// A valid token with this scope.
+    Scope(Scope),
+}
+
+/// One route's access rule. Each service lists all of its routes once; the guard enforces
+/// the list and the OpenAPI document states it, so the two cannot disagree. A route
+/// missing from the list needs a token (never open by omission).
+#[derive(Debug, Clone)]
+pub struct RouteAccess {
+    pub method: Method,
+    /// The route template, as in the router (`/orders/{order_id}/cancel`).
+    pub path: &'static str,
+    pub need: Need,
+}
+
+impl RouteAccess {
+    pub const fn get(path: &'static str, need: Need) -> Self {
+        RouteAccess { method: Method::GET, path, need }
+    }
+    pub const fn post(path: &'static str, need: Need) -> Self {
+        RouteAccess { method: Method::POST, path, need }
+    }
+}
+
+/// The routes [`Service::finish`] adds to every service.
+const SHARED_ROUTES: [RouteAccess; 2] =
+    [RouteAccess::get("/metrics", Need::Scope(Scope::Ops)), RouteAccess::get("/openapi.json", Need::Authenticated)];
+
+/// Abuse limits of one service.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Requests per second each principal may make (bursts up to one second's worth);
+    /// `None` is unlimited.
+    pub per_principal_per_second: Option<NonZeroU32>,
+    /// A request still unanswered after this is answered `503` (slow bodies included).
+    pub request_timeout: Duration,
+    /// Requests served at once; more are answered `503` at once rather than queued.
+    pub max_in_flight: usize,
+}
+
+/// One default per setting; the binary's flags take theirs from here.
+pub mod limit_defaults {
+    pub const PER_PRINCIPAL_PER_SECOND: u32 = 2_000;
+    pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+    pub const MAX_IN_FLIGHT: usize = 1_024;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_principal_per_second: NonZeroU32::new(limit_defaults::PER_PRINCIPAL_PER_SECOND),
+            request_timeout: limit_defaults::REQUEST_TIMEOUT,
+            max_in_flight: limit_defaults::MAX_IN_FLIGHT,
+        }
+    }
+}
+
+/// Who may call what, and how much.
+#[derive(Clone)]
+pub struct Access {
+    pub auth: Arc<Authenticator>,
+    pub limits: Limits,
+}
+
+impl Access {
+    pub fn new(auth: Authenticator, limits: Limits) -> Self {
+        Access { auth: Arc::new(auth), limits }
+    }
+}
+
+type PrincipalLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+struct Guard {
+    auth: Arc<Authenticator>,
+    routes: Vec<RouteAccess>,
+    limiter: Option<PrincipalLimiter>,
+}
+
+/// What the guard decides for a request before authenticating it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rule {
+    Need(Need),
+    /// A known route, a method it does not take; the methods it takes.
+    MethodNotAllowed(String),
+}
+
+impl Guard {
+    fn rule(&self, method: &Method, path: Option<&str>) -> Rule {
+        let Some(path) = path else { return Rule::Need(Need::Authenticated) };
+        let mut allowed = Vec::new();
+        for rule in self.routes.iter().filter(|r| r.path == path) {
+            if rule.method == *method {
+                return Rule::Need(rule.need);
+            }
+            allowed.push(rule.method.as_str());
+        }
+        // A route the list does not name needs a token; a listed route's other methods
+        // are refused here, never handed to a handler.
+        if !allowed.is_empty() {
+            Rule::MethodNotAllowed(allowed.join(", "))
+        } else {
+            Rule::Need(Need::Authenticated)
+        }
+    }
+}
+
+/// Authenticates the caller, checks the route's scope and the principal's rate, and hands
+/// the [`Principal`] to the handler as a request extension.
+async fn guard(guard: Arc<Guard>, mut request: Request, next: Next) -> Response {
+    let path = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let need = match guard.rule(request.method(), path.as_deref()) {
+        Rule::Need(need) => need,
+        Rule::MethodNotAllowed(allowed) => {
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+            .into_response();
+            if let Ok(value) = allowed.parse() {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            return response;
+        }
+    };
+    if need == Need::Public {
+        return next.run(request).await;
+    }
+    let needed = match need {
+        Need::Scope(scope) => Some(scope),
+        _ => None,
+    };
+    let principal = match guard.auth.authenticate(request.headers()).await {
+        Ok(principal) => principal,
+        Err(denied) => return refusal(&denied, needed),
+    };
+    if let Some(scope) = needed.filter(|scope| !principal.may(*scope)) {
+        let denied = Denied::Forbidden { principal: principal.name.clone(), needed: scope };
+        return refusal(&denied, needed);
+    }
+    if let Some(limiter) = &guard.limiter {
+        if let Err(not_until) = limiter.check_key(&principal.name) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            metrics::counter!("orderflow_http_rate_limited_total").increment(1);
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this principal",
+            )
+            .with("principal", principal.name.clone())
+            .retry_after(wait)
+            .into_response();
+        }
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+fn refusal(denied: &Denied, needed: Option<Scope>) -> Response {
+    let (status, code) = match denied {
+        Denied::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+        Denied::Missing | Denied::Invalid(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+    };
+    let mut error = ApiError::new(status, code, denied.to_string());
+    if let Some(scope) = needed {
+        error = error.with("scope", scope.as_str());
+    }
+    let mut response = error.into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        // RFC 6750: say which scheme to use.
+        let challenge = match needed {
+            Some(scope) => format!("Bearer scope=\"{scope}\""),
+            None => "Bearer".to_string(),
+        };
+        if let Ok(value) = challenge.parse() {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+    }
+    response
+}
+
+/// Answers `503` at once when `max_in_flight` requests are already being served, and
+/// `503` for a request still unanswered after `request_timeout`.
+async fn bound(slots: Arc<Semaphore>, timeout: Duration, request: Request, next: Next) -> Response {
+    let Ok(_slot) = slots.try_acquire() else {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in flight")
+            .retry_after(Duration::from_secs(1))
+            .into_response();
+    };
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")
+            .retry_after(Duration::from_secs(1))
+            .into_response(),
+    }
+}
+
 /// The shared routes and layers around a service's own router.
 pub struct Service {
     pub metrics: RequestMetrics,
     /// The service's OpenAPI document, generated from its types.
     pub openapi: utoipa::openapi::OpenApi,
+    /// Every route of the service and who may call it.
+    pub routes: &'static [RouteAccess],
+    pub access: Access,
 }
 
 impl Service {
-    /// Adds `/metrics`, `/openapi.json`, the JSON 404 for unknown routes and the request
-    /// metrics to `router`.
+    /// Adds `/metrics`, `/openapi.json`, the JSON 404 for unknown routes, authentication
+    /// and the abuse limits, and the request metrics to `router`.
     pub fn finish(self, router: Router) -> Router {
-        let doc: std::sync::Arc<str> = match serde_json::to_string(&self.openapi) {
+        let routes: Vec<RouteAccess> = self.routes.iter().chain(SHARED_ROUTES.iter()).cloned().collect();
+        let mut openapi = self.openapi;
+        document_access(&mut openapi, &routes);
+        let doc: std::sync::Arc<str> = match serde_json::to_string(&openapi) {
             Ok(doc) => doc.into(),
             Err(e) => {
                 tracing::error!(error = &e as &dyn std::error::Error, "the OpenAPI document does not serialize");
@@ -147,11 +365,67 @@ impl Service {
             }
         };
         let names = self.metrics;
+        let limits = self.access.limits;
+        let limiter = limits.per_principal_per_second.map(|rate| governor::RateLimiter::keyed(Quota::per_second(rate)));
+        let guard_state = Arc::new(Guard { auth: self.access.auth, routes, limiter });
+        let slots = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
         router
             .route("/metrics", get(metrics_text))
             .route("/openapi.json", get(move || openapi_json(doc.clone())))
             .fallback(not_found)
+            .layer(middleware::from_fn(move |request, next| guard(guard_state.clone(), request, next)))
+            .layer(middleware::from_fn(move |request, next| {
+                bound(slots.clone(), limits.request_timeout, request, next)
+            }))
             .layer(middleware::from_fn(move |request, next| measure(names, request, next)))
+    }
+}
+
+/// States the access rules in the OpenAPI document: the bearer scheme, each operation's
+/// security requirement, and the answers the guard and limits can give.
+fn document_access(openapi: &mut utoipa::openapi::OpenApi, routes: &[RouteAccess]) {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+    use utoipa::openapi::{Content, Ref, ResponseBuilder};
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("opaque or JWT").build()),
+    );
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", Content::new(Some(Ref::from_schema_name("ErrorBody"))))
+            .build()
+    };
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        for (method, operation) in [(Method::GET, item.get.as_mut()), (Method::POST, item.post.as_mut())] {
+            let Some(operation) = operation else { continue };
+            if method == Method::POST {
+                // Every POST needs a JSON body, even where `{}` or `null` is all it says: a
+                // JSON content type is what a cross-site form post cannot send.
+                if let Some(body) = operation.request_body.as_mut() {
+                    body.required = Some(utoipa::openapi::Required::True);
+                }
+            }
+            let need =
+                routes.iter().find(|r| r.path == path && r.method == method).map_or(Need::Authenticated, |r| r.need);
+            let responses = &mut operation.responses.responses;
+            responses.entry("503".into()).or_insert_with(|| {
+                error("Overloaded (too many requests in flight) or timed out: retry after Retry-After").into()
+            });
+            let scopes: Vec<&str> = match need {
+                Need::Public => continue,
+                Need::Authenticated => Vec::new(),
+                Need::Scope(scope) => vec![scope.as_str()],
+            };
+            operation.security = Some(vec![SecurityRequirement::new("bearer", scopes)]);
+            responses.insert("401".into(), error("No bearer token, or one that is not valid").into());
+            if matches!(need, Need::Scope(_)) {
+                responses.insert("403".into(), error("The token lacks the scope this route needs (`scope`)").into());
+            }
+            responses
+                .insert("429".into(), error("This principal's rate limit is exceeded: retry after Retry-After").into());
+        }
     }
 }
 

@@ -4,11 +4,14 @@
 //!   `ORDERFLOW_KAFKA_*` variables, with secrets redacted from `Debug`.
 //! - [`topics`]: topic creation through the Kafka admin API.
 //! - [`telemetry`]: tracing setup for the binary and the process-wide metrics recorder.
+//! - [`auth`]: who a caller is (static tokens, OIDC JWTs) and what it may do.
 //! - [`http`]: what both HTTP services share: error body, request metrics, `/metrics`,
 //!   `/openapi.json`.
 //!
 //! `infra/local/` holds the scripts that start a broker and PostgreSQL on loopback.
 
+pub mod access_check;
+pub mod auth;
 mod error;
 pub mod group_inspect;
 pub mod http;
@@ -17,4 +20,4 @@ pub mod telemetry;
 pub mod topics;
 
 pub use error::{error_chain, InfraError};
-pub use kafka_settings::KafkaSettings;
+pub use kafka_settings::{passthrough_from, KafkaSettings};

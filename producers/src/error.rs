@@ -14,6 +14,10 @@ pub enum PublishError {
     /// nothing was written.
     #[error("the producer rejected the record")]
     Rejected(#[source] KafkaError),
+    /// The broker refused this service's credentials or its write ACL on the topic: nothing
+    /// was written, and retrying cannot help until an operator fixes the access.
+    #[error("the broker refuses this service's writes")]
+    Denied(#[source] KafkaError),
     /// The broker did not acknowledge in time or reported an error: the record may or may
     /// not be in the log. Retrying with the same event id is safe.
     #[error("outcome unknown: {reason}")]

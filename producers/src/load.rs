@@ -25,6 +25,8 @@ pub struct LoadConfig {
     /// Number of distinct SKUs orders draw from.
     pub skus: u32,
     pub show_progress: bool,
+    /// Bearer token sent with every request.
+    pub token: Option<String>,
 }
 
 /// What a run did.
@@ -87,9 +89,19 @@ struct Shared {
 
 /// An HTTP client that keeps connections to the checkout open between requests.
 pub fn http_client() -> HttpClient {
-    // Building fails only when the TLS backend or resolver cannot start; this client has
-    // neither, so the default client is an equal fallback.
-    reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap_or_default()
+    http_client_with(None)
+}
+
+/// An HTTP client that sends `Authorization: Bearer <token>` with every request.
+pub fn http_client_with(token: Option<&str>) -> HttpClient {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(mut value) = token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    // Building fails only when the TLS backend or resolver cannot start; the default
+    // client is the fallback then (without the token, so requests are refused visibly).
+    reqwest::Client::builder().pool_max_idle_per_host(512).default_headers(headers).build().unwrap_or_default()
 }
 
 /// POSTs a JSON body; returns the status and the parsed JSON answer (null if the answer
@@ -113,7 +125,7 @@ pub async fn post_json(
 /// Runs the load until the duration is over.
 pub async fn run(config: LoadConfig) -> LoadReport {
     let shared = Arc::new(Shared {
-        client: http_client(),
+        client: http_client_with(config.token.as_deref()),
         tokens: Semaphore::new(0),
         deadline: Instant::now() + config.duration,
         accepted: AtomicU64::new(0),

@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
-use schemas::{Codec, Event};
+use schemas::{Codec, Event, PRINCIPAL_HEADER};
 use serde::Serialize;
 
 use crate::error::PublishError;
@@ -82,19 +83,29 @@ impl Publisher {
         self.producer.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Appends one event keyed by [`Event::key`] and waits for the broker's ack.
+    /// Appends one event keyed by [`Event::key`], with the principal that published it in
+    /// the record's [`PRINCIPAL_HEADER`], and waits for the broker's ack.
     #[tracing::instrument(skip_all, fields(kind = ?event.kind(), event_id = %event.envelope().event_id))]
-    pub async fn publish(&self, event: &Event) -> Result<Position, PublishError> {
+    pub async fn publish(&self, event: &Event, principal: &str) -> Result<Position, PublishError> {
         let payload = self.codec.encode(event).map_err(PublishError::Encode)?;
-        self.publish_encoded(&event.key(), &payload).await
+        self.publish_encoded(&event.key(), &payload, Some(principal)).await
     }
 
     /// Produces already-encoded bytes; the benchmark compares this path to a bare producer.
-    pub async fn publish_encoded(&self, key: &str, payload: &[u8]) -> Result<Position, PublishError> {
+    pub async fn publish_encoded(
+        &self,
+        key: &str,
+        payload: &[u8],
+        principal: Option<&str>,
+    ) -> Result<Position, PublishError> {
         let started = Instant::now();
         let _in_flight = m::InFlightProduce::start();
         let (generation, producer) = self.current();
-        let record = FutureRecord::to(&self.topic).key(key).payload(payload);
+        let mut record = FutureRecord::to(&self.topic).key(key).payload(payload);
+        if let Some(principal) = principal {
+            record =
+                record.headers(OwnedHeaders::new().insert(Header { key: PRINCIPAL_HEADER, value: Some(principal) }));
+        }
         let delivery = producer.send_result(record).map_err(|(e, _)| PublishError::Rejected(e))?;
         let outcome = tokio::time::timeout(self.deadline, delivery).await;
         m::record_produce_latency(started.elapsed());
@@ -102,6 +113,22 @@ impl Publisher {
             Ok(Ok(Ok(delivered))) => {
                 self.consecutive_failures.store(0, Ordering::Relaxed);
                 return Ok(Position { partition: delivered.partition, offset: delivered.offset });
+            }
+            // Refused outright, or (an idempotent producer) refused its producer id, which
+            // librdkafka turns into a fatal error that purges the queue.
+            Ok(Ok(Err((e, _))))
+                if e.rdkafka_error_code().is_some_and(infra::access_check::access_denied)
+                    || producer
+                        .client()
+                        .fatal_error()
+                        .is_some_and(|(code, _)| infra::access_check::access_denied(code)) =>
+            {
+                tracing::error!(error = &e as &dyn std::error::Error, topic = %self.topic,
+                    "the broker refuses this service's writes: check its SASL user and its ACL on the topic");
+                // A fatal producer stays refused even after the ACL is fixed: replace it
+                // (at most once per rebuild interval).
+                self.recover(generation, &producer);
+                return Err(PublishError::Denied(e));
             }
             Ok(Ok(Err((e, _)))) => {
                 PublishError::OutcomeUnknown { reason: "the broker reported an error", source: Some(e) }

@@ -106,35 +106,44 @@ const FULFILMENT: ProjectionSpec = ProjectionSpec {
 // One row per event, only ever added to; the view puts each order's events together as
 // the JSON array analysts read.
 const HISTORY: ProjectionSpec = ProjectionSpec {
-    tables: &["history_events"],
-    ddl: &["CREATE TABLE IF NOT EXISTS {t:history_events} (
+    tables: &["history_entries"],
+    ddl: &["CREATE TABLE IF NOT EXISTS {t:history_entries} (
             order_id TEXT NOT NULL, event_id TEXT NOT NULL, kind TEXT NOT NULL, occurred_at_us BIGINT NOT NULL,
-            partition_id BIGINT NOT NULL, record_offset BIGINT NOT NULL, summary TEXT NOT NULL,
+            partition_id BIGINT NOT NULL, record_offset BIGINT NOT NULL, summary TEXT NOT NULL, published_by TEXT,
             PRIMARY KEY (order_id, event_id))"],
     views: &[(
         "order_history",
         "SELECT order_id, {json:event_id=event_id;kind=kind;occurred_at_us=occurred_at_us;partition=partition_id;\
-         offset=record_offset;summary=summary|partition_id, record_offset} AS events
-         FROM {t:history_events} GROUP BY order_id",
+         offset=record_offset;summary=summary;published_by=published_by|partition_id, record_offset} AS events
+         FROM {t:history_entries} GROUP BY order_id",
     )],
-    // Until this release each order's history was one JSON row, rewritten on every event.
-    upgrades: &[Upgrade {
-        old_table: "history_orders",
-        copy: [
-            "INSERT INTO {t:history_events}
-             (order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary)
-             SELECT h.order_id, e->>'event_id', e->>'kind', CAST(e->>'occurred_at_us' AS BIGINT),
-             CAST(e->>'partition' AS BIGINT), CAST(e->>'offset' AS BIGINT), e->>'summary'
-             FROM {t:history_orders} h, json_array_elements(CAST(h.events AS json)) e ON CONFLICT DO NOTHING",
-            "INSERT INTO {t:history_events}
-             (order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary)
-             SELECT h.order_id, json_extract(e.value, '$.event_id'), json_extract(e.value, '$.kind'),
-             json_extract(e.value, '$.occurred_at_us'), json_extract(e.value, '$.partition'),
-             json_extract(e.value, '$.offset'), json_extract(e.value, '$.summary')
-             FROM {t:history_orders} h, json_each(h.events) e WHERE true ON CONFLICT DO NOTHING",
-        ],
-    }],
+    // Earlier releases: each order's history as one JSON row, rewritten on every event
+    // (`history_orders`); then one row per event without its publisher (`history_events`).
+    upgrades: &[
+        Upgrade {
+            old_table: "history_orders",
+            copy: [
+                "INSERT INTO {t:history_entries}
+                 (order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary)
+                 SELECT h.order_id, e->>'event_id', e->>'kind', CAST(e->>'occurred_at_us' AS BIGINT),
+                 CAST(e->>'partition' AS BIGINT), CAST(e->>'offset' AS BIGINT), e->>'summary'
+                 FROM {t:history_orders} h, json_array_elements(CAST(h.events AS json)) e ON CONFLICT DO NOTHING",
+                "INSERT INTO {t:history_entries}
+                 (order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary)
+                 SELECT h.order_id, json_extract(e.value, '$.event_id'), json_extract(e.value, '$.kind'),
+                 json_extract(e.value, '$.occurred_at_us'), json_extract(e.value, '$.partition'),
+                 json_extract(e.value, '$.offset'), json_extract(e.value, '$.summary')
+                 FROM {t:history_orders} h, json_each(h.events) e WHERE true ON CONFLICT DO NOTHING",
+            ],
+        },
+        Upgrade { old_table: "history_events", copy: [HISTORY_EVENTS_COPY, HISTORY_EVENTS_COPY] },
+    ],
 };
+
+const HISTORY_EVENTS_COPY: &str = "INSERT INTO {t:history_entries}
+     (order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary)
+     SELECT order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary
+     FROM {t:history_events} WHERE true ON CONFLICT DO NOTHING";
 
 /// Runs `$body` with `$p` bound to the model type of `$kind`: the only place a kind
 /// becomes a type. Each variant is named like its model type.

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 use producers::checkout::{self, AppState};
-use producers::load::{http_client, post_json};
+use producers::load::{http_client_with, post_json};
 use producers::publisher::{Publisher, PublisherConfig};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::{samples::sample, Envelope, Event, EventKind};
@@ -20,8 +20,8 @@ fn order_body() -> serde_json::Value {
 }
 
 /// Closed loop: `concurrency` clients POST the same body for `duration`; returns accepted/s.
-pub(super) async fn drive(url: &str, concurrency: usize, duration: Duration) -> anyhow::Result<f64> {
-    let client = http_client();
+pub(super) async fn drive(url: &str, token: &str, concurrency: usize, duration: Duration) -> anyhow::Result<f64> {
+    let client = http_client_with(Some(token));
     let body = order_body();
     let started = Instant::now();
     let deadline = started + duration;
@@ -51,7 +51,7 @@ pub(super) async fn drive(url: &str, concurrency: usize, duration: Duration) -> 
 pub async fn p3_checkout_vs_http(ctx: &BenchContext) -> anyhow::Result<Figure> {
     let topic = ctx.fresh_topic("bench-checkout").await?;
     let config = PublisherConfig { topic, deadline: Duration::from_secs(10), linger_ms: 2 };
-    let state = AppState::connect(&ctx.kafka, &ctx.database_url, config).await?;
+    let state = AppState::connect(&ctx.kafka, &ctx.database_url, config, ctx.access.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = checkout::router(state, true);
@@ -59,12 +59,12 @@ pub async fn p3_checkout_vs_http(ctx: &BenchContext) -> anyhow::Result<Figure> {
     let concurrency = ctx.http_clients;
     let run = ctx.run_duration;
     // Warm up both paths, then alternate so drift hits both sides alike.
-    drive(&format!("{base}/orders"), concurrency, Duration::from_secs(1)).await?;
-    drive(&format!("{base}/bench/noop"), concurrency, Duration::from_secs(1)).await?;
+    drive(&format!("{base}/orders"), &ctx.token, concurrency, Duration::from_secs(1)).await?;
+    drive(&format!("{base}/bench/noop"), &ctx.token, concurrency, Duration::from_secs(1)).await?;
     let (mut api, mut ceiling) = (Samples { runs: vec![] }, Samples { runs: vec![] });
     for _ in 0..ctx.repeats {
-        ceiling.runs.push(drive(&format!("{base}/bench/noop"), concurrency, run).await?);
-        api.runs.push(drive(&format!("{base}/orders"), concurrency, run).await?);
+        ceiling.runs.push(drive(&format!("{base}/bench/noop"), &ctx.token, concurrency, run).await?);
+        api.runs.push(drive(&format!("{base}/orders"), &ctx.token, concurrency, run).await?);
         ctx.tick();
     }
     server.abort();
@@ -106,7 +106,7 @@ const IN_FLIGHT: usize = 2_000;
 async fn publish_all(publisher: &Publisher, events: &[Event]) -> anyhow::Result<f64> {
     let started = Instant::now();
     let results: Vec<_> =
-        stream::iter(events).map(|e| publisher.publish(e)).buffer_unordered(IN_FLIGHT).collect().await;
+        stream::iter(events).map(|e| publisher.publish(e, "bench")).buffer_unordered(IN_FLIGHT).collect().await;
     let elapsed = started.elapsed();
     results.into_iter().collect::<Result<Vec<_>, _>>()?;
     Ok(events.len() as f64 / elapsed.as_secs_f64())

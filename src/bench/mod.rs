@@ -73,6 +73,10 @@ pub struct BenchContext {
     pub latency_rate: Option<f64>,
     member: crate::cli::MemberArgs,
     progress: indicatif::ProgressBar,
+    /// The bench's checkouts authenticate like production ones (a hashed static token),
+    /// without a rate limit: the bench measures what the service can take.
+    pub access: infra::http::Access,
+    pub token: String,
 }
 
 impl BenchContext {
@@ -111,7 +115,12 @@ impl BenchArgs {
             indicatif::ProgressStyle::with_template("bench {bar:30} {pos}/{len} runs {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
+        let (token, entry) = infra::auth::new_token("bench", infra::auth::Scope::ALL.to_vec())?;
+        let limits = infra::http::Limits { per_principal_per_second: None, ..Default::default() };
+        let access = infra::http::Access::new(infra::auth::Authenticator::from_tokens(vec![entry])?, limits);
         let ctx = BenchContext {
+            access,
+            token,
             kafka: self.kafka.settings()?,
             database_url: self.database.database_url.clone(),
             events: self.events as usize,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use consumers::member::{run_member, MemberHandle};
 use producers::checkout::{self, AppState};
-use producers::load::{http_client, post_json};
+use producers::load::{http_client_with, post_json};
 use producers::publisher::PublisherConfig;
 use projections::ProjectionKind;
 use serde_json::json;
@@ -24,7 +24,7 @@ async fn max_sustainable_rate(
     ctx: &BenchContext,
 ) -> anyhow::Result<f64> {
     let burst_started = Instant::now();
-    let burst_rate = super::checkout_bench::drive(url, 64, Duration::from_secs(3)).await?;
+    let burst_rate = super::checkout_bench::drive(url, &ctx.token, 64, Duration::from_secs(3)).await?;
     let burst_orders = burst_rate * 3.0;
     let ends = kit::log_ends(&ctx.kafka, topic).await?;
     for (_, group, _) in members {
@@ -43,7 +43,7 @@ pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow
     let topic = ctx.fresh_topic("bench-latency").await?;
     let store = databases.fresh().await?;
     let publisher = PublisherConfig { topic: topic.clone(), deadline: Duration::from_secs(10), linger_ms: 1 };
-    let state = AppState::connect(&ctx.kafka, &ctx.database_url, publisher).await?;
+    let state = AppState::connect(&ctx.kafka, &ctx.database_url, publisher, ctx.access.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/orders", listener.local_addr()?);
     let server = tokio::spawn(checkout::run(listener, state, std::future::pending()));
@@ -69,7 +69,7 @@ pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow
     let timings_before: Vec<consumers::member::Timings> =
         members.iter().map(|(_, _, m)| *m.stats.timings.lock().unwrap_or_else(|e| e.into_inner())).collect();
     let duration = ctx.run_duration.max(Duration::from_secs(3));
-    let load = OpenLoop::start(url, rate, duration);
+    let load = OpenLoop::start(url, ctx.token.clone(), rate, duration);
     let (latencies, taken) =
         track_visibility(&store, &topic, &members, &load, Instant::now() + duration + Duration::from_secs(60)).await?;
     load.task.await?;
@@ -107,13 +107,13 @@ struct OpenLoop {
 }
 
 impl OpenLoop {
-    fn start(url: String, rate: f64, duration: Duration) -> OpenLoop {
+    fn start(url: String, token: String, rate: f64, duration: Duration) -> OpenLoop {
         let acked: Arc<Mutex<Vec<(Instant, i32, i64)>>> = Arc::default();
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let body = json!({"customer_id":"c-1","currency":"EUR","lines":[{"sku":"SKU-1","quantity":1,"unit_price_minor":100}],"ship_to":{"country":"DE"}});
         let (task_acked, task_done) = (acked.clone(), done.clone());
         let task = tokio::spawn(async move {
-            let client = http_client();
+            let client = http_client_with(Some(&token));
             let started = Instant::now();
             let mut sent = 0u64;
             let mut tick = tokio::time::interval(Duration::from_millis(2));

@@ -57,6 +57,7 @@ pub(super) async fn append_backlog(
             key: Some(key.into_bytes()),
             payload: Some(payload),
             timestamp_ms: None,
+            published_by: Some("bench".into()),
         });
     }
     records.sort_by_key(|r| (r.partition, r.offset));

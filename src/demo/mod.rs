@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use consumers::member::{run_member, MemberConfig, MemberHandle};
+use infra::auth::{new_token, Authenticator, Scope};
+use infra::http::{Access, Limits};
 use infra::topics::{create_topics, TopicSpec};
 use infra::KafkaSettings;
 use producers::checkout::{self, AppState};
@@ -65,8 +67,14 @@ impl DemoArgs {
             database_label(&database_url)
         );
 
+        // The demo's own principal: one fresh token with every scope, for its load and for
+        // whoever opens the dashboard; it lives as long as this run.
+        let (token, entry) = new_token("demo", Scope::ALL.to_vec())?;
+        let access = Access::new(Authenticator::from_tokens(vec![entry])?, Limits::default());
+        println!("demo token (every scope, this run only): {token}");
         let publisher = PublisherConfig { topic: topic.clone(), deadline: Duration::from_secs(5), linger_ms: 2 };
-        let state = AppState::connect(&kafka, &database_url, publisher).await.context("starting checkout")?;
+        let state =
+            AppState::connect(&kafka, &database_url, publisher, access.clone()).await.context("starting checkout")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let target = format!("http://{}", listener.local_addr()?);
         println!("checkout listening on {target}");
@@ -76,7 +84,7 @@ impl DemoArgs {
         }));
         let groups = start_groups(&store, &kafka, &topic)?;
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-        let api = self.serve_dashboard(&store, &kafka, &topic, api_stopped).await?;
+        let api = self.serve_dashboard(&store, &kafka, &topic, &access, &token, api_stopped).await?;
 
         let load = tokio::spawn(load::run(LoadConfig {
             target,
@@ -85,6 +93,7 @@ impl DemoArgs {
             workers: 32,
             skus: 40,
             show_progress: false,
+            token: Some(token.clone()),
         }));
         let interrupted = Arc::new(tokio::sync::Notify::new());
         let on_signal = interrupted.clone();
@@ -208,12 +217,16 @@ impl DemoArgs {
         store: &Store,
         kafka: &KafkaSettings,
         topic: &str,
+        access: &Access,
+        token: &str,
         stop: tokio::sync::oneshot::Receiver<()>,
     ) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
         let Some(addr) = &self.serve else { return Ok(None) };
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        println!("dashboard on http://{}/", listener.local_addr()?);
-        let state = crate::query_api::ApiState::new(store.clone(), kafka, topic, Duration::from_secs(2), 10);
+        // The fragment never reaches the server; the page moves it into the tab's storage.
+        println!("dashboard on http://{}/#token={token}", listener.local_addr()?);
+        let state =
+            crate::query_api::ApiState::new(store.clone(), kafka, topic, Duration::from_secs(2), 10, access.clone());
         Ok(Some(tokio::spawn(crate::query_api::run(listener, state, async {
             let _ = stop.await;
         }))))
@@ -244,7 +257,7 @@ fn broker_label(brokers: &Option<String>) -> String {
     brokers.clone().unwrap_or_else(|| "embedded mock cluster".into())
 }
 
-fn database_label(url: &str) -> String {
+pub(crate) fn database_label(url: &str) -> String {
     // Never print credentials.
     match url.split_once("://") {
         Some((scheme, rest)) => format!("{scheme}://{}", rest.rsplit('@').next().unwrap_or(rest)),

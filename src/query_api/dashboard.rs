@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Query, State};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use infra::http::ErrorBody;
 use projections::store::{DailyRevenue, InventoryLevel, StatusCount};
@@ -14,11 +15,45 @@ use utoipa::{IntoParams, ToSchema};
 use super::params::Params;
 use super::{unavailable, ApiError, ApiState};
 
-/// The dashboard page: one self-contained HTML document.
+/// The page may load only its own script and style and talk only to this origin; nothing
+/// inline runs, no other site may frame it, no form posts anywhere.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The dashboard page. It holds no data: it asks for a `read` token, keeps it in the tab's
+/// session storage and reads `/dashboard.json` with it.
 #[utoipa::path(get, path = "/", tag = "dashboard",
     responses((status = 200, description = "The dashboard", content_type = "text/html", body = String)))]
 pub async fn page() -> Response {
-    Html(super::DASHBOARD_HTML).into_response()
+    asset("text/html; charset=utf-8", super::DASHBOARD_HTML)
+}
+
+/// The dashboard's script.
+#[utoipa::path(get, path = "/dashboard.js", tag = "dashboard",
+    responses((status = 200, description = "The dashboard's script", content_type = "text/javascript", body = String)))]
+pub async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", super::DASHBOARD_JS)
+}
+
+/// The dashboard's style sheet.
+#[utoipa::path(get, path = "/dashboard.css", tag = "dashboard",
+    responses((status = 200, description = "The dashboard's style sheet", content_type = "text/css", body = String)))]
+pub async fn style() -> Response {
+    asset("text/css; charset=utf-8", super::DASHBOARD_CSS)
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
+use infra::auth::Scope;
 use infra::group_inspect::Inspector;
+use infra::http::{Access, Need, RouteAccess};
 use projections::store::{Store, StoreError};
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
@@ -24,6 +26,8 @@ use utoipa::OpenApi;
 pub use infra::http::ApiError;
 
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+const DASHBOARD_JS: &str = include_str!("dashboard.js");
+const DASHBOARD_CSS: &str = include_str!("dashboard.css");
 
 /// The query API's OpenAPI document.
 #[derive(OpenApi)]
@@ -41,6 +45,8 @@ const DASHBOARD_HTML: &str = include_str!("dashboard.html");
         routes::fulfilment_backlog,
         routes::healthz,
         dashboard::page,
+        dashboard::script,
+        dashboard::style,
         dashboard::data,
         infra::http::metrics_text,
         infra::http::openapi_json
@@ -58,7 +64,24 @@ pub struct Inner {
     pub low_stock: i64,
     /// Reads log end offsets for lag; `None` when no broker is configured.
     pub inspector: Option<Arc<Inspector>>,
+    pub access: Access,
 }
+
+/// Every read needs the `read` scope; the dashboard page itself holds no data (it asks
+/// for a token and then reads `/dashboard.json`), so a browser can load it.
+pub const ROUTES: &[RouteAccess] = &[
+    RouteAccess::get("/", Need::Public),
+    RouteAccess::get("/dashboard.js", Need::Public),
+    RouteAccess::get("/dashboard.css", Need::Public),
+    RouteAccess::get("/dashboard.json", Need::Scope(Scope::Read)),
+    RouteAccess::get("/orders/{order_id}", Need::Scope(Scope::Read)),
+    RouteAccess::get("/orders/{order_id}/timeline", Need::Scope(Scope::Read)),
+    RouteAccess::get("/inventory", Need::Scope(Scope::Read)),
+    RouteAccess::get("/inventory/{sku}", Need::Scope(Scope::Read)),
+    RouteAccess::get("/payments/summary", Need::Scope(Scope::Read)),
+    RouteAccess::get("/fulfilment/backlog", Need::Scope(Scope::Read)),
+    RouteAccess::get("/healthz", Need::Public),
+];
 
 #[derive(Clone)]
 pub struct ApiState(pub Arc<Inner>);
@@ -73,7 +96,14 @@ impl std::ops::Deref for ApiState {
 impl ApiState {
     /// Shared state for the API over `store`; log ends (for lag) come from `kafka` if it
     /// can be reached.
-    pub fn new(store: Store, kafka: &infra::KafkaSettings, topic: &str, read_wait: Duration, low_stock: i64) -> Self {
+    pub fn new(
+        store: Store,
+        kafka: &infra::KafkaSettings,
+        topic: &str,
+        read_wait: Duration,
+        low_stock: i64,
+        access: Access,
+    ) -> Self {
         let inspector = match Inspector::new(kafka, Duration::from_secs(3)) {
             Ok(i) => Some(Arc::new(i)),
             Err(e) => {
@@ -86,13 +116,15 @@ impl ApiState {
         };
         // The recorder must exist before the first request is counted.
         infra::telemetry::prometheus();
-        ApiState(Arc::new(Inner { store, topic: topic.to_string(), read_wait, low_stock, inspector }))
+        ApiState(Arc::new(Inner { store, topic: topic.to_string(), read_wait, low_stock, inspector, access }))
     }
 }
 
 pub fn router(state: ApiState) -> Router {
     let router = Router::new()
         .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
+        .route("/dashboard.css", get(dashboard::style))
         .route("/dashboard.json", get(dashboard::data))
         .route("/orders/{order_id}", get(routes::order))
         .route("/orders/{order_id}/timeline", get(routes::timeline))
@@ -101,8 +133,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/payments/summary", get(routes::payments_summary))
         .route("/fulfilment/backlog", get(routes::fulfilment_backlog))
         .route("/healthz", get(routes::healthz))
-        .with_state(state);
-    infra::http::Service { metrics: infra::http::QUERY_API_METRICS, openapi: QueryApi::openapi() }.finish(router)
+        .with_state(state.clone());
+    let service = infra::http::Service {
+        metrics: infra::http::QUERY_API_METRICS,
+        openapi: QueryApi::openapi(),
+        routes: ROUTES,
+        access: state.access.clone(),
+    };
+    service.finish(router)
 }
 
 /// Serves the API on an already-bound listener until `shutdown` resolves, then lets

@@ -117,6 +117,9 @@ pub struct TimelineEvent {
     pub partition: i32,
     pub offset: i64,
     pub summary: String,
+    /// The principal that published it; null when the record did not say (a producer
+    /// writing straight to the topic, or an event from before principals were recorded).
+    pub published_by: Option<String>,
     /// Per projection that describes the order (inventory, payment, fulfilment).
     pub applied: BTreeMap<String, EventOutcome>,
 }
@@ -186,6 +189,7 @@ pub async fn timeline(
                 partition: e.partition,
                 offset: e.offset,
                 summary: e.summary,
+                published_by: e.published_by,
                 applied,
             }
         })
@@ -294,7 +298,7 @@ pub struct PaymentsQuery {
     /// Orders placed at or after this (a date means midnight UTC).
     #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
-    /// Orders placed before this; must be after `from` (answered with 400 otherwise).
+    /// Orders placed before this; a `to` not after `from` is an empty period.
     #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
     #[param(schema_with = after_schema)]
@@ -319,11 +323,13 @@ pub async fn payments_summary(State(state): State<ApiState>, Query(q): Q) -> Res
     }
     let from = params.time("from")?.unwrap_or(i64::MIN);
     let to = params.time("to")?.unwrap_or(i64::MAX);
-    if from >= to {
-        return Err(bad_parameter("from", "must be before to"));
-    }
     wait_applied(&state, &[ProjectionKind::Payment], params.after()?).await?;
-    let currencies = state.store.payments_summary(currency, from, to).await.map_err(unavailable)?;
+    // `[from, to)` with `to` not after `from` holds no order.
+    let currencies = if from < to {
+        state.store.payments_summary(currency, from, to).await.map_err(unavailable)?
+    } else {
+        Vec::new()
+    };
     Ok(Json(PaymentsSummary { currencies }))
 }
 

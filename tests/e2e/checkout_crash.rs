@@ -19,7 +19,19 @@ fn spawn_checkout(port: u16, topic: &str, database_url: &str) -> common::Child {
     let brokers = common::kafka().brokers;
     let listen = format!("127.0.0.1:{port}");
     common::Child::spawn(
-        &["checkout", "--listen", &listen, "--topic", topic, "--database-url", database_url, "--publish-timeout", "2s"],
+        &[
+            "checkout",
+            "--listen",
+            &listen,
+            "--topic",
+            topic,
+            "--database-url",
+            database_url,
+            "--publish-timeout",
+            "2s",
+            "--auth-tokens",
+            &common::tokens_file(),
+        ],
         &[("ORDERFLOW_BROKERS", &brokers)],
     )
 }
@@ -38,7 +50,7 @@ async fn a_checkout_killed_under_load_blocks_retries_at_most_its_lease_and_leave
     let database_url = common::fresh_database().await;
     let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = producers::load::http_client();
+    let client = producers::load::http_client_with(Some(&common::token(common::ALL_SCOPES)));
     let mut checkout = spawn_checkout(port, &topic, &database_url);
     wait_healthy(&client, &base).await;
 

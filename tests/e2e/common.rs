@@ -46,6 +46,54 @@ pub async fn fresh_database() -> String {
     kit::TempDatabases::new(&admin_url, "test").fresh_url().await.expect("create database")
 }
 
+/// The principal of the tests' default clients: every scope.
+pub const ALL_SCOPES: &str = "test-all";
+
+/// The principals the tests' services know: [`ALL_SCOPES`], and one per scope named
+/// `only-<scope>` (`only-orders:write`, `only-read`, …) for the access tests.
+pub fn test_principals() -> Vec<(String, Vec<infra::auth::Scope>)> {
+    let mut principals = vec![(ALL_SCOPES.to_string(), infra::auth::Scope::ALL.to_vec())];
+    principals.extend(infra::auth::Scope::ALL.iter().map(|s| (format!("only-{s}"), vec![*s])));
+    principals
+}
+
+/// The token of a test principal (fixed, so child processes and clients agree).
+pub fn token(principal: &str) -> String {
+    format!("of_test_{principal}")
+}
+
+fn test_token_entries() -> Vec<infra::auth::TokenEntry> {
+    test_principals()
+        .into_iter()
+        .map(|(principal, scopes)| infra::auth::TokenEntry {
+            token_sha256: infra::auth::token_digest(&token(&principal)),
+            principal,
+            scopes,
+        })
+        .collect()
+}
+
+/// The services' access with the test principals and `limits`.
+pub fn test_access_with(limits: infra::http::Limits) -> infra::http::Access {
+    let auth = infra::auth::Authenticator::from_tokens(test_token_entries()).expect("test tokens");
+    infra::http::Access::new(auth, limits)
+}
+
+pub fn test_access() -> infra::http::Access {
+    test_access_with(infra::http::Limits::default())
+}
+
+/// A tokens file with the test principals, for services started as child processes.
+pub fn tokens_file() -> String {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("orderflow-test-tokens-{}.json", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, serde_json::to_vec(&test_token_entries()).expect("json")).expect("write tokens file");
+        path.display().to_string()
+    })
+    .clone()
+}
+
 /// A checkout served in-process on a free port, with its own topic and database.
 pub struct TestCheckout {
     pub base_url: String,
@@ -56,19 +104,31 @@ pub struct TestCheckout {
 
 impl TestCheckout {
     pub async fn spawn(kafka: &KafkaSettings, topic: &str, publish_deadline: Duration) -> TestCheckout {
+        Self::spawn_with(kafka, topic, publish_deadline, test_access()).await
+    }
+
+    /// A checkout with the given access rules and limits.
+    pub async fn spawn_with(
+        kafka: &KafkaSettings,
+        topic: &str,
+        publish_deadline: Duration,
+        access: infra::http::Access,
+    ) -> TestCheckout {
         let database_url = fresh_database().await;
         let config = producers::publisher::PublisherConfig {
             topic: topic.to_string(),
             deadline: publish_deadline,
             linger_ms: 1,
         };
-        let state = producers::checkout::AppState::connect(kafka, &database_url, config).await.expect("checkout state");
+        let state =
+            producers::checkout::AppState::connect(kafka, &database_url, config, access).await.expect("checkout state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
             let _ = producers::checkout::run(listener, state, std::future::pending()).await;
         });
-        TestCheckout { base_url, topic: topic.to_string(), client: producers::load::http_client(), server }
+        let client = producers::load::http_client_with(Some(&token(ALL_SCOPES)));
+        TestCheckout { base_url, topic: topic.to_string(), client, server }
     }
 
     /// POSTs JSON, optionally with an Idempotency-Key; returns status and JSON answer.
@@ -371,17 +431,29 @@ pub struct ServeApi {
 
 impl ServeApi {
     pub async fn spawn(database_url: &str, topic: &str, group_prefix: &str, read_wait: Duration) -> ServeApi {
+        Self::spawn_with_kafka(&kafka(), database_url, topic, group_prefix, read_wait).await
+    }
+
+    /// A query API reading log ends through `kafka` (other credentials, another broker).
+    pub async fn spawn_with_kafka(
+        kafka: &KafkaSettings,
+        database_url: &str,
+        topic: &str,
+        group_prefix: &str,
+        read_wait: Duration,
+    ) -> ServeApi {
         let store = projections::store::Store::connect(database_url)
             .await
             .and_then(|s| s.with_group_prefix(group_prefix))
             .expect("query API store");
-        let state = orderflow::query_api::ApiState::new(store, &kafka(), topic, read_wait, 10);
+        let state = orderflow::query_api::ApiState::new(store, kafka, topic, read_wait, 10, test_access());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
             let _ = orderflow::query_api::run(listener, state, std::future::pending()).await;
         });
-        ServeApi { base_url, client: producers::load::http_client(), server }
+        let client = producers::load::http_client_with(Some(&token(ALL_SCOPES)));
+        ServeApi { base_url, client, server }
     }
 
     /// GETs `path`; returns the status and the body as JSON (null if it is not JSON).

@@ -92,6 +92,7 @@ async fn crash_at_every_point_then_compare(protocol: GroupProtocol) {
         workers: 16,
         skus: 4,
         show_progress: false,
+        token: Some(common::token(common::ALL_SCOPES)),
     })
     .await;
     assert!(report.accepted > 300, "{}", report.summary());
@@ -141,6 +142,7 @@ async fn loaded_topic_and_inventory_reference(
         workers: 8,
         skus: 3,
         show_progress: false,
+        token: Some(common::token(common::ALL_SCOPES)),
     };
     load::run(load).await;
     let reference = Store::connect(&common::fresh_database().await).await.expect("store");

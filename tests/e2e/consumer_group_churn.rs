@@ -33,6 +33,7 @@ async fn churn_then_compare(protocol: GroupProtocol, strategy: &str) {
         workers: 16,
         skus: 5,
         show_progress: false,
+        token: Some(common::token(common::ALL_SCOPES)),
     }));
     // A second member per group joins and leaves every 1.5 s while the load runs.
     let mut joins = 0;

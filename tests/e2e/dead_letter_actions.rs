@@ -62,6 +62,7 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     let dead_letters = |action: &str, args: &[&str]| {
         let mut all =
             vec!["dead-letters", action, "--group", &group, "--database-url", &database_url, "--group-prefix", &prefix];
+        all.extend_from_slice(&["--operator", "alice"]);
         all.extend_from_slice(args);
         orderflow(&all)
     };
@@ -125,5 +126,22 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     assert!(!ok && stderr.contains("no parked record"), "{stderr}");
     let (ok, _, stderr) = dead_letters("retry", &[]);
     assert!(!ok && stderr.contains("required arguments"), "{stderr}");
+
+    // Each action an operator took is in the audit trail: who (and as which role), what,
+    // with which arguments, how it ended.
+    let audit = store.operator_actions(10).await.expect("audit");
+    let seen: Vec<(&str, &str, bool)> =
+        audit.iter().map(|a| (a.actor.as_str(), a.action.as_str(), a.outcome.starts_with("ok"))).collect();
+    assert_eq!(
+        seen,
+        [
+            ("alice as postgres", "dead-letters skip", false),
+            ("alice as postgres", "dead-letters retry", true),
+            ("alice as postgres", "dead-letters skip", true),
+            ("alice as postgres", "dead-letters retry", true),
+        ],
+        "{audit:#?}"
+    );
+    assert!(audit[1].arguments.contains(&order), "the arguments are recorded: {}", audit[1].arguments);
     member.stop().await.expect("stop");
 }

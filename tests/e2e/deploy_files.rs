@@ -68,10 +68,18 @@ fn check_env(what: &str, args: &[String], names: impl IntoIterator<Item = String
     }
 }
 
-fn listen_port(env: &BTreeMap<String, String>) -> Option<u16> {
-    env.iter()
-        .find(|(k, _)| k.ends_with("_LISTEN"))
-        .map(|(_, v)| v.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{v} has no port")))
+fn port_of(address: &str) -> u16 {
+    address.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{address} has no port"))
+}
+
+/// Every port a service listens on (its API and its metrics listener).
+fn listen_ports(env: &BTreeMap<String, String>) -> Vec<u16> {
+    env.iter().filter(|(k, _)| k.ends_with("_LISTEN")).map(|(_, v)| port_of(v)).collect()
+}
+
+/// Where Prometheus scrapes a service: its metrics listener (the API ports want a token).
+fn scrape_port(env: &BTreeMap<String, String>) -> Option<u16> {
+    env.get("ORDERFLOW_METRICS_LISTEN").map(|v| port_of(v))
 }
 
 fn string_list(v: &Value) -> Vec<String> {
@@ -139,13 +147,18 @@ fn every_deployment_file_parses_and_matches_the_binarys_images_ports_env_and_met
             if args[0] == "consume" {
                 consumers_in_compose.insert(args[1].clone());
             }
-            if let Some(port) = listen_port(&env) {
-                let published: Vec<String> = string_list(&service["ports"])
-                    .iter()
-                    .map(|p| p.rsplit(':').next().unwrap_or_default().to_string())
-                    .chain(string_list(&service["expose"]))
-                    .collect();
+            let published: Vec<String> = string_list(&service["ports"])
+                .iter()
+                .map(|p| p.rsplit(':').next().unwrap_or_default().to_string())
+                .chain(string_list(&service["expose"]))
+                .collect();
+            for port in listen_ports(&env) {
                 assert!(published.contains(&port.to_string()), "{name} listens on {port} but exposes {published:?}");
+            }
+            for host_port in string_list(&service["ports"]) {
+                assert!(host_port.starts_with("127.0.0.1:"), "{name} publishes {host_port} beyond the host's loopback");
+            }
+            if let Some(port) = scrape_port(&env) {
                 compose_ports.insert(name, port);
             }
         }
@@ -231,12 +244,27 @@ fn every_deployment_file_parses_and_matches_the_binarys_images_ports_env_and_met
         if let Some(p) = env.get("ORDERFLOW_PARTITIONS") {
             partitions = Some(p.parse::<u64>().expect("partitions"));
         }
-        if let Some(port) = listen_port(&env) {
-            assert_eq!(container["ports"][0]["containerPort"].as_u64(), Some(port as u64), "{name} containerPort");
+        let container_ports: Vec<u64> = container["ports"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["containerPort"].as_u64())
+            .collect();
+        for port in listen_ports(&env) {
+            assert!(container_ports.contains(&(port as u64)), "{name} listens on {port}, no containerPort says so");
+        }
+        if let Some(port) = scrape_port(&env) {
             assert_eq!(
                 s(&pod["metadata"]["annotations"]["prometheus.io/port"]),
                 port.to_string(),
                 "{name} scrape port"
+            );
+        }
+        // Credentials come from Secrets, never from the manifest's own env values.
+        for (key, value) in &env {
+            assert!(
+                !(key.contains("PASSWORD") || key.ends_with("DATABASE_URL") || value.contains("@")),
+                "{name}: {key} carries a credential inline; use a Secret"
             );
         }
         deployments.insert(name, args);
@@ -244,6 +272,34 @@ fn every_deployment_file_parses_and_matches_the_binarys_images_ports_env_and_met
     for service in k8s.iter().filter(|d| s(&d["kind"]) == "Service") {
         let target = s(&service["spec"]["selector"]["app"]);
         assert!(deployments.contains_key(&target), "Service selects {target}, which does not exist");
+        for port in service["spec"]["ports"].as_sequence().into_iter().flatten() {
+            assert_ne!(port["targetPort"].as_u64(), Some(9464), "Service {target} publishes the metrics listener");
+        }
+    }
+    // Every Secret a pod reads exists in the manifests.
+    let secrets: BTreeSet<String> =
+        k8s.iter().filter(|d| s(&d["kind"]) == "Secret").map(|d| s(&d["metadata"]["name"])).collect();
+    for doc in k8s.iter().filter(|d| ["Deployment", "Job"].contains(&s(&d["kind"]).as_str())) {
+        let pod = &doc["spec"]["template"]["spec"];
+        let refs = pod["containers"][0]["envFrom"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["secretRef"]["name"].as_str().map(String::from))
+            .chain(
+                pod["volumes"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v["secret"]["secretName"].as_str().map(String::from)),
+            );
+        for name in refs {
+            assert!(
+                secrets.contains(&name),
+                "{} reads Secret {name}, which no manifest defines",
+                s(&doc["metadata"]["name"])
+            );
+        }
     }
     let partitions = partitions.expect("the topics Job sets ORDERFLOW_PARTITIONS");
     let mut scaled = BTreeSet::new();

@@ -22,6 +22,7 @@ fn load_config(target: &str, rate: u32, seconds: u64) -> LoadConfig {
         workers: 12,
         skus: 5,
         show_progress: false,
+        token: Some(common::token(common::ALL_SCOPES)),
     }
 }
 
@@ -170,7 +171,7 @@ async fn on_three_nodes_killing_the_leader_of_a_busy_partition_loses_no_accepted
             let base = app.base_url.clone();
             let (stop, acceptances) = (stop.clone(), acceptances.clone());
             tokio::spawn(async move {
-                let client = producers::load::http_client();
+                let client = producers::load::http_client_with(Some(&common::token(common::ALL_SCOPES)));
                 let mut accepted: Vec<(String, i64, i64)> = Vec::new();
                 let mut retried = 0u32;
                 for n in 0.. {

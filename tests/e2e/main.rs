@@ -4,6 +4,7 @@
 //! child process. One binary links the whole stack once instead of once per file.
 mod common;
 
+mod access;
 mod analyst_role;
 mod checkout_api;
 mod checkout_broker_outage;
@@ -15,6 +16,7 @@ mod dead_letter_actions;
 mod demo_run;
 mod deploy_files;
 mod kafka_cluster;
+mod kafka_sasl;
 mod log_roundtrip;
 mod offset_rows;
 mod offsets_refused;

@@ -21,6 +21,7 @@ async fn a_vanished_offset_row_is_recreated_and_moves_with_the_batch() {
         key: Some(sample(kind).key().into_bytes()),
         payload: Some(codec.encode(&sample(kind)).expect("encode")),
         timestamp_ms: None,
+        published_by: None,
     };
     let records = [record(0, EventKind::OrderPlaced)];
     let batch = Batch { group: "g", topic: "t", records: &records, read_from: &BTreeMap::new() };

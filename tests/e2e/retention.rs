@@ -36,12 +36,26 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
         }
         first.get_or_insert_with(|| event.clone());
         let (key, payload) = (event.key().into_bytes(), codec.encode(&event).expect("encode"));
-        records.push(LogRecord { partition: 0, offset, key: Some(key), payload: Some(payload), timestamp_ms: None });
+        records.push(LogRecord {
+            partition: 0,
+            offset,
+            key: Some(key),
+            payload: Some(payload),
+            timestamp_ms: None,
+            published_by: None,
+        });
     }
     // Two records nobody can read: one stays parked, one an operator skips.
     for offset in [200, 201] {
         let junk = Some(b"junk".to_vec());
-        records.push(LogRecord { partition: 0, offset, key: junk, payload: Some(vec![1, 2, 3]), timestamp_ms: None });
+        records.push(LogRecord {
+            partition: 0,
+            offset,
+            key: junk,
+            payload: Some(vec![1, 2, 3]),
+            timestamp_ms: None,
+            published_by: None,
+        });
     }
     let outcome = apply(&store, &codec, &records, 0).await;
     assert_eq!((outcome.applied, outcome.dead_lettered), (200, 2));
@@ -59,6 +73,7 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
         key: Some(copy.key().into_bytes()),
         payload: Some(codec.encode(&copy).expect("encode")),
         timestamp_ms: None,
+        published_by: None,
     };
     assert_eq!(apply(&store, &codec, &[again], 202).await.duplicates, 1, "deduplicated inside the window");
 

@@ -69,7 +69,7 @@ async fn history_rows_are_upgraded(url: &str) {
         "the old table is gone"
     );
     let rows: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM history_events").fetch_one(store.pool()).await.expect("count");
+        sqlx::query_scalar("SELECT COUNT(*) FROM history_entries").fetch_one(store.pool()).await.expect("count");
     assert_eq!(rows, 2, "one row per event");
     Store::connect(url).await.expect("a second start changes nothing");
 }
@@ -82,4 +82,48 @@ async fn an_earlier_releases_history_rows_become_one_row_per_event_with_the_same
 #[tokio::test]
 async fn an_earlier_releases_history_rows_become_one_row_per_event_with_the_same_timeline_sqlite() {
     history_rows_are_upgraded(&common::fresh_sqlite_url()).await;
+}
+
+/// The previous release kept one row per event in `history_events`, without who published
+/// it: the rows move to `history_entries` with an unknown publisher, the timeline is the
+/// same, and new events carry their publisher.
+async fn history_events_gain_a_publisher_column(url: &str) {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("connect");
+    let order = "00000000-0000-4000-8000-000000000003";
+    sqlx::query(
+        "CREATE TABLE history_events (order_id TEXT NOT NULL, event_id TEXT NOT NULL, kind TEXT NOT NULL,
+         occurred_at_us BIGINT NOT NULL, partition_id BIGINT NOT NULL, record_offset BIGINT NOT NULL,
+         summary TEXT NOT NULL, PRIMARY KEY (order_id, event_id))",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("previous table");
+    sqlx::query("INSERT INTO history_events VALUES ($1, '00000000-0000-4000-8000-0000000000b1', 'OrderPlaced', 1, 0, 4, 'placed')")
+        .bind(order)
+        .execute(&mut conn)
+        .await
+        .expect("row");
+    drop(conn);
+
+    let store = Store::connect(url).await.expect("the upgrade runs at start-up");
+    let history = store.order_history(order).await.expect("history").expect("the order's history");
+    let seen: Vec<(&str, i64, Option<&str>)> =
+        history.iter().map(|e| (e.kind.as_str(), e.offset, e.published_by.as_deref())).collect();
+    assert_eq!(seen, [("OrderPlaced", 4, None)]);
+    assert!(
+        sqlx::query("SELECT 1 FROM history_events").fetch_optional(store.pool()).await.is_err(),
+        "the previous table is gone"
+    );
+    Store::connect(url).await.expect("a second start changes nothing");
+}
+
+#[tokio::test]
+async fn the_previous_releases_history_rows_move_to_history_entries_with_an_unknown_publisher_postgres() {
+    history_events_gain_a_publisher_column(&common::fresh_database().await).await;
+}
+
+#[tokio::test]
+async fn the_previous_releases_history_rows_move_to_history_entries_with_an_unknown_publisher_sqlite() {
+    history_events_gain_a_publisher_column(&common::fresh_sqlite_url()).await;
 }

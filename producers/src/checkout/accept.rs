@@ -1,10 +1,13 @@
 //! The path every publishing request takes: read the body within its limit, check the
 //! content type, parse strictly, validate, claim the Idempotency-Key, publish, answer.
 //! A request rejected at any step appends nothing.
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use infra::auth::Principal;
 use schemas::{Envelope, Event};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -57,21 +60,28 @@ pub struct Accepted {
     pub sku: Option<String>,
 }
 
-/// What the accept path needs of a request besides the route's own path parameters: its
-/// scope (`POST <path>`, which an Idempotency-Key is unique within), headers and body.
+/// What the accept path needs of a request besides the route's own path parameters: who
+/// sent it, its scope (`<principal> POST <path>`: an Idempotency-Key is unique within one
+/// principal's requests to one path, so two services can never collide on a key), headers
+/// and body.
 pub struct Publish {
+    pub principal: Arc<Principal>,
     pub scope: String,
     pub headers: HeaderMap,
     pub body: Body,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequest<S> for Publish {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, _: &S) -> Result<Self, Self::Rejection> {
-        let scope = format!("POST {}", request.uri().path());
         let (parts, body) = request.into_parts();
-        Ok(Publish { scope, headers: parts.headers, body })
+        // Put there by the access guard; a route it did not guard has no principal.
+        let principal = parts.extensions.get::<Arc<Principal>>().cloned().ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "this route needs a bearer token")
+        })?;
+        let scope = format!("{} POST {}", principal.name, parts.uri.path());
+        Ok(Publish { principal, scope, headers: parts.headers, body })
     }
 }
 
@@ -81,7 +91,7 @@ pub async fn accept<T: DeserializeOwned>(
     empty_body: Option<Value>,
     build: impl Fn(T, Ids) -> Result<(Event, Subject), FieldError>,
 ) -> Result<Response, ApiError> {
-    let Publish { scope, headers, body } = request;
+    let Publish { principal, scope, headers, body } = request;
     let value = read_object(body, &headers, empty_body).await?;
     let key = idempotency_key(&headers)?;
     let parse = || {
@@ -106,7 +116,7 @@ pub async fn accept<T: DeserializeOwned>(
     }
     let event_id = event.envelope().event_id;
 
-    match state.publisher.publish(&event).await {
+    match state.publisher.publish(&event, &principal.name).await {
         Ok(position) => {
             let (order_id, sku) = match subject {
                 Subject::Order(id) => (Some(id), None),
@@ -138,7 +148,15 @@ pub async fn accept<T: DeserializeOwned>(
                     );
                 }
             }
-            Err(outcome_unknown(&infra::error_chain(&e)))
+            match e {
+                // Known not written: the key is released above, a retry is a new attempt.
+                crate::PublishError::Denied(_) => Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "broker_refused",
+                    "the broker refuses this service's writes (its credentials or ACL); nothing was appended",
+                )),
+                e => Err(outcome_unknown(&infra::error_chain(&e))),
+            }
         }
     }
 }
@@ -149,10 +167,12 @@ async fn read_object(body: Body, headers: &HeaderMap, empty_body: Option<Value>)
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("body exceeds {MAX_BODY_BYTES} bytes"))
     })?;
+    // Required even of an empty body: a browser sends a cross-site form post without a
+    // preflight only with a form content type, so this refuses those whatever they carry.
+    require_json(headers)?;
     let value = match (bytes.is_empty(), empty_body) {
         (true, Some(default)) => default,
         (_, empty_body) => {
-            require_json(headers)?;
             let value = serde_json::from_slice::<Value>(&bytes)
                 .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
             match (value, empty_body) {

@@ -13,6 +13,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
 
+use infra::auth::Scope;
+use infra::http::{Access, Need, RouteAccess};
+
 use crate::idempotency::IdempotencyStore;
 use crate::publisher::Publisher;
 
@@ -43,7 +46,21 @@ pub struct CheckoutApi;
 pub struct Inner {
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) idempotency: IdempotencyStore,
+    pub(crate) access: Access,
 }
+
+/// Who may call which route: each kind of event has its own scope, so a service's token
+/// bounds what a leak of it can do.
+pub const ROUTES: &[RouteAccess] = &[
+    RouteAccess::post("/orders", Need::Scope(Scope::OrdersWrite)),
+    RouteAccess::post("/orders/{order_id}/cancel", Need::Scope(Scope::OrdersWrite)),
+    RouteAccess::post("/orders/{order_id}/payments", Need::Scope(Scope::PaymentsWrite)),
+    RouteAccess::post("/orders/{order_id}/shipments", Need::Scope(Scope::ShipmentsWrite)),
+    RouteAccess::post("/inventory/{sku}/adjustments", Need::Scope(Scope::InventoryWrite)),
+    RouteAccess::post("/bench/noop", Need::Authenticated),
+    RouteAccess::get("/healthz", Need::Public),
+    RouteAccess::get("/readyz", Need::Public),
+];
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -62,21 +79,22 @@ impl AppState {
         kafka: &infra::KafkaSettings,
         database_url: &str,
         publisher: crate::publisher::PublisherConfig,
+        access: Access,
     ) -> Result<Self, crate::CheckoutError> {
         let lease = publisher.deadline + crate::idempotency::LEASE_MARGIN;
         let publisher = Arc::new(Publisher::new(kafka, publisher)?);
         let idempotency = IdempotencyStore::connect(database_url, lease).await?;
-        Ok(AppState::new(publisher, idempotency))
+        Ok(AppState::new(publisher, idempotency, access))
     }
 
     pub fn publisher(&self) -> &Arc<Publisher> {
         &self.0.publisher
     }
 
-    pub fn new(publisher: Arc<Publisher>, idempotency: IdempotencyStore) -> Self {
+    pub fn new(publisher: Arc<Publisher>, idempotency: IdempotencyStore, access: Access) -> Self {
         // The recorder must exist before the first request is counted.
         infra::telemetry::prometheus();
-        AppState(Arc::new(Inner { publisher, idempotency }))
+        AppState(Arc::new(Inner { publisher, idempotency, access }))
     }
 }
 
@@ -94,7 +112,12 @@ pub fn router(state: AppState, with_noop: bool) -> Router {
     if with_noop {
         router = router.route("/bench/noop", post(routes::noop));
     }
-    let service = infra::http::Service { metrics: infra::http::CHECKOUT_METRICS, openapi: CheckoutApi::openapi() };
+    let service = infra::http::Service {
+        metrics: infra::http::CHECKOUT_METRICS,
+        openapi: CheckoutApi::openapi(),
+        routes: ROUTES,
+        access: state.access.clone(),
+    };
     service.finish(router.with_state(state))
 }
 

@@ -17,6 +17,9 @@ pub struct HistoryEntry {
     pub offset: i64,
     /// One human line: amounts, warehouse, reason.
     pub summary: String,
+    /// The principal that published it; null when the record did not say (a producer
+    /// writing straight to the topic, or a release before principals were recorded).
+    pub published_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,13 +66,14 @@ impl Projection for History {
     }
 
     fn apply(state: Option<&OrderHistory>, event: &Event) -> Result<Effect<OrderHistory>, Rejection> {
-        Self::apply_at(state, event, UNKNOWN)
+        Self::apply_at(state, event, UNKNOWN, None)
     }
 
     fn apply_at(
         state: Option<&OrderHistory>,
         event: &Event,
         at: LogPosition,
+        published_by: Option<&str>,
     ) -> Result<Effect<OrderHistory>, Rejection> {
         let order_id = event.order_id().ok_or_else(|| Rejection::new("history reads order events only"))?;
         let envelope = event.envelope();
@@ -85,6 +89,7 @@ impl Projection for History {
             partition: at.partition,
             offset: at.offset,
             summary: summary(event),
+            published_by: published_by.map(str::to_string),
         });
         Ok(Effect::order(next))
     }
@@ -96,8 +101,9 @@ mod tests {
     use schemas::samples::sample;
 
     #[test]
-    fn every_order_event_is_recorded_with_its_position_in_log_order() {
-        let placed = History::apply_at(None, &sample(EventKind::OrderPlaced), LogPosition { partition: 3, offset: 10 })
+    fn every_order_event_is_recorded_with_its_position_and_publisher_in_log_order() {
+        let at = LogPosition { partition: 3, offset: 10 };
+        let placed = History::apply_at(None, &sample(EventKind::OrderPlaced), at, Some("shop"))
             .expect("placed")
             .order
             .expect("state");
@@ -105,6 +111,7 @@ mod tests {
             Some(&placed),
             &sample(EventKind::PaymentCaptured),
             LogPosition { partition: 3, offset: 12 },
+            None,
         )
         .expect("paid")
         .order
@@ -112,6 +119,8 @@ mod tests {
         let kinds: Vec<(&str, i64)> = paid.events.iter().map(|e| (e.kind.as_str(), e.offset)).collect();
         assert_eq!(kinds, [("OrderPlaced", 10), ("PaymentCaptured", 12)]);
         assert!(paid.events[0].summary.contains("total 4497 EUR"), "{}", paid.events[0].summary);
+        let publishers: Vec<Option<&str>> = paid.events.iter().map(|e| e.published_by.as_deref()).collect();
+        assert_eq!(publishers, [Some("shop"), None], "an event without the header has no known publisher");
     }
 
     #[test]

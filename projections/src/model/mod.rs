@@ -65,12 +65,13 @@ pub trait Projection {
     const NAME: &'static str;
     fn wants(kind: EventKind) -> bool;
     fn apply(state: Option<&Self::State>, event: &Event) -> Result<Effect<Self::State>, Rejection>;
-    /// `apply` for projections that also record where the event sits in the log; the
-    /// store calls this one.
+    /// `apply` for projections that also record where the event sits in the log and who
+    /// published it; the store calls this one.
     fn apply_at(
         state: Option<&Self::State>,
         event: &Event,
         _at: LogPosition,
+        _published_by: Option<&str>,
     ) -> Result<Effect<Self::State>, Rejection> {
         Self::apply(state, event)
     }

@@ -33,6 +33,8 @@ pub struct LogRecord {
     /// The record's timestamp (milliseconds): stored with the offsets, so a member can tell
     /// the log it applied from another one with the same offsets (a recreated topic).
     pub timestamp_ms: Option<i64>,
+    /// Who published it ([`schemas::PRINCIPAL_HEADER`]), when the record says so validly.
+    pub published_by: Option<String>,
 }
 
 /// Records of one group's consumer to apply together.
@@ -177,7 +179,7 @@ impl Store {
                 continue;
             }
             let at = LogPosition { partition: record.partition, offset: record.offset };
-            match fold.apply(event, at) {
+            match fold.apply(event, at, record.published_by.as_deref()) {
                 Ok(()) => outcome.applied += 1,
                 Err(rejection) => {
                     parked.extend(order_id);

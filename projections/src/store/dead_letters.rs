@@ -82,7 +82,7 @@ pub(super) async fn insert(
 ) -> Result<(), StoreError> {
     for chunk in dead.chunks(CHUNK) {
         let mut q = Sql::new(
-            "INSERT INTO dead_letters (group_id, topic, partition_id, record_offset, record_key, order_id, reason, payload, created_at_ms) ",
+            "INSERT INTO dead_letters (group_id, topic, partition_id, record_offset, record_key, order_id, reason, payload, created_at_ms, published_by) ",
         );
         q.values(chunk, |v, d| {
             v.bind(group.to_string())
@@ -93,7 +93,8 @@ pub(super) async fn insert(
                 .bind(d.order_id.map(|id| id.to_string()))
                 .bind(d.reason.clone())
                 .bind(d.record.payload.clone())
-                .bind(now_ms);
+                .bind(now_ms)
+                .bind(d.record.published_by.clone());
         });
         q.push(" ON CONFLICT (group_id, topic, partition_id, record_offset) DO NOTHING");
         q.execute(&mut *conn).await?;
@@ -133,6 +134,7 @@ struct Parked {
     offset: i64,
     order_id: Option<Uuid>,
     payload: Option<Vec<u8>>,
+    published_by: Option<String>,
 }
 
 fn now_ms() -> i64 {
@@ -224,7 +226,7 @@ impl Store {
                         Decoded::Undecodable(reason) => Err(reason),
                         Decoded::Event(event) => {
                             let at = LogPosition { partition: parked.partition, offset: parked.offset };
-                            let applied = fold.apply(&event, at).map_err(|r| r.0);
+                            let applied = fold.apply(&event, at, parked.published_by.as_deref()).map_err(|r| r.0);
                             if applied.is_ok() {
                                 // A record parked as undecodable never had its id claimed; claim it
                                 // now so a later copy of the same event is not applied again.
@@ -325,7 +327,7 @@ async fn select_parked(
     selection: &DeadLetterSelection,
 ) -> Result<Vec<Parked>, StoreError> {
     let mut q =
-        Sql::new("SELECT id, topic, partition_id, record_offset, record_key, order_id, payload FROM dead_letters WHERE status = 'parked' AND group_id = ");
+        Sql::new("SELECT id, topic, partition_id, record_offset, record_key, order_id, payload, published_by FROM dead_letters WHERE status = 'parked' AND group_id = ");
     q.bind(group.to_string());
     match selection {
         DeadLetterSelection::Order(order) => {
@@ -349,6 +351,7 @@ async fn select_parked(
                 offset: r.try_get("record_offset")?,
                 order_id: order_id.and_then(|s| Uuid::parse_str(&s).ok()),
                 payload: r.try_get("payload")?,
+                published_by: r.try_get("published_by")?,
             })
         })
         .collect()

@@ -83,9 +83,9 @@ impl<P: StoredProjection> Fold<P> {
 
     /// Applies one event at its log position; on success its effect is merged into the
     /// folded state, on rejection nothing changes.
-    pub fn apply(&mut self, event: &Event, at: LogPosition) -> Result<(), Rejection> {
+    pub fn apply(&mut self, event: &Event, at: LogPosition, published_by: Option<&str>) -> Result<(), Rejection> {
         let current = event.order_id().and_then(|id| self.states.get(&id));
-        let effect = P::apply_at(current, event, at)?;
+        let effect = P::apply_at(current, event, at, published_by)?;
         if let Some(state) = effect.order {
             let id = state.order_id();
             self.states.insert(id, state);

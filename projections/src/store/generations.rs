@@ -147,6 +147,10 @@ impl Store {
         )) {
             tx.execute(statement.as_str()).await?;
         }
+        if self.dialect == Dialect::Postgres && self.manages_catalog().await? {
+            // Run by the owner: the consumers' role must own the new tables too.
+            tx.execute(schema::hand_over_statement().as_str()).await?;
+        }
         for table in ["consumer_offsets", "processed_events", "dead_letters", "projection_groups"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE group_id = $1")).bind(&group).execute(&mut *tx).await?;
         }

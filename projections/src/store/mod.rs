@@ -10,6 +10,7 @@
 //! - `reads`: what the query API, the dashboard and tests read;
 //! - `retention`: pruning event ids past the dedupe window and long-resolved dead letters;
 //! - `rows`: how each projection's state maps to a row; `sql`: the statement builder.
+mod audit;
 mod batch;
 mod dead_letters;
 mod error;
@@ -30,6 +31,7 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
+pub use audit::OperatorAction;
 pub use batch::{Batch, BatchOutcome, LogRecord};
 pub use dead_letters::{DeadLetterRow, DeadLetterSelection, DeadLetterStatus, RetryOutcome};
 pub use error::StoreError;

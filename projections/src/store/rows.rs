@@ -160,9 +160,9 @@ impl StoredState for FulfilmentOrder {
 }
 
 impl StoredState for OrderHistory {
-    const TABLE: &'static str = "history_events";
+    const TABLE: &'static str = "history_entries";
     const COLUMNS: &'static [&'static str] =
-        &["order_id", "event_id", "kind", "occurred_at_us", "partition_id", "record_offset", "summary"];
+        &["order_id", "event_id", "kind", "occurred_at_us", "partition_id", "record_offset", "summary", "published_by"];
     const APPEND_ONLY: bool = true;
 
     fn order_id(&self) -> Uuid {
@@ -182,7 +182,8 @@ impl StoredState for OrderHistory {
             .bind(e.occurred_at_us)
             .bind(i64::from(e.partition))
             .bind(e.offset)
-            .bind(e.summary.clone());
+            .bind(e.summary.clone())
+            .bind(e.published_by.clone());
     }
 
     /// One row: one entry.
@@ -197,6 +198,7 @@ impl StoredState for OrderHistory {
                 partition: row.try_get::<i64, _>("partition_id")? as i32,
                 offset: row.try_get("record_offset")?,
                 summary: row.try_get("summary")?,
+                published_by: row.try_get("published_by")?,
             }],
         })
     }

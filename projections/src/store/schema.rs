@@ -110,24 +110,72 @@ pub fn view_statements(dialect: Dialect, projection: ProjectionKind, generation:
     out
 }
 
+/// The login roles of PostgreSQL, one per service, created (without a password) by the
+/// catalog step of whoever may manage roles; operators give each a password or a client
+/// certificate. Least privilege:
+/// - the checkout: its idempotency table only;
+/// - the consumers (members, rebuild, dead-letter and offset commands): they own the
+///   projection, offset and dead-letter tables and the views (a rebuild creates tables and
+///   repoints the views);
+/// - the query API: SELECT on the views and on what read-your-writes, lag and the timeline
+///   read (offsets, offset faults, dead letters, generations), nothing else;
+/// - analysts ([`ANALYST_ROLE`]): the views only.
+pub const CHECKOUT_ROLE: &str = "orderflow_checkout";
+pub const CONSUMER_ROLE: &str = "orderflow_consumer";
+pub const QUERY_ROLE: &str = "orderflow_query";
+pub const SERVICE_ROLES: [&str; 4] = [CHECKOUT_ROLE, CONSUMER_ROLE, QUERY_ROLE, ANALYST_ROLE];
+
+/// What the query API reads besides the views.
+const QUERY_READS: [&str; 5] =
+    ["consumer_offsets", "offset_faults", "dead_letters", "projection_live", "projection_groups"];
+
+/// Gives every table and view but the checkout's and the migrations' to the consumers'
+/// role (also after a rebuild run by the owner made new tables).
+pub(super) fn hand_over_statement() -> String {
+    format!(
+        "DO $$ DECLARE r record; BEGIN
+           IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{CONSUMER_ROLE}') THEN
+             FOR r IN SELECT tablename AS name, 'TABLE' AS kind FROM pg_tables
+                        WHERE schemaname = current_schema() AND tablename NOT IN ('checkout_keys', '_sqlx_migrations')
+                          AND tableowner <> '{CONSUMER_ROLE}'
+                      UNION ALL
+                      SELECT viewname, 'VIEW' FROM pg_views
+                        WHERE schemaname = current_schema() AND viewowner <> '{CONSUMER_ROLE}' LOOP
+               EXECUTE format('ALTER %s %I OWNER TO {CONSUMER_ROLE}', r.kind, r.name);
+             END LOOP;
+           END IF;
+         END $$"
+    )
+}
+
 fn grant_statements(dialect: Dialect) -> Vec<String> {
     if dialect == Dialect::Sqlite {
         return Vec::new();
     }
-    let views: Vec<&str> = ProjectionKind::all_views().collect();
-    vec![
-        // Roles are cluster-wide: several databases may race to create it.
-        format!(
+    let views = ProjectionKind::all_views().collect::<Vec<&str>>().join(", ");
+    let mut out = Vec::new();
+    for role in SERVICE_ROLES {
+        // Roles are cluster-wide: several databases may race to create one.
+        out.push(format!(
             "DO $$ BEGIN
-               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ANALYST_ROLE}') THEN
-                 CREATE ROLE {ANALYST_ROLE} LOGIN;
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                 CREATE ROLE {role} LOGIN;
                END IF;
              EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
              END $$"
-        ),
-        format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {ANALYST_ROLE}"),
-        format!("GRANT SELECT ON {} TO {ANALYST_ROLE}", views.join(", ")),
-    ]
+        ));
+        out.push(format!("GRANT USAGE ON SCHEMA public TO {role}"));
+    }
+    for role in [CHECKOUT_ROLE, QUERY_ROLE, ANALYST_ROLE] {
+        out.push(format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"));
+    }
+    out.push(hand_over_statement());
+    out.push(format!("GRANT CREATE ON SCHEMA public TO {CONSUMER_ROLE}"));
+    out.push(format!("GRANT SELECT ON _sqlx_migrations TO {CHECKOUT_ROLE}, {CONSUMER_ROLE}, {QUERY_ROLE}"));
+    out.push(format!("GRANT SELECT ON {views} TO {QUERY_ROLE}, {ANALYST_ROLE}"));
+    out.push(format!("GRANT SELECT ON {} TO {QUERY_ROLE}", QUERY_READS.join(", ")));
+    out.push(format!("GRANT SELECT, INSERT, UPDATE, DELETE ON checkout_keys TO {CHECKOUT_ROLE}"));
+    out
 }
 
 impl Store {
@@ -135,6 +183,11 @@ impl Store {
     /// projection's live generation tables and views, then the analyst grants.
     #[tracing::instrument(skip(self))]
     pub(super) async fn prepare_catalog(&self) -> Result<(), StoreError> {
+        if self.dialect == Dialect::Postgres && !self.manages_catalog().await? {
+            // A service running under its own role (see `SERVICE_ROLES`) may not change
+            // the catalog; the owner migrated it (`orderflow migrate`), or it says so.
+            return self.check_migrated().await;
+        }
         self.run_migrations().await?;
         let mut conn = self.pool.acquire().await?;
         if self.dialect == Dialect::Postgres {
@@ -145,6 +198,41 @@ impl Store {
             conn.execute(format!("SELECT pg_advisory_unlock({CATALOG_LOCK})").as_str()).await?;
         }
         result
+    }
+
+    /// Whether this connection's role may create roles (a superuser, or a managed
+    /// service's admin user with CREATEROLE): only such a role migrates and grants.
+    pub(super) async fn manages_catalog(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT CAST(rolsuper OR rolcreaterole AS INTEGER) AS manages FROM pg_roles WHERE rolname = current_user",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<i32, _>("manages")? == 1,
+            None => false,
+        })
+    }
+
+    /// Every migration of this release is applied.
+    async fn check_migrated(&self) -> Result<(), StoreError> {
+        let not_migrated = |why: String| {
+            StoreError::Invalid(format!(
+                "{why}: run `orderflow migrate --database-url <the owner's URL>` once as a role that may create \
+                 roles, then start this service under its own role"
+            ))
+        };
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| not_migrated(format!("the database is not migrated ({e})")))?;
+        let missing: Vec<i64> =
+            POSTGRES_MIGRATIONS.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(not_migrated(format!("migrations {missing:?} are not applied")))
+        }
     }
 
     async fn run_migrations(&self) -> Result<(), StoreError> {

@@ -1,0 +1,151 @@
+//! OAuth2/OIDC access tokens: a JWT signed RS256 or ES256 by a key of the identity
+//! provider's JWKS, for our issuer and audience, not expired. Its `sub` is the principal
+//! and its space-separated `scope` claim the scopes (names we do not know are ignored: an
+//! identity provider issues scopes for other services too).
+//!
+//! A JWKS from a URL is fetched at start (a service that cannot fetch it does not start)
+//! and again when a token names a key id we do not have, at most once a minute, so a
+//! provider's key rotation needs no restart and a flood of made-up key ids costs nothing.
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tokio::sync::RwLock;
+
+use super::{valid_principal_name, AuthError, Denied, Principal, Scope};
+
+/// Where the identity provider's public keys are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(String),
+}
+
+impl JwksSource {
+    /// `http(s)://…` is a URL, anything else a file path.
+    pub fn parse(raw: &str) -> JwksSource {
+        if raw.starts_with("https://") || raw.starts_with("http://") {
+            JwksSource::Url(raw.to_string())
+        } else {
+            JwksSource::File(raw.into())
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub jwks: JwksSource,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// An `aud` every token must carry.
+    pub audience: String,
+}
+
+/// The JWKS is fetched again for an unknown key id at most this often.
+const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(60);
+/// Clock difference tolerated on `exp` and `nbf`.
+const LEEWAY_SECONDS: u64 = 30;
+
+pub(super) struct Oidc {
+    config: OidcConfig,
+    keys: RwLock<Keys>,
+    http: reqwest::Client,
+}
+
+struct Keys {
+    set: JwkSet,
+    fetched_at: Instant,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+impl Oidc {
+    pub(super) async fn load(config: OidcConfig) -> Result<Self, AuthError> {
+        if config.issuer.is_empty() || config.audience.is_empty() {
+            return Err(AuthError::Invalid("OIDC needs --oidc-issuer and --oidc-audience".into()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|source| AuthError::Fetch { url: "(client)".into(), source })?;
+        let set = fetch(&http, &config.jwks).await?;
+        if set.keys.is_empty() {
+            return Err(AuthError::Invalid(format!("the JWKS at {:?} has no keys", config.jwks)));
+        }
+        Ok(Oidc { config, keys: RwLock::new(Keys { set, fetched_at: Instant::now() }), http })
+    }
+
+    pub(super) async fn verify(&self, token: &str) -> Result<Principal, Denied> {
+        let invalid = |why: String| Denied::Invalid(why);
+        let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(format!("not a JWT: {e}")))?;
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+            return Err(invalid(format!("algorithm {:?} is not accepted (RS256 or ES256)", header.alg)));
+        }
+        let key = self.key_for(header.kid.as_deref()).await?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = LEEWAY_SECONDS;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| invalid(e.to_string()))?;
+        let claims = data.claims;
+        if !valid_principal_name(&claims.sub) {
+            return Err(invalid("the token's sub is not a usable principal name".into()));
+        }
+        let scopes = claims.scope.as_deref().unwrap_or("").split_ascii_whitespace().filter_map(Scope::parse);
+        Ok(Principal::new(claims.sub, scopes))
+    }
+
+    async fn key_for(&self, kid: Option<&str>) -> Result<DecodingKey, Denied> {
+        if let Some(key) = self.lookup(kid).await? {
+            return Ok(key);
+        }
+        let source = &self.config.jwks;
+        if matches!(source, JwksSource::Url(_)) {
+            let mut keys = self.keys.write().await;
+            if keys.fetched_at.elapsed() >= REFRESH_AT_MOST_EVERY {
+                keys.fetched_at = Instant::now();
+                match fetch(&self.http, source).await {
+                    Ok(set) => keys.set = set,
+                    Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "could not refresh the JWKS"),
+                }
+            }
+        }
+        self.lookup(kid).await?.ok_or_else(|| Denied::Invalid("the token's signing key is not in the JWKS".into()))
+    }
+
+    async fn lookup(&self, kid: Option<&str>) -> Result<Option<DecodingKey>, Denied> {
+        let keys = self.keys.read().await;
+        let jwk = match kid {
+            Some(kid) => keys.set.find(kid),
+            // Without a key id only a one-key set is unambiguous.
+            None if keys.set.keys.len() == 1 => keys.set.keys.first(),
+            None => return Err(Denied::Invalid("the token names no key id (kid)".into())),
+        };
+        jwk.map(|jwk| DecodingKey::from_jwk(jwk).map_err(|e| Denied::Invalid(format!("unusable JWKS key: {e}"))))
+            .transpose()
+    }
+}
+
+async fn fetch(http: &reqwest::Client, source: &JwksSource) -> Result<JwkSet, AuthError> {
+    let (from, text) = match source {
+        JwksSource::File(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| AuthError::Read { path: path.clone(), source })?;
+            (path.display().to_string(), text)
+        }
+        JwksSource::Url(url) => {
+            let fetch_error = |source| AuthError::Fetch { url: url.clone(), source };
+            let response = http.get(url).send().await.and_then(|r| r.error_for_status()).map_err(fetch_error)?;
+            (url.clone(), response.text().await.map_err(fetch_error)?)
+        }
+    };
+    serde_json::from_str(&text).map_err(|source| AuthError::Jwks { from, source })
+}

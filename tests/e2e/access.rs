@@ -1,0 +1,289 @@
+//! Every caller is somebody: each route of both services refuses a request without a
+//! token (401) or without the route's scope (403) and takes one with it; OIDC tokens are
+//! checked for signature, expiry and audience; idempotency keys are per principal; a burst
+//! past the rate limit is answered 429 and then served again; a cross-site form post
+//! cannot publish anything.
+use crate::common;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use infra::auth::{AuthConfig, Authenticator, JwksSource, OidcConfig, Scope};
+use infra::http::{Access, Limits, Need};
+use serde_json::{json, Value};
+
+const ORDER: &str = "5d2c7c0e-8a3b-4c1d-9e2f-0a1b2c3d4e5f";
+
+/// A valid body for each publishing route, and the path with its parameters filled in.
+fn publishing_request(template: &str) -> (String, Value) {
+    let path = template.replace("{order_id}", ORDER).replace("{sku}", "SKU-ACCESS");
+    let body = match template {
+        "/orders" => json!({"customer_id": "c-1", "currency": "EUR",
+            "lines": [{"sku": "SKU-1", "quantity": 1, "unit_price_minor": 100}], "ship_to": {"country": "DE"}}),
+        "/orders/{order_id}/cancel" => json!({}),
+        "/orders/{order_id}/payments" => json!({"status": "captured", "amount_minor": 100, "provider_ref": "p"}),
+        "/orders/{order_id}/shipments" => json!({"status": "packed", "warehouse": "BER-1"}),
+        "/inventory/{sku}/adjustments" => json!({"warehouse": "BER-1", "delta": 3, "reason": "received"}),
+        _ => json!({}),
+    };
+    (path, body)
+}
+
+/// A principal without `scope` (the one-scope principal of another scope).
+fn other_than(scope: Scope) -> String {
+    let other = Scope::ALL.into_iter().find(|s| *s != scope).expect("another scope");
+    format!("only-{other}")
+}
+
+async fn send(
+    method: &str,
+    url: &str,
+    principal: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let client = reqwest::Client::new();
+    let mut request = if method == "POST" { client.post(url) } else { client.get(url) };
+    if let Some(principal) = principal {
+        request = request.bearer_auth(common::token(principal));
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.expect("http");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
+}
+
+/// For each route of a service: no token 401, a token without the route's scope 403 (both
+/// JSON naming the scope), the route's scope accepted; public routes need nothing.
+async fn every_route_is_guarded(base: &str, routes: &[infra::http::RouteAccess]) {
+    for route in routes {
+        let method = route.method.as_str();
+        let (path, body) = publishing_request(route.path);
+        let body = (method == "POST").then_some(&body);
+        let url = format!("{base}{path}");
+        match route.need {
+            Need::Public => {
+                let (status, answer, _) = send(method, &url, None, body).await;
+                assert!(status != 401 && status != 403, "{method} {path} is public: {status} {answer}");
+            }
+            Need::Authenticated => {
+                let (status, answer, _) = send(method, &url, None, body).await;
+                assert_eq!(status, 401, "{method} {path} without a token: {answer}");
+            }
+            Need::Scope(scope) => {
+                let (status, answer, headers) = send(method, &url, None, body).await;
+                assert_eq!(status, 401, "{method} {path} without a token: {answer}");
+                assert_eq!(answer["error"], "unauthenticated", "{answer}");
+                assert_eq!(answer["scope"], scope.as_str(), "the 401 names the scope needed: {answer}");
+                assert!(headers.contains_key("www-authenticate"), "{method} {path}: no WWW-Authenticate");
+
+                let (status, answer, _) = send(method, &url, Some(&other_than(scope)), body).await;
+                assert_eq!(status, 403, "{method} {path} with another scope: {answer}");
+                assert_eq!(answer["error"], "forbidden", "{answer}");
+                assert_eq!(answer["scope"], scope.as_str(), "the 403 names the scope needed: {answer}");
+
+                let (status, answer, _) = send(method, &url, Some(&format!("only-{scope}")), body).await;
+                assert!(
+                    status < 400 || status == 404,
+                    "{method} {path} with scope {scope} must be served, got {status} {answer}"
+                );
+            }
+        }
+    }
+    let (status, _, _) = send("GET", &format!("{base}/healthz"), Some("nobody-knows-me"), None).await;
+    assert_eq!(status, 200, "a health check ignores credentials");
+    let (status, answer, _) = send("GET", &format!("{base}/metrics"), None, None).await;
+    assert_eq!((status, answer["scope"].as_str()), (401, Some("ops")), "/metrics needs ops");
+    let client = reqwest::Client::new();
+    let response = client.get(format!("{base}/metrics")).bearer_auth("not-a-token").send().await.expect("http");
+    assert_eq!(response.status().as_u16(), 401, "an unknown token is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_checkout_route_refuses_no_token_and_the_wrong_scope_and_serves_the_right_one() {
+    let kafka = common::kafka();
+    let topic = common::fresh_topic("access-checkout", 2).await;
+    let app = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(10)).await;
+    every_route_is_guarded(&app.base_url, producers::checkout::ROUTES).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_query_api_route_refuses_no_token_and_the_wrong_scope_and_serves_the_right_one() {
+    let topic = common::fresh_topic("access-api", 2).await;
+    let database_url = common::fresh_database().await;
+    let api =
+        common::ServeApi::spawn(&database_url, &topic, &common::fresh_group_prefix(), Duration::from_secs(1)).await;
+    every_route_is_guarded(&api.base_url, orderflow::query_api::ROUTES).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_idempotency_key_from_two_principals_places_two_orders() {
+    let kafka = common::kafka();
+    let topic = common::fresh_topic("access-keys", 2).await;
+    let app = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(10)).await;
+    let (_, body) = publishing_request("/orders");
+    let url = format!("{}/orders", app.base_url);
+    let place = |principal: &'static str| {
+        let (url, body) = (url.clone(), body.clone());
+        async move {
+            let response = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(common::token(principal))
+                .header("idempotency-key", "shared-key-1")
+                .json(&body)
+                .send()
+                .await
+                .expect("http");
+            assert_eq!(response.status().as_u16(), 202);
+            response.json::<Value>().await.expect("json")
+        }
+    };
+    let first = place("only-orders:write").await;
+    let again = place("only-orders:write").await;
+    let other = place(common::ALL_SCOPES).await;
+    assert_eq!(first["order_id"], again["order_id"], "the same principal's retry is the same order");
+    assert_ne!(first["order_id"], other["order_id"], "another principal's key is another order");
+    let records = common::read_topic(&kafka, &topic, 2);
+    assert_eq!(records.len(), 2, "two orders in the log, not one and not three");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_past_the_rate_limit_is_answered_429_with_retry_after_and_then_served_again() {
+    let kafka = common::kafka();
+    let topic = common::fresh_topic("access-rate", 1).await;
+    let limits = Limits { per_principal_per_second: std::num::NonZeroU32::new(5), ..Limits::default() };
+    let app =
+        common::TestCheckout::spawn_with(&kafka, &topic, Duration::from_secs(10), common::test_access_with(limits))
+            .await;
+    let url = format!("{}/openapi.json", app.base_url);
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..20 {
+        let (status, _, headers) = send("GET", &url, Some(common::ALL_SCOPES), None).await;
+        if status == 429 {
+            retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        }
+        statuses.push(status);
+    }
+    assert!(statuses.iter().take(5).all(|s| *s == 200), "the burst allowance is served: {statuses:?}");
+    assert!(statuses.contains(&429), "a burst of 20 at 5/s must be limited: {statuses:?}");
+    let wait = retry_after.expect("429 carries Retry-After");
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    let (status, _, _) = send("GET", &url, Some("only-read"), None).await;
+    assert_eq!(status, 200, "the limit is per principal: another one is served meanwhile");
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let (status, _, _) = send("GET", &url, Some(common::ALL_SCOPES), None).await;
+    assert_eq!(status, 200, "served again after Retry-After");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_form_post_cannot_cancel_an_order() {
+    let kafka = common::kafka();
+    let topic = common::fresh_topic("access-csrf", 1).await;
+    let app = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(10)).await;
+    let url = format!("{}/orders/{ORDER}/cancel", app.base_url);
+    let client = reqwest::Client::new();
+    // What a page on another site can make a browser send: a form post, no custom headers.
+    for content_type in ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"] {
+        let response = client.post(&url).header("content-type", content_type).send().await.expect("http");
+        assert_eq!(response.status().as_u16(), 401, "{content_type}: a browser sends no bearer token");
+        // Even with a token (a script that somehow holds one) the body type is refused.
+        let response = client
+            .post(&url)
+            .bearer_auth(common::token(common::ALL_SCOPES))
+            .header("content-type", content_type)
+            .send()
+            .await
+            .expect("http");
+        assert_eq!(response.status().as_u16(), 415, "{content_type}: only JSON is published");
+    }
+    let response = client.post(&url).bearer_auth(common::token(common::ALL_SCOPES)).send().await.expect("http");
+    assert_eq!(response.status().as_u16(), 415, "an empty POST without a content type is refused too");
+    let records = common::read_topic(&kafka, &topic, 0);
+    assert!(records.is_empty(), "nothing was published: {records:?}");
+}
+
+/// An ES256 signing key of a made-up identity provider and its JWKS.
+struct Provider {
+    key: jsonwebtoken::EncodingKey,
+    jwks: Value,
+}
+
+impl Provider {
+    fn new(kid: &str) -> Provider {
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).expect("pair");
+        // An uncompressed P-256 point: 0x04, then x and y, 32 bytes each.
+        let point = pair.public_key().as_ref();
+        let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])}]});
+        Provider { key: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()), jwks }
+    }
+
+    fn token(&self, kid: &str, claims: Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid.to_string());
+        jsonwebtoken::encode(&header, &claims, &self.key).expect("sign")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_tokens_are_accepted_only_when_signed_by_the_jwks_unexpired_and_for_our_audience() {
+    let provider = Provider::new("k1");
+    let forger = Provider::new("k1");
+    // The JWKS served over HTTP, as an identity provider does.
+    let jwks = provider.jwks.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let jwks_url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+    let idp = tokio::spawn(async move {
+        let app = axum::Router::new().route("/jwks.json", axum::routing::get(move || async move { axum::Json(jwks) }));
+        let _ = axum::serve(listener, app).await;
+    });
+    let issuer = "https://idp.example";
+    let config = AuthConfig {
+        tokens_file: None,
+        oidc: Some(OidcConfig { jwks: JwksSource::Url(jwks_url), issuer: issuer.into(), audience: "orderflow".into() }),
+        insecure_no_auth: false,
+    };
+    let access = Access::new(Authenticator::from_config(&config).await.expect("oidc"), Limits::default());
+    let kafka = common::kafka();
+    let topic = common::fresh_topic("access-oidc", 1).await;
+    let app = common::TestCheckout::spawn_with(&kafka, &topic, Duration::from_secs(10), access).await;
+
+    let now = chrono::Utc::now().timestamp();
+    let claims = |aud: &str, exp: i64, scope: &str| json!({"iss": issuer, "aud": aud, "sub": "payment-provider", "exp": exp, "iat": now, "scope": scope});
+    let good = provider.token("k1", claims("orderflow", now + 300, "openid payments:write"));
+    let cases = [
+        ("a forged signature", forger.token("k1", claims("orderflow", now + 300, "payments:write")), 401),
+        ("an expired token", provider.token("k1", claims("orderflow", now - 600, "payments:write")), 401),
+        ("another audience", provider.token("k1", claims("billing", now + 300, "payments:write")), 401),
+        ("an unknown key id", provider.token("k2", claims("orderflow", now + 300, "payments:write")), 401),
+        ("a token without the scope", provider.token("k1", claims("orderflow", now + 300, "orders:write")), 403),
+        ("a valid token", good.clone(), 202),
+    ];
+    let (path, body) = publishing_request("/orders/{order_id}/payments");
+    for (what, token, want) in cases {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", app.base_url))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .expect("http");
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, want, "{what}: {answer}");
+    }
+    let mut tampered = good.clone();
+    tampered.insert(good.find('.').expect("jwt") + 2, 'x');
+    let response =
+        reqwest::Client::new().get(format!("{}/openapi.json", app.base_url)).bearer_auth(&tampered).send().await;
+    assert_eq!(response.expect("http").status().as_u16(), 401, "a tampered token");
+    idp.abort();
+}
