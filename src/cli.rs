@@ -367,6 +367,9 @@ impl Cli {
             Command::Groups(args) => args.run().await,
             Command::Auth { command } => command.run(),
             Command::Migrate(args) => {
+                // The checkout's table first, so that the catalog step grants it too.
+                let lease = producers::idempotency::LEASE_MARGIN;
+                producers::idempotency::IdempotencyStore::connect(&args.database_url, lease).await?;
                 projections::store::Store::connect(&args.database_url).await?;
                 println!("migrated {}", crate::demo::database_label(&args.database_url));
                 if args.database_url.starts_with("postgres") {

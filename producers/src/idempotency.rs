@@ -25,7 +25,7 @@ pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
 // `checkout_idempotency` of earlier releases had no epoch or lease; it is no longer read.
-// The projections' migration 0006 creates the same table in a shared database.
+// The one definition: `orderflow migrate` creates it through `IdempotencyStore::connect` too.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS checkout_keys (
     scope TEXT NOT NULL,
     idempotency_key TEXT NOT NULL,
@@ -78,8 +78,8 @@ impl IdempotencyStore {
             .acquire_timeout(Duration::from_secs(3))
             .connect(database_url)
             .await?;
-        // Under its own PostgreSQL role the checkout may not create tables: the owner's
-        // migration made this one (`orderflow migrate`), so only create what is missing.
+        // Under its own PostgreSQL role the checkout may not create tables: the owner made
+        // this one (`orderflow migrate`), so only create what is missing.
         let exists = database_url.starts_with("postgres")
             && sqlx::query(
                 "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'checkout_keys'",

@@ -85,8 +85,8 @@ async fn an_earlier_releases_history_rows_become_one_row_per_event_with_the_same
 }
 
 /// The previous release kept one row per event in `history_events`, without who published
-/// it: the rows move to `history_entries` with an unknown publisher, the timeline is the
-/// same, and new events carry their publisher.
+/// it: the rows move to `history_entries` with an unknown publisher, and the timeline is the
+/// same.
 async fn history_events_gain_a_publisher_column(url: &str) {
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(url).await.expect("connect");

@@ -174,7 +174,15 @@ fn grant_statements(dialect: Dialect) -> Vec<String> {
     out.push(format!("GRANT SELECT ON _sqlx_migrations TO {CHECKOUT_ROLE}, {CONSUMER_ROLE}, {QUERY_ROLE}"));
     out.push(format!("GRANT SELECT ON {views} TO {QUERY_ROLE}, {ANALYST_ROLE}"));
     out.push(format!("GRANT SELECT ON {} TO {QUERY_ROLE}", QUERY_READS.join(", ")));
-    out.push(format!("GRANT SELECT, INSERT, UPDATE, DELETE ON checkout_keys TO {CHECKOUT_ROLE}"));
+    // The checkout's table, where the checkout (or `orderflow migrate`) made it in this
+    // database; a checkout with a database of its own is granted there.
+    out.push(format!(
+        "DO $$ BEGIN
+           IF to_regclass('checkout_keys') IS NOT NULL THEN
+             GRANT SELECT, INSERT, UPDATE, DELETE ON checkout_keys TO {CHECKOUT_ROLE};
+           END IF;
+         END $$"
+    ));
     out
 }
 
