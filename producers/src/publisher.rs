@@ -106,7 +106,12 @@ impl Publisher {
             record =
                 record.headers(OwnedHeaders::new().insert(Header { key: PRINCIPAL_HEADER, value: Some(principal) }));
         }
-        let delivery = producer.send_result(record).map_err(|(e, _)| PublishError::Rejected(e))?;
+        let delivery = match producer.send_result(record) {
+            Ok(delivery) => delivery,
+            // A producer refused its producer id is fatal before any record is sent.
+            Err((e, _)) if self.refused(&e, &producer) => return Err(self.denied(e, generation, &producer)),
+            Err((e, _)) => return Err(PublishError::Rejected(e)),
+        };
         let outcome = tokio::time::timeout(self.deadline, delivery).await;
         m::record_produce_latency(started.elapsed());
         let error = match outcome {
@@ -116,20 +121,7 @@ impl Publisher {
             }
             // Refused outright, or (an idempotent producer) refused its producer id, which
             // librdkafka turns into a fatal error that purges the queue.
-            Ok(Ok(Err((e, _))))
-                if e.rdkafka_error_code().is_some_and(infra::access_check::access_denied)
-                    || producer
-                        .client()
-                        .fatal_error()
-                        .is_some_and(|(code, _)| infra::access_check::access_denied(code)) =>
-            {
-                tracing::error!(error = &e as &dyn std::error::Error, topic = %self.topic,
-                    "the broker refuses this service's writes: check its SASL user and its ACL on the topic");
-                // A fatal producer stays refused even after the ACL is fixed: replace it
-                // (at most once per rebuild interval).
-                self.recover(generation, &producer);
-                return Err(PublishError::Denied(e));
-            }
+            Ok(Ok(Err((e, _)))) if self.refused(&e, &producer) => return Err(self.denied(e, generation, &producer)),
             Ok(Ok(Err((e, _)))) => {
                 PublishError::OutcomeUnknown { reason: "the broker reported an error", source: Some(e) }
             }
@@ -140,6 +132,24 @@ impl Publisher {
         };
         self.recover(generation, &producer);
         Err(error)
+    }
+
+    /// Whether the broker refused this service's credentials or write ACL: outright, or (an
+    /// idempotent producer) by refusing its producer id, which librdkafka turns into a
+    /// fatal error that fails every record.
+    fn refused(&self, error: &rdkafka::error::KafkaError, producer: &FutureProducer) -> bool {
+        let denied = infra::access_check::access_denied;
+        error.rdkafka_error_code().is_some_and(denied)
+            || producer.client().fatal_error().is_some_and(|(code, _)| denied(code))
+    }
+
+    fn denied(&self, error: rdkafka::error::KafkaError, generation: u64, producer: &FutureProducer) -> PublishError {
+        tracing::error!(error = &error as &dyn std::error::Error, topic = %self.topic,
+            "the broker refuses this service's writes: check its SASL user and its ACL on the topic");
+        // A fatal producer stays refused even after the ACL is fixed: replace it (at most
+        // once per rebuild interval).
+        self.recover(generation, producer);
+        PublishError::Denied(error)
     }
 
     /// An idempotent producer can get stuck for good: a fatal error (fenced, sequence gap),

@@ -174,8 +174,8 @@ async fn the_whole_pipeline_runs_over_sasl_ssl_with_each_service_under_its_own_p
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_a_clear_error_at_once_not_a_hang() {
     common::init_logs();
-    let started = Instant::now();
     let wrong = kafka_with_password("checkout", "not-the-password");
+    let started = Instant::now();
     let err = infra::access_check::check_access(&wrong, None, Duration::from_secs(30)).await.expect_err("refused");
     assert!(matches!(err, infra::InfraError::Denied(_)), "{err}");
     assert!(err.to_string().contains("SASL authentication"), "the broker's reason is named: {err}");
