@@ -109,11 +109,19 @@ impl Oidc {
         }
         let source = &self.config.jwks;
         if matches!(source, JwksSource::Url(_)) {
-            let mut keys = self.keys.write().await;
-            if keys.fetched_at.elapsed() >= REFRESH_AT_MOST_EVERY {
-                keys.fetched_at = Instant::now();
+            // Claim the refresh under the lock, fetch without it: verifications with known
+            // keys go on meanwhile, and concurrent unknown ids fetch once.
+            let due = {
+                let mut keys = self.keys.write().await;
+                let due = keys.fetched_at.elapsed() >= REFRESH_AT_MOST_EVERY;
+                if due {
+                    keys.fetched_at = Instant::now();
+                }
+                due
+            };
+            if due {
                 match fetch(&self.http, source).await {
-                    Ok(set) => keys.set = set,
+                    Ok(set) => self.keys.write().await.set = set,
                     Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "could not refresh the JWKS"),
                 }
             }
