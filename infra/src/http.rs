@@ -252,8 +252,9 @@ impl Guard {
 /// Authenticates the caller, checks the route's scope and the principal's rate, and hands
 /// the [`Principal`] to the handler as a request extension.
 async fn guard(guard: Arc<Guard>, mut request: Request, next: Next) -> Response {
-    let path = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
-    let need = match guard.rule(request.method(), path.as_deref()) {
+    // `MatchedPath` is a shared string: cloning it copies no text.
+    let path = request.extensions().get::<MatchedPath>().cloned();
+    let need = match guard.rule(request.method(), path.as_ref().map(MatchedPath::as_str)) {
         Rule::Need(need) => need,
         Rule::MethodNotAllowed(allowed) => {
             let mut response = ApiError::new(
