@@ -50,6 +50,8 @@ const LEEWAY_SECONDS: u64 = 30;
 
 pub(super) struct Oidc {
     config: OidcConfig,
+    /// [`REFRESH_AT_MOST_EVERY`]; shorter in tests.
+    refresh_every: Duration,
     keys: RwLock<Keys>,
     http: reqwest::Client,
 }
@@ -68,6 +70,10 @@ struct Claims {
 
 impl Oidc {
     pub(super) async fn load(config: OidcConfig) -> Result<Self, AuthError> {
+        Self::load_refreshing(config, REFRESH_AT_MOST_EVERY).await
+    }
+
+    async fn load_refreshing(config: OidcConfig, refresh_every: Duration) -> Result<Self, AuthError> {
         if config.issuer.is_empty() || config.audience.is_empty() {
             return Err(AuthError::Invalid("OIDC needs --oidc-issuer and --oidc-audience".into()));
         }
@@ -79,7 +85,7 @@ impl Oidc {
         if set.keys.is_empty() {
             return Err(AuthError::Invalid(format!("the JWKS at {:?} has no keys", config.jwks)));
         }
-        Ok(Oidc { config, keys: RwLock::new(Keys { set, fetched_at: Instant::now() }), http })
+        Ok(Oidc { config, refresh_every, keys: RwLock::new(Keys { set, fetched_at: Instant::now() }), http })
     }
 
     pub(super) async fn verify(&self, token: &str) -> Result<Principal, Denied> {
@@ -113,7 +119,7 @@ impl Oidc {
             // keys go on meanwhile, and concurrent unknown ids fetch once.
             let due = {
                 let mut keys = self.keys.write().await;
-                let due = keys.fetched_at.elapsed() >= REFRESH_AT_MOST_EVERY;
+                let due = keys.fetched_at.elapsed() >= self.refresh_every;
                 if due {
                     keys.fetched_at = Instant::now();
                 }
@@ -156,4 +162,78 @@ async fn fetch(http: &reqwest::Client, source: &JwksSource) -> Result<JwkSet, Au
         }
     };
     serde_json::from_str(&text).map_err(|source| AuthError::Jwks { from, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// An ES256 key of a made-up identity provider, its JWK, and a signer.
+    fn key(kid: &str) -> (Value, jsonwebtoken::EncodingKey) {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).expect("pair");
+        let point = pair.public_key().as_ref();
+        let jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])});
+        (jwk, jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()))
+    }
+
+    fn token(kid: &str, signer: &jsonwebtoken::EncodingKey) -> String {
+        let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+        header.kid = Some(kid.into());
+        let exp = chrono::Utc::now().timestamp() + 300;
+        let claims = json!({"iss": "https://idp", "aud": "orderflow", "sub": "svc", "exp": exp, "scope": "read"});
+        jsonwebtoken::encode(&header, &claims, signer).expect("sign")
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_fetched_on_first_use_and_unknown_ids_fetch_at_most_once_per_interval() {
+        let (old_jwk, _) = key("old");
+        let (new_jwk, new_signer) = key("new");
+        let served = Arc::new(Mutex::new(json!({"keys": [old_jwk]})));
+        let fetches = Arc::new(Mutex::new(0u32));
+        let (jwks, count) = (served.clone(), fetches.clone());
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let (jwks, count) = (jwks.clone(), count.clone());
+                async move {
+                    *count.lock().expect("count") += 1;
+                    axum::Json(jwks.lock().expect("jwks").clone())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config =
+            OidcConfig { jwks: JwksSource::Url(url), issuer: "https://idp".into(), audience: "orderflow".into() };
+        let oidc = Oidc::load_refreshing(config, Duration::from_secs(2)).await.expect("load");
+        assert_eq!(*fetches.lock().expect("count"), 1);
+
+        // The provider rotates to a new key; a token signed with it arrives.
+        *served.lock().expect("jwks") = json!({"keys": [new_jwk]});
+        let rotated = token("new", &new_signer);
+        // Within the interval the unknown id is refused without a fetch.
+        assert!(oidc.verify(&rotated).await.is_err());
+        assert_eq!(*fetches.lock().expect("count"), 1, "no fetch inside the interval");
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let principal = oidc.verify(&rotated).await.expect("the rotated key is fetched and accepted");
+        assert_eq!(principal.name, "svc");
+        assert!(principal.may(Scope::Read));
+        assert_eq!(*fetches.lock().expect("count"), 2);
+        // A flood of made-up key ids right after costs no fetch.
+        for i in 0..5 {
+            assert!(oidc.verify(&token(&format!("made-up-{i}"), &new_signer)).await.is_err());
+        }
+        assert_eq!(*fetches.lock().expect("count"), 2, "unknown ids fetch at most once per interval");
+    }
 }
