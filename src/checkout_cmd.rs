@@ -79,6 +79,8 @@ impl LoadArgs {
         let report = load::run(LoadConfig {
             target: self.target,
             token: self.token,
+            decisions: None,
+            initial_stock: 0,
             rate: self.rate,
             duration: self.duration,
             workers: self.workers as usize,

@@ -1,17 +1,42 @@
-//! `orderflow consume <inventory|payment|fulfilment>`: one member of that projection's
-//! consumer group. Start it N times and the members share the topic's partitions.
+//! `orderflow consume <inventory|payment|fulfilment|history|order-process|stock>`: one
+//! member of that projection's or process's consumer group. Start it N times and the
+//! members share the topic's partitions. A process member also runs an outbox relay (one
+//! per database publishes at a time).
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use consumers::member::run_member;
-use projections::store::{Retention, Store};
+use consumers::Work;
+use projections::store::{ProcessKind, ProcessSettings, Retention, Store};
 use projections::ProjectionKind;
+
+/// What a `consume` member builds: a projection, or one of the processes.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    Projection(ProjectionKind),
+    Process(ProcessKind),
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(process) = s.parse::<ProcessKind>() {
+            return Ok(Target::Process(process));
+        }
+        s.parse::<ProjectionKind>().map(Target::Projection).map_err(|e| format!("{e}, order-process, stock"))
+    }
+}
+
+/// The one default of `--payment-timeout`.
+pub const PAYMENT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
-    /// Which projection this member builds.
-    #[arg(value_parser = clap::value_parser!(ProjectionKind))]
-    projection: ProjectionKind,
+    /// Which projection this member builds, or which process it runs (`order-process`,
+    /// `stock`).
+    #[arg(value_parser = clap::value_parser!(Target))]
+    target: Target,
     #[command(flatten)]
     pipeline: crate::cli::PipelineArgs,
     /// Consumer group. Without it the member joins the group of the projection's live
@@ -35,27 +60,31 @@ pub struct ConsumeArgs {
     /// prunes at a time).
     #[arg(long, env = "ORDERFLOW_PRUNE_EVERY", default_value = "10m", value_parser = crate::cli::duration)]
     prune_every: humantime::Duration,
+    /// Order process: how long a confirmed order may wait for its payment before it
+    /// expires and its stock is released.
+    #[arg(long, env = "ORDERFLOW_PAYMENT_TIMEOUT", default_value_t = PAYMENT_TIMEOUT.into(), value_parser = crate::cli::duration)]
+    payment_timeout: humantime::Duration,
 }
 
 impl ConsumeArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let mut config = self.member.config(self.projection, &self.pipeline.topic.topic)?;
+        let projection = match self.target {
+            Target::Projection(projection) => projection,
+            Target::Process(process) => return self.run_process(process, shutdown).await,
+        };
+        let mut config = self.member.config(projection, &self.pipeline.topic.topic)?;
         let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
         let store = self.pipeline.database.connect().await?;
-        let retention = Retention {
-            dedupe_window: dedupe_window(&kafka, &self.pipeline.topic.topic, *self.dedupe_window).await,
-            resolved_dead_letters: *self.dead_letter_retention,
-        };
-        let pruner = tokio::spawn(prune_every(store.clone(), retention, *self.prune_every));
+        let pruner = self.spawn_pruner(&kafka, &store, &self.pipeline.topic.topic).await;
         let metrics = self.metrics.spawn().await?;
         let follow_live = self.group.is_none();
         tokio::pin!(shutdown);
         loop {
             config.group = match &self.group {
                 Some(group) => group.clone(),
-                None => store.live_projection(self.projection).await?.group,
+                None => store.live_projection(projection).await?.group,
             };
-            tracing::info!(group = %config.group, projection = %self.projection, brokers = %kafka.brokers, "member starting");
+            tracing::info!(group = %config.group, %projection, brokers = %kafka.brokers, "member starting");
             let mut member = run_member(config.clone(), &kafka, store.clone())?;
             let switched = tokio::select! {
                 result = member.wait() => { result?; false }
@@ -64,7 +93,7 @@ impl ConsumeArgs {
                     member.wait().await?;
                     false
                 }
-                _ = live_group_changed(&store, self.projection, &config.group), if follow_live => {
+                _ = live_group_changed(&store, projection, &config.group), if follow_live => {
                     tracing::info!(from = %config.group, "the projection's live generation changed; moving to its group");
                     member.request_stop();
                     member.wait().await?;
@@ -74,6 +103,71 @@ impl ConsumeArgs {
             if !switched {
                 break;
             }
+        }
+        pruner.abort();
+        drop(metrics);
+        tracing::info!("member stopped");
+        Ok(())
+    }
+
+    async fn spawn_pruner(
+        &self,
+        kafka: &infra::KafkaSettings,
+        store: &Store,
+        topic: &str,
+    ) -> tokio::task::JoinHandle<()> {
+        let retention = Retention {
+            dedupe_window: dedupe_window(kafka, topic, *self.dedupe_window).await,
+            resolved_dead_letters: *self.dead_letter_retention,
+        };
+        tokio::spawn(prune_every(store.clone(), retention, *self.prune_every))
+    }
+
+    /// A member of a process group, with the outbox relay beside it.
+    async fn run_process(
+        self,
+        process: ProcessKind,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let orders_topic = self.pipeline.topic.topic.clone();
+        let topic = process.topic(&orders_topic);
+        let settings = ProcessSettings { orders_topic, payment_timeout: *self.payment_timeout };
+        let mut config = self.member.config(projections::ProjectionKind::Inventory, &topic)?;
+        config.work = Work::Decide(process, settings);
+        let kafka = self.pipeline.kafka.checked_settings(Some(&topic)).await?;
+        let store = self.pipeline.database.connect().await?;
+        config.group = match &self.group {
+            Some(group) => group.clone(),
+            None => store.process_group(process),
+        };
+        let wake = Arc::new(tokio::sync::Notify::new());
+        config.outbox_written = Some(wake.clone());
+        let pruner = self.spawn_pruner(&kafka, &store, &topic).await;
+        let metrics = self.metrics.spawn().await?;
+        let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+        let relay = tokio::spawn({
+            let (store, kafka) = (store.clone(), kafka.clone());
+            async move {
+                let stopped = async {
+                    let _ = relay_stopped.await;
+                };
+                consumers::run_relay(store, &kafka, consumers::RelayConfig::default(), wake, stopped).await
+            }
+        });
+        tracing::info!(group = %config.group, %process, %topic, brokers = %kafka.brokers, "member starting");
+        let mut member = run_member(config, &kafka, store.clone())?;
+        tokio::pin!(shutdown);
+        let relay_result = tokio::select! {
+            result = member.wait() => { result?; None }
+            _ = &mut shutdown => { member.request_stop(); member.wait().await?; None }
+            result = relay => Some(result),
+        };
+        if let Some(result) = relay_result {
+            member.request_stop();
+            member.wait().await?;
+            result??;
+        } else {
+            let _ = stop_relay.send(());
         }
         pruner.abort();
         drop(metrics);

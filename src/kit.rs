@@ -10,11 +10,15 @@ use infra::KafkaSettings;
 use projections::store::Store;
 use sqlx::Connection;
 
-/// A topic with a unique name (`<prefix>-<uuid>`), so runs never see each other's records.
+/// A topic with a unique name (`<prefix>-<uuid>`), so runs never see each other's records,
+/// and its stock topic (`<name>-stock`) for the order process.
 pub async fn fresh_topic(kafka: &KafkaSettings, prefix: &str, partitions: i32) -> anyhow::Result<String> {
     let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-    let spec = TopicSpec { name: name.clone(), partitions, replication_factor: None };
-    create_topics(kafka, &[spec], Duration::from_secs(30)).await.with_context(|| format!("creating topic {name}"))?;
+    let specs: Vec<TopicSpec> = [name.clone(), schemas::stock_topic(&name)]
+        .into_iter()
+        .map(|name| TopicSpec { name, partitions, replication_factor: None })
+        .collect();
+    create_topics(kafka, &specs, Duration::from_secs(30)).await.with_context(|| format!("creating topic {name}"))?;
     Ok(name)
 }
 
@@ -112,5 +116,37 @@ pub async fn wait_caught_up(
             return Ok(false);
         }
         tokio::time::sleep(poll).await;
+    }
+}
+
+/// Waits until every `(group, topic)` has applied its topic to the end, the outbox is
+/// empty, and no topic grew while looking: the processes' decisions feed further decisions
+/// (order → stock → order), so one pass is not enough. Returns per group whether it caught
+/// up within `within`.
+pub async fn wait_settled(
+    store: &Store,
+    kafka: &KafkaSettings,
+    groups: &[(String, String)],
+    within: Duration,
+) -> anyhow::Result<BTreeMap<String, bool>> {
+    let deadline = Instant::now() + within;
+    let mut previous: Option<Vec<BTreeMap<i32, i64>>> = None;
+    loop {
+        let mut ends = Vec::new();
+        for (_, topic) in groups {
+            ends.push(log_ends(kafka, topic).await?);
+        }
+        let mut reached = BTreeMap::new();
+        for ((group, topic), ends) in groups.iter().zip(&ends) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let caught_up = wait_caught_up(store, group, topic, ends, left, Duration::from_millis(50)).await?;
+            reached.insert(group.clone(), caught_up);
+        }
+        let quiet = previous.as_ref() == Some(&ends) && store.outbox_len().await? == 0;
+        if quiet || Instant::now() >= deadline {
+            return Ok(reached);
+        }
+        previous = Some(ends);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -8,7 +8,9 @@ use crate::cli::KafkaArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
-    /// Create the orders topic through the Kafka admin API (an existing topic is fine).
+    /// Create the orders topic and its stock topic (`<orders>-stock`, where the order
+    /// process repartitions stock requests by SKU) through the Kafka admin API (existing
+    /// topics are fine).
     Create(CreateArgs),
 }
 
@@ -35,15 +37,18 @@ impl TopicsCommand {
         match self {
             TopicsCommand::Create(args) => {
                 let settings = args.kafka.checked_settings(None).await?;
-                let spec = TopicSpec {
-                    name: args.topic.topic,
-                    partitions: args.partitions,
-                    replication_factor: args.replication_factor,
-                };
-                for (name, outcome) in create_topics(&settings, std::slice::from_ref(&spec), args.timeout).await? {
+                let specs: Vec<TopicSpec> = [args.topic.topic.clone(), schemas::stock_topic(&args.topic.topic)]
+                    .into_iter()
+                    .map(|name| TopicSpec {
+                        name,
+                        partitions: args.partitions,
+                        replication_factor: args.replication_factor,
+                    })
+                    .collect();
+                for (name, outcome) in create_topics(&settings, &specs, args.timeout).await? {
                     match outcome {
                         TopicOutcome::Created => {
-                            println!("created topic {name} ({} partitions)", spec.partitions)
+                            println!("created topic {name} ({} partitions)", args.partitions)
                         }
                         TopicOutcome::AlreadyExisted => println!("topic {name} already exists"),
                     }

@@ -8,6 +8,8 @@ mod context;
 mod error;
 pub mod member;
 pub mod metrics;
+mod relay;
 
 pub use error::ConsumerError;
-pub use member::{GroupProtocol, MemberConfig, MemberHandle, MemberStats};
+pub use member::{GroupProtocol, MemberConfig, MemberHandle, MemberStats, Work};
+pub use relay::{run_relay, RelayConfig};

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use infra::KafkaSettings;
-use projections::store::{Batch, LogRecord, Store, StoreError};
+use projections::store::{Batch, BatchOutcome, LogRecord, ProcessKind, ProcessSettings, Store, StoreError};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use schemas::Codec;
@@ -24,9 +24,42 @@ use projections::ProjectionKind;
 
 use crate::ConsumerError;
 
+/// What a member's group does with the records: describe (a projection) or decide (a
+/// process, whose decisions go to the outbox).
+#[derive(Debug, Clone)]
+pub enum Work {
+    Project(ProjectionKind),
+    Decide(ProcessKind, ProcessSettings),
+}
+
+impl Work {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Work::Project(kind) => kind.name(),
+            Work::Decide(kind, _) => kind.name(),
+        }
+    }
+
+    async fn apply(&self, store: &Store, batch: &Batch<'_>, codec: &Codec) -> Result<BatchOutcome, StoreError> {
+        match self {
+            Work::Project(kind) => kind.apply_batch(store, batch, codec).await,
+            Work::Decide(kind, settings) => store.apply_process_batch(*kind, batch, codec, settings).await,
+        }
+    }
+}
+
+impl From<ProjectionKind> for Work {
+    fn from(kind: ProjectionKind) -> Self {
+        Work::Project(kind)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct MemberConfig {
-    pub projection: ProjectionKind,
+    pub work: Work,
+    /// Woken after every batch that may have put decisions into the outbox, so a relay in
+    /// this process publishes them at once instead of at its next look.
+    pub outbox_written: Option<Arc<tokio::sync::Notify>>,
     pub group: String,
     pub topic: String,
     /// Records per batch at most.
@@ -65,10 +98,16 @@ pub mod defaults {
 }
 
 impl MemberConfig {
-    pub fn new(projection: ProjectionKind, topic: &str) -> Self {
+    pub fn new(work: impl Into<Work>, topic: &str) -> Self {
+        let work = work.into();
+        let group = match &work {
+            Work::Project(kind) => projections::store::default_group(*kind),
+            Work::Decide(kind, _) => format!("{}-{kind}", projections::store::DEFAULT_GROUP_PREFIX),
+        };
         MemberConfig {
-            projection,
-            group: projections::store::default_group(projection),
+            work,
+            outbox_written: None,
+            group,
             topic: topic.to_string(),
             batch_max: defaults::BATCH_MAX,
             batch_wait: defaults::BATCH_WAIT,
@@ -348,6 +387,7 @@ fn poll_loop(
         age_at_poll_ms: 0.0,
     };
     let mut lag_at = Instant::now();
+    let mut timers_at = Instant::now();
     let mut reading = Reading::default();
     let mut owned: BTreeSet<i32> = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {
@@ -429,8 +469,48 @@ fn poll_loop(
             lag_at = Instant::now();
             refresh_lag(consumer, config, stats);
         }
+        if timers_at.elapsed() >= TIMER_EVERY {
+            timers_at = Instant::now();
+            fire_timers(consumer, config, store, &codec, &owned);
+        }
     }
     Ok(())
+}
+
+/// How often the order process looks for due payment timers of its partitions.
+const TIMER_EVERY: Duration = Duration::from_millis(250);
+
+/// Fires the due timers of the partitions this member owns (order process only), on the
+/// member's thread, so never during one of its batches; the store serializes it with
+/// other members' batches through the offset rows.
+fn fire_timers(
+    consumer: &BaseConsumer<MemberContext>,
+    config: &MemberConfig,
+    store: &Store,
+    codec: &Codec,
+    owned: &BTreeSet<i32>,
+) {
+    let Work::Decide(ProcessKind::OrderProcess, settings) = &config.work else { return };
+    let partitions: Vec<i32> = owned.iter().copied().collect();
+    let fired = consumer.context().runtime.block_on(store.fire_due_timers(
+        &config.group,
+        &config.topic,
+        &partitions,
+        codec,
+        settings,
+    ));
+    match fired {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(group = %config.group, timers = n, "payment timers fired");
+            if let Some(notify) = &config.outbox_written {
+                notify.notify_one();
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = &e as &dyn std::error::Error, group = %config.group, "firing timers failed; will try again")
+        }
+    }
 }
 
 /// What applying a batch needs from the member.
@@ -454,7 +534,7 @@ fn apply_with_retry(env: &BatchEnv<'_>, batch: &[LogRecord], reading: &mut Readi
     let applied = with_backoff(env, || {
         let records =
             Batch { group: &config.group, topic: &config.topic, records: batch, read_from: &reading.read_from };
-        runtime.block_on(config.projection.apply_batch(store, &records, codec))
+        runtime.block_on(config.work.apply(store, &records, codec))
     })?;
     let outcome = match applied {
         Some(Ok(outcome)) => outcome,
@@ -486,6 +566,9 @@ fn apply_with_retry(env: &BatchEnv<'_>, batch: &[LogRecord], reading: &mut Readi
         None => return Ok(()),
     };
     record_applied(env, batch, reading, &outcome, started);
+    if let Some(notify) = &config.outbox_written {
+        notify.notify_one();
+    }
     Ok(())
 }
 
@@ -580,7 +663,7 @@ fn refresh_lag(consumer: &BaseConsumer<MemberContext>, config: &MemberConfig, st
         if let Some(high) = known.get(&p).copied() {
             ends.insert(p, high);
             if let Some(next) = positions.get(&p) {
-                m::lag(config.projection.name(), &config.group, p, (high - next).max(0));
+                m::lag(config.work.name(), &config.group, p, (high - next).max(0));
             }
         }
     }

@@ -27,6 +27,30 @@ pub struct LoadConfig {
     pub show_progress: bool,
     /// Bearer token sent with every request.
     pub token: Option<String>,
+    /// Base URL of a query API: when given, each order waits for the order process's
+    /// decision (`GET /orders/{id}?decided=true`) before it is paid, and a rejected order
+    /// goes no further; one in twenty confirmed orders is never paid (it expires).
+    pub decisions: Option<String>,
+    /// Units of each SKU the warehouse receives before the first order.
+    pub initial_stock: u32,
+}
+
+impl LoadConfig {
+    /// A run against `target` with everything else at its plain default: no initial
+    /// stock, no waiting for decisions.
+    pub fn new(target: String, rate: u32, duration: Duration) -> Self {
+        LoadConfig {
+            target,
+            rate,
+            duration,
+            workers: 32,
+            skus: 40,
+            show_progress: false,
+            token: None,
+            decisions: None,
+            initial_stock: 0,
+        }
+    }
 }
 
 /// What a run did.
@@ -37,6 +61,11 @@ pub struct LoadReport {
     pub orders_placed: u64,
     pub rejected: u64,
     pub failed: u64,
+    /// Orders the order process confirmed, rejected, and left unpaid on purpose (only when
+    /// waiting for decisions).
+    pub confirmed: u64,
+    pub rejected_orders: u64,
+    pub left_unpaid: u64,
     /// Latency of accepted requests, sorted ascending.
     pub latencies: Vec<Duration>,
 }
@@ -84,6 +113,9 @@ struct Shared {
     orders: AtomicU64,
     rejected: AtomicU64,
     failed: AtomicU64,
+    confirmed: AtomicU64,
+    rejected_orders: AtomicU64,
+    left_unpaid: AtomicU64,
     latencies: Mutex<Vec<Duration>>,
 }
 
@@ -132,9 +164,13 @@ pub async fn run(config: LoadConfig) -> LoadReport {
         orders: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        confirmed: AtomicU64::new(0),
+        rejected_orders: AtomicU64::new(0),
+        left_unpaid: AtomicU64::new(0),
         latencies: Mutex::new(Vec::new()),
         config,
     });
+    stock_up(&shared).await;
     let started = Instant::now();
     let progress = shared.config.show_progress.then(|| progress_bar(shared.config.duration));
     let refill = tokio::spawn(refill_tokens(shared.clone()));
@@ -164,8 +200,45 @@ pub async fn run(config: LoadConfig) -> LoadReport {
         orders_placed: shared.orders.load(Ordering::Relaxed),
         rejected: shared.rejected.load(Ordering::Relaxed),
         failed: shared.failed.load(Ordering::Relaxed),
+        confirmed: shared.confirmed.load(Ordering::Relaxed),
+        rejected_orders: shared.rejected_orders.load(Ordering::Relaxed),
+        left_unpaid: shared.left_unpaid.load(Ordering::Relaxed),
         latencies,
     }
+}
+
+/// The warehouse receives `initial_stock` units of every SKU, outside the rate limit.
+async fn stock_up(shared: &Shared) {
+    if shared.config.initial_stock == 0 {
+        return;
+    }
+    let base = shared.config.target.trim_end_matches('/');
+    for n in 0..shared.config.skus {
+        let body = json!({"warehouse": "BER-1", "delta": shared.config.initial_stock, "reason": "received"});
+        let url = format!("{base}/inventory/SKU-{n}/adjustments");
+        if let Err(e) = post_json(&shared.client, &url, &body, None).await {
+            tracing::warn!(error = &e as &dyn std::error::Error, "stocking up failed");
+        }
+    }
+}
+
+/// The order process's decision on `order_id` (`confirmed`, `paid`, `rejected`, …), or
+/// `None` if it did not come within the query API's read wait.
+async fn decision(shared: &Shared, base: &str, order_id: &str) -> Option<String> {
+    let url = format!("{}/orders/{order_id}?decided=true", base.trim_end_matches('/'));
+    for _ in 0..3 {
+        if Instant::now() >= shared.deadline {
+            return None;
+        }
+        match shared.client.get(&url).send().await {
+            Ok(response) if response.status().is_success() => {
+                let body: Value = response.json().await.ok()?;
+                return body["status"]["status"].as_str().map(String::from);
+            }
+            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    None
 }
 
 fn progress_bar(duration: Duration) -> indicatif::ProgressBar {
@@ -247,6 +320,20 @@ async fn lifecycle(shared: &Shared, dice: &mut Dice) -> Option<()> {
     };
     shared.orders.fetch_add(1, Ordering::Relaxed);
     let order = format!("/orders/{order_id}");
+    if let Some(base) = &shared.config.decisions {
+        match decision(shared, base, &order_id).await.as_deref() {
+            Some("confirmed" | "paid") => shared.confirmed.fetch_add(1, Ordering::Relaxed),
+            Some("rejected") => {
+                shared.rejected_orders.fetch_add(1, Ordering::Relaxed);
+                return Some(());
+            }
+            _ => return Some(()),
+        };
+        if dice.percent(5) {
+            shared.left_unpaid.fetch_add(1, Ordering::Relaxed);
+            return Some(());
+        }
+    }
     if dice.percent(10) {
         send(shared, &format!("{order}/cancel"), &json!({"reason": "changed mind"})).await?;
         return Some(());

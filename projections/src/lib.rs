@@ -2,6 +2,8 @@
 //!
 //! - [`model`]: pure `apply(state, event)` logic for inventory, payment, fulfilment and
 //!   history.
+//! - [`process`]: pure `decide(state, input)` logic of the order process and the stock
+//!   group, which decide rather than describe.
 //! - [`registry`]: the one list of projections: names, tables, views, events read.
 //! - [`store`]: the SQL side for PostgreSQL and SQLite: migrations, the analyst views, and
 //!   [`store::Store::apply_batch`], which applies a batch of log records and advances the
@@ -12,7 +14,7 @@
 macro_rules! status_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
         }
@@ -40,6 +42,7 @@ macro_rules! status_enum {
 }
 
 pub mod model;
+pub mod process;
 pub mod registry;
 pub mod store;
 

@@ -51,22 +51,29 @@ pub struct Upgrade {
 }
 
 const INVENTORY: ProjectionSpec = ProjectionSpec {
-    tables: &["inventory_sku", "inventory_orders"],
+    tables: &["inventory_stock", "inventory_orders"],
     ddl: &[
-        "CREATE TABLE IF NOT EXISTS {t:inventory_sku} (
-            sku TEXT PRIMARY KEY, on_hand BIGINT NOT NULL, reserved BIGINT NOT NULL, shipped BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS {t:inventory_stock} (
+            sku TEXT PRIMARY KEY, on_hand BIGINT NOT NULL, reserved BIGINT NOT NULL, shipped BIGINT NOT NULL,
+            version BIGINT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS {t:inventory_orders} (
             order_id TEXT PRIMARY KEY, status TEXT NOT NULL, lines TEXT NOT NULL)",
     ],
     views: &[
         (
             "inventory_levels",
-            "SELECT sku, on_hand, reserved, shipped, on_hand - reserved AS available FROM {t:inventory_sku}",
+            "SELECT sku, on_hand, reserved, shipped, on_hand - reserved AS available FROM {t:inventory_stock}",
         ),
         ("inventory_reservations", "SELECT order_id, status, lines FROM {t:inventory_orders}"),
     ],
-    upgrades: &[],
+    // Earlier releases summed stock from the orders themselves (`inventory_sku`, no
+    // version): its rows are kept, at version 0, until the stock group's first decision
+    // about each SKU replaces them.
+    upgrades: &[Upgrade { old_table: "inventory_sku", copy: [INVENTORY_SKU_COPY, INVENTORY_SKU_COPY] }],
 };
+
+const INVENTORY_SKU_COPY: &str = "INSERT INTO {t:inventory_stock} (sku, on_hand, reserved, shipped, version)
+     SELECT sku, on_hand, reserved, shipped, 0 FROM {t:inventory_sku} WHERE true ON CONFLICT DO NOTHING";
 
 const PAYMENT: ProjectionSpec = ProjectionSpec {
     tables: &["payment_orders"],

@@ -89,6 +89,12 @@ impl Codec {
                 write_body(writer, e, buf)
             }
             Event::StockAdjusted(e) => write_body(writer, e, buf),
+            Event::StockRequested(e) => write_body(writer, e, buf),
+            Event::StockDecided(e) => write_body(writer, e, buf),
+            Event::OrderConfirmed(e) => write_body(writer, e, buf),
+            Event::OrderRejected(e) => write_body(writer, e, buf),
+            Event::OrderExpired(e) => write_body(writer, e, buf),
+            Event::RefundRequested(e) => write_body(writer, e, buf),
         }
     }
 
@@ -112,6 +118,12 @@ impl Codec {
             EventKind::ShipmentShipped => Event::ShipmentShipped(read_body(writer, reader, body)?),
             EventKind::ShipmentDelivered => Event::ShipmentDelivered(read_body(writer, reader, body)?),
             EventKind::StockAdjusted => Event::StockAdjusted(read_body(writer, reader, body)?),
+            EventKind::StockRequested => Event::StockRequested(read_body(writer, reader, body)?),
+            EventKind::StockDecided => Event::StockDecided(read_body(writer, reader, body)?),
+            EventKind::OrderConfirmed => Event::OrderConfirmed(read_body(writer, reader, body)?),
+            EventKind::OrderRejected => Event::OrderRejected(read_body(writer, reader, body)?),
+            EventKind::OrderExpired => Event::OrderExpired(read_body(writer, reader, body)?),
+            EventKind::RefundRequested => Event::RefundRequested(read_body(writer, reader, body)?),
         })
     }
 

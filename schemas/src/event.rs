@@ -106,6 +106,85 @@ pub struct StockAdjusted {
     pub reason: AdjustmentReason,
 }
 
+/// What the order process asks of the stock group for one SKU of one order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StockAction {
+    Reserve,
+    Release,
+    Ship,
+}
+
+/// A request to the stock group, on the stock topic, keyed by SKU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockRequested {
+    pub envelope: Envelope,
+    pub order_id: Uuid,
+    pub sku: String,
+    /// Units of the SKU in the order (its lines summed).
+    pub quantity: i32,
+    pub action: StockAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StockOutcome {
+    Reserved,
+    Rejected,
+    Released,
+    Shipped,
+    Adjusted,
+}
+
+/// What the stock group decided, with the SKU's levels after the decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockDecided {
+    pub envelope: Envelope,
+    /// `None` for a stock adjustment.
+    pub order_id: Option<Uuid>,
+    pub sku: String,
+    pub outcome: StockOutcome,
+    /// Units reserved, released or shipped; for a rejection the units asked for; for an
+    /// adjustment the signed change.
+    pub quantity: i32,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub shipped: i64,
+    /// Counts the SKU's decisions, so readers keep the newest levels in whatever order
+    /// they read decisions of different orders.
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderConfirmed {
+    pub envelope: Envelope,
+    pub order_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderRejected {
+    pub envelope: Envelope,
+    pub reason: String,
+    /// The SKUs that caused the rejection.
+    pub skus: Vec<String>,
+    pub order_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderExpired {
+    pub envelope: Envelope,
+    pub reason: String,
+    pub order_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundRequested {
+    pub envelope: Envelope,
+    pub amount_minor: i64,
+    pub reason: String,
+    pub order_id: Uuid,
+}
+
 /// Every event of the order lifecycle.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -119,6 +198,12 @@ pub enum Event {
     ShipmentShipped(ShipmentFact),
     ShipmentDelivered(ShipmentFact),
     StockAdjusted(StockAdjusted),
+    StockRequested(StockRequested),
+    StockDecided(StockDecided),
+    OrderConfirmed(OrderConfirmed),
+    OrderRejected(OrderRejected),
+    OrderExpired(OrderExpired),
+    RefundRequested(RefundRequested),
 }
 
 /// The type of an event without its body; one Avro record (and subject) each.
@@ -134,10 +219,16 @@ pub enum EventKind {
     ShipmentShipped,
     ShipmentDelivered,
     StockAdjusted,
+    StockRequested,
+    StockDecided,
+    OrderConfirmed,
+    OrderRejected,
+    OrderExpired,
+    RefundRequested,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::OrderPlaced,
         EventKind::OrderCancelled,
         EventKind::PaymentAuthorized,
@@ -148,6 +239,12 @@ impl EventKind {
         EventKind::ShipmentShipped,
         EventKind::ShipmentDelivered,
         EventKind::StockAdjusted,
+        EventKind::StockRequested,
+        EventKind::StockDecided,
+        EventKind::OrderConfirmed,
+        EventKind::OrderRejected,
+        EventKind::OrderExpired,
+        EventKind::RefundRequested,
     ];
 
     /// The Avro record name, without namespace.
@@ -163,6 +260,12 @@ impl EventKind {
             EventKind::ShipmentShipped => "ShipmentShipped",
             EventKind::ShipmentDelivered => "ShipmentDelivered",
             EventKind::StockAdjusted => "StockAdjusted",
+            EventKind::StockRequested => "StockRequested",
+            EventKind::StockDecided => "StockDecided",
+            EventKind::OrderConfirmed => "OrderConfirmed",
+            EventKind::OrderRejected => "OrderRejected",
+            EventKind::OrderExpired => "OrderExpired",
+            EventKind::RefundRequested => "RefundRequested",
         }
     }
 
@@ -190,6 +293,12 @@ impl Event {
             Event::ShipmentShipped(_) => EventKind::ShipmentShipped,
             Event::ShipmentDelivered(_) => EventKind::ShipmentDelivered,
             Event::StockAdjusted(_) => EventKind::StockAdjusted,
+            Event::StockRequested(_) => EventKind::StockRequested,
+            Event::StockDecided(_) => EventKind::StockDecided,
+            Event::OrderConfirmed(_) => EventKind::OrderConfirmed,
+            Event::OrderRejected(_) => EventKind::OrderRejected,
+            Event::OrderExpired(_) => EventKind::OrderExpired,
+            Event::RefundRequested(_) => EventKind::RefundRequested,
         }
     }
 
@@ -203,10 +312,16 @@ impl Event {
             | Event::PaymentRefunded(e) => &e.envelope,
             Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => &e.envelope,
             Event::StockAdjusted(e) => &e.envelope,
+            Event::StockRequested(e) => &e.envelope,
+            Event::StockDecided(e) => &e.envelope,
+            Event::OrderConfirmed(e) => &e.envelope,
+            Event::OrderRejected(e) => &e.envelope,
+            Event::OrderExpired(e) => &e.envelope,
+            Event::RefundRequested(e) => &e.envelope,
         }
     }
 
-    /// The order this event belongs to; `None` for stock adjustments.
+    /// The order this event belongs to; `None` for stock adjustments and their decisions.
     pub fn order_id(&self) -> Option<Uuid> {
         match self {
             Event::OrderPlaced(e) => Some(e.order_id),
@@ -216,6 +331,12 @@ impl Event {
             | Event::PaymentFailed(e)
             | Event::PaymentRefunded(e) => Some(e.order_id),
             Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => Some(e.order_id),
+            Event::StockRequested(e) => Some(e.order_id),
+            Event::StockDecided(e) => e.order_id,
+            Event::OrderConfirmed(e) => Some(e.order_id),
+            Event::OrderRejected(e) => Some(e.order_id),
+            Event::OrderExpired(e) => Some(e.order_id),
+            Event::RefundRequested(e) => Some(e.order_id),
             Event::StockAdjusted(_) => None,
         }
     }
@@ -225,9 +346,13 @@ impl Event {
     /// under the key `sku:<SKU>`: the inventory projection then reads one ordered stream
     /// with one set of offsets, and a log position from the checkout is one (partition,
     /// offset) whatever was written. Order ids are UUIDs, so the key spaces never collide.
+    /// Stock requests live on the stock topic, keyed by their SKU the same way, so one
+    /// SKU's requests are decided in log order by one member.
     pub fn key(&self) -> String {
         match self {
             Event::StockAdjusted(e) => format!("sku:{}", e.sku),
+            Event::StockRequested(e) => format!("sku:{}", e.sku),
+            Event::StockDecided(StockDecided { order_id: None, sku, .. }) => format!("sku:{sku}"),
             other => other.order_id().map(|id| id.to_string()).unwrap_or_default(),
         }
     }

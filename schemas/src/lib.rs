@@ -20,13 +20,21 @@ pub mod samples;
 pub use codec::{Codec, MAX_DECODE_ALLOCATION_BYTES};
 pub use error::{DecodeError, EncodeError, RegistryError};
 pub use event::{
-    AdjustmentReason, Envelope, Event, EventKind, OrderCancelled, OrderLine, OrderPlaced, PaymentFact, ShipTo,
-    ShipmentFact, StockAdjusted,
+    AdjustmentReason, Envelope, Event, EventKind, OrderCancelled, OrderConfirmed, OrderExpired, OrderLine, OrderPlaced,
+    OrderRejected, PaymentFact, RefundRequested, ShipTo, ShipmentFact, StockAction, StockAdjusted, StockDecided,
+    StockOutcome, StockRequested,
 };
 pub use registry::{ManifestRegistry, RegisteredSchema, SchemaRegistry};
 
 /// The topic every order event is appended to (stock adjustments included, keyed by SKU).
 pub const ORDERS_TOPIC: &str = "orders";
+
+/// The stock topic's name for an orders topic: `<orders>-stock`. The order process
+/// repartitions each order's lines onto it by SKU, so one SKU's requests are decided in
+/// log order whichever partitions their orders live on.
+pub fn stock_topic(orders_topic: &str) -> String {
+    format!("{orders_topic}-stock")
+}
 
 /// The record header naming the principal that published an event (the checkout sets it
 /// from the caller's credentials). A header, not a field of the Avro envelope, so every

@@ -68,6 +68,44 @@ pub fn sample(kind: EventKind) -> Event {
             delta: -3,
             reason: AdjustmentReason::Damaged,
         }),
+        EventKind::StockRequested => Event::StockRequested(StockRequested {
+            envelope: envelope(11),
+            order_id: SAMPLE_ORDER_ID,
+            sku: "SKU-1".into(),
+            quantity: 2,
+            action: StockAction::Reserve,
+        }),
+        EventKind::StockDecided => Event::StockDecided(StockDecided {
+            envelope: envelope(12),
+            order_id: Some(SAMPLE_ORDER_ID),
+            sku: "SKU-1".into(),
+            outcome: StockOutcome::Reserved,
+            quantity: 2,
+            on_hand: 10,
+            reserved: 2,
+            shipped: 0,
+            version: 3,
+        }),
+        EventKind::OrderConfirmed => {
+            Event::OrderConfirmed(OrderConfirmed { envelope: envelope(13), order_id: SAMPLE_ORDER_ID })
+        }
+        EventKind::OrderRejected => Event::OrderRejected(OrderRejected {
+            envelope: envelope(14),
+            reason: "out of stock: SKU-2 (1 requested, 0 available)".into(),
+            skus: vec!["SKU-2".into()],
+            order_id: SAMPLE_ORDER_ID,
+        }),
+        EventKind::OrderExpired => Event::OrderExpired(OrderExpired {
+            envelope: envelope(15),
+            reason: "not paid within 15m".into(),
+            order_id: SAMPLE_ORDER_ID,
+        }),
+        EventKind::RefundRequested => Event::RefundRequested(RefundRequested {
+            envelope: envelope(16),
+            amount_minor: 4_497,
+            reason: "cancelled after capture".into(),
+            order_id: SAMPLE_ORDER_ID,
+        }),
     }
 }
 
@@ -105,6 +143,12 @@ pub fn readdressed(mut event: Event, order_id: Uuid) -> Event {
         Event::ShipmentPacked(e) | Event::ShipmentShipped(e) | Event::ShipmentDelivered(e) => {
             (e.envelope, e.order_id) = (envelope, order_id)
         }
+        Event::StockRequested(e) => (e.envelope, e.order_id) = (envelope, order_id),
+        Event::StockDecided(e) => (e.envelope, e.order_id) = (envelope, e.order_id.map(|_| order_id)),
+        Event::OrderConfirmed(e) => (e.envelope, e.order_id) = (envelope, order_id),
+        Event::OrderRejected(e) => (e.envelope, e.order_id) = (envelope, order_id),
+        Event::OrderExpired(e) => (e.envelope, e.order_id) = (envelope, order_id),
+        Event::RefundRequested(e) => (e.envelope, e.order_id) = (envelope, order_id),
         Event::StockAdjusted(e) => e.envelope = envelope,
     }
     event

@@ -1,7 +1,8 @@
 //! `orderflow demo`: the whole pipeline in one process with zero setup — librdkafka's
 //! in-process mock cluster, SQLite projections in a file under the working directory, the
-//! checkout on a free port, all four consumer groups with two members each, and the load
-//! generator. `--brokers` and `--database-url` point the same run at real services.
+//! checkout on a free port, all four projection groups and the two process groups (order
+//! process, stock) with two members each, the outbox relay, the query API, and the load
+//! generator, which waits for each order's decision before paying for it. `--brokers` and `--database-url` point the same run at real services.
 mod summary;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use consumers::member::{run_member, MemberConfig, MemberHandle};
+use consumers::Work;
 use infra::auth::{new_token, Authenticator, Scope};
 use infra::http::{Access, Limits};
 use infra::topics::{create_topics, TopicSpec};
@@ -18,7 +20,7 @@ use infra::KafkaSettings;
 use producers::checkout::{self, AppState};
 use producers::load::{self, LoadConfig};
 use producers::publisher::PublisherConfig;
-use projections::store::Store;
+use projections::store::{ProcessKind, ProcessSettings, Store};
 use projections::ProjectionKind;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
@@ -46,6 +48,10 @@ pub struct DemoArgs {
     /// the demo runs, and keep serving after the summary until Ctrl-C.
     #[arg(long)]
     serve: Option<String>,
+    /// How long a confirmed order may stay unpaid before the order process expires it
+    /// (short here, so the demo shows expiries).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    payment_timeout: Duration,
 }
 
 const MEMBERS_PER_GROUP: usize = 2;
@@ -82,18 +88,26 @@ impl DemoArgs {
         let server = tokio::spawn(checkout::run(listener, state, async {
             let _ = checkout_stopped.await;
         }));
-        let groups = start_groups(&store, &kafka, &topic)?;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let groups = start_groups(&store, &kafka, &topic, self.payment_timeout, &wake)?;
+        let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+        let relay = tokio::spawn({
+            let (store, kafka) = (store.clone(), kafka.clone());
+            async move {
+                let stopped = async {
+                    let _ = relay_stopped.await;
+                };
+                consumers::run_relay(store, &kafka, consumers::RelayConfig::default(), wake, stopped).await
+            }
+        });
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-        let api = self.serve_dashboard(&store, &kafka, &topic, &access, &token, api_stopped).await?;
+        let (query_url, api) = self.serve_dashboard(&store, &kafka, &topic, &access, &token, api_stopped).await?;
 
         let load = tokio::spawn(load::run(LoadConfig {
-            target,
-            rate: self.rate,
-            duration: self.duration,
-            workers: 32,
-            skus: 40,
-            show_progress: false,
             token: Some(token.clone()),
+            decisions: Some(query_url),
+            initial_stock: 30,
+            ..LoadConfig::new(target, self.rate, self.duration)
         }));
         let interrupted = Arc::new(tokio::sync::Notify::new());
         let on_signal = interrupted.clone();
@@ -124,32 +138,20 @@ impl DemoArgs {
         let mut lags_zero = BTreeMap::new();
         if !stopped_early {
             bar.set_message("load done; waiting for every group to catch up");
-            let ends = crate::kit::log_ends(&kafka, &topic).await?;
-            for (kind, group, _) in &groups {
-                let wait = crate::kit::wait_caught_up(
-                    &store,
-                    group,
-                    &topic,
-                    &ends,
-                    Duration::from_secs(120),
-                    Duration::from_millis(100),
-                );
-                let reached = tokio::select! {
-                    r = wait => r?,
-                    _ = interrupted.notified() => { stopped_early = true; false }
-                };
-                lags_zero.insert(*kind, reached);
-                if stopped_early {
-                    break;
-                }
+            let settle = settle(&store, &kafka, &groups, &mut lags_zero);
+            tokio::select! {
+                r = settle => r?,
+                _ = interrupted.notified() => stopped_early = true,
             }
         }
         bar.finish_and_clear();
-        for (_, _, members) in groups {
-            for member in members {
+        for group in groups {
+            for member in group.members {
                 member.stop().await?;
             }
         }
+        let _ = stop_relay.send(());
+        relay.await??;
         let _ = stop_checkout.send(());
         server.await??;
 
@@ -161,13 +163,13 @@ impl DemoArgs {
         let report = report.context("the load generator did not report")?;
         println!("load: {}", report.summary());
         let summary = summary::Summary::read(&store).await?;
-        summary.print(report.orders_placed, report.accepted, &lags_zero);
-        if let Some(api) = api {
+        summary.print(&report, &lags_zero);
+        if self.serve.is_some() {
             println!("the dashboard keeps serving the final numbers; Ctrl-C to stop");
             interrupted.notified().await;
-            let _ = stop_api.send(());
-            api.await??;
         }
+        let _ = stop_api.send(());
+        api.await??;
         anyhow::ensure!(lags_zero.values().all(|z| *z), "a consumer group did not catch up");
         Ok(())
     }
@@ -183,15 +185,19 @@ impl DemoArgs {
         match &self.brokers {
             Some(brokers) => {
                 let kafka = KafkaSettings::new(brokers).with_env_overrides()?;
-                let spec =
-                    TopicSpec { name: topic.to_string(), partitions: self.partitions, replication_factor: Some(1) };
-                create_topics(&kafka, &[spec], Duration::from_secs(30)).await?;
+                let specs: Vec<TopicSpec> = [topic.to_string(), schemas::stock_topic(topic)]
+                    .into_iter()
+                    .map(|name| TopicSpec { name, partitions: self.partitions, replication_factor: Some(1) })
+                    .collect();
+                create_topics(&kafka, &specs, Duration::from_secs(30)).await?;
                 Ok((None, kafka))
             }
             None => {
                 let mock = MockCluster::new(1).context("starting the embedded broker")?;
                 // The mock cluster creates topics through its own call (its admin API is limited).
                 mock.create_topic(topic, self.partitions, 1).context("creating the demo topic")?;
+                mock.create_topic(&schemas::stock_topic(topic), self.partitions, 1)
+                    .context("creating the demo's stock topic")?;
                 let kafka = KafkaSettings::new(mock.bootstrap_servers());
                 Ok((Some(mock), kafka))
             }
@@ -211,7 +217,8 @@ impl DemoArgs {
         }
     }
 
-    /// The query API and dashboard on `--serve`, until `stop` fires.
+    /// The query API and dashboard, on `--serve` (announced) or a free loopback port (for
+    /// the load's decision waits only), until `stop` fires. Returns its base URL.
     async fn serve_dashboard(
         &self,
         store: &Store,
@@ -220,37 +227,76 @@ impl DemoArgs {
         access: &Access,
         token: &str,
         stop: tokio::sync::oneshot::Receiver<()>,
-    ) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
-        let Some(addr) = &self.serve else { return Ok(None) };
+    ) -> anyhow::Result<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
+        let addr = self.serve.as_deref().unwrap_or("127.0.0.1:0");
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        // The fragment never reaches the server; the page moves it into the tab's storage.
-        println!("dashboard on http://{}/#token={token}", listener.local_addr()?);
+        let url = format!("http://{}", listener.local_addr()?);
+        if self.serve.is_some() {
+            // The fragment never reaches the server; the page moves it into the tab's storage.
+            println!("dashboard on {url}/#token={token}");
+        }
         let state =
             crate::query_api::ApiState::new(store.clone(), kafka, topic, Duration::from_secs(2), 10, access.clone());
-        Ok(Some(tokio::spawn(crate::query_api::run(listener, state, async {
+        let server = tokio::spawn(crate::query_api::run(listener, state, async {
             let _ = stop.await;
-        }))))
+        }));
+        Ok((url, server))
     }
 }
 
-/// Every projection's group, `MEMBERS_PER_GROUP` members each.
+/// One consumer group of the demo and the topic it reads.
+struct Group {
+    label: String,
+    group: String,
+    topic: String,
+    members: Vec<MemberHandle>,
+}
+
+/// Every projection's group and both process groups, `MEMBERS_PER_GROUP` members each.
 fn start_groups(
     store: &Store,
     kafka: &KafkaSettings,
     topic: &str,
-) -> anyhow::Result<Vec<(ProjectionKind, String, Vec<MemberHandle>)>> {
-    let mut groups = Vec::new();
+    payment_timeout: Duration,
+    wake: &Arc<tokio::sync::Notify>,
+) -> anyhow::Result<Vec<Group>> {
+    let mut configs: Vec<(String, MemberConfig)> = Vec::new();
     for kind in ProjectionKind::ALL {
-        let group = store.first_group(kind);
         let mut config = MemberConfig::new(kind, topic);
-        config.group = group.clone();
+        config.group = store.first_group(kind);
+        configs.push((kind.name().to_string(), config));
+    }
+    for process in ProcessKind::ALL {
+        let settings = ProcessSettings { orders_topic: topic.to_string(), payment_timeout };
+        let mut config = MemberConfig::new(Work::Decide(process, settings), &process.topic(topic));
+        config.group = store.process_group(process);
+        config.outbox_written = Some(wake.clone());
+        configs.push((process.name().to_string(), config));
+    }
+    let mut groups = Vec::new();
+    for (label, mut config) in configs {
         config.session_timeout = Duration::from_secs(6);
         let members = (0..MEMBERS_PER_GROUP)
             .map(|_| run_member(config.clone(), kafka, store.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        groups.push((kind, group, members));
+        groups.push(Group { label, group: config.group.clone(), topic: config.topic.clone(), members });
     }
     Ok(groups)
+}
+
+/// Waits until the whole pipeline is quiet (see [`crate::kit::wait_settled`]).
+async fn settle(
+    store: &Store,
+    kafka: &KafkaSettings,
+    groups: &[Group],
+    lags_zero: &mut BTreeMap<String, bool>,
+) -> anyhow::Result<()> {
+    let pairs: Vec<(String, String)> = groups.iter().map(|g| (g.group.clone(), g.topic.clone())).collect();
+    let reached = crate::kit::wait_settled(store, kafka, &pairs, Duration::from_secs(120)).await?;
+    for group in groups {
+        lags_zero.insert(group.label.clone(), reached.get(&group.group).copied().unwrap_or(false));
+    }
+    Ok(())
 }
 
 fn broker_label(brokers: &Option<String>) -> String {
@@ -265,10 +311,10 @@ pub(crate) fn database_label(url: &str) -> String {
     }
 }
 
-fn progress_line(groups: &[(ProjectionKind, String, Vec<MemberHandle>)]) -> String {
+fn progress_line(groups: &[Group]) -> String {
     let appended: i64 = groups
         .iter()
-        .map(|(_, _, members)| {
+        .map(|Group { members, .. }| {
             let mut ends = BTreeMap::new();
             for m in members {
                 ends.extend(m.stats.log_ends.lock().unwrap_or_else(|e| e.into_inner()).clone());
@@ -278,7 +324,7 @@ fn progress_line(groups: &[(ProjectionKind, String, Vec<MemberHandle>)]) -> Stri
         .max()
         .unwrap_or(0);
     let mut line = format!("appended {appended}");
-    for (kind, _, members) in groups {
+    for Group { label: kind, members, .. } in groups {
         let applied: u64 = members.iter().map(|m| m.stats.applied.load(std::sync::atomic::Ordering::Relaxed)).sum();
         let lag: i64 = members.iter().filter_map(|m| m.stats.lag()).sum();
         line.push_str(&format!(" | {kind}: applied {applied}, lag {lag}"));

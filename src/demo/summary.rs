@@ -1,11 +1,15 @@
 //! The demo's closing summary, read from the analyst views.
 use std::collections::BTreeMap;
 
+use producers::load::LoadReport;
 use projections::store::Store;
-use projections::ProjectionKind;
 use sqlx::Row;
 
 pub struct Summary {
+    /// The order process's decisions (`order_status`).
+    decided: Vec<(String, i64)>,
+    /// The lowest available units of any SKU: the process never lets it go below zero.
+    lowest_available: Option<i64>,
     orders_by_status: Vec<(String, i64)>,
     top_reserved: Vec<(String, i64, i64)>,
     revenue: Vec<(String, i64)>,
@@ -25,6 +29,13 @@ impl Summary {
         let pairs = |rows: Vec<sqlx::any::AnyRow>| -> anyhow::Result<Vec<(String, i64)>> {
             rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
         };
+        let decided = pairs(
+            sqlx::query("SELECT status, COUNT(*) FROM order_status GROUP BY status ORDER BY COUNT(*) DESC, status")
+                .fetch_all(pool)
+                .await?,
+        )?;
+        let lowest_available: Option<i64> =
+            sqlx::query("SELECT MIN(available) FROM inventory_levels").fetch_one(pool).await?.try_get(0)?;
         let orders_by_status = pairs(
             sqlx::query("SELECT status, COUNT(*) FROM order_fulfilment GROUP BY status ORDER BY COUNT(*) DESC, status")
                 .fetch_all(pool)
@@ -54,6 +65,8 @@ impl Summary {
         )?;
         let count = |sql: &'static str| async move { sqlx::query(sql).fetch_one(pool).await?.try_get::<i64, _>(0) };
         Ok(Summary {
+            decided,
+            lowest_available,
             orders_by_status,
             top_reserved,
             revenue,
@@ -64,9 +77,22 @@ impl Summary {
         })
     }
 
-    pub fn print(&self, orders_placed: u64, accepted: u64, lags_zero: &BTreeMap<ProjectionKind, bool>) {
+    pub fn print(&self, report: &LoadReport, lags_zero: &BTreeMap<String, bool>) {
+        let (orders_placed, accepted) = (report.orders_placed, report.accepted);
         println!();
-        println!("orders by status:");
+        println!("order process decisions (order_status):");
+        for (status, n) in &self.decided {
+            println!("  {status:<18} {n}");
+        }
+        println!(
+            "  the load saw {} confirmed, {} rejected, and left {} unpaid on purpose (they expire)",
+            report.confirmed, report.rejected_orders, report.left_unpaid
+        );
+        match self.lowest_available {
+            Some(lowest) => println!("lowest available stock of any SKU: {lowest} (never below zero)"),
+            None => println!("no stock levels yet"),
+        }
+        println!("orders by fulfilment status:");
         for (status, n) in &self.orders_by_status {
             println!("  {status:<18} {n}");
         }

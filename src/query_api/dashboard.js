@@ -37,6 +37,10 @@ function render(d) {
   fill("orders-by-status", d.orders_by_status.map(s => {
     const tr = row([cell(s.status), cell(s.orders, "n")]); tr.dataset.status = s.status; return tr;
   }), "no orders yet");
+  fill("decisions", d.decisions.map(s => {
+    const tr = row([cell(s.status), cell(s.orders, "n")], ["rejected", "expired"].includes(s.status) ? "low" : "");
+    tr.dataset.decision = s.status; return tr;
+  }), "nothing decided yet");
   document.getElementById("low-threshold").textContent = d.inventory.low_stock_below;
   document.getElementById("low-count").textContent = d.inventory.low;
   const over = document.getElementById("oversold-count");

@@ -99,6 +99,8 @@ pub struct Dashboard {
     pub generated_at: String,
     pub orders_total: i64,
     pub orders_by_status: Vec<StatusCount>,
+    /// What the order process decided: orders per status (confirmed, rejected, expired, …).
+    pub decisions: Vec<projections::store::DecisionCount>,
     pub inventory: StockSummary,
     pub revenue_per_day: Vec<DailyRevenue>,
     pub lag: Vec<LagRow>,
@@ -121,6 +123,7 @@ pub async fn data(
     let store = &state.store;
     let orders_by_status = store.orders_by_status().await.map_err(unavailable)?;
     let orders_total: i64 = orders_by_status.iter().map(|s| s.orders).sum();
+    let decisions = store.decision_counts().await.map_err(unavailable)?;
     let items = store.inventory_page(Some(state.low_stock), None, 1000).await.map_err(unavailable)?;
     let oversold = items.iter().filter(|l| l.available < 0).count();
     let now_us = chrono::Utc::now().timestamp_micros();
@@ -137,6 +140,7 @@ pub async fn data(
         generated_at: projections::store::rfc3339(now_us),
         orders_total,
         orders_by_status,
+        decisions,
         inventory: StockSummary { low_stock_below: state.low_stock, low: items.len(), oversold, items },
         revenue_per_day,
         lag_total: lag.iter().filter_map(|l| l.lag).sum(),

@@ -62,7 +62,8 @@ pub enum ReadErrors {
     NotFound(ErrorBody),
     /// `after=` was not applied within the read wait (`not_caught_up`, with where the
     /// projection is), its partition's stored offset lies outside the log
-    /// (`offsets_refused`, until an operator resets it), or the database did not answer
+    /// (`offsets_refused`, until an operator resets it), the order process has not decided
+    /// the order within it (`not_decided`, with `decided=true`), or the database did not answer
     /// (`unavailable`): retry.
     #[response(status = 503)]
     Unavailable(ErrorBody),
@@ -75,19 +76,61 @@ pub struct OrderPath {
     order_id: Uuid,
 }
 
-/// One order as each projection sees it.
-#[utoipa::path(get, path = "/orders/{order_id}", tag = "orders", params(OrderPath, AfterQuery),
+/// `after=` and `decided=`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents what `Params` parses
+pub struct OrderQuery {
+    /// A position the checkout returned (`<partition>:<offset>`): answer only once the
+    /// projections read here have applied it, or 503 after the server's read wait.
+    #[param(schema_with = after_schema)]
+    after: Option<String>,
+    /// `true`: answer once the order process has decided the order (status no longer
+    /// `pending`), or 503 `not_decided` after the server's read wait.
+    decided: Option<bool>,
+}
+
+/// One order as each projection sees it, with the order process's status.
+#[utoipa::path(get, path = "/orders/{order_id}", tag = "orders", params(OrderPath, OrderQuery),
     responses((status = 200, body = OrderView), ReadErrors))]
 pub async fn order(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Q,
 ) -> Result<Json<OrderView>, ApiError> {
-    let params = Params::new(q, &[])?;
+    let params = Params::new(q, &["decided"])?;
     let id = order_id(&id)?;
+    let decided = match params.text("decided") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(bad_parameter("decided", format!("{other:?} is not true or false"))),
+    };
     wait_applied(&state, &ProjectionKind::ORDER_STATE, params.after()?).await?;
+    if decided {
+        wait_decided(&state, id).await?;
+    }
     let view = state.store.order_view(&id.to_string()).await.map_err(unavailable)?;
     Ok(Json(view.ok_or_else(|| ApiError::not_found(format!("no order {id}")))?))
+}
+
+/// Waits, at most the read wait, until the order process has decided `id`.
+async fn wait_decided(state: &ApiState, id: Uuid) -> Result<(), ApiError> {
+    let deadline = std::time::Instant::now() + state.read_wait;
+    loop {
+        let status = state.store.order_status(id).await.map_err(unavailable)?;
+        if status.as_ref().is_some_and(|s| s.status.is_decided()) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            let seen = status.map_or("unknown to the order process", |s| s.status.as_str());
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not_decided",
+                format!("order {id} was not decided within {:?} (it is {seen}); retry later", state.read_wait),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// What a projection made of one event.

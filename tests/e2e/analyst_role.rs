@@ -14,7 +14,7 @@ async fn the_analyst_role_reads_the_views_and_nothing_else() {
     let analyst_url = format!("{scheme}://orderflow_analyst@{host_and_db}");
     let mut analyst = sqlx::PgConnection::connect(&analyst_url).await.expect("analyst logs in");
 
-    for view in projections::ProjectionKind::all_views() {
+    for view in projections::store::schema::analyst_views() {
         sqlx::query(&format!("SELECT * FROM {view}"))
             .fetch_all(&mut analyst)
             .await
@@ -25,8 +25,8 @@ async fn the_analyst_role_reads_the_views_and_nothing_else() {
         "SELECT * FROM dead_letters",
         "SELECT * FROM processed_events",
         "SELECT * FROM history_entries",
-        "SELECT * FROM inventory_sku",
-        "INSERT INTO inventory_sku (sku, on_hand, reserved, shipped) VALUES ('X', 1, 0, 0)",
+        "SELECT * FROM inventory_stock",
+        "INSERT INTO inventory_stock (sku, on_hand, reserved, shipped, version) VALUES ('X', 1, 0, 0, 1)",
         "UPDATE payment_orders SET status = 'refunded'",
         "DELETE FROM inventory_levels",
         "CREATE TABLE sneaky (id int)",

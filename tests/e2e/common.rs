@@ -552,3 +552,66 @@ pub async fn calm_rebuild(kafka: &KafkaSettings, topic: &str) -> projections::st
     }
     store
 }
+
+/// The order process and the stock group (one member each, test settings) with an outbox
+/// relay, in this process, on the groups `store` names (`<prefix>-order-process`, …).
+pub struct Processes {
+    pub members: Vec<consumers::MemberHandle>,
+    stop_relay: Option<tokio::sync::oneshot::Sender<()>>,
+    relay: Option<tokio::task::JoinHandle<Result<(), consumers::ConsumerError>>>,
+    /// (group, topic) of each process group.
+    pub groups: Vec<(String, String)>,
+}
+
+impl Processes {
+    pub fn start(store: &projections::store::Store, topic: &str, payment_timeout: Duration) -> Processes {
+        use projections::store::{ProcessKind, ProcessSettings};
+        let kafka = kafka();
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let mut members = Vec::new();
+        let mut groups = Vec::new();
+        for process in ProcessKind::ALL {
+            let settings = ProcessSettings { orders_topic: topic.to_string(), payment_timeout };
+            let mut config =
+                consumers::MemberConfig::new(consumers::Work::Decide(process, settings), &process.topic(topic));
+            config.group = store.process_group(process);
+            config.batch_max = 200;
+            config.session_timeout = Duration::from_secs(6);
+            config.max_poll_interval = Duration::from_secs(10);
+            config.outbox_written = Some(wake.clone());
+            groups.push((config.group.clone(), config.topic.clone()));
+            members.push(consumers::member::run_member(config, &kafka, store.clone()).expect("process member"));
+        }
+        let (stop_relay, stopped) = tokio::sync::oneshot::channel::<()>();
+        let relay = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let stopped = async {
+                    let _ = stopped.await;
+                };
+                consumers::run_relay(store, &kafka, consumers::RelayConfig::default(), wake, stopped).await
+            }
+        });
+        Processes { members, stop_relay: Some(stop_relay), relay: Some(relay), groups }
+    }
+
+    /// Waits (60 s at most) until these groups and `others` have applied everything and
+    /// the outbox is empty.
+    pub async fn settle(&self, store: &projections::store::Store, others: &[(String, String)]) {
+        let all: Vec<(String, String)> = self.groups.iter().chain(others).cloned().collect();
+        let reached = kit::wait_settled(store, &kafka(), &all, Duration::from_secs(60)).await.expect("settle");
+        assert!(reached.values().all(|r| *r), "not settled: {reached:?}");
+    }
+
+    pub async fn stop(mut self) {
+        for member in std::mem::take(&mut self.members) {
+            member.stop().await.expect("process member stops cleanly");
+        }
+        if let Some(stop) = self.stop_relay.take() {
+            let _ = stop.send(());
+        }
+        if let Some(relay) = self.relay.take() {
+            relay.await.expect("relay task").expect("relay stops cleanly");
+        }
+    }
+}

@@ -21,7 +21,7 @@ fn spawn_member(
     fault: Option<(&str, &str)>,
 ) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orderflow"));
-    command.args(["consume", "inventory", "--topic", topic, "--group", group, "--batch-max", "40"]).args([
+    command.args(["consume", "payment", "--topic", topic, "--group", group, "--batch-max", "40"]).args([
         "--group-protocol",
         protocol.name(),
         "--max-poll-interval",
@@ -93,24 +93,25 @@ async fn crash_at_every_point_then_compare(protocol: GroupProtocol) {
         skus: 4,
         show_progress: false,
         token: Some(common::token(common::ALL_SCOPES)),
+        decisions: None,
+        initial_stock: 0,
     })
     .await;
     assert!(report.accepted > 300, "{}", report.summary());
 
     // The reference: a calm rebuild in-process.
     let reference = Store::connect(&common::fresh_database().await).await.expect("store");
-    let group = format!("inventory-reference-{topic}");
-    let member =
-        run_member(common::member_config(ProjectionKind::Inventory, &topic, &group), &kafka, reference.clone())
-            .expect("member");
+    let group = format!("payment-reference-{topic}");
+    let member = run_member(common::member_config(ProjectionKind::Payment, &topic, &group), &kafka, reference.clone())
+        .expect("member");
     common::wait_caught_up(&reference, &kafka, &group, &topic).await;
     member.stop().await.expect("stop");
     let expected = reference.snapshot().await.expect("snapshot");
-    assert!(!expected.inventory_levels.is_empty());
+    assert!(!expected.payments.is_empty());
 
     for point in ["before_transaction", "after_projection_write", "after_offset_update", "after_commit"] {
         let database_url = common::fresh_database().await;
-        let group = format!("inventory-crash-{protocol}-{point}");
+        let group = format!("payment-crash-{protocol}-{point}");
         let mut crashing = spawn_member(&topic, &database_url, &group, protocol, Some((point, "crash")));
         let status = wait_exit(&mut crashing, Duration::from_secs(60)).unwrap_or_else(|| {
             let _ = crashing.kill();
@@ -126,9 +127,9 @@ async fn crash_at_every_point_then_compare(protocol: GroupProtocol) {
     }
 }
 
-/// A topic with two seconds of order lifecycles on it, and the inventory projection of it
+/// A topic with two seconds of order lifecycles on it, and the payment projection of it
 /// built calmly (the reference for "exactly right"). The checkout stays up while returned.
-async fn loaded_topic_and_inventory_reference(
+async fn loaded_topic_and_payment_reference(
     prefix: &str,
     partitions: i32,
 ) -> (String, infra::KafkaSettings, common::TestCheckout, Store) {
@@ -143,13 +144,14 @@ async fn loaded_topic_and_inventory_reference(
         skus: 3,
         show_progress: false,
         token: Some(common::token(common::ALL_SCOPES)),
+        decisions: None,
+        initial_stock: 0,
     };
     load::run(load).await;
     let reference = Store::connect(&common::fresh_database().await).await.expect("store");
     let group = format!("inv-ref-{prefix}");
-    let member =
-        run_member(common::member_config(ProjectionKind::Inventory, &topic, &group), &kafka, reference.clone())
-            .expect("member");
+    let member = run_member(common::member_config(ProjectionKind::Payment, &topic, &group), &kafka, reference.clone())
+        .expect("member");
     common::wait_caught_up(&reference, &kafka, &group, &topic).await;
     member.stop().await.expect("stop");
     (topic, kafka, app, reference)
@@ -157,7 +159,7 @@ async fn loaded_topic_and_inventory_reference(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_stalled_past_max_poll_interval_is_fenced_when_it_wakes() {
-    let (topic, kafka, _app, reference) = loaded_topic_and_inventory_reference("stall", 2).await;
+    let (topic, kafka, _app, reference) = loaded_topic_and_payment_reference("stall", 2).await;
 
     // The staller holds a batch without touching the database for 16 s, past its 10 s
     // max.poll.interval; a second member takes its partitions and applies those records.
@@ -171,9 +173,8 @@ async fn a_member_stalled_past_max_poll_interval_is_fenced_when_it_wakes() {
         Some(("before_transaction", "pause:16000")),
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let other =
-        run_member(common::member_config(ProjectionKind::Inventory, &topic, "inv-stall"), &kafka, store.clone())
-            .expect("member");
+    let other = run_member(common::member_config(ProjectionKind::Payment, &topic, "inv-stall"), &kafka, store.clone())
+        .expect("member");
     common::wait_caught_up(&store, &kafka, "inv-stall", &topic).await;
     // Let the staller wake and try its stale batch, then stop both.
     tokio::time::sleep(Duration::from_secs(16)).await;
@@ -193,7 +194,7 @@ async fn a_member_stalled_past_max_poll_interval_is_fenced_when_it_wakes() {
 /// end exactly as a calm rebuild leaves them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_frozen_holding_its_offset_rows_stalls_the_next_owner_only_until_its_session_is_ended() {
-    let (topic, kafka, _app, reference) = loaded_topic_and_inventory_reference("frozen", 1).await;
+    let (topic, kafka, _app, reference) = loaded_topic_and_payment_reference("frozen", 1).await;
 
     let database_url = common::fresh_database().await;
     let store = Store::connect(&database_url).await.expect("store");
@@ -214,9 +215,8 @@ async fn a_member_frozen_holding_its_offset_rows_stalls_the_next_owner_only_unti
     tokio::time::sleep(Duration::from_secs(1)).await;
     Command::new("kill").args(["-STOP", &frozen.id().to_string()]).status().expect("SIGSTOP");
     let frozen_at = Instant::now();
-    let other =
-        run_member(common::member_config(ProjectionKind::Inventory, &topic, "inv-frozen"), &kafka, store.clone())
-            .expect("member");
+    let other = run_member(common::member_config(ProjectionKind::Payment, &topic, "inv-frozen"), &kafka, store.clone())
+        .expect("member");
     let ends = common::log_ends(&kafka, &topic).await;
     let caught_up = orderflow::kit::wait_caught_up(
         &store,

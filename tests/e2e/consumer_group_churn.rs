@@ -34,6 +34,8 @@ async fn churn_then_compare(protocol: GroupProtocol, strategy: &str) {
         skus: 5,
         show_progress: false,
         token: Some(common::token(common::ALL_SCOPES)),
+        decisions: None,
+        initial_stock: 0,
     }));
     // A second member per group joins and leaves every 1.5 s while the load runs.
     let mut joins = 0;

@@ -40,13 +40,23 @@ fn the_demo_runs_with_no_services_and_its_summary_matches_what_was_appended() {
     assert_eq!(field(summary, "payment_rows"), placed, "every placed order has a payment row");
     assert_eq!(field(summary, "fulfilment_rows"), placed, "every placed order has a fulfilment row");
     assert_eq!(field(summary, "dead_letters"), 0, "a clean load parks nothing");
-    let by_status: u64 = stdout
+    let section_sum = |header: &str| -> u64 {
+        stdout
+            .lines()
+            .skip_while(|l| !l.starts_with(header))
+            .skip(1)
+            .take_while(|l| l.starts_with("  ") && !l.starts_with("  the load"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(section_sum("orders by fulfilment status:"), placed, "orders by status add up to the orders placed");
+    assert_eq!(section_sum("order process decisions"), placed, "the order process has a status for every order");
+    assert!(stdout.contains("rejected") && stdout.contains("delivered"), "the demo shows decisions: {stdout}");
+    let lowest: i64 = stdout
         .lines()
-        .skip_while(|l| !l.starts_with("orders by status:"))
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-        .sum();
-    assert_eq!(by_status, placed, "orders by status add up to the orders placed");
+        .find_map(|l| l.strip_prefix("lowest available stock of any SKU: "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no stock line: {stdout}"));
+    assert!(lowest >= 0, "stock went negative: {stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -20,6 +20,7 @@ mod kafka_sasl;
 mod log_roundtrip;
 mod offset_rows;
 mod offsets_refused;
+mod order_process;
 mod projections_e2e;
 mod query_api;
 mod rebuild;

@@ -19,6 +19,7 @@ struct ReadSide {
     database_url: String,
     prefix: String,
     members: Vec<MemberHandle>,
+    processes: Option<common::Processes>,
 }
 
 impl ReadSide {
@@ -30,7 +31,8 @@ impl ReadSide {
         let prefix = common::fresh_group_prefix();
         let store = Store::connect(&database_url).await.expect("store").with_group_prefix(&prefix).expect("prefix");
         let api = common::ServeApi::spawn(&database_url, &topic, &prefix, Duration::from_secs(2)).await;
-        let mut side = ReadSide { checkout, api, store, topic, database_url, prefix, members: Vec::new() };
+        let mut side =
+            ReadSide { checkout, api, store, topic, database_url, prefix, members: Vec::new(), processes: None };
         if with_members {
             side.start_members();
             // Joining a group takes seconds; tests measure the pipeline, not the join.
@@ -48,17 +50,27 @@ impl ReadSide {
         self.store.first_group(kind)
     }
 
-    /// One member per projection, in the groups the views are built by.
+    /// One member per projection, in the groups the views are built by, and the order
+    /// process and stock group.
     fn start_members(&mut self) {
         for kind in ProjectionKind::ALL {
             let config = common::member_config(kind, &self.topic, &self.group(kind));
             self.members.push(run_member(config, &common::kafka(), self.store.clone()).expect("member"));
         }
+        self.processes = Some(common::Processes::start(&self.store, &self.topic, Duration::from_secs(900)));
     }
 
+    /// Every group has applied everything, the processes' decisions included.
     async fn all_caught_up(&self) {
-        for kind in ProjectionKind::ALL {
-            common::wait_caught_up(&self.store, &common::kafka(), &self.group(kind), &self.topic).await;
+        let groups: Vec<(String, String)> =
+            ProjectionKind::ALL.iter().map(|k| (self.group(*k), self.topic.clone())).collect();
+        match &self.processes {
+            Some(processes) => processes.settle(&self.store, &groups).await,
+            None => {
+                for (group, topic) in &groups {
+                    common::wait_caught_up(&self.store, &common::kafka(), group, topic).await;
+                }
+            }
         }
     }
 
@@ -115,7 +127,11 @@ async fn after_waits_until_the_new_order_is_applied_and_answers_503_with_the_pos
     assert_eq!(body["payment"]["authorized_minor"], 1000, "{body}");
     assert_eq!(body["payment"]["status"], "authorized");
     assert_eq!(body["fulfilment"]["status"], "awaiting_payment");
-    assert_eq!(body["inventory"]["status"], "reserved", "{body}");
+    // SKU-1 was never stocked: once decided, the order is rejected and says why.
+    let (status, body) = side.api.get(&format!("/orders/{order}?decided=true")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"]["status"], "rejected", "{body}");
+    assert!(body["status"]["reason"].as_str().is_some_and(|r| r.contains("out of stock: SKU-1")), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,21 +149,35 @@ async fn timeline_shows_every_event_with_its_position_and_what_each_projection_m
     let last = positions.last().expect("last").clone();
     let (status, _) = side.api.get(&format!("/orders/{order}?after={last}")).await;
     assert_eq!(status, 200);
+    side.all_caught_up().await; // the processes' decisions too
     let (status, timeline) = side.api.get(&format!("/orders/{order}/timeline?after={last}")).await;
     assert_eq!(status, 200, "{timeline}");
-    let events = timeline["events"].as_array().expect("events");
+    let all = timeline["events"].as_array().expect("events");
+    let events: Vec<&Value> = all.iter().filter(|e| e["published_by"] == common::ALL_SCOPES).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().expect("kind")).collect();
     assert_eq!(kinds, ["OrderPlaced", "PaymentAuthorized", "PaymentCaptured", "ShipmentPacked"]);
     let seen: Vec<&str> = events.iter().map(|e| e["position"].as_str().expect("position")).collect();
     assert_eq!(seen, positions, "positions are the ones the checkout returned");
-    assert!(events.iter().all(|e| e["occurred_at"].as_str().is_some_and(|t| t.ends_with('Z'))));
-    assert!(events.iter().all(|e| e["published_by"] == common::ALL_SCOPES), "who published each: {timeline}");
-    assert_eq!(events[0]["applied"], json!({"inventory": "applied", "payment": "applied", "fulfilment": "applied"}));
+    assert!(all.iter().all(|e| e["occurred_at"].as_str().is_some_and(|t| t.ends_with('Z'))));
+    assert_eq!(events[0]["applied"], json!({"inventory": "not_read", "payment": "applied", "fulfilment": "applied"}));
     assert_eq!(events[1]["applied"], json!({"inventory": "not_read", "payment": "applied", "fulfilment": "not_read"}));
     assert_eq!(events[3]["applied"]["payment"], "not_read");
     assert_eq!(events[3]["applied"]["fulfilment"], "applied");
     assert_eq!(timeline["projections"]["fulfilment"]["status"], "packed");
-    assert_eq!(timeline["dead_letters"], json!([]));
+    // Who decided what and why: SKU-1 was never stocked, so the stock group rejected the
+    // line, the order process rejected the order and asked back the captured money.
+    let decided = |kind: &str, by: &str| all.iter().find(|e| e["kind"] == kind && e["published_by"] == by).cloned();
+    let rejected = decided("OrderRejected", "order-process").unwrap_or_else(|| panic!("{timeline}"));
+    assert!(rejected["summary"].as_str().is_some_and(|s| s.contains("out of stock: SKU-1")), "{rejected}");
+    assert!(decided("StockDecided", "stock").is_some(), "{timeline}");
+    assert!(decided("RefundRequested", "order-process").is_some(), "{timeline}");
+    // The process refused the shipment of an order it rejected: recorded, holding nothing.
+    let dead = timeline["dead_letters"].as_array().expect("dead letters");
+    assert!(dead.iter().all(|d| d["status"] == "skipped"), "{timeline}");
+    assert!(
+        dead.iter().any(|d| d["reason"].as_str().is_some_and(|r| r.contains("ShipmentPacked refused"))),
+        "{timeline}"
+    );
 
     // An event the payment projection rejects shows as parked, with its dead letter.
     let (bad, _) = side.place(lines("SKU-2", 1)).await;
@@ -160,7 +190,8 @@ async fn timeline_shows_every_event_with_its_position_and_what_each_projection_m
     let (status, _) = side.api.get(&format!("/orders/{bad}?after={}", position(&over))).await;
     assert_eq!(status, 200);
     let (_, timeline) = side.api.get(&format!("/orders/{bad}/timeline?after={}", position(&over))).await;
-    let events = timeline["events"].as_array().expect("events");
+    let all = timeline["events"].as_array().expect("events");
+    let events: Vec<&Value> = all.iter().filter(|e| e["published_by"] == common::ALL_SCOPES).collect();
     assert_eq!(events.len(), 2, "{timeline}");
     assert_eq!(events[1]["applied"]["payment"], "parked", "{timeline}");
     assert_eq!(events[1]["applied"]["fulfilment"], "applied", "fulfilment does not check amounts: {timeline}");
@@ -370,7 +401,8 @@ async fn the_dashboard_asks_for_a_token_then_renders_in_headless_chromium_the_nu
     let (status, data) = side.api.get("/dashboard.json").await;
     assert_eq!(status, 200, "{data}");
     assert_eq!(data["orders_total"], 3);
-    assert_eq!(data["inventory"]["oversold"], 1, "{data}");
+    // The SKU-Z order found no stock: rejected, so nothing is oversold.
+    assert_eq!(data["inventory"]["oversold"], 0, "{data}");
     assert!(data["dead_letters_total"].as_i64().expect("dead letters") >= 1, "{data}");
 
     // Without a token the page asks for one and shows nothing.
@@ -396,11 +428,14 @@ async fn the_dashboard_asks_for_a_token_then_renders_in_headless_chromium_the_nu
     for s in data["orders_by_status"].as_array().expect("statuses") {
         assert_eq!(row_number(&dom, "status", s["status"].as_str().expect("status")), s["orders"].to_string());
     }
-    assert!(dom.contains("data-sku=\"SKU-Z\""), "the oversold SKU is listed");
-    assert!(
-        dom.contains("class=\"oversold\" data-sku=\"SKU-Z\"") || dom.contains("data-sku=\"SKU-Z\" class=\"oversold\""),
-        "the oversold SKU is highlighted"
-    );
+    assert!(dom.contains("data-sku=\"SKU-Z\""), "the empty SKU is listed as low");
+    assert!(!dom.contains("class=\"oversold\" data-sku"), "no SKU is oversold");
+    let decisions = data["decisions"].as_array().expect("decisions");
+    let rejected = decisions.iter().find(|d| d["status"] == "rejected").expect("the SKU-Z order was rejected");
+    assert_eq!(rejected["orders"], 1, "{data}");
+    for d in decisions {
+        assert_eq!(row_number(&dom, "decision", d["status"].as_str().expect("status")), d["orders"].to_string());
+    }
     let revenue = &data["revenue_per_day"][0];
     assert_eq!(revenue["net_captured_minor"], 2000, "{data}");
     assert!(dom.contains(&format!("data-minor=\"{}\"", revenue["net_captured_minor"])), "revenue row shown");

@@ -54,6 +54,21 @@ fn summary(event: &Event) -> String {
             )
         }
         Event::StockAdjusted(e) => format!("{} {:+}", e.sku, e.delta),
+        Event::StockRequested(e) => format!("{:?} {} × {}", e.action, e.quantity, e.sku).to_lowercase(),
+        Event::StockDecided(e) => format!(
+            "{} {:?} {} (on hand {}, reserved {}, available {})",
+            e.sku,
+            e.outcome,
+            e.quantity,
+            e.on_hand,
+            e.reserved,
+            e.on_hand - e.reserved
+        )
+        .to_lowercase(),
+        Event::OrderConfirmed(_) => "every line reserved; waiting for payment".into(),
+        Event::OrderRejected(e) => e.reason.clone(),
+        Event::OrderExpired(e) => e.reason.clone(),
+        Event::RefundRequested(e) => format!("refund {} (minor units): {}", e.amount_minor, e.reason),
     }
 }
 
@@ -75,12 +90,13 @@ impl Projection for History {
         at: LogPosition,
         published_by: Option<&str>,
     ) -> Result<Effect<OrderHistory>, Rejection> {
-        let order_id = event.order_id().ok_or_else(|| Rejection::new("history reads order events only"))?;
+        // A stock decision about no order (an adjustment's) has no timeline to join.
+        let Some(order_id) = event.order_id() else { return Ok(Effect::none()) };
         let envelope = event.envelope();
         let mut next = state.cloned().unwrap_or(OrderHistory { order_id, events: Vec::new() });
         if next.events.iter().any(|e| e.event_id == envelope.event_id) {
             // The same event published twice: recorded once.
-            return Ok(Effect { order: None, sku_deltas: Vec::new() });
+            return Ok(Effect::none());
         }
         next.events.push(HistoryEntry {
             event_id: envelope.event_id,

@@ -1,10 +1,11 @@
-//! Inventory: stock adjustments change on hand; a placed order reserves its quantities;
-//! cancelling releases them; shipping moves them from reserved to shipped and out of on
-//! hand. available = on_hand − reserved, and may go negative (oversold, visible).
-use schemas::{Event, EventKind};
+//! Inventory: the stock group's decisions as analysts read them. Each decision carries the
+//! SKU's levels after it and a version; the SKU row keeps the newest, so every level shown
+//! is one the stock group had (available never below zero through orders). Per order, what
+//! it holds: reserved, released or shipped.
+use schemas::{Event, EventKind, StockDecided, StockOutcome};
 use uuid::Uuid;
 
-use super::{Effect, Projection, Rejection, SkuDelta};
+use super::{Effect, Projection, Rejection, SkuLevel};
 
 status_enum! {
     /// Whether an order's reservation still holds stock.
@@ -15,20 +16,20 @@ status_enum! {
     }
 }
 
-/// What the inventory projection remembers of an order: what it reserved, and whether the
+/// What the inventory projection remembers of an order: what it holds, and whether the
 /// reservation still holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryOrder {
     pub order_id: Uuid,
     pub status: ReservationStatus,
-    /// (sku, quantity), one entry per SKU.
+    /// (sku, quantity) reserved (or shipped), one entry per SKU.
     pub lines: Vec<(String, i64)>,
 }
 
 pub struct Inventory;
 
-fn per_sku(lines: &[(String, i64)], delta: impl Fn(i64) -> SkuDelta) -> Vec<(String, SkuDelta)> {
-    lines.iter().map(|(sku, qty)| (sku.clone(), delta(*qty))).collect()
+fn level(e: &StockDecided) -> (String, SkuLevel) {
+    (e.sku.clone(), SkuLevel { on_hand: e.on_hand, reserved: e.reserved, shipped: e.shipped, version: e.version })
 }
 
 impl Projection for Inventory {
@@ -36,51 +37,37 @@ impl Projection for Inventory {
     const NAME: &'static str = "inventory";
 
     fn wants(kind: EventKind) -> bool {
-        matches!(
-            kind,
-            EventKind::OrderPlaced | EventKind::OrderCancelled | EventKind::ShipmentShipped | EventKind::StockAdjusted
-        )
+        kind == EventKind::StockDecided
     }
 
     fn apply(state: Option<&InventoryOrder>, event: &Event) -> Result<Effect<InventoryOrder>, Rejection> {
-        match (event, state) {
-            (Event::StockAdjusted(e), _) => Ok(Effect {
-                order: None,
-                sku_deltas: vec![(e.sku.clone(), SkuDelta { on_hand: i64::from(e.delta), ..SkuDelta::default() })],
-            }),
-            (Event::OrderPlaced(e), None) => {
-                let mut lines: Vec<(String, i64)> = Vec::new();
-                for line in &e.lines {
-                    match lines.iter_mut().find(|(sku, _)| *sku == line.sku) {
-                        Some((_, qty)) => *qty += i64::from(line.quantity),
-                        None => lines.push((line.sku.clone(), i64::from(line.quantity))),
-                    }
+        let Event::StockDecided(e) = event else {
+            return Err(Rejection::new(format!("inventory does not read {:?}", event.kind())));
+        };
+        let sku_levels = vec![level(e)];
+        let Some(order_id) = e.order_id else { return Ok(Effect { order: None, sku_levels }) };
+        let mut order = state.cloned().unwrap_or(InventoryOrder {
+            order_id,
+            status: ReservationStatus::Released,
+            lines: Vec::new(),
+        });
+        let quantity = i64::from(e.quantity);
+        match e.outcome {
+            StockOutcome::Reserved => {
+                order.lines.retain(|(sku, _)| *sku != e.sku);
+                order.lines.push((e.sku.clone(), quantity));
+                order.status = ReservationStatus::Reserved;
+            }
+            StockOutcome::Released => {
+                order.lines.retain(|(sku, _)| *sku != e.sku);
+                if order.lines.is_empty() && order.status == ReservationStatus::Reserved {
+                    order.status = ReservationStatus::Released;
                 }
-                let sku_deltas = per_sku(&lines, |q| SkuDelta { reserved: q, ..SkuDelta::default() });
-                Ok(Effect {
-                    order: Some(InventoryOrder { order_id: e.order_id, status: ReservationStatus::Reserved, lines }),
-                    sku_deltas,
-                })
             }
-            (Event::OrderPlaced(_), Some(_)) => Err(Rejection::new("order placed twice with different event ids")),
-            (Event::OrderCancelled(_), Some(o)) if o.status == ReservationStatus::Reserved => Ok(Effect {
-                sku_deltas: per_sku(&o.lines, |q| SkuDelta { reserved: -q, ..SkuDelta::default() }),
-                order: Some(InventoryOrder { status: ReservationStatus::Released, ..o.clone() }),
-            }),
-            (Event::ShipmentShipped(_), Some(o)) if o.status == ReservationStatus::Reserved => Ok(Effect {
-                sku_deltas: per_sku(&o.lines, |q| SkuDelta { on_hand: -q, reserved: -q, shipped: q }),
-                order: Some(InventoryOrder { status: ReservationStatus::Shipped, ..o.clone() }),
-            }),
-            (Event::OrderCancelled(_) | Event::ShipmentShipped(_), Some(o)) => Err(Rejection::new(format!(
-                "{:?} for an order whose reservation is {}",
-                event.kind(),
-                o.status.as_str()
-            ))),
-            (Event::OrderCancelled(_) | Event::ShipmentShipped(_), None) => {
-                Err(Rejection::new(format!("{:?} for an unknown order", event.kind())))
-            }
-            (other, _) => Err(Rejection::new(format!("inventory does not read {:?}", other.kind()))),
+            StockOutcome::Shipped => order.status = ReservationStatus::Shipped,
+            StockOutcome::Rejected | StockOutcome::Adjusted => return Ok(Effect { order: None, sku_levels }),
         }
+        Ok(Effect { order: Some(order), sku_levels })
     }
 }
 
@@ -89,61 +76,54 @@ mod tests {
     use super::*;
     use schemas::samples::sample;
 
-    fn placed() -> Event {
-        sample(EventKind::OrderPlaced)
-    }
-
-    fn delta(on_hand: i64, reserved: i64, shipped: i64) -> SkuDelta {
-        SkuDelta { on_hand, reserved, shipped }
-    }
-
-    #[test]
-    fn placing_an_order_reserves_each_line() {
-        let effect = Inventory::apply(None, &placed()).expect("applies");
-        assert_eq!(effect.sku_deltas, vec![("SKU-1".into(), delta(0, 2, 0)), ("SKU-2".into(), delta(0, 1, 0))]);
-        assert_eq!(effect.order.expect("state").status, ReservationStatus::Reserved);
+    fn decided(outcome: StockOutcome, sku: &str, version: i64) -> Event {
+        let Event::StockDecided(mut e) = sample(EventKind::StockDecided) else { unreachable!() };
+        e.outcome = outcome;
+        e.sku = sku.into();
+        e.version = version;
+        Event::StockDecided(e)
     }
 
     #[test]
-    fn cancelling_releases_the_reservation() {
-        let order = Inventory::apply(None, &placed()).expect("placed").order;
-        let effect = Inventory::apply(order.as_ref(), &sample(EventKind::OrderCancelled)).expect("cancel");
-        assert_eq!(effect.sku_deltas, vec![("SKU-1".into(), delta(0, -2, 0)), ("SKU-2".into(), delta(0, -1, 0))]);
-        assert_eq!(effect.order.expect("state").status, ReservationStatus::Released);
+    fn a_reservation_holds_the_units_and_shows_the_skus_levels() {
+        let effect = Inventory::apply(None, &decided(StockOutcome::Reserved, "SKU-1", 3)).expect("applies");
+        assert_eq!(
+            effect.sku_levels,
+            vec![("SKU-1".into(), SkuLevel { on_hand: 10, reserved: 2, shipped: 0, version: 3 })]
+        );
+        let order = effect.order.expect("state");
+        assert_eq!((order.status, order.lines), (ReservationStatus::Reserved, vec![("SKU-1".into(), 2)]));
     }
 
     #[test]
-    fn shipping_moves_stock_from_reserved_and_on_hand_to_shipped() {
-        let order = Inventory::apply(None, &placed()).expect("placed").order;
-        let effect = Inventory::apply(order.as_ref(), &sample(EventKind::ShipmentShipped)).expect("ship");
-        assert_eq!(effect.sku_deltas[0], ("SKU-1".into(), delta(-2, -2, 2)));
+    fn releasing_every_line_releases_the_order() {
+        let one = Inventory::apply(None, &decided(StockOutcome::Reserved, "SKU-1", 1)).expect("one").order;
+        let two = Inventory::apply(one.as_ref(), &decided(StockOutcome::Reserved, "SKU-2", 1)).expect("two").order;
+        let less = Inventory::apply(two.as_ref(), &decided(StockOutcome::Released, "SKU-1", 2)).expect("r1").order;
+        assert_eq!(less.as_ref().expect("state").status, ReservationStatus::Reserved);
+        let none = Inventory::apply(less.as_ref(), &decided(StockOutcome::Released, "SKU-2", 2)).expect("r2").order;
+        assert_eq!(none.expect("state").status, ReservationStatus::Released);
     }
 
     #[test]
-    fn cancelling_after_shipping_is_rejected() {
-        let order = Inventory::apply(None, &placed()).expect("placed").order;
-        let shipped = Inventory::apply(order.as_ref(), &sample(EventKind::ShipmentShipped)).expect("ship").order;
-        assert!(Inventory::apply(shipped.as_ref(), &sample(EventKind::OrderCancelled)).is_err());
+    fn rejections_and_adjustments_change_only_the_skus_levels() {
+        for outcome in [StockOutcome::Rejected, StockOutcome::Adjusted] {
+            let effect = Inventory::apply(None, &decided(outcome, "SKU-1", 4)).expect("applies");
+            assert!(effect.order.is_none());
+            assert_eq!(effect.sku_levels.len(), 1);
+        }
     }
 
     #[test]
-    fn events_for_unknown_orders_are_rejected() {
-        assert!(Inventory::apply(None, &sample(EventKind::OrderCancelled)).is_err());
-        assert!(Inventory::apply(None, &sample(EventKind::ShipmentShipped)).is_err());
+    fn shipping_marks_the_reservation_shipped() {
+        let order = Inventory::apply(None, &decided(StockOutcome::Reserved, "SKU-1", 1)).expect("reserve").order;
+        let shipped = Inventory::apply(order.as_ref(), &decided(StockOutcome::Shipped, "SKU-1", 2)).expect("ship");
+        assert_eq!(shipped.order.expect("state").status, ReservationStatus::Shipped);
     }
 
     #[test]
-    fn stock_adjustments_change_on_hand_only() {
-        let effect = Inventory::apply(None, &sample(EventKind::StockAdjusted)).expect("adjust");
-        assert_eq!(effect.sku_deltas, vec![("SKU-1".into(), delta(-3, 0, 0))]);
-        assert!(effect.order.is_none());
-    }
-
-    #[test]
-    fn repeated_skus_in_one_order_are_summed() {
-        let Event::OrderPlaced(mut e) = placed() else { unreachable!() };
-        e.lines[1].sku = "SKU-1".into();
-        let effect = Inventory::apply(None, &Event::OrderPlaced(e)).expect("placed");
-        assert_eq!(effect.sku_deltas, vec![("SKU-1".into(), delta(0, 3, 0))]);
+    fn order_events_are_not_read() {
+        assert!(!Inventory::wants(EventKind::OrderPlaced));
+        assert!(Inventory::apply(None, &sample(EventKind::OrderPlaced)).is_err());
     }
 }

@@ -19,20 +19,16 @@ impl Rejection {
     }
 }
 
-/// A change of one SKU's stock, summed per SKU within a batch.
+/// One SKU's levels as the stock group decided them. Decisions about one SKU reach the
+/// orders topic under different orders' keys, so in no fixed order; the highest `version`
+/// is the newest, and a store keeps only that: every level it shows is one the stock
+/// group actually had, never a mix.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SkuDelta {
+pub struct SkuLevel {
     pub on_hand: i64,
     pub reserved: i64,
     pub shipped: i64,
-}
-
-impl SkuDelta {
-    pub fn add(&mut self, other: SkuDelta) {
-        self.on_hand += other.on_hand;
-        self.reserved += other.reserved;
-        self.shipped += other.shipped;
-    }
+    pub version: i64,
 }
 
 /// What one projection makes of one event.
@@ -40,13 +36,17 @@ impl SkuDelta {
 pub struct Effect<S> {
     /// The order's new state, if the event changed it.
     pub order: Option<S>,
-    /// Stock changes (inventory only).
-    pub sku_deltas: Vec<(String, SkuDelta)>,
+    /// SKU levels (inventory only).
+    pub sku_levels: Vec<(String, SkuLevel)>,
 }
 
 impl<S> Effect<S> {
     pub fn order(state: S) -> Self {
-        Effect { order: Some(state), sku_deltas: Vec::new() }
+        Effect { order: Some(state), sku_levels: Vec::new() }
+    }
+
+    pub fn none() -> Self {
+        Effect { order: None, sku_levels: Vec::new() }
     }
 }
 

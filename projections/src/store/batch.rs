@@ -71,11 +71,11 @@ pub struct BatchOutcome {
 }
 
 /// The records of a batch that are not applied yet, and where each partition goes next.
-struct Fresh<'a> {
-    records: Vec<&'a LogRecord>,
-    next: BTreeMap<i32, i64>,
+pub(super) struct Fresh<'a> {
+    pub records: Vec<&'a LogRecord>,
+    pub next: BTreeMap<i32, i64>,
     /// The timestamp of each partition's last fresh record.
-    last_timestamps: BTreeMap<i32, Option<i64>>,
+    pub last_timestamps: BTreeMap<i32, Option<i64>>,
     rewind: BTreeMap<i32, i64>,
     already_applied: usize,
 }
@@ -213,7 +213,7 @@ impl Store {
     /// Step 1 of a batch: creates missing offset rows at the batch's first offset (no row =
     /// the start of the log), locks them so a concurrent member waits for us or we for it,
     /// and keeps the records not applied yet (counting in `outcome` what it left out).
-    async fn lock_offsets_and_filter<'a>(
+    pub(super) async fn lock_offsets_and_filter<'a>(
         &self,
         conn: &mut AnyConnection,
         batch: &Batch<'a>,
@@ -294,7 +294,7 @@ fn decode_fresh<'r, P: StoredProjection>(
 
 /// Step 3: keeps each event id once, and only ids this group has not applied before (a
 /// retried publish that landed twice is applied once).
-async fn drop_duplicates(
+pub(super) async fn drop_duplicates(
     conn: &mut AnyConnection,
     group: &str,
     events: &mut Vec<(&LogRecord, Event)>,

@@ -80,9 +80,33 @@ pub(super) async fn insert(
     dead: &[NewDeadLetter<'_>],
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    insert_as(conn, group, topic, dead, DeadLetterStatus::Parked, now_ms).await
+}
+
+/// Records events a process refused by its rules: kept for operators to see, already
+/// resolved (`skipped`), so they hold nothing back.
+pub(super) async fn insert_refused(
+    conn: &mut AnyConnection,
+    group: &str,
+    topic: &str,
+    refused: &[NewDeadLetter<'_>],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    insert_as(conn, group, topic, refused, DeadLetterStatus::Skipped, now_ms).await
+}
+
+async fn insert_as(
+    conn: &mut AnyConnection,
+    group: &str,
+    topic: &str,
+    dead: &[NewDeadLetter<'_>],
+    status: DeadLetterStatus,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let resolved_at = (status != DeadLetterStatus::Parked).then_some(now_ms);
     for chunk in dead.chunks(CHUNK) {
         let mut q = Sql::new(
-            "INSERT INTO dead_letters (group_id, topic, partition_id, record_offset, record_key, order_id, reason, payload, created_at_ms, published_by) ",
+            "INSERT INTO dead_letters (group_id, topic, partition_id, record_offset, record_key, order_id, reason, payload, created_at_ms, published_by, status, resolved_at_ms) ",
         );
         q.values(chunk, |v, d| {
             v.bind(group.to_string())
@@ -94,7 +118,9 @@ pub(super) async fn insert(
                 .bind(d.reason.clone())
                 .bind(d.record.payload.clone())
                 .bind(now_ms)
-                .bind(d.record.published_by.clone());
+                .bind(d.record.published_by.clone())
+                .bind(status.as_str().to_string())
+                .bind(resolved_at);
         });
         q.push(" ON CONFLICT (group_id, topic, partition_id, record_offset) DO NOTHING");
         q.execute(&mut *conn).await?;

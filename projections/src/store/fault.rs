@@ -14,6 +14,10 @@ pub enum FaultPoint {
     AfterProjectionWrite,
     AfterOffsetUpdate,
     AfterCommit,
+    /// The relay read outbox events and is about to publish them.
+    RelayBeforePublish,
+    /// The broker acknowledged them; the relay has not yet removed them from the outbox.
+    RelayAfterPublish,
 }
 
 impl FaultPoint {
@@ -23,6 +27,8 @@ impl FaultPoint {
             FaultPoint::AfterProjectionWrite => "after_projection_write",
             FaultPoint::AfterOffsetUpdate => "after_offset_update",
             FaultPoint::AfterCommit => "after_commit",
+            FaultPoint::RelayBeforePublish => "relay_before_publish",
+            FaultPoint::RelayAfterPublish => "relay_after_publish",
         }
     }
 }

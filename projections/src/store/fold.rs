@@ -13,7 +13,7 @@ use super::rows::StoredState;
 use super::schema::table_name;
 use super::sql::Sql;
 use super::StoreError;
-use crate::model::{LogPosition, Projection, Rejection, SkuDelta};
+use crate::model::{LogPosition, Projection, Rejection, SkuLevel};
 
 /// Rows per multi-row statement; keeps every statement under both databases' bind limits.
 pub(super) const CHUNK: usize = 500;
@@ -36,9 +36,19 @@ pub(super) enum Decoded {
 /// order id; `sku:<sku>` for stock): the key decides the partition, so a wrong key would
 /// let one order's events overtake each other.
 pub(super) fn decode<P: Projection>(codec: &Codec, key: Option<&[u8]>, payload: Option<&[u8]>) -> Decoded {
+    decode_with(codec, key, payload, P::wants)
+}
+
+/// [`decode`] for a reader that reads the kinds `wants` accepts.
+pub(super) fn decode_with(
+    codec: &Codec,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    wants: impl Fn(schemas::EventKind) -> bool,
+) -> Decoded {
     let Some(payload) = payload else { return Decoded::Undecodable("record has no payload".into()) };
     match codec.peek_kind(payload) {
-        Ok(kind) if !P::wants(kind) => Decoded::Ignored,
+        Ok(kind) if !wants(kind) => Decoded::Ignored,
         Ok(_) => match codec.decode(payload) {
             Ok(event) if key == Some(event.key().as_bytes()) => Decoded::Event(event),
             Ok(event) => Decoded::Undecodable(format!(
@@ -57,7 +67,7 @@ pub(super) struct Fold<P: StoredProjection> {
     generation: i64,
     states: HashMap<Uuid, P::State>,
     dirty: BTreeSet<Uuid>,
-    sku: BTreeMap<String, SkuDelta>,
+    sku: BTreeMap<String, SkuLevel>,
 }
 
 impl<P: StoredProjection> Fold<P> {
@@ -91,17 +101,20 @@ impl<P: StoredProjection> Fold<P> {
             self.states.insert(id, state);
             self.dirty.insert(id);
         }
-        for (sku, delta) in effect.sku_deltas {
-            self.sku.entry(sku).or_default().add(delta);
+        for (sku, level) in effect.sku_levels {
+            let newest = self.sku.entry(sku).or_default();
+            if level.version > newest.version {
+                *newest = level;
+            }
         }
         Ok(())
     }
 
-    /// Writes each changed row once (in order-id order) and the summed stock changes.
+    /// Writes each changed row once (in order-id order) and the newest SKU levels.
     pub async fn write(self, conn: &mut AnyConnection) -> Result<(), StoreError> {
         let changed: Vec<&P::State> = self.dirty.iter().filter_map(|id| self.states.get(id)).collect();
         write_states(conn, &table_name(<P::State as StoredState>::TABLE, self.generation), &changed).await?;
-        write_sku_deltas(conn, &table_name("inventory_sku", self.generation), &self.sku).await
+        write_sku_levels(conn, &table_name("inventory_stock", self.generation), &self.sku).await
     }
 }
 
@@ -127,23 +140,24 @@ async fn write_states<S: StoredState>(conn: &mut AnyConnection, table: &str, sta
     Ok(())
 }
 
-/// Stock changes are added, never overwritten, so members projecting different partitions
-/// can change the same SKU concurrently. Rows are written in SKU order, so concurrent
-/// batches lock them in the same order and cannot deadlock.
-async fn write_sku_deltas(
+/// A SKU's row takes a level only when it is newer than the one stored, so members
+/// projecting different partitions may write the same SKU in any order and the row still
+/// ends at the newest. Rows are written in SKU order, so concurrent batches lock them in
+/// the same order and cannot deadlock.
+async fn write_sku_levels(
     conn: &mut AnyConnection,
     table: &str,
-    sku: &BTreeMap<String, SkuDelta>,
+    sku: &BTreeMap<String, SkuLevel>,
 ) -> Result<(), StoreError> {
-    let rows: Vec<(&String, &SkuDelta)> = sku.iter().collect();
+    let rows: Vec<(&String, &SkuLevel)> = sku.iter().collect();
     for chunk in rows.chunks(CHUNK) {
-        let mut q = Sql::new(format!("INSERT INTO {table} (sku, on_hand, reserved, shipped) "));
-        q.values(chunk, |v, (s, d)| {
-            v.bind((*s).clone()).bind(d.on_hand).bind(d.reserved).bind(d.shipped);
+        let mut q = Sql::new(format!("INSERT INTO {table} (sku, on_hand, reserved, shipped, version) "));
+        q.values(chunk, |v, (s, l)| {
+            v.bind((*s).clone()).bind(l.on_hand).bind(l.reserved).bind(l.shipped).bind(l.version);
         });
         q.push(&format!(
-            " ON CONFLICT (sku) DO UPDATE SET on_hand = {table}.on_hand + excluded.on_hand,
-              reserved = {table}.reserved + excluded.reserved, shipped = {table}.shipped + excluded.shipped"
+            " ON CONFLICT (sku) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved,
+              shipped = excluded.shipped, version = excluded.version WHERE excluded.version > {table}.version"
         ));
         q.execute(&mut *conn).await?;
     }

@@ -49,6 +49,11 @@ impl Store {
         format!("{}-{projection}", self.group_prefix)
     }
 
+    /// The consumer group of a process: `<prefix>-order-process`, `<prefix>-stock`.
+    pub fn process_group(&self, process: super::ProcessKind) -> String {
+        format!("{}-{process}", self.group_prefix)
+    }
+
     /// Names groups `<prefix>-<projection>` instead of `orderflow-<projection>`, so several
     /// deployments (or test runs) can share one Kafka cluster without sharing groups.
     pub fn with_group_prefix(mut self, prefix: &str) -> Result<Self, StoreError> {

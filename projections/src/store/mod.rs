@@ -5,6 +5,7 @@
 //! - `batch`: a batch of log records applied with its offsets in one transaction;
 //! - `fold`: decode → apply → merge → write, shared by batches and dead-letter retries;
 //! - `offsets`: every statement on the stored offsets;
+//! - `process`: the order process's and the stock group's batches, timers and outbox;
 //! - `dead_letters`: parking, listing, skipping and retrying records;
 //! - `generations`: which generation each group writes and the views show; rebuilds;
 //! - `reads`: what the query API, the dashboard and tests read;
@@ -18,6 +19,7 @@ pub mod fault;
 mod fold;
 mod generations;
 mod offsets;
+mod process;
 mod reads;
 mod retention;
 mod rows;
@@ -38,6 +40,7 @@ pub use error::StoreError;
 pub use fold::StoredProjection;
 pub use generations::{default_group, valid_group_prefix, LiveProjection, DEFAULT_GROUP_PREFIX};
 pub use offsets::{GroupPartitionOffset, OffsetFault, OffsetMove};
+pub use process::{DecisionCount, OrderStatusRow, OutboxRow, ProcessKind, ProcessSettings, RelayLease};
 pub use reads::{
     rfc3339, CurrencySummary, DailyRevenue, InventoryLevel, OrderView, ReservationView, Snapshot, StatusCount,
 };

@@ -27,10 +27,14 @@ pub struct ReservationView {
     pub lines: serde_json::Value,
 }
 
-/// One order across the three projections; `None` where a projection has no row (yet).
+/// One order across the three projections and the order process; `None` where one has no
+/// row (yet).
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct OrderView {
     pub order_id: String,
+    /// What the order process decided: pending, confirmed, paid, shipped, delivered, or
+    /// rejected, expired, cancelled (with the reason).
+    pub status: Option<super::OrderStatusRow>,
     pub inventory: Option<ReservationView>,
     pub payment: Option<PaymentOrder>,
     pub fulfilment: Option<FulfilmentOrder>,
@@ -136,10 +140,14 @@ impl Store {
         // The views expose the tables' columns, so the stored-state readers read them too.
         let payment = self.one_from_view::<PaymentOrder>("order_payments", order_id).await?;
         let fulfilment = self.one_from_view::<FulfilmentOrder>("order_fulfilment", order_id).await?;
-        if inventory.is_none() && payment.is_none() && fulfilment.is_none() {
+        let status = match uuid::Uuid::parse_str(order_id) {
+            Ok(id) => self.order_status(id).await?,
+            Err(_) => None,
+        };
+        if inventory.is_none() && payment.is_none() && fulfilment.is_none() && status.is_none() {
             return Ok(None);
         }
-        Ok(Some(OrderView { order_id: order_id.to_string(), inventory, payment, fulfilment }))
+        Ok(Some(OrderView { order_id: order_id.to_string(), status, inventory, payment, fulfilment }))
     }
 
     async fn one_from_view<S: StoredState>(&self, view: &str, order_id: &str) -> Result<Option<S>, StoreError> {

@@ -110,6 +110,33 @@ pub fn view_statements(dialect: Dialect, projection: ProjectionKind, generation:
     out
 }
 
+/// The views over the processes' fixed tables (the order process's state): not
+/// generations, since a process is never rebuilt (that would decide again).
+const PROCESS_VIEWS: [(&str, &str); 1] = [(
+    "order_status",
+    "SELECT order_id, status, reason, {ts:updated_at_us} AS updated_at, updated_at_us FROM process_orders",
+)];
+
+/// Every view analysts and the query API read: the projections' and the processes'.
+pub fn analyst_views() -> impl Iterator<Item = &'static str> {
+    ProjectionKind::all_views().chain(PROCESS_VIEWS.iter().map(|(name, _)| *name))
+}
+
+fn process_view_statements(dialect: Dialect) -> Vec<String> {
+    PROCESS_VIEWS
+        .iter()
+        .flat_map(|(name, select)| {
+            let select = render(select, dialect, 1);
+            match dialect {
+                Dialect::Postgres => vec![format!("CREATE OR REPLACE VIEW {name} AS {select}")],
+                Dialect::Sqlite => {
+                    vec![format!("DROP VIEW IF EXISTS {name}"), format!("CREATE VIEW {name} AS {select}")]
+                }
+            }
+        })
+        .collect()
+}
+
 /// The login roles of PostgreSQL, one per service, created (without a password) by the
 /// catalog step of whoever may manage roles; operators give each a password or a client
 /// certificate. Least privilege:
@@ -152,7 +179,7 @@ fn grant_statements(dialect: Dialect) -> Vec<String> {
     if dialect == Dialect::Sqlite {
         return Vec::new();
     }
-    let views = ProjectionKind::all_views().collect::<Vec<&str>>().join(", ");
+    let views = analyst_views().collect::<Vec<&str>>().join(", ");
     let mut out = Vec::new();
     for role in SERVICE_ROLES {
         // Roles are cluster-wide: several databases may race to create one.
@@ -306,6 +333,9 @@ impl Store {
             for old in upgraded {
                 tx.execute(format!("DROP TABLE {old}").as_str()).await?;
             }
+        }
+        for statement in process_view_statements(self.dialect) {
+            tx.execute(statement.as_str()).await?;
         }
         for statement in grant_statements(self.dialect) {
             tx.execute(statement.as_str()).await?;

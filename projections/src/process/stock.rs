@@ -1,0 +1,251 @@
+//! The stock group: one state per SKU, changed only by the stock topic, which carries one
+//! SKU's adjustments and requests in one partition, so they are decided in log order by
+//! one owner. A reservation is granted only when the units are available, so reserved
+//! never exceeds on hand through orders.
+//!
+//! Each (SKU, order) pair has a hold that remembers what was decided for it: a request
+//! repeated under another id, or a reserve arriving after its release (two relays racing
+//! after a failover), changes nothing.
+use schemas::{Event, EventKind, StockAction, StockDecided, StockOutcome};
+use uuid::Uuid;
+
+use super::{caused_by, Context};
+use crate::model::Rejection;
+
+/// One SKU's units. available = on_hand − reserved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkuStock {
+    pub sku: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub shipped: i64,
+    /// Counts the SKU's changes; every decision carries it.
+    pub version: i64,
+}
+
+impl SkuStock {
+    pub fn empty(sku: &str) -> Self {
+        SkuStock { sku: sku.to_string(), on_hand: 0, reserved: 0, shipped: 0, version: 0 }
+    }
+
+    pub fn available(&self) -> i64 {
+        self.on_hand - self.reserved
+    }
+}
+
+status_enum! {
+    /// What one order holds of one SKU.
+    HoldStatus {
+        Reserved => "reserved",
+        Rejected => "rejected",
+        Released => "released",
+        Shipped => "shipped",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub sku: String,
+    pub order_id: Uuid,
+    pub quantity: i32,
+    pub status: HoldStatus,
+}
+
+/// What one stock-topic event changes: the SKU, the order's hold, and the decision to
+/// publish (`None` for a request that changes nothing).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StockDecision {
+    pub sku: Option<SkuStock>,
+    pub hold: Option<Hold>,
+    pub emit: Option<Event>,
+}
+
+pub fn wants(kind: EventKind) -> bool {
+    matches!(kind, EventKind::StockAdjusted | EventKind::StockRequested)
+}
+
+/// The SKU an event of the stock topic is about.
+pub fn sku_of(event: &Event) -> Option<&str> {
+    match event {
+        Event::StockAdjusted(e) => Some(&e.sku),
+        Event::StockRequested(e) => Some(&e.sku),
+        _ => None,
+    }
+}
+
+fn decided(
+    stock: &SkuStock,
+    event: &Event,
+    order_id: Option<Uuid>,
+    outcome: StockOutcome,
+    quantity: i32,
+    ctx: &Context,
+) -> Event {
+    Event::StockDecided(StockDecided {
+        envelope: caused_by(event.envelope(), "decided", ctx.now),
+        order_id,
+        sku: stock.sku.clone(),
+        outcome,
+        quantity,
+        on_hand: stock.on_hand,
+        reserved: stock.reserved,
+        shipped: stock.shipped,
+        version: stock.version,
+    })
+}
+
+/// Decides one event of the stock topic for its SKU (`stock`, the SKU's current state or
+/// [`SkuStock::empty`]) and the order's hold on it.
+pub fn decide(stock: &SkuStock, hold: Option<&Hold>, event: &Event, ctx: &Context) -> Result<StockDecision, Rejection> {
+    let mut next = stock.clone();
+    next.version += 1;
+    match event {
+        Event::StockAdjusted(adjusted) => {
+            next.on_hand = next.on_hand.saturating_add(i64::from(adjusted.delta));
+            let emit = decided(&next, event, None, StockOutcome::Adjusted, adjusted.delta, ctx);
+            Ok(StockDecision { sku: Some(next), hold: None, emit: Some(emit) })
+        }
+        Event::StockRequested(request) => {
+            if request.quantity <= 0 {
+                return Err(Rejection::new(format!("a stock request for {} units", request.quantity)));
+            }
+            let quantity = i64::from(request.quantity);
+            let held =
+                |status| Hold { sku: next.sku.clone(), order_id: request.order_id, quantity: request.quantity, status };
+            let (outcome, hold) = match (request.action, hold.map(|h| h.status)) {
+                (StockAction::Reserve, None) if next.available() >= quantity => {
+                    next.reserved += quantity;
+                    (StockOutcome::Reserved, held(HoldStatus::Reserved))
+                }
+                (StockAction::Reserve, None) => (StockOutcome::Rejected, held(HoldStatus::Rejected)),
+                (StockAction::Release, Some(HoldStatus::Reserved)) => {
+                    next.reserved -= quantity;
+                    (StockOutcome::Released, held(HoldStatus::Released))
+                }
+                (StockAction::Release, None) => {
+                    // Released before its reservation arrived: remember it, so the
+                    // reservation is refused when it does. Nothing to announce.
+                    let hold = Hold { quantity: 0, ..held(HoldStatus::Released) };
+                    return Ok(StockDecision { sku: None, hold: Some(hold), emit: None });
+                }
+                (StockAction::Ship, Some(HoldStatus::Reserved)) => {
+                    next.reserved -= quantity;
+                    next.on_hand -= quantity;
+                    next.shipped += quantity;
+                    (StockOutcome::Shipped, held(HoldStatus::Shipped))
+                }
+                // Decided already (a copy of the request, or a late one): nothing changes.
+                _ => return Ok(StockDecision::default()),
+            };
+            let emit = decided(&next, event, Some(request.order_id), outcome, request.quantity, ctx);
+            Ok(StockDecision { sku: Some(next), hold: Some(hold), emit: Some(emit) })
+        }
+        other => Err(Rejection::new(format!("the stock group does not read {:?}", other.kind()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use schemas::samples::sample;
+    use schemas::StockRequested;
+
+    fn ctx() -> Context {
+        Context {
+            now: Utc.timestamp_opt(1_800_000_000, 0).single().expect("time"),
+            payment_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+
+    fn request(order: u128, action: StockAction, quantity: i32) -> Event {
+        let Event::StockRequested(mut r) = sample(EventKind::StockRequested) else { unreachable!() };
+        r.order_id = Uuid::from_u128(order);
+        r.envelope.event_id = Uuid::from_u128(0x5000 + order * 10 + action as u128);
+        Event::StockRequested(StockRequested { action, quantity, ..r })
+    }
+
+    fn stock(on_hand: i64, reserved: i64) -> SkuStock {
+        SkuStock { on_hand, reserved, ..SkuStock::empty("SKU-1") }
+    }
+
+    fn outcome(d: &StockDecision) -> Option<StockOutcome> {
+        match &d.emit {
+            Some(Event::StockDecided(e)) => Some(e.outcome),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_reservation_within_the_available_units_is_granted() {
+        let d = decide(&stock(3, 1), None, &request(1, StockAction::Reserve, 2), &ctx()).expect("decides");
+        assert_eq!(outcome(&d), Some(StockOutcome::Reserved));
+        let next = d.sku.expect("sku");
+        assert_eq!((next.on_hand, next.reserved, next.version), (3, 3, 1));
+        assert_eq!(d.hold.expect("hold").status, HoldStatus::Reserved);
+    }
+
+    #[test]
+    fn a_reservation_beyond_the_available_units_is_rejected_and_reserves_nothing() {
+        let d = decide(&stock(3, 2), None, &request(1, StockAction::Reserve, 2), &ctx()).expect("decides");
+        assert_eq!(outcome(&d), Some(StockOutcome::Rejected));
+        assert_eq!(d.sku.expect("sku").reserved, 2);
+        let Some(Event::StockDecided(e)) = d.emit else { panic!() };
+        assert_eq!((e.on_hand - e.reserved, e.quantity), (1, 2), "the decision says what was available");
+    }
+
+    #[test]
+    fn ten_units_serve_exactly_ten_single_unit_orders() {
+        let mut sku = stock(10, 0);
+        let mut granted = 0;
+        for order in 0..40 {
+            let d = decide(&sku, None, &request(order, StockAction::Reserve, 1), &ctx()).expect("decides");
+            granted += usize::from(outcome(&d) == Some(StockOutcome::Reserved));
+            sku = d.sku.expect("sku");
+            assert!(sku.available() >= 0);
+        }
+        assert_eq!(granted, 10);
+    }
+
+    #[test]
+    fn releasing_a_reservation_gives_the_units_back_once() {
+        let reserved = decide(&stock(2, 0), None, &request(1, StockAction::Reserve, 2), &ctx()).expect("reserve");
+        let (sku, hold) = (reserved.sku.expect("sku"), reserved.hold.expect("hold"));
+        let released = decide(&sku, Some(&hold), &request(1, StockAction::Release, 2), &ctx()).expect("release");
+        assert_eq!(outcome(&released), Some(StockOutcome::Released));
+        let (sku, hold) = (released.sku.expect("sku"), released.hold.expect("hold"));
+        assert_eq!(sku.available(), 2);
+        let again = decide(&sku, Some(&hold), &request(1, StockAction::Release, 2), &ctx()).expect("again");
+        assert_eq!(again, StockDecision::default());
+    }
+
+    #[test]
+    fn a_reservation_arriving_after_its_release_is_refused() {
+        let released = decide(&stock(5, 0), None, &request(1, StockAction::Release, 2), &ctx()).expect("release");
+        assert_eq!(released.emit, None);
+        let hold = released.hold.expect("a remembered release");
+        let late = decide(&stock(5, 0), Some(&hold), &request(1, StockAction::Reserve, 2), &ctx()).expect("late");
+        assert_eq!(late, StockDecision::default());
+    }
+
+    #[test]
+    fn shipping_moves_reserved_units_out_of_on_hand() {
+        let reserved = decide(&stock(4, 0), None, &request(1, StockAction::Reserve, 3), &ctx()).expect("reserve");
+        let (sku, hold) = (reserved.sku.expect("sku"), reserved.hold.expect("hold"));
+        let shipped = decide(&sku, Some(&hold), &request(1, StockAction::Ship, 3), &ctx()).expect("ship");
+        let sku = shipped.sku.expect("sku");
+        assert_eq!((sku.on_hand, sku.reserved, sku.shipped, sku.available()), (1, 0, 3, 1));
+    }
+
+    #[test]
+    fn adjustments_change_on_hand_and_are_announced_with_the_levels() {
+        let d = decide(&stock(0, 0), None, &sample(EventKind::StockAdjusted), &ctx()).expect("adjust");
+        let Some(Event::StockDecided(e)) = d.emit else { panic!() };
+        assert_eq!((e.outcome, e.quantity, e.on_hand, e.order_id), (StockOutcome::Adjusted, -3, -3, None));
+    }
+
+    #[test]
+    fn requests_for_no_units_are_refused() {
+        assert!(decide(&stock(5, 0), None, &request(1, StockAction::Reserve, 0), &ctx()).is_err());
+    }
+}

@@ -1,0 +1,658 @@
+//! The batches of the two process groups, the order process's timers and the outbox.
+//!
+//! A process batch is a projection batch whose effects include events to publish: the
+//! same transaction locks the offsets, drops records already applied and event ids seen
+//! before, loads the touched state, folds the pure decisions in log order, writes the
+//! state, puts the decided events into `outbox`, parks what cannot be decided, advances
+//! the offsets and commits. A crash anywhere before the commit leaves no decision and no
+//! outbox row; after it, both are there once. The relay publishes the outbox later; a
+//! decision is therefore never lost and never taken twice, and its event ids are derived
+//! from its cause, so a re-publication is dropped by every reader.
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use schemas::{Codec, Event, EventKind};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use uuid::Uuid;
+
+use super::batch::{Batch, BatchOutcome, LogRecord};
+use super::dead_letters::{self, NewDeadLetter};
+use super::fault::{hit, FaultPoint};
+use super::fold::{decode_with, Decoded, CHUNK};
+use super::offsets::{self, Lock};
+use super::sql::Sql;
+use super::{Dialect, Store, StoreError};
+use crate::model::Rejection;
+use crate::process::order::{self, Input, Line, OrderFlow, OrderStatus};
+use crate::process::stock::{self, Hold, HoldStatus, SkuStock};
+use crate::process::{Context, ORDER_PROCESS_PRINCIPAL, STOCK_PRINCIPAL};
+
+/// The two groups that decide rather than describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProcessKind {
+    /// Reads the orders topic; one state per order.
+    OrderProcess,
+    /// Reads the stock topic; one state per SKU.
+    Stock,
+}
+
+impl ProcessKind {
+    pub const ALL: [ProcessKind; 2] = [ProcessKind::OrderProcess, ProcessKind::Stock];
+
+    /// The CLI name and the consumer group's suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessKind::OrderProcess => "order-process",
+            ProcessKind::Stock => "stock",
+        }
+    }
+
+    /// Who its decisions are published as.
+    pub fn principal(self) -> &'static str {
+        match self {
+            ProcessKind::OrderProcess => ORDER_PROCESS_PRINCIPAL,
+            ProcessKind::Stock => STOCK_PRINCIPAL,
+        }
+    }
+
+    /// The topic its members read, for a pipeline on `orders_topic`.
+    pub fn topic(self, orders_topic: &str) -> String {
+        match self {
+            ProcessKind::OrderProcess => orders_topic.to_string(),
+            ProcessKind::Stock => schemas::stock_topic(orders_topic),
+        }
+    }
+
+    pub fn wants(self, kind: EventKind) -> bool {
+        match self {
+            ProcessKind::OrderProcess => order::wants(kind),
+            ProcessKind::Stock => stock::wants(kind),
+        }
+    }
+}
+
+impl std::str::FromStr for ProcessKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ProcessKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| format!("unknown process {s:?}"))
+    }
+}
+
+impl std::fmt::Display for ProcessKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a process batch needs besides the records.
+#[derive(Debug, Clone)]
+pub struct ProcessSettings {
+    /// The pipeline's orders topic (the stock topic is named after it).
+    pub orders_topic: String,
+    pub payment_timeout: std::time::Duration,
+}
+
+impl ProcessSettings {
+    fn context(&self) -> Context {
+        Context { now: schemas::Envelope::now(), payment_timeout: self.payment_timeout }
+    }
+
+    /// Where an emitted event goes: stock requests (and forwarded adjustments) to the
+    /// stock topic, everything else to the orders topic.
+    fn destination(&self, event: &Event) -> String {
+        match event.kind() {
+            EventKind::StockRequested | EventKind::StockAdjusted => schemas::stock_topic(&self.orders_topic),
+            _ => self.orders_topic.clone(),
+        }
+    }
+}
+
+/// One event waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub topic: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub published_by: String,
+}
+
+/// An order's status as the `order_status` view shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct OrderStatusRow {
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+    pub reason: Option<String>,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// Orders in one status of the order process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct DecisionCount {
+    pub status: OrderStatus,
+    pub orders: i64,
+}
+
+const ORDER_COLUMNS: [&str; 10] = [
+    "order_id",
+    "status",
+    "reason",
+    "correlation_id",
+    "lines",
+    "captured_minor",
+    "refund_requested_minor",
+    "partition_id",
+    "due_at_us",
+    "updated_at_us",
+];
+
+fn corrupt(table: &'static str, reason: impl ToString) -> StoreError {
+    StoreError::CorruptRow { table, reason: reason.to_string() }
+}
+
+fn flow_of(row: &AnyRow) -> Result<(OrderFlow, i32), StoreError> {
+    const T: &str = "process_orders";
+    let uuid = |column: &str| -> Result<Uuid, StoreError> {
+        let raw: String = row.try_get(column)?;
+        Uuid::parse_str(&raw).map_err(|e| corrupt(T, e))
+    };
+    let status: String = row.try_get("status")?;
+    let lines: String = row.try_get("lines")?;
+    let flow = OrderFlow {
+        order_id: uuid("order_id")?,
+        status: OrderStatus::parse(&status).ok_or_else(|| corrupt(T, format!("status {status:?}")))?,
+        reason: row.try_get("reason")?,
+        correlation_id: uuid("correlation_id")?,
+        lines: serde_json::from_str::<Vec<Line>>(&lines).map_err(|e| corrupt(T, e))?,
+        captured_minor: row.try_get("captured_minor")?,
+        refund_requested_minor: row.try_get("refund_requested_minor")?,
+        payment_due_us: row.try_get("due_at_us")?,
+        updated_at_us: row.try_get("updated_at_us")?,
+    };
+    Ok((flow, row.try_get::<i64, _>("partition_id")? as i32))
+}
+
+fn for_update(q: &mut Sql, dialect: Dialect) {
+    if dialect == Dialect::Postgres {
+        q.push(" FOR UPDATE");
+    }
+}
+
+/// The order process's state for a set of orders, as it is folded.
+#[derive(Default)]
+struct Orders {
+    states: HashMap<Uuid, (OrderFlow, i32)>,
+    dirty: BTreeSet<Uuid>,
+}
+
+impl Orders {
+    /// Loads (and on PostgreSQL locks, in order-id order) the rows of `ids`. The partition
+    /// owner is the only writer of an order; the lock covers the moment partitions are
+    /// added and an order's events change partition.
+    async fn load(conn: &mut AnyConnection, dialect: Dialect, ids: &BTreeSet<Uuid>) -> Result<Self, StoreError> {
+        let mut orders = Orders::default();
+        let ids: Vec<&Uuid> = ids.iter().collect();
+        for chunk in ids.chunks(CHUNK) {
+            let mut q = Sql::new(format!("SELECT {} FROM process_orders WHERE order_id IN ", ORDER_COLUMNS.join(", ")));
+            q.list(chunk.iter().map(|id| id.to_string())).push(" ORDER BY order_id");
+            for_update(&mut q, dialect);
+            for row in q.fetch_all(&mut *conn).await? {
+                let (flow, partition) = flow_of(&row)?;
+                orders.states.insert(flow.order_id, (flow, partition));
+            }
+        }
+        Ok(orders)
+    }
+
+    /// The events to publish, or the reason the process refused the input (`Ok(Err)`).
+    fn decide(
+        &mut self,
+        input: Input<'_>,
+        order_id: Option<Uuid>,
+        partition: i32,
+        ctx: &Context,
+    ) -> Result<Result<Vec<Event>, String>, Rejection> {
+        let current = order_id.and_then(|id| self.states.get(&id)).map(|(flow, _)| flow);
+        let decision = order::decide(current, input, ctx)?;
+        if let Some(reason) = decision.refused {
+            return Ok(Err(reason));
+        }
+        if let Some(flow) = decision.state {
+            let partition = self.states.get(&flow.order_id).map_or(partition, |(_, p)| *p);
+            self.dirty.insert(flow.order_id);
+            self.states.insert(flow.order_id, (flow, partition));
+        }
+        Ok(Ok(decision.emit))
+    }
+
+    async fn write(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        let changed: Vec<&(OrderFlow, i32)> = self.dirty.iter().filter_map(|id| self.states.get(id)).collect();
+        for chunk in changed.chunks(CHUNK) {
+            let mut q = Sql::new(format!("INSERT INTO process_orders ({}) ", ORDER_COLUMNS.join(", ")));
+            q.values(chunk, |v, (flow, partition)| {
+                let lines = serde_json::to_string(&flow.lines).unwrap_or_else(|_| "[]".into());
+                v.bind(flow.order_id.to_string())
+                    .bind(flow.status.as_str().to_string())
+                    .bind(flow.reason.clone())
+                    .bind(flow.correlation_id.to_string())
+                    .bind(lines)
+                    .bind(flow.captured_minor)
+                    .bind(flow.refund_requested_minor)
+                    .bind(i64::from(*partition))
+                    .bind(flow.payment_due_us)
+                    .bind(flow.updated_at_us);
+            });
+            let updates: Vec<String> = ORDER_COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+            q.push(&format!(" ON CONFLICT (order_id) DO UPDATE SET {}", updates.join(", ")));
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The stock group's state for the SKUs and holds a batch touches.
+#[derive(Default)]
+struct Stocks {
+    skus: HashMap<String, SkuStock>,
+    holds: HashMap<(String, Uuid), Hold>,
+    dirty_skus: BTreeSet<String>,
+    dirty_holds: BTreeSet<(String, Uuid)>,
+}
+
+impl Stocks {
+    async fn load(
+        conn: &mut AnyConnection,
+        dialect: Dialect,
+        events: &[(&LogRecord, Event)],
+    ) -> Result<Self, StoreError> {
+        let skus: BTreeSet<&str> = events.iter().filter_map(|(_, e)| stock::sku_of(e)).collect();
+        let orders: BTreeSet<String> = events
+            .iter()
+            .filter_map(|(_, e)| if let Event::StockRequested(r) = e { Some(r.order_id.to_string()) } else { None })
+            .collect();
+        let mut stocks = Stocks::default();
+        let skus: Vec<&str> = skus.into_iter().collect();
+        for chunk in skus.chunks(CHUNK) {
+            let mut q = Sql::new("SELECT sku, on_hand, reserved, shipped, version FROM stock_levels WHERE sku IN ");
+            q.list(chunk.iter().map(|s| s.to_string())).push(" ORDER BY sku");
+            for_update(&mut q, dialect);
+            for row in q.fetch_all(&mut *conn).await? {
+                let sku: String = row.try_get("sku")?;
+                let stock = SkuStock {
+                    sku: sku.clone(),
+                    on_hand: row.try_get("on_hand")?,
+                    reserved: row.try_get("reserved")?,
+                    shipped: row.try_get("shipped")?,
+                    version: row.try_get("version")?,
+                };
+                stocks.skus.insert(sku, stock);
+            }
+        }
+        let orders: Vec<String> = orders.into_iter().collect();
+        for chunk in orders.chunks(CHUNK) {
+            let mut q = Sql::new("SELECT sku, order_id, quantity, status FROM stock_holds WHERE order_id IN ");
+            q.list(chunk.iter().cloned());
+            for row in q.fetch_all(&mut *conn).await? {
+                let (sku, order_id): (String, String) = (row.try_get("sku")?, row.try_get("order_id")?);
+                let order_id = Uuid::parse_str(&order_id).map_err(|e| corrupt("stock_holds", e))?;
+                let status: String = row.try_get("status")?;
+                let hold = Hold {
+                    sku: sku.clone(),
+                    order_id,
+                    quantity: i32::try_from(row.try_get::<i64, _>("quantity")?)
+                        .map_err(|e| corrupt("stock_holds", e))?,
+                    status: HoldStatus::parse(&status)
+                        .ok_or_else(|| corrupt("stock_holds", format!("status {status:?}")))?,
+                };
+                stocks.holds.insert((sku, order_id), hold);
+            }
+        }
+        Ok(stocks)
+    }
+
+    fn decide(&mut self, event: &Event, ctx: &Context) -> Result<Result<Vec<Event>, String>, Rejection> {
+        let sku = stock::sku_of(event).ok_or_else(|| Rejection::new("not a stock event"))?.to_string();
+        let current = self.skus.get(&sku).cloned().unwrap_or_else(|| SkuStock::empty(&sku));
+        let hold_key = event.order_id().map(|id| (sku.clone(), id));
+        let hold = hold_key.as_ref().and_then(|k| self.holds.get(k));
+        let decision = stock::decide(&current, hold, event, ctx)?;
+        if let Some(next) = decision.sku {
+            self.dirty_skus.insert(sku.clone());
+            self.skus.insert(sku, next);
+        }
+        if let Some(hold) = decision.hold {
+            let key = (hold.sku.clone(), hold.order_id);
+            self.dirty_holds.insert(key.clone());
+            self.holds.insert(key, hold);
+        }
+        Ok(Ok(decision.emit.into_iter().collect()))
+    }
+
+    async fn write(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        let skus: Vec<&SkuStock> = self.dirty_skus.iter().filter_map(|s| self.skus.get(s)).collect();
+        for chunk in skus.chunks(CHUNK) {
+            let mut q = Sql::new("INSERT INTO stock_levels (sku, on_hand, reserved, shipped, version) ");
+            q.values(chunk, |v, s| {
+                v.bind(s.sku.clone()).bind(s.on_hand).bind(s.reserved).bind(s.shipped).bind(s.version);
+            });
+            q.push(
+                " ON CONFLICT (sku) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved,
+                  shipped = excluded.shipped, version = excluded.version",
+            );
+            q.execute(&mut *conn).await?;
+        }
+        let holds: Vec<&Hold> = self.dirty_holds.iter().filter_map(|k| self.holds.get(k)).collect();
+        for chunk in holds.chunks(CHUNK) {
+            let mut q = Sql::new("INSERT INTO stock_holds (sku, order_id, quantity, status) ");
+            q.values(chunk, |v, h| {
+                v.bind(h.sku.clone())
+                    .bind(h.order_id.to_string())
+                    .bind(i64::from(h.quantity))
+                    .bind(h.status.as_str().to_string());
+            });
+            q.push(" ON CONFLICT (sku, order_id) DO UPDATE SET quantity = excluded.quantity, status = excluded.status");
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Puts decided events into the outbox, in decision order (`seq` keeps it).
+async fn enqueue(
+    conn: &mut AnyConnection,
+    codec: &Codec,
+    settings: &ProcessSettings,
+    principal: &str,
+    events: &[Event],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        let payload = codec.encode(event).map_err(|e| StoreError::Invalid(format!("encoding a decision: {e}")))?;
+        rows.push((settings.destination(event), event.key(), payload));
+    }
+    for chunk in rows.chunks(CHUNK) {
+        let mut q = Sql::new("INSERT INTO outbox (topic, record_key, payload, published_by, created_at_ms) ");
+        q.values(chunk, |v, (topic, key, payload)| {
+            v.bind(topic.clone()).bind(key.clone()).bind(payload.clone()).bind(principal.to_string()).bind(now_ms);
+        });
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Applies a batch of a process group in one transaction: state, decided events (into
+    /// the outbox), dead letters and offsets together.
+    #[tracing::instrument(skip_all, fields(group = batch.group, records = batch.records.len(), process = %kind))]
+    pub async fn apply_process_batch(
+        &self,
+        kind: ProcessKind,
+        batch: &Batch<'_>,
+        codec: &Codec,
+        settings: &ProcessSettings,
+    ) -> Result<BatchOutcome, StoreError> {
+        let Batch { group, topic, records, .. } = *batch;
+        let mut outcome = BatchOutcome::default();
+        if records.is_empty() {
+            return Ok(outcome);
+        }
+        hit(FaultPoint::BeforeTransaction);
+        let mut tx = self.begin_write().await?;
+        let conn: &mut AnyConnection = &mut tx;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms, &mut outcome).await?;
+        if fresh.records.is_empty() {
+            tx.rollback().await?;
+            outcome.next_offsets = stored.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
+            return Ok(outcome);
+        }
+
+        let mut dead: Vec<NewDeadLetter> = Vec::new();
+        let mut events: Vec<(&LogRecord, Event)> = Vec::with_capacity(fresh.records.len());
+        for r in &fresh.records {
+            match decode_with(codec, r.key.as_deref(), r.payload.as_deref(), |k| kind.wants(k)) {
+                Decoded::Ignored => outcome.ignored += 1,
+                Decoded::Event(event) => events.push((*r, event)),
+                Decoded::Undecodable(reason) => dead.push(NewDeadLetter::keyed(r, reason)),
+            }
+        }
+        super::batch::drop_duplicates(conn, group, &mut events, &mut outcome).await?;
+
+        let order_ids: BTreeSet<Uuid> =
+            events.iter().filter_map(|(_, e)| e.order_id()).chain(dead.iter().filter_map(|d| d.order_id)).collect();
+        let ids: Vec<Uuid> = order_ids.iter().copied().collect();
+        let mut parked: HashSet<Uuid> = dead_letters::parked_orders(conn, group, &ids).await?;
+        parked.extend(dead.iter().filter_map(|d| d.order_id));
+
+        let ctx = settings.context();
+        let mut emitted: Vec<Event> = Vec::new();
+        let mut refused: Vec<NewDeadLetter> = Vec::new();
+        let mut orders = Orders::default();
+        let mut stocks = Stocks::default();
+        match kind {
+            ProcessKind::OrderProcess => orders = Orders::load(conn, self.dialect, &order_ids).await?,
+            ProcessKind::Stock => stocks = Stocks::load(conn, self.dialect, &events).await?,
+        }
+        for (record, event) in &events {
+            let order_id = event.order_id();
+            if let Some(id) = order_id.filter(|id| parked.contains(id)) {
+                let reason = "parked: an earlier event of this order is in dead_letters".to_string();
+                dead.push(NewDeadLetter { record, order_id: Some(id), reason });
+                continue;
+            }
+            let decided = match kind {
+                ProcessKind::OrderProcess => orders.decide(Input::Event(event), order_id, record.partition, &ctx),
+                ProcessKind::Stock => stocks.decide(event, &ctx),
+            };
+            match decided {
+                Ok(Ok(events)) => {
+                    outcome.applied += 1;
+                    emitted.extend(events);
+                }
+                Ok(Err(reason)) => refused.push(NewDeadLetter { record, order_id, reason }),
+                Err(rejection) => {
+                    parked.extend(order_id);
+                    dead.push(NewDeadLetter { record, order_id, reason: rejection.0 });
+                }
+            }
+        }
+
+        orders.write(conn).await?;
+        stocks.write(conn).await?;
+        enqueue(conn, codec, settings, kind.principal(), &emitted, now_ms).await?;
+        outcome.dead_lettered = dead.len() + refused.len();
+        dead_letters::insert(conn, group, topic, &dead, now_ms).await?;
+        dead_letters::insert_refused(conn, group, topic, &refused, now_ms).await?;
+        hit(FaultPoint::AfterProjectionWrite);
+        offsets::advance(conn, group, topic, &fresh.next, &fresh.last_timestamps, now_ms).await?;
+        hit(FaultPoint::AfterOffsetUpdate);
+        tx.commit().await?;
+        hit(FaultPoint::AfterCommit);
+        let mut all: BTreeMap<i32, i64> = stored.into_iter().collect();
+        all.extend(fresh.next);
+        outcome.next_offsets = all.into_iter().collect();
+        Ok(outcome)
+    }
+
+    /// Fires the payment timers that are due on `partitions` of the order process's
+    /// `group`, in one transaction holding those partitions' offset rows: a batch of the
+    /// same partitions waits for it (or it for the batch), so a timer and an event of one
+    /// order are never decided at once, and a timer fires once (its decision clears it in
+    /// the same commit). Returns how many fired.
+    #[tracing::instrument(skip_all, fields(group, partitions = partitions.len()))]
+    pub async fn fire_due_timers(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+        codec: &Codec,
+        settings: &ProcessSettings,
+    ) -> Result<usize, StoreError> {
+        if partitions.is_empty() {
+            return Ok(0);
+        }
+        let ctx = settings.context();
+        let now_us = ctx.now.timestamp_micros();
+        // Cheap look first: most calls find nothing due and take no lock.
+        let mut probe = Sql::new("SELECT COUNT(*) AS n FROM process_orders WHERE due_at_us <= ");
+        probe.bind(now_us).push(" AND partition_id IN ").list(partitions.iter().map(|p| i64::from(*p)));
+        let due: i64 = probe.fetch_all(&self.pool).await?.first().map(|r| r.try_get("n")).transpose()?.unwrap_or(0);
+        if due == 0 {
+            return Ok(0);
+        }
+        let mut tx = self.begin_write().await?;
+        let conn: &mut AnyConnection = &mut tx;
+        let owned: Vec<i32> = offsets::read(conn, self.dialect, group, topic, Some(partitions), Lock::ForUpdate)
+            .await?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        if owned.is_empty() {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let mut q = Sql::new(format!("SELECT {} FROM process_orders WHERE due_at_us <= ", ORDER_COLUMNS.join(", ")));
+        q.bind(now_us).push(" AND partition_id IN ").list(owned.iter().map(|p| i64::from(*p)));
+        q.push(" ORDER BY order_id LIMIT 500");
+        for_update(&mut q, self.dialect);
+        let mut orders = Orders::default();
+        for row in q.fetch_all(&mut *conn).await? {
+            let (flow, partition) = flow_of(&row)?;
+            orders.states.insert(flow.order_id, (flow, partition));
+        }
+        let ids: Vec<Uuid> = orders.states.keys().copied().collect();
+        let parked = dead_letters::parked_orders(conn, group, &ids).await?;
+        let mut emitted = Vec::new();
+        let mut fired = 0;
+        for id in ids.iter().filter(|id| !parked.contains(id)) {
+            let partition = orders.states[id].1;
+            match orders.decide(Input::PaymentDue, Some(*id), partition, &ctx) {
+                Ok(Ok(events)) => {
+                    fired += usize::from(!events.is_empty());
+                    emitted.extend(events);
+                }
+                Ok(Err(reason)) => tracing::warn!(order = %id, %reason, "payment timer refused"),
+                Err(rejection) => tracing::warn!(order = %id, reason = %rejection.0, "payment timer not decided"),
+            }
+        }
+        orders.write(conn).await?;
+        enqueue(conn, codec, settings, ORDER_PROCESS_PRINCIPAL, &emitted, chrono::Utc::now().timestamp_millis())
+            .await?;
+        hit(FaultPoint::AfterProjectionWrite);
+        tx.commit().await?;
+        Ok(fired)
+    }
+
+    /// The oldest `limit` events of the outbox, in the order they were decided.
+    pub async fn outbox_batch(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows =
+            sqlx::query("SELECT seq, topic, record_key, payload, published_by FROM outbox ORDER BY seq LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    seq: r.try_get("seq")?,
+                    topic: r.try_get("topic")?,
+                    key: r.try_get("record_key")?,
+                    payload: r.try_get("payload")?,
+                    published_by: r.try_get("published_by")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets the outbox events up to `seq`: the broker acknowledged them.
+    pub async fn delete_outbox(&self, up_to_seq: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM outbox WHERE seq <= $1").bind(up_to_seq).execute(&self.pool).await?.rows_affected())
+    }
+
+    /// Events decided and not yet published.
+    pub async fn outbox_len(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(&self.pool).await?)
+    }
+
+    /// One order's status, if the order process has seen it.
+    pub async fn order_status(&self, order_id: Uuid) -> Result<Option<OrderStatusRow>, StoreError> {
+        let row = sqlx::query("SELECT order_id, status, reason, updated_at_us FROM order_status WHERE order_id = $1")
+            .bind(order_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| status_row(&r)).transpose()
+    }
+
+    /// How many orders are in each status of the order process.
+    pub async fn decision_counts(&self) -> Result<Vec<DecisionCount>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS orders FROM order_status GROUP BY status ORDER BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let raw: String = r.try_get("status")?;
+                let status =
+                    OrderStatus::parse(&raw).ok_or_else(|| corrupt("order_status", format!("status {raw:?}")))?;
+                Ok(DecisionCount { status, orders: r.try_get("orders")? })
+            })
+            .collect()
+    }
+
+    /// Every order's status, for tests and summaries.
+    pub async fn order_statuses(&self) -> Result<Vec<OrderStatusRow>, StoreError> {
+        let rows = sqlx::query("SELECT order_id, status, reason, updated_at_us FROM order_status ORDER BY order_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(status_row).collect()
+    }
+}
+
+fn status_row(r: &AnyRow) -> Result<OrderStatusRow, StoreError> {
+    let id: String = r.try_get("order_id")?;
+    let status: String = r.try_get("status")?;
+    let updated_us: i64 = r.try_get("updated_at_us")?;
+    Ok(OrderStatusRow {
+        order_id: Uuid::parse_str(&id).map_err(|e| corrupt("order_status", e))?,
+        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("order_status", format!("status {status:?}")))?,
+        reason: r.try_get("reason")?,
+        updated_at: super::rfc3339(updated_us),
+    })
+}
+
+/// The advisory lock a relay holds while it publishes the outbox (PostgreSQL).
+pub const RELAY_LOCK: i64 = 7_142_002;
+
+/// The right to publish the outbox: one relay per database at a time, so the outbox is
+/// published in the order it was written. On PostgreSQL a session advisory lock on a
+/// connection of its own, released when the connection ends (a killed relay's included);
+/// SQLite databases are embedded, one process, one relay.
+pub struct RelayLease {
+    conn: Option<AnyConnection>,
+}
+
+impl Store {
+    /// Takes the relay lease if no other relay holds it.
+    pub async fn try_relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(Some(RelayLease { conn: None }));
+        }
+        // Detached: the lock lives as long as this connection, which never goes back to
+        // the pool still holding it.
+        let mut conn = self.pool.acquire().await?.detach();
+        let held: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(RELAY_LOCK).fetch_one(&mut conn).await?;
+        Ok(held.then_some(RelayLease { conn: Some(conn) }))
+    }
+}
+
+impl RelayLease {
+    /// Fails if the lease's connection is gone (and with it the lock, which another relay
+    /// may hold by now).
+    pub async fn check(&mut self) -> Result<(), StoreError> {
+        if let Some(conn) = &mut self.conn {
+            sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
