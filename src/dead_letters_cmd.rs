@@ -57,6 +57,15 @@ impl ActionArgs {
 
     async fn retry(&self) -> anyhow::Result<()> {
         let store = self.database.connect().await?;
+        if let Some(process) =
+            projections::store::ProcessKind::ALL.into_iter().find(|p| store.process_group(*p) == self.group)
+        {
+            // Deciding a parked record again later would decide it out of log order.
+            anyhow::bail!(
+                "group {:?} is the {process} process: its parked records cannot be retried, only skipped                  (`orderflow dead-letters skip`) once their cause is understood",
+                self.group
+            );
+        }
         let projection = match self.projection {
             Some(p) => p,
             None => store

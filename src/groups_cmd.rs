@@ -1,4 +1,5 @@
-//! `orderflow groups`: for each consumer group with stored offsets, its members and their
+//! `orderflow groups`: for each consumer group with stored offsets (on the orders topic and
+//! on its stock topic, where the stock group reads), its members and their
 //! partitions as the broker's group coordinator describes them, stored offset vs log end per
 //! partition, dead letters and when it last applied a batch. The offsets are the database's
 //! (the source of truth); Kafka's tooling shows the same ones, committed after each batch.
@@ -22,13 +23,39 @@ impl GroupsArgs {
     pub async fn run(self) -> anyhow::Result<()> {
         let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
         let store = self.pipeline.database.connect().await?;
-        let offsets = store.all_group_offsets(&self.pipeline.topic.topic).await?;
         let live = store.live_projections().await?;
         let dead: BTreeMap<String, i64> = store.dead_letter_counts().await?.into_iter().collect();
-        let mut groups: BTreeSet<String> = offsets.iter().map(|o| o.group.clone()).collect();
-        groups.extend(live.iter().map(|l| l.group.clone()));
-        let inspector = Inspector::new(&kafka, Duration::from_secs(5))?;
-        let topic = self.pipeline.topic.topic.clone();
+        let mut out = Vec::new();
+        for topic in [self.pipeline.topic.topic.clone(), schemas::stock_topic(&self.pipeline.topic.topic)] {
+            let offsets = store.all_group_offsets(&topic).await?;
+            let mut groups: BTreeSet<String> = offsets.iter().map(|o| o.group.clone()).collect();
+            if topic == self.pipeline.topic.topic {
+                groups.extend(live.iter().map(|l| l.group.clone()));
+            } else if groups.is_empty() {
+                continue; // no stock group here (yet): nothing to describe
+            }
+            let context = TopicGroups { kafka: &kafka, topic: &topic, offsets: &offsets, live: &live, dead: &dead };
+            out.extend(context.describe(groups).await?);
+        }
+        self.print(&out);
+        Ok(())
+    }
+}
+
+/// What describing the groups of one topic needs.
+struct TopicGroups<'a> {
+    kafka: &'a infra::KafkaSettings,
+    topic: &'a str,
+    offsets: &'a [projections::store::GroupPartitionOffset],
+    live: &'a [projections::store::LiveProjection],
+    dead: &'a BTreeMap<String, i64>,
+}
+
+impl TopicGroups<'_> {
+    async fn describe(&self, groups: BTreeSet<String>) -> anyhow::Result<Vec<serde_json::Value>> {
+        let TopicGroups { kafka, offsets, live, dead, .. } = *self;
+        let inspector = Inspector::new(kafka, Duration::from_secs(5))?;
+        let topic = self.topic.to_string();
         let names: Vec<String> = groups.iter().cloned().collect();
         let (ends, members) = tokio::task::spawn_blocking(move || {
             let ends = inspector.log_ends(&topic);
@@ -67,6 +94,7 @@ impl GroupsArgs {
                 .map(|l| json!({"projection": l.projection, "generation": l.generation}));
             out.push(json!({
                 "group": group,
+                "topic": self.topic,
                 "live_for": serving,
                 "members": members.iter().map(|m| json!({"member_id": m.member_id,
                     "client_id": m.client_id, "host": m.host, "partitions": m.partitions})).collect::<Vec<_>>(),
@@ -76,19 +104,26 @@ impl GroupsArgs {
                 "last_applied": last_applied_ms.map(|ms| projections::store::rfc3339(ms.saturating_mul(1000))),
             }));
         }
+        Ok(out)
+    }
+}
+
+impl GroupsArgs {
+    fn print(&self, out: &[serde_json::Value]) {
         if self.json {
-            for g in &out {
+            for g in out {
                 println!("{g}");
             }
-            return Ok(());
+            return;
         }
-        for g in &out {
+        for g in out {
             let live_for = g["live_for"]["projection"]
                 .as_str()
                 .map_or(String::new(), |p| format!(" (serves {p}, generation {})", g["live_for"]["generation"]));
             println!(
-                "{}{live_for}: lag {}, {} dead letter(s), last applied {}",
+                "{} on {}{live_for}: lag {}, {} dead letter(s), last applied {}",
                 g["group"].as_str().unwrap_or_default(),
+                g["topic"].as_str().unwrap_or_default(),
                 g["lag"],
                 g["dead_letters"],
                 g["last_applied"].as_str().unwrap_or("never")
@@ -112,6 +147,5 @@ impl GroupsArgs {
                 println!("  {:>9} {:>12} {:>12} {:>8}", p["partition"], p["next_offset"], p["log_end"], p["lag"]);
             }
         }
-        Ok(())
     }
 }

@@ -502,6 +502,7 @@ fn fire_timers(
     match fired {
         Ok(0) => {}
         Ok(n) => {
+            m::timers_fired(&config.group, n);
             tracing::info!(group = %config.group, timers = n, "payment timers fired");
             if let Some(notify) = &config.outbox_written {
                 notify.notify_one();

@@ -59,3 +59,22 @@ pub fn offsets_refused(group: &str, partition: i32) {
 pub fn record_refused(group: &str) {
     metrics::counter!(RECORDS_REFUSED, "group" => group.to_string()).increment(1);
 }
+
+/// Decided events the relay published (at least once: a re-publication after a crash counts again).
+pub const OUTBOX_PUBLISHED: &str = "orderflow_outbox_published_total";
+/// Publish rounds of the relay that failed and will be retried.
+pub const OUTBOX_FAILURES: &str = "orderflow_outbox_publish_failures_total";
+/// Payment timers that fired (orders expired or their timers cleared).
+pub const TIMERS_FIRED: &str = "orderflow_process_timers_fired_total";
+
+pub fn outbox_published(events: usize) {
+    metrics::counter!(OUTBOX_PUBLISHED).increment(events as u64);
+}
+
+pub fn outbox_failed() {
+    metrics::counter!(OUTBOX_FAILURES).increment(1);
+}
+
+pub fn timers_fired(group: &str, timers: usize) {
+    metrics::counter!(TIMERS_FIRED, "group" => group.to_string()).increment(timers as u64);
+}

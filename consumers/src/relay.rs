@@ -76,8 +76,8 @@ pub async fn run_relay(
             match publish(&producer, &rows).await {
                 Ok(()) => {
                     hit(FaultPoint::RelayAfterPublish);
-                    let last = rows.last().map_or(0, |r| r.seq);
-                    store.delete_outbox(last).await?;
+                    let published: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+                    store.delete_outbox(&published).await?;
                     Ok(RoundResult::Published(rows.len()))
                 }
                 Err(e) => Ok(RoundResult::BrokerFailed(e)),
@@ -89,6 +89,7 @@ pub async fn run_relay(
         };
         let wait = match result {
             Ok(RoundResult::Published(n)) => {
+                crate::metrics::outbox_published(n);
                 tracing::debug!(events = n, "outbox published");
                 backoff = Duration::from_millis(100);
                 continue;
@@ -99,6 +100,7 @@ pub async fn run_relay(
                 if e.rdkafka_error_code().is_some_and(infra::access_check::access_denied) {
                     return Err(ConsumerError::Denied(e.to_string()));
                 }
+                crate::metrics::outbox_failed();
                 tracing::warn!(error = &e as &dyn std::error::Error, "publishing the outbox failed; retrying");
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 backoff

@@ -2,6 +2,7 @@
 //! that matters is a ratio of two things measured in the same run against the same broker
 //! and database; absolute numbers are printed with the machine they came from.
 mod checkout_bench;
+mod decision_bench;
 mod pipeline_bench;
 mod projector_bench;
 mod stats;
@@ -49,12 +50,12 @@ pub struct BenchArgs {
     #[arg(long)]
     json: Option<std::path::PathBuf>,
     /// Only these figures, comma separated (e.g. `P4` or `P1,P2`); default: all.
-    #[arg(long, value_delimiter = ',', value_parser = ["P1", "P2", "P3", "P3b", "P4", "P5", "P7"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["P1", "P2", "P3", "P3b", "P4", "P5", "P6", "P7"])]
     only: Vec<String>,
     /// The measured members' settings (as for `orderflow consume`).
     #[command(flatten)]
     member: crate::cli::MemberArgs,
-    /// P4 at this many orders/s instead of 50% of the measured max sustainable rate, to
+    /// P4 and P6 at this many orders/s instead of 50% of the measured max sustainable rate, to
     /// compare builds at the same load.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     latency_rate: Option<u32>,
@@ -109,7 +110,7 @@ impl BenchArgs {
             "orderflow bench needs a PostgreSQL server (--database-url postgres://…, or ORDERFLOW_DATABASE_URL, \
              which `infra/local/up` exports): each run creates fresh databases there"
         );
-        let figures_planned = 5 * u64::from(self.repeats) + 2;
+        let figures_planned = 5 * u64::from(self.repeats) + 3;
         let progress = indicatif::ProgressBar::new(figures_planned);
         progress.set_style(
             indicatif::ProgressStyle::with_template("bench {bar:30} {pos}/{len} runs {msg}")
@@ -171,6 +172,10 @@ impl BenchArgs {
         if wanted("P4") {
             ctx.progress.set_message("P4 202 → visible latency");
             figures.extend(pipeline_bench::p4_latency(&ctx, &databases).await?);
+        }
+        if wanted("P6") {
+            ctx.progress.set_message("P6 202 → decision latency");
+            figures.extend(decision_bench::p6_decision_latency(&ctx, &databases).await?);
         }
         if wanted("P7") {
             ctx.progress.set_message("P7 consumer memory");

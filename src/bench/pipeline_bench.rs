@@ -100,18 +100,28 @@ pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow
 
 /// Orders placed at a fixed rate whatever the answers' latency (an open loop), each
 /// accepted one recorded as (when its 202 arrived, partition, offset).
-struct OpenLoop {
+pub(super) struct OpenLoop {
     acked: Arc<Mutex<Vec<(Instant, i32, i64)>>>,
-    done: Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
+    /// The order id of each accepted order, in the same order as `acked`.
+    pub order_ids: Arc<Mutex<Vec<String>>>,
+    pub done: Arc<std::sync::atomic::AtomicBool>,
+    pub task: tokio::task::JoinHandle<()>,
 }
 
 impl OpenLoop {
-    fn start(url: String, token: String, rate: f64, duration: Duration) -> OpenLoop {
+    /// (when the 202 arrived, order id) of the accepted orders from `from` on.
+    pub(super) fn accepted_since(&self, from: usize) -> Vec<(Instant, String)> {
+        let acked = self.acked.lock().unwrap_or_else(|e| e.into_inner());
+        let ids = self.order_ids.lock().unwrap_or_else(|e| e.into_inner());
+        acked.iter().zip(ids.iter()).skip(from).map(|((at, _, _), id)| (*at, id.clone())).collect()
+    }
+
+    pub(super) fn start(url: String, token: String, rate: f64, duration: Duration) -> OpenLoop {
         let acked: Arc<Mutex<Vec<(Instant, i32, i64)>>> = Arc::default();
+        let order_ids: Arc<Mutex<Vec<String>>> = Arc::default();
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let body = json!({"customer_id":"c-1","currency":"EUR","lines":[{"sku":"SKU-1","quantity":1,"unit_price_minor":100}],"ship_to":{"country":"DE"}});
-        let (task_acked, task_done) = (acked.clone(), done.clone());
+        let (task_acked, task_done, task_ids) = (acked.clone(), done.clone(), order_ids.clone());
         let task = tokio::spawn(async move {
             let client = http_client_with(Some(&token));
             let started = Instant::now();
@@ -123,13 +133,18 @@ impl OpenLoop {
                 let due = (started.elapsed().as_secs_f64() * rate) as u64;
                 while sent < due {
                     sent += 1;
-                    let (client, body, url, acked) = (client.clone(), body.clone(), url.clone(), task_acked.clone());
+                    let (client, body, url) = (client.clone(), body.clone(), url.clone());
+                    let (acked, ids) = (task_acked.clone(), task_ids.clone());
                     requests.push(tokio::spawn(async move {
                         if let Ok((202, answer)) = post_json(&client, &url, &body, None).await {
                             let at = Instant::now();
                             let p = answer["position"]["partition"].as_i64().unwrap_or(-1) as i32;
                             let o = answer["position"]["offset"].as_i64().unwrap_or(-1);
-                            acked.lock().unwrap_or_else(|e| e.into_inner()).push((at, p, o));
+                            let id = answer["order_id"].as_str().unwrap_or_default().to_string();
+                            // One lock order (acked, then ids), so the two lists stay aligned.
+                            let mut acked = acked.lock().unwrap_or_else(|e| e.into_inner());
+                            acked.push((at, p, o));
+                            ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
                         }
                     }));
                 }
@@ -139,7 +154,7 @@ impl OpenLoop {
             }
             task_done.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        OpenLoop { acked, done, task }
+        OpenLoop { acked, order_ids, done, task }
     }
 }
 

@@ -163,7 +163,10 @@ fn every_deployment_file_parses_and_matches_the_binarys_images_ports_env_and_met
             }
         }
     }
-    assert_eq!(consumers_in_compose, ["fulfilment", "history", "inventory", "payment"].map(String::from).into());
+    assert_eq!(
+        consumers_in_compose,
+        ["fulfilment", "history", "inventory", "order-process", "payment", "stock"].map(String::from).into()
+    );
 
     // Prometheus scrapes each service on the port it listens on.
     let prometheus = &yaml_documents(&deploy_dir().join("prometheus.yml"))[0];

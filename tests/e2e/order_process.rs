@@ -23,6 +23,8 @@ struct Shop {
     topic: String,
     checkout: common::TestCheckout,
     store: Store,
+    database_url: String,
+    prefix: String,
     processes: Option<common::Processes>,
     inventory: Option<MemberHandle>,
     payment_timeout: Duration,
@@ -39,16 +41,14 @@ impl Shop {
         let kafka = common::kafka();
         let topic = common::fresh_topic("shop", partitions).await;
         let checkout = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
-        let store = Store::connect(&common::fresh_database().await)
-            .await
-            .expect("store")
-            .with_group_prefix(&common::fresh_group_prefix())
-            .expect("prefix");
+        let database_url = common::fresh_database().await;
+        let prefix = common::fresh_group_prefix();
+        let store = Store::connect(&database_url).await.expect("store").with_group_prefix(&prefix).expect("prefix");
         let inventory_group = store.first_group(ProjectionKind::Inventory);
         let config = common::member_config(ProjectionKind::Inventory, &topic, &inventory_group);
         let inventory = Some(run_member(config, &kafka, store.clone()).expect("inventory member"));
         let processes = decide.then(|| common::Processes::start(&store, &topic, payment_timeout));
-        Shop { kafka, topic, checkout, store, processes, inventory, payment_timeout }
+        Shop { kafka, topic, checkout, store, database_url, prefix, processes, inventory, payment_timeout }
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
@@ -270,6 +270,29 @@ async fn an_order_whose_one_sku_runs_out_is_rejected_and_its_other_lines_units_c
         log.iter().filter_map(|e| if let Event::OrderRejected(r) = e { Some(r) } else { None }).collect();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].skus, vec!["SKU-B".to_string()]);
+
+    // Rebuilding the inventory replays the decisions; it decides nothing again.
+    let mut shop = shop;
+    shop.inventory.take().expect("inventory").stop().await.expect("stop");
+    let ends_before = (
+        common::log_ends(&shop.kafka, &shop.topic).await,
+        common::log_ends(&shop.kafka, &schemas::stock_topic(&shop.topic)).await,
+    );
+    let levels_before = shop.store.inventory_levels().await.expect("levels");
+    let database_url = shop.database_url.clone();
+    let prefix = shop.prefix.clone();
+    let args =
+        ["rebuild", "inventory", "--topic", &shop.topic, "--database-url", &database_url, "--group-prefix", &prefix];
+    let rebuilt = common::run_orderflow_with(&[&args[..], &["--timeout", "90s", "--json"]].concat(), &[]);
+    assert!(rebuilt.contains("switched"), "{rebuilt}");
+    shop.settle().await;
+    let ends_after = (
+        common::log_ends(&shop.kafka, &shop.topic).await,
+        common::log_ends(&shop.kafka, &schemas::stock_topic(&shop.topic)).await,
+    );
+    assert_eq!(ends_after, ends_before, "a rebuild appended nothing");
+    assert_eq!(shop.store.outbox_len().await.expect("outbox"), 0);
+    assert_eq!(shop.store.inventory_levels().await.expect("levels"), levels_before, "the rebuilt inventory");
     shop.close().await;
 }
 
@@ -476,4 +499,36 @@ async fn process_members_and_the_relay_killed_at_every_point_of_a_batch_leave_ev
     assert!(confirmations.values().all(|n| *n == 1), "an order confirmed under two ids");
     calm.close().await;
     shop.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_create_makes_the_stock_topic_beside_the_orders_topic_and_groups_lists_the_stock_group() {
+    let kafka = common::kafka();
+    let topic = format!("made-{}", uuid::Uuid::new_v4().simple());
+    let out = common::run_orderflow(&["topics", "create", "--topic", &topic, "--partitions", "2"]);
+    assert!(out.contains(&format!("created topic {topic} (2 partitions)")), "{out}");
+    assert!(out.contains(&format!("created topic {topic}-stock (2 partitions)")), "{out}");
+    assert_eq!(common::log_ends(&kafka, &schemas::stock_topic(&topic)).await.len(), 2);
+
+    // A stock group with offsets on the stock topic shows up in `orderflow groups`.
+    let database_url = common::fresh_database().await;
+    let prefix = common::fresh_group_prefix();
+    let store = Store::connect(&database_url).await.expect("store").with_group_prefix(&prefix).expect("prefix");
+    let processes = common::Processes::start(&store, &topic, Duration::from_secs(900));
+    let checkout = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
+    let (status, answer) = checkout
+        .post("/inventory/SKU-G/adjustments", &json!({"warehouse": "BER-1", "delta": 3, "reason": "received"}), None)
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    processes.settle(&store, &[]).await;
+    let listed = common::run_orderflow_with(
+        &["groups", "--json", "--topic", &topic, "--database-url", &database_url, "--group-prefix", &prefix],
+        &[],
+    );
+    let stock_group = store.process_group(ProcessKind::Stock);
+    let line = listed.lines().find(|l| l.contains(&stock_group)).unwrap_or_else(|| panic!("{listed}"));
+    let group: Value = serde_json::from_str(line).expect("json");
+    assert_eq!(group["topic"], schemas::stock_topic(&topic));
+    assert_eq!(group["lag"], 0, "{group}");
+    processes.stop().await;
 }

@@ -565,9 +565,17 @@ impl Store {
             .collect()
     }
 
-    /// Forgets the outbox events up to `seq`: the broker acknowledged them.
-    pub async fn delete_outbox(&self, up_to_seq: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM outbox WHERE seq <= $1").bind(up_to_seq).execute(&self.pool).await?.rows_affected())
+    /// Forgets these outbox events: the broker acknowledged them. By their `seq`, never
+    /// "up to" one: sequence numbers are taken at insert and committed in any order, so a
+    /// row below the last one published may have committed after the relay read.
+    pub async fn delete_outbox(&self, published: &[i64]) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for chunk in published.chunks(CHUNK) {
+            let mut q = Sql::new("DELETE FROM outbox WHERE seq IN ");
+            q.list(chunk.iter().copied());
+            deleted += q.execute(&mut *self.pool.acquire().await?).await?;
+        }
+        Ok(deleted)
     }
 
     /// Events decided and not yet published.

@@ -1,0 +1,150 @@
+//! P6: 202 → decision visible. Orders are placed through the real checkout while the order
+//! process, the stock group and the relay run; an order's decision is visible once
+//! `order_status` says it is no longer pending (three consumer hops and two relay hops:
+//! order → reservation request → stock decision → confirmation).
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use consumers::member::{run_member, MemberHandle};
+use consumers::Work;
+use producers::checkout::{self, AppState};
+use producers::load::{http_client_with, post_json};
+use producers::publisher::PublisherConfig;
+use projections::store::{ProcessKind, ProcessSettings, Store};
+use sqlx::Row;
+
+use super::pipeline_bench::OpenLoop;
+use super::stats::{at_most, percentile, Figure};
+use super::BenchContext;
+use crate::kit::{self, TempDatabases};
+
+/// The processes with a relay, measured with the bench's member settings.
+struct Deciders {
+    members: Vec<MemberHandle>,
+    groups: Vec<(String, String)>,
+    stop_relay: tokio::sync::oneshot::Sender<()>,
+    relay: tokio::task::JoinHandle<Result<(), consumers::ConsumerError>>,
+}
+
+fn start_deciders(ctx: &BenchContext, store: &Store, topic: &str) -> anyhow::Result<Deciders> {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut members = Vec::new();
+    let mut groups = Vec::new();
+    for process in ProcessKind::ALL {
+        // The stock topic's partitions are what `fresh_topic` made, like the orders topic's.
+        let mut config = ctx.member_config(projections::ProjectionKind::Inventory, &process.topic(topic), "")?;
+        config.work = Work::Decide(
+            process,
+            ProcessSettings { orders_topic: topic.to_string(), payment_timeout: Duration::from_secs(900) },
+        );
+        config.group = format!("bench-{process}-{run_id}");
+        config.outbox_written = Some(wake.clone());
+        groups.push((config.group.clone(), config.topic.clone()));
+        members.push(run_member(config, &ctx.kafka, store.clone())?);
+    }
+    let (stop_relay, stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = tokio::spawn({
+        let (store, kafka) = (store.clone(), ctx.kafka.clone());
+        async move {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            consumers::run_relay(store, &kafka, consumers::RelayConfig::default(), wake, stopped).await
+        }
+    });
+    Ok(Deciders { members, groups, stop_relay, relay })
+}
+
+/// Orders decided in a closed-loop burst ÷ the time until every one was decided.
+async fn max_decision_rate(store: &Store, base: &str, ctx: &BenchContext, deciders: &Deciders) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let accepted =
+        super::checkout_bench::drive(&format!("{base}/orders"), &ctx.token, 64, Duration::from_secs(3)).await?;
+    let reached = kit::wait_settled(store, &ctx.kafka, &deciders.groups, Duration::from_secs(180)).await?;
+    anyhow::ensure!(reached.values().all(|r| *r), "the processes did not catch up after the burst");
+    Ok(accepted * 3.0 / started.elapsed().as_secs_f64())
+}
+
+pub async fn p6_decision_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow::Result<Vec<Figure>> {
+    let topic = ctx.fresh_topic("bench-decision").await?;
+    let store = databases.fresh().await?;
+    let publisher = PublisherConfig { topic: topic.clone(), deadline: Duration::from_secs(10), linger_ms: 1 };
+    let state = AppState::connect(&ctx.kafka, &ctx.database_url, publisher, ctx.access.clone()).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(checkout::run(listener, state, std::future::pending()));
+    let deciders = start_deciders(ctx, &store, &topic)?;
+    // Stock enough for every order of the run, so each is decided the same way.
+    let client = http_client_with(Some(&ctx.token));
+    for sku in ["SKU-1", "SKU-2"] {
+        for _ in 0..5 {
+            let body = serde_json::json!({"warehouse": "BER-1", "delta": 1_000_000, "reason": "received"});
+            let (status, answer) =
+                post_json(&client, &format!("{base}/inventory/{sku}/adjustments"), &body, None).await?;
+            anyhow::ensure!(status == 202, "stocking {sku}: {status} {answer}");
+        }
+    }
+    // Let the groups join and take the stock in before measuring.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kit::wait_settled(&store, &ctx.kafka, &deciders.groups, Duration::from_secs(60)).await?;
+    let (rate, rate_note) = match ctx.latency_rate {
+        Some(rate) => (rate, format!("a fixed {rate:.0} orders/s (--latency-rate)")),
+        None => {
+            let max = max_decision_rate(&store, &base, ctx, &deciders).await?;
+            ((max * 0.5).max(1.0), format!("50% of the measured max {max:.0} decided orders/s"))
+        }
+    };
+    let duration = ctx.run_duration.max(Duration::from_secs(3));
+    let load = OpenLoop::start(format!("{base}/orders"), ctx.token.clone(), rate, duration);
+    let mut pending: HashMap<String, Instant> = HashMap::new();
+    let mut latencies = Vec::new();
+    let mut taken = 0;
+    let deadline = Instant::now() + duration + Duration::from_secs(60);
+    loop {
+        let done = load.done.load(std::sync::atomic::Ordering::SeqCst);
+        let fresh = load.accepted_since(taken);
+        taken += fresh.len();
+        pending.extend(fresh.into_iter().map(|(at, id)| (id, at)));
+        if !pending.is_empty() {
+            let ids: Vec<String> = pending.keys().cloned().collect();
+            for chunk in ids.chunks(500) {
+                let list = chunk.iter().map(|id| format!("'{}'", id.replace('\'', ""))).collect::<Vec<_>>().join(", ");
+                let sql =
+                    format!("SELECT order_id FROM order_status WHERE status <> 'pending' AND order_id IN ({list})");
+                let now = Instant::now();
+                for row in sqlx::query(&sql).fetch_all(store.pool()).await? {
+                    let id: String = row.try_get("order_id")?;
+                    if let Some(at) = pending.remove(&id) {
+                        latencies.push(now.saturating_duration_since(at).as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+        }
+        if done && pending.is_empty() {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{} orders were not decided", pending.len());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    load.task.await?;
+    anyhow::ensure!(taken > 0, "no order was accepted");
+    for member in deciders.members {
+        member.stop().await?;
+    }
+    let _ = deciders.stop_relay.send(());
+    deciders.relay.await??;
+    server.abort();
+    let p50 = percentile(&mut latencies, 50.0);
+    let p99 = percentile(&mut latencies, 99.0);
+    let detail = format!(
+        "{taken} orders at {rate:.0}/s = {rate_note} (checkout, order process, stock group and relay in one process; \
+         one hot SKU pair, so the stock group decides on two partitions); p50 {p50:.1} ms, p99 {p99:.1} ms"
+    );
+    ctx.tick();
+    Ok(vec![
+        at_most("P6", "202 → decision visible p50", p50, "ms", 250.0, detail.clone()),
+        at_most("P6", "202 → decision visible p99", p99, "ms", 1000.0, detail),
+    ])
+}
