@@ -144,30 +144,23 @@ impl ConsumeArgs {
         config.outbox_written = Some(wake.clone());
         let pruner = self.spawn_pruner(&kafka, &store, &topic).await;
         let metrics = self.metrics.spawn().await?;
-        let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
-        let relay = tokio::spawn({
-            let (store, kafka) = (store.clone(), kafka.clone());
-            async move {
-                let stopped = async {
-                    let _ = relay_stopped.await;
-                };
-                consumers::run_relay(store, &kafka, consumers::RelayConfig::default(), wake, stopped).await
-            }
-        });
+        let mut relay = consumers::spawn_relay(store.clone(), &kafka, wake);
         tracing::info!(group = %config.group, %process, %topic, brokers = %kafka.brokers, "member starting");
         let mut member = run_member(config, &kafka, store.clone())?;
         tokio::pin!(shutdown);
-        let relay_result = tokio::select! {
+        let relay_ended = tokio::select! {
             result = member.wait() => { result?; None }
             _ = &mut shutdown => { member.request_stop(); member.wait().await?; None }
-            result = relay => Some(result),
+            result = relay.ended() => Some(result),
         };
-        if let Some(result) = relay_result {
-            member.request_stop();
-            member.wait().await?;
-            result??;
-        } else {
-            let _ = stop_relay.send(());
+        match relay_ended {
+            // The relay gave up (the broker refused it): the member stops too.
+            Some(result) => {
+                member.request_stop();
+                member.wait().await?;
+                result?;
+            }
+            None => relay.stop().await?,
         }
         pruner.abort();
         drop(metrics);

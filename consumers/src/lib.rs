@@ -12,4 +12,4 @@ mod relay;
 
 pub use error::ConsumerError;
 pub use member::{GroupProtocol, MemberConfig, MemberHandle, MemberStats, Work};
-pub use relay::{run_relay, RelayConfig};
+pub use relay::{run_relay, spawn_relay, RelayConfig, RelayHandle};

@@ -120,6 +120,41 @@ pub async fn run_relay(
     }
 }
 
+/// A relay running on a task of its own.
+pub struct RelayHandle {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ConsumerError>>,
+}
+
+/// Starts [`run_relay`] with the default settings on a task; stop it with
+/// [`RelayHandle::stop`]. Must be called from within a tokio runtime.
+pub fn spawn_relay(store: Store, kafka: &KafkaSettings, wake: Arc<Notify>) -> RelayHandle {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let kafka = kafka.clone();
+    let task = tokio::spawn(async move {
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        run_relay(store, &kafka, RelayConfig::default(), wake, stopped).await
+    });
+    RelayHandle { stop: Some(stop), task }
+}
+
+impl RelayHandle {
+    /// Resolves when the relay ended on its own (an error, since it runs until stopped).
+    pub async fn ended(&mut self) -> Result<(), ConsumerError> {
+        (&mut self.task).await.unwrap_or(Err(ConsumerError::Vanished))
+    }
+
+    /// Stops the relay after its current round and waits for it.
+    pub async fn stop(mut self) -> Result<(), ConsumerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap_or(Err(ConsumerError::Vanished))
+    }
+}
+
 enum RoundResult {
     Published(usize),
     Idle,

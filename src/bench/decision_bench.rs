@@ -23,8 +23,7 @@ use crate::kit::{self, TempDatabases};
 struct Deciders {
     members: Vec<MemberHandle>,
     groups: Vec<(String, String)>,
-    stop_relay: tokio::sync::oneshot::Sender<()>,
-    relay: tokio::task::JoinHandle<Result<(), consumers::ConsumerError>>,
+    relay: consumers::RelayHandle,
 }
 
 fn start_deciders(ctx: &BenchContext, store: &Store, topic: &str) -> anyhow::Result<Deciders> {
@@ -44,17 +43,8 @@ fn start_deciders(ctx: &BenchContext, store: &Store, topic: &str) -> anyhow::Res
         groups.push((config.group.clone(), config.topic.clone()));
         members.push(run_member(config, &ctx.kafka, store.clone())?);
     }
-    let (stop_relay, stopped) = tokio::sync::oneshot::channel::<()>();
-    let relay = tokio::spawn({
-        let (store, kafka) = (store.clone(), ctx.kafka.clone());
-        async move {
-            let stopped = async {
-                let _ = stopped.await;
-            };
-            consumers::run_relay(store, &kafka, consumers::RelayConfig::default(), wake, stopped).await
-        }
-    });
-    Ok(Deciders { members, groups, stop_relay, relay })
+    let relay = consumers::spawn_relay(store.clone(), &ctx.kafka, wake);
+    Ok(Deciders { members, groups, relay })
 }
 
 /// Orders decided in a closed-loop burst ÷ the time until every one was decided.
@@ -133,8 +123,7 @@ pub async fn p6_decision_latency(ctx: &BenchContext, databases: &TempDatabases) 
     for member in deciders.members {
         member.stop().await?;
     }
-    let _ = deciders.stop_relay.send(());
-    deciders.relay.await??;
+    deciders.relay.stop().await?;
     server.abort();
     let p50 = percentile(&mut latencies, 50.0);
     let p99 = percentile(&mut latencies, 99.0);

@@ -90,16 +90,7 @@ impl DemoArgs {
         }));
         let wake = Arc::new(tokio::sync::Notify::new());
         let groups = start_groups(&store, &kafka, &topic, self.payment_timeout, &wake)?;
-        let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
-        let relay = tokio::spawn({
-            let (store, kafka) = (store.clone(), kafka.clone());
-            async move {
-                let stopped = async {
-                    let _ = relay_stopped.await;
-                };
-                consumers::run_relay(store, &kafka, consumers::RelayConfig::default(), wake, stopped).await
-            }
-        });
+        let relay = consumers::spawn_relay(store.clone(), &kafka, wake);
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let (query_url, api) = self.serve_dashboard(&store, &kafka, &topic, &access, &token, api_stopped).await?;
 
@@ -150,8 +141,7 @@ impl DemoArgs {
                 member.stop().await?;
             }
         }
-        let _ = stop_relay.send(());
-        relay.await??;
+        relay.stop().await?;
         let _ = stop_checkout.send(());
         server.await??;
 

@@ -557,8 +557,7 @@ pub async fn calm_rebuild(kafka: &KafkaSettings, topic: &str) -> projections::st
 /// relay, in this process, on the groups `store` names (`<prefix>-order-process`, …).
 pub struct Processes {
     pub members: Vec<consumers::MemberHandle>,
-    stop_relay: Option<tokio::sync::oneshot::Sender<()>>,
-    relay: Option<tokio::task::JoinHandle<Result<(), consumers::ConsumerError>>>,
+    relay: Option<consumers::RelayHandle>,
     /// (group, topic) of each process group.
     pub groups: Vec<(String, String)>,
 }
@@ -582,17 +581,8 @@ impl Processes {
             groups.push((config.group.clone(), config.topic.clone()));
             members.push(consumers::member::run_member(config, &kafka, store.clone()).expect("process member"));
         }
-        let (stop_relay, stopped) = tokio::sync::oneshot::channel::<()>();
-        let relay = tokio::spawn({
-            let store = store.clone();
-            async move {
-                let stopped = async {
-                    let _ = stopped.await;
-                };
-                consumers::run_relay(store, &kafka, consumers::RelayConfig::default(), wake, stopped).await
-            }
-        });
-        Processes { members, stop_relay: Some(stop_relay), relay: Some(relay), groups }
+        let relay = Some(consumers::spawn_relay(store.clone(), &kafka, wake));
+        Processes { members, relay, groups }
     }
 
     /// Waits (60 s at most) until these groups and `others` have applied everything and
@@ -607,11 +597,8 @@ impl Processes {
         for member in std::mem::take(&mut self.members) {
             member.stop().await.expect("process member stops cleanly");
         }
-        if let Some(stop) = self.stop_relay.take() {
-            let _ = stop.send(());
-        }
         if let Some(relay) = self.relay.take() {
-            relay.await.expect("relay task").expect("relay stops cleanly");
+            relay.stop().await.expect("relay stops cleanly");
         }
     }
 }

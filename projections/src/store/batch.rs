@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::dead_letters::{self, NewDeadLetter};
 use super::fault::{hit, FaultPoint};
-use super::fold::{claim_event_ids, decode, Decoded, Fold, StoredProjection};
+use super::fold::{claim_event_ids, decode_with, Decoded, Fold, StoredProjection};
 use super::offsets::{self, Lock};
 use super::{Store, StoreError};
 use crate::model::LogPosition;
@@ -148,14 +148,11 @@ impl Store {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms, &mut outcome).await?;
         if fresh.records.is_empty() {
-            // Everything was applied already (a fenced zombie): change nothing.
-            tx.rollback().await?;
-            outcome.next_offsets = stored.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
-            return Ok(outcome);
+            return nothing_fresh(tx, stored, outcome).await;
         }
 
         // 2. Decode; 3. drop event ids this group applied before.
-        let (mut events, mut dead) = decode_fresh::<P>(codec, &fresh.records, &mut outcome);
+        let (mut events, mut dead) = decode_fresh(codec, &fresh.records, P::wants, &mut outcome);
         drop_duplicates(conn, group, &mut events, &mut outcome).await?;
 
         // 4. Load state.
@@ -197,16 +194,41 @@ impl Store {
         fold.write(conn).await?;
         outcome.dead_lettered = dead.len();
         dead_letters::insert(conn, group, topic, &dead, now_ms).await?;
-        hit(FaultPoint::AfterProjectionWrite);
-        offsets::advance(conn, group, topic, &fresh.next, &fresh.last_timestamps, now_ms).await?;
-        hit(FaultPoint::AfterOffsetUpdate);
-        tx.commit().await?;
-        hit(FaultPoint::AfterCommit);
-        let mut all: BTreeMap<i32, i64> = stored.into_iter().collect();
-        all.extend(fresh.next);
-        outcome.next_offsets = all.into_iter().collect();
-        Ok(outcome)
+        commit_batch(tx, batch, stored, fresh, now_ms, outcome).await
     }
+}
+
+/// The end of every batch, projection or process, once its effects are written: the
+/// offsets advance in the same transaction, which commits; the outcome says where each
+/// partition goes next. The fault points around it are the crash tests' places.
+pub(super) async fn commit_batch(
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    batch: &Batch<'_>,
+    stored: HashMap<i32, i64>,
+    fresh: Fresh<'_>,
+    now_ms: i64,
+    mut outcome: BatchOutcome,
+) -> Result<BatchOutcome, StoreError> {
+    hit(FaultPoint::AfterProjectionWrite);
+    offsets::advance(&mut tx, batch.group, batch.topic, &fresh.next, &fresh.last_timestamps, now_ms).await?;
+    hit(FaultPoint::AfterOffsetUpdate);
+    tx.commit().await?;
+    hit(FaultPoint::AfterCommit);
+    let mut all: BTreeMap<i32, i64> = stored.into_iter().collect();
+    all.extend(fresh.next);
+    outcome.next_offsets = all.into_iter().collect();
+    Ok(outcome)
+}
+
+/// A batch whose records were all applied before (a fenced zombie): nothing changes.
+pub(super) async fn nothing_fresh(
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    stored: HashMap<i32, i64>,
+    mut outcome: BatchOutcome,
+) -> Result<BatchOutcome, StoreError> {
+    tx.rollback().await?;
+    outcome.next_offsets = stored.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
+    Ok(outcome)
 }
 
 impl Store {
@@ -274,16 +296,18 @@ impl Store {
     }
 }
 
-/// Step 2: the records `P` reads, decoded; undecodable ones become dead letters.
-fn decode_fresh<'r, P: StoredProjection>(
+/// Step 2: the records of the kinds `wants` accepts, decoded; undecodable ones become dead
+/// letters.
+pub(super) fn decode_fresh<'r>(
     codec: &Codec,
     records: &[&'r LogRecord],
+    wants: impl Fn(schemas::EventKind) -> bool,
     outcome: &mut BatchOutcome,
 ) -> (Vec<(&'r LogRecord, Event)>, Vec<NewDeadLetter<'r>>) {
     let mut dead = Vec::new();
     let mut events = Vec::with_capacity(records.len());
     for r in records {
-        match decode::<P>(codec, r.key.as_deref(), r.payload.as_deref()) {
+        match decode_with(codec, r.key.as_deref(), r.payload.as_deref(), &wants) {
             Decoded::Ignored => outcome.ignored += 1,
             Decoded::Event(event) => events.push((*r, event)),
             Decoded::Undecodable(reason) => dead.push(NewDeadLetter::keyed(r, reason)),

@@ -8,7 +8,7 @@
 //! outbox row; after it, both are there once. The relay publishes the outbox later; a
 //! decision is therefore never lost and never taken twice, and its event ids are derived
 //! from its cause, so a re-publication is dropped by every reader.
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use schemas::{Codec, Event, EventKind};
 use sqlx::any::AnyRow;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::batch::{Batch, BatchOutcome, LogRecord};
 use super::dead_letters::{self, NewDeadLetter};
 use super::fault::{hit, FaultPoint};
-use super::fold::{decode_with, Decoded, CHUNK};
+use super::fold::CHUNK;
 use super::offsets::{self, Lock};
 use super::sql::Sql;
 use super::{Dialect, Store, StoreError};
@@ -404,20 +404,10 @@ impl Store {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms, &mut outcome).await?;
         if fresh.records.is_empty() {
-            tx.rollback().await?;
-            outcome.next_offsets = stored.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
-            return Ok(outcome);
+            return super::batch::nothing_fresh(tx, stored, outcome).await;
         }
 
-        let mut dead: Vec<NewDeadLetter> = Vec::new();
-        let mut events: Vec<(&LogRecord, Event)> = Vec::with_capacity(fresh.records.len());
-        for r in &fresh.records {
-            match decode_with(codec, r.key.as_deref(), r.payload.as_deref(), |k| kind.wants(k)) {
-                Decoded::Ignored => outcome.ignored += 1,
-                Decoded::Event(event) => events.push((*r, event)),
-                Decoded::Undecodable(reason) => dead.push(NewDeadLetter::keyed(r, reason)),
-            }
-        }
+        let (mut events, mut dead) = super::batch::decode_fresh(codec, &fresh.records, |k| kind.wants(k), &mut outcome);
         super::batch::drop_duplicates(conn, group, &mut events, &mut outcome).await?;
 
         let order_ids: BTreeSet<Uuid> =
@@ -465,15 +455,7 @@ impl Store {
         outcome.dead_lettered = dead.len() + refused.len();
         dead_letters::insert(conn, group, topic, &dead, now_ms).await?;
         dead_letters::insert_refused(conn, group, topic, &refused, now_ms).await?;
-        hit(FaultPoint::AfterProjectionWrite);
-        offsets::advance(conn, group, topic, &fresh.next, &fresh.last_timestamps, now_ms).await?;
-        hit(FaultPoint::AfterOffsetUpdate);
-        tx.commit().await?;
-        hit(FaultPoint::AfterCommit);
-        let mut all: BTreeMap<i32, i64> = stored.into_iter().collect();
-        all.extend(fresh.next);
-        outcome.next_offsets = all.into_iter().collect();
-        Ok(outcome)
+        super::batch::commit_batch(tx, batch, stored, fresh, now_ms, outcome).await
     }
 
     /// Fires the payment timers that are due on `partitions` of the order process's
