@@ -11,7 +11,7 @@ use std::time::Duration;
 use consumers::member::run_member;
 use consumers::ConsumerError;
 use infra::KafkaSettings;
-use projections::store::Store;
+use projections::store::{ProcessKind, ProcessSettings, Store};
 use projections::ProjectionKind;
 use serde_json::json;
 
@@ -150,7 +150,30 @@ async fn the_whole_pipeline_runs_over_sasl_ssl_with_each_service_under_its_own_p
     assert_eq!(status, 200, "{dashboard}");
     let lag = dashboard["lag"].as_array().expect("lag rows");
     assert!(!lag.is_empty() && lag.iter().all(|r| r["log_end"].is_i64()), "log ends read over SASL_SSL: {dashboard}");
-    for member in members {
+    // The processes decide under their own users (reading and writing `orders…`, their own
+    // groups): SKU-S was never stocked, so the order is rejected.
+    let mut deciders = Vec::new();
+    for process in ProcessKind::ALL {
+        let settings = ProcessSettings { orders_topic: topic.clone(), payment_timeout: Duration::from_secs(900) };
+        let mut config =
+            consumers::MemberConfig::new(consumers::Work::Decide(process, settings), &process.topic(&topic));
+        config.group = store.process_group(process);
+        config.session_timeout = Duration::from_secs(6);
+        deciders.push(run_member(config, &kafka_as(process.name()), store.clone()).expect("process member"));
+    }
+    let relay = consumers::spawn_relay(store.clone(), &kafka_as("order-process"), Default::default());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let decided = loop {
+        let status = store.order_status(order.parse().expect("uuid")).await.expect("status");
+        if let Some(status) = status.filter(|s| s.status.is_decided()) {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the processes did not decide over SASL_SSL");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(decided.status.as_str(), "rejected", "{decided:?}");
+    relay.stop().await.expect("relay stops");
+    for member in deciders.into_iter().chain(members) {
         member.stop().await.expect("stop");
     }
 
