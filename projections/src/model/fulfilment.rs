@@ -1,6 +1,7 @@
 //! Fulfilment per order: awaiting_payment → ready_to_ship (payment captured) → packed →
-//! shipped → delivered, or cancelled before it ships. Nothing ships unpaid: packing or
-//! shipping an order that is still awaiting payment is rejected.
+//! shipped → delivered, or cancelled, rejected or expired (the order process's decisions)
+//! before it ships. Nothing ships unpaid, and nothing the order process gave up on ships:
+//! packing or shipping such an order is rejected.
 use chrono::{DateTime, Utc};
 use schemas::{Event, EventKind};
 use uuid::Uuid;
@@ -16,6 +17,10 @@ status_enum! {
         Shipped => "shipped",
         Delivered => "delivered",
         Cancelled => "cancelled",
+        /// The order process rejected the order (out of stock).
+        Rejected => "rejected",
+        /// The order process expired it (not paid in time).
+        Expired => "expired",
     }
 }
 
@@ -55,6 +60,8 @@ impl Projection for Fulfilment {
                 | EventKind::ShipmentPacked
                 | EventKind::ShipmentShipped
                 | EventKind::ShipmentDelivered
+                | EventKind::OrderRejected
+                | EventKind::OrderExpired
         )
     }
 
@@ -100,9 +107,38 @@ impl Projection for Fulfilment {
             (Event::OrderCancelled(_), S::AwaitingPayment | S::ReadyToShip | S::Packed) => {
                 next.status = S::Cancelled;
             }
+            (Event::OrderRejected(_), S::AwaitingPayment | S::ReadyToShip | S::Packed) => next.status = S::Rejected,
+            (Event::OrderExpired(_), S::AwaitingPayment | S::ReadyToShip | S::Packed) => next.status = S::Expired,
+            // The order is dead already: a capture is asked back by the order process, a
+            // cancellation changes nothing.
+            (Event::PaymentCaptured(_) | Event::OrderCancelled(_), S::Rejected | S::Expired) => {}
             (other, status) => return Err(reject(other, status)),
         }
         Ok(Effect::order(next))
+    }
+}
+
+#[cfg(test)]
+mod decision_tests {
+    use super::*;
+    use schemas::samples::sample;
+
+    fn placed() -> Option<FulfilmentOrder> {
+        Fulfilment::apply(None, &sample(EventKind::OrderPlaced)).expect("placed").order
+    }
+
+    #[test]
+    fn a_rejected_or_expired_order_never_ships_and_a_late_capture_changes_nothing() {
+        for (decision, status) in [
+            (EventKind::OrderRejected, FulfilmentStatus::Rejected),
+            (EventKind::OrderExpired, FulfilmentStatus::Expired),
+        ] {
+            let dead = Fulfilment::apply(placed().as_ref(), &sample(decision)).expect("decision").order;
+            assert_eq!(dead.as_ref().map(|o| o.status), Some(status));
+            assert!(Fulfilment::apply(dead.as_ref(), &sample(EventKind::ShipmentShipped)).is_err());
+            let captured = Fulfilment::apply(dead.as_ref(), &sample(EventKind::PaymentCaptured)).expect("capture");
+            assert_eq!(captured.order.map(|o| o.status), Some(status));
+        }
     }
 }
 
