@@ -339,6 +339,11 @@ enum Command {
         #[command(subcommand)]
         command: crate::auth_cmd::AuthCommand,
     },
+    /// The event contract and a Confluent-compatible schema registry: register, check.
+    Schemas {
+        #[command(subcommand)]
+        command: crate::schemas_cmd::SchemasCommand,
+    },
 }
 
 impl Cli {
@@ -366,6 +371,7 @@ impl Cli {
             Command::ServeApi(args) => args.run(shutdown_signal()).await,
             Command::Groups(args) => args.run().await,
             Command::Auth { command } => command.run(),
+            Command::Schemas { command } => command.run().await,
             Command::Migrate(args) => {
                 // The checkout's table first, so that the catalog step grants it too.
                 let lease = producers::idempotency::LEASE_MARGIN;

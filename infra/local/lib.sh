@@ -16,6 +16,11 @@ kafka_version=4.1.1
 # Kafka 4.x logs through slf4j-api 1.7, so the backend is log4j-core with the 1.7 binding.
 log4j_version=2.24.3
 cache_root=${ORDERFLOW_CACHE_DIR:-$HOME/.cache/orderflow}
+# The schema registry (`up --schema-registry`): Apicurio Registry's runnable distribution
+# from Maven Central, in memory, serving the Confluent-compatible API.
+apicurio_version=3.3.3
+apicurio_home=$cache_root/apicurio-registry-$apicurio_version
+registry_port=${ORDERFLOW_LOCAL_REGISTRY_PORT:-$((broker_port + 2000))}
 kafka_lib=$cache_root/kafka-$kafka_version/lib
 
 log() { echo "[infra/local] $*" >&2; }

@@ -16,6 +16,7 @@ mod error;
 pub mod group_inspect;
 pub mod http;
 mod kafka_settings;
+pub mod schema_registry;
 pub mod telemetry;
 pub mod topics;
 

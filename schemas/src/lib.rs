@@ -24,7 +24,7 @@ pub use event::{
     OrderRejected, PaymentFact, RefundRequested, ShipTo, ShipmentFact, StockAction, StockAdjusted, StockDecided,
     StockOutcome, StockRequested,
 };
-pub use registry::{ManifestRegistry, RegisteredSchema, SchemaRegistry};
+pub use registry::{builtin_contract, contract_from, ContractFile, ManifestRegistry, RegisteredSchema, SchemaRegistry};
 
 /// The topic every order event is appended to (stock adjustments included, keyed by SKU).
 pub const ORDERS_TOPIC: &str = "orders";

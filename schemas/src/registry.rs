@@ -38,6 +38,39 @@ struct ManifestEntry {
     file: String,
 }
 
+/// One schema file of the contract as the manifest lists it, with its text (what a schema
+/// registry is given: defaults and docs included, which its compatibility rules read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractFile {
+    pub subject: String,
+    pub version: u32,
+    pub id: u32,
+    pub file: String,
+    pub text: String,
+}
+
+/// The files of the contract this binary was built with, in manifest order.
+pub fn builtin_contract() -> Result<Vec<ContractFile>, RegistryError> {
+    contract_from(MANIFEST, |file| {
+        EMBEDDED_SCHEMAS.iter().find(|(name, _)| *name == file).map(|(_, text)| text.to_string())
+    })
+}
+
+/// The files a manifest lists, each loaded through `load`.
+pub fn contract_from(
+    manifest: &str,
+    load: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<ContractFile>, RegistryError> {
+    let entries: Vec<ManifestEntry> = serde_json::from_str(manifest).map_err(RegistryError::Manifest)?;
+    entries
+        .into_iter()
+        .map(|e| {
+            let text = load(&e.file).ok_or_else(|| RegistryError::MissingFile { file: e.file.clone() })?;
+            Ok(ContractFile { subject: e.subject, version: e.version, id: e.id, file: e.file, text })
+        })
+        .collect()
+}
+
 /// The registry built from the checked-in `avro/manifest.json`.
 #[derive(Debug, Clone)]
 pub struct ManifestRegistry {
@@ -55,16 +88,19 @@ impl ManifestRegistry {
 
     /// Builds a registry from manifest JSON, loading each named file through `load`.
     pub fn from_manifest(manifest: &str, load: impl Fn(&str) -> Option<String>) -> Result<Self, RegistryError> {
-        let entries: Vec<ManifestEntry> = serde_json::from_str(manifest).map_err(RegistryError::Manifest)?;
+        Self::from_contract(&contract_from(manifest, load)?)
+    }
+
+    /// Builds a registry from contract files, parsing each.
+    pub fn from_contract(files: &[ContractFile]) -> Result<Self, RegistryError> {
         let mut registry = ManifestRegistry { by_id: HashMap::new(), by_subject: HashMap::new() };
-        for entry in entries {
-            let text = load(&entry.file).ok_or_else(|| RegistryError::MissingFile { file: entry.file.clone() })?;
-            let schema = Schema::parse_str(&text)
-                .map_err(|e| RegistryError::InvalidSchema { file: entry.file.clone(), cause: e })?;
+        for file in files {
+            let schema = Schema::parse_str(&file.text)
+                .map_err(|e| RegistryError::InvalidSchema { file: file.file.clone(), cause: e })?;
             registry.insert(RegisteredSchema {
-                subject: entry.subject,
-                version: entry.version,
-                id: entry.id,
+                subject: file.subject.clone(),
+                version: file.version,
+                id: file.id,
                 schema: Arc::new(schema),
             })?;
         }

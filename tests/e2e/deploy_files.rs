@@ -52,9 +52,10 @@ fn known_env(subcommand: &[String]) -> BTreeSet<String> {
     help.split("[env: ").skip(1).filter_map(|rest| rest.split('=').next()).map(str::to_string).collect()
 }
 
-/// The subcommand words of a container's arguments (`consume payment` → `consume`).
+/// The subcommand words of a container's arguments (`consume payment` → `consume`;
+/// `topics create`, `schemas register` are two words).
 fn subcommand(args: &[String]) -> Vec<String> {
-    let words = if args.first().map(String::as_str) == Some("topics") { 2 } else { 1 };
+    let words = if matches!(args.first().map(String::as_str), Some("topics" | "schemas")) { 2 } else { 1 };
     args.iter().take(words).cloned().collect()
 }
 

@@ -26,4 +26,5 @@ mod query_api;
 mod rebuild;
 mod rebuild_guard;
 mod retention;
+mod schema_registry;
 mod schema_upgrade;
