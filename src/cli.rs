@@ -266,12 +266,13 @@ pub struct MemberArgs {
 }
 
 impl MemberArgs {
-    /// A member configuration for `projection` on `topic` with these settings.
-    pub fn config(&self, projection: projections::ProjectionKind, topic: &str) -> anyhow::Result<MemberConfig> {
+    /// A member configuration for `work` (a projection or a process) on `topic` with these
+    /// settings.
+    pub fn config(&self, work: impl Into<consumers::Work>, topic: &str) -> anyhow::Result<MemberConfig> {
         if *self.session_timeout > *self.max_poll_interval {
             anyhow::bail!("--session-timeout must not exceed --max-poll-interval");
         }
-        let mut config = MemberConfig::new(projection, topic);
+        let mut config = MemberConfig::new(work, topic);
         config.batch_max = self.batch_max;
         config.batch_wait = *self.batch_wait;
         config.group_protocol = self.group_protocol;

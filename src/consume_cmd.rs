@@ -132,8 +132,7 @@ impl ConsumeArgs {
         let orders_topic = self.pipeline.topic.topic.clone();
         let topic = process.topic(&orders_topic);
         let settings = ProcessSettings { orders_topic, payment_timeout: *self.payment_timeout };
-        let mut config = self.member.config(projections::ProjectionKind::Inventory, &topic)?;
-        config.work = Work::Decide(process, settings);
+        let mut config = self.member.config(Work::Decide(process, settings), &topic)?;
         let kafka = self.pipeline.kafka.checked_settings(Some(&topic)).await?;
         let store = self.pipeline.database.connect().await?;
         config.group = match &self.group {

@@ -32,13 +32,9 @@ fn start_deciders(ctx: &BenchContext, store: &Store, topic: &str) -> anyhow::Res
     let mut members = Vec::new();
     let mut groups = Vec::new();
     for process in ProcessKind::ALL {
-        // The stock topic's partitions are what `fresh_topic` made, like the orders topic's.
-        let mut config = ctx.member_config(projections::ProjectionKind::Inventory, &process.topic(topic), "")?;
-        config.work = Work::Decide(
-            process,
-            ProcessSettings { orders_topic: topic.to_string(), payment_timeout: Duration::from_secs(900) },
-        );
-        config.group = format!("bench-{process}-{run_id}");
+        let settings = ProcessSettings { orders_topic: topic.to_string(), payment_timeout: Duration::from_secs(900) };
+        let group = format!("bench-{process}-{run_id}");
+        let mut config = ctx.member_config(Work::Decide(process, settings), &process.topic(topic), &group)?;
         config.outbox_written = Some(wake.clone());
         groups.push((config.group.clone(), config.topic.clone()));
         members.push(run_member(config, &ctx.kafka, store.clone())?);

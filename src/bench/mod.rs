@@ -85,14 +85,14 @@ impl BenchContext {
         crate::kit::fresh_topic(&self.kafka, prefix, self.partitions).await
     }
 
-    /// A measured member of `group` building `kind` from `topic`.
+    /// A measured member of `group` doing `work` (a projection, a process) on `topic`.
     pub fn member_config(
         &self,
-        kind: projections::ProjectionKind,
+        work: impl Into<consumers::Work>,
         topic: &str,
         group: &str,
     ) -> anyhow::Result<consumers::MemberConfig> {
-        let mut config = self.member.config(kind, topic)?;
+        let mut config = self.member.config(work, topic)?;
         config.group = group.to_string();
         Ok(config)
     }
