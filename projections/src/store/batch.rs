@@ -10,7 +10,7 @@
 //! 5. fold the events through the pure projection in log order;
 //! 6. write each touched row once, stock changes summed per SKU, dead letters, offsets;
 //! 7. commit.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use schemas::{Codec, Event};
 use sqlx::AnyConnection;
@@ -134,49 +134,33 @@ impl Store {
         batch: &Batch<'_>,
         codec: &Codec,
     ) -> Result<BatchOutcome, StoreError> {
-        let Batch { group, topic, records, .. } = *batch;
-        let mut outcome = BatchOutcome::default();
-        if records.is_empty() {
-            return Ok(outcome);
+        if batch.records.is_empty() {
+            return Ok(BatchOutcome::default());
         }
-        let generation = self.generation_of(group).await?;
-        hit(FaultPoint::BeforeTransaction);
-        let mut tx = self.begin_write().await?;
-        let conn: &mut AnyConnection = &mut tx;
-
-        // 1. Offsets.
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms, &mut outcome).await?;
-        if fresh.records.is_empty() {
-            return nothing_fresh(tx, stored, outcome).await;
-        }
-
-        // 2. Decode; 3. drop event ids this group applied before.
-        let (mut events, mut dead) = decode_fresh(codec, &fresh.records, P::wants, &mut outcome);
-        drop_duplicates(conn, group, &mut events, &mut outcome).await?;
+        let generation = self.generation_of(batch.group).await?;
+        // 1.–3.
+        let mut open = match self.open_batch(batch, codec, P::wants).await? {
+            Ok(open) => open,
+            Err(done) => return Ok(done),
+        };
+        let conn: &mut AnyConnection = &mut open.tx;
 
         // 4. Load state.
-        let order_ids: Vec<Uuid> = events
-            .iter()
-            .filter_map(|(_, e)| e.order_id())
-            .chain(dead.iter().filter_map(|d| d.order_id))
-            .collect::<HashSet<Uuid>>()
-            .into_iter()
-            .collect();
+        let order_ids: Vec<Uuid> = open.order_ids.iter().copied().collect();
         let mut fold = Fold::<P>::load(conn, generation, &order_ids).await?;
-        let mut parked: HashSet<Uuid> = dead_letters::parked_orders(conn, group, &order_ids).await?;
-        parked.extend(dead.iter().filter_map(|d| d.order_id));
+        let Opened { events, dead, parked, outcome, .. } = &mut open;
+        let mut events = std::mem::take(events);
+        // The fault-injection refusal hits a batch holding that record as an event.
+        let refusing = super::fault::refused_offset().is_some_and(|o| events.iter().any(|(r, _)| r.offset == o));
 
         // 5. Fold, in log order per partition.
-        for (record, event) in &events {
+        for (record, event) in events.drain(..) {
             let order_id = event.order_id();
-            if let Some(id) = order_id.filter(|id| parked.contains(id)) {
-                let reason = "parked: an earlier event of this order is in dead_letters".to_string();
-                dead.push(NewDeadLetter { record, order_id: Some(id), reason });
+            if held_back(parked, dead, record, order_id) {
                 continue;
             }
             let at = LogPosition { partition: record.partition, offset: record.offset };
-            match fold.apply(event, at, record.published_by.as_deref()) {
+            match fold.apply(&event, at, record.published_by.as_deref()) {
                 Ok(()) => outcome.applied += 1,
                 Err(rejection) => {
                     parked.extend(order_id);
@@ -186,16 +170,73 @@ impl Store {
         }
 
         // 6. Write.
-        if let Some(offset) = super::fault::refused_offset() {
-            if events.iter().any(|(r, _)| r.offset == offset) {
-                refuse(conn).await?;
-            }
+        let conn: &mut AnyConnection = &mut open.tx;
+        if refusing {
+            refuse(conn).await?;
         }
         fold.write(conn).await?;
-        outcome.dead_lettered = dead.len();
-        dead_letters::insert(conn, group, topic, &dead, now_ms).await?;
-        commit_batch(tx, batch, stored, fresh, now_ms, outcome).await
+        open.outcome.dead_lettered = open.dead.len();
+        dead_letters::insert(conn, batch.group, batch.topic, &open.dead, open.now_ms).await?;
+        commit_batch(open.tx, batch, open.stored, open.fresh, open.now_ms, open.outcome).await
     }
+}
+
+/// What steps 1–3 leave a batch to fold: the transaction holding its offset rows, the
+/// fresh records decoded (event ids seen before dropped), the records already set aside,
+/// the orders they touch and which of those are parked, and the counts so far.
+pub(super) struct Opened<'r> {
+    pub tx: sqlx::Transaction<'static, sqlx::Any>,
+    pub stored: HashMap<i32, i64>,
+    pub fresh: Fresh<'r>,
+    pub events: Vec<(&'r LogRecord, Event)>,
+    pub dead: Vec<NewDeadLetter<'r>>,
+    pub order_ids: BTreeSet<Uuid>,
+    pub parked: HashSet<Uuid>,
+    pub outcome: BatchOutcome,
+    pub now_ms: i64,
+}
+
+impl Store {
+    /// Steps 1–3 of a batch of the kinds `wants` accepts, and the parked orders: the open
+    /// batch, or (`Err`) its outcome when nothing is left to apply (every record fenced).
+    pub(super) async fn open_batch<'r>(
+        &self,
+        batch: &Batch<'r>,
+        codec: &Codec,
+        wants: impl Fn(schemas::EventKind) -> bool,
+    ) -> Result<Result<Opened<'r>, BatchOutcome>, StoreError> {
+        let mut outcome = BatchOutcome::default();
+        hit(FaultPoint::BeforeTransaction);
+        let mut tx = self.begin_write().await?;
+        let conn: &mut AnyConnection = &mut tx;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms, &mut outcome).await?;
+        if fresh.records.is_empty() {
+            return nothing_fresh(tx, stored, outcome).await.map(Err);
+        }
+        let (mut events, dead) = decode_fresh(codec, &fresh.records, wants, &mut outcome);
+        drop_duplicates(conn, batch.group, &mut events, &mut outcome).await?;
+        let order_ids: BTreeSet<Uuid> =
+            events.iter().filter_map(|(_, e)| e.order_id()).chain(dead.iter().filter_map(|d| d.order_id)).collect();
+        let ids: Vec<Uuid> = order_ids.iter().copied().collect();
+        let mut parked = dead_letters::parked_orders(conn, batch.group, &ids).await?;
+        parked.extend(dead.iter().filter_map(|d| d.order_id));
+        Ok(Ok(Opened { tx, stored, fresh, events, dead, order_ids, parked, outcome, now_ms }))
+    }
+}
+
+/// Parks `record` if an earlier event of its order is parked (nothing is applied out of
+/// order around a parked event); says whether it did.
+pub(super) fn held_back<'r>(
+    parked: &HashSet<Uuid>,
+    dead: &mut Vec<NewDeadLetter<'r>>,
+    record: &'r LogRecord,
+    order_id: Option<Uuid>,
+) -> bool {
+    let Some(id) = order_id.filter(|id| parked.contains(id)) else { return false };
+    let reason = "parked: an earlier event of this order is in dead_letters".to_string();
+    dead.push(NewDeadLetter { record, order_id: Some(id), reason });
+    true
 }
 
 /// The end of every batch, projection or process, once its effects are written: the

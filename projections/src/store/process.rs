@@ -8,14 +8,14 @@
 //! outbox row; after it, both are there once. The relay publishes the outbox later; a
 //! decision is therefore never lost and never taken twice, and its event ids are derived
 //! from its cause, so a re-publication is dropped by every reader.
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use schemas::{Codec, Event, EventKind};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
-use super::batch::{Batch, BatchOutcome, LogRecord};
+use super::batch::{Batch, BatchOutcome, LogRecord, Opened};
 use super::dead_letters::{self, NewDeadLetter};
 use super::fault::{hit, FaultPoint};
 use super::fold::CHUNK;
@@ -393,28 +393,16 @@ impl Store {
         codec: &Codec,
         settings: &ProcessSettings,
     ) -> Result<BatchOutcome, StoreError> {
-        let Batch { group, topic, records, .. } = *batch;
-        let mut outcome = BatchOutcome::default();
-        if records.is_empty() {
-            return Ok(outcome);
+        if batch.records.is_empty() {
+            return Ok(BatchOutcome::default());
         }
-        hit(FaultPoint::BeforeTransaction);
-        let mut tx = self.begin_write().await?;
-        let conn: &mut AnyConnection = &mut tx;
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms, &mut outcome).await?;
-        if fresh.records.is_empty() {
-            return super::batch::nothing_fresh(tx, stored, outcome).await;
-        }
-
-        let (mut events, mut dead) = super::batch::decode_fresh(codec, &fresh.records, |k| kind.wants(k), &mut outcome);
-        super::batch::drop_duplicates(conn, group, &mut events, &mut outcome).await?;
-
-        let order_ids: BTreeSet<Uuid> =
-            events.iter().filter_map(|(_, e)| e.order_id()).chain(dead.iter().filter_map(|d| d.order_id)).collect();
-        let ids: Vec<Uuid> = order_ids.iter().copied().collect();
-        let mut parked: HashSet<Uuid> = dead_letters::parked_orders(conn, group, &ids).await?;
-        parked.extend(dead.iter().filter_map(|d| d.order_id));
+        let mut open = match self.open_batch(batch, codec, |k| kind.wants(k)).await? {
+            Ok(open) => open,
+            Err(done) => return Ok(done),
+        };
+        let Opened { tx, events, dead, parked, outcome, order_ids, .. } = &mut open;
+        let conn: &mut AnyConnection = tx;
+        let events = std::mem::take(events);
 
         let ctx = settings.context();
         let mut emitted: Vec<Event> = Vec::new();
@@ -422,14 +410,12 @@ impl Store {
         let mut orders = Orders::default();
         let mut stocks = Stocks::default();
         match kind {
-            ProcessKind::OrderProcess => orders = Orders::load(conn, self.dialect, &order_ids).await?,
+            ProcessKind::OrderProcess => orders = Orders::load(conn, self.dialect, order_ids).await?,
             ProcessKind::Stock => stocks = Stocks::load(conn, self.dialect, &events).await?,
         }
         for (record, event) in &events {
             let order_id = event.order_id();
-            if let Some(id) = order_id.filter(|id| parked.contains(id)) {
-                let reason = "parked: an earlier event of this order is in dead_letters".to_string();
-                dead.push(NewDeadLetter { record, order_id: Some(id), reason });
+            if super::batch::held_back(parked, dead, record, order_id) {
                 continue;
             }
             let decided = match kind {
@@ -449,13 +435,15 @@ impl Store {
             }
         }
 
+        let (group, topic, now_ms) = (batch.group, batch.topic, open.now_ms);
+        let conn: &mut AnyConnection = &mut open.tx;
         orders.write(conn).await?;
         stocks.write(conn).await?;
         enqueue(conn, codec, settings, kind.principal(), &emitted, now_ms).await?;
-        outcome.dead_lettered = dead.len() + refused.len();
-        dead_letters::insert(conn, group, topic, &dead, now_ms).await?;
+        open.outcome.dead_lettered = open.dead.len() + refused.len();
+        dead_letters::insert(conn, group, topic, &open.dead, now_ms).await?;
         dead_letters::insert_refused(conn, group, topic, &refused, now_ms).await?;
-        super::batch::commit_batch(tx, batch, stored, fresh, now_ms, outcome).await
+        super::batch::commit_batch(open.tx, batch, open.stored, open.fresh, now_ms, open.outcome).await
     }
 
     /// Fires the payment timers that are due on `partitions` of the order process's
