@@ -156,8 +156,14 @@ pub async fn post_json(
 
 /// Runs the load until the duration is over.
 pub async fn run(config: LoadConfig) -> LoadReport {
+    // The shop opens stocked: before the clock of the run starts.
+    let client = http_client_with(config.token.as_deref());
+    stock_up(&client, &config).await;
+    if let (Some(base), true) = (&config.decisions, config.initial_stock > 0) {
+        wait_stocked(&client, &config, base).await;
+    }
     let shared = Arc::new(Shared {
-        client: http_client_with(config.token.as_deref()),
+        client,
         tokens: Semaphore::new(0),
         deadline: Instant::now() + config.duration,
         accepted: AtomicU64::new(0),
@@ -170,7 +176,6 @@ pub async fn run(config: LoadConfig) -> LoadReport {
         latencies: Mutex::new(Vec::new()),
         config,
     });
-    stock_up(&shared).await;
     let started = Instant::now();
     let progress = shared.config.show_progress.then(|| progress_bar(shared.config.duration));
     let refill = tokio::spawn(refill_tokens(shared.clone()));
@@ -208,16 +213,42 @@ pub async fn run(config: LoadConfig) -> LoadReport {
 }
 
 /// The warehouse receives `initial_stock` units of every SKU, outside the rate limit.
-async fn stock_up(shared: &Shared) {
-    if shared.config.initial_stock == 0 {
+async fn stock_up(client: &HttpClient, config: &LoadConfig) {
+    if config.initial_stock == 0 {
         return;
     }
-    let base = shared.config.target.trim_end_matches('/');
-    for n in 0..shared.config.skus {
-        let body = json!({"warehouse": "BER-1", "delta": shared.config.initial_stock, "reason": "received"});
+    let base = config.target.trim_end_matches('/');
+    for n in 0..config.skus {
+        let body = json!({"warehouse": "BER-1", "delta": config.initial_stock, "reason": "received"});
         let url = format!("{base}/inventory/SKU-{n}/adjustments");
-        if let Err(e) = post_json(&shared.client, &url, &body, None).await {
+        if let Err(e) = post_json(client, &url, &body, None).await {
             tracing::warn!(error = &e as &dyn std::error::Error, "stocking up failed");
+        }
+    }
+}
+
+/// Waits (at most 30 s) until the query API at `base` shows every SKU stocked: adjustments
+/// and orders travel on different partitions, and an order decided before its SKU's stock
+/// arrived would be rejected for a race of the start, not for a lack of stock.
+async fn wait_stocked(client: &HttpClient, config: &LoadConfig, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in 0..config.skus {
+        let url = format!("{}/inventory/SKU-{n}", base.trim_end_matches('/'));
+        loop {
+            let on_hand = match client.get(&url).send().await {
+                Ok(response) if response.status().is_success() => {
+                    response.json::<Value>().await.ok().and_then(|v| v["on_hand"].as_i64())
+                }
+                _ => None,
+            };
+            if on_hand.is_some_and(|units| units >= i64::from(config.initial_stock)) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(sku = n, "the initial stock did not show within 30 s; starting anyway");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
