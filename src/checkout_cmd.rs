@@ -7,7 +7,7 @@ use producers::checkout::{self, AppState};
 use producers::load::{self, LoadConfig};
 use producers::publisher::PublisherConfig;
 
-use crate::cli::{parse_duration, AccessArgs, DatabaseUrlArgs, KafkaArgs, TopicArgs};
+use crate::cli::{parse_duration, AccessArgs, DatabaseUrlArgs, KafkaArgs, SchemaRegistryArgs, TopicArgs};
 
 #[derive(Debug, Args)]
 pub struct CheckoutArgs {
@@ -25,6 +25,8 @@ pub struct CheckoutArgs {
     metrics: crate::cli::MetricsArgs,
     #[command(flatten)]
     topic: TopicArgs,
+    #[command(flatten)]
+    schemas: SchemaRegistryArgs,
     /// How long a request waits for the broker's acknowledgement before answering 503.
     #[arg(long, env = "ORDERFLOW_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     publish_timeout: Duration,
@@ -36,8 +38,13 @@ pub struct CheckoutArgs {
 impl CheckoutArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let kafka = self.kafka.checked_settings(Some(&self.topic.topic)).await?;
-        let publisher =
-            PublisherConfig { topic: self.topic.topic, deadline: self.publish_timeout, linger_ms: self.linger_ms };
+        let contract = self.schemas.contract().await?;
+        let publisher = PublisherConfig {
+            topic: self.topic.topic,
+            deadline: self.publish_timeout,
+            linger_ms: self.linger_ms,
+            codec: contract.codec().clone(),
+        };
         let access = self.access.access().await.context("configuring authentication")?;
         let state = AppState::connect(&kafka, &self.database.database_url, publisher, access)
             .await

@@ -235,6 +235,63 @@ pub struct PipelineArgs {
     pub topic: TopicArgs,
 }
 
+/// Where schema ids come from. Without a URL, the manifest built into this binary (the
+/// default: embedded setups need nothing more); with one, a Confluent-compatible registry
+/// (Confluent Schema Registry, Apicurio's `/apis/ccompat/v7`, Redpanda), where services
+/// publishing straight to Kafka find the contract.
+#[derive(Debug, Clone, Args)]
+pub struct SchemaRegistryArgs {
+    /// The registry's Confluent-compatible API, e.g. http://127.0.0.1:8081 or
+    /// http://host:8080/apis/ccompat/v7 (Apicurio).
+    #[arg(long, env = "ORDERFLOW_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
+    /// HTTP basic user for the registry (Confluent Cloud: the API key).
+    #[arg(long, env = "ORDERFLOW_SCHEMA_REGISTRY_USER", requires = "schema_registry_url")]
+    pub schema_registry_user: Option<String>,
+    /// The user's password (Confluent Cloud: the API secret); environment only, so it
+    /// never shows in a process list.
+    #[arg(skip = std::env::var("ORDERFLOW_SCHEMA_REGISTRY_PASSWORD").ok())]
+    pub schema_registry_password: Option<String>,
+    /// How long one request to the registry may take.
+    #[arg(long, env = "ORDERFLOW_SCHEMA_REGISTRY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub schema_registry_timeout: Duration,
+}
+
+impl SchemaRegistryArgs {
+    /// A client of the registry, if one is configured.
+    pub fn client(&self) -> anyhow::Result<Option<infra::schema_registry::RegistryClient>> {
+        let Some(url) = &self.schema_registry_url else { return Ok(None) };
+        let client = infra::schema_registry::RegistryClient::new(url, self.schema_registry_timeout)?;
+        Ok(Some(match &self.schema_registry_user {
+            Some(user) => client.with_credentials(user, self.schema_registry_password.as_deref().unwrap_or_default()),
+            None => client,
+        }))
+    }
+
+    /// The ids to frame and read with: the embedded manifest's, or the registry's. A
+    /// registry that does not answer yet is waited for (a service may start before it),
+    /// saying so; a refusal (bad credentials, this binary's schema incompatible with the
+    /// subject's) ends the command with the registry's words.
+    pub async fn contract(&self) -> anyhow::Result<infra::schema_registry::Contract> {
+        let Some(client) = self.client()? else { return Ok(infra::schema_registry::Contract::embedded()) };
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match infra::schema_registry::Contract::connect(client.clone()).await {
+                Ok(contract) => return Ok(contract),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "the schema registry is not answering; trying again"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("looking up this binary's schemas in the registry")),
+            }
+        }
+    }
+}
+
 /// How a consumer group member batches, polls and joins its group. Defaults are
 /// `consumers::member::defaults`.
 #[derive(Debug, Clone, Args)]

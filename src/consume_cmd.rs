@@ -47,6 +47,8 @@ pub struct ConsumeArgs {
     member: crate::cli::MemberArgs,
     #[command(flatten)]
     metrics: crate::cli::MetricsArgs,
+    #[command(flatten)]
+    schemas: crate::cli::SchemaRegistryArgs,
     /// Event ids are remembered this long for deduplication (at least the topic's
     /// retention and the checkout's key retention, 7 days).
     #[arg(long, env = "ORDERFLOW_DEDUPE_WINDOW", default_value_t = Retention::default().dedupe_window.into(),
@@ -74,6 +76,7 @@ impl ConsumeArgs {
         };
         let mut config = self.member.config(projection, &self.pipeline.topic.topic)?;
         let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
+        config.contract = self.schemas.contract().await?;
         let store = self.pipeline.database.connect().await?;
         let pruner = self.spawn_pruner(&kafka, &store, &self.pipeline.topic.topic).await;
         let metrics = self.metrics.spawn().await?;
@@ -134,6 +137,7 @@ impl ConsumeArgs {
         let settings = ProcessSettings { orders_topic, payment_timeout: *self.payment_timeout };
         let mut config = self.member.config(Work::Decide(process, settings), &topic)?;
         let kafka = self.pipeline.kafka.checked_settings(Some(&topic)).await?;
+        config.contract = self.schemas.contract().await?;
         let store = self.pipeline.database.connect().await?;
         config.group = match &self.group {
             Some(group) => group.clone(),

@@ -4,7 +4,6 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use projections::store::DeadLetterSelection;
 use projections::ProjectionKind;
-use schemas::Codec;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -41,6 +40,10 @@ pub struct ActionArgs {
     json: bool,
     #[command(flatten)]
     operator: crate::cli::OperatorArgs,
+    /// Retry: the registry the parked records' schema ids are learned from, if they were
+    /// written with its ids.
+    #[command(flatten)]
+    schemas: crate::cli::SchemaRegistryArgs,
 }
 
 impl ActionArgs {
@@ -73,9 +76,11 @@ impl ActionArgs {
                 .await?
                 .with_context(|| format!("which projection does group {:?} build? pass --projection", self.group))?,
         };
+        let contract = self.schemas.contract().await?;
+        contract.resolve(store.parked_payloads(&self.group).await?.iter().map(Vec::as_slice)).await?;
         let retry = async {
             let outcome =
-                projection.retry_dead_letters(&store, &self.group, &self.selection(), &Codec::builtin()).await?;
+                projection.retry_dead_letters(&store, &self.group, &self.selection(), contract.codec()).await?;
             anyhow::ensure!(
                 !(outcome.applied.is_empty() && outcome.still_parked.is_empty()),
                 "no parked record matched in group {:?}",

@@ -32,6 +32,8 @@ pub struct RebuildArgs {
     /// The rebuilding member's settings (as for `orderflow consume`).
     #[command(flatten)]
     member: crate::cli::MemberArgs,
+    #[command(flatten)]
+    schemas: crate::cli::SchemaRegistryArgs,
     /// Print JSON lines of progress instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -69,6 +71,7 @@ impl RebuildArgs {
             "to_generation": next.generation, "group": next.group}));
         let mut config = self.member.config(self.projection, &self.pipeline.topic.topic)?;
         config.group = next.group.clone();
+        config.contract = self.schemas.contract().await?;
         let member = run_member(config, &kafka, store.clone())?;
         let bar = self.progress_bar();
         let started = Instant::now();

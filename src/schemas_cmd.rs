@@ -5,7 +5,6 @@
 //! each subject's newest file may follow what it has.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -26,17 +25,12 @@ pub enum SchemasCommand {
 
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
-    /// The registry's Confluent-compatible API, e.g. http://127.0.0.1:8081 or
-    /// http://host:8080/apis/ccompat/v7 (Apicurio).
-    #[arg(long, env = "ORDERFLOW_SCHEMA_REGISTRY_URL")]
-    registry_url: String,
+    #[command(flatten)]
+    registry: crate::cli::SchemaRegistryArgs,
     /// Read the contract from this directory (its manifest.json and the .avsc files it
     /// names) instead of the one built into this binary.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// How long one request to the registry may take.
-    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
-    timeout: Duration,
 }
 
 /// The compatibility rule of every subject: orderflow's gate checks both directions.
@@ -51,7 +45,9 @@ impl RegistryArgs {
     }
 
     fn client(&self) -> anyhow::Result<RegistryClient> {
-        Ok(RegistryClient::new(&self.registry_url, self.timeout)?)
+        self.registry
+            .client()?
+            .context("which registry? pass --schema-registry-url or set ORDERFLOW_SCHEMA_REGISTRY_URL")
     }
 }
 

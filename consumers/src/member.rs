@@ -57,6 +57,9 @@ impl From<ProjectionKind> for Work {
 #[derive(Debug, Clone)]
 pub struct MemberConfig {
     pub work: Work,
+    /// The schema ids records are read (and decisions written) with: the embedded
+    /// manifest, or a schema registry's, learned as records name them.
+    pub contract: infra::schema_registry::Contract,
     /// Woken after every batch that may have put decisions into the outbox, so a relay in
     /// this process publishes them at once instead of at its next look.
     pub outbox_written: Option<Arc<tokio::sync::Notify>>,
@@ -106,6 +109,7 @@ impl MemberConfig {
         };
         MemberConfig {
             work,
+            contract: infra::schema_registry::Contract::embedded(),
             outbox_written: None,
             group,
             topic: topic.to_string(),
@@ -164,6 +168,8 @@ pub struct MemberStats {
     pub applied: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub batches: AtomicU64,
+    /// Waiting for the schema registry to learn a batch's schema ids.
+    pub registry_stalled: AtomicBool,
     /// Next offset per owned partition after the last batch.
     pub positions: Mutex<BTreeMap<i32, i64>>,
     /// Log end offset per owned partition, refreshed every few seconds.
@@ -378,7 +384,7 @@ fn poll_loop(
     stop: &AtomicBool,
     stats: &MemberStats,
 ) -> Result<(), ConsumerError> {
-    let codec = Codec::builtin();
+    let codec = config.contract.codec().clone();
     let context = consumer.context();
     let mut buffer = Buffer {
         records: Vec::with_capacity(config.batch_max),
@@ -456,6 +462,11 @@ fn poll_loop(
                 tracing::debug!(group = %config.group, ?spans, read_from = ?reading.read_from, "batch");
             }
             let env = BatchEnv { consumer, config, store, codec: &codec, stop, stats };
+            if !resolve_schemas(&env, buffer) {
+                // Stopping while the registry is away: nothing was applied; the records
+                // are read again by the partitions' next owner.
+                return Ok(());
+            }
             apply_with_retry(&env, buffer, &mut reading)?;
             let mut timings = stats.timings.lock().unwrap_or_else(|e| e.into_inner());
             timings.records += buffer.len() as u64;
@@ -522,6 +533,59 @@ struct BatchEnv<'a> {
     codec: &'a Codec,
     stop: &'a AtomicBool,
     stats: &'a MemberStats,
+}
+
+/// Learns the schema ids of `batch` the codec does not know from the registry, before the
+/// batch is decoded. A registry that does not answer (or answers with an error) is waited
+/// for as long as it takes, never a reason to park a record: the member stalls, says so
+/// (a warning, then an error every 30 s, `orderflow_schema_registry_failures_total`, the
+/// lag growing) and goes on with the same records when the registry is back. Returns
+/// false if the member is stopping meanwhile.
+fn resolve_schemas(env: &BatchEnv<'_>, batch: &[LogRecord]) -> bool {
+    let config = env.config;
+    if config.contract.registry().is_none() {
+        return true;
+    }
+    let runtime = &env.consumer.context().runtime;
+    let mut delay = Duration::from_millis(100);
+    let failing_since = Instant::now();
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        match runtime.block_on(config.contract.resolve(batch.iter().filter_map(|r| r.payload.as_deref()))) {
+            Ok(_) => {
+                if last_error_log.is_some() {
+                    tracing::info!(group = %config.group, stalled_for_s = failing_since.elapsed().as_secs(),
+                        "the schema registry answers again; going on");
+                }
+                m::registry_stalled(&config.group, false);
+                env.stats.registry_stalled.store(false, Ordering::Relaxed);
+                return true;
+            }
+            Err(e) => {
+                m::registry_failure(&config.group);
+                m::registry_stalled(&config.group, true);
+                env.stats.registry_stalled.store(true, Ordering::Relaxed);
+                let error = &e as &dyn std::error::Error;
+                match last_error_log {
+                    None => tracing::warn!(error, group = %config.group,
+                        "cannot learn this batch's schema ids from the registry; waiting for it, nothing is parked"),
+                    Some(at) if at.elapsed() >= Duration::from_secs(30) => tracing::error!(
+                        error, group = %config.group, stalled_for_s = failing_since.elapsed().as_secs(),
+                        "the schema registry is still away; the group is stalled, nothing is lost"
+                    ),
+                    Some(_) => {}
+                }
+                if last_error_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+                    last_error_log = Some(Instant::now());
+                }
+                if env.stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// Applies `batch`, retrying what may pass later (the database down, a lock timeout)

@@ -13,6 +13,10 @@ pub const REWINDS: &str = "orderflow_consumer_rewinds_total";
 pub const BATCH_RETRIES: &str = "orderflow_consumer_batch_retries_total";
 /// Partitions refused on assignment because their stored offset lies outside the log.
 pub const OFFSETS_REFUSED: &str = "orderflow_consumer_offsets_refused_total";
+/// Calls to the schema registry that failed while learning a batch's schema ids.
+pub const REGISTRY_FAILURES: &str = "orderflow_consumer_schema_registry_failures_total";
+/// 1 while the group waits for the schema registry to learn a batch's ids, else 0.
+pub const REGISTRY_STALLED: &str = "orderflow_consumer_schema_registry_stalled";
 /// Records the database refused to store, parked after bisecting their batch.
 pub const RECORDS_REFUSED: &str = "orderflow_consumer_records_refused_total";
 
@@ -45,6 +49,14 @@ pub fn max_poll_exceeded(group: &str) {
 
 pub fn batch_retry(group: &str) {
     metrics::counter!(BATCH_RETRIES, "group" => group.to_string()).increment(1);
+}
+
+pub fn registry_failure(group: &str) {
+    metrics::counter!(REGISTRY_FAILURES, "group" => group.to_string()).increment(1);
+}
+
+pub fn registry_stalled(group: &str, stalled: bool) {
+    metrics::gauge!(REGISTRY_STALLED, "group" => group.to_string()).set(if stalled { 1.0 } else { 0.0 });
 }
 
 /// A partition's records started above the stored offset and were re-read instead.

@@ -21,6 +21,8 @@ cache_root=${ORDERFLOW_CACHE_DIR:-$HOME/.cache/orderflow}
 apicurio_version=3.3.3
 apicurio_home=$cache_root/apicurio-registry-$apicurio_version
 registry_port=${ORDERFLOW_LOCAL_REGISTRY_PORT:-$((broker_port + 2000))}
+# The local PostgreSQL database the registry keeps its schemas and ids in.
+registry_db=orderflow_registry
 kafka_lib=$cache_root/kafka-$kafka_version/lib
 
 log() { echo "[infra/local] $*" >&2; }

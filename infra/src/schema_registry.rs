@@ -4,8 +4,10 @@
 //! compatibility rule. Every call is bounded by a timeout; a registry that does not answer
 //! is [`RegistryError::Unreachable`] (transient), an answer that refuses is
 //! [`RegistryError::Refused`] with the registry's words.
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+use schemas::{Codec, EventKind};
 use serde::Deserialize;
 use serde_json::json;
 use thiserror::Error;
@@ -24,6 +26,9 @@ pub enum RegistryError {
         #[source]
         source: reqwest::Error,
     },
+    /// The contract built into this binary cannot be used (a build defect).
+    #[error("the built-in contract: {0}")]
+    Contract(String),
     /// The registry answered with an error (an incompatible schema: 409; unknown subject).
     #[error("the schema registry refused {what}: {status} {message}")]
     Refused { what: String, status: u16, message: String },
@@ -35,15 +40,27 @@ impl RegistryError {
         match self {
             RegistryError::Unreachable { .. } => true,
             RegistryError::Refused { status, .. } => *status >= 500,
-            RegistryError::BadUrl(_) => false,
+            RegistryError::BadUrl(_) | RegistryError::Contract(_) => false,
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RegistryClient {
     base: String,
     http: reqwest::Client,
+    /// HTTP basic credentials (Confluent Cloud's API key and secret, a user of Apicurio).
+    credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("RegistryClient")
+            .field("base", &self.base)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
@@ -80,7 +97,13 @@ impl RegistryClient {
             .timeout(timeout)
             .build()
             .map_err(|source| RegistryError::Unreachable { url: base.to_string(), source })?;
-        Ok(RegistryClient { base: base.trim_end_matches('/').to_string(), http })
+        Ok(RegistryClient { base: base.trim_end_matches('/').to_string(), http, credentials: None })
+    }
+
+    /// Sends HTTP basic credentials with every request.
+    pub fn with_credentials(mut self, user: &str, password: &str) -> Self {
+        self.credentials = Some((user.to_string(), password.to_string()));
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -93,7 +116,11 @@ impl RegistryClient {
         request: reqwest::RequestBuilder,
     ) -> Result<Option<T>, RegistryError> {
         let unreachable = |source| RegistryError::Unreachable { url: self.base.clone(), source };
-        let response = request.header(reqwest::header::ACCEPT, CONTENT_TYPE).send().await.map_err(unreachable)?;
+        let mut request = request.header(reqwest::header::ACCEPT, CONTENT_TYPE);
+        if let Some((user, password)) = &self.credentials {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
@@ -131,6 +158,14 @@ impl RegistryClient {
         }
     }
 
+    /// The id under which `schema` is registered in `subject`, or `None` if it is not
+    /// (or the subject does not exist). Needs only read access to the registry.
+    #[tracing::instrument(skip(self, schema))]
+    pub async fn lookup(&self, subject: &str, schema: &str) -> Result<Option<u32>, RegistryError> {
+        let request = self.post(&format!("/subjects/{subject}"), json!({ "schema": schema }));
+        Ok(self.send::<Id>(&format!("looking up {subject}"), request).await?.map(|id| id.id))
+    }
+
     /// The schema text registered under `id`, or `None` if the registry knows no such id.
     #[tracing::instrument(skip(self))]
     pub async fn schema(&self, id: u32) -> Result<Option<String>, RegistryError> {
@@ -164,5 +199,85 @@ impl RegistryClient {
             .body(json!({ "compatibility": level }).to_string());
         self.send::<serde_json::Value>(&format!("setting {subject}'s compatibility"), request).await?;
         Ok(())
+    }
+}
+
+/// Where a service's schema ids come from, and the [`Codec`] that frames and reads with
+/// them: the manifest built into the binary, or a schema registry. With a registry, the
+/// codec starts knowing the ids of this binary's own schemas and learns any other id a
+/// record names through [`Contract::resolve`] before the record is decoded, so decoding
+/// itself stays synchronous.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    codec: Codec,
+    registry: Option<RegistryClient>,
+}
+
+impl Contract {
+    /// The ids of the manifest built into this binary; nothing to resolve.
+    pub fn embedded() -> Self {
+        Contract { codec: Codec::builtin(), registry: None }
+    }
+
+    /// Finds this binary's newest schema of every event kind in the registry (looked up,
+    /// or registered where the subject does not hold it yet) and frames with those ids.
+    #[tracing::instrument(skip_all, fields(registry = %client.url()))]
+    pub async fn connect(client: RegistryClient) -> Result<Self, RegistryError> {
+        let files = schemas::builtin_contract().map_err(|e| RegistryError::Contract(e.to_string()))?;
+        let mut ids = HashMap::new();
+        for kind in EventKind::ALL {
+            let subject = kind.subject();
+            let Some(newest) = files.iter().filter(|f| f.subject == subject).max_by_key(|f| f.version) else {
+                continue;
+            };
+            let id = match client.lookup(&subject, &newest.text).await? {
+                Some(id) => id,
+                None => {
+                    let id = client.register(&subject, &newest.text).await?;
+                    tracing::info!(%subject, id, "registered this binary's schema");
+                    id
+                }
+            };
+            ids.insert(kind, id);
+        }
+        let codec = Codec::for_registry(&ids).map_err(|e| RegistryError::Contract(e.to_string()))?;
+        tracing::info!(registry = %client.url(), "schema ids from the registry");
+        Ok(Contract { codec, registry: Some(client) })
+    }
+
+    pub fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    /// The registry the ids come from, if any.
+    pub fn registry(&self) -> Option<&RegistryClient> {
+        self.registry.as_ref()
+    }
+
+    /// Learns every schema id that `payloads` name and the codec does not know yet, each
+    /// once. An id the registry does not have stays unknown (its records are poison); a
+    /// registry that does not answer is an error, and nothing is learned from a failed
+    /// call, so the caller can try the same records again. Returns how many ids were
+    /// learned.
+    pub async fn resolve<'a>(&self, payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<usize, RegistryError> {
+        let Some(client) = &self.registry else { return Ok(0) };
+        let unknown: BTreeSet<u32> =
+            payloads.into_iter().filter_map(Codec::frame_id).filter(|id| !self.codec.knows(*id)).collect();
+        let mut learned = 0;
+        for id in unknown {
+            match client.schema(id).await? {
+                Some(text) => {
+                    match self.codec.learn(id, &text) {
+                        Ok(kind) => tracing::info!(id, ?kind, "learned a schema id from the registry"),
+                        Err(reason) => {
+                            tracing::warn!(id, %reason, "the registry's schema cannot be read; its records are parked")
+                        }
+                    }
+                    learned += 1;
+                }
+                None => tracing::warn!(id, "the registry does not know this schema id; its records are parked"),
+            }
+        }
+        Ok(learned)
     }
 }

@@ -44,6 +44,8 @@ pub struct PublisherConfig {
     /// How long a publish may take before the caller is told "outcome unknown".
     pub deadline: Duration,
     pub linger_ms: u32,
+    /// Frames events with the embedded manifest's ids or a schema registry's.
+    pub codec: Codec,
 }
 
 impl Publisher {
@@ -65,7 +67,7 @@ impl Publisher {
             client_config,
             consecutive_failures: AtomicU32::new(0),
             last_rebuild: Mutex::new(None),
-            codec: Codec::builtin(),
+            codec: config.codec,
             topic: config.topic,
             deadline: config.deadline,
         })

@@ -17,9 +17,10 @@ pub enum DecodeError {
     /// The frame names a schema id the registry does not know.
     #[error("unknown schema id {id}")]
     UnknownSchemaId { id: u32 },
-    /// The schema is known, but it is not one of orderflow's event types.
-    #[error("schema id {id} ({subject}) is not an orderflow event")]
-    NotAnEvent { id: u32, subject: String },
+    /// The registry knows the id, but no record framed with it can be read: its schema is
+    /// not Avro, not an orderflow event, or not readable as this reader's newest version.
+    #[error("{reason}")]
+    UnusableSchema { id: u32, reason: String },
     /// The Avro body does not match its writer schema (truncated, corrupt, too large).
     #[error("avro body does not match schema {subject}: {cause}")]
     InvalidBody { subject: String, cause: apache_avro::Error },

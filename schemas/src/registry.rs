@@ -128,6 +128,11 @@ impl ManifestRegistry {
         Ok(())
     }
 
+    /// Every schema, in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = &RegisteredSchema> {
+        self.by_id.values()
+    }
+
     pub fn subjects(&self) -> impl Iterator<Item = &str> {
         self.by_subject.keys().map(String::as_str)
     }

@@ -50,7 +50,8 @@ pub(super) async fn drive(url: &str, token: &str, concurrency: usize, duration: 
 
 pub async fn p3_checkout_vs_http(ctx: &BenchContext) -> anyhow::Result<Figure> {
     let topic = ctx.fresh_topic("bench-checkout").await?;
-    let config = PublisherConfig { topic, deadline: Duration::from_secs(10), linger_ms: 2 };
+    let config =
+        PublisherConfig { topic, deadline: Duration::from_secs(10), linger_ms: 2, codec: schemas::Codec::builtin() };
     let state = AppState::connect(&ctx.kafka, &ctx.database_url, config, ctx.access.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -128,7 +129,12 @@ async fn produce_raw(producer: &FutureProducer, topic: &str, records: &[(String,
 
 pub async fn p3b_publisher_vs_raw(ctx: &BenchContext) -> anyhow::Result<Figure> {
     let topic = ctx.fresh_topic("bench-publish").await?;
-    let config = PublisherConfig { topic: topic.clone(), deadline: Duration::from_secs(30), linger_ms: 2 };
+    let config = PublisherConfig {
+        topic: topic.clone(),
+        deadline: Duration::from_secs(30),
+        linger_ms: 2,
+        codec: schemas::Codec::builtin(),
+    };
     let publisher = Arc::new(Publisher::new(&ctx.kafka, config)?);
     // The bare producer gets exactly the publisher's settings and the same encoded bytes.
     let raw: FutureProducer = ctx

@@ -56,7 +56,12 @@ async fn max_decision_rate(store: &Store, base: &str, ctx: &BenchContext, decide
 pub async fn p6_decision_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow::Result<Vec<Figure>> {
     let topic = ctx.fresh_topic("bench-decision").await?;
     let store = databases.fresh().await?;
-    let publisher = PublisherConfig { topic: topic.clone(), deadline: Duration::from_secs(10), linger_ms: 1 };
+    let publisher = PublisherConfig {
+        topic: topic.clone(),
+        deadline: Duration::from_secs(10),
+        linger_ms: 1,
+        codec: schemas::Codec::builtin(),
+    };
     let state = AppState::connect(&ctx.kafka, &ctx.database_url, publisher, ctx.access.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

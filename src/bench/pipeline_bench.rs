@@ -42,7 +42,12 @@ async fn max_sustainable_rate(
 pub async fn p4_latency(ctx: &BenchContext, databases: &TempDatabases) -> anyhow::Result<Vec<Figure>> {
     let topic = ctx.fresh_topic("bench-latency").await?;
     let store = databases.fresh().await?;
-    let publisher = PublisherConfig { topic: topic.clone(), deadline: Duration::from_secs(10), linger_ms: 1 };
+    let publisher = PublisherConfig {
+        topic: topic.clone(),
+        deadline: Duration::from_secs(10),
+        linger_ms: 1,
+        codec: schemas::Codec::builtin(),
+    };
     let state = AppState::connect(&ctx.kafka, &ctx.database_url, publisher, ctx.access.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/orders", listener.local_addr()?);

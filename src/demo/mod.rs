@@ -78,7 +78,12 @@ impl DemoArgs {
         let (token, entry) = new_token("demo", Scope::ALL.to_vec())?;
         let access = Access::new(Authenticator::from_tokens(vec![entry])?, Limits::default());
         println!("demo token (every scope, this run only): {token}");
-        let publisher = PublisherConfig { topic: topic.clone(), deadline: Duration::from_secs(5), linger_ms: 2 };
+        let publisher = PublisherConfig {
+            topic: topic.clone(),
+            deadline: Duration::from_secs(5),
+            linger_ms: 2,
+            codec: schemas::Codec::builtin(),
+        };
         let state =
             AppState::connect(&kafka, &database_url, publisher, access.clone()).await.context("starting checkout")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

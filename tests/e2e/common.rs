@@ -114,11 +114,23 @@ impl TestCheckout {
         publish_deadline: Duration,
         access: infra::http::Access,
     ) -> TestCheckout {
+        Self::spawn_with_codec(kafka, topic, publish_deadline, access, schemas::Codec::builtin()).await
+    }
+
+    /// A checkout framing events with `codec`'s ids (a schema registry's).
+    pub async fn spawn_with_codec(
+        kafka: &KafkaSettings,
+        topic: &str,
+        publish_deadline: Duration,
+        access: infra::http::Access,
+        codec: schemas::Codec,
+    ) -> TestCheckout {
         let database_url = fresh_database().await;
         let config = producers::publisher::PublisherConfig {
             topic: topic.to_string(),
             deadline: publish_deadline,
             linger_ms: 1,
+            codec,
         };
         let state =
             producers::checkout::AppState::connect(kafka, &database_url, config, access).await.expect("checkout state");
@@ -564,6 +576,16 @@ pub struct Processes {
 
 impl Processes {
     pub fn start(store: &projections::store::Store, topic: &str, payment_timeout: Duration) -> Processes {
+        Self::start_with(store, topic, payment_timeout, &infra::schema_registry::Contract::embedded())
+    }
+
+    /// [`Processes::start`] reading and deciding with `contract`'s schema ids.
+    pub fn start_with(
+        store: &projections::store::Store,
+        topic: &str,
+        payment_timeout: Duration,
+        contract: &infra::schema_registry::Contract,
+    ) -> Processes {
         use projections::store::{ProcessKind, ProcessSettings};
         let kafka = kafka();
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -578,6 +600,7 @@ impl Processes {
             config.session_timeout = Duration::from_secs(6);
             config.max_poll_interval = Duration::from_secs(10);
             config.outbox_written = Some(wake.clone());
+            config.contract = contract.clone();
             groups.push((config.group.clone(), config.topic.clone()));
             members.push(consumers::member::run_member(config, &kafka, store.clone()).expect("process member"));
         }

@@ -209,6 +209,18 @@ impl Store {
         Ok(parked.iter().map(|p| p.id).collect())
     }
 
+    /// The payloads of a group's parked records: what a retry decodes, so a caller reading
+    /// with a schema registry can learn their schema ids first.
+    pub async fn parked_payloads(&self, group: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut q = Sql::new(
+            "SELECT payload FROM dead_letters WHERE status = 'parked' AND payload IS NOT NULL AND group_id = ",
+        );
+        q.bind(group.to_string());
+        let rows = q.fetch_all(&mut *conn).await?;
+        rows.iter().map(|r| Ok(r.try_get::<Vec<u8>, _>("payload")?)).collect()
+    }
+
     /// Applies parked records again, for after their cause was fixed (a newer binary that
     /// reads them, a skipped record that blocked them). Retrying any record of an order
     /// retries all of that order's parked records in log order, stopping at the first that

@@ -4,3 +4,4 @@
 mod codec_roundtrip;
 mod compatibility_gate;
 mod hostile_bytes;
+mod registry_ids;
