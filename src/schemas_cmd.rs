@@ -21,6 +21,12 @@ pub enum SchemasCommand {
     /// gate CI runs) and its newest version against the registry's latest (its FULL rule).
     /// Exits non-zero if anything is incompatible.
     Check(RegistryArgs),
+    /// Print the AsyncAPI 3.1 document of the topics (generated from the contract built
+    /// into this binary): every event, its topic and key, who may publish it, its schema.
+    Asyncapi {
+        #[command(flatten)]
+        topic: crate::cli::TopicArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +72,10 @@ fn by_subject(files: Vec<ContractFile>) -> BTreeMap<String, Vec<ContractFile>> {
 impl SchemasCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
+            SchemasCommand::Asyncapi { topic } => {
+                println!("{}", serde_json::to_string_pretty(&schemas::asyncapi::document(&topic.topic))?);
+                Ok(())
+            }
             SchemasCommand::Register(args) => {
                 let client = args.client()?;
                 for (subject, versions) in by_subject(args.contract()?) {

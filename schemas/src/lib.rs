@@ -10,6 +10,7 @@
 //!
 //! Nothing here does I/O or depends on Kafka or SQL, so it builds and tests fast.
 
+pub mod asyncapi;
 mod codec;
 pub mod compatibility;
 mod error;

@@ -313,7 +313,7 @@ async fn idempotent_retries_return_the_first_answer_and_append_nothing() {
 }
 
 #[tokio::test]
-async fn health_readiness_metrics_and_openapi_are_served() {
+async fn health_readiness_metrics_openapi_and_the_topics_asyncapi_are_served() {
     let app = checkout().await;
     assert_eq!(app.get("/healthz").await.0, 200);
     assert_eq!(app.get("/readyz").await.0, 200);
@@ -340,9 +340,16 @@ async fn health_readiness_metrics_and_openapi_are_served() {
         "/readyz",
         "/metrics",
         "/openapi.json",
+        "/asyncapi.json",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from openapi.json");
     }
+    // The topic's document names this checkout's topic and gives every event's schema.
+    let (status, doc) = app.get("/asyncapi.json").await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&doc).expect("asyncapi is JSON");
+    assert_eq!(doc["channels"]["orders"]["address"], json!(app.topic));
+    assert_eq!(doc["components"]["messages"]["PaymentCaptured"]["payload"]["schema"]["name"], json!("PaymentCaptured"));
     assert_eq!(app.get("/nope").await.0, 404);
 }
 

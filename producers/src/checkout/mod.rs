@@ -36,6 +36,7 @@ pub use accept::{Accepted, MAX_BODY_BYTES};
         routes::adjust_stock,
         routes::healthz,
         routes::readyz,
+        routes::asyncapi_json,
         infra::http::metrics_text,
         infra::http::openapi_json
     ),
@@ -60,6 +61,7 @@ pub const ROUTES: &[RouteAccess] = &[
     RouteAccess::post("/bench/noop", Need::Authenticated),
     RouteAccess::get("/healthz", Need::Public),
     RouteAccess::get("/readyz", Need::Public),
+    RouteAccess::get("/asyncapi.json", Need::Authenticated),
 ];
 
 /// What every handler shares.
@@ -108,7 +110,8 @@ pub fn router(state: AppState, with_noop: bool) -> Router {
         .route("/orders/{order_id}/shipments", post(routes::report_shipment))
         .route("/inventory/{sku}/adjustments", post(routes::adjust_stock))
         .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz));
+        .route("/readyz", get(routes::readyz))
+        .route("/asyncapi.json", get(routes::asyncapi_json));
     if with_noop {
         router = router.route("/bench/noop", post(routes::noop));
     }

@@ -173,6 +173,16 @@ pub async fn adjust_stock(
     .await
 }
 
+/// The AsyncAPI 3.1 document of the topic this checkout writes (generated from the
+/// `.avsc` files): every event, its channel and key, who may publish it, its Avro schema.
+/// For services that publish straight to Kafka.
+#[utoipa::path(get, path = "/asyncapi.json", tag = "operations",
+    responses((status = 200, description = "AsyncAPI 3.1", content_type = "application/json", body = Object)))]
+pub async fn asyncapi_json(State(state): State<AppState>) -> Response {
+    let document = schemas::asyncapi::document(state.publisher.topic()).to_string();
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], document).into_response()
+}
+
 /// The process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
