@@ -28,6 +28,11 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 
+def registry_client(args):
+    # A bounded wait: the client's default is to wait forever for an answer.
+    return SchemaRegistryClient({"url": args.registry, "timeout": 10})
+
+
 def payment(entry):
     fact = dict(entry)
     fact["envelope"] = {
@@ -40,7 +45,7 @@ def payment(entry):
 
 
 def publish(args):
-    registry = SchemaRegistryClient({"url": args.registry})
+    registry = registry_client(args)
     with open(args.schema) as f:
         schema = f.read()
     serializer = AvroSerializer(
@@ -72,7 +77,7 @@ def publish(args):
 
 
 def register(args):
-    registry = SchemaRegistryClient({"url": args.registry})
+    registry = registry_client(args)
     with open(args.schema) as f:
         schema = Schema(f.read(), "AVRO")
     name = json.loads(schema.schema_str)
@@ -84,8 +89,10 @@ def register(args):
 
 
 def read(args):
-    registry = SchemaRegistryClient({"url": args.registry})
-    deserializer = AvroDeserializer(registry)
+    registry = registry_client(args)
+    # The subject is the record's name, as the serializer's: without it the deserializer
+    # asks the registry for topic associations first (Confluent's API, not every registry's).
+    deserializer = AvroDeserializer(registry, conf={"subject.name.strategy": record_subject_name_strategy})
     consumer = Consumer({
         "bootstrap.servers": args.brokers,
         "group.id": f"python-reader-{uuid.uuid4()}",

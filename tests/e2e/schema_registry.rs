@@ -65,7 +65,10 @@ fn stop_registry() {
 /// of output, as JSON.
 fn python(args: &[&str]) -> Value {
     let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
-    let output = std::process::Command::new(clients.join("python"))
+    // Bounded: a client waiting on a registry that never answers must fail the test, not hang it.
+    let output = std::process::Command::new("timeout")
+        .arg("300")
+        .arg(clients.join("python"))
         .arg(clients.join("payment_service.py"))
         .args(args)
         .output()
