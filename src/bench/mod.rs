@@ -2,6 +2,7 @@
 //! that matters is a ratio of two things measured in the same run against the same broker
 //! and database; absolute numbers are printed with the machine they came from.
 mod checkout_bench;
+mod copy_ceiling;
 mod decision_bench;
 mod pipeline_bench;
 mod projector_bench;
@@ -146,7 +147,8 @@ impl BenchArgs {
         let databases = TempDatabases::new(&self.database.database_url, "bench");
         if wanted("P1") || wanted("P2") {
             ctx.progress.set_message("P1/P2 projector on PostgreSQL");
-            let pg = projector_bench::p1_p2(&ctx, "PostgreSQL", async || databases.fresh().await, true).await?;
+            let pg =
+                projector_bench::p1_p2(&ctx, "PostgreSQL", async || databases.fresh().await, Some(&databases)).await?;
             figures.push(pg.p1);
             figures.extend(pg.p2);
         }
@@ -160,7 +162,7 @@ impl BenchArgs {
                         std::env::temp_dir().join(format!("orderflow-bench-{}.db", uuid::Uuid::new_v4().simple()));
                     Ok(projections::store::Store::connect(&format!("sqlite://{}?mode=rwc", path.display())).await?)
                 },
-                false,
+                None,
             )
             .await?;
             figures.push(lite.p1);

@@ -141,9 +141,19 @@ pub(super) async fn parked_orders(
     orders: &[Uuid],
 ) -> Result<HashSet<Uuid>, StoreError> {
     let mut parked = HashSet::new();
-    for chunk in orders.chunks(CHUNK) {
-        let mut q = Sql::new("SELECT DISTINCT order_id FROM dead_letters WHERE status = 'parked' AND group_id = ");
-        q.bind(group.to_string()).push(" AND order_id IN ").list(chunk.iter().map(Uuid::to_string));
+    let postgres = super::fold::is_postgres(conn);
+    // PostgreSQL: one statement of fixed text whatever the number of orders.
+    let chunk_size = if postgres { orders.len().max(1) } else { CHUNK };
+    for chunk in orders.chunks(chunk_size) {
+        let mut q = Sql::new("SELECT DISTINCT d.order_id FROM ");
+        if postgres {
+            q.push("unnest(").bind(super::sql::array_literal(chunk.iter().map(Uuid::to_string)));
+            q.push("::text[]) AS k(order_id) JOIN dead_letters d ON d.order_id = k.order_id");
+            q.push(" WHERE d.status = 'parked' AND d.group_id = ").bind(group.to_string());
+        } else {
+            q.push("dead_letters d WHERE d.status = 'parked' AND d.group_id = ").bind(group.to_string());
+            q.push(" AND d.order_id IN ").list(chunk.iter().map(Uuid::to_string));
+        }
         for row in q.fetch_all(&mut *conn).await? {
             let id: String = row.try_get("order_id")?;
             parked.extend(Uuid::parse_str(&id).ok());

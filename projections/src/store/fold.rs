@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::rows::StoredState;
 use super::schema::table_name;
-use super::sql::Sql;
+use super::sql::{array_literal, Columns, Sql};
 use super::StoreError;
 use crate::model::{LogPosition, Projection, Rejection, SkuLevel};
 
@@ -79,9 +79,22 @@ impl<P: StoredProjection> Fold<P> {
             // Earlier entries are never needed: the batch appends its own.
             return Ok(Fold { generation, states, dirty: BTreeSet::new(), sku: BTreeMap::new() });
         }
-        for chunk in orders.chunks(CHUNK) {
-            let mut q = Sql::new(format!("SELECT {} FROM {table} WHERE order_id IN ", <P::State>::COLUMNS.join(", ")));
-            q.list(chunk.iter().map(Uuid::to_string));
+        let columns: Vec<String> = <P::State>::COLUMNS.iter().map(|c| format!("t.{c}")).collect();
+        let columns = columns.join(", ");
+        // PostgreSQL: one statement of fixed text whatever the number of orders, the keys
+        // as an array joined to the table (`= ANY($1)` would compare every key with every
+        // row once the plan is generic).
+        let chunk_size = if is_postgres(conn) { orders.len().max(1) } else { CHUNK };
+        for chunk in orders.chunks(chunk_size) {
+            let mut q = Sql::new(format!("SELECT {columns} FROM "));
+            if is_postgres(conn) {
+                q.push("unnest(")
+                    .bind(array_literal(chunk.iter().map(Uuid::to_string)))
+                    .push("::text[]) AS k(order_id)");
+                q.push(&format!(" JOIN {table} t ON t.order_id = k.order_id"));
+            } else {
+                q.push(&format!("{table} t WHERE t.order_id IN ")).list(chunk.iter().map(Uuid::to_string));
+            }
             let rows: Vec<AnyRow> = q.fetch_all(&mut *conn).await?;
             for row in &rows {
                 let state = <P::State as StoredState>::from_row(row)?;
@@ -119,6 +132,9 @@ impl<P: StoredProjection> Fold<P> {
 }
 
 async fn write_states<S: StoredState>(conn: &mut AnyConnection, table: &str, states: &[&S]) -> Result<(), StoreError> {
+    if is_postgres(conn) {
+        return write_states_unnest(conn, table, states).await;
+    }
     if S::APPEND_ONLY {
         // Each entry once: a copy (same order and event id) is left as it is.
         let rows: Vec<(&S, usize)> = states.iter().flat_map(|s| (0..s.row_count()).map(move |i| (*s, i))).collect();
@@ -138,6 +154,40 @@ async fn write_states<S: StoredState>(conn: &mut AnyConnection, table: &str, sta
         q.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// PostgreSQL: every row of the batch in one statement, its columns as arrays
+/// (`INSERT … SELECT * FROM unnest(…)`), the same text for any number of rows.
+async fn write_states_unnest<S: StoredState>(
+    conn: &mut AnyConnection,
+    table: &str,
+    states: &[&S],
+) -> Result<(), StoreError> {
+    let mut columns = Columns::new();
+    for state in states {
+        for i in 0..state.row_count() {
+            state.push_binds(i, columns.row());
+        }
+    }
+    if columns.rows() == 0 {
+        return Ok(());
+    }
+    let mut q = Sql::new(format!("INSERT INTO {table} ({}) SELECT * FROM ", S::COLUMNS.join(", ")));
+    columns.unnest_into(&mut q);
+    if S::APPEND_ONLY {
+        // Each entry once: a copy (same order and event id) is left as it is.
+        q.push(" ON CONFLICT DO NOTHING");
+    } else {
+        let updates: Vec<String> = S::COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        q.push(&format!(" ON CONFLICT (order_id) DO UPDATE SET {}", updates.join(", ")));
+    }
+    q.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Whether the connection is PostgreSQL's: its statements take arrays.
+pub(super) fn is_postgres(conn: &AnyConnection) -> bool {
+    conn.backend_name() == "PostgreSQL"
 }
 
 /// A SKU's row takes a level only when it is newer than the one stored, so members
@@ -173,6 +223,17 @@ pub(super) async fn claim_event_ids(
 ) -> Result<std::collections::HashSet<String>, StoreError> {
     use sqlx::Row;
     let mut new_ids = std::collections::HashSet::with_capacity(ids.len());
+    if is_postgres(conn) && !ids.is_empty() {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut q = Sql::new("INSERT INTO processed_events (group_id, event_id, applied_at_ms) SELECT ");
+        q.bind(group.to_string()).push(", id, ").bind(now_ms).push(" FROM unnest(");
+        q.bind(array_literal(ids.iter().cloned())).push("::text[]) AS id");
+        q.push(" ON CONFLICT (group_id, event_id) DO NOTHING RETURNING event_id");
+        for row in q.fetch_all(&mut *conn).await? {
+            new_ids.insert(row.try_get::<String, _>("event_id")?);
+        }
+        return Ok(new_ids);
+    }
     for chunk in ids.chunks(CHUNK) {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut q = Sql::new("INSERT INTO processed_events (group_id, event_id, applied_at_ms) ");

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::sql::RowValues;
+use super::sql::Binder;
 use super::StoreError;
 use crate::model::fulfilment::{FulfilmentOrder, FulfilmentStatus};
 use crate::model::history::{HistoryEntry, OrderHistory};
@@ -27,7 +27,7 @@ pub trait StoredState: Sized {
         1
     }
     /// Binds the values of row `index` (< `row_count`).
-    fn push_binds(&self, index: usize, values: &mut RowValues<'_>);
+    fn push_binds<B: Binder>(&self, index: usize, values: &mut B);
     fn from_row(row: &AnyRow) -> Result<Self, StoreError>;
 }
 
@@ -63,9 +63,9 @@ impl StoredState for InventoryOrder {
         self.order_id
     }
 
-    fn push_binds(&self, _: usize, values: &mut RowValues<'_>) {
+    fn push_binds<B: Binder>(&self, _: usize, values: &mut B) {
         let lines = serde_json::to_string(&self.lines).unwrap_or_else(|_| "[]".into());
-        values.bind(self.order_id.to_string()).bind(self.status.as_str().to_string()).bind(lines);
+        values.cell(self.order_id.to_string()).cell(self.status.as_str().to_string()).cell(lines);
     }
 
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
@@ -96,17 +96,17 @@ impl StoredState for PaymentOrder {
         self.order_id
     }
 
-    fn push_binds(&self, _: usize, values: &mut RowValues<'_>) {
+    fn push_binds<B: Binder>(&self, _: usize, values: &mut B) {
         values
-            .bind(self.order_id.to_string())
-            .bind(self.currency.clone())
-            .bind(self.order_total_minor)
-            .bind(self.authorized_minor)
-            .bind(self.captured_minor)
-            .bind(self.refunded_minor)
-            .bind(self.status.as_str().to_string())
-            .bind(self.placed_at.timestamp_micros())
-            .bind(micros(self.captured_at));
+            .cell(self.order_id.to_string())
+            .cell(self.currency.clone())
+            .cell(self.order_total_minor)
+            .cell(self.authorized_minor)
+            .cell(self.captured_minor)
+            .cell(self.refunded_minor)
+            .cell(self.status.as_str().to_string())
+            .cell(self.placed_at.timestamp_micros())
+            .cell(micros(self.captured_at));
     }
 
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
@@ -134,15 +134,15 @@ impl StoredState for FulfilmentOrder {
         self.order_id
     }
 
-    fn push_binds(&self, _: usize, values: &mut RowValues<'_>) {
+    fn push_binds<B: Binder>(&self, _: usize, values: &mut B) {
         values
-            .bind(self.order_id.to_string())
-            .bind(self.status.as_str().to_string())
-            .bind(self.warehouse.clone())
-            .bind(self.placed_at.timestamp_micros())
-            .bind(micros(self.paid_at))
-            .bind(micros(self.shipped_at))
-            .bind(micros(self.delivered_at));
+            .cell(self.order_id.to_string())
+            .cell(self.status.as_str().to_string())
+            .cell(self.warehouse.clone())
+            .cell(self.placed_at.timestamp_micros())
+            .cell(micros(self.paid_at))
+            .cell(micros(self.shipped_at))
+            .cell(micros(self.delivered_at));
     }
 
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
@@ -173,17 +173,17 @@ impl StoredState for OrderHistory {
         self.events.len()
     }
 
-    fn push_binds(&self, index: usize, values: &mut RowValues<'_>) {
+    fn push_binds<B: Binder>(&self, index: usize, values: &mut B) {
         let Some(e) = self.events.get(index) else { return };
         values
-            .bind(self.order_id.to_string())
-            .bind(e.event_id.to_string())
-            .bind(e.kind.clone())
-            .bind(e.occurred_at_us)
-            .bind(i64::from(e.partition))
-            .bind(e.offset)
-            .bind(e.summary.clone())
-            .bind(e.published_by.clone());
+            .cell(self.order_id.to_string())
+            .cell(e.event_id.to_string())
+            .cell(e.kind.clone())
+            .cell(e.occurred_at_us)
+            .cell(i64::from(e.partition))
+            .cell(e.offset)
+            .cell(e.summary.clone())
+            .cell(e.published_by.clone());
     }
 
     /// One row: one entry.

@@ -1,0 +1,195 @@
+//! P1's physical ceiling: what PostgreSQL's bulk path takes for the same batches the
+//! projector applies. Per batch, in one transaction, as a hand-written bulk loader would:
+//! the batch's event ids by binary `COPY` into `processed_events`, the payment rows the
+//! batch leaves (folded in memory beforehand, not timed) by binary `COPY` into a staging
+//! table and merged into `payment_orders` with one statement, one offset update, commit.
+//! The same durability as the projector (synchronous commit as the server has it).
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::Context;
+use projections::model::payment::{Payment, PaymentOrder};
+use projections::model::Projection;
+use projections::store::LogRecord;
+use schemas::{Codec, Event};
+use sqlx::Connection;
+use uuid::Uuid;
+
+/// One batch as the bulk loader writes it.
+struct BulkBatch {
+    event_ids: Vec<String>,
+    rows: Vec<PaymentOrder>,
+    /// (partition, next offset) after the batch.
+    offsets: Vec<(i32, i64)>,
+}
+
+/// Folds `records` in batches of `batch` through the payment projection in memory: each
+/// batch's event ids and the rows it changes, as they stand after it.
+fn fold_batches(records: &[LogRecord], batch: usize) -> Vec<BulkBatch> {
+    let codec = Codec::builtin();
+    let mut states: HashMap<Uuid, PaymentOrder> = HashMap::new();
+    records
+        .chunks(batch)
+        .map(|chunk| {
+            let mut event_ids = Vec::with_capacity(chunk.len());
+            let mut touched: Vec<Uuid> = Vec::new();
+            let mut offsets: HashMap<i32, i64> = HashMap::new();
+            for r in chunk {
+                offsets.insert(r.partition, r.offset + 1);
+                let Some(event) = r.payload.as_deref().and_then(|p| codec.decode(p).ok()) else { continue };
+                if !Payment::wants(event.kind()) {
+                    continue;
+                }
+                let Some(order) = event.order_id() else { continue };
+                if let Ok(effect) = Payment::apply(states.get(&order), &event) {
+                    if let Some(state) = effect.order {
+                        states.insert(order, state);
+                        touched.push(order);
+                    }
+                }
+                event_ids.push(event_id(&event));
+            }
+            touched.sort();
+            touched.dedup();
+            let rows = touched.iter().filter_map(|id| states.get(id).cloned()).collect();
+            BulkBatch { event_ids, rows, offsets: offsets.into_iter().collect() }
+        })
+        .collect()
+}
+
+fn event_id(event: &Event) -> String {
+    event.envelope().event_id.to_string()
+}
+
+/// PostgreSQL's binary `COPY` format: a header, tuples, a trailer.
+struct CopyBinary {
+    buf: Vec<u8>,
+}
+
+impl CopyBinary {
+    fn new() -> Self {
+        let mut buf = Vec::with_capacity(1 << 16);
+        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.extend_from_slice(&0i32.to_be_bytes()); // flags
+        buf.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+        CopyBinary { buf }
+    }
+
+    fn tuple(&mut self, fields: i16) -> &mut Self {
+        self.buf.extend_from_slice(&fields.to_be_bytes());
+        self
+    }
+
+    fn text(&mut self, value: &str) -> &mut Self {
+        self.buf.extend_from_slice(&(value.len() as i32).to_be_bytes());
+        self.buf.extend_from_slice(value.as_bytes());
+        self
+    }
+
+    fn int8(&mut self, value: Option<i64>) -> &mut Self {
+        match value {
+            Some(v) => {
+                self.buf.extend_from_slice(&8i32.to_be_bytes());
+                self.buf.extend_from_slice(&v.to_be_bytes());
+            }
+            None => self.buf.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+        self
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
+        self.buf
+    }
+}
+
+async fn copy_in(conn: &mut sqlx::PgConnection, statement: &str, data: Vec<u8>) -> anyhow::Result<()> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    copy.send(data).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// Events per second through the bulk path, over all batches, into the (migrated, empty)
+/// database at `database_url`.
+pub(super) async fn copy_ceiling(database_url: &str, records: &[LogRecord], batch: usize) -> anyhow::Result<f64> {
+    let batches = fold_batches(records, batch);
+    let mut conn = sqlx::PgConnection::connect(database_url).await.context("connecting for the COPY ceiling")?;
+    let group = "bench-copy-ceiling";
+    let topic = "bench";
+    let mut setup = conn.begin().await?;
+    for p in records.iter().map(|r| r.partition).collect::<std::collections::BTreeSet<_>>() {
+        sqlx::query(
+            "INSERT INTO consumer_offsets (group_id, topic, partition_id, next_offset, updated_at_ms) VALUES ($1, $2, $3, 0, 0)",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(i64::from(p))
+        .execute(&mut *setup)
+        .await?;
+    }
+    setup.commit().await?;
+    let started = Instant::now();
+    for b in &batches {
+        let mut tx = conn.begin().await?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut ids = CopyBinary::new();
+        for id in &b.event_ids {
+            ids.tuple(3).text(group).text(id).int8(Some(now_ms));
+        }
+        copy_in(
+            &mut tx,
+            "COPY processed_events (group_id, event_id, applied_at_ms) FROM STDIN (FORMAT binary)",
+            ids.finish(),
+        )
+        .await?;
+        sqlx::query("CREATE TEMPORARY TABLE IF NOT EXISTS payment_staging (LIKE payment_orders) ON COMMIT DELETE ROWS")
+            .execute(&mut *tx)
+            .await?;
+        let mut rows = CopyBinary::new();
+        for r in &b.rows {
+            rows.tuple(9)
+                .text(&r.order_id.to_string())
+                .text(&r.currency)
+                .int8(Some(r.order_total_minor))
+                .int8(Some(r.authorized_minor))
+                .int8(Some(r.captured_minor))
+                .int8(Some(r.refunded_minor))
+                .text(r.status.as_str())
+                .int8(Some(r.placed_at.timestamp_micros()))
+                .int8(r.captured_at.map(|t| t.timestamp_micros()));
+        }
+        copy_in(
+            &mut tx,
+            "COPY payment_staging (order_id, currency, order_total_minor, authorized_minor, captured_minor, \
+             refunded_minor, status, placed_at_us, captured_at_us) FROM STDIN (FORMAT binary)",
+            rows.finish(),
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO payment_orders SELECT * FROM payment_staging ON CONFLICT (order_id) DO UPDATE SET \
+             currency = excluded.currency, order_total_minor = excluded.order_total_minor, \
+             authorized_minor = excluded.authorized_minor, captured_minor = excluded.captured_minor, \
+             refunded_minor = excluded.refunded_minor, status = excluded.status, \
+             placed_at_us = excluded.placed_at_us, captured_at_us = excluded.captured_at_us",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let partitions: Vec<i64> = b.offsets.iter().map(|(p, _)| i64::from(*p)).collect();
+        let nexts: Vec<i64> = b.offsets.iter().map(|(_, o)| *o).collect();
+        sqlx::query(
+            "UPDATE consumer_offsets SET next_offset = v.next, updated_at_ms = $1 \
+             FROM unnest($2::bigint[], $3::bigint[]) AS v(p, next) \
+             WHERE group_id = $4 AND topic = $5 AND partition_id = v.p",
+        )
+        .bind(now_ms)
+        .bind(&partitions)
+        .bind(&nexts)
+        .bind(group)
+        .bind(topic)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(records.len() as f64 / started.elapsed().as_secs_f64().max(1e-6))
+}
