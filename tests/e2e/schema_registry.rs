@@ -84,6 +84,20 @@ fn python(args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("payment_service.py {args:?} printed {stdout:?}: {e}"))
 }
 
+/// The Python service publishes one `PaymentCaptured` per order with the schema in
+/// `schema` (plus `extra` fields); with `out`, it only serializes them into that file.
+fn publish_payments(topic: &str, schema: &str, orders: &[uuid::Uuid], extra: Value, out: Option<&Path>) -> Value {
+    let brokers = common::kafka().brokers;
+    let payments = payments_json(orders, extra);
+    let mut args = vec!["publish", "--brokers", &brokers, "--registry", registry_url(), "--topic", topic];
+    args.extend(["--schema", schema, "--payments", &payments]);
+    let out = out.map(|p| p.to_str().expect("utf-8").to_string());
+    if let Some(out) = &out {
+        args.extend(["--out", out]);
+    }
+    python(&args)
+}
+
 fn client_file(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(name).to_str().expect("utf-8").to_string()
 }
@@ -282,19 +296,7 @@ async fn a_service_publishing_with_the_stock_serializer_is_applied_through_versi
     // The checkout's capture and the service's, written with the service's own copy of v1.
     shop.capture_through_checkout(by_checkout).await;
     let v1 = client_file("../../schemas/avro/payment_captured.v1.avsc");
-    let published = python(&[
-        "publish",
-        "--brokers",
-        &brokers,
-        "--registry",
-        &url,
-        "--topic",
-        &shop.topic,
-        "--schema",
-        &v1,
-        "--payments",
-        &payments_json(&[by_v1], json!({})),
-    ]);
+    let published = publish_payments(&shop.topic, &v1, &[by_v1], json!({}), None);
     assert_eq!(
         published["schema_id"],
         json!(contract.codec().schema_id(schemas::EventKind::PaymentCaptured)),
@@ -310,21 +312,7 @@ async fn a_service_publishing_with_the_stock_serializer_is_applied_through_versi
     // registry answers.
     let v2 = client_file("payment_captured.v2.avsc");
     let out = std::env::temp_dir().join(format!("orderflow-v2-{}.json", uuid::Uuid::new_v4().simple()));
-    let serialized = python(&[
-        "publish",
-        "--brokers",
-        &brokers,
-        "--registry",
-        &url,
-        "--topic",
-        &shop.topic,
-        "--schema",
-        &v2,
-        "--payments",
-        &payments_json(&[by_v2_in_outage], json!({"processor": "acme"})),
-        "--out",
-        out.to_str().expect("utf-8"),
-    ]);
+    let serialized = publish_payments(&shop.topic, &v2, &[by_v2_in_outage], json!({"processor": "acme"}), Some(&out));
     let v2_id = serialized["schema_id"].as_u64().expect("v2 id") as u32;
     assert!(!contract.codec().knows(v2_id), "v2 is new to the consumers");
     stop_registry();
@@ -360,19 +348,7 @@ async fn a_service_publishing_with_the_stock_serializer_is_applied_through_versi
     assert!(contract.codec().knows(v2_id), "the consumers learned v2 from the registry");
 
     // v2 published straight to the topic, the registry answering: applied the same way.
-    let published = python(&[
-        "publish",
-        "--brokers",
-        &brokers,
-        "--registry",
-        &url,
-        "--topic",
-        &shop.topic,
-        "--schema",
-        &v2,
-        "--payments",
-        &payments_json(&[by_v2], json!({"processor": "acme"})),
-    ]);
+    let published = publish_payments(&shop.topic, &v2, &[by_v2], json!({"processor": "acme"}), None);
     assert_eq!(published["schema_id"], json!(v2_id));
     shop.settle().await;
     assert_eq!(shop.payment(by_v2).await, shop.payment(by_checkout).await);
