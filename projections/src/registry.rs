@@ -40,6 +40,10 @@ pub struct ProjectionSpec {
     /// Tables of an earlier release's shape of this projection, and how their rows move
     /// into the current tables of the same generation at start-up.
     pub upgrades: &'static [Upgrade],
+    /// Columns a later release added to a table of this projection (base name, column
+    /// definition): added at start-up to the live generation's table where it lacks them
+    /// (SQLite cannot add a column only if it is missing in a migration).
+    pub added_columns: &'static [(&'static str, &'static str)],
 }
 
 /// An earlier release's table of a projection and the copy of its rows into the current
@@ -57,7 +61,7 @@ const INVENTORY: ProjectionSpec = ProjectionSpec {
             sku TEXT PRIMARY KEY, on_hand BIGINT NOT NULL, reserved BIGINT NOT NULL, shipped BIGINT NOT NULL,
             version BIGINT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS {t:inventory_orders} (
-            order_id TEXT PRIMARY KEY, status TEXT NOT NULL, lines TEXT NOT NULL)",
+            order_id TEXT PRIMARY KEY, status TEXT NOT NULL, lines TEXT NOT NULL, event_ids TEXT)",
     ],
     views: &[
         (
@@ -70,6 +74,7 @@ const INVENTORY: ProjectionSpec = ProjectionSpec {
     // version): its rows are kept, at version 0, until the stock group's first decision
     // about each SKU replaces them.
     upgrades: &[Upgrade { old_table: "inventory_sku", copy: [INVENTORY_SKU_COPY, INVENTORY_SKU_COPY] }],
+    added_columns: &[("inventory_orders", "event_ids TEXT")],
 };
 
 const INVENTORY_SKU_COPY: &str = "INSERT INTO {t:inventory_stock} (sku, on_hand, reserved, shipped, version)
@@ -81,7 +86,7 @@ const PAYMENT: ProjectionSpec = ProjectionSpec {
         "CREATE TABLE IF NOT EXISTS {t:payment_orders} (
             order_id TEXT PRIMARY KEY, currency TEXT NOT NULL, order_total_minor BIGINT NOT NULL,
             authorized_minor BIGINT NOT NULL, captured_minor BIGINT NOT NULL, refunded_minor BIGINT NOT NULL,
-            status TEXT NOT NULL, placed_at_us BIGINT NOT NULL, captured_at_us BIGINT)",
+            status TEXT NOT NULL, placed_at_us BIGINT NOT NULL, captured_at_us BIGINT, event_ids TEXT)",
         "CREATE INDEX IF NOT EXISTS {t:payment_orders}_by_capture ON {t:payment_orders} (captured_at_us)",
     ],
     views: &[(
@@ -91,6 +96,7 @@ const PAYMENT: ProjectionSpec = ProjectionSpec {
          FROM {t:payment_orders}",
     )],
     upgrades: &[],
+    added_columns: &[("payment_orders", "event_ids TEXT")],
 };
 
 const FULFILMENT: ProjectionSpec = ProjectionSpec {
@@ -98,7 +104,7 @@ const FULFILMENT: ProjectionSpec = ProjectionSpec {
     ddl: &[
         "CREATE TABLE IF NOT EXISTS {t:fulfilment_orders} (
             order_id TEXT PRIMARY KEY, status TEXT NOT NULL, warehouse TEXT, placed_at_us BIGINT NOT NULL,
-            paid_at_us BIGINT, shipped_at_us BIGINT, delivered_at_us BIGINT)",
+            paid_at_us BIGINT, shipped_at_us BIGINT, delivered_at_us BIGINT, event_ids TEXT)",
         "CREATE INDEX IF NOT EXISTS {t:fulfilment_orders}_by_status ON {t:fulfilment_orders} (status, placed_at_us)",
     ],
     views: &[(
@@ -108,6 +114,7 @@ const FULFILMENT: ProjectionSpec = ProjectionSpec {
          placed_at_us, paid_at_us, shipped_at_us, delivered_at_us FROM {t:fulfilment_orders}",
     )],
     upgrades: &[],
+    added_columns: &[("fulfilment_orders", "event_ids TEXT")],
 };
 
 // One row per event, only ever added to; the view puts each order's events together as
@@ -145,6 +152,7 @@ const HISTORY: ProjectionSpec = ProjectionSpec {
         },
         Upgrade { old_table: "history_events", copy: [HISTORY_EVENTS_COPY, HISTORY_EVENTS_COPY] },
     ],
+    added_columns: &[],
 };
 
 const HISTORY_EVENTS_COPY: &str = "INSERT INTO {t:history_entries}

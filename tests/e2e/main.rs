@@ -13,6 +13,7 @@ mod consumer_crash;
 mod consumer_group_churn;
 mod consumer_poison;
 mod dead_letter_actions;
+mod dedupe;
 mod demo_run;
 mod deploy_files;
 mod kafka_cluster;

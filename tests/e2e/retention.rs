@@ -1,12 +1,13 @@
 //! The store forgets event ids past the dedupe window and dead letters resolved long ago,
 //! in batches; inside the window a copy of an event is still dropped, and parked dead
-//! letters are never forgotten.
+//! letters are never forgotten. (The history keeps no ids on rows: its ids are the ones
+//! in `processed_events`; see `dedupe.rs` for the order rows that keep theirs.)
 use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use projections::model::payment::Payment;
+use projections::model::history::History;
 use projections::store::{Batch, DeadLetterSelection, LogRecord, Retention, Store};
 use schemas::samples::sample;
 use schemas::{Codec, Event, EventKind};
@@ -20,7 +21,7 @@ async fn count(store: &Store, table: &str) -> i64 {
 async fn apply(store: &Store, codec: &Codec, records: &[LogRecord], from: i64) -> projections::store::BatchOutcome {
     let read_from = BTreeMap::from([(0, from)]);
     let batch = Batch { group: "g", topic: "t", records, read_from: &read_from };
-    store.apply_batch::<Payment>(&batch, codec).await.expect("batch")
+    store.apply_batch::<History>(&batch, codec).await.expect("batch")
 }
 
 async fn pruning_keeps_the_tables_bounded(database_url: &str) {

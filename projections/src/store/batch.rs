@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::dead_letters::{self, NewDeadLetter};
 use super::fault::{hit, FaultPoint};
-use super::fold::{claim_event_ids, decode_with, Decoded, Fold, StoredProjection};
+use super::fold::{claim_event_ids, decode_with, Decoded, Fold, Folded, StoredProjection};
 use super::offsets::{self, Lock};
 use super::{Store, StoreError};
 use crate::model::LogPosition;
@@ -138,16 +138,26 @@ impl Store {
             return Ok(BatchOutcome::default());
         }
         let generation = self.generation_of(batch.group).await?;
-        // 1.–3.
-        let mut open = match self.open_batch(batch, codec, P::wants).await? {
+        // 1.–3. Ids that no order row keeps are looked up in `processed_events` now; those
+        // of events with an order are known once its row is loaded.
+        let rows_keep_ids = <P::State as super::rows::StoredState>::KEEPS_EVENT_IDS;
+        let claim_now = |e: &Event| !rows_keep_ids || e.order_id().is_none();
+        let mut open = match self.open_batch(batch, codec, P::wants, claim_now).await? {
             Ok(open) => open,
             Err(done) => return Ok(done),
         };
         let conn: &mut AnyConnection = &mut open.tx;
 
-        // 4. Load state.
+        // 4. Load state; the events of rows from before rows kept ids are looked up in
+        // `processed_events` as before.
         let order_ids: Vec<Uuid> = open.order_ids.iter().copied().collect();
         let mut fold = Fold::<P>::load(conn, generation, &order_ids).await?;
+        if rows_keep_ids {
+            drop_duplicates(conn, batch.group, &mut open.events, &mut open.outcome, |e| {
+                e.order_id().is_some() && fold.needs_claim(e)
+            })
+            .await?;
+        }
         let Opened { events, dead, parked, outcome, .. } = &mut open;
         let mut events = std::mem::take(events);
         // The fault-injection refusal hits a batch holding that record as an event.
@@ -161,7 +171,8 @@ impl Store {
             }
             let at = LogPosition { partition: record.partition, offset: record.offset };
             match fold.apply(&event, at, record.published_by.as_deref()) {
-                Ok(()) => outcome.applied += 1,
+                Ok(Folded::Applied) => outcome.applied += 1,
+                Ok(Folded::Duplicate) => outcome.duplicates += 1,
                 Err(rejection) => {
                     parked.extend(order_id);
                     dead.push(NewDeadLetter { record, order_id, reason: rejection.0 });
@@ -204,6 +215,7 @@ impl Store {
         batch: &Batch<'r>,
         codec: &Codec,
         wants: impl Fn(schemas::EventKind) -> bool,
+        claim_now: impl Fn(&Event) -> bool,
     ) -> Result<Result<Opened<'r>, BatchOutcome>, StoreError> {
         let mut outcome = BatchOutcome::default();
         hit(FaultPoint::BeforeTransaction);
@@ -215,7 +227,7 @@ impl Store {
             return nothing_fresh(tx, stored, outcome).await.map(Err);
         }
         let (mut events, dead) = decode_fresh(codec, &fresh.records, wants, &mut outcome);
-        drop_duplicates(conn, batch.group, &mut events, &mut outcome).await?;
+        drop_duplicates(conn, batch.group, &mut events, &mut outcome, claim_now).await?;
         let order_ids: BTreeSet<Uuid> =
             events.iter().filter_map(|(_, e)| e.order_id()).chain(dead.iter().filter_map(|d| d.order_id)).collect();
         let ids: Vec<Uuid> = order_ids.iter().copied().collect();
@@ -357,20 +369,23 @@ pub(super) fn decode_fresh<'r>(
     (events, dead)
 }
 
-/// Step 3: keeps each event id once, and only ids this group has not applied before (a
-/// retried publish that landed twice is applied once).
+/// Step 3: keeps each event id once, and of the events `claim` picks only those whose id
+/// this group has not applied before (`processed_events`; a retried publish that landed
+/// twice is applied once). The others' ids are kept on their order rows (see `Fold`).
 pub(super) async fn drop_duplicates(
     conn: &mut AnyConnection,
     group: &str,
     events: &mut Vec<(&LogRecord, Event)>,
     outcome: &mut BatchOutcome,
+    claim: impl Fn(&Event) -> bool,
 ) -> Result<(), StoreError> {
-    let ids: Vec<String> = events.iter().map(|(_, e)| e.envelope().event_id.to_string()).collect();
-    let new_ids = claim_event_ids(conn, group, &ids).await?;
-    let mut seen: HashSet<String> = HashSet::new();
+    let ids: Vec<String> =
+        events.iter().filter(|(_, e)| claim(e)).map(|(_, e)| e.envelope().event_id.to_string()).collect();
+    let new_ids = if ids.is_empty() { HashSet::new() } else { claim_event_ids(conn, group, &ids).await? };
+    let mut seen: HashSet<Uuid> = HashSet::with_capacity(events.len());
     events.retain(|(_, e)| {
-        let id = e.envelope().event_id.to_string();
-        let keep = new_ids.contains(&id) && seen.insert(id);
+        let id = e.envelope().event_id;
+        let keep = (!claim(e) || new_ids.contains(&id.to_string())) && seen.insert(id);
         if !keep {
             outcome.duplicates += 1;
         }

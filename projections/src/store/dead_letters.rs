@@ -9,7 +9,7 @@ use schemas::Codec;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
-use super::fold::{decode, Decoded, Fold, StoredProjection, CHUNK};
+use super::fold::{decode, Decoded, Fold, Folded, StoredProjection, CHUNK};
 use super::offsets::{self, Lock};
 use super::sql::Sql;
 use super::{LogRecord, Store, StoreError};
@@ -275,13 +275,15 @@ impl Store {
                         Decoded::Event(event) => {
                             let at = LogPosition { partition: parked.partition, offset: parked.offset };
                             let applied = fold.apply(&event, at, parked.published_by.as_deref()).map_err(|r| r.0);
-                            if applied.is_ok() {
-                                // A record parked as undecodable never had its id claimed; claim it
-                                // now so a later copy of the same event is not applied again.
+                            if applied == Ok(Folded::Applied) && fold.needs_claim(&event) {
+                                // No order row keeps this id (and a record parked as undecodable
+                                // never had it claimed): claim it now so a later copy of the
+                                // same event is not applied again.
                                 super::fold::claim_event_ids(conn, group, &[event.envelope().event_id.to_string()])
                                     .await?;
                             }
-                            applied
+                            // A copy of an event applied before resolves as retried, applied once.
+                            applied.map(|_| ())
                         }
                     };
                 match result {

@@ -3,6 +3,7 @@
 //! events are folded through the pure projection in memory, and each changed row and each
 //! SKU's summed stock change is written once at the end.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
 
 use schemas::{Codec, Event};
 use sqlx::any::AnyRow;
@@ -11,7 +12,7 @@ use uuid::Uuid;
 
 use super::rows::StoredState;
 use super::schema::table_name;
-use super::sql::{array_literal, Columns, Sql};
+use super::sql::{array_literal, Binder, Columns, Sql};
 use super::StoreError;
 use crate::model::{LogPosition, Projection, Rejection, SkuLevel};
 
@@ -62,10 +63,63 @@ pub(super) fn decode_with(
     }
 }
 
+/// The column of an order row that keeps the ids of the events applied to it, newest
+/// last, as 32-digit hex separated by spaces; NULL on a row written by an earlier release,
+/// whose ids are in `processed_events` (see [`RowIds::Elsewhere`]).
+pub(super) const EVENT_IDS: &str = "event_ids";
+
+/// How many event ids an order row remembers: far more than an order's lifecycle has
+/// events, so a retried publish is always recognised; an order with more events forgets
+/// its oldest ids, as `processed_events` forgets ids past the dedupe window.
+pub(super) const IDS_PER_ROW: usize = 64;
+
+/// The event ids applied to one order's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RowIds {
+    /// Kept on the row, newest last.
+    Kept(Vec<Uuid>),
+    /// The row is from before rows kept ids: its events' ids are (and stay) in
+    /// `processed_events`.
+    Elsewhere,
+}
+
+impl RowIds {
+    fn parse(text: Option<&str>) -> Result<Self, String> {
+        let Some(text) = text else { return Ok(RowIds::Elsewhere) };
+        text.split_whitespace()
+            .map(|id| Uuid::try_parse(id).map_err(|e| format!("event id {id:?}: {e}")))
+            .collect::<Result<_, _>>()
+            .map(RowIds::Kept)
+    }
+
+    fn text(&self) -> Option<String> {
+        let RowIds::Kept(ids) = self else { return None };
+        let mut out = String::with_capacity(ids.len() * 33);
+        for id in ids {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            let _ = write!(out, "{}", id.simple());
+        }
+        Some(out)
+    }
+}
+
+/// What folding one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Folded {
+    Applied,
+    /// Its id is on its order's row: a copy of an event applied before.
+    Duplicate,
+}
+
 /// The state of the orders a set of records touches, as it is folded.
 pub(super) struct Fold<P: StoredProjection> {
     generation: i64,
     states: HashMap<Uuid, P::State>,
+    /// Per order with a row (loaded or new), the event ids it keeps
+    /// ([`StoredState::KEEPS_EVENT_IDS`] only).
+    ids: HashMap<Uuid, RowIds>,
     dirty: BTreeSet<Uuid>,
     sku: BTreeMap<String, SkuLevel>,
 }
@@ -74,12 +128,17 @@ impl<P: StoredProjection> Fold<P> {
     /// Loads the stored rows of `orders` from the tables of `generation`.
     pub async fn load(conn: &mut AnyConnection, generation: i64, orders: &[Uuid]) -> Result<Self, StoreError> {
         let table = table_name(<P::State as StoredState>::TABLE, generation);
+        use sqlx::Row;
         let mut states = HashMap::with_capacity(orders.len());
+        let mut ids = HashMap::new();
         if <P::State as StoredState>::APPEND_ONLY {
             // Earlier entries are never needed: the batch appends its own.
-            return Ok(Fold { generation, states, dirty: BTreeSet::new(), sku: BTreeMap::new() });
+            return Ok(Fold { generation, states, ids, dirty: BTreeSet::new(), sku: BTreeMap::new() });
         }
-        let columns: Vec<String> = <P::State>::COLUMNS.iter().map(|c| format!("t.{c}")).collect();
+        let mut columns: Vec<String> = <P::State>::COLUMNS.iter().map(|c| format!("t.{c}")).collect();
+        if <P::State as StoredState>::KEEPS_EVENT_IDS {
+            columns.push(format!("t.{EVENT_IDS}"));
+        }
         let columns = columns.join(", ");
         // PostgreSQL: one statement of fixed text whatever the number of orders, the keys
         // as an array joined to the table (`= ANY($1)` would compare every key with every
@@ -98,21 +157,63 @@ impl<P: StoredProjection> Fold<P> {
             let rows: Vec<AnyRow> = q.fetch_all(&mut *conn).await?;
             for row in &rows {
                 let state = <P::State as StoredState>::from_row(row)?;
+                if <P::State as StoredState>::KEEPS_EVENT_IDS {
+                    let text: Option<String> = row.try_get(EVENT_IDS)?;
+                    let kept = RowIds::parse(text.as_deref())
+                        .map_err(|reason| StoreError::CorruptRow { table: <P::State as StoredState>::TABLE, reason })?;
+                    ids.insert(state.order_id(), kept);
+                }
                 states.insert(state.order_id(), state);
             }
         }
-        Ok(Fold { generation, states, dirty: BTreeSet::new(), sku: BTreeMap::new() })
+        Ok(Fold { generation, states, ids, dirty: BTreeSet::new(), sku: BTreeMap::new() })
+    }
+
+    /// Whether `event`'s id must be looked up in `processed_events`: it has no order row
+    /// to keep it (no order, an append-only projection) or its row is an earlier
+    /// release's.
+    pub fn needs_claim(&self, event: &Event) -> bool {
+        if !<P::State as StoredState>::KEEPS_EVENT_IDS {
+            return true;
+        }
+        match event.order_id() {
+            None => true,
+            Some(order) => self.ids.get(&order) == Some(&RowIds::Elsewhere),
+        }
     }
 
     /// Applies one event at its log position; on success its effect is merged into the
-    /// folded state, on rejection nothing changes.
-    pub fn apply(&mut self, event: &Event, at: LogPosition, published_by: Option<&str>) -> Result<(), Rejection> {
-        let current = event.order_id().and_then(|id| self.states.get(&id));
+    /// folded state and its id kept on its order's row, on rejection nothing changes. An
+    /// event whose id its order's row keeps is not applied again.
+    pub fn apply(&mut self, event: &Event, at: LogPosition, published_by: Option<&str>) -> Result<Folded, Rejection> {
+        let order = event.order_id();
+        let event_id = event.envelope().event_id;
+        let keeps = <P::State as StoredState>::KEEPS_EVENT_IDS;
+        if keeps
+            && order
+                .and_then(|o| self.ids.get(&o))
+                .is_some_and(|k| matches!(k, RowIds::Kept(ids) if ids.contains(&event_id)))
+        {
+            return Ok(Folded::Duplicate);
+        }
+        let current = order.and_then(|id| self.states.get(&id));
         let effect = P::apply_at(current, event, at, published_by)?;
         if let Some(state) = effect.order {
             let id = state.order_id();
             self.states.insert(id, state);
             self.dirty.insert(id);
+        }
+        // The id goes on the order's row whether or not the event changed it; an event
+        // that leaves no row behind changed only versioned stock levels, which a copy
+        // cannot move again.
+        if let Some(order) = order.filter(|o| keeps && self.states.contains_key(o)) {
+            if let RowIds::Kept(ids) = self.ids.entry(order).or_insert_with(|| RowIds::Kept(Vec::new())) {
+                if ids.len() == IDS_PER_ROW {
+                    ids.remove(0);
+                }
+                ids.push(event_id);
+                self.dirty.insert(order);
+            }
         }
         for (sku, level) in effect.sku_levels {
             let newest = self.sku.entry(sku).or_default();
@@ -120,37 +221,65 @@ impl<P: StoredProjection> Fold<P> {
                 *newest = level;
             }
         }
-        Ok(())
+        Ok(Folded::Applied)
     }
 
     /// Writes each changed row once (in order-id order) and the newest SKU levels.
     pub async fn write(self, conn: &mut AnyConnection) -> Result<(), StoreError> {
-        let changed: Vec<&P::State> = self.dirty.iter().filter_map(|id| self.states.get(id)).collect();
+        let changed: Vec<(&P::State, Option<String>)> = self
+            .dirty
+            .iter()
+            .filter_map(|id| Some((self.states.get(id)?, self.ids.get(id).and_then(RowIds::text))))
+            .collect();
         write_states(conn, &table_name(<P::State as StoredState>::TABLE, self.generation), &changed).await?;
         write_sku_levels(conn, &table_name("inventory_stock", self.generation), &self.sku).await
     }
 }
 
-async fn write_states<S: StoredState>(conn: &mut AnyConnection, table: &str, states: &[&S]) -> Result<(), StoreError> {
+/// A row to write and, for a state that keeps them, its event ids.
+type Changed<'s, S> = (&'s S, Option<String>);
+
+/// The columns a state's rows are written with: its own, then `event_ids` if it keeps them.
+fn written_columns<S: StoredState>() -> Vec<&'static str> {
+    let mut columns = S::COLUMNS.to_vec();
+    if S::KEEPS_EVENT_IDS {
+        columns.push(EVENT_IDS);
+    }
+    columns
+}
+
+/// Binds row `index` of `state`, then its event ids if the state keeps them.
+fn bind_row<S: StoredState, B: Binder>(row: &Changed<'_, S>, index: usize, values: &mut B) {
+    row.0.push_binds(index, values);
+    if S::KEEPS_EVENT_IDS {
+        values.cell(row.1.clone());
+    }
+}
+
+fn conflict_clause<S: StoredState>(columns: &[&str]) -> String {
+    if S::APPEND_ONLY {
+        // Each entry once: a copy (same order and event id) is left as it is.
+        return " ON CONFLICT DO NOTHING".into();
+    }
+    let updates: Vec<String> = columns[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+    format!(" ON CONFLICT (order_id) DO UPDATE SET {}", updates.join(", "))
+}
+
+async fn write_states<S: StoredState>(
+    conn: &mut AnyConnection,
+    table: &str,
+    states: &[Changed<'_, S>],
+) -> Result<(), StoreError> {
     if is_postgres(conn) {
         return write_states_unnest(conn, table, states).await;
     }
-    if S::APPEND_ONLY {
-        // Each entry once: a copy (same order and event id) is left as it is.
-        let rows: Vec<(&S, usize)> = states.iter().flat_map(|s| (0..s.row_count()).map(move |i| (*s, i))).collect();
-        for chunk in rows.chunks(CHUNK) {
-            let mut q = Sql::new(format!("INSERT INTO {table} ({}) ", S::COLUMNS.join(", ")));
-            q.values(chunk, |v, (s, i)| s.push_binds(*i, v));
-            q.push(" ON CONFLICT DO NOTHING");
-            q.execute(&mut *conn).await?;
-        }
-        return Ok(());
-    }
-    for chunk in states.chunks(CHUNK) {
-        let mut q = Sql::new(format!("INSERT INTO {table} ({}) ", S::COLUMNS.join(", ")));
-        q.values(chunk, |v, s| s.push_binds(0, v));
-        let updates: Vec<String> = S::COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
-        q.push(&format!(" ON CONFLICT (order_id) DO UPDATE SET {}", updates.join(", ")));
+    let columns = written_columns::<S>();
+    let rows: Vec<(&Changed<'_, S>, usize)> =
+        states.iter().flat_map(|s| (0..s.0.row_count()).map(move |i| (s, i))).collect();
+    for chunk in rows.chunks(CHUNK) {
+        let mut q = Sql::new(format!("INSERT INTO {table} ({}) ", columns.join(", ")));
+        q.values(chunk, |v, (s, i)| bind_row(s, *i, v));
+        q.push(&conflict_clause::<S>(&columns));
         q.execute(&mut *conn).await?;
     }
     Ok(())
@@ -161,26 +290,21 @@ async fn write_states<S: StoredState>(conn: &mut AnyConnection, table: &str, sta
 async fn write_states_unnest<S: StoredState>(
     conn: &mut AnyConnection,
     table: &str,
-    states: &[&S],
+    states: &[Changed<'_, S>],
 ) -> Result<(), StoreError> {
-    let mut columns = Columns::new();
+    let mut arrays = Columns::new();
     for state in states {
-        for i in 0..state.row_count() {
-            state.push_binds(i, columns.row());
+        for i in 0..state.0.row_count() {
+            bind_row(state, i, arrays.row());
         }
     }
-    if columns.rows() == 0 {
+    if arrays.rows() == 0 {
         return Ok(());
     }
-    let mut q = Sql::new(format!("INSERT INTO {table} ({}) SELECT * FROM ", S::COLUMNS.join(", ")));
-    columns.unnest_into(&mut q);
-    if S::APPEND_ONLY {
-        // Each entry once: a copy (same order and event id) is left as it is.
-        q.push(" ON CONFLICT DO NOTHING");
-    } else {
-        let updates: Vec<String> = S::COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
-        q.push(&format!(" ON CONFLICT (order_id) DO UPDATE SET {}", updates.join(", ")));
-    }
+    let columns = written_columns::<S>();
+    let mut q = Sql::new(format!("INSERT INTO {table} ({}) SELECT * FROM ", columns.join(", ")));
+    arrays.unnest_into(&mut q);
+    q.push(&conflict_clause::<S>(&columns));
     q.execute(&mut *conn).await?;
     Ok(())
 }

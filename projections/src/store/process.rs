@@ -396,7 +396,7 @@ impl Store {
         if batch.records.is_empty() {
             return Ok(BatchOutcome::default());
         }
-        let mut open = match self.open_batch(batch, codec, |k| kind.wants(k)).await? {
+        let mut open = match self.open_batch(batch, codec, |k| kind.wants(k), |_| true).await? {
             Ok(open) => open,
             Err(done) => return Ok(done),
         };

@@ -21,6 +21,10 @@ pub trait StoredState: Sized {
     /// The state is a list of entries that only grows (the history): a batch writes the
     /// entries it added and never reads the order's earlier ones.
     const APPEND_ONLY: bool = false;
+    /// The row keeps the ids of the events applied to it (`event_ids`, see
+    /// [`super::fold::EVENT_IDS`]): a copy of one of them is recognised on the row the
+    /// batch loads anyway, without an insert into `processed_events` per event.
+    const KEEPS_EVENT_IDS: bool = !Self::APPEND_ONLY;
     fn order_id(&self) -> Uuid;
     /// Rows this state writes: 1, or its entries for an append-only state.
     fn row_count(&self) -> usize {

@@ -316,6 +316,9 @@ impl Store {
             for statement in table_statements(self.dialect, projection, generation) {
                 tx.execute(statement.as_str()).await?;
             }
+            for (base, definition) in projection.spec().added_columns {
+                add_column_if_missing(&mut tx, self.dialect, &table_name(base, generation), definition).await?;
+            }
             let mut upgraded = Vec::new();
             for upgrade in projection.spec().upgrades {
                 let old = table_name(upgrade.old_table, generation);
@@ -343,6 +346,29 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Adds a column (`name TYPE`) to `table` unless it has one of that name.
+async fn add_column_if_missing(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    table: &str,
+    definition: &str,
+) -> Result<(), StoreError> {
+    let name = definition.split_whitespace().next().unwrap_or(definition);
+    let sql = match dialect {
+        Dialect::Postgres => {
+            "SELECT COUNT(*) AS n FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2"
+        }
+        Dialect::Sqlite => "SELECT COUNT(*) AS n FROM pragma_table_info($1) WHERE name = $2",
+    };
+    let row = sqlx::query(sql).bind(table).bind(name).fetch_one(&mut *conn).await?;
+    if row.try_get::<i64, _>("n")? == 0 {
+        tracing::warn!(%table, column = name, "adding a column an earlier release's table lacks");
+        conn.execute(format!("ALTER TABLE {table} ADD COLUMN {definition}").as_str()).await?;
+    }
+    Ok(())
 }
 
 async fn table_exists(conn: &mut AnyConnection, dialect: Dialect, table: &str) -> Result<bool, StoreError> {
