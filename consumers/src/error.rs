@@ -17,6 +17,10 @@ pub enum ConsumerError {
     /// The broker refused this member's credentials or ACLs (for the topic or the group).
     #[error("kafka refused access: {0} (check the SASL user and password and this group's ACLs)")]
     Denied(String),
+    /// Applying a batch on the runtime ended without a result (it panicked or the runtime
+    /// is shutting down); its transaction did not commit.
+    #[error("applying a batch ended abnormally")]
+    BatchTask(#[source] tokio::task::JoinError),
     /// The member's thread ended without reporting how.
     #[error("the member thread ended without a result")]
     Vanished,

@@ -1,11 +1,18 @@
 //! One member of a projection's consumer group.
 //!
-//! The member polls a `BaseConsumer` on a dedicated thread and applies batches from that
-//! same thread with `Handle::block_on`. Why not a `StreamConsumer` inside a task: rdkafka
-//! runs the rebalance callback on the polling thread, and that callback must read offsets
-//! from the database before assigning; doing that inside a tokio worker would block it
-//! (and `block_on` there panics). With one thread per member, a batch and a rebalance
-//! never overlap, so revoking a partition can simply drop its buffered records.
+//! The member polls a `BaseConsumer` on a dedicated thread. Why not a `StreamConsumer`
+//! inside a task: rdkafka runs the rebalance callback on the polling thread, and that
+//! callback must read offsets from the database before assigning; doing that inside a
+//! tokio worker would block it (and `block_on` there panics).
+//!
+//! A batch is applied on the runtime while the thread polls the next one, so decoding,
+//! folding and the database's work overlap with reading the log (one batch in flight at
+//! most; the next starts when it finished). Whatever changes what the member owns waits
+//! for it: after a rebalance, the batch in flight finishes before the buffer is cut to the
+//! new assignment, and a partition the batch rewound loses its buffered records. A
+//! rebalance callback may run while a batch is in flight; the database decides who
+//! applies what (the batch holds its offset rows; a new owner waits for them and skips
+//! what was applied).
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,7 +96,10 @@ pub struct MemberConfig {
 pub mod defaults {
     use std::time::Duration;
 
-    pub const BATCH_MAX: usize = 2_000;
+    /// A batch is cut when it is full or `BATCH_WAIT` after its first record: far behind,
+    /// batches are this large (per-batch costs spread over more records: measured 5,000
+    /// ≈ 1.05× 2,000 on a backlog); caught up, they hold what a few milliseconds bring.
+    pub const BATCH_MAX: usize = 5_000;
     pub const BATCH_WAIT: Duration = Duration::from_millis(5);
     pub const ASSIGNMENT_STRATEGY: &str = "cooperative-sticky";
     /// The classic protocol's assignors, for validating the setting.
@@ -356,8 +366,7 @@ struct Buffer {
 }
 
 impl Buffer {
-    fn push(&mut self, record: LogRecord, created_ms: Option<i64>) {
-        let now = Instant::now();
+    fn push(&mut self, record: LogRecord, created_ms: Option<i64>, now: Instant) {
         if self.records.is_empty() {
             self.started = now;
             self.polled_after_start_ms = 0.0;
@@ -385,6 +394,24 @@ fn poll_loop(
     stats: &MemberStats,
 ) -> Result<(), ConsumerError> {
     let codec = config.contract.codec().clone();
+    let env = BatchEnv { consumer, config, store, codec: &codec, stop, stats };
+    let mut reading = Reading::default();
+    // At most one batch is applied at a time; while it is, the member reads the next one.
+    let mut in_flight: Option<InFlight> = None;
+    let result = poll_batches(&env, &mut reading, &mut in_flight);
+    // Stopping or failing: a batch still in flight finishes (commits or not) first.
+    if let Some(flight) = in_flight.take() {
+        finish(&env, flight, &mut reading)?;
+    }
+    result
+}
+
+fn poll_batches(
+    env: &BatchEnv<'_>,
+    reading: &mut Reading,
+    in_flight: &mut Option<InFlight>,
+) -> Result<(), ConsumerError> {
+    let BatchEnv { consumer, config, store, codec, stop, stats } = *env;
     let context = consumer.context();
     let mut buffer = Buffer {
         records: Vec::with_capacity(config.batch_max),
@@ -394,7 +421,6 @@ fn poll_loop(
     };
     let mut lag_at = Instant::now();
     let mut timers_at = Instant::now();
-    let mut reading = Reading::default();
     let mut owned: BTreeSet<i32> = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {
         let wait = if buffer.records.is_empty() {
@@ -406,7 +432,15 @@ fn poll_loop(
         // Rebalance callbacks run inside `poll`; a record it returns belongs to the
         // assignment as it is after them, so handle the change before buffering it.
         let polled = consumer.poll(wait).map(|r| r.map(|m| record_of(&m)));
+        // One clock reading per record: on some virtual machines reading it is a system call.
+        let now = Instant::now();
         if context.assignment_changed.swap(false, Ordering::SeqCst) {
+            // The batch in flight finishes under the assignment it was read with; then
+            // the buffer keeps only what this member still owns.
+            if let Some(flight) = in_flight.take() {
+                finish(env, flight, reading)?;
+                forget_rewound(&mut buffer.records, reading);
+            }
             owned = context.owned();
             buffer.records.retain(|r| owned.contains(&r.partition));
             reading.keep_only(&owned);
@@ -417,8 +451,9 @@ fn poll_loop(
             }
             *stats.owned.lock().unwrap_or_else(|e| e.into_inner()) = owned.clone();
         }
+        let got_record = matches!(polled, Some(Ok(_)));
         match polled {
-            Some(Ok((record, created_ms))) if owned.contains(&record.partition) => buffer.push(record, created_ms),
+            Some(Ok((record, created_ms))) if owned.contains(&record.partition) => buffer.push(record, created_ms, now),
             // A leftover of a partition this member no longer owns.
             Some(Ok(_)) => {}
             // The fetch position of an owned partition fell outside the log (the topic was
@@ -437,54 +472,132 @@ fn poll_loop(
             }
             None => {}
         }
-        if let Some(refusal) = consumer.context().access.refusal() {
-            return Err(ConsumerError::Denied(refusal));
+        // A refusal comes with errors or silence, never between records.
+        if !got_record {
+            if let Some(refusal) = consumer.context().access.refusal() {
+                return Err(ConsumerError::Denied(refusal));
+            }
         }
         let full = buffer.records.len() >= config.batch_max;
-        let due = !buffer.records.is_empty() && buffer.started.elapsed() >= config.batch_wait;
-        if full || due {
+        let due = !buffer.records.is_empty() && now.saturating_duration_since(buffer.started) >= config.batch_wait;
+        // A batch in flight finishes when it is done or the next one is due.
+        if in_flight.as_ref().is_some_and(|f| f.task.is_finished() || full || due) {
+            if let Some(flight) = in_flight.take() {
+                finish(env, flight, reading)?;
+                forget_rewound(&mut buffer.records, reading);
+            }
+        }
+        if (full || due) && in_flight.is_none() {
             let batch_start = Instant::now();
             let waited_ms = buffer.records.len() as f64
                 * batch_start.saturating_duration_since(buffer.started).as_secs_f64()
                 * 1000.0
                 - buffer.polled_after_start_ms;
             let buffer_timing = (waited_ms.max(0.0), buffer.age_at_poll_ms);
-            let buffer = &mut buffer.records;
+            let mut records = std::mem::replace(&mut buffer.records, Vec::with_capacity(config.batch_max));
             // Keep each partition's records in offset order (they arrive that way).
-            buffer.sort_by_key(|r| (r.partition, r.offset));
+            records.sort_by_key(|r| (r.partition, r.offset));
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let mut spans: BTreeMap<i32, (i64, i64, usize)> = BTreeMap::new();
-                for r in buffer.iter() {
+                for r in records.iter() {
                     let e = spans.entry(r.partition).or_insert((r.offset, r.offset, 0));
                     e.1 = r.offset;
                     e.2 += 1;
                 }
                 tracing::debug!(group = %config.group, ?spans, read_from = ?reading.read_from, "batch");
             }
-            let env = BatchEnv { consumer, config, store, codec: &codec, stop, stats };
-            if !resolve_schemas(&env, buffer) {
+            if !resolve_schemas(env, &records) {
                 // Stopping while the registry is away: nothing was applied; the records
                 // are read again by the partitions' next owner.
                 return Ok(());
             }
-            apply_with_retry(&env, buffer, &mut reading)?;
-            let mut timings = stats.timings.lock().unwrap_or_else(|e| e.into_inner());
-            timings.records += buffer.len() as u64;
-            timings.batches += 1;
-            timings.buffer_wait_ms += buffer_timing.0;
-            timings.age_at_poll_ms += buffer_timing.1;
-            timings.apply_ms += buffer.len() as f64 * batch_start.elapsed().as_secs_f64() * 1000.0;
-            buffer.clear();
+            *in_flight = Some(dispatch(env, records, reading, batch_start, buffer_timing));
         }
-        if lag_at.elapsed() >= Duration::from_secs(1) {
-            lag_at = Instant::now();
+        if now.saturating_duration_since(lag_at) >= Duration::from_secs(1) {
+            lag_at = now;
             refresh_lag(consumer, config, stats);
         }
-        if timers_at.elapsed() >= TIMER_EVERY {
-            timers_at = Instant::now();
-            fire_timers(consumer, config, store, &codec, &owned);
+        if now.saturating_duration_since(timers_at) >= TIMER_EVERY {
+            timers_at = now;
+            if matches!(config.work, Work::Decide(ProcessKind::OrderProcess, _)) {
+                // Timers fire between batches, as they always did.
+                if let Some(flight) = in_flight.take() {
+                    finish(env, flight, reading)?;
+                    forget_rewound(&mut buffer.records, reading);
+                }
+            }
+            fire_timers(consumer, config, store, codec, &owned);
         }
     }
+    Ok(())
+}
+
+/// Drops the buffered records of partitions the last batch rewound: the consumer reads
+/// them again from the stored offset.
+fn forget_rewound(buffer: &mut Vec<LogRecord>, reading: &mut Reading) {
+    for p in std::mem::take(&mut reading.rewound) {
+        buffer.retain(|r| r.partition != p);
+    }
+}
+
+/// A batch being applied on the runtime while the member reads the next one.
+struct InFlight {
+    /// The batch's records come back with its result.
+    task: tokio::task::JoinHandle<(Vec<LogRecord>, Result<BatchOutcome, StoreError>)>,
+    started: Instant,
+    /// The records' summed buffer wait and age at poll (see [`Timings`]).
+    buffer_timing: (f64, f64),
+}
+
+/// Starts applying `records` on the runtime: decoding, folding and the database round
+/// trips of this batch overlap with the member polling the next one. Batches still apply
+/// one at a time, in order: the next starts only after this one [`finish`]ed.
+fn dispatch(
+    env: &BatchEnv<'_>,
+    records: Vec<LogRecord>,
+    reading: &Reading,
+    started: Instant,
+    buffer_timing: (f64, f64),
+) -> InFlight {
+    let (work, store, codec) = (env.config.work.clone(), env.store.clone(), env.codec.clone());
+    let (group, topic) = (env.config.group.clone(), env.config.topic.clone());
+    let read_from = reading.read_from.clone();
+    let task = env.consumer.context().runtime.spawn(async move {
+        let batch = Batch { group: &group, topic: &topic, records: &records, read_from: &read_from };
+        let result = work.apply(&store, &batch, &codec).await;
+        (records, result)
+    });
+    InFlight { task, started, buffer_timing }
+}
+
+/// Waits for the batch in flight and does the bookkeeping of a committed batch. A batch
+/// that failed is applied again the careful way ([`apply_with_retry`]: backoff while the
+/// database is away, halving to find a record it refuses): its transaction rolled back,
+/// so nothing of it is in the database.
+fn finish(env: &BatchEnv<'_>, flight: InFlight, reading: &mut Reading) -> Result<(), ConsumerError> {
+    let InFlight { task, started, buffer_timing } = flight;
+    let (records, result) = env.consumer.context().runtime.block_on(task).map_err(ConsumerError::BatchTask)?;
+    match result {
+        Ok(outcome) => {
+            record_applied(env, &records, reading, &outcome, started);
+            if let Some(notify) = &env.config.outbox_written {
+                notify.notify_one();
+            }
+        }
+        Err(e) => {
+            if !e.refuses_content() {
+                m::batch_retry(&env.config.group);
+                tracing::warn!(error = &e as &dyn std::error::Error, group = %env.config.group, "batch failed; retrying");
+            }
+            apply_with_retry(env, &records, reading)?;
+        }
+    }
+    let mut timings = env.stats.timings.lock().unwrap_or_else(|e| e.into_inner());
+    timings.records += records.len() as u64;
+    timings.batches += 1;
+    timings.buffer_wait_ms += buffer_timing.0;
+    timings.age_at_poll_ms += buffer_timing.1;
+    timings.apply_ms += records.len() as f64 * started.elapsed().as_secs_f64() * 1000.0;
     Ok(())
 }
 
@@ -699,6 +812,7 @@ fn record_applied(
     for (p, offset) in &outcome.rewind {
         m::rewind(&config.group);
         reading.positioned(*p, Some(*offset));
+        reading.rewound.insert(*p);
         if let Err(e) = consumer.seek(&config.topic, *p, Offset::Offset(*offset), Duration::from_secs(5)) {
             tracing::error!(error = &e as &dyn std::error::Error, partition = p, "cannot rewind to the stored offset");
         }
@@ -759,6 +873,8 @@ struct Reading {
     /// Per partition: the offset from which the buffered and following records are
     /// contiguous. Absent: from the beginning of the log.
     read_from: BTreeMap<i32, i64>,
+    /// Partitions a batch rewound since the buffer was last cleaned of them.
+    rewound: BTreeSet<i32>,
 }
 
 impl Reading {

@@ -18,7 +18,7 @@ async fn count(store: &Store, sql: &str) -> i64 {
     row.try_get("n").expect("n")
 }
 
-fn record(codec: &Codec, event: &Event, offset: i64) -> LogRecord {
+pub(crate) fn record(codec: &Codec, event: &Event, offset: i64) -> LogRecord {
     LogRecord {
         partition: 0,
         offset,
@@ -30,7 +30,7 @@ fn record(codec: &Codec, event: &Event, offset: i64) -> LogRecord {
 }
 
 /// Applies `events` as the records from `from` on, in one batch of the payment group.
-async fn apply(store: &Store, codec: &Codec, events: &[&Event], from: i64) -> BatchOutcome {
+pub(crate) async fn apply(store: &Store, codec: &Codec, events: &[&Event], from: i64) -> BatchOutcome {
     let records: Vec<LogRecord> =
         events.iter().zip(from..).map(|(event, offset)| record(codec, event, offset)).collect();
     let read_from = BTreeMap::from([(0, from)]);

@@ -22,6 +22,7 @@ mod log_roundtrip;
 mod offset_rows;
 mod offsets_refused;
 mod order_process;
+mod parked_orders;
 mod projections_e2e;
 mod query_api;
 mod rebuild;

@@ -134,22 +134,50 @@ fn printable_key(key: &[u8]) -> String {
     String::from_utf8_lossy(key).replace('\0', "\u{fffd}")
 }
 
+/// Up to this many parked orders of a group are read whole and matched in memory.
+const FEW_PARKED: usize = 1_000;
+
 /// Which of `orders` have a parked record in `group`: their later events must park too.
 pub(super) async fn parked_orders(
     conn: &mut AnyConnection,
     group: &str,
     orders: &[Uuid],
 ) -> Result<HashSet<Uuid>, StoreError> {
-    let mut parked = HashSet::new();
     let postgres = super::fold::is_postgres(conn);
-    // PostgreSQL: one statement of fixed text whatever the number of orders.
+    if postgres {
+        // A group has few parked orders, usually none: reading them all (an index range)
+        // and matching here costs less than probing once per order of the batch, and
+        // PostgreSQL's generic plan for a join with the batch's keys compares every key
+        // with every parked row.
+        let few: Vec<sqlx::any::AnyRow> = sqlx::query(
+            "SELECT DISTINCT order_id FROM dead_letters
+             WHERE group_id = $1 AND status = 'parked' AND order_id IS NOT NULL LIMIT $2",
+        )
+        .bind(group)
+        .bind(FEW_PARKED as i64 + 1)
+        .fetch_all(&mut *conn)
+        .await?;
+        if few.len() <= FEW_PARKED {
+            let wanted: HashSet<&Uuid> = orders.iter().collect();
+            let mut parked = HashSet::new();
+            for row in &few {
+                let id: String = row.try_get("order_id")?;
+                parked.extend(Uuid::parse_str(&id).ok().filter(|id| wanted.contains(id)));
+            }
+            return Ok(parked);
+        }
+    }
+    let mut parked = HashSet::new();
+    // PostgreSQL: one statement of fixed text whatever the number of orders, one index
+    // probe per order.
     let chunk_size = if postgres { orders.len().max(1) } else { CHUNK };
     for chunk in orders.chunks(chunk_size) {
         let mut q = Sql::new("SELECT DISTINCT d.order_id FROM ");
         if postgres {
             q.push("unnest(").bind(super::sql::array_literal(chunk.iter().map(Uuid::to_string)));
-            q.push("::text[]) AS k(order_id) JOIN dead_letters d ON d.order_id = k.order_id");
-            q.push(" WHERE d.status = 'parked' AND d.group_id = ").bind(group.to_string());
+            q.push("::text[]) AS k(order_id) CROSS JOIN LATERAL (SELECT order_id FROM dead_letters d");
+            q.push(" WHERE d.group_id = ").bind(group.to_string());
+            q.push(" AND d.order_id = k.order_id AND d.status = 'parked' LIMIT 1) d");
         } else {
             q.push("dead_letters d WHERE d.status = 'parked' AND d.group_id = ").bind(group.to_string());
             q.push(" AND d.order_id IN ").list(chunk.iter().map(Uuid::to_string));
