@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use infra::KafkaSettings;
-use projections::store::{Batch, BatchOutcome, LogRecord, ProcessKind, ProcessSettings, Store, StoreError};
+use projections::store::{
+    Batch, BatchOutcome, DecodedRecords, LogRecord, ProcessKind, ProcessSettings, Store, StoreError,
+};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use schemas::Codec;
@@ -44,6 +46,15 @@ impl Work {
         match self {
             Work::Project(kind) => kind.name(),
             Work::Decide(kind, _) => kind.name(),
+        }
+    }
+
+    /// A projection's records decoded as it reads them (processes decode inside their
+    /// batch).
+    fn decode(&self, codec: &Codec, records: &[LogRecord]) -> Option<DecodedRecords> {
+        match self {
+            Work::Project(kind) => Some(kind.decode(codec, records)),
+            Work::Decide(..) => None,
         }
     }
 
@@ -425,6 +436,10 @@ fn poll_batches(
     while !stop.load(Ordering::Relaxed) {
         let wait = if buffer.records.is_empty() {
             config.batch_wait.max(Duration::from_millis(100))
+        } else if in_flight.is_some() {
+            // The next batch goes when this one is done; meanwhile it grows, so a database
+            // slower than the log gets larger batches. Look at the batch in flight often.
+            Duration::from_millis(1)
         } else {
             // Until the batch is due: librdkafka hands over a record the moment it has one.
             config.batch_wait.saturating_sub(buffer.started.elapsed())
@@ -480,14 +495,16 @@ fn poll_batches(
         }
         let full = buffer.records.len() >= config.batch_max;
         let due = !buffer.records.is_empty() && now.saturating_duration_since(buffer.started) >= config.batch_wait;
-        // A batch in flight finishes when it is done or the next one is due.
-        if in_flight.as_ref().is_some_and(|f| f.task.is_finished() || full || due) {
+        // A batch in flight that is done is finished first.
+        if in_flight.as_ref().is_some_and(|f| f.task.is_finished()) {
             if let Some(flight) = in_flight.take() {
                 finish(env, flight, reading)?;
                 forget_rewound(&mut buffer.records, reading);
             }
         }
-        if (full || due) && in_flight.is_none() {
+        // The next batch is cut when it is full, or due with nothing in flight (a due batch
+        // grows while one is in flight: a database slower than the log gets larger ones).
+        if full || (due && in_flight.is_none()) {
             let batch_start = Instant::now();
             let waited_ms = buffer.records.len() as f64
                 * batch_start.saturating_duration_since(buffer.started).as_secs_f64()
@@ -497,6 +514,21 @@ fn poll_batches(
             let mut records = std::mem::replace(&mut buffer.records, Vec::with_capacity(config.batch_max));
             // Keep each partition's records in offset order (they arrive that way).
             records.sort_by_key(|r| (r.partition, r.offset));
+            if !resolve_schemas(env, &records) {
+                // Stopping while the registry is away: nothing was applied; the records
+                // are read again by the partitions' next owner.
+                return Ok(());
+            }
+            // Decoded while the batch before it may still be in the database.
+            let mut decoded = config.work.decode(codec, &records);
+            if let Some(flight) = in_flight.take() {
+                finish(env, flight, reading)?;
+                if !reading.rewound.is_empty() {
+                    // Rare: that batch rewound partitions whose later records are in this one.
+                    forget_rewound(&mut records, reading);
+                    decoded = config.work.decode(codec, &records);
+                }
+            }
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let mut spans: BTreeMap<i32, (i64, i64, usize)> = BTreeMap::new();
                 for r in records.iter() {
@@ -506,12 +538,9 @@ fn poll_batches(
                 }
                 tracing::debug!(group = %config.group, ?spans, read_from = ?reading.read_from, "batch");
             }
-            if !resolve_schemas(env, &records) {
-                // Stopping while the registry is away: nothing was applied; the records
-                // are read again by the partitions' next owner.
-                return Ok(());
+            if !records.is_empty() {
+                *in_flight = Some(dispatch(env, records, decoded, reading, batch_start, buffer_timing));
             }
-            *in_flight = Some(dispatch(env, records, reading, batch_start, buffer_timing));
         }
         if now.saturating_duration_since(lag_at) >= Duration::from_secs(1) {
             lag_at = now;
@@ -555,6 +584,7 @@ struct InFlight {
 fn dispatch(
     env: &BatchEnv<'_>,
     records: Vec<LogRecord>,
+    decoded: Option<DecodedRecords>,
     reading: &Reading,
     started: Instant,
     buffer_timing: (f64, f64),
@@ -564,7 +594,10 @@ fn dispatch(
     let read_from = reading.read_from.clone();
     let task = env.consumer.context().runtime.spawn(async move {
         let batch = Batch { group: &group, topic: &topic, records: &records, read_from: &read_from };
-        let result = work.apply(&store, &batch, &codec).await;
+        let result = match (&work, decoded) {
+            (Work::Project(kind), Some(decoded)) => kind.apply_decoded_batch(&store, &batch, &decoded).await,
+            _ => work.apply(&store, &batch, &codec).await,
+        };
         (records, result)
     });
     InFlight { task, started, buffer_timing }

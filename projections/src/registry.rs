@@ -16,7 +16,9 @@ use crate::model::history::History;
 use crate::model::inventory::Inventory;
 use crate::model::payment::Payment;
 use crate::model::Projection;
-use crate::store::{Batch, BatchOutcome, DeadLetterSelection, RetryOutcome, Store, StoreError};
+use crate::store::{
+    Batch, BatchOutcome, DeadLetterSelection, DecodedRecords, LogRecord, RetryOutcome, Store, StoreError,
+};
 
 /// Which projection a group builds: the one switch from a name to typed code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -217,6 +219,22 @@ impl ProjectionKind {
         codec: &Codec,
     ) -> Result<BatchOutcome, StoreError> {
         with_model!(self, P => store.apply_batch::<P>(batch, codec).await)
+    }
+
+    /// [`ProjectionKind::apply_batch`] with the records decoded beforehand for this
+    /// projection ([`ProjectionKind::decode`]).
+    pub async fn apply_decoded_batch(
+        self,
+        store: &Store,
+        batch: &Batch<'_>,
+        decoded: &DecodedRecords,
+    ) -> Result<BatchOutcome, StoreError> {
+        with_model!(self, P => store.apply_decoded_batch::<P>(batch, decoded).await)
+    }
+
+    /// The records decoded as this projection reads them.
+    pub fn decode(self, codec: &Codec, records: &[LogRecord]) -> DecodedRecords {
+        with_model!(self, P => DecodedRecords::of(codec, records, P::wants))
     }
 
     /// Applies parked records again through this projection's model (see

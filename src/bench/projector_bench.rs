@@ -161,9 +161,12 @@ pub async fn p1_p2(
 ) -> anyhow::Result<ProjectorFigures> {
     let with_p2 = postgres.is_some();
     let topic = ctx.fresh_topic("bench-projector").await?;
-    let events = lifecycle_events(ctx.events);
+    // Five times the producer's events: a backlog of some twenty of the projector's
+    // batches, so that timing from its first commit measures more than a few of them.
+    let events = lifecycle_events(ctx.events * 5);
     let records = append_backlog(ctx, &topic, &events).await?;
-    let batch = 2_000;
+    // The ceiling and the store fed from memory take the projector's own batches.
+    let batch = consumers::member::defaults::BATCH_MAX;
     let empty = || Samples { runs: vec![] };
     let (mut raw, mut db, mut proj, mut bulk) = (empty(), empty(), empty(), empty());
     for _ in 0..ctx.repeats {

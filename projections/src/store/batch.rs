@@ -73,6 +73,8 @@ pub struct BatchOutcome {
 /// The records of a batch that are not applied yet, and where each partition goes next.
 pub(super) struct Fresh<'a> {
     pub records: Vec<&'a LogRecord>,
+    /// Where each of `records` is in the batch.
+    pub indices: Vec<usize>,
     pub next: BTreeMap<i32, i64>,
     /// The timestamp of each partition's last fresh record.
     pub last_timestamps: BTreeMap<i32, Option<i64>>,
@@ -89,12 +91,13 @@ fn fresh_records<'a>(
 ) -> Fresh<'a> {
     let mut fresh = Fresh {
         records: Vec::with_capacity(records.len()),
+        indices: Vec::with_capacity(records.len()),
         next: BTreeMap::new(),
         last_timestamps: BTreeMap::new(),
         rewind: BTreeMap::new(),
         already_applied: 0,
     };
-    for r in records {
+    for (index, r) in records.iter().enumerate() {
         if fresh.rewind.contains_key(&r.partition) {
             continue;
         }
@@ -122,27 +125,46 @@ fn fresh_records<'a>(
         fresh.next.insert(r.partition, r.offset + 1);
         fresh.last_timestamps.insert(r.partition, r.timestamp_ms);
         fresh.records.push(r);
+        fresh.indices.push(index);
     }
     fresh
 }
 
 impl Store {
     /// Applies a batch through projection `P` in one transaction, with its offsets.
-    #[tracing::instrument(skip_all, fields(group = batch.group, records = batch.records.len()))]
     pub async fn apply_batch<P: StoredProjection>(
         &self,
         batch: &Batch<'_>,
         codec: &Codec,
     ) -> Result<BatchOutcome, StoreError> {
+        let decoded = DecodedRecords::of(codec, batch.records, P::wants);
+        self.apply_decoded_batch::<P>(batch, &decoded).await
+    }
+
+    /// [`Store::apply_batch`] with the records decoded beforehand ([`DecodedRecords::of`],
+    /// pure, so a member can decode the next batch while this one is written).
+    #[tracing::instrument(skip_all, fields(group = batch.group, records = batch.records.len()))]
+    pub async fn apply_decoded_batch<P: StoredProjection>(
+        &self,
+        batch: &Batch<'_>,
+        decoded: &DecodedRecords,
+    ) -> Result<BatchOutcome, StoreError> {
         if batch.records.is_empty() {
             return Ok(BatchOutcome::default());
+        }
+        if decoded.0.len() != batch.records.len() {
+            return Err(StoreError::Invalid(format!(
+                "{} records decoded for a batch of {}",
+                decoded.0.len(),
+                batch.records.len()
+            )));
         }
         let generation = self.generation_of(batch.group).await?;
         // 1.–3. Ids that no order row keeps are looked up in `processed_events` now; those
         // of events with an order are known once its row is loaded.
         let rows_keep_ids = <P::State as super::rows::StoredState>::KEEPS_EVENT_IDS;
         let claim_now = |e: &Event| !rows_keep_ids || e.order_id().is_none();
-        let mut open = match self.open_batch(batch, codec, P::wants, claim_now).await? {
+        let mut open = match self.open_batch(batch, decoded, claim_now).await? {
             Ok(open) => open,
             Err(done) => return Ok(done),
         };
@@ -213,8 +235,7 @@ impl Store {
     pub(super) async fn open_batch<'r>(
         &self,
         batch: &Batch<'r>,
-        codec: &Codec,
-        wants: impl Fn(schemas::EventKind) -> bool,
+        decoded: &DecodedRecords,
         claim_now: impl Fn(&Event) -> bool,
     ) -> Result<Result<Opened<'r>, BatchOutcome>, StoreError> {
         let mut outcome = BatchOutcome::default();
@@ -226,7 +247,7 @@ impl Store {
         if fresh.records.is_empty() {
             return nothing_fresh(tx, stored, outcome).await.map(Err);
         }
-        let (mut events, dead) = decode_fresh(codec, &fresh.records, wants, &mut outcome);
+        let (mut events, dead) = decode_fresh(decoded, &fresh, &mut outcome);
         drop_duplicates(conn, batch.group, &mut events, &mut outcome, claim_now).await?;
         let order_ids: BTreeSet<Uuid> =
             events.iter().filter_map(|(_, e)| e.order_id()).chain(dead.iter().filter_map(|d| d.order_id)).collect();
@@ -349,21 +370,34 @@ impl Store {
     }
 }
 
-/// Step 2: the records of the kinds `wants` accepts, decoded; undecodable ones become dead
-/// letters.
-pub(super) fn decode_fresh<'r>(
-    codec: &Codec,
-    records: &[&'r LogRecord],
-    wants: impl Fn(schemas::EventKind) -> bool,
+/// Every record of a batch decoded for one reader (the kinds it reads), in the batch's
+/// order. Decoding is pure: a member does it for the next batch while the previous one is
+/// being written.
+#[derive(Default)]
+pub struct DecodedRecords(Vec<Decoded>);
+
+impl DecodedRecords {
+    pub fn of(codec: &Codec, records: &[LogRecord], wants: impl Fn(schemas::EventKind) -> bool) -> Self {
+        DecodedRecords(
+            records.iter().map(|r| decode_with(codec, r.key.as_deref(), r.payload.as_deref(), &wants)).collect(),
+        )
+    }
+}
+
+/// Step 2: the fresh records' events of the kinds the reader reads; undecodable ones
+/// become dead letters.
+fn decode_fresh<'r>(
+    decoded: &DecodedRecords,
+    fresh: &Fresh<'r>,
     outcome: &mut BatchOutcome,
 ) -> (Vec<(&'r LogRecord, Event)>, Vec<NewDeadLetter<'r>>) {
     let mut dead = Vec::new();
-    let mut events = Vec::with_capacity(records.len());
-    for r in records {
-        match decode_with(codec, r.key.as_deref(), r.payload.as_deref(), &wants) {
+    let mut events = Vec::with_capacity(fresh.records.len());
+    for (r, index) in fresh.records.iter().zip(&fresh.indices) {
+        match &decoded.0[*index] {
             Decoded::Ignored => outcome.ignored += 1,
-            Decoded::Event(event) => events.push((*r, event)),
-            Decoded::Undecodable(reason) => dead.push(NewDeadLetter::keyed(r, reason)),
+            Decoded::Event(event) => events.push((*r, event.clone())),
+            Decoded::Undecodable(reason) => dead.push(NewDeadLetter::keyed(r, reason.clone())),
         }
     }
     (events, dead)

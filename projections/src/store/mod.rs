@@ -34,7 +34,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
 pub use audit::OperatorAction;
-pub use batch::{Batch, BatchOutcome, LogRecord};
+pub use batch::{Batch, BatchOutcome, DecodedRecords, LogRecord};
 pub use dead_letters::{DeadLetterRow, DeadLetterSelection, DeadLetterStatus, RetryOutcome};
 pub use error::StoreError;
 pub use fold::StoredProjection;

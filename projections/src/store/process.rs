@@ -396,7 +396,10 @@ impl Store {
         if batch.records.is_empty() {
             return Ok(BatchOutcome::default());
         }
-        let mut open = match self.open_batch(batch, codec, |k| kind.wants(k), |_| true).await? {
+        let mut open = match self
+            .open_batch(batch, &super::batch::DecodedRecords::of(codec, batch.records, |k| kind.wants(k)), |_| true)
+            .await?
+        {
             Ok(open) => open,
             Err(done) => return Ok(done),
         };
