@@ -595,7 +595,7 @@ fn dispatch(
     let task = env.consumer.context().runtime.spawn(async move {
         let batch = Batch { group: &group, topic: &topic, records: &records, read_from: &read_from };
         let result = match (&work, decoded) {
-            (Work::Project(kind), Some(decoded)) => kind.apply_decoded_batch(&store, &batch, &decoded).await,
+            (Work::Project(kind), Some(decoded)) => kind.apply_decoded_batch(&store, &batch, decoded).await,
             _ => work.apply(&store, &batch, &codec).await,
         };
         (records, result)

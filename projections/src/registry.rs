@@ -227,7 +227,7 @@ impl ProjectionKind {
         self,
         store: &Store,
         batch: &Batch<'_>,
-        decoded: &DecodedRecords,
+        decoded: DecodedRecords,
     ) -> Result<BatchOutcome, StoreError> {
         with_model!(self, P => store.apply_decoded_batch::<P>(batch, decoded).await)
     }

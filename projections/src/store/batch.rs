@@ -138,7 +138,7 @@ impl Store {
         codec: &Codec,
     ) -> Result<BatchOutcome, StoreError> {
         let decoded = DecodedRecords::of(codec, batch.records, P::wants);
-        self.apply_decoded_batch::<P>(batch, &decoded).await
+        self.apply_decoded_batch::<P>(batch, decoded).await
     }
 
     /// [`Store::apply_batch`] with the records decoded beforehand ([`DecodedRecords::of`],
@@ -147,7 +147,7 @@ impl Store {
     pub async fn apply_decoded_batch<P: StoredProjection>(
         &self,
         batch: &Batch<'_>,
-        decoded: &DecodedRecords,
+        decoded: DecodedRecords,
     ) -> Result<BatchOutcome, StoreError> {
         if batch.records.is_empty() {
             return Ok(BatchOutcome::default());
@@ -175,9 +175,14 @@ impl Store {
         let order_ids: Vec<Uuid> = open.order_ids.iter().copied().collect();
         let mut fold = Fold::<P>::load(conn, generation, &order_ids).await?;
         if rows_keep_ids {
-            drop_duplicates(conn, batch.group, &mut open.events, &mut open.outcome, |e| {
-                e.order_id().is_some() && fold.needs_claim(e)
-            })
+            drop_duplicates(
+                conn,
+                batch.group,
+                &mut open.events,
+                &mut open.outcome,
+                |e| e.order_id().is_some() && fold.needs_claim(e),
+                false,
+            )
             .await?;
         }
         let Opened { events, dead, parked, outcome, .. } = &mut open;
@@ -235,7 +240,7 @@ impl Store {
     pub(super) async fn open_batch<'r>(
         &self,
         batch: &Batch<'r>,
-        decoded: &DecodedRecords,
+        decoded: DecodedRecords,
         claim_now: impl Fn(&Event) -> bool,
     ) -> Result<Result<Opened<'r>, BatchOutcome>, StoreError> {
         let mut outcome = BatchOutcome::default();
@@ -248,7 +253,7 @@ impl Store {
             return nothing_fresh(tx, stored, outcome).await.map(Err);
         }
         let (mut events, dead) = decode_fresh(decoded, &fresh, &mut outcome);
-        drop_duplicates(conn, batch.group, &mut events, &mut outcome, claim_now).await?;
+        drop_duplicates(conn, batch.group, &mut events, &mut outcome, claim_now, true).await?;
         let order_ids: BTreeSet<Uuid> =
             events.iter().filter_map(|(_, e)| e.order_id()).chain(dead.iter().filter_map(|d| d.order_id)).collect();
         let ids: Vec<Uuid> = order_ids.iter().copied().collect();
@@ -387,23 +392,25 @@ impl DecodedRecords {
 /// Step 2: the fresh records' events of the kinds the reader reads; undecodable ones
 /// become dead letters.
 fn decode_fresh<'r>(
-    decoded: &DecodedRecords,
+    mut decoded: DecodedRecords,
     fresh: &Fresh<'r>,
     outcome: &mut BatchOutcome,
 ) -> (Vec<(&'r LogRecord, Event)>, Vec<NewDeadLetter<'r>>) {
     let mut dead = Vec::new();
     let mut events = Vec::with_capacity(fresh.records.len());
     for (r, index) in fresh.records.iter().zip(&fresh.indices) {
-        match &decoded.0[*index] {
+        // Each record once: its decoding is moved out, not copied.
+        match std::mem::replace(&mut decoded.0[*index], Decoded::Ignored) {
             Decoded::Ignored => outcome.ignored += 1,
-            Decoded::Event(event) => events.push((*r, event.clone())),
-            Decoded::Undecodable(reason) => dead.push(NewDeadLetter::keyed(r, reason.clone())),
+            Decoded::Event(event) => events.push((*r, event)),
+            Decoded::Undecodable(reason) => dead.push(NewDeadLetter::keyed(r, reason)),
         }
     }
     (events, dead)
 }
 
-/// Step 3: keeps each event id once, and of the events `claim` picks only those whose id
+/// Step 3: keeps each event id once (`within_batch`: the first time this batch is
+/// looked at), and of the events `claim` picks only those whose id
 /// this group has not applied before (`processed_events`; a retried publish that landed
 /// twice is applied once). The others' ids are kept on their order rows (see `Fold`).
 pub(super) async fn drop_duplicates(
@@ -412,14 +419,18 @@ pub(super) async fn drop_duplicates(
     events: &mut Vec<(&LogRecord, Event)>,
     outcome: &mut BatchOutcome,
     claim: impl Fn(&Event) -> bool,
+    within_batch: bool,
 ) -> Result<(), StoreError> {
     let ids: Vec<String> =
         events.iter().filter(|(_, e)| claim(e)).map(|(_, e)| e.envelope().event_id.to_string()).collect();
+    if ids.is_empty() && !within_batch {
+        return Ok(());
+    }
     let new_ids = if ids.is_empty() { HashSet::new() } else { claim_event_ids(conn, group, &ids).await? };
     let mut seen: HashSet<Uuid> = HashSet::with_capacity(events.len());
     events.retain(|(_, e)| {
         let id = e.envelope().event_id;
-        let keep = (!claim(e) || new_ids.contains(&id.to_string())) && seen.insert(id);
+        let keep = (!claim(e) || new_ids.contains(&id.to_string())) && (!within_batch || seen.insert(id));
         if !keep {
             outcome.duplicates += 1;
         }

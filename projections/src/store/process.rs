@@ -397,7 +397,7 @@ impl Store {
             return Ok(BatchOutcome::default());
         }
         let mut open = match self
-            .open_batch(batch, &super::batch::DecodedRecords::of(codec, batch.records, |k| kind.wants(k)), |_| true)
+            .open_batch(batch, super::batch::DecodedRecords::of(codec, batch.records, |k| kind.wants(k)), |_| true)
             .await?
         {
             Ok(open) => open,
