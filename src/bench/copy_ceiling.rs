@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use projections::model::payment::{Payment, PaymentOrder};
 use projections::model::Projection;
-use projections::store::LogRecord;
+use projections::store::{Binder, Columns, LogRecord};
 use schemas::{Codec, Event};
 use sqlx::Connection;
 use uuid::Uuid;
@@ -61,48 +61,6 @@ fn event_id(event: &Event) -> String {
     event.envelope().event_id.to_string()
 }
 
-/// PostgreSQL's binary `COPY` format: a header, tuples, a trailer.
-struct CopyBinary {
-    buf: Vec<u8>,
-}
-
-impl CopyBinary {
-    fn new() -> Self {
-        let mut buf = Vec::with_capacity(1 << 16);
-        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-        buf.extend_from_slice(&0i32.to_be_bytes()); // flags
-        buf.extend_from_slice(&0i32.to_be_bytes()); // header extension length
-        CopyBinary { buf }
-    }
-
-    fn tuple(&mut self, fields: i16) -> &mut Self {
-        self.buf.extend_from_slice(&fields.to_be_bytes());
-        self
-    }
-
-    fn text(&mut self, value: &str) -> &mut Self {
-        self.buf.extend_from_slice(&(value.len() as i32).to_be_bytes());
-        self.buf.extend_from_slice(value.as_bytes());
-        self
-    }
-
-    fn int8(&mut self, value: Option<i64>) -> &mut Self {
-        match value {
-            Some(v) => {
-                self.buf.extend_from_slice(&8i32.to_be_bytes());
-                self.buf.extend_from_slice(&v.to_be_bytes());
-            }
-            None => self.buf.extend_from_slice(&(-1i32).to_be_bytes()),
-        }
-        self
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
-        self.buf
-    }
-}
-
 async fn copy_in(conn: &mut sqlx::PgConnection, statement: &str, data: Vec<u8>) -> anyhow::Result<()> {
     let mut copy = conn.copy_in_raw(statement).await?;
     copy.send(data).await?;
@@ -133,37 +91,37 @@ pub(super) async fn copy_ceiling(database_url: &str, records: &[LogRecord], batc
     for b in &batches {
         let mut tx = conn.begin().await?;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut ids = CopyBinary::new();
+        let mut ids = Columns::new();
         for id in &b.event_ids {
-            ids.tuple(3).text(group).text(id).int8(Some(now_ms));
+            ids.row().cell(group.to_string()).cell(id.clone()).cell(now_ms);
         }
         copy_in(
             &mut tx,
             "COPY processed_events (group_id, event_id, applied_at_ms) FROM STDIN (FORMAT binary)",
-            ids.finish(),
+            ids.copy_binary(),
         )
         .await?;
         sqlx::query("CREATE TEMPORARY TABLE IF NOT EXISTS payment_staging (LIKE payment_orders) ON COMMIT DELETE ROWS")
             .execute(&mut *tx)
             .await?;
-        let mut rows = CopyBinary::new();
+        let mut rows = Columns::new();
         for r in &b.rows {
-            rows.tuple(9)
-                .text(&r.order_id.to_string())
-                .text(&r.currency)
-                .int8(Some(r.order_total_minor))
-                .int8(Some(r.authorized_minor))
-                .int8(Some(r.captured_minor))
-                .int8(Some(r.refunded_minor))
-                .text(r.status.as_str())
-                .int8(Some(r.placed_at.timestamp_micros()))
-                .int8(r.captured_at.map(|t| t.timestamp_micros()));
+            rows.row()
+                .cell(r.order_id.to_string())
+                .cell(r.currency.clone())
+                .cell(r.order_total_minor)
+                .cell(r.authorized_minor)
+                .cell(r.captured_minor)
+                .cell(r.refunded_minor)
+                .cell(r.status.as_str().to_string())
+                .cell(r.placed_at.timestamp_micros())
+                .cell(r.captured_at.map(|t| t.timestamp_micros()));
         }
         copy_in(
             &mut tx,
             "COPY payment_staging (order_id, currency, order_total_minor, authorized_minor, captured_minor, \
              refunded_minor, status, placed_at_us, captured_at_us) FROM STDIN (FORMAT binary)",
-            rows.finish(),
+            rows.copy_binary(),
         )
         .await?;
         sqlx::query(

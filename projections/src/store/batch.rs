@@ -13,13 +13,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use schemas::{Codec, Event};
-use sqlx::AnyConnection;
+use sqlx::{Any, Database, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::dead_letters::{self, NewDeadLetter};
 use super::fault::{hit, FaultPoint};
 use super::fold::{claim_event_ids, decode_with, Decoded, Fold, Folded, StoredProjection};
 use super::offsets::{self, Lock};
+use super::sql::Exec;
 use super::{Store, StoreError};
 use crate::model::LogPosition;
 
@@ -142,7 +143,8 @@ impl Store {
     }
 
     /// [`Store::apply_batch`] with the records decoded beforehand ([`DecodedRecords::of`],
-    /// pure, so a member can decode the next batch while this one is written).
+    /// pure, so a member can decode the next batch while this one is written). On
+    /// PostgreSQL the batch runs on a native connection, whose rows go by binary `COPY`.
     #[tracing::instrument(skip_all, fields(group = batch.group, records = batch.records.len()))]
     pub async fn apply_decoded_batch<P: StoredProjection>(
         &self,
@@ -160,15 +162,37 @@ impl Store {
             )));
         }
         let generation = self.generation_of(batch.group).await?;
+        match &self.bulk {
+            Some(pool) => {
+                hit(FaultPoint::BeforeTransaction);
+                let tx = pool.begin().await?;
+                self.apply_in::<P, Postgres>(tx, generation, batch, decoded).await
+            }
+            None => {
+                hit(FaultPoint::BeforeTransaction);
+                let tx = self.begin_write().await?;
+                self.apply_in::<P, Any>(tx, generation, batch, decoded).await
+            }
+        }
+    }
+
+    /// Steps 1–7 of a projection's batch in `tx`.
+    async fn apply_in<P: StoredProjection, DB: Database<Connection: Exec>>(
+        &self,
+        tx: Transaction<'static, DB>,
+        generation: i64,
+        batch: &Batch<'_>,
+        decoded: DecodedRecords,
+    ) -> Result<BatchOutcome, StoreError> {
         // 1.–3. Ids that no order row keeps are looked up in `processed_events` now; those
         // of events with an order are known once its row is loaded.
         let rows_keep_ids = <P::State as super::rows::StoredState>::KEEPS_EVENT_IDS;
         let claim_now = |e: &Event| !rows_keep_ids || e.order_id().is_none();
-        let mut open = match self.open_batch(batch, decoded, claim_now).await? {
+        let mut open = match self.open_batch_in(tx, batch, decoded, claim_now).await? {
             Ok(open) => open,
             Err(done) => return Ok(done),
         };
-        let conn: &mut AnyConnection = &mut open.tx;
+        let conn: &mut DB::Connection = &mut open.tx;
 
         // 4. Load state; the events of rows from before rows kept ids are looked up in
         // `processed_events` as before.
@@ -208,7 +232,7 @@ impl Store {
         }
 
         // 6. Write.
-        let conn: &mut AnyConnection = &mut open.tx;
+        let conn: &mut DB::Connection = &mut open.tx;
         if refusing {
             refuse(conn).await?;
         }
@@ -222,8 +246,8 @@ impl Store {
 /// What steps 1–3 leave a batch to fold: the transaction holding its offset rows, the
 /// fresh records decoded (event ids seen before dropped), the records already set aside,
 /// the orders they touch and which of those are parked, and the counts so far.
-pub(super) struct Opened<'r> {
-    pub tx: sqlx::Transaction<'static, sqlx::Any>,
+pub(super) struct Opened<'r, DB: Database = Any> {
+    pub tx: Transaction<'static, DB>,
     pub stored: HashMap<i32, i64>,
     pub fresh: Fresh<'r>,
     pub events: Vec<(&'r LogRecord, Event)>,
@@ -243,10 +267,21 @@ impl Store {
         decoded: DecodedRecords,
         claim_now: impl Fn(&Event) -> bool,
     ) -> Result<Result<Opened<'r>, BatchOutcome>, StoreError> {
-        let mut outcome = BatchOutcome::default();
         hit(FaultPoint::BeforeTransaction);
-        let mut tx = self.begin_write().await?;
-        let conn: &mut AnyConnection = &mut tx;
+        let tx = self.begin_write().await?;
+        self.open_batch_in(tx, batch, decoded, claim_now).await
+    }
+
+    /// [`Store::open_batch`] in a transaction begun already.
+    pub(super) async fn open_batch_in<'r, DB: Database<Connection: Exec>>(
+        &self,
+        mut tx: Transaction<'static, DB>,
+        batch: &Batch<'r>,
+        decoded: DecodedRecords,
+        claim_now: impl Fn(&Event) -> bool,
+    ) -> Result<Result<Opened<'r, DB>, BatchOutcome>, StoreError> {
+        let mut outcome = BatchOutcome::default();
+        let conn: &mut DB::Connection = &mut tx;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms, &mut outcome).await?;
         if fresh.records.is_empty() {
@@ -280,8 +315,8 @@ pub(super) fn held_back<'r>(
 /// The end of every batch, projection or process, once its effects are written: the
 /// offsets advance in the same transaction, which commits; the outcome says where each
 /// partition goes next. The fault points around it are the crash tests' places.
-pub(super) async fn commit_batch(
-    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+pub(super) async fn commit_batch<DB: Database<Connection: Exec>>(
+    mut tx: Transaction<'static, DB>,
     batch: &Batch<'_>,
     stored: HashMap<i32, i64>,
     fresh: Fresh<'_>,
@@ -289,7 +324,7 @@ pub(super) async fn commit_batch(
     mut outcome: BatchOutcome,
 ) -> Result<BatchOutcome, StoreError> {
     hit(FaultPoint::AfterProjectionWrite);
-    offsets::advance(&mut tx, batch.group, batch.topic, &fresh.next, &fresh.last_timestamps, now_ms).await?;
+    offsets::advance(&mut *tx, batch.group, batch.topic, &fresh.next, &fresh.last_timestamps, now_ms).await?;
     hit(FaultPoint::AfterOffsetUpdate);
     tx.commit().await?;
     hit(FaultPoint::AfterCommit);
@@ -300,8 +335,8 @@ pub(super) async fn commit_batch(
 }
 
 /// A batch whose records were all applied before (a fenced zombie): nothing changes.
-pub(super) async fn nothing_fresh(
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+pub(super) async fn nothing_fresh<DB: Database>(
+    tx: Transaction<'static, DB>,
     stored: HashMap<i32, i64>,
     mut outcome: BatchOutcome,
 ) -> Result<BatchOutcome, StoreError> {
@@ -314,9 +349,9 @@ impl Store {
     /// Step 1 of a batch: creates missing offset rows at the batch's first offset (no row =
     /// the start of the log), locks them so a concurrent member waits for us or we for it,
     /// and keeps the records not applied yet (counting in `outcome` what it left out).
-    pub(super) async fn lock_offsets_and_filter<'a>(
+    pub(super) async fn lock_offsets_and_filter<'a, C: Exec>(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut C,
         batch: &Batch<'a>,
         now_ms: i64,
         outcome: &mut BatchOutcome,
@@ -352,8 +387,8 @@ impl Store {
         let mut outcome = BatchOutcome::default();
         let mut tx = self.begin_write().await?;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let (stored, fresh) = self.lock_offsets_and_filter(&mut tx, batch, now_ms, &mut outcome).await?;
-        let conn: &mut AnyConnection = &mut tx;
+        let (stored, fresh) = self.lock_offsets_and_filter(&mut *tx, batch, now_ms, &mut outcome).await?;
+        let conn: &mut sqlx::AnyConnection = &mut tx;
         let dead: Vec<NewDeadLetter> = fresh
             .records
             .iter()
@@ -413,8 +448,8 @@ fn decode_fresh<'r>(
 /// looked at), and of the events `claim` picks only those whose id
 /// this group has not applied before (`processed_events`; a retried publish that landed
 /// twice is applied once). The others' ids are kept on their order rows (see `Fold`).
-pub(super) async fn drop_duplicates(
-    conn: &mut AnyConnection,
+pub(super) async fn drop_duplicates<C: Exec>(
+    conn: &mut C,
     group: &str,
     events: &mut Vec<(&LogRecord, Event)>,
     outcome: &mut BatchOutcome,
@@ -441,9 +476,9 @@ pub(super) async fn drop_duplicates(
 
 /// The `ORDERFLOW_FAULT_REFUSE_OFFSET` fault: a statement the database refuses as it
 /// refuses an unstorable value (NOT NULL violation: SQLSTATE 23502, SQLite 1299).
-async fn refuse(conn: &mut AnyConnection) -> Result<(), StoreError> {
-    use sqlx::Executor;
-    conn.execute("CREATE TEMPORARY TABLE IF NOT EXISTS fault_refusal (value BIGINT NOT NULL)").await?;
-    conn.execute("INSERT INTO fault_refusal (value) VALUES (NULL)").await?;
+async fn refuse<C: Exec>(conn: &mut C) -> Result<(), StoreError> {
+    use super::sql::Sql;
+    Sql::new("CREATE TEMPORARY TABLE IF NOT EXISTS fault_refusal (value BIGINT NOT NULL)").execute(conn).await?;
+    Sql::new("INSERT INTO fault_refusal (value) VALUES (NULL)").execute(conn).await?;
     Ok(())
 }

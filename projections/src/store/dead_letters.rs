@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::fold::{decode, Decoded, Fold, Folded, StoredProjection, CHUNK};
 use super::offsets::{self, Lock};
-use super::sql::Sql;
+use super::sql::{Exec, Sql};
 use super::{LogRecord, Store, StoreError};
 use crate::model::LogPosition;
 use crate::registry::ProjectionKind;
@@ -73,8 +73,8 @@ impl<'a> NewDeadLetter<'a> {
     }
 }
 
-pub(super) async fn insert(
-    conn: &mut AnyConnection,
+pub(super) async fn insert<C: Exec>(
+    conn: &mut C,
     group: &str,
     topic: &str,
     dead: &[NewDeadLetter<'_>],
@@ -85,8 +85,8 @@ pub(super) async fn insert(
 
 /// Records events a process refused by its rules: kept for operators to see, already
 /// resolved (`skipped`), so they hold nothing back.
-pub(super) async fn insert_refused(
-    conn: &mut AnyConnection,
+pub(super) async fn insert_refused<C: Exec>(
+    conn: &mut C,
     group: &str,
     topic: &str,
     refused: &[NewDeadLetter<'_>],
@@ -95,8 +95,8 @@ pub(super) async fn insert_refused(
     insert_as(conn, group, topic, refused, DeadLetterStatus::Skipped, now_ms).await
 }
 
-async fn insert_as(
-    conn: &mut AnyConnection,
+async fn insert_as<C: Exec>(
+    conn: &mut C,
     group: &str,
     topic: &str,
     dead: &[NewDeadLetter<'_>],
@@ -138,25 +138,21 @@ fn printable_key(key: &[u8]) -> String {
 const FEW_PARKED: usize = 1_000;
 
 /// Which of `orders` have a parked record in `group`: their later events must park too.
-pub(super) async fn parked_orders(
-    conn: &mut AnyConnection,
+pub(super) async fn parked_orders<C: Exec>(
+    conn: &mut C,
     group: &str,
     orders: &[Uuid],
 ) -> Result<HashSet<Uuid>, StoreError> {
-    let postgres = super::fold::is_postgres(conn);
+    let postgres = conn.is_postgres();
     if postgres {
         // A group has few parked orders, usually none: reading them all (an index range)
         // and matching here costs less than probing once per order of the batch, and
         // PostgreSQL's generic plan for a join with the batch's keys compares every key
         // with every parked row.
-        let few: Vec<sqlx::any::AnyRow> = sqlx::query(
-            "SELECT DISTINCT order_id FROM dead_letters
-             WHERE group_id = $1 AND status = 'parked' AND order_id IS NOT NULL LIMIT $2",
-        )
-        .bind(group)
-        .bind(FEW_PARKED as i64 + 1)
-        .fetch_all(&mut *conn)
-        .await?;
+        let mut q = Sql::new("SELECT DISTINCT order_id FROM dead_letters WHERE group_id = ");
+        q.bind(group.to_string()).push(" AND status = 'parked' AND order_id IS NOT NULL LIMIT ");
+        q.bind(FEW_PARKED as i64 + 1);
+        let few = q.rows(conn).await?;
         if few.len() <= FEW_PARKED {
             let wanted: HashSet<&Uuid> = orders.iter().collect();
             let mut parked = HashSet::new();
@@ -174,7 +170,7 @@ pub(super) async fn parked_orders(
     for chunk in orders.chunks(chunk_size) {
         let mut q = Sql::new("SELECT DISTINCT d.order_id FROM ");
         if postgres {
-            q.push("unnest(").bind(super::sql::array_literal(chunk.iter().map(Uuid::to_string)));
+            q.push("unnest(").bind(super::sql::text_array(chunk.iter().map(Uuid::to_string)));
             q.push("::text[]) AS k(order_id) CROSS JOIN LATERAL (SELECT order_id FROM dead_letters d");
             q.push(" WHERE d.group_id = ").bind(group.to_string());
             q.push(" AND d.order_id = k.order_id AND d.status = 'parked' LIMIT 1) d");
@@ -182,7 +178,7 @@ pub(super) async fn parked_orders(
             q.push("dead_letters d WHERE d.status = 'parked' AND d.group_id = ").bind(group.to_string());
             q.push(" AND d.order_id IN ").list(chunk.iter().map(Uuid::to_string));
         }
-        for row in q.fetch_all(&mut *conn).await? {
+        for row in q.rows(&mut *conn).await? {
             let id: String = row.try_get("order_id")?;
             parked.extend(Uuid::parse_str(&id).ok());
         }

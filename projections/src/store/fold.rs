@@ -7,12 +7,11 @@ use std::fmt::Write as _;
 
 use schemas::{Codec, Event};
 use sqlx::any::AnyRow;
-use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use super::rows::StoredState;
 use super::schema::table_name;
-use super::sql::{array_literal, Binder, Columns, Sql};
+use super::sql::{text_array, Binder, Columns, Exec, Sql};
 use super::StoreError;
 use crate::model::{LogPosition, Projection, Rejection, SkuLevel};
 
@@ -126,7 +125,7 @@ pub(super) struct Fold<P: StoredProjection> {
 
 impl<P: StoredProjection> Fold<P> {
     /// Loads the stored rows of `orders` from the tables of `generation`.
-    pub async fn load(conn: &mut AnyConnection, generation: i64, orders: &[Uuid]) -> Result<Self, StoreError> {
+    pub async fn load<C: Exec>(conn: &mut C, generation: i64, orders: &[Uuid]) -> Result<Self, StoreError> {
         let table = table_name(<P::State as StoredState>::TABLE, generation);
         use sqlx::Row;
         let mut states = HashMap::with_capacity(orders.len());
@@ -143,18 +142,17 @@ impl<P: StoredProjection> Fold<P> {
         // PostgreSQL: one statement of fixed text whatever the number of orders, the keys
         // as an array joined to the table (`= ANY($1)` would compare every key with every
         // row once the plan is generic).
-        let chunk_size = if is_postgres(conn) { orders.len().max(1) } else { CHUNK };
+        let postgres = conn.is_postgres();
+        let chunk_size = if postgres { orders.len().max(1) } else { CHUNK };
         for chunk in orders.chunks(chunk_size) {
             let mut q = Sql::new(format!("SELECT {columns} FROM "));
-            if is_postgres(conn) {
-                q.push("unnest(")
-                    .bind(array_literal(chunk.iter().map(Uuid::to_string)))
-                    .push("::text[]) AS k(order_id)");
+            if postgres {
+                q.push("unnest(").bind(text_array(chunk.iter().map(Uuid::to_string))).push("::text[]) AS k(order_id)");
                 q.push(&format!(" JOIN {table} t ON t.order_id = k.order_id"));
             } else {
                 q.push(&format!("{table} t WHERE t.order_id IN ")).list(chunk.iter().map(Uuid::to_string));
             }
-            let rows: Vec<AnyRow> = q.fetch_all(&mut *conn).await?;
+            let rows: Vec<AnyRow> = q.rows(conn).await?;
             for row in &rows {
                 let state = <P::State as StoredState>::from_row(row)?;
                 if <P::State as StoredState>::KEEPS_EVENT_IDS {
@@ -225,7 +223,7 @@ impl<P: StoredProjection> Fold<P> {
     }
 
     /// Writes each changed row once (in order-id order) and the newest SKU levels.
-    pub async fn write(self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+    pub async fn write<C: Exec>(self, conn: &mut C) -> Result<(), StoreError> {
         let changed: Vec<(&P::State, Option<String>)> = self
             .dirty
             .iter()
@@ -265,12 +263,15 @@ fn conflict_clause<S: StoredState>(columns: &[&str]) -> String {
     format!(" ON CONFLICT (order_id) DO UPDATE SET {}", updates.join(", "))
 }
 
-async fn write_states<S: StoredState>(
-    conn: &mut AnyConnection,
+async fn write_states<S: StoredState, C: Exec>(
+    conn: &mut C,
     table: &str,
     states: &[Changed<'_, S>],
 ) -> Result<(), StoreError> {
-    if is_postgres(conn) {
+    if let Some(pg) = conn.bulk() {
+        return write_states_copy(pg, table, states).await;
+    }
+    if conn.is_postgres() {
         return write_states_unnest(conn, table, states).await;
     }
     let columns = written_columns::<S>();
@@ -287,17 +288,12 @@ async fn write_states<S: StoredState>(
 
 /// PostgreSQL: every row of the batch in one statement, its columns as arrays
 /// (`INSERT … SELECT * FROM unnest(…)`), the same text for any number of rows.
-async fn write_states_unnest<S: StoredState>(
-    conn: &mut AnyConnection,
+async fn write_states_unnest<S: StoredState, C: Exec>(
+    conn: &mut C,
     table: &str,
     states: &[Changed<'_, S>],
 ) -> Result<(), StoreError> {
-    let mut arrays = Columns::new();
-    for state in states {
-        for i in 0..state.0.row_count() {
-            bind_row(state, i, arrays.row());
-        }
-    }
+    let arrays = columns_of(states);
     if arrays.rows() == 0 {
         return Ok(());
     }
@@ -309,17 +305,57 @@ async fn write_states_unnest<S: StoredState>(
     Ok(())
 }
 
-/// Whether the connection is PostgreSQL's: its statements take arrays.
-pub(super) fn is_postgres(conn: &AnyConnection) -> bool {
-    conn.backend_name() == "PostgreSQL"
+/// Every row of `states`, by column.
+fn columns_of<S: StoredState>(states: &[Changed<'_, S>]) -> Columns {
+    let mut columns = Columns::new();
+    for state in states {
+        for i in 0..state.0.row_count() {
+            bind_row(state, i, columns.row());
+        }
+    }
+    columns
+}
+
+/// PostgreSQL's bulk path: the rows by binary `COPY` into a temporary staging table (of
+/// this session, emptied at each commit), then merged into the table with one statement.
+/// No text is parsed on the way; the merge enforces the table's constraints, so a row the
+/// table refuses fails the batch as the `unnest` statement would.
+async fn write_states_copy<S: StoredState>(
+    conn: &mut sqlx::PgConnection,
+    table: &str,
+    states: &[Changed<'_, S>],
+) -> Result<(), StoreError> {
+    let rows = columns_of(states);
+    if rows.rows() == 0 {
+        return Ok(());
+    }
+    let columns = written_columns::<S>();
+    let names = columns.join(", ");
+    let staging = format!("staging_{table}");
+    // The staging table's columns are the ones written, named here rather than copied from
+    // the table (`LIKE`), so a column added to the table later cannot make a session's
+    // staging table stale.
+    Sql::new(format!(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({}) ON COMMIT DELETE ROWS",
+        rows.column_definitions(&columns)
+    ))
+    .execute(&mut *conn)
+    .await?;
+    let mut copy = conn.copy_in_raw(&format!("COPY {staging} ({names}) FROM STDIN (FORMAT binary)")).await?;
+    copy.send(rows.copy_binary()).await?;
+    copy.finish().await?;
+    let mut merge = Sql::new(format!("INSERT INTO {table} ({names}) SELECT {names} FROM {staging}"));
+    merge.push(&conflict_clause::<S>(&columns));
+    merge.execute(conn).await?;
+    Ok(())
 }
 
 /// A SKU's row takes a level only when it is newer than the one stored, so members
 /// projecting different partitions may write the same SKU in any order and the row still
 /// ends at the newest. Rows are written in SKU order, so concurrent batches lock them in
 /// the same order and cannot deadlock.
-async fn write_sku_levels(
-    conn: &mut AnyConnection,
+async fn write_sku_levels<C: Exec>(
+    conn: &mut C,
     table: &str,
     sku: &BTreeMap<String, SkuLevel>,
 ) -> Result<(), StoreError> {
@@ -340,20 +376,20 @@ async fn write_sku_levels(
 
 /// Claims event ids for `group` in `processed_events`; returns the ids not claimed before
 /// (a retried publish that landed twice is applied once).
-pub(super) async fn claim_event_ids(
-    conn: &mut AnyConnection,
+pub(super) async fn claim_event_ids<C: Exec>(
+    conn: &mut C,
     group: &str,
     ids: &[String],
 ) -> Result<std::collections::HashSet<String>, StoreError> {
     use sqlx::Row;
     let mut new_ids = std::collections::HashSet::with_capacity(ids.len());
-    if is_postgres(conn) && !ids.is_empty() {
+    if conn.is_postgres() && !ids.is_empty() {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut q = Sql::new("INSERT INTO processed_events (group_id, event_id, applied_at_ms) SELECT ");
         q.bind(group.to_string()).push(", id, ").bind(now_ms).push(" FROM unnest(");
-        q.bind(array_literal(ids.iter().cloned())).push("::text[]) AS id");
+        q.bind(text_array(ids.iter().cloned())).push("::text[]) AS id");
         q.push(" ON CONFLICT (group_id, event_id) DO NOTHING RETURNING event_id");
-        for row in q.fetch_all(&mut *conn).await? {
+        for row in q.rows(conn).await? {
             new_ids.insert(row.try_get::<String, _>("event_id")?);
         }
         return Ok(new_ids);
@@ -365,7 +401,7 @@ pub(super) async fn claim_event_ids(
             v.bind(group.to_string()).bind(id.clone()).bind(now_ms);
         });
         q.push(" ON CONFLICT (group_id, event_id) DO NOTHING RETURNING event_id");
-        for row in q.fetch_all(&mut *conn).await? {
+        for row in q.rows(&mut *conn).await? {
             new_ids.insert(row.try_get::<String, _>("event_id")?);
         }
     }

@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use audit::OperatorAction;
@@ -46,6 +47,7 @@ pub use reads::{
 };
 pub use retention::{Pruned, Retention};
 pub use rows::StoredState;
+pub use sql::{Binder, Cell, Columns};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -92,6 +94,9 @@ impl SessionLimits {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// PostgreSQL: native connections for the projections' batches, which write their rows
+    /// by binary `COPY` (`Any` has no `COPY`). Same session limits as `pool`.
+    bulk: Option<PgPool>,
     dialect: Dialect,
     /// Which table generation each group writes (fixed once a group exists).
     generations: Arc<Mutex<HashMap<String, i64>>>,
@@ -121,6 +126,7 @@ impl Store {
         let options = AnyPoolOptions::new()
             // A dead database must yield errors quickly, never a hang.
             .acquire_timeout(Duration::from_secs(5));
+        let mut bulk = None;
         let pool = match dialect {
             // SQLite has one writer at a time; one connection serializes batches instead of
             // failing them with SQLITE_BUSY. WAL lets readers run beside it; with WAL,
@@ -141,6 +147,23 @@ impl Store {
                     .await?
             }
             Dialect::Postgres => {
+                bulk = Some(
+                    PgPoolOptions::new()
+                        .acquire_timeout(Duration::from_secs(5))
+                        .max_connections(4)
+                        .after_connect(move |conn, _| {
+                            Box::pin(async move {
+                                for statement in limits.statements() {
+                                    conn.execute(statement.as_str()).await?;
+                                }
+                                // The staging tables are created with `IF NOT EXISTS` by
+                                // every batch: its notice says nothing worth logging.
+                                conn.execute("SET client_min_messages = warning").await?;
+                                Ok(())
+                            })
+                        })
+                        .connect_lazy(url)?,
+                );
                 options
                     .max_connections(4)
                     .after_connect(move |conn, _| {
@@ -157,6 +180,7 @@ impl Store {
         };
         let store = Store {
             pool,
+            bulk,
             dialect,
             generations: Arc::default(),
             group_prefix: generations::DEFAULT_GROUP_PREFIX.into(),

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
-use super::sql::Sql;
+use super::sql::{Exec, Sql};
 use super::{Dialect, Store, StoreError};
 
 /// One partition's stored position of a group.
@@ -30,8 +30,8 @@ pub(super) enum Lock {
 
 /// The stored next offsets of `group` on `topic`: of `partitions`, or of every partition
 /// it has a row for when `None`. Absent partitions were never read.
-pub(super) async fn read(
-    conn: &mut AnyConnection,
+pub(super) async fn read<C: Exec>(
+    conn: &mut C,
     dialect: Dialect,
     group: &str,
     topic: &str,
@@ -50,7 +50,7 @@ pub(super) async fn read(
     if lock == Lock::ForUpdate && dialect == Dialect::Postgres {
         q.push(" FOR UPDATE");
     }
-    let rows = q.fetch_all(&mut *conn).await?;
+    let rows = q.rows(conn).await?;
     rows.iter()
         .map(|row| Ok((row.try_get::<i64, _>("partition_id")? as i32, row.try_get::<i64, _>("next_offset")?)))
         .collect()
@@ -58,8 +58,8 @@ pub(super) async fn read(
 
 /// Creates the rows a batch needs at the offset of its first record (no row = the group
 /// starts at the beginning of the log); existing rows are left alone.
-pub(super) async fn insert_missing(
-    conn: &mut AnyConnection,
+pub(super) async fn insert_missing<C: Exec>(
+    conn: &mut C,
     group: &str,
     topic: &str,
     firsts: &BTreeMap<i32, i64>,
@@ -79,8 +79,8 @@ pub(super) async fn insert_missing(
 /// however many partitions a batch spans), with the timestamp of the last record applied
 /// (the log's fingerprint at that offset). `VALUES` columns are `column1`, `column2`, … in
 /// both databases.
-pub(super) async fn advance(
-    conn: &mut AnyConnection,
+pub(super) async fn advance<C: Exec>(
+    conn: &mut C,
     group: &str,
     topic: &str,
     next: &BTreeMap<i32, i64>,
@@ -304,7 +304,7 @@ impl Store {
         partitions: &[i32],
     ) -> Result<Vec<(i32, i64)>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        read(&mut conn, self.dialect, group, topic, Some(partitions), Lock::No).await
+        read(&mut *conn, self.dialect, group, topic, Some(partitions), Lock::No).await
     }
 
     /// Stored offsets of every group that has any, on `topic`.

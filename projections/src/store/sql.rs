@@ -1,15 +1,151 @@
-//! A small SQL builder for the `Any` driver. sqlx's `QueryBuilder<Any>` writes `?`
-//! placeholders, which PostgreSQL rejects; this one writes `$1, $2, …`, which both
-//! PostgreSQL and SQLite accept, and binds owned values in the same order.
+//! A small SQL builder for the store's statements, run on the `Any` driver or on a native
+//! PostgreSQL connection (the projections' batches, see `DESIGN.md`). sqlx's
+//! `QueryBuilder<Any>` writes `?` placeholders, which PostgreSQL rejects; this one writes
+//! `$1, $2, …`, which both PostgreSQL and SQLite accept, and keeps the bound values as
+//! [`Value`]s until it knows which connection runs the statement.
+use std::future::Future;
+
 use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::{Any, AnyConnection, Arguments, Encode, Type};
+use sqlx::postgres::PgArguments;
+use sqlx::{Any, AnyConnection, Arguments, PgConnection};
+
+/// A value bound to a statement: the few types the store binds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Bytes(Option<Vec<u8>>),
+    /// A PostgreSQL array (`$n::text[]`): binary on a native connection, an array literal
+    /// through `Any`.
+    TextArray(Vec<Option<String>>),
+    IntArray(Vec<Option<i64>>),
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(Some(v))
+    }
+}
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Bytes(Some(v))
+    }
+}
+impl From<Option<Vec<u8>>> for Value {
+    fn from(v: Option<Vec<u8>>) -> Self {
+        Value::Bytes(v)
+    }
+}
+
+impl Value {
+    fn add_to_any(self, args: &mut AnyArguments<'static>) -> Result<(), sqlx::error::BoxDynError> {
+        match self {
+            Value::Text(v) => args.add(v),
+            Value::Int(v) => args.add(v),
+            Value::Bytes(v) => args.add(v),
+            Value::TextArray(items) => args.add(array_literal(items)),
+            Value::IntArray(items) => args.add(array_literal(items)),
+        }
+    }
+
+    fn add_to_pg(self, args: &mut PgArguments) -> Result<(), sqlx::error::BoxDynError> {
+        match self {
+            Value::Text(v) => args.add(v),
+            Value::Int(v) => args.add(v),
+            Value::Bytes(v) => args.add(v),
+            Value::TextArray(items) => args.add(items),
+            Value::IntArray(items) => args.add(items),
+        }
+    }
+}
+
+/// A connection a store statement runs on: `Any`'s (PostgreSQL or SQLite), or a native
+/// PostgreSQL one, which also has PostgreSQL's bulk path (`COPY`).
+pub trait Exec: Send {
+    fn is_postgres(&self) -> bool;
+    fn run(&mut self, sql: Sql) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+    fn rows(&mut self, sql: Sql) -> impl Future<Output = Result<Vec<AnyRow>, sqlx::Error>> + Send;
+    /// The connection's `COPY … FROM STDIN`, where it has one.
+    fn bulk(&mut self) -> Option<&mut PgConnection> {
+        None
+    }
+}
+
+impl Exec for AnyConnection {
+    fn is_postgres(&self) -> bool {
+        self.backend_name() == "PostgreSQL"
+    }
+
+    async fn run(&mut self, sql: Sql) -> Result<u64, sqlx::Error> {
+        let (text, args) = sql.into_any()?;
+        Ok(sqlx::query_with(&text, args).execute(self).await?.rows_affected())
+    }
+
+    async fn rows(&mut self, sql: Sql) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let (text, args) = sql.into_any()?;
+        sqlx::query_with(&text, args).fetch_all(self).await
+    }
+}
+
+impl Exec for PgConnection {
+    fn is_postgres(&self) -> bool {
+        true
+    }
+
+    async fn run(&mut self, sql: Sql) -> Result<u64, sqlx::Error> {
+        let (text, args) = sql.into_pg()?;
+        Ok(sqlx::query_with(&text, args).execute(self).await?.rows_affected())
+    }
+
+    /// Rows as `Any`'s, so row readers are shared by both connections.
+    async fn rows(&mut self, sql: Sql) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let (text, args) = sql.into_pg()?;
+        let rows = sqlx::query_with(&text, args).fetch_all(self).await?;
+        rows.iter().map(AnyRow::try_from).collect()
+    }
+
+    fn bulk(&mut self) -> Option<&mut PgConnection> {
+        Some(self)
+    }
+}
+
+/// A transaction runs statements on its connection.
+impl<DB: sqlx::Database<Connection: Exec>> Exec for sqlx::Transaction<'_, DB> {
+    fn is_postgres(&self) -> bool {
+        (**self).is_postgres()
+    }
+
+    fn run(&mut self, sql: Sql) -> impl Future<Output = Result<u64, sqlx::Error>> + Send {
+        (**self).run(sql)
+    }
+
+    fn rows(&mut self, sql: Sql) -> impl Future<Output = Result<Vec<AnyRow>, sqlx::Error>> + Send {
+        (**self).rows(sql)
+    }
+
+    fn bulk(&mut self) -> Option<&mut PgConnection> {
+        (**self).bulk()
+    }
+}
 
 pub struct Sql {
     text: String,
-    args: AnyArguments<'static>,
-    count: usize,
-    /// The first value that failed to encode; the statement fails with it.
-    error: Option<sqlx::error::BoxDynError>,
+    values: Vec<Value>,
 }
 
 /// Binds the values of one row inside `VALUES (…)`, comma separated.
@@ -19,7 +155,7 @@ pub struct RowValues<'a> {
 }
 
 impl RowValues<'_> {
-    pub fn bind<T: 'static + Encode<'static, Any> + Type<Any>>(&mut self, value: T) -> &mut Self {
+    pub fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
         if !self.first {
             self.sql.text.push_str(", ");
         }
@@ -29,51 +165,73 @@ impl RowValues<'_> {
     }
 }
 
-/// A value one row of a projection table holds: bound as a parameter, or (PostgreSQL)
-/// carried as one element of its column's array.
-pub trait Cell: 'static + Encode<'static, Any> + Type<Any> {
-    /// The PostgreSQL array type of its column.
-    const PG_ARRAY: &'static str;
-    /// Appends the value as an element of a PostgreSQL array literal.
-    fn array_item(&self, out: &mut String);
+/// A column of rows gathered for one statement: its values, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column {
+    Text(Vec<Option<String>>),
+    Int(Vec<Option<i64>>),
+}
+
+impl Column {
+    /// The PostgreSQL type of its values, and of the array that carries them.
+    fn pg_types(&self) -> (&'static str, &'static str) {
+        match self {
+            Column::Text(_) => ("text", "text[]"),
+            Column::Int(_) => ("bigint", "bigint[]"),
+        }
+    }
+}
+
+/// A value one row of a projection table holds: bound as a parameter, or carried in its
+/// column's [`Column`].
+pub trait Cell: Into<Value> {
+    /// An empty column of this cell's type.
+    fn column() -> Column;
+    /// Appends the value to `column` (made by [`Cell::column`]).
+    fn push_to(self, column: &mut Column);
 }
 
 impl Cell for String {
-    const PG_ARRAY: &'static str = "text[]";
-    fn array_item(&self, out: &mut String) {
-        out.push('"');
-        for c in self.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
+    fn column() -> Column {
+        Column::Text(Vec::new())
+    }
+    fn push_to(self, column: &mut Column) {
+        Some(self).push_to(column)
+    }
+}
+
+impl Cell for Option<String> {
+    fn column() -> Column {
+        Column::Text(Vec::new())
+    }
+    fn push_to(self, column: &mut Column) {
+        if let Column::Text(values) = column {
+            values.push(self);
         }
-        out.push('"');
     }
 }
 
 impl Cell for i64 {
-    const PG_ARRAY: &'static str = "bigint[]";
-    fn array_item(&self, out: &mut String) {
-        out.push_str(&self.to_string());
+    fn column() -> Column {
+        Column::Int(Vec::new())
+    }
+    fn push_to(self, column: &mut Column) {
+        Some(self).push_to(column)
     }
 }
 
-impl<T: Cell> Cell for Option<T>
-where
-    Option<T>: Encode<'static, Any> + Type<Any>,
-{
-    const PG_ARRAY: &'static str = T::PG_ARRAY;
-    fn array_item(&self, out: &mut String) {
-        match self {
-            Some(v) => v.array_item(out),
-            None => out.push_str("NULL"),
+impl Cell for Option<i64> {
+    fn column() -> Column {
+        Column::Int(Vec::new())
+    }
+    fn push_to(self, column: &mut Column) {
+        if let Column::Int(values) = column {
+            values.push(self);
         }
     }
 }
 
-/// Where the values of one table row go: parameters of a `VALUES` list, or columns of
-/// arrays.
+/// Where the values of one table row go: parameters of a `VALUES` list, or columns.
 pub trait Binder {
     fn cell<T: Cell>(&mut self, value: T) -> &mut Self;
 }
@@ -84,19 +242,19 @@ impl Binder for RowValues<'_> {
     }
 }
 
-/// The rows of one statement as PostgreSQL arrays, one per column, each bound as a single
-/// text parameter and cast (`$1::text[]`): the statement's text is the same whatever the
-/// number of rows, so it is prepared once per connection and sent in one round trip.
+/// The rows of one statement gathered by column. On PostgreSQL they go as one array per
+/// column (`unnest($1::text[], …)`: the statement's text is the same whatever the number
+/// of rows, so it is prepared once per connection and sent in one round trip), or as one
+/// binary `COPY` ([`Columns::copy_binary`]).
 pub struct Columns {
-    arrays: Vec<String>,
-    types: Vec<&'static str>,
+    columns: Vec<Column>,
     column: usize,
     rows: usize,
 }
 
 impl Columns {
     pub fn new() -> Self {
-        Columns { arrays: Vec::new(), types: Vec::new(), column: 0, rows: 0 }
+        Columns { columns: Vec::new(), column: 0, rows: 0 }
     }
 
     /// Starts the next row.
@@ -113,14 +271,59 @@ impl Columns {
     /// `unnest($n::t1[], $n+1::t2[], …)` over the columns, bound to `sql`.
     pub fn unnest_into(self, sql: &mut Sql) {
         sql.push("unnest(");
-        for (i, (mut array, ty)) in self.arrays.into_iter().zip(self.types).enumerate() {
+        for (i, column) in self.columns.into_iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
             }
-            array.push('}');
-            sql.bind(array).push("::").push(ty);
+            let array = column.pg_types().1;
+            let value = match column {
+                Column::Text(values) => Value::TextArray(values),
+                Column::Int(values) => Value::IntArray(values),
+            };
+            sql.bind(value).push("::").push(array);
         }
         sql.push(")");
+    }
+
+    /// `name type, …` of a table that holds these columns under `names`.
+    pub fn column_definitions(&self, names: &[&str]) -> String {
+        let definitions: Vec<String> =
+            names.iter().zip(&self.columns).map(|(name, column)| format!("{name} {}", column.pg_types().0)).collect();
+        definitions.join(", ")
+    }
+
+    /// The rows in PostgreSQL's binary `COPY` format: a signature, a header, per row its
+    /// field count and each field as length + bytes (-1: NULL), a trailer. Text is sent as
+    /// UTF-8 bytes, `bigint` as 8 bytes big-endian.
+    pub fn copy_binary(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.rows * self.columns.len() * 16);
+        out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        out.extend_from_slice(&0i32.to_be_bytes()); // flags
+        out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+        let fields = self.columns.len() as i16;
+        for row in 0..self.rows {
+            out.extend_from_slice(&fields.to_be_bytes());
+            for column in &self.columns {
+                match column {
+                    Column::Text(values) => match values.get(row).and_then(Option::as_deref) {
+                        Some(text) => {
+                            out.extend_from_slice(&(text.len() as i32).to_be_bytes());
+                            out.extend_from_slice(text.as_bytes());
+                        }
+                        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                    },
+                    Column::Int(values) => match values.get(row).copied().flatten() {
+                        Some(v) => {
+                            out.extend_from_slice(&8i32.to_be_bytes());
+                            out.extend_from_slice(&v.to_be_bytes());
+                        }
+                        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                    },
+                }
+            }
+        }
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        out
     }
 }
 
@@ -132,22 +335,48 @@ impl Default for Columns {
 
 impl Binder for Columns {
     fn cell<T: Cell>(&mut self, value: T) -> &mut Self {
-        if self.column == self.arrays.len() {
-            self.arrays.push(String::from("{"));
-            self.types.push(T::PG_ARRAY);
+        if self.column == self.columns.len() {
+            self.columns.push(T::column());
         }
-        let array = &mut self.arrays[self.column];
-        if array.len() > 1 {
-            array.push(',');
-        }
-        value.array_item(array);
+        value.push_to(&mut self.columns[self.column]);
         self.column += 1;
         self
     }
 }
 
+/// Appends `item` as an element of a PostgreSQL array literal.
+trait ArrayItem {
+    fn array_item(&self, out: &mut String);
+}
+
+impl ArrayItem for Option<String> {
+    fn array_item(&self, out: &mut String) {
+        let Some(text) = self else { return out.push_str("NULL") };
+        out.push('"');
+        for c in text.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+}
+
+impl ArrayItem for Option<i64> {
+    fn array_item(&self, out: &mut String) {
+        match self {
+            Some(v) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "{v}");
+            }
+            None => out.push_str("NULL"),
+        }
+    }
+}
+
 /// One PostgreSQL array literal of `items`, to bind as text and cast (`$1::text[]`).
-pub fn array_literal<T: Cell>(items: impl IntoIterator<Item = T>) -> String {
+fn array_literal<T: ArrayItem>(items: impl IntoIterator<Item = T>) -> String {
     let mut out = String::from("{");
     for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
@@ -159,9 +388,14 @@ pub fn array_literal<T: Cell>(items: impl IntoIterator<Item = T>) -> String {
     out
 }
 
+/// A text array value of `items` (`$n::text[]`).
+pub fn text_array(items: impl IntoIterator<Item = String>) -> Value {
+    Value::TextArray(items.into_iter().map(Some).collect())
+}
+
 impl Sql {
     pub fn new(text: impl Into<String>) -> Self {
-        Sql { text: text.into(), args: AnyArguments::default(), count: 0, error: None }
+        Sql { text: text.into(), values: Vec::new() }
     }
 
     pub fn push(&mut self, text: &str) -> &mut Self {
@@ -169,21 +403,15 @@ impl Sql {
         self
     }
 
-    pub fn bind<T: 'static + Encode<'static, Any> + Type<Any>>(&mut self, value: T) -> &mut Self {
-        self.count += 1;
+    pub fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
+        self.values.push(value.into());
         self.text.push('$');
-        self.text.push_str(&self.count.to_string());
-        if let Err(e) = self.args.add(value) {
-            self.error.get_or_insert(e);
-        }
+        self.text.push_str(&self.values.len().to_string());
         self
     }
 
     /// `($1, $2, …)` for an `IN` list.
-    pub fn list<T: 'static + Encode<'static, Any> + Type<Any>>(
-        &mut self,
-        items: impl IntoIterator<Item = T>,
-    ) -> &mut Self {
+    pub fn list<T: Into<Value>>(&mut self, items: impl IntoIterator<Item = T>) -> &mut Self {
         self.text.push('(');
         let mut row = RowValues { sql: self, first: true };
         for item in items {
@@ -211,23 +439,38 @@ impl Sql {
         self
     }
 
-    fn checked(self) -> Result<(String, AnyArguments<'static>), sqlx::Error> {
-        match self.error {
-            Some(e) => Err(sqlx::Error::Encode(e)),
-            None => Ok((self.text, self.args)),
+    fn into_any(self) -> Result<(String, AnyArguments<'static>), sqlx::Error> {
+        let mut args = AnyArguments::default();
+        for value in self.values {
+            value.add_to_any(&mut args).map_err(sqlx::Error::Encode)?;
         }
+        Ok((self.text, args))
     }
 
-    pub async fn execute(self, conn: &mut AnyConnection) -> Result<u64, sqlx::Error> {
-        let (text, args) = self.checked()?;
-        Ok(sqlx::query_with(&text, args).execute(conn).await?.rows_affected())
+    fn into_pg(self) -> Result<(String, PgArguments), sqlx::Error> {
+        let mut args = PgArguments::default();
+        for value in self.values {
+            value.add_to_pg(&mut args).map_err(sqlx::Error::Encode)?;
+        }
+        Ok((self.text, args))
     }
 
+    /// Runs the statement on `conn`; the number of rows it affected.
+    pub async fn execute<C: Exec>(self, conn: &mut C) -> Result<u64, sqlx::Error> {
+        conn.run(self).await
+    }
+
+    /// The statement's rows, on `conn`.
+    pub async fn rows<C: Exec>(self, conn: &mut C) -> Result<Vec<AnyRow>, sqlx::Error> {
+        conn.rows(self).await
+    }
+
+    /// The statement's rows, on any of `Any`'s executors (a pool, a connection).
     pub async fn fetch_all<'e, E: sqlx::Executor<'e, Database = Any>>(
         self,
         executor: E,
     ) -> Result<Vec<AnyRow>, sqlx::Error> {
-        let (text, args) = self.checked()?;
+        let (text, args) = self.into_any()?;
         sqlx::query_with(&text, args).fetch_all(executor).await
     }
 }
@@ -238,9 +481,12 @@ mod tests {
 
     #[test]
     fn array_literals_quote_text_escape_quotes_and_backslashes_and_spell_null() {
-        assert_eq!(array_literal([String::from("a"), String::from(r#"b"c\d"#)]), r#"{"a","b\"c\\d"}"#);
+        assert_eq!(
+            array_literal([Some(String::from("a")), Some(String::from(r#"b"c\d"#)), None]),
+            r#"{"a","b\"c\\d",NULL}"#
+        );
         assert_eq!(array_literal([Some(1i64), None, Some(-3)]), "{1,NULL,-3}");
-        assert_eq!(array_literal(Vec::<String>::new()), "{}");
+        assert_eq!(array_literal(Vec::<Option<String>>::new()), "{}");
     }
 
     #[test]
@@ -252,5 +498,21 @@ mod tests {
         let mut sql = Sql::new("SELECT * FROM ");
         columns.unnest_into(&mut sql);
         assert_eq!(sql.text, "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])");
+    }
+
+    #[test]
+    fn copy_binary_frames_each_row_with_its_field_count_and_each_field_with_its_length() {
+        let mut columns = Columns::new();
+        columns.row().cell(String::from("ab")).cell(Some(258i64)).cell(None::<String>);
+        let bytes = columns.copy_binary();
+        let mut expected = b"PGCOPY\n\xff\r\n\0".to_vec();
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        expected.extend_from_slice(&[0, 3]);
+        expected.extend_from_slice(&[0, 0, 0, 2, b'a', b'b']);
+        expected.extend_from_slice(&[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 1, 2]);
+        expected.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        expected.extend_from_slice(&[0xff, 0xff]);
+        assert_eq!(bytes, expected);
+        assert_eq!(columns.column_definitions(&["a", "b", "c"]), "a text, b bigint, c text");
     }
 }
