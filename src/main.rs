@@ -1,11 +1,6 @@
 //! The orderflow binary: parse arguments, start the runtime, run the command, exit.
 use clap::Parser;
 
-// Records are allocated on a member's polling thread and freed on the runtime's after
-// their batch: mimalloc frees across threads without glibc's arena locking.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = orderflow::Cli::parse();
     infra::telemetry::init_with_default(cli.default_log_level());

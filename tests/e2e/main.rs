@@ -6,6 +6,7 @@ mod common;
 
 mod access;
 mod analyst_role;
+mod bulk_writes;
 mod checkout_api;
 mod checkout_broker_outage;
 mod checkout_crash;

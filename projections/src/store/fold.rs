@@ -268,8 +268,11 @@ async fn write_states<S: StoredState, C: Exec>(
     table: &str,
     states: &[Changed<'_, S>],
 ) -> Result<(), StoreError> {
-    if let Some(pg) = conn.bulk() {
-        return write_states_copy(pg, table, states).await;
+    let rows: usize = states.iter().map(|s| s.0.row_count()).sum();
+    if rows >= COPY_MIN_ROWS {
+        if let Some(pg) = conn.bulk() {
+            return write_states_copy(pg, table, states).await;
+        }
     }
     if conn.is_postgres() {
         return write_states_unnest(conn, table, states).await;
@@ -304,6 +307,11 @@ async fn write_states_unnest<S: StoredState, C: Exec>(
     q.execute(&mut *conn).await?;
     Ok(())
 }
+
+/// From this many rows a batch's rows go by `COPY` (where the connection has it): below it
+/// one statement (`unnest` of binary arrays) costs fewer round trips than three (staging
+/// table, `COPY`, merge), which is what a caught-up member's small batches wait for.
+const COPY_MIN_ROWS: usize = 500;
 
 /// Every row of `states`, by column.
 fn columns_of<S: StoredState>(states: &[Changed<'_, S>]) -> Columns {

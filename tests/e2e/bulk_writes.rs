@@ -1,0 +1,86 @@
+//! On PostgreSQL a batch's rows go by binary `COPY` into a staging table and one merge when
+//! it has many, by one `unnest` statement when it has few. Both must leave the same rows,
+//! event ids included, and a copy of an event must be recognised on a row either wrote.
+use crate::common;
+use crate::dedupe::record;
+
+use std::collections::BTreeMap;
+
+use projections::store::{Batch, BatchOutcome, LogRecord, Store};
+use projections::ProjectionKind;
+use schemas::samples::lifecycle;
+use schemas::{Codec, Event};
+use uuid::Uuid;
+
+/// Applies `records` to every projection, `per_batch` records at a time.
+async fn apply_all(store: &Store, codec: &Codec, records: &[LogRecord], per_batch: usize) -> Vec<BatchOutcome> {
+    let mut outcomes = Vec::new();
+    for kind in ProjectionKind::ALL {
+        let group = format!("bulk-{}", kind.name());
+        let mut total = BatchOutcome::default();
+        for chunk in records.chunks(per_batch) {
+            let read_from = BTreeMap::from([(0, chunk[0].offset)]);
+            let batch = Batch { group: &group, topic: "t", records: chunk, read_from: &read_from };
+            let outcome = kind.apply_batch(store, &batch, codec).await.expect("batch");
+            total.applied += outcome.applied;
+            total.duplicates += outcome.duplicates;
+            total.dead_lettered += outcome.dead_lettered;
+        }
+        outcomes.push(total);
+    }
+    outcomes
+}
+
+/// Every row of each projection's live table, as text, in a stable order.
+async fn tables(store: &Store) -> BTreeMap<String, String> {
+    use sqlx::Row;
+    let mut out = BTreeMap::new();
+    for (kind, base) in [
+        (ProjectionKind::Inventory, "inventory_orders"),
+        (ProjectionKind::Payment, "payment_orders"),
+        (ProjectionKind::Fulfilment, "fulfilment_orders"),
+        (ProjectionKind::History, "history_entries"),
+    ] {
+        let table = store.live_projection(kind).await.expect("live").table(base);
+        let sql = format!("SELECT COUNT(*) AS rows, COALESCE(string_agg(t::text, E'\\n' ORDER BY t::text), '') AS body FROM {table} t");
+        let row = sqlx::query(&sql).fetch_one(store.pool()).await.expect(&sql);
+        let (rows, body): (i64, String) = (row.try_get("rows").expect("rows"), row.try_get("body").expect("body"));
+        out.insert(format!("{base} ({rows} rows)"), body);
+    }
+    out
+}
+
+#[tokio::test]
+async fn rows_written_by_copy_equal_rows_written_by_one_statement_and_copies_are_recognised_on_them_postgres() {
+    let codec = Codec::builtin();
+    // 600 orders: each batch of the large side holds far more rows than the COPY threshold.
+    let events: Vec<Event> = (0..600).flat_map(|_| lifecycle(Uuid::new_v4())).collect();
+    // Lifecycles interleaved across orders, as traffic is: the first events of every order,
+    // then the next ones.
+    let mut ordered: Vec<&Event> = Vec::with_capacity(events.len());
+    for step in 0..6 {
+        ordered.extend(events.iter().skip(step).step_by(6));
+    }
+    let records: Vec<LogRecord> = ordered.iter().zip(0..).map(|(e, offset)| record(&codec, e, offset)).collect();
+
+    let bulk = Store::connect(&common::fresh_database().await).await.expect("store");
+    let small = Store::connect(&common::fresh_database().await).await.expect("store");
+    let bulk_outcomes = apply_all(&bulk, &codec, &records, records.len()).await;
+    let small_outcomes = apply_all(&small, &codec, &records, 40).await;
+    assert_eq!(bulk_outcomes, small_outcomes);
+    assert!(bulk_outcomes.iter().all(|o| o.dead_lettered == 0 && o.duplicates == 0), "{bulk_outcomes:?}");
+    assert_eq!(bulk_outcomes[1].applied, 1_800, "payment reads placed, authorized, captured");
+
+    let (bulk_rows, small_rows) = (tables(&bulk).await, tables(&small).await);
+    assert!(bulk_rows.contains_key("payment_orders (600 rows)"), "{:?}", bulk_rows.keys());
+    assert!(bulk_rows.contains_key("history_entries (3600 rows)"), "{:?}", bulk_rows.keys());
+    assert_eq!(bulk_rows, small_rows, "the same rows, ids on them included");
+
+    // Every event published again, in one large batch: recognised on the rows COPY wrote.
+    let again: Vec<LogRecord> =
+        records.iter().map(|r| LogRecord { offset: r.offset + records.len() as i64, ..r.clone() }).collect();
+    let copies = apply_all(&bulk, &codec, &again, again.len()).await;
+    assert!(copies.iter().all(|o| o.applied == 0), "{copies:?}");
+    assert_eq!(copies[1].duplicates, 1_800);
+    assert_eq!(tables(&bulk).await, bulk_rows, "nothing changed");
+}
