@@ -162,14 +162,13 @@ impl Store {
             )));
         }
         let generation = self.generation_of(batch.group).await?;
+        hit(FaultPoint::BeforeTransaction);
         match &self.bulk {
             Some(pool) => {
-                hit(FaultPoint::BeforeTransaction);
                 let tx = pool.begin().await?;
                 self.apply_in::<P, Postgres>(tx, generation, batch, decoded).await
             }
             None => {
-                hit(FaultPoint::BeforeTransaction);
                 let tx = self.begin_write().await?;
                 self.apply_in::<P, Any>(tx, generation, batch, decoded).await
             }

@@ -205,8 +205,10 @@ impl Cell for Option<String> {
         Column::Text(Vec::new())
     }
     fn push_to(self, column: &mut Column) {
-        if let Column::Text(values) = column {
-            values.push(self);
+        match column {
+            Column::Text(values) => values.push(self),
+            // A state binds the same types in the same places on every row (`push_binds`).
+            Column::Int(_) => debug_assert!(false, "text pushed to a bigint column"),
         }
     }
 }
@@ -225,8 +227,9 @@ impl Cell for Option<i64> {
         Column::Int(Vec::new())
     }
     fn push_to(self, column: &mut Column) {
-        if let Column::Int(values) = column {
-            values.push(self);
+        match column {
+            Column::Int(values) => values.push(self),
+            Column::Text(_) => debug_assert!(false, "bigint pushed to a text column"),
         }
     }
 }
