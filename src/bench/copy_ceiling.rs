@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use projections::model::payment::{Payment, PaymentOrder};
 use projections::model::Projection;
-use projections::store::{Binder, Columns, LogRecord};
+use projections::store::{Binder, Columns, LogRecord, StoredState};
 use schemas::{Codec, Event};
 use sqlx::Connection;
 use uuid::Uuid;
@@ -104,23 +104,14 @@ pub(super) async fn copy_ceiling(database_url: &str, records: &[LogRecord], batc
         sqlx::query("CREATE TEMPORARY TABLE IF NOT EXISTS payment_staging (LIKE payment_orders) ON COMMIT DELETE ROWS")
             .execute(&mut *tx)
             .await?;
+        // The rows as the store binds them (`StoredState::push_binds`), without their ids.
         let mut rows = Columns::new();
         for r in &b.rows {
-            rows.row()
-                .cell(r.order_id.to_string())
-                .cell(r.currency.clone())
-                .cell(r.order_total_minor)
-                .cell(r.authorized_minor)
-                .cell(r.captured_minor)
-                .cell(r.refunded_minor)
-                .cell(r.status.as_str().to_string())
-                .cell(r.placed_at.timestamp_micros())
-                .cell(r.captured_at.map(|t| t.timestamp_micros()));
+            r.push_binds(0, rows.row());
         }
         copy_in(
             &mut tx,
-            "COPY payment_staging (order_id, currency, order_total_minor, authorized_minor, captured_minor, \
-             refunded_minor, status, placed_at_us, captured_at_us) FROM STDIN (FORMAT binary)",
+            &format!("COPY payment_staging ({}) FROM STDIN (FORMAT binary)", PaymentOrder::COLUMNS.join(", ")),
             rows.copy_binary(),
         )
         .await?;
