@@ -1,13 +1,13 @@
 //! `orderflow checkout` and `orderflow load`.
 use std::time::Duration;
 
+use crate::load::{self, LoadConfig};
 use anyhow::Context;
 use clap::Args;
 use producers::checkout::{self, AppState};
-use producers::load::{self, LoadConfig};
 use producers::publisher::PublisherConfig;
 
-use crate::cli::{parse_duration, AccessArgs, DatabaseUrlArgs, KafkaArgs, SchemaRegistryArgs, TopicArgs};
+use crate::args::{parse_duration, AccessArgs, DatabaseUrlArgs, KafkaArgs, SchemaRegistryArgs, TopicArgs};
 
 #[derive(Debug, Args)]
 pub struct CheckoutArgs {
@@ -22,7 +22,7 @@ pub struct CheckoutArgs {
     #[command(flatten)]
     access: AccessArgs,
     #[command(flatten)]
-    metrics: crate::cli::MetricsArgs,
+    metrics: crate::args::MetricsArgs,
     #[command(flatten)]
     topic: TopicArgs,
     #[command(flatten)]
@@ -52,9 +52,9 @@ impl CheckoutArgs {
         let listener =
             tokio::net::TcpListener::bind(&self.listen).await.with_context(|| format!("binding {}", self.listen))?;
         let _metrics = self.metrics.spawn().await?;
-        tracing::info!(listen = %listener.local_addr()?, brokers = %kafka.brokers, "checkout serving");
-        checkout::run(listener, state, shutdown).await.context("serving checkout")?;
-        tracing::info!("checkout stopped");
+        tracing::info!(listen = %listener.local_addr()?, brokers = %kafka.brokers, "The checkout is serving.");
+        checkout::run(listener, state, shutdown).await.context("Serving the checkout.")?;
+        tracing::info!("The checkout stopped.");
         Ok(())
     }
 }

@@ -7,72 +7,51 @@ use std::time::Duration;
 
 use clap::Args;
 use consumers::member::run_member;
-use consumers::Work;
-use projections::store::{ProcessKind, ProcessSettings, Retention, Store};
-use projections::ProjectionKind;
-
-/// What a `consume` member builds: a projection, or one of the processes.
-#[derive(Debug, Clone, Copy)]
-pub enum Target {
-    Projection(ProjectionKind),
-    Process(ProcessKind),
-}
-
-impl std::str::FromStr for Target {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Ok(process) = s.parse::<ProcessKind>() {
-            return Ok(Target::Process(process));
-        }
-        s.parse::<ProjectionKind>().map(Target::Projection).map_err(|e| format!("{e}, order-process, stock"))
-    }
-}
-
-/// The one default of `--payment-timeout`.
-pub const PAYMENT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+use projections::registry::{GroupKind, ProcessKind, ProjectionKind};
+use projections::store::{ProcessSettings, Retention, Store};
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     /// Which projection this member builds, or which process it runs (`order-process`,
     /// `stock`).
-    #[arg(value_parser = clap::value_parser!(Target))]
-    target: Target,
+    #[arg(value_parser = clap::value_parser!(GroupKind))]
+    target: GroupKind,
     #[command(flatten)]
-    pipeline: crate::cli::PipelineArgs,
+    pipeline: crate::args::PipelineArgs,
     /// Consumer group. Without it the member joins the group of the projection's live
     /// generation and follows it when `orderflow rebuild` switches to a new one.
     #[arg(long, env = "ORDERFLOW_GROUP")]
     group: Option<String>,
     #[command(flatten)]
-    member: crate::cli::MemberArgs,
+    member: crate::args::MemberArgs,
     #[command(flatten)]
-    metrics: crate::cli::MetricsArgs,
+    metrics: crate::args::MetricsArgs,
     #[command(flatten)]
-    schemas: crate::cli::SchemaRegistryArgs,
+    schemas: crate::args::SchemaRegistryArgs,
     /// Event ids are remembered this long for deduplication (at least the topic's
     /// retention and the checkout's key retention, 7 days).
     #[arg(long, env = "ORDERFLOW_DEDUPE_WINDOW", default_value_t = Retention::default().dedupe_window.into(),
-          value_parser = crate::cli::duration)]
+          value_parser = crate::args::duration)]
     dedupe_window: humantime::Duration,
     /// Retried and skipped dead letters are forgotten this long after their resolution.
     #[arg(long, env = "ORDERFLOW_DEAD_LETTER_RETENTION",
-          default_value_t = Retention::default().resolved_dead_letters.into(), value_parser = crate::cli::duration)]
+          default_value_t = Retention::default().resolved_dead_letters.into(), value_parser = crate::args::duration)]
     dead_letter_retention: humantime::Duration,
     /// How often this member prunes what the retention allows (one process per database
     /// prunes at a time).
-    #[arg(long, env = "ORDERFLOW_PRUNE_EVERY", default_value = "10m", value_parser = crate::cli::duration)]
+    #[arg(long, env = "ORDERFLOW_PRUNE_EVERY", default_value = "10m", value_parser = crate::args::duration)]
     prune_every: humantime::Duration,
     /// Order process: how long a confirmed order may wait for its payment before it
     /// expires and its stock is released.
-    #[arg(long, env = "ORDERFLOW_PAYMENT_TIMEOUT", default_value_t = PAYMENT_TIMEOUT.into(), value_parser = crate::cli::duration)]
+    #[arg(long, env = "ORDERFLOW_PAYMENT_TIMEOUT", default_value_t = ProcessSettings::PAYMENT_TIMEOUT.into(), value_parser = crate::args::duration)]
     payment_timeout: humantime::Duration,
 }
 
 impl ConsumeArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let projection = match self.target {
-            Target::Projection(projection) => projection,
-            Target::Process(process) => return self.run_process(process, shutdown).await,
+            GroupKind::Projection(projection) => projection,
+            GroupKind::Process(process) => return self.run_process(process, shutdown).await,
         };
         let mut config = self.member.config(projection, &self.pipeline.topic.topic)?;
         let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
@@ -85,9 +64,9 @@ impl ConsumeArgs {
         loop {
             config.group = match &self.group {
                 Some(group) => group.clone(),
-                None => store.live_projection(projection).await?.group,
+                None => store.reads().live_projection(projection).await?.group,
             };
-            tracing::info!(group = %config.group, %projection, brokers = %kafka.brokers, "member starting");
+            tracing::info!(group = %config.group, %projection, brokers = %kafka.brokers, "Member starting.");
             let mut member = run_member(config.clone(), &kafka, store.clone())?;
             let switched = tokio::select! {
                 result = member.wait() => { result?; false }
@@ -97,7 +76,7 @@ impl ConsumeArgs {
                     false
                 }
                 _ = live_group_changed(&store, projection, &config.group), if follow_live => {
-                    tracing::info!(from = %config.group, "the projection's live generation changed; moving to its group");
+                    tracing::info!(from = %config.group, "The projection's live generation changed. Moving to its group.");
                     member.request_stop();
                     member.wait().await?;
                     true
@@ -109,7 +88,7 @@ impl ConsumeArgs {
         }
         pruner.abort();
         drop(metrics);
-        tracing::info!("member stopped");
+        tracing::info!("Member stopped.");
         Ok(())
     }
 
@@ -132,23 +111,22 @@ impl ConsumeArgs {
         process: ProcessKind,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let orders_topic = self.pipeline.topic.topic.clone();
-        let topic = process.topic(&orders_topic);
-        let settings = ProcessSettings { orders_topic, payment_timeout: *self.payment_timeout };
-        let mut config = self.member.config(Work::Decide(process, settings), &topic)?;
+        let mut config = self.member.config(process, &self.pipeline.topic.topic)?;
+        config.decisions.payment_timeout = *self.payment_timeout;
+        let topic = config.topic.clone();
         let kafka = self.pipeline.kafka.checked_settings(Some(&topic)).await?;
         config.contract = self.schemas.contract().await?;
         let store = self.pipeline.database.connect().await?;
         config.group = match &self.group {
             Some(group) => group.clone(),
-            None => store.process_group(process),
+            None => store.group(process),
         };
         let wake = Arc::new(tokio::sync::Notify::new());
         config.outbox_written = Some(wake.clone());
         let pruner = self.spawn_pruner(&kafka, &store, &topic).await;
         let metrics = self.metrics.spawn().await?;
-        let mut relay = consumers::spawn_relay(store.clone(), &kafka, wake);
-        tracing::info!(group = %config.group, %process, %topic, brokers = %kafka.brokers, "member starting");
+        let mut relay = consumers::spawn_relay(store.outbox(), &kafka, wake);
+        tracing::info!(group = %config.group, %process, %topic, brokers = %kafka.brokers, "Member starting.");
         let mut member = run_member(config, &kafka, store.clone())?;
         tokio::pin!(shutdown);
         let relay_ended = tokio::select! {
@@ -167,7 +145,7 @@ impl ConsumeArgs {
         }
         pruner.abort();
         drop(metrics);
-        tracing::info!("member stopped");
+        tracing::info!("Member stopped.");
         Ok(())
     }
 }
@@ -178,14 +156,14 @@ impl ConsumeArgs {
 async fn dedupe_window(kafka: &infra::KafkaSettings, topic: &str, configured: Duration) -> Duration {
     match infra::topics::retention(kafka, topic, Duration::from_secs(10)).await {
         Ok(Some(retention)) if retention > configured => {
-            tracing::warn!(?configured, ?retention, topic, "the dedupe window is shorter than the topic's retention; keeping event ids as long as the topic keeps records");
+            tracing::warn!(?configured, ?retention, topic, "The dedupe window is shorter than the topic's retention. Event ids are kept as long as the topic keeps records.");
             retention
         }
         Ok(None) => {
             tracing::warn!(
                 ?configured,
                 topic,
-                "the topic keeps records for ever; event ids older than the dedupe window are still pruned"
+                "The topic keeps records for ever. Event ids older than the dedupe window are still pruned."
             );
             configured
         }
@@ -194,7 +172,7 @@ async fn dedupe_window(kafka: &infra::KafkaSettings, topic: &str, configured: Du
             tracing::warn!(
                 error = &e as &dyn std::error::Error,
                 topic,
-                "cannot read the topic's retention; using the configured dedupe window"
+                "Cannot read the topic's retention. Using the configured dedupe window."
             );
             configured
         }
@@ -205,12 +183,19 @@ async fn dedupe_window(kafka: &infra::KafkaSettings, topic: &str, configured: Du
 async fn prune_every(store: Store, retention: Retention, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
-        match store.prune(retention).await {
+        match store.operations().prune(retention).await {
             Ok(Some(pruned)) => {
-                tracing::info!(event_ids = pruned.event_ids, dead_letters = pruned.dead_letters, "pruned")
+                tracing::info!(
+                    event_ids = pruned.event_ids,
+                    dead_letters = pruned.dead_letters,
+                    "Pruned what the retention allows."
+                )
             }
-            Ok(None) => tracing::debug!("another process is pruning"),
-            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "pruning failed; will try again"),
+            Ok(None) => tracing::debug!("Another process is pruning. Skipping this round."),
+            Err(e) => tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "Pruning failed. It is tried again at the next round."
+            ),
         }
     }
 }
@@ -219,11 +204,14 @@ async fn prune_every(store: Store, retention: Retention, every: Duration) {
 async fn live_group_changed(store: &Store, projection: ProjectionKind, current: &str) {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        match store.live_projection(projection).await {
+        match store.reads().live_projection(projection).await {
             Ok(live) if live.group != current => return,
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = &e as &dyn std::error::Error, "cannot read the live generation; will look again")
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "Cannot read the live generation. Looking again shortly."
+                )
             }
         }
     }

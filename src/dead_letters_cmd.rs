@@ -22,7 +22,7 @@ pub enum DeadLettersCommand {
 #[derive(Debug, Args)]
 pub struct ActionArgs {
     #[command(flatten)]
-    database: crate::cli::DatabaseArgs,
+    database: crate::args::DatabaseArgs,
     /// The consumer group that parked the records.
     #[arg(long)]
     group: String,
@@ -39,11 +39,11 @@ pub struct ActionArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    operator: crate::cli::OperatorArgs,
+    operator: crate::args::OperatorArgs,
     /// Retry: the registry the parked records' schema ids are learned from, if they were
     /// written with its ids.
     #[command(flatten)]
-    schemas: crate::cli::SchemaRegistryArgs,
+    schemas: crate::args::SchemaRegistryArgs,
 }
 
 impl ActionArgs {
@@ -61,7 +61,7 @@ impl ActionArgs {
     async fn retry(&self) -> anyhow::Result<()> {
         let store = self.database.connect().await?;
         if let Some(process) =
-            projections::store::ProcessKind::ALL.into_iter().find(|p| store.process_group(*p) == self.group)
+            projections::registry::ProcessKind::ALL.into_iter().find(|p| store.group(*p) == self.group)
         {
             // Deciding a parked record again later would decide it out of log order.
             anyhow::bail!(
@@ -69,18 +69,20 @@ impl ActionArgs {
                 self.group
             );
         }
-        let projection = match self.projection {
-            Some(p) => p,
-            None => store
-                .projection_of_group(&self.group)
-                .await?
-                .with_context(|| format!("which projection does group {:?} build? pass --projection", self.group))?,
-        };
+        let projection =
+            match self.projection {
+                Some(p) => p,
+                None => store.operations().projection_of_group(&self.group).await?.with_context(|| {
+                    format!("which projection does group {:?} build? pass --projection", self.group)
+                })?,
+            };
         let contract = self.schemas.contract().await?;
-        contract.resolve(store.parked_payloads(&self.group).await?.iter().map(Vec::as_slice)).await?;
+        contract.resolve(store.operations().parked_payloads(&self.group).await?.iter().map(Vec::as_slice)).await?;
         let retry = async {
-            let outcome =
-                projection.retry_dead_letters(&store, &self.group, &self.selection(), contract.codec()).await?;
+            let outcome = store
+                .operations()
+                .retry_dead_letters(projection, &self.group, &self.selection(), contract.codec())
+                .await?;
             anyhow::ensure!(
                 !(outcome.applied.is_empty() && outcome.still_parked.is_empty()),
                 "no parked record matched in group {:?}",
@@ -104,7 +106,7 @@ impl ActionArgs {
     async fn skip(&self) -> anyhow::Result<()> {
         let store = self.database.connect().await?;
         let skip = async {
-            let skipped = store.skip_dead_letters(&self.group, &self.selection()).await?;
+            let skipped = store.operations().skip_dead_letters(&self.group, &self.selection()).await?;
             anyhow::ensure!(!skipped.is_empty(), "no parked record matched in group {:?}", self.group);
             Ok(skipped)
         };
@@ -124,7 +126,7 @@ impl ActionArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
-    database: crate::cli::DatabaseArgs,
+    database: crate::args::DatabaseArgs,
     /// Only this consumer group.
     #[arg(long)]
     group: Option<String>,
@@ -146,7 +148,7 @@ impl DeadLettersCommand {
             DeadLettersCommand::Skip(args) => return args.skip().await,
         };
         let store = args.database.connect().await?;
-        let rows = store.list_dead_letters_with(args.group.as_deref(), None, !args.all, args.limit).await?;
+        let rows = store.reads().list_dead_letters_with(args.group.as_deref(), None, !args.all, args.limit).await?;
         if args.json {
             for r in &rows {
                 let line = json!({"id": r.id, "group": r.group_id, "partition": r.partition, "offset": r.offset,

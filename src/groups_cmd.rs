@@ -13,7 +13,7 @@ use serde_json::json;
 #[derive(Debug, Args)]
 pub struct GroupsArgs {
     #[command(flatten)]
-    pipeline: crate::cli::PipelineArgs,
+    pipeline: crate::args::PipelineArgs,
     /// One JSON object per group, one per line.
     #[arg(long)]
     json: bool,
@@ -23,11 +23,11 @@ impl GroupsArgs {
     pub async fn run(self) -> anyhow::Result<()> {
         let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
         let store = self.pipeline.database.connect().await?;
-        let live = store.live_projections().await?;
-        let dead: BTreeMap<String, i64> = store.dead_letter_counts().await?.into_iter().collect();
+        let live = store.reads().live_projections().await?;
+        let dead: BTreeMap<String, i64> = store.reads().dead_letter_counts().await?.into_iter().collect();
         let mut out = Vec::new();
         for topic in [self.pipeline.topic.topic.clone(), schemas::stock_topic(&self.pipeline.topic.topic)] {
-            let offsets = store.all_group_offsets(&topic).await?;
+            let offsets = store.reads().all_group_offsets(&topic).await?;
             let mut groups: BTreeSet<String> = offsets.iter().map(|o| o.group.clone()).collect();
             if topic == self.pipeline.topic.topic {
                 groups.extend(live.iter().map(|l| l.group.clone()));
@@ -74,7 +74,7 @@ impl TopicGroups<'_> {
         let mut out = Vec::new();
         for (group, members) in members {
             let members = members.unwrap_or_else(|e| {
-                tracing::warn!(error = &e as &dyn std::error::Error, %group, "cannot describe the group");
+                tracing::warn!(error = &e as &dyn std::error::Error, %group, "Cannot describe the group at the broker. Its members are shown as unknown.");
                 Vec::new()
             });
             let mine: Vec<_> = offsets.iter().filter(|o| o.group == group).collect();

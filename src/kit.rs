@@ -88,7 +88,8 @@ pub async fn log_ends(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<BTre
 /// Whether `group` has applied everything before `ends` on every partition of `topic`.
 pub async fn has_caught_up(store: &Store, group: &str, topic: &str, ends: &BTreeMap<i32, i64>) -> anyhow::Result<bool> {
     let partitions: Vec<i32> = ends.iter().filter(|(_, end)| **end > 0).map(|(p, _)| *p).collect();
-    let stored: BTreeMap<i32, i64> = store.stored_offsets(group, topic, &partitions).await?.into_iter().collect();
+    let stored: BTreeMap<i32, i64> =
+        store.reads().stored_offsets(group, topic, &partitions).await?.into_iter().collect();
     Ok(reached(&stored, ends))
 }
 
@@ -142,7 +143,7 @@ pub async fn wait_settled(
             let caught_up = wait_caught_up(store, group, topic, ends, left, Duration::from_millis(50)).await?;
             reached.insert(group.clone(), caught_up);
         }
-        let quiet = previous.as_ref() == Some(&ends) && store.outbox_len().await? == 0;
+        let quiet = previous.as_ref() == Some(&ends) && store.reads().outbox_len().await? == 0;
         if quiet || Instant::now() >= deadline {
             return Ok(reached);
         }

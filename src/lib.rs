@@ -2,6 +2,7 @@
 //! query API, the demo and the benchmark harness. `main.rs` only parses arguments, starts
 //! the runtime and turns the result into an exit code, so tests drive all of this in
 //! process.
+pub mod args;
 pub mod auth_cmd;
 pub mod bench;
 pub mod checkout_cmd;
@@ -11,6 +12,8 @@ pub mod dead_letters_cmd;
 pub mod demo;
 pub mod groups_cmd;
 pub mod kit;
+pub mod load;
+pub mod migrate_cmd;
 pub mod offsets_cmd;
 pub mod query_api;
 pub mod rebuild_cmd;

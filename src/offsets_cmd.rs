@@ -22,7 +22,7 @@ pub enum OffsetsCommand {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
-    pipeline: crate::cli::PipelineArgs,
+    pipeline: crate::args::PipelineArgs,
     /// The consumer group.
     #[arg(long)]
     group: String,
@@ -35,7 +35,7 @@ pub struct ListArgs {
 #[command(group(clap::ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_time"])))]
 pub struct ResetArgs {
     #[command(flatten)]
-    pipeline: crate::cli::PipelineArgs,
+    pipeline: crate::args::PipelineArgs,
     /// The consumer group whose stored offsets move.
     #[arg(long)]
     group: String,
@@ -58,7 +58,7 @@ pub struct ResetArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    operator: crate::cli::OperatorArgs,
+    operator: crate::args::OperatorArgs,
 }
 
 fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -103,8 +103,8 @@ impl ListArgs {
         let (_, bounds) = bounds(&kafka, topic, &[]).await?;
         let partitions: Vec<i32> = bounds.keys().copied().collect();
         let stored: BTreeMap<i32, i64> =
-            store.stored_offsets(&self.group, topic, &partitions).await?.into_iter().collect();
-        let faults = store.offset_faults(&self.group, topic, None).await?;
+            store.reads().stored_offsets(&self.group, topic, &partitions).await?.into_iter().collect();
+        let faults = store.reads().offset_faults(&self.group, topic, None).await?;
         for (p, (start, end)) in &bounds {
             let fault = faults.iter().find(|f| f.partition == *p);
             let line = json!({"partition": p, "stored_offset": stored.get(p), "log_start": start, "log_end": end,
@@ -152,7 +152,7 @@ impl ResetArgs {
         let topic = &self.pipeline.topic.topic;
         let partitions: Vec<i32> = to.keys().copied().collect();
         let stored: BTreeMap<i32, i64> =
-            store.stored_offsets(&self.group, topic, &partitions).await?.into_iter().collect();
+            store.reads().stored_offsets(&self.group, topic, &partitions).await?.into_iter().collect();
         for (p, offset) in &to {
             let (start, end) = bounds[p];
             let line = json!({"partition": p, "from": stored.get(p), "to": offset, "log_start": start, "log_end": end,
@@ -181,7 +181,7 @@ impl ResetArgs {
         );
         let operator = self.operator.name();
         let arguments = json!({"group": self.group, "topic": topic, "target": target, "to": to});
-        let reset = async { Ok(store.reset_offsets(&self.group, topic, &to, &target, &operator).await?) };
+        let reset = async { Ok(store.operations().reset_offsets(&self.group, topic, &to, &target, &operator).await?) };
         let moves = self.operator.audited(store, "offsets reset", arguments, reset, |m| json!(m)).await?;
         eprintln!("moved {} partition(s) of group {} to {target}; recorded in offset_resets", moves.len(), self.group);
         Ok(())

@@ -10,7 +10,7 @@ use consumers::member::run_member;
 use projections::store::Store;
 use projections::ProjectionKind;
 
-use crate::cli::parse_duration;
+use crate::args::parse_duration;
 
 #[derive(Debug, Args)]
 pub struct RebuildArgs {
@@ -18,7 +18,7 @@ pub struct RebuildArgs {
     #[arg(value_parser = clap::value_parser!(ProjectionKind))]
     projection: ProjectionKind,
     #[command(flatten)]
-    pipeline: crate::cli::PipelineArgs,
+    pipeline: crate::args::PipelineArgs,
     /// After the switch, drop the tables of every generation the views no longer show
     /// (default: keep them, to compare or switch back by hand).
     #[arg(long)]
@@ -31,14 +31,14 @@ pub struct RebuildArgs {
     timeout: Duration,
     /// The rebuilding member's settings (as for `orderflow consume`).
     #[command(flatten)]
-    member: crate::cli::MemberArgs,
+    member: crate::args::MemberArgs,
     #[command(flatten)]
-    schemas: crate::cli::SchemaRegistryArgs,
+    schemas: crate::args::SchemaRegistryArgs,
     /// Print JSON lines of progress instead of a progress bar.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    operator: crate::cli::OperatorArgs,
+    operator: crate::args::OperatorArgs,
 }
 
 impl RebuildArgs {
@@ -64,9 +64,9 @@ impl RebuildArgs {
         if self.no_rebuild {
             return self.drop_retired(&store).await;
         }
-        let live = store.live_projection(self.projection).await?;
+        let live = store.reads().live_projection(self.projection).await?;
         refuse_if_running(&kafka, &store, self.projection, &self.pipeline.topic.topic).await?;
-        let next = store.prepare_rebuild(self.projection).await?;
+        let next = store.operations().prepare_rebuild(self.projection).await?;
         self.report(&serde_json::json!({"event": "started", "projection": name, "from_generation": live.generation,
             "to_generation": next.generation, "group": next.group}));
         let mut config = self.member.config(self.projection, &self.pipeline.topic.topic)?;
@@ -91,7 +91,9 @@ impl RebuildArgs {
             bar.set_position(applied as u64);
             let lag = member.stats.lag();
             if lag.is_some_and(|l| l <= 5_000) || (lag.is_none() && member.stats.batches.load(Ordering::Relaxed) > 0) {
-                if let Some(old) = store.try_switch(&next, &self.pipeline.topic.topic, Duration::from_secs(5)).await? {
+                if let Some(old) =
+                    store.operations().try_switch(&next, &self.pipeline.topic.topic, Duration::from_secs(5)).await?
+                {
                     break old;
                 }
             }
@@ -116,8 +118,8 @@ impl RebuildArgs {
     }
 
     async fn drop_retired(&self, store: &Store) -> anyhow::Result<()> {
-        for old in store.retired_generations(self.projection).await? {
-            store.drop_generation(&old).await?;
+        for old in store.operations().retired_generations(self.projection).await? {
+            store.operations().drop_generation(&old).await?;
             self.report(&serde_json::json!({"event": "dropped", "projection": old.projection,
                 "generation": old.generation, "group": old.group}));
         }
@@ -155,7 +157,7 @@ async fn refuse_if_running(
     projection: ProjectionKind,
     topic: &str,
 ) -> anyhow::Result<()> {
-    let groups = store.unfinished_rebuilds(projection).await?;
+    let groups = store.operations().unfinished_rebuilds(projection).await?;
     if groups.is_empty() {
         return Ok(());
     }

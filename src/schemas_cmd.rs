@@ -25,14 +25,14 @@ pub enum SchemasCommand {
     /// into this binary): every event, its topic and key, who may publish it, its schema.
     Asyncapi {
         #[command(flatten)]
-        topic: crate::cli::TopicArgs,
+        topic: crate::args::TopicArgs,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
     #[command(flatten)]
-    registry: crate::cli::SchemaRegistryArgs,
+    registry: crate::args::SchemaRegistryArgs,
     /// Read the contract from this directory (its manifest.json and the .avsc files it
     /// names) instead of the one built into this binary.
     #[arg(long)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use infra::topics::{create_topics, TopicOutcome, TopicSpec};
 
-use crate::cli::KafkaArgs;
+use crate::args::KafkaArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
@@ -19,7 +19,7 @@ pub struct CreateArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
     #[command(flatten)]
-    topic: crate::cli::TopicArgs,
+    topic: crate::args::TopicArgs,
     /// Partition count: the ceiling on members per consumer group.
     #[arg(long, env = "ORDERFLOW_PARTITIONS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     partitions: i32,
@@ -28,7 +28,7 @@ pub struct CreateArgs {
     #[arg(long, env = "ORDERFLOW_REPLICATION_FACTOR", value_parser = clap::value_parser!(i32).range(1..=16))]
     replication_factor: Option<i32>,
     /// How long to wait for the broker.
-    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::args::parse_duration)]
     timeout: Duration,
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use projections::store::Store;
+use projections::store::Batches;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
@@ -18,7 +18,7 @@ use tokio::runtime::Handle;
 use crate::metrics as m;
 
 pub struct MemberContext {
-    pub store: Store,
+    pub batches: Batches,
     /// Reads the log's bounds to check stored offsets against them on assignment.
     pub inspector: infra::group_inspect::Inspector,
     /// For reading the record before a stored offset (its fingerprint).
@@ -59,17 +59,19 @@ impl MemberContext {
     /// Reads the stored offsets for exactly these partitions, retrying while the database
     /// is unreachable (a member that cannot read its offsets must not consume).
     fn stored_offsets(&self, partitions: &[i32]) -> Option<Vec<(i32, i64)>> {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = infra::Backoff::new("Reading the stored offsets");
         loop {
-            match self.runtime.block_on(self.store.stored_offsets(&self.group, &self.topic, partitions)) {
-                Ok(offsets) => return Some(offsets),
+            match self.runtime.block_on(self.batches.reads().stored_offsets(&self.group, &self.topic, partitions)) {
+                Ok(offsets) => {
+                    backoff.succeeded(&self.group);
+                    return Some(offsets);
+                }
                 Err(e) => {
-                    tracing::error!(error = &e as &dyn std::error::Error, group = %self.group, "cannot read stored offsets; retrying");
+                    let delay = backoff.failed(&e, &self.group);
                     if self.stop.load(Ordering::Relaxed) {
                         return None;
                     }
                     std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -91,7 +93,11 @@ impl MemberContext {
                 Ok(b) => b,
                 Err(e) => {
                     // Without the bounds nothing can be checked; fetching will tell.
-                    tracing::warn!(error = &e as &dyn std::error::Error, partition, "cannot read the log's bounds");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        partition,
+                        "Cannot read the log's bounds. The stored offset is not checked; fetching will tell."
+                    );
                     continue;
                 }
             };
@@ -123,7 +129,7 @@ impl MemberContext {
             }
             Err(e) => tracing::warn!(
                 error = &e as &dyn std::error::Error,
-                "cannot read the records before the stored offsets"
+                "Cannot read the records before the stored offsets. Their fingerprints are not checked."
             ),
         }
         refused
@@ -136,14 +142,14 @@ impl MemberContext {
             stored_offset: stored,
             log_start: start,
             log_end: end,
-            detected_at_ms: chrono_now_ms(),
+            detected_at_ms: schemas::clock::now_ms(),
             other_log,
         };
         tracing::error!(group = %self.group, partition, stored, log_start = start, log_end = end,
-            "refusing the partition: {}", fault.reason());
+            "Refusing the partition: {}. An operator decides with `orderflow offsets reset`.", fault.reason());
         m::offsets_refused(&self.group, partition);
-        if let Err(e) = self.runtime.block_on(self.store.record_offset_fault(&self.topic, &fault)) {
-            tracing::error!(error = &e as &dyn std::error::Error, partition, "cannot record the refused partition");
+        if let Err(e) = self.runtime.block_on(self.batches.record_offset_fault(&self.topic, &fault)) {
+            tracing::error!(error = &e as &dyn std::error::Error, partition, "Cannot record the refused partition in the database. It stays refused; `orderflow offsets` will not show it.");
         }
     }
 
@@ -159,7 +165,7 @@ impl MemberContext {
         }
         if refused.count() > 0 {
             if let Err(e) = consumer.pause(&refused) {
-                tracing::error!(error = &e as &dyn std::error::Error, group = %self.group, "cannot pause refused partitions");
+                tracing::error!(error = &e as &dyn std::error::Error, group = %self.group, "Cannot pause the refused partitions. Restart the member so it does not read them.");
             }
         }
     }
@@ -167,10 +173,13 @@ impl MemberContext {
     /// The timestamps of the last records applied (empty when they cannot be read: the
     /// bounds check still runs).
     fn applied_timestamps(&self, partitions: &[i32]) -> BTreeMap<i32, i64> {
-        match self.runtime.block_on(self.store.applied_timestamps(&self.group, &self.topic, partitions)) {
+        match self.runtime.block_on(self.batches.applied_timestamps(&self.group, &self.topic, partitions)) {
             Ok(stamps) => stamps,
             Err(e) => {
-                tracing::warn!(error = &e as &dyn std::error::Error, "cannot read the applied records' timestamps");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "Cannot read the applied records' timestamps. Lag in time is not shown."
+                );
                 BTreeMap::new()
             }
         }
@@ -192,7 +201,11 @@ impl MemberContext {
                 None => Offset::Beginning,
             };
             if let Err(e) = accepted.add_partition_offset(&self.topic, *p, offset) {
-                tracing::error!(error = &e as &dyn std::error::Error, partition = p, "cannot set start offset");
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    partition = p,
+                    "Cannot position the consumer at the stored offset. The partition is not read; restart the member."
+                );
                 continue;
             }
             partitions.push(*p);
@@ -207,12 +220,12 @@ impl MemberContext {
                 for p in &partitions {
                     positioned.insert(*p, stored.iter().find(|(sp, _)| sp == p).map(|(_, o)| *o));
                 }
-                tracing::info!(group = %self.group, ?partitions, ?stored, "assigned");
+                tracing::info!(group = %self.group, ?partitions, ?stored, "Partitions assigned.");
                 m::rebalance(&self.group, "assign");
             }
             // A silently failed assign consumes nothing: say it loudly.
             Err(e) => {
-                tracing::error!(error = &e as &dyn std::error::Error, group = %self.group, ?partitions, "assign failed")
+                tracing::error!(error = &e as &dyn std::error::Error, group = %self.group, ?partitions, "The assignment failed. These partitions are not read until the next rebalance; restart the member if it lasts.")
             }
         }
         self.assignment_changed.store(true, Ordering::SeqCst);
@@ -238,15 +251,11 @@ impl MemberContext {
         self.assignment_changed.store(true, Ordering::SeqCst);
         let result = if self.incremental(consumer) { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
         if let Err(e) = result {
-            tracing::error!(error = &e as &dyn std::error::Error, group = %self.group, ?partitions, "unassign failed");
+            tracing::warn!(error = &e as &dyn std::error::Error, group = %self.group, ?partitions, "Giving up partitions failed. The next rebalance settles it.");
         }
-        tracing::info!(group = %self.group, ?partitions, "revoked");
+        tracing::info!(group = %self.group, ?partitions, "Partitions revoked.");
         m::rebalance(&self.group, "revoke");
     }
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl ClientContext for MemberContext {
@@ -296,7 +305,7 @@ impl ConsumerContext for MemberContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.on_assign(consumer, tpl),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.on_revoke(consumer, tpl),
             other => {
-                tracing::error!(?other, group = %self.group, "rebalance error; dropping the assignment");
+                tracing::warn!(?other, group = %self.group, "The rebalance failed. Dropping the assignment; the group rebalances again.");
                 self.on_revoke(consumer, tpl);
             }
         }

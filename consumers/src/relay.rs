@@ -4,19 +4,19 @@
 //! At least once, by design: a relay killed after the broker acknowledged and before the
 //! rows were deleted publishes them again. Every emitted event id is derived from its
 //! cause, so readers (projections and processes alike) drop the copy; effects stay
-//! exactly once. One relay per database publishes at a time (`Store::try_relay_lease`);
+//! exactly once. One relay per database publishes at a time (`Outbox::try_relay_lease`);
 //! every process member runs one, and the others wait to take over.
 use std::sync::Arc;
 use std::time::Duration;
 
 use infra::KafkaSettings;
 use projections::store::fault::{hit, FaultPoint};
-use projections::store::{OutboxRow, RelayLease, Store, StoreError};
+use projections::store::{Outbox, OutboxRow, RelayLease, StoreError};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::Notify;
 
-use crate::ConsumerError;
+use crate::error::ConsumerError;
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -38,34 +38,27 @@ impl Default for RelayConfig {
 /// Runs the relay until `stop` resolves. Store and broker failures are retried (nothing
 /// is lost: the outbox keeps every unacknowledged event); a broker refusing access ends it.
 pub async fn run_relay(
-    store: Store,
+    outbox: Outbox,
     kafka: &KafkaSettings,
     config: RelayConfig,
     wake: Arc<Notify>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ConsumerError> {
-    let timeout = config.deadline.as_millis().to_string();
-    let producer: FutureProducer = kafka
-        .client_config_with(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("linger.ms", "1"),
-            ("message.timeout.ms", &timeout),
-        ])
-        .create()?;
+    let producer: FutureProducer = kafka.idempotent_producer(config.deadline, Duration::from_millis(1)).create()?;
     tokio::pin!(stop);
     let mut lease: Option<RelayLease> = None;
-    let mut backoff = Duration::from_millis(100);
+    let mut broker = infra::Backoff::new("Publishing the outbox");
+    let mut database = infra::Backoff::new("The relay's database");
     loop {
         let round = async {
             if lease.is_none() {
-                lease = store.try_relay_lease().await?;
+                lease = outbox.try_relay_lease().await?;
                 if lease.is_none() {
                     return Ok::<_, StoreError>(RoundResult::Standby);
                 }
-                tracing::info!("this relay publishes the outbox");
+                tracing::info!("This relay publishes the outbox (it holds the lease).");
             }
-            let rows = store.outbox_batch(config.batch).await?;
+            let rows = outbox.outbox_batch(config.batch).await?;
             if rows.is_empty() {
                 return Ok(RoundResult::Idle);
             }
@@ -77,7 +70,7 @@ pub async fn run_relay(
                 Ok(()) => {
                     hit(FaultPoint::RelayAfterPublish);
                     let published: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-                    store.delete_outbox(&published).await?;
+                    outbox.delete_outbox(&published).await?;
                     Ok(RoundResult::Published(rows.len()))
                 }
                 Err(e) => Ok(RoundResult::BrokerFailed(e)),
@@ -90,26 +83,29 @@ pub async fn run_relay(
         let wait = match result {
             Ok(RoundResult::Published(n)) => {
                 crate::metrics::outbox_published(n);
-                tracing::debug!(events = n, "outbox published");
-                backoff = Duration::from_millis(100);
+                tracing::debug!(events = n, "Outbox events published.");
+                broker.succeeded("outbox");
+                database.succeeded("outbox");
                 continue;
             }
-            Ok(RoundResult::Idle) => config.poll,
-            Ok(RoundResult::Standby) => Duration::from_secs(1),
+            Ok(RoundResult::Idle) => {
+                database.succeeded("outbox");
+                config.poll
+            }
+            Ok(RoundResult::Standby) => {
+                database.succeeded("outbox");
+                Duration::from_secs(1)
+            }
             Ok(RoundResult::BrokerFailed(e)) => {
                 if e.rdkafka_error_code().is_some_and(infra::access_check::access_denied) {
                     return Err(ConsumerError::Denied(e.to_string()));
                 }
                 crate::metrics::outbox_failed();
-                tracing::warn!(error = &e as &dyn std::error::Error, "publishing the outbox failed; retrying");
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                backoff
+                broker.failed(&e, "outbox")
             }
             Err(e) => {
-                tracing::warn!(error = &e as &dyn std::error::Error, "the relay lost the database; retrying");
                 lease = None;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                backoff
+                database.failed(&e, "outbox")
             }
         };
         tokio::select! {
@@ -128,14 +124,14 @@ pub struct RelayHandle {
 
 /// Starts [`run_relay`] with the default settings on a task; stop it with
 /// [`RelayHandle::stop`]. Must be called from within a tokio runtime.
-pub fn spawn_relay(store: Store, kafka: &KafkaSettings, wake: Arc<Notify>) -> RelayHandle {
+pub fn spawn_relay(outbox: Outbox, kafka: &KafkaSettings, wake: Arc<Notify>) -> RelayHandle {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let kafka = kafka.clone();
     let task = tokio::spawn(async move {
         let stopped = async {
             let _ = stopped.await;
         };
-        run_relay(store, &kafka, RelayConfig::default(), wake, stopped).await
+        run_relay(outbox, &kafka, RelayConfig::default(), wake, stopped).await
     });
     RelayHandle { stop: Some(stop), task }
 }

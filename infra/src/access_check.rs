@@ -11,7 +11,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::{InfraError, KafkaSettings};
+use crate::error::InfraError;
+use crate::kafka_settings::KafkaSettings;
 
 /// Whether `code` says the broker refused our credentials or our ACLs: retrying with the
 /// same settings cannot help.

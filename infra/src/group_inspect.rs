@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::{InfraError, KafkaSettings};
+use crate::error::InfraError;
+use crate::kafka_settings::KafkaSettings;
 
 /// One member of a consumer group as the group coordinator reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

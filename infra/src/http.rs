@@ -1,8 +1,9 @@
 //! What both HTTP services (the checkout and the query API) share: the error body, request
 //! metrics, `/metrics`, `/healthz`, `/openapi.json` and the fallback for unknown routes.
-//! A service adds its own routes, lists who may call each ([`RouteAccess`]) and calls
-//! [`Service::finish`], which adds authentication, per-principal rate limits, a request
-//! timeout and a bound on requests in flight.
+//! A service lists its routes once ([`Routes`]: each handler with who may call it, which
+//! mounts it, documents it and guards it) and calls [`Routes::finish`], which adds
+//! authentication, per-principal rate limits, a request timeout and a bound on requests in
+//! flight.
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -147,29 +148,66 @@ pub enum Need {
     Scope(Scope),
 }
 
-/// One route's access rule. Each service lists all of its routes once; the guard enforces
-/// the list and the OpenAPI document states it, so the two cannot disagree. A route
-/// missing from the list needs a token (never open by omission).
+/// One route's access rule, made by [`Routes::route`] from the same registration that
+/// mounts the handler and documents it: the guard enforces the list and the OpenAPI
+/// document states it, so the three cannot disagree. A route missing from the list needs a
+/// token (never open by omission).
 #[derive(Debug, Clone)]
 pub struct RouteAccess {
     pub method: Method,
     /// The route template, as in the router (`/orders/{order_id}/cancel`).
-    pub path: &'static str,
+    pub path: String,
     pub need: Need,
 }
 
-impl RouteAccess {
-    pub const fn get(path: &'static str, need: Need) -> Self {
-        RouteAccess { method: Method::GET, path, need }
-    }
-    pub const fn post(path: &'static str, need: Need) -> Self {
-        RouteAccess { method: Method::POST, path, need }
-    }
+/// The routes [`Routes::finish`] adds to every service.
+fn shared_routes() -> [RouteAccess; 2] {
+    [
+        RouteAccess { method: Method::GET, path: "/metrics".into(), need: Need::Scope(Scope::Ops) },
+        RouteAccess { method: Method::GET, path: "/openapi.json".into(), need: Need::Authenticated },
+    ]
 }
 
-/// The routes [`Service::finish`] adds to every service.
-const SHARED_ROUTES: [RouteAccess; 2] =
-    [RouteAccess::get("/metrics", Need::Scope(Scope::Ops)), RouteAccess::get("/openapi.json", Need::Authenticated)];
+/// A service's one list of routes: each entry (`routes!(handler)` of `utoipa_axum`, with
+/// who may call it) mounts the handler, adds its `#[utoipa::path]` to the OpenAPI document
+/// and its access rule to the guard's list.
+pub struct Routes<S> {
+    router: utoipa_axum::router::OpenApiRouter<S>,
+    access: Vec<RouteAccess>,
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    /// An empty list over the service's document (its info, tags and shared schemas).
+    pub fn new(openapi: utoipa::openapi::OpenApi) -> Self {
+        Routes { router: utoipa_axum::router::OpenApiRouter::with_openapi(openapi), access: Vec::new() }
+    }
+
+    /// Adds the handlers of `routes` (every method of every path they document), callable
+    /// by whoever `need` admits.
+    pub fn route(mut self, need: Need, routes: utoipa_axum::router::UtoipaMethodRouter<S>) -> Self {
+        for (path, item) in &routes.1.paths {
+            for (method, operation) in [(Method::GET, &item.get), (Method::POST, &item.post)] {
+                if operation.is_some() {
+                    self.access.push(RouteAccess { method, path: path.clone(), need });
+                }
+            }
+        }
+        self.router = self.router.routes(routes);
+        self
+    }
+
+    /// Every route as listed, for tests and tools.
+    pub fn access(&self) -> &[RouteAccess] {
+        &self.access
+    }
+
+    /// The service: its routes over `state`, plus `/metrics`, `/openapi.json`, the JSON 404
+    /// for unknown routes, authentication and the abuse limits, and the request metrics.
+    pub fn finish(self, state: S, metrics: RequestMetrics, access: Access) -> Router {
+        let (router, openapi) = self.router.split_for_parts();
+        Service { metrics, openapi, routes: self.access, access }.finish(router.with_state(state))
+    }
+}
 
 /// Abuse limits of one service.
 #[derive(Debug, Clone, Copy)]
@@ -342,26 +380,27 @@ async fn bound(slots: Arc<Semaphore>, timeout: Duration, request: Request, next:
 }
 
 /// The shared routes and layers around a service's own router.
-pub struct Service {
-    pub metrics: RequestMetrics,
+struct Service {
+    metrics: RequestMetrics,
     /// The service's OpenAPI document, generated from its types.
-    pub openapi: utoipa::openapi::OpenApi,
+    openapi: utoipa::openapi::OpenApi,
     /// Every route of the service and who may call it.
-    pub routes: &'static [RouteAccess],
-    pub access: Access,
+    routes: Vec<RouteAccess>,
+    access: Access,
 }
 
 impl Service {
-    /// Adds `/metrics`, `/openapi.json`, the JSON 404 for unknown routes, authentication
-    /// and the abuse limits, and the request metrics to `router`.
-    pub fn finish(self, router: Router) -> Router {
-        let routes: Vec<RouteAccess> = self.routes.iter().chain(SHARED_ROUTES.iter()).cloned().collect();
+    fn finish(self, router: Router) -> Router {
+        let routes: Vec<RouteAccess> = self.routes.into_iter().chain(shared_routes()).collect();
         let mut openapi = self.openapi;
         document_access(&mut openapi, &routes);
         let doc: std::sync::Arc<str> = match serde_json::to_string(&openapi) {
             Ok(doc) => doc.into(),
             Err(e) => {
-                tracing::error!(error = &e as &dyn std::error::Error, "the OpenAPI document does not serialize");
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    "The OpenAPI document does not serialize. This is a bug; /openapi.json answers 500."
+                );
                 "{}".into()
             }
         };
@@ -409,7 +448,7 @@ fn document_access(openapi: &mut utoipa::openapi::OpenApi, routes: &[RouteAccess
                 }
             }
             let need =
-                routes.iter().find(|r| r.path == path && r.method == method).map_or(Need::Authenticated, |r| r.need);
+                routes.iter().find(|r| &r.path == path && r.method == method).map_or(Need::Authenticated, |r| r.need);
             let responses = &mut operation.responses.responses;
             responses.entry("503".into()).or_insert_with(|| {
                 error("Overloaded (too many requests in flight) or timed out: retry after Retry-After").into()

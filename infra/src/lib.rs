@@ -2,6 +2,9 @@
 //!
 //! - [`KafkaSettings`]: bootstrap servers plus any librdkafka setting passed through from
 //!   `ORDERFLOW_KAFKA_*` variables, with secrets redacted from `Debug`.
+//! - [`backoff`]: the one retry policy and its logging rule.
+//! - [`KafkaSettings::idempotent_producer`]: the settings of every producer that must not
+//!   lose or double a record.
 //! - [`topics`]: topic creation through the Kafka admin API.
 //! - [`telemetry`]: tracing setup for the binary and the process-wide metrics recorder.
 //! - [`auth`]: who a caller is (static tokens, OIDC JWTs) and what it may do.
@@ -12,6 +15,7 @@
 
 pub mod access_check;
 pub mod auth;
+pub mod backoff;
 mod error;
 pub mod group_inspect;
 pub mod http;
@@ -20,5 +24,6 @@ pub mod schema_registry;
 pub mod telemetry;
 pub mod topics;
 
+pub use backoff::Backoff;
 pub use error::{error_chain, InfraError};
 pub use kafka_settings::{passthrough_from, KafkaSettings};

@@ -234,14 +234,14 @@ impl Contract {
                 Some(id) => id,
                 None => {
                     let id = client.register(&subject, &newest.text).await?;
-                    tracing::info!(%subject, id, "registered this binary's schema");
+                    tracing::info!(%subject, id, "Registered this binary's schema.");
                     id
                 }
             };
             ids.insert(kind, id);
         }
         let codec = Codec::for_registry(&ids).map_err(|e| RegistryError::Contract(e.to_string()))?;
-        tracing::info!(registry = %client.url(), "schema ids from the registry");
+        tracing::info!(registry = %client.url(), "Schema ids come from the registry.");
         Ok(Contract { codec, registry: Some(client) })
     }
 
@@ -268,14 +268,14 @@ impl Contract {
             match client.schema(id).await? {
                 Some(text) => {
                     match self.codec.learn(id, &text) {
-                        Ok(kind) => tracing::info!(id, ?kind, "learned a schema id from the registry"),
+                        Ok(kind) => tracing::info!(id, ?kind, "Learned a schema id from the registry."),
                         Err(reason) => {
-                            tracing::warn!(id, %reason, "the registry's schema cannot be read; its records are parked")
+                            tracing::warn!(id, %reason, "The registry's schema cannot be read. Its records are parked.")
                         }
                     }
                     learned += 1;
                 }
-                None => tracing::warn!(id, "the registry does not know this schema id; its records are parked"),
+                None => tracing::warn!(id, "The registry does not know this schema id. Its records are parked."),
             }
         }
         Ok(learned)

@@ -6,7 +6,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::{InfraError, KafkaSettings};
+use crate::error::InfraError;
+use crate::kafka_settings::KafkaSettings;
 
 /// What to create.
 #[derive(Debug, Clone)]

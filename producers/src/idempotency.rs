@@ -59,10 +59,6 @@ pub struct IdempotencyStore {
     lease: Duration,
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -95,7 +91,7 @@ impl IdempotencyStore {
 
     #[tracing::instrument(skip(self, request_hash))]
     pub async fn claim(&self, scope: &str, key: &str, request_hash: &str) -> Result<Claim, IdempotencyError> {
-        let now = now_ms();
+        let now = schemas::clock::now_ms();
         let lease_until = now.saturating_add(ms(self.lease));
         let inserted = sqlx::query(
             "INSERT INTO checkout_keys (scope, idempotency_key, request_hash, state, epoch_ms, lease_until_ms)
@@ -212,7 +208,7 @@ impl IdempotencyStore {
 
     /// Forgets keys first claimed longer than [`RETENTION`] ago; returns how many.
     pub async fn purge_expired(&self) -> Result<u64, IdempotencyError> {
-        let cutoff = now_ms() - ms(RETENTION);
+        let cutoff = schemas::clock::now_ms() - ms(RETENTION);
         let done =
             sqlx::query("DELETE FROM checkout_keys WHERE epoch_ms < $1").bind(cutoff).execute(&self.pool).await?;
         Ok(done.rows_affected())

@@ -52,15 +52,10 @@ impl Publisher {
     pub fn new(kafka: &infra::KafkaSettings, config: PublisherConfig) -> Result<Self, PublishError> {
         // librdkafka keeps retrying a little longer than our deadline: a request we answered
         // 503 may still be written, which is why retries carry the same event id.
-        let message_timeout = (config.deadline + Duration::from_secs(5)).as_millis().to_string();
-        let linger = config.linger_ms.to_string();
-        let client_config = kafka.client_config_with(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("message.timeout.ms", &message_timeout),
-            ("linger.ms", &linger),
-            ("compression.type", "lz4"),
-        ]);
+        let client_config = kafka.idempotent_producer(
+            config.deadline + Duration::from_secs(5),
+            Duration::from_millis(config.linger_ms.into()),
+        );
         let producer: FutureProducer = client_config.create().map_err(PublishError::Config)?;
         Ok(Publisher {
             producer: RwLock::new((0, producer)),
@@ -147,7 +142,7 @@ impl Publisher {
 
     fn denied(&self, error: rdkafka::error::KafkaError, generation: u64, producer: &FutureProducer) -> PublishError {
         tracing::error!(error = &error as &dyn std::error::Error, topic = %self.topic,
-            "the broker refuses this service's writes: check its SASL user and its ACL on the topic");
+            "The broker refuses this service's writes. Check its SASL user and its ACL on the topic.");
         // A fatal producer stays refused even after the ACL is fixed: replace it (at most
         // once per rebuild interval).
         self.recover(generation, producer);
@@ -173,13 +168,13 @@ impl Publisher {
         let fresh: FutureProducer = match self.client_config.create() {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(error = &e as &dyn std::error::Error, "could not rebuild the producer");
+                tracing::error!(error = &e as &dyn std::error::Error, "Could not rebuild the producer. Publishing stays broken until the broker accepts this client again.");
                 return;
             }
         };
         let mut slot = self.producer.write().unwrap_or_else(|e| e.into_inner());
         if slot.0 == generation {
-            tracing::warn!(?fatal, failures, "producer keeps failing; replaced it with a new one");
+            tracing::warn!(?fatal, failures, "The producer kept failing. It was replaced with a new one.");
             *slot = (generation + 1, fresh);
             *last = Some(Instant::now());
             self.consecutive_failures.store(0, Ordering::Relaxed);

@@ -1,24 +1,24 @@
-//! The one list of projections. Everything that differs between projections and is not
-//! their pure logic is here: the name (consumer groups, tables, CLI), the tables of one
-//! generation, the analyst views over them, and which events each reads. The store, the
-//! consumer runtime, the query API and the commands take all of it from here, so adding a
-//! projection is a model file, an entry below and a migration (see `DESIGN.md`).
+//! The one list of consumer groups: the projections that describe and the processes that
+//! decide ([`GroupKind`]). Everything that differs between them and is not their pure
+//! logic is here: the name (consumer groups, tables, CLI), the topic each reads, the tables
+//! of one generation, the analyst views over them, and which events each reads. The store,
+//! the consumer runtime, the query API and the commands take all of it from here, so
+//! adding a projection is a model file, an entry below and a migration, and adding a
+//! process is its decision module, an entry in [`ProcessKind`] and its batch in the store
+//! (see `DESIGN.md`).
+//!
+//! This file is a leaf: it imports the models, the processes and `schemas`, never the
+//! store, which turns a kind into typed code on its side (`store::dispatch`).
 //!
 //! Table and view text is written once for both databases. `{t:base}` stands for the table
 //! `base` of the generation being created or shown (`payment_orders`, `payment_orders_g3`),
 //! `{ts:column}` for a microsecond column rendered as a timestamp in the database's way.
 use std::str::FromStr;
 
-use schemas::{Codec, EventKind};
+use schemas::EventKind;
 
-use crate::model::fulfilment::Fulfilment;
-use crate::model::history::History;
-use crate::model::inventory::Inventory;
-use crate::model::payment::Payment;
 use crate::model::Projection;
-use crate::store::{
-    Batch, BatchOutcome, DeadLetterSelection, DecodedRecords, LogRecord, RetryOutcome, Store, StoreError,
-};
+use crate::process::{order, stock, ORDER_PROCESS_PRINCIPAL, STOCK_PRINCIPAL};
 
 /// Which projection a group builds: the one switch from a name to typed code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -163,20 +163,31 @@ const HISTORY_EVENTS_COPY: &str = "INSERT INTO {t:history_entries}
      FROM {t:history_events} WHERE true ON CONFLICT DO NOTHING";
 
 /// Runs `$body` with `$p` bound to the model type of `$kind`: the only place a kind
-/// becomes a type. Each variant is named like its model type.
+/// becomes a type (used here and by the store's dispatch). Each variant is named like its
+/// model type.
 macro_rules! with_model {
     ($kind:expr, $p:ident => $body:expr) => {
-        with_model!(@each $kind, $p, $body, [Inventory, Payment, Fulfilment, History])
-    };
-    (@each $kind:expr, $p:ident, $body:expr, [$($model:ident),+]) => {
         match $kind {
-            $(ProjectionKind::$model => {
-                type $p = $model;
+            $crate::registry::ProjectionKind::Inventory => {
+                type $p = $crate::model::inventory::Inventory;
                 $body
-            })+
+            }
+            $crate::registry::ProjectionKind::Payment => {
+                type $p = $crate::model::payment::Payment;
+                $body
+            }
+            $crate::registry::ProjectionKind::Fulfilment => {
+                type $p = $crate::model::fulfilment::Fulfilment;
+                $body
+            }
+            $crate::registry::ProjectionKind::History => {
+                type $p = $crate::model::history::History;
+                $body
+            }
         }
     };
 }
+pub(crate) use with_model;
 
 impl ProjectionKind {
     /// Every projection, in the order tools list them.
@@ -208,45 +219,6 @@ impl ProjectionKind {
     /// Every view name of every projection.
     pub fn all_views() -> impl Iterator<Item = &'static str> {
         Self::ALL.into_iter().flat_map(|k| k.spec().views.iter().map(|(name, _)| *name))
-    }
-
-    /// Applies a batch of log records through this projection's model (see
-    /// [`Store::apply_batch`]).
-    pub async fn apply_batch(
-        self,
-        store: &Store,
-        batch: &Batch<'_>,
-        codec: &Codec,
-    ) -> Result<BatchOutcome, StoreError> {
-        with_model!(self, P => store.apply_batch::<P>(batch, codec).await)
-    }
-
-    /// [`ProjectionKind::apply_batch`] with the records decoded beforehand for this
-    /// projection ([`ProjectionKind::decode`]).
-    pub async fn apply_decoded_batch(
-        self,
-        store: &Store,
-        batch: &Batch<'_>,
-        decoded: DecodedRecords,
-    ) -> Result<BatchOutcome, StoreError> {
-        with_model!(self, P => store.apply_decoded_batch::<P>(batch, decoded).await)
-    }
-
-    /// The records decoded as this projection reads them.
-    pub fn decode(self, codec: &Codec, records: &[LogRecord]) -> DecodedRecords {
-        with_model!(self, P => DecodedRecords::of(codec, records, P::wants))
-    }
-
-    /// Applies parked records again through this projection's model (see
-    /// [`Store::retry_dead_letters`]).
-    pub async fn retry_dead_letters(
-        self,
-        store: &Store,
-        group: &str,
-        selection: &DeadLetterSelection,
-        codec: &Codec,
-    ) -> Result<RetryOutcome, StoreError> {
-        with_model!(self, P => store.retry_dead_letters::<P>(group, selection, codec).await)
     }
 }
 
@@ -283,6 +255,152 @@ impl std::fmt::Display for ProjectionKind {
     }
 }
 
+/// The two groups that decide rather than describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProcessKind {
+    /// Reads the orders topic; one state per order.
+    OrderProcess,
+    /// Reads the stock topic; one state per SKU.
+    Stock,
+}
+
+impl ProcessKind {
+    pub const ALL: [ProcessKind; 2] = [ProcessKind::OrderProcess, ProcessKind::Stock];
+
+    /// The CLI name and the consumer group's suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessKind::OrderProcess => "order-process",
+            ProcessKind::Stock => "stock",
+        }
+    }
+
+    /// Who its decisions are published as.
+    pub fn principal(self) -> &'static str {
+        match self {
+            ProcessKind::OrderProcess => ORDER_PROCESS_PRINCIPAL,
+            ProcessKind::Stock => STOCK_PRINCIPAL,
+        }
+    }
+
+    /// The topic its members read, for a pipeline on `orders_topic`.
+    pub fn topic(self, orders_topic: &str) -> String {
+        match self {
+            ProcessKind::OrderProcess => orders_topic.to_string(),
+            ProcessKind::Stock => schemas::stock_topic(orders_topic),
+        }
+    }
+
+    pub fn wants(self, kind: EventKind) -> bool {
+        match self {
+            ProcessKind::OrderProcess => order::wants(kind),
+            ProcessKind::Stock => stock::wants(kind),
+        }
+    }
+
+    /// Whether its members fire timers between batches (the order process's payment
+    /// timeouts). The member asks this, never which process it runs.
+    pub fn fires_timers(self) -> bool {
+        matches!(self, ProcessKind::OrderProcess)
+    }
+}
+
+impl FromStr for ProcessKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ProcessKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| format!("unknown process {s:?}"))
+    }
+}
+
+impl std::fmt::Display for ProcessKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a consumer group does with its records: describe (a projection) or decide (a
+/// process, whose decisions go to the outbox). The one "projection or process" type of
+/// the CLI, the member and the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupKind {
+    Projection(ProjectionKind),
+    Process(ProcessKind),
+}
+
+impl GroupKind {
+    /// Every group, projections first, in the order tools list them.
+    pub fn all() -> impl Iterator<Item = GroupKind> {
+        ProjectionKind::ALL.into_iter().map(GroupKind::Projection).chain(ProcessKind::ALL.map(GroupKind::Process))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupKind::Projection(kind) => kind.name(),
+            GroupKind::Process(kind) => kind.name(),
+        }
+    }
+
+    /// The topic the group reads, for a pipeline on `orders_topic`.
+    pub fn topic(self, orders_topic: &str) -> String {
+        match self {
+            GroupKind::Projection(_) => orders_topic.to_string(),
+            GroupKind::Process(kind) => kind.topic(orders_topic),
+        }
+    }
+
+    /// Whether its members fire timers between batches.
+    pub fn fires_timers(self) -> bool {
+        matches!(self, GroupKind::Process(kind) if kind.fires_timers())
+    }
+}
+
+impl From<ProjectionKind> for GroupKind {
+    fn from(kind: ProjectionKind) -> Self {
+        GroupKind::Projection(kind)
+    }
+}
+
+impl From<ProcessKind> for GroupKind {
+    fn from(kind: ProcessKind) -> Self {
+        GroupKind::Process(kind)
+    }
+}
+
+impl FromStr for GroupKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        GroupKind::all().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = GroupKind::all().map(GroupKind::name).collect();
+            format!("unknown projection or process {s:?}; expected one of {}", names.join(", "))
+        })
+    }
+}
+
+impl std::fmt::Display for GroupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The group-name prefix unless configured otherwise.
+pub const DEFAULT_GROUP_PREFIX: &str = "orderflow";
+
+/// The consumer group of a projection's first generation or of a process:
+/// `<prefix>-<name>`. The one place a group is named.
+pub fn group_name(prefix: &str, kind: impl Into<GroupKind>) -> String {
+    format!("{prefix}-{}", kind.into().name())
+}
+
+/// [`group_name`] with the default prefix.
+pub fn default_group(kind: impl Into<GroupKind>) -> String {
+    group_name(DEFAULT_GROUP_PREFIX, kind)
+}
+
+/// Whether `prefix` can start a consumer group name: letters, digits, `.`, `_`, `-`.
+pub fn valid_group_prefix(prefix: &str) -> bool {
+    !prefix.is_empty() && prefix.len() <= 200 && prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +412,22 @@ mod tests {
         }
         let err = "stock".parse::<ProjectionKind>().expect_err("unknown");
         assert!(err.contains("inventory, payment, fulfilment, history"), "{err}");
+    }
+
+    #[test]
+    fn every_group_parses_from_its_name_and_is_named_with_the_prefix() {
+        for kind in GroupKind::all() {
+            assert_eq!(kind.name().parse::<GroupKind>(), Ok(kind));
+            assert_eq!(group_name("shop", kind), format!("shop-{}", kind.name()));
+        }
+        assert_eq!(default_group(ProcessKind::OrderProcess), "orderflow-order-process");
+        let err = "nothing".parse::<GroupKind>().expect_err("unknown");
+        assert!(err.contains("history, order-process, stock"), "{err}");
+        assert!(GroupKind::from(ProcessKind::OrderProcess).fires_timers());
+        assert!(
+            !GroupKind::from(ProcessKind::Stock).fires_timers()
+                && !GroupKind::from(ProjectionKind::Payment).fires_timers()
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::event::EventKind;
+use crate::names::{stock_topic, PRINCIPAL_HEADER};
 use crate::registry::{builtin_contract, ContractFile};
-use crate::{stock_topic, PRINCIPAL_HEADER};
 
 /// Where a kind of event is published and by whom.
 struct Placement {

@@ -118,7 +118,8 @@ impl Codec {
 
     /// The codec over the schemas built into this binary.
     pub fn builtin() -> Self {
-        let registry = crate::ManifestRegistry::builtin().expect("the embedded manifest is validated by tests");
+        let registry =
+            crate::registry::ManifestRegistry::builtin().expect("the embedded manifest is validated by tests");
         Codec::new(&registry).expect("the embedded manifest covers every event kind")
     }
 

@@ -8,13 +8,17 @@
 //!   schema id, Avro binary), so any Schema-Registry-aware client can read the log.
 //! - [`compatibility`] is the gate that keeps schema changes backward and forward compatible.
 //!
+//! - [`clock`]: the one wall clock every crate reads.
+//!
 //! Nothing here does I/O or depends on Kafka or SQL, so it builds and tests fast.
 
 pub mod asyncapi;
+pub mod clock;
 mod codec;
 pub mod compatibility;
 mod error;
 mod event;
+mod names;
 mod registry;
 pub mod samples;
 
@@ -25,37 +29,7 @@ pub use event::{
     OrderRejected, PaymentFact, RefundRequested, ShipTo, ShipmentFact, StockAction, StockAdjusted, StockDecided,
     StockOutcome, StockRequested,
 };
+pub use names::{
+    principal_of_header, stock_topic, valid_principal_name, MAX_PRINCIPAL_LEN, ORDERS_TOPIC, PRINCIPAL_HEADER,
+};
 pub use registry::{builtin_contract, contract_from, ContractFile, ManifestRegistry, RegisteredSchema, SchemaRegistry};
-
-/// The topic every order event is appended to (stock adjustments included, keyed by SKU).
-pub const ORDERS_TOPIC: &str = "orders";
-
-/// The stock topic's name for an orders topic: `<orders>-stock`. The order process
-/// repartitions each order's lines onto it by SKU, so one SKU's requests are decided in
-/// log order whichever partitions their orders live on.
-pub fn stock_topic(orders_topic: &str) -> String {
-    format!("{orders_topic}-stock")
-}
-
-/// The record header naming the principal that published an event (the checkout sets it
-/// from the caller's credentials). A header, not a field of the Avro envelope, so every
-/// schema and every reader of the payload is unchanged; readers treat a missing or
-/// unreadable header as "unknown publisher", since producers we did not write may send
-/// straight to the topic.
-pub const PRINCIPAL_HEADER: &str = "orderflow-principal";
-
-/// The longest principal name: it travels in every event's headers.
-pub const MAX_PRINCIPAL_LEN: usize = 128;
-
-/// A principal name is 1 to [`MAX_PRINCIPAL_LEN`] visible ASCII characters, so it reads
-/// unambiguously in logs, headers and the timeline.
-pub fn valid_principal_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_PRINCIPAL_LEN && name.bytes().all(|b| b.is_ascii_graphic())
-}
-
-/// The publisher a record's [`PRINCIPAL_HEADER`] names, if it names one validly (a foreign
-/// producer may send anything there, or nothing).
-pub fn principal_of_header(value: Option<&[u8]>) -> Option<String> {
-    let name = std::str::from_utf8(value?).ok()?;
-    valid_principal_name(name).then(|| name.to_string())
-}

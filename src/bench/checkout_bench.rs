@@ -2,9 +2,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::load::{http_client_with, post_json};
 use futures::stream::{self, StreamExt};
 use producers::checkout::{self, AppState};
-use producers::load::{http_client_with, post_json};
 use producers::publisher::{Publisher, PublisherConfig};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::{samples::sample, Envelope, Event, EventKind};
@@ -55,7 +55,13 @@ pub async fn p3_checkout_vs_http(ctx: &BenchContext) -> anyhow::Result<Figure> {
     let state = AppState::connect(&ctx.kafka, &ctx.database_url, config, ctx.access.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let app = checkout::router(state, true);
+    // The product's routes plus the bench's own do-nothing one, behind the same layers.
+    let access = ctx.access.clone();
+    let app = checkout::routes().route(infra::http::Need::Authenticated, utoipa_axum::routes!(noop)).finish(
+        state,
+        infra::http::CHECKOUT_METRICS,
+        access,
+    );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let concurrency = ctx.http_clients;
     let run = ctx.run_duration;
@@ -137,16 +143,8 @@ pub async fn p3b_publisher_vs_raw(ctx: &BenchContext) -> anyhow::Result<Figure> 
     };
     let publisher = Arc::new(Publisher::new(&ctx.kafka, config)?);
     // The bare producer gets exactly the publisher's settings and the same encoded bytes.
-    let raw: FutureProducer = ctx
-        .kafka
-        .client_config_with(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("message.timeout.ms", "35000"),
-            ("linger.ms", "2"),
-            ("compression.type", "lz4"),
-        ])
-        .create()?;
+    let raw: FutureProducer =
+        ctx.kafka.idempotent_producer(Duration::from_secs(35), Duration::from_millis(2)).create()?;
     let n = ctx.events;
     let batch = events(n);
     let encoded: Vec<(String, Vec<u8>)> = batch
@@ -173,4 +171,15 @@ pub async fn p3b_publisher_vs_raw(ctx: &BenchContext) -> anyhow::Result<Figure> 
             describe(&bare, "events/s")
         ),
     ))
+}
+
+/// Reads the body like a real route and does nothing else: the benchmark's HTTP ceiling,
+/// mounted by the bench only.
+#[utoipa::path(post, path = "/bench/noop", tag = "bench", responses((status = 202, description = "Read and ignored")))]
+async fn noop(body: axum::body::Body) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match axum::body::to_bytes(body, producers::checkout::MAX_BODY_BYTES).await {
+        Ok(_) => (axum::http::StatusCode::ACCEPTED, axum::Json(serde_json::json!({}))).into_response(),
+        Err(_) => axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    }
 }

@@ -90,7 +90,7 @@ pub(super) async fn copy_ceiling(database_url: &str, records: &[LogRecord], batc
     let started = Instant::now();
     for b in &batches {
         let mut tx = conn.begin().await?;
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = schemas::clock::now_ms();
         let mut ids = Columns::new();
         for id in &b.event_ids {
             ids.row().cell(group.to_string()).cell(id.clone()).cell(now_ms);

@@ -6,13 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::load::{http_client_with, post_json};
 use consumers::member::{run_member, MemberHandle};
-use consumers::Work;
 use producers::checkout::{self, AppState};
-use producers::load::{http_client_with, post_json};
 use producers::publisher::PublisherConfig;
-use projections::store::{ProcessKind, ProcessSettings, Store};
-use sqlx::Row;
+use projections::registry::ProcessKind;
+use projections::store::Store;
 
 use super::pipeline_bench::OpenLoop;
 use super::stats::{at_most, percentile, Figure};
@@ -32,14 +31,13 @@ fn start_deciders(ctx: &BenchContext, store: &Store, topic: &str) -> anyhow::Res
     let mut members = Vec::new();
     let mut groups = Vec::new();
     for process in ProcessKind::ALL {
-        let settings = ProcessSettings { orders_topic: topic.to_string(), payment_timeout: Duration::from_secs(900) };
         let group = format!("bench-{process}-{run_id}");
-        let mut config = ctx.member_config(Work::Decide(process, settings), &process.topic(topic), &group)?;
+        let mut config = ctx.member_config(process, topic, &group)?;
         config.outbox_written = Some(wake.clone());
         groups.push((config.group.clone(), config.topic.clone()));
         members.push(run_member(config, &ctx.kafka, store.clone())?);
     }
-    let relay = consumers::spawn_relay(store.clone(), &ctx.kafka, wake);
+    let relay = consumers::spawn_relay(store.outbox(), &ctx.kafka, wake);
     Ok(Deciders { members, groups, relay })
 }
 
@@ -99,17 +97,12 @@ pub async fn p6_decision_latency(ctx: &BenchContext, databases: &TempDatabases) 
         taken += fresh.len();
         pending.extend(fresh.into_iter().map(|(at, id)| (id, at)));
         if !pending.is_empty() {
-            let ids: Vec<String> = pending.keys().cloned().collect();
-            for chunk in ids.chunks(500) {
-                let list = chunk.iter().map(|id| format!("'{}'", id.replace('\'', ""))).collect::<Vec<_>>().join(", ");
-                let sql =
-                    format!("SELECT order_id FROM order_status WHERE status <> 'pending' AND order_id IN ({list})");
-                let now = Instant::now();
-                for row in sqlx::query(&sql).fetch_all(store.pool()).await? {
-                    let id: String = row.try_get("order_id")?;
-                    if let Some(at) = pending.remove(&id) {
-                        latencies.push(now.saturating_duration_since(at).as_secs_f64() * 1000.0);
-                    }
+            let ids: Vec<uuid::Uuid> = pending.keys().filter_map(|id| uuid::Uuid::parse_str(id).ok()).collect();
+            let decided = store.reads().decided_among(&ids).await?;
+            let now = Instant::now();
+            for id in decided {
+                if let Some(at) = pending.remove(&id.to_string()) {
+                    latencies.push(now.saturating_duration_since(at).as_secs_f64() * 1000.0);
                 }
             }
         }

@@ -14,7 +14,7 @@ use clap::Args;
 use infra::KafkaSettings;
 use serde_json::json;
 
-use crate::cli::{parse_duration, KafkaArgs};
+use crate::args::{parse_duration, KafkaArgs};
 use stats::Figure;
 
 use crate::kit::TempDatabases;
@@ -27,7 +27,7 @@ pub struct BenchArgs {
     /// projections): a fresh database is created there for each run. `infra/local/up`
     /// exports one.
     #[command(flatten)]
-    database: crate::cli::DatabaseUrlArgs,
+    database: crate::args::DatabaseUrlArgs,
     /// Events per producer measurement.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1_000..=10_000_000))]
     events: u64,
@@ -55,7 +55,7 @@ pub struct BenchArgs {
     only: Vec<String>,
     /// The measured members' settings (as for `orderflow consume`).
     #[command(flatten)]
-    member: crate::cli::MemberArgs,
+    member: crate::args::MemberArgs,
     /// P4 and P6 at this many orders/s instead of 50% of the measured max sustainable rate, to
     /// compare builds at the same load.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -73,7 +73,7 @@ pub struct BenchContext {
     pub http_clients: usize,
     /// P4's fixed rate, if given.
     pub latency_rate: Option<f64>,
-    member: crate::cli::MemberArgs,
+    member: crate::args::MemberArgs,
     progress: indicatif::ProgressBar,
     /// The bench's checkouts authenticate like production ones (a hashed static token),
     /// without a rate limit: the bench measures what the service can take.
@@ -86,14 +86,15 @@ impl BenchContext {
         crate::kit::fresh_topic(&self.kafka, prefix, self.partitions).await
     }
 
-    /// A measured member of `group` doing `work` (a projection, a process) on `topic`.
+    /// A measured member of `group` of `kind` (a projection, a process) in a pipeline on
+    /// `orders_topic`.
     pub fn member_config(
         &self,
-        work: impl Into<consumers::Work>,
-        topic: &str,
+        kind: impl Into<projections::registry::GroupKind>,
+        orders_topic: &str,
         group: &str,
     ) -> anyhow::Result<consumers::MemberConfig> {
-        let mut config = self.member.config(work, topic)?;
+        let mut config = self.member.config(kind, orders_topic)?;
         config.group = group.to_string();
         Ok(config)
     }

@@ -3,9 +3,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::load::{http_client_with, post_json};
 use consumers::member::{run_member, MemberHandle};
 use producers::checkout::{self, AppState};
-use producers::load::{http_client_with, post_json};
 use producers::publisher::PublisherConfig;
 use projections::ProjectionKind;
 use serde_json::json;
@@ -187,7 +187,7 @@ async fn track_visibility(
             taken = all.len();
         }
         // One query for every group: the tracker should cost the pipeline as little as it can.
-        let all_offsets = store.all_group_offsets(topic).await?;
+        let all_offsets = store.reads().all_group_offsets(topic).await?;
         let now = Instant::now();
         for (kind, group, _) in members {
             let stored: HashMap<i32, i64> =

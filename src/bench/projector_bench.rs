@@ -36,10 +36,8 @@ pub(super) async fn append_backlog(
     topic: &str,
     events: &[Event],
 ) -> anyhow::Result<Vec<LogRecord>> {
-    let producer: FutureProducer = ctx
-        .kafka
-        .client_config_with(&[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5")])
-        .create()?;
+    let producer: FutureProducer =
+        ctx.kafka.idempotent_producer(Duration::from_secs(30), Duration::from_millis(5)).create()?;
     let codec = Codec::builtin();
     let encoded: Vec<(String, Vec<u8>)> =
         events.iter().map(|e| Ok((e.key(), codec.encode(e)?))).collect::<Result<_, schemas::EncodeError>>()?;
@@ -105,7 +103,7 @@ async fn db_only(store: &Store, group: &str, topic: &str, records: &[LogRecord],
     let mut read_from: BTreeMap<i32, i64> = BTreeMap::new();
     for chunk in records.chunks(batch) {
         let batch = projections::store::Batch { group, topic, records: chunk, read_from: &read_from };
-        ProjectionKind::Payment.apply_batch(store, &batch, &codec).await?;
+        store.batches().apply(ProjectionKind::Payment, &batch, &codec).await?;
         for r in chunk {
             read_from.insert(r.partition, r.offset + 1);
         }
@@ -130,7 +128,8 @@ pub(super) async fn projector(
     // joining the group and looking up offsets are not what P1 compares.
     let mut first: Option<(Instant, i64)> = None;
     loop {
-        let stored: BTreeMap<i32, i64> = store.stored_offsets(&group, topic, &partitions).await?.into_iter().collect();
+        let stored: BTreeMap<i32, i64> =
+            store.reads().stored_offsets(&group, topic, &partitions).await?.into_iter().collect();
         if first.is_none() && !stored.is_empty() {
             first = Some((Instant::now(), stored.values().sum()));
         }

@@ -9,23 +9,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::load::{self, LoadConfig};
 use anyhow::Context;
 use clap::Args;
 use consumers::member::{run_member, MemberConfig, MemberHandle};
-use consumers::Work;
 use infra::auth::{new_token, Authenticator, Scope};
 use infra::http::{Access, Limits};
 use infra::topics::{create_topics, TopicSpec};
 use infra::KafkaSettings;
 use producers::checkout::{self, AppState};
-use producers::load::{self, LoadConfig};
 use producers::publisher::PublisherConfig;
-use projections::store::{ProcessKind, ProcessSettings, Store};
-use projections::ProjectionKind;
+use projections::registry::{ProcessKind, ProjectionKind};
+use projections::store::Store;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
-use crate::cli::parse_duration;
+use crate::args::parse_duration;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -95,7 +94,7 @@ impl DemoArgs {
         }));
         let wake = Arc::new(tokio::sync::Notify::new());
         let groups = start_groups(&store, &kafka, &topic, self.payment_timeout, &wake)?;
-        let relay = consumers::spawn_relay(store.clone(), &kafka, wake);
+        let relay = consumers::spawn_relay(store.outbox(), &kafka, wake);
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let (query_url, api) = self.serve_dashboard(&store, &kafka, &topic, &access, &token, api_stopped).await?;
 
@@ -231,7 +230,7 @@ impl DemoArgs {
             println!("dashboard on {url}/#token={token}");
         }
         let state =
-            crate::query_api::ApiState::new(store.clone(), kafka, topic, Duration::from_secs(2), 10, access.clone());
+            crate::query_api::ApiState::new(store.reads(), kafka, topic, Duration::from_secs(2), 10, access.clone());
         let server = tokio::spawn(crate::query_api::run(listener, state, async {
             let _ = stop.await;
         }));
@@ -258,13 +257,13 @@ fn start_groups(
     let mut configs: Vec<(String, MemberConfig)> = Vec::new();
     for kind in ProjectionKind::ALL {
         let mut config = MemberConfig::new(kind, topic);
-        config.group = store.first_group(kind);
+        config.group = store.group(kind);
         configs.push((kind.name().to_string(), config));
     }
     for process in ProcessKind::ALL {
-        let settings = ProcessSettings { orders_topic: topic.to_string(), payment_timeout };
-        let mut config = MemberConfig::new(Work::Decide(process, settings), &process.topic(topic));
-        config.group = store.process_group(process);
+        let mut config = MemberConfig::new(process, topic);
+        config.decisions.payment_timeout = payment_timeout;
+        config.group = store.group(process);
         config.outbox_written = Some(wake.clone());
         configs.push((process.name().to_string(), config));
     }

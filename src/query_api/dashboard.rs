@@ -120,15 +120,15 @@ pub async fn data(
 ) -> Result<Json<Dashboard>, ApiError> {
     let params = Params::new(q, &["days"])?;
     let days = params.integer("days", 1, 366)?.unwrap_or(14);
-    let store = &state.store;
-    let orders_by_status = store.orders_by_status().await.map_err(unavailable)?;
+    let reads = &state.reads;
+    let orders_by_status = reads.orders_by_status().await.map_err(unavailable)?;
     let orders_total: i64 = orders_by_status.iter().map(|s| s.orders).sum();
-    let decisions = store.decision_counts().await.map_err(unavailable)?;
-    let items = store.inventory_page(Some(state.low_stock), None, 1000).await.map_err(unavailable)?;
+    let decisions = reads.decision_counts().await.map_err(unavailable)?;
+    let items = reads.inventory_page(Some(state.low_stock), None, 1000).await.map_err(unavailable)?;
     let oversold = items.iter().filter(|l| l.available < 0).count();
-    let now_us = chrono::Utc::now().timestamp_micros();
-    let revenue_per_day = store.revenue_per_day(now_us, days).await.map_err(unavailable)?;
-    let dead_letters: Vec<ParkedCount> = store
+    let now_us = schemas::clock::now_us();
+    let revenue_per_day = reads.revenue_per_day(now_us, days).await.map_err(unavailable)?;
+    let dead_letters: Vec<ParkedCount> = reads
         .dead_letter_counts()
         .await
         .map_err(unavailable)?
@@ -157,7 +157,10 @@ async fn lag_rows(state: &ApiState) -> Result<Vec<LagRow>, ApiError> {
             match tokio::task::spawn_blocking(move || inspector.log_ends(&topic)).await {
                 Ok(Ok(ends)) => ends,
                 Ok(Err(e)) => {
-                    tracing::warn!(error = &e as &dyn std::error::Error, "cannot read log end offsets");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "Cannot read the log end offsets. The dashboard shows lag without them."
+                    );
                     BTreeMap::new()
                 }
                 Err(_) => BTreeMap::new(),
@@ -165,9 +168,9 @@ async fn lag_rows(state: &ApiState) -> Result<Vec<LagRow>, ApiError> {
         }
         None => BTreeMap::new(),
     };
-    let offsets = state.store.all_group_offsets(&state.topic).await.map_err(unavailable)?;
+    let offsets = state.reads.all_group_offsets(&state.topic).await.map_err(unavailable)?;
     let mut rows = Vec::new();
-    for live in state.store.live_projections().await.map_err(unavailable)? {
+    for live in state.reads.live_projections().await.map_err(unavailable)? {
         let stored: BTreeMap<i32, i64> =
             offsets.iter().filter(|o| o.group == live.group).map(|o| (o.partition, o.next_offset)).collect();
         let partitions: std::collections::BTreeSet<i32> = ends.keys().chain(stored.keys()).copied().collect();

@@ -14,14 +14,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
 use axum::Router;
 use infra::auth::Scope;
 use infra::group_inspect::Inspector;
-use infra::http::{Access, Need, RouteAccess};
-use projections::store::{Store, StoreError};
+use infra::http::{Access, Need, Routes};
+use projections::store::{Reads, StoreError};
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
+use utoipa_axum::routes as handler;
 
 pub use infra::http::ApiError;
 
@@ -36,27 +36,16 @@ const DASHBOARD_CSS: &str = include_str!("dashboard.css");
         title = "orderflow query API",
         description = "Read the projections. Lists are paginated by an opaque `cursor` and `limit`; `after=<partition>:<offset>` (a position the checkout returned) waits until the projections have applied it."
     ),
-    paths(
-        routes::order,
-        routes::timeline,
-        routes::inventory_list,
-        routes::inventory_one,
-        routes::payments_summary,
-        routes::fulfilment_backlog,
-        routes::healthz,
-        dashboard::page,
-        dashboard::script,
-        dashboard::style,
-        dashboard::data,
-        infra::http::metrics_text,
-        infra::http::openapi_json
-    ),
+    // The service's own paths come from its route list ([`routes`]); these are the
+    // shared ones `Routes::finish` mounts.
+    paths(infra::http::metrics_text, infra::http::openapi_json),
     components(schemas(infra::http::ErrorBody))
 )]
 pub struct QueryApi;
 
 pub struct Inner {
-    pub store: Store,
+    /// The store's readers' door: the query API reads, never writes.
+    pub reads: Reads,
     pub topic: String,
     /// How long `after=` may wait before answering 503.
     pub read_wait: Duration,
@@ -67,21 +56,25 @@ pub struct Inner {
     pub access: Access,
 }
 
-/// Every read needs the `read` scope; the dashboard page itself holds no data (it asks
-/// for a token and then reads `/dashboard.json`), so a browser can load it.
-pub const ROUTES: &[RouteAccess] = &[
-    RouteAccess::get("/", Need::Public),
-    RouteAccess::get("/dashboard.js", Need::Public),
-    RouteAccess::get("/dashboard.css", Need::Public),
-    RouteAccess::get("/dashboard.json", Need::Scope(Scope::Read)),
-    RouteAccess::get("/orders/{order_id}", Need::Scope(Scope::Read)),
-    RouteAccess::get("/orders/{order_id}/timeline", Need::Scope(Scope::Read)),
-    RouteAccess::get("/inventory", Need::Scope(Scope::Read)),
-    RouteAccess::get("/inventory/{sku}", Need::Scope(Scope::Read)),
-    RouteAccess::get("/payments/summary", Need::Scope(Scope::Read)),
-    RouteAccess::get("/fulfilment/backlog", Need::Scope(Scope::Read)),
-    RouteAccess::get("/healthz", Need::Public),
-];
+/// The query API's one list of routes, from which the router, the OpenAPI paths and the
+/// guard's access list are made. Every read needs the `read` scope; the dashboard page
+/// itself holds no data (it asks for a token and then reads `/dashboard.json`), so a
+/// browser can load it.
+pub fn routes() -> Routes<ApiState> {
+    let read = Need::Scope(Scope::Read);
+    Routes::new(QueryApi::openapi())
+        .route(Need::Public, handler!(dashboard::page))
+        .route(Need::Public, handler!(dashboard::script))
+        .route(Need::Public, handler!(dashboard::style))
+        .route(read, handler!(dashboard::data))
+        .route(read, handler!(routes::order))
+        .route(read, handler!(routes::timeline))
+        .route(read, handler!(routes::inventory_list))
+        .route(read, handler!(routes::inventory_one))
+        .route(read, handler!(routes::payments_summary))
+        .route(read, handler!(routes::fulfilment_backlog))
+        .route(Need::Public, handler!(routes::healthz))
+}
 
 #[derive(Clone)]
 pub struct ApiState(pub Arc<Inner>);
@@ -94,10 +87,10 @@ impl std::ops::Deref for ApiState {
 }
 
 impl ApiState {
-    /// Shared state for the API over `store`; log ends (for lag) come from `kafka` if it
+    /// Shared state for the API over `reads`; log ends (for lag) come from `kafka` if it
     /// can be reached.
     pub fn new(
-        store: Store,
+        reads: Reads,
         kafka: &infra::KafkaSettings,
         topic: &str,
         read_wait: Duration,
@@ -109,38 +102,20 @@ impl ApiState {
             Err(e) => {
                 tracing::warn!(
                     error = &e as &dyn std::error::Error,
-                    "no broker client: the dashboard will show lag without log ends"
+                    "No broker client could be made. The dashboard shows lag without log ends."
                 );
                 None
             }
         };
         // The recorder must exist before the first request is counted.
         infra::telemetry::prometheus();
-        ApiState(Arc::new(Inner { store, topic: topic.to_string(), read_wait, low_stock, inspector, access }))
+        ApiState(Arc::new(Inner { reads, topic: topic.to_string(), read_wait, low_stock, inspector, access }))
     }
 }
 
 pub fn router(state: ApiState) -> Router {
-    let router = Router::new()
-        .route("/", get(dashboard::page))
-        .route("/dashboard.js", get(dashboard::script))
-        .route("/dashboard.css", get(dashboard::style))
-        .route("/dashboard.json", get(dashboard::data))
-        .route("/orders/{order_id}", get(routes::order))
-        .route("/orders/{order_id}/timeline", get(routes::timeline))
-        .route("/inventory", get(routes::inventory_list))
-        .route("/inventory/{sku}", get(routes::inventory_one))
-        .route("/payments/summary", get(routes::payments_summary))
-        .route("/fulfilment/backlog", get(routes::fulfilment_backlog))
-        .route("/healthz", get(routes::healthz))
-        .with_state(state.clone());
-    let service = infra::http::Service {
-        metrics: infra::http::QUERY_API_METRICS,
-        openapi: QueryApi::openapi(),
-        routes: ROUTES,
-        access: state.access.clone(),
-    };
-    service.finish(router)
+    let access = state.access.clone();
+    routes().finish(state, infra::http::QUERY_API_METRICS, access)
 }
 
 /// Serves the API on an already-bound listener until `shutdown` resolves, then lets
@@ -155,6 +130,6 @@ pub async fn run(
 
 /// A read that failed in the database is a 503: the client may retry.
 fn unavailable(e: StoreError) -> ApiError {
-    tracing::warn!(error = &e as &dyn std::error::Error, "query failed");
+    tracing::warn!(error = &e as &dyn std::error::Error, "A query of the projection database failed. Answering 503.");
     ApiError::unavailable("the projection database did not answer")
 }

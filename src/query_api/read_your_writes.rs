@@ -22,9 +22,9 @@ pub async fn wait_applied(
     for projection in projections {
         loop {
             // Resolved every time: a rebuild may switch the live group while we wait.
-            let live = state.store.live_projection(*projection).await.map_err(unavailable)?;
+            let live = state.reads.live_projection(*projection).await.map_err(unavailable)?;
             let faults = state
-                .store
+                .reads
                 .offset_faults(&live.group, &state.topic, Some(after.partition))
                 .await
                 .map_err(unavailable)?;
@@ -38,7 +38,7 @@ pub async fn wait_applied(
                     .with("log_end", fault.log_end));
             }
             let stored =
-                state.store.stored_offsets(&live.group, &state.topic, &[after.partition]).await.map_err(unavailable)?;
+                state.reads.stored_offsets(&live.group, &state.topic, &[after.partition]).await.map_err(unavailable)?;
             let next = stored.first().map(|(_, o)| *o);
             if next.is_some_and(|n| n > after.offset) {
                 break;

@@ -109,7 +109,7 @@ pub async fn order(
     if decided {
         wait_decided(&state, id).await?;
     }
-    let view = state.store.order_view(&id.to_string()).await.map_err(unavailable)?;
+    let view = state.reads.order_view(&id.to_string()).await.map_err(unavailable)?;
     Ok(Json(view.ok_or_else(|| ApiError::not_found(format!("no order {id}")))?))
 }
 
@@ -117,7 +117,7 @@ pub async fn order(
 async fn wait_decided(state: &ApiState, id: Uuid) -> Result<(), ApiError> {
     let deadline = std::time::Instant::now() + state.read_wait;
     loop {
-        let status = state.store.order_status(id).await.map_err(unavailable)?;
+        let status = state.reads.order_status(id).await.map_err(unavailable)?;
         if status.as_ref().is_some_and(|s| s.status.is_decided()) {
             return Ok(());
         }
@@ -198,18 +198,18 @@ pub async fn timeline(
     let order_id = order_id(&id)?;
     let id = order_id.to_string();
     wait_applied(&state, &[ProjectionKind::History], params.after()?).await?;
-    let store = &state.store;
-    let history = store.order_history(&id).await.map_err(unavailable)?;
-    let view = store.order_view(&id).await.map_err(unavailable)?;
+    let reads = &state.reads;
+    let history = reads.order_history(&id).await.map_err(unavailable)?;
+    let view = reads.order_view(&id).await.map_err(unavailable)?;
     if history.is_none() && view.is_none() {
         return Err(ApiError::not_found(format!("no order {id}")));
     }
-    let dead = store.list_dead_letters_with(None, Some(&id), false, 1000).await.map_err(unavailable)?;
+    let dead = reads.list_dead_letters_with(None, Some(&id), false, 1000).await.map_err(unavailable)?;
     let partitions: Vec<i32> = history.iter().flatten().map(|e| e.partition).collect();
     let mut projections = Vec::new();
     for kind in ProjectionKind::ORDER_STATE {
-        let live = store.live_projection(kind).await.map_err(unavailable)?;
-        let stored = store.stored_offsets(&live.group, &state.topic, &partitions).await.map_err(unavailable)?;
+        let live = reads.live_projection(kind).await.map_err(unavailable)?;
+        let stored = reads.stored_offsets(&live.group, &state.topic, &partitions).await.map_err(unavailable)?;
         projections.push((kind, live.group, stored));
     }
     let events = history
@@ -291,7 +291,7 @@ pub async fn inventory_one(
 ) -> Result<Json<InventoryLevel>, ApiError> {
     let params = Params::new(q, &[])?;
     wait_applied(&state, &[ProjectionKind::Inventory], params.after()?).await?;
-    let level = state.store.inventory_level(&sku).await.map_err(unavailable)?;
+    let level = state.reads.inventory_level(&sku).await.map_err(unavailable)?;
     Ok(Json(level.ok_or_else(|| ApiError::not_found(format!("no SKU {sku:?}")))?))
 }
 
@@ -326,7 +326,7 @@ pub async fn inventory_list(State(state): State<ApiState>, Query(q): Q) -> Resul
     let below = params.integer("below", -MAX_FILTER, MAX_FILTER)?;
     let limit = params.limit()?;
     wait_applied(&state, &[ProjectionKind::Inventory], params.after()?).await?;
-    let items = state.store.inventory_page(below, params.text("cursor"), limit).await.map_err(unavailable)?;
+    let items = state.reads.inventory_page(below, params.text("cursor"), limit).await.map_err(unavailable)?;
     let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|l| l.sku.clone())).flatten();
     Ok(Json(InventoryPage { items, next_cursor }))
 }
@@ -369,7 +369,7 @@ pub async fn payments_summary(State(state): State<ApiState>, Query(q): Q) -> Res
     wait_applied(&state, &[ProjectionKind::Payment], params.after()?).await?;
     // `[from, to)` with `to` not after `from` holds no order.
     let currencies = if from < to {
-        state.store.payments_summary(currency, from, to).await.map_err(unavailable)?
+        state.reads.payments_summary(currency, from, to).await.map_err(unavailable)?
     } else {
         Vec::new()
     };
@@ -418,7 +418,7 @@ pub async fn fulfilment_backlog(State(state): State<ApiState>, Query(q): Q) -> R
     wait_applied(&state, &[ProjectionKind::Fulfilment], params.after()?).await?;
     let cursor_key = cursor.map(|(us, id)| (us, id.to_string()));
     let items = state
-        .store
+        .reads
         .fulfilment_backlog(params.text("warehouse"), cursor_key.as_ref().map(|(us, id)| (*us, id.as_str())), limit)
         .await
         .map_err(unavailable)?;
@@ -432,10 +432,13 @@ pub async fn fulfilment_backlog(State(state): State<ApiState>, Query(q): Q) -> R
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, description = "The database does not answer", body = Health)))]
 pub async fn healthz(State(state): State<ApiState>) -> Response {
-    match sqlx::query("SELECT 1").execute(state.store.pool()).await {
-        Ok(_) => Json(Health { status: "ok".into() }).into_response(),
+    match state.reads.ping().await {
+        Ok(()) => Json(Health { status: "ok".into() }).into_response(),
         Err(e) => {
-            tracing::warn!(error = &e as &dyn std::error::Error, "health check: database unreachable");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "The health check found the database unreachable. Answering 503."
+            );
             let health = Health { status: "database unreachable".into() };
             (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(health)).into_response()
         }

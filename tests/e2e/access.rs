@@ -62,7 +62,7 @@ async fn send(
 async fn every_route_is_guarded(base: &str, routes: &[infra::http::RouteAccess]) {
     for route in routes {
         let method = route.method.as_str();
-        let (path, body) = publishing_request(route.path);
+        let (path, body) = publishing_request(&route.path);
         let body = (method == "POST").then_some(&body);
         let url = format!("{base}{path}");
         match route.need {
@@ -108,7 +108,7 @@ async fn every_checkout_route_refuses_no_token_and_the_wrong_scope_and_serves_th
     let kafka = common::kafka();
     let topic = common::fresh_topic("access-checkout", 2).await;
     let app = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(10)).await;
-    every_route_is_guarded(&app.base_url, producers::checkout::ROUTES).await;
+    every_route_is_guarded(&app.base_url, producers::checkout::routes().access()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +117,7 @@ async fn every_query_api_route_refuses_no_token_and_the_wrong_scope_and_serves_t
     let database_url = common::fresh_database().await;
     let api =
         common::ServeApi::spawn(&database_url, &topic, &common::fresh_group_prefix(), Duration::from_secs(1)).await;
-    every_route_is_guarded(&api.base_url, orderflow::query_api::ROUTES).await;
+    every_route_is_guarded(&api.base_url, orderflow::query_api::routes().access()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,18 +87,24 @@ async fn each_service_works_under_its_own_role_and_no_role_can_do_what_it_must_n
     }];
     let batch = Batch { group: "orderflow-payment", topic: "t", records: &records, read_from: &Default::default() };
     let applied = consumer
-        .apply_batch::<projections::model::payment::Payment>(&batch, &codec)
+        .batches()
+        .apply(projections::ProjectionKind::Payment, &batch, &codec)
         .await
         .expect("the member applies under its role");
     assert_eq!(applied.applied, 1);
     let next = consumer
+        .operations()
         .prepare_rebuild(projections::ProjectionKind::Payment)
         .await
         .expect("a rebuild creates its tables under the consumers' role");
     assert!(next.generation > 1);
     let rebuilt = Batch { group: &next.group, topic: "t", records: &records, read_from: &Default::default() };
-    consumer.apply_batch::<projections::model::payment::Payment>(&rebuilt, &codec).await.expect("the rebuild applies");
-    let switched = consumer.try_switch(&next, "t", std::time::Duration::from_secs(5)).await;
+    consumer
+        .batches()
+        .apply(projections::ProjectionKind::Payment, &rebuilt, &codec)
+        .await
+        .expect("the rebuild applies");
+    let switched = consumer.operations().try_switch(&next, "t", std::time::Duration::from_secs(5)).await;
     assert!(switched.expect("the consumers' role repoints the views").is_some(), "switched");
 
     // The query API reads the views and what read-your-writes needs.
@@ -106,9 +112,9 @@ async fn each_service_works_under_its_own_role_and_no_role_can_do_what_it_must_n
         .await
         .expect("the query API connects under its role");
     let order = placed.order_id().expect("order id");
-    let view = reader.order_view(&order.to_string()).await.expect("the query API reads the views");
+    let view = reader.reads().order_view(&order.to_string()).await.expect("the query API reads the views");
     assert!(view.is_some(), "the query API sees the order");
-    reader.stored_offsets("orderflow-payment", "t", &[0]).await.expect("the query API reads offsets");
+    reader.reads().stored_offsets("orderflow-payment", "t", &[0]).await.expect("the query API reads offsets");
 
     let mut query = sqlx::PgConnection::connect(&as_role(&owner_url, QUERY_ROLE)).await.expect("query role");
     refused(

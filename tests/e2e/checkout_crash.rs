@@ -50,7 +50,7 @@ async fn a_checkout_killed_under_load_blocks_retries_at_most_its_lease_and_leave
     let database_url = common::fresh_database().await;
     let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = producers::load::http_client_with(Some(&common::token(common::ALL_SCOPES)));
+    let client = orderflow::load::http_client_with(Some(&common::token(common::ALL_SCOPES)));
     let mut checkout = spawn_checkout(port, &topic, &database_url);
     wait_healthy(&client, &base).await;
 

@@ -98,7 +98,7 @@ pub fn tokens_file() -> String {
 pub struct TestCheckout {
     pub base_url: String,
     pub topic: String,
-    pub client: producers::load::HttpClient,
+    pub client: orderflow::load::HttpClient,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -139,13 +139,13 @@ impl TestCheckout {
         let server = tokio::spawn(async move {
             let _ = producers::checkout::run(listener, state, std::future::pending()).await;
         });
-        let client = producers::load::http_client_with(Some(&token(ALL_SCOPES)));
+        let client = orderflow::load::http_client_with(Some(&token(ALL_SCOPES)));
         TestCheckout { base_url, topic: topic.to_string(), client, server }
     }
 
     /// POSTs JSON, optionally with an Idempotency-Key; returns status and JSON answer.
     pub async fn post(&self, path: &str, body: &serde_json::Value, key: Option<&str>) -> (u16, serde_json::Value) {
-        producers::load::post_json(&self.client, &format!("{}{path}", self.base_url), body, key).await.expect("http")
+        orderflow::load::post_json(&self.client, &format!("{}{path}", self.base_url), body, key).await.expect("http")
     }
 
     /// Sends raw bytes with the given content type.
@@ -356,7 +356,7 @@ pub async fn wait_caught_up(store: &projections::store::Store, kafka: &KafkaSett
     let caught_up = kit::wait_caught_up(store, group, topic, &ends, within, Duration::from_millis(100)).await;
     if !caught_up.expect("stored offsets") {
         let partitions: Vec<i32> = ends.keys().copied().collect();
-        let stored = store.stored_offsets(group, topic, &partitions).await.expect("offsets");
+        let stored = store.reads().stored_offsets(group, topic, &partitions).await.expect("offsets");
         panic!("group {group} did not catch up: stored {stored:?}, log ends {ends:?}");
     }
 }
@@ -458,13 +458,13 @@ impl ServeApi {
             .await
             .and_then(|s| s.with_group_prefix(group_prefix))
             .expect("query API store");
-        let state = orderflow::query_api::ApiState::new(store, kafka, topic, read_wait, 10, test_access());
+        let state = orderflow::query_api::ApiState::new(store.reads(), kafka, topic, read_wait, 10, test_access());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
             let _ = orderflow::query_api::run(listener, state, std::future::pending()).await;
         });
-        let client = producers::load::http_client_with(Some(&token(ALL_SCOPES)));
+        let client = orderflow::load::http_client_with(Some(&token(ALL_SCOPES)));
         ServeApi { base_url, client, server }
     }
 
@@ -586,16 +586,15 @@ impl Processes {
         payment_timeout: Duration,
         contract: &infra::schema_registry::Contract,
     ) -> Processes {
-        use projections::store::{ProcessKind, ProcessSettings};
+        use projections::registry::ProcessKind;
         let kafka = kafka();
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let mut members = Vec::new();
         let mut groups = Vec::new();
         for process in ProcessKind::ALL {
-            let settings = ProcessSettings { orders_topic: topic.to_string(), payment_timeout };
-            let mut config =
-                consumers::MemberConfig::new(consumers::Work::Decide(process, settings), &process.topic(topic));
-            config.group = store.process_group(process);
+            let mut config = consumers::MemberConfig::new(process, topic);
+            config.decisions.payment_timeout = payment_timeout;
+            config.group = store.group(process);
             config.batch_max = 200;
             config.session_timeout = Duration::from_secs(6);
             config.max_poll_interval = Duration::from_secs(10);
@@ -604,7 +603,7 @@ impl Processes {
             groups.push((config.group.clone(), config.topic.clone()));
             members.push(consumers::member::run_member(config, &kafka, store.clone()).expect("process member"));
         }
-        let relay = Some(consumers::spawn_relay(store.clone(), &kafka, wake));
+        let relay = Some(consumers::spawn_relay(store.outbox(), &kafka, wake));
         Processes { members, relay, groups }
     }
 

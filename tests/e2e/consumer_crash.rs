@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use consumers::member::run_member;
 use consumers::GroupProtocol;
-use producers::load::{self, LoadConfig};
+use orderflow::load::{self, LoadConfig};
 use projections::store::Store;
 use projections::ProjectionKind;
 
@@ -106,7 +106,7 @@ async fn crash_at_every_point_then_compare(protocol: GroupProtocol) {
         .expect("member");
     common::wait_caught_up(&reference, &kafka, &group, &topic).await;
     member.stop().await.expect("stop");
-    let expected = reference.snapshot().await.expect("snapshot");
+    let expected = reference.reads().snapshot().await.expect("snapshot");
     assert!(!expected.payments.is_empty());
 
     for point in ["before_transaction", "after_projection_write", "after_offset_update", "after_commit"] {
@@ -123,7 +123,7 @@ async fn crash_at_every_point_then_compare(protocol: GroupProtocol) {
         let mut restarted = spawn_member(&topic, &database_url, &group, protocol, None);
         common::wait_caught_up(&store, &kafka, &group, &topic).await;
         terminate(&mut restarted);
-        common::assert_same_projection(&store.snapshot().await.expect("snapshot"), &expected, point);
+        common::assert_same_projection(&store.reads().snapshot().await.expect("snapshot"), &expected, point);
     }
 }
 
@@ -181,8 +181,8 @@ async fn a_member_stalled_past_max_poll_interval_is_fenced_when_it_wakes() {
     terminate(&mut staller);
     other.stop().await.expect("stop");
     common::assert_same_projection(
-        &store.snapshot().await.expect("snapshot"),
-        &reference.snapshot().await.expect("snapshot"),
+        &store.reads().snapshot().await.expect("snapshot"),
+        &reference.reads().snapshot().await.expect("snapshot"),
         "zombie",
     );
 }
@@ -207,7 +207,13 @@ async fn a_member_frozen_holding_its_offset_rows_stalls_the_next_owner_only_unti
     );
     // Until it holds the rows of its third batch, then freeze it for real.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while store.stored_offsets("inv-frozen", &topic, &[0]).await.expect("offsets").first().is_none_or(|(_, o)| *o < 80)
+    while store
+        .reads()
+        .stored_offsets("inv-frozen", &topic, &[0])
+        .await
+        .expect("offsets")
+        .first()
+        .is_none_or(|(_, o)| *o < 80)
     {
         assert!(Instant::now() < deadline, "the member did not apply its first batches");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -234,8 +240,8 @@ async fn a_member_frozen_holding_its_offset_rows_stalls_the_next_owner_only_unti
     let _ = frozen.wait();
     other.stop().await.expect("stop");
     common::assert_same_projection(
-        &store.snapshot().await.expect("snapshot"),
-        &reference.snapshot().await.expect("snapshot"),
+        &store.reads().snapshot().await.expect("snapshot"),
+        &reference.reads().snapshot().await.expect("snapshot"),
         "frozen member",
     );
     // Expulsion (max.poll.interval 10 s) and the session's end (idle in transaction

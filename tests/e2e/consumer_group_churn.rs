@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use consumers::member::{run_member, MemberHandle};
 use consumers::GroupProtocol;
-use producers::load::{self, LoadConfig};
+use orderflow::load::{self, LoadConfig};
 use projections::store::Store;
 use projections::ProjectionKind;
 
@@ -78,12 +78,13 @@ async fn churn_then_compare(protocol: GroupProtocol, strategy: &str) {
     for (_, member) in calm {
         member.stop().await.expect("stop");
     }
-    let churned = store.snapshot().await.expect("snapshot");
+    let churned = store.reads().snapshot().await.expect("snapshot");
     assert!(!churned.payments.is_empty());
-    common::assert_same_projection(&churned, &rebuilt.snapshot().await.expect("snapshot"), strategy);
+    common::assert_same_projection(&churned, &rebuilt.reads().snapshot().await.expect("snapshot"), strategy);
     for kind in ProjectionKind::ALL {
-        let churned_dead = store.dead_letters(&format!("{}-churn-{topic}", kind.name())).await.expect("dl").len();
-        let calm_dead = rebuilt.dead_letters(&format!("{}-calm-{topic}", kind.name())).await.expect("dl").len();
+        let churned_dead =
+            store.reads().dead_letters(&format!("{}-churn-{topic}", kind.name())).await.expect("dl").len();
+        let calm_dead = rebuilt.reads().dead_letters(&format!("{}-calm-{topic}", kind.name())).await.expect("dl").len();
         assert_eq!(churned_dead, calm_dead, "{kind} dead letters differ");
     }
     // Conservation per SKU: what is on hand plus what shipped is what was received.

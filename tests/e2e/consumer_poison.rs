@@ -90,7 +90,7 @@ async fn every_kind_of_poison_is_parked_once_and_the_group_keeps_going() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     member.stop().await.expect("stop");
 
-    let dead = store.dead_letters(group).await.expect("dead letters");
+    let dead = store.reads().dead_letters(group).await.expect("dead letters");
     let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
     assert_eq!(dead.len(), poison.len() + 3, "{reasons:#?}");
     for (i, d) in dead.iter().take(poison.len()).enumerate() {
@@ -99,11 +99,11 @@ async fn every_kind_of_poison_is_parked_once_and_the_group_keeps_going() {
     assert!(reasons[poison.len()].contains("unknown order"), "{}", reasons[poison.len()]);
     assert!(reasons[poison.len() + 1].contains("placed twice"), "{}", reasons[poison.len() + 1]);
     assert!(reasons[poison.len() + 2].starts_with("parked"), "{}", reasons[poison.len() + 2]);
-    let snapshot = store.snapshot().await.expect("snapshot");
+    let snapshot = store.reads().snapshot().await.expect("snapshot");
     assert_eq!(snapshot.payments.len(), 1, "the valid order is applied, once");
     assert_eq!(snapshot.payments[0].order_total_minor, 4497, "the conflicting copy changed nothing");
     assert_eq!(snapshot.payments[0].captured_minor, 0, "the parked order's later capture was not applied");
-    let offsets = store.stored_offsets(group, &topic, &[0]).await.expect("offsets");
+    let offsets = store.reads().stored_offsets(group, &topic, &[0]).await.expect("offsets");
     assert_eq!(offsets, vec![(0, (poison.len() + 4) as i64)], "the partition moved past every record");
 
     // Operators see the same parked records through `orderflow dead-letters list`.
@@ -177,14 +177,15 @@ async fn nul_bytes_from_a_foreign_producer(database_url: &str) {
     let next_valid_applied = started.elapsed();
     member.stop().await.expect("stop");
 
-    let dead = store.dead_letters(group).await.expect("dead letters");
+    let dead = store.reads().dead_letters(group).await.expect("dead letters");
     let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
     assert_eq!(dead.len(), 2, "{reasons:#?}");
     assert!(reasons[0].contains("is not the event's key"), "{}", reasons[0]);
     assert!(reasons[1].contains("NUL"), "{}", reasons[1]);
     let text_order = nul_text.order_id().expect("id").to_string();
     assert_eq!(dead[1].order_id.as_deref(), Some(text_order.as_str()), "parked under its key, the order id");
-    let paid: Vec<uuid::Uuid> = store.snapshot().await.expect("snapshot").payments.iter().map(|p| p.order_id).collect();
+    let paid: Vec<uuid::Uuid> =
+        store.reads().snapshot().await.expect("snapshot").payments.iter().map(|p| p.order_id).collect();
     let want = [nul_header.order_id().expect("id"), after.order_id().expect("id")];
     assert_eq!(paid.len(), 2, "{paid:?}");
     assert!(want.iter().all(|id| paid.contains(id)), "the header's event and the next one are applied: {paid:?}");
@@ -246,11 +247,11 @@ async fn a_record_the_database_refuses(database_url: &str) {
     common::wait_caught_up(&store, &kafka, &group, &topic).await;
     let parked_within = started.elapsed();
     let _ = child.0.kill();
-    let dead = store.dead_letters(&group).await.expect("dead letters");
+    let dead = store.reads().dead_letters(&group).await.expect("dead letters");
     assert_eq!(dead.iter().map(|d| d.offset).collect::<Vec<_>>(), vec![17], "{dead:#?}");
     assert!(dead[0].reason.starts_with("the database refused it:"), "{}", dead[0].reason);
     assert_eq!(dead[0].order_id.as_deref(), Some(ids[17].to_string().as_str()), "parked under its order");
-    let paid = store.snapshot().await.expect("snapshot").payments;
+    let paid = store.reads().snapshot().await.expect("snapshot").payments;
     assert_eq!(paid.len(), 39, "every other order is applied");
     assert!(!paid.iter().any(|p| p.order_id == ids[17]));
     eprintln!("refused record parked and the partition caught up {parked_within:?} after the member started");

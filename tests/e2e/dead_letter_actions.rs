@@ -28,7 +28,7 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     let database_url = common::fresh_database().await;
     let prefix = common::fresh_group_prefix();
     let store = Store::connect(&database_url).await.expect("store").with_group_prefix(&prefix).expect("prefix");
-    let group = store.first_group(ProjectionKind::Payment);
+    let group = store.group(ProjectionKind::Payment);
     let member = run_member(common::member_config(ProjectionKind::Payment, &topic, &group), &kafka, store.clone())
         .expect("member");
 
@@ -52,7 +52,7 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     post(format!("/orders/{order}/payments"), payment("captured", 999_999)).await;
     post(format!("/orders/{order}/payments"), payment("captured", 2000)).await;
     common::wait_caught_up(&store, &kafka, &group, &topic).await;
-    let parked = store.dead_letters(&group).await.expect("dead letters");
+    let parked = store.reads().dead_letters(&group).await.expect("dead letters");
     assert_eq!(parked.len(), 2, "{parked:#?}");
     let (bad, blocked) = (parked[0].id, parked[1].id);
     assert!(parked[0].reason.contains("above the order total"), "{}", parked[0].reason);
@@ -77,6 +77,7 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
         let order = order.clone();
         async move {
             store
+                .reads()
                 .snapshot()
                 .await
                 .expect("snapshot")
@@ -87,7 +88,7 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
         }
     };
     assert_eq!(row(&store).await.captured_minor, 0);
-    assert_eq!(store.list_dead_letters(Some(&group), 10).await.expect("list").len(), 2);
+    assert_eq!(store.reads().list_dead_letters(Some(&group), 10).await.expect("list").len(), 2);
 
     // Skip the invalid one, then retry the order: the correct capture is applied.
     let (ok, skipped, stderr) = dead_letters("skip", &["--json", &bad_id]);
@@ -98,8 +99,11 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     assert_eq!(outcome, json!({"applied": [blocked], "still_parked": []}));
     let paid = row(&store).await;
     assert_eq!((paid.captured_minor, paid.status.as_str()), (2000, "captured"));
-    assert!(store.list_dead_letters(Some(&group), 10).await.expect("list").is_empty(), "nothing is parked any more");
-    let all = store.list_dead_letters_with(Some(&group), None, false, 10).await.expect("all");
+    assert!(
+        store.reads().list_dead_letters(Some(&group), 10).await.expect("list").is_empty(),
+        "nothing is parked any more"
+    );
+    let all = store.reads().list_dead_letters_with(Some(&group), None, false, 10).await.expect("all");
     let statuses: Vec<&str> = all.iter().map(|d| d.status.as_str()).collect();
     assert_eq!(statuses, ["skipped", "retried"], "the history of what operators did stays");
     let listed = common::run_orderflow(&[
@@ -129,7 +133,7 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
 
     // Each action an operator took is in the audit trail: who (and as which role), what,
     // with which arguments, how it ended.
-    let audit = store.operator_actions(10).await.expect("audit");
+    let audit = store.operations().operator_actions(10).await.expect("audit");
     let seen: Vec<(&str, &str, bool)> =
         audit.iter().map(|a| (a.actor.as_str(), a.action.as_str(), a.outcome.starts_with("ok"))).collect();
     assert_eq!(

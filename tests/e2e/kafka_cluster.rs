@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use consumers::member::{run_member, MemberHandle};
 use infra::KafkaSettings;
-use producers::load::{self, LoadConfig};
+use orderflow::load::{self, LoadConfig};
 use projections::store::Store;
 use projections::ProjectionKind;
 use serde_json::json;
@@ -143,8 +143,8 @@ async fn partitions_added_with_kafkas_tool_while_groups_run_are_taken_over_and_v
     }
     let reference = common::calm_rebuild(&kafka, &topic).await;
     common::assert_same_projection(
-        &store.snapshot().await.expect("snapshot"),
-        &reference.snapshot().await.expect("snapshot"),
+        &store.reads().snapshot().await.expect("snapshot"),
+        &reference.reads().snapshot().await.expect("snapshot"),
         "after adding partitions",
     );
 }
@@ -173,7 +173,7 @@ async fn on_three_nodes_killing_the_leader_of_a_busy_partition_loses_no_accepted
             let base = app.base_url.clone();
             let (stop, acceptances) = (stop.clone(), acceptances.clone());
             tokio::spawn(async move {
-                let client = producers::load::http_client_with(Some(&common::token(common::ALL_SCOPES)));
+                let client = orderflow::load::http_client_with(Some(&common::token(common::ALL_SCOPES)));
                 let mut accepted: Vec<(String, i64, i64)> = Vec::new();
                 let mut retried = 0u32;
                 for n in 0.. {
@@ -187,7 +187,7 @@ async fn on_three_nodes_killing_the_leader_of_a_busy_partition_loses_no_accepted
                     let deadline = std::time::Instant::now() + Duration::from_secs(90);
                     loop {
                         let url = format!("{base}/orders");
-                        match producers::load::post_json(&client, &url, &body, Some(&key)).await {
+                        match orderflow::load::post_json(&client, &url, &body, Some(&key)).await {
                             Ok((202, answer)) => {
                                 let position = &answer["position"];
                                 accepted.push((
@@ -266,12 +266,12 @@ async fn on_three_nodes_killing_the_leader_of_a_busy_partition_loses_no_accepted
     for (_, member) in groups {
         member.stop().await.expect("stop");
     }
-    let snapshot = store.snapshot().await.expect("snapshot");
+    let snapshot = store.reads().snapshot().await.expect("snapshot");
     let projected: BTreeSet<String> = snapshot.payments.iter().map(|p| p.order_id.to_string()).collect();
     let wanted: BTreeSet<String> = accepted.iter().map(|(o, _, _)| o.clone()).collect();
     assert_eq!(projected, wanted, "payment projection vs accepted orders ({retried} retries during the failover)");
     let reference = common::calm_rebuild(&kafka, &topic).await;
-    common::assert_same_projection(&snapshot, &reference.snapshot().await.expect("snapshot"), "after failover");
+    common::assert_same_projection(&snapshot, &reference.reads().snapshot().await.expect("snapshot"), "after failover");
 }
 
 /// The node id leading `partition` of `topic` (nodes are numbered from 1).

@@ -11,7 +11,8 @@ use std::time::Duration;
 use consumers::member::run_member;
 use consumers::ConsumerError;
 use infra::KafkaSettings;
-use projections::store::{ProcessKind, ProcessSettings, Store};
+use projections::registry::ProcessKind;
+use projections::store::Store;
 use projections::ProjectionKind;
 use serde_json::json;
 
@@ -76,7 +77,7 @@ fn kafka_with_password(user: &str, password: &str) -> KafkaSettings {
 
 /// Why a member running as `user` stopped on its own.
 async fn member_refusal(kind: ProjectionKind, topic: &str, user: &str, store: &Store) -> ConsumerError {
-    let config = common::member_config(kind, topic, &store.first_group(kind));
+    let config = common::member_config(kind, topic, &store.group(kind));
     let mut member = run_member(config, &kafka_as(user), store.clone()).expect("member");
     let ended = tokio::time::timeout(Duration::from_secs(30), member.wait()).await;
     match ended.expect("a refused member stops instead of retrying for ever") {
@@ -119,13 +120,13 @@ async fn the_whole_pipeline_runs_over_sasl_ssl_with_each_service_under_its_own_p
     let store = Store::connect(&database_url).await.expect("store");
     let mut members = Vec::new();
     for kind in ProjectionKind::ALL {
-        let group = store.first_group(kind);
+        let group = store.group(kind);
         let member = run_member(common::member_config(kind, &topic, &group), &kafka_as(kind.name()), store.clone())
             .unwrap_or_else(|e| panic!("{group}: {e}"));
         members.push(member);
         common::wait_caught_up(&store, &kafka_as(kind.name()), &group, &topic).await;
     }
-    let view = store.order_view(&order).await.expect("view").expect("the order is projected");
+    let view = store.reads().order_view(&order).await.expect("view").expect("the order is projected");
     assert_eq!(view.payment.as_ref().map(|p| p.captured_minor), Some(1000), "{view:?}");
 
     // A rebuild of the payment projection runs as the payment group's user.
@@ -154,17 +155,15 @@ async fn the_whole_pipeline_runs_over_sasl_ssl_with_each_service_under_its_own_p
     // groups): SKU-S was never stocked, so the order is rejected.
     let mut deciders = Vec::new();
     for process in ProcessKind::ALL {
-        let settings = ProcessSettings { orders_topic: topic.clone(), payment_timeout: Duration::from_secs(900) };
-        let mut config =
-            consumers::MemberConfig::new(consumers::Work::Decide(process, settings), &process.topic(&topic));
-        config.group = store.process_group(process);
+        let mut config = consumers::MemberConfig::new(process, &topic);
+        config.group = store.group(process);
         config.session_timeout = Duration::from_secs(6);
         deciders.push(run_member(config, &kafka_as(process.name()), store.clone()).expect("process member"));
     }
-    let relay = consumers::spawn_relay(store.clone(), &kafka_as("order-process"), Default::default());
+    let relay = consumers::spawn_relay(store.outbox(), &kafka_as("order-process"), Default::default());
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let decided = loop {
-        let status = store.order_status(order.parse().expect("uuid")).await.expect("status");
+        let status = store.reads().order_status(order.parse().expect("uuid")).await.expect("status");
         if let Some(status) = status.filter(|s| s.status.is_decided()) {
             break status;
         }

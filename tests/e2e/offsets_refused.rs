@@ -39,7 +39,9 @@ async fn place(checkout: &common::TestCheckout, customer: &str) -> (String, Stri
 async fn wait_fault(store: &Store, group: &str, topic: &str) -> OffsetFault {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(fault) = store.offset_faults(group, topic, Some(0)).await.expect("faults").into_iter().next() {
+        if let Some(fault) =
+            store.reads().offset_faults(group, topic, Some(0)).await.expect("faults").into_iter().next()
+        {
             return fault;
         }
         assert!(Instant::now() < deadline, "the member did not refuse the partition");
@@ -110,7 +112,7 @@ async fn a_recreated_topic_is_refused_answered_503_and_applied_exactly_once_afte
     let database_url = common::fresh_database().await;
     let prefix = common::fresh_group_prefix();
     let store = Store::connect(&database_url).await.and_then(|s| s.with_group_prefix(&prefix)).expect("store");
-    let group = store.first_group(ProjectionKind::Payment);
+    let group = store.group(ProjectionKind::Payment);
     let config = || common::member_config(ProjectionKind::Payment, &topic, &group);
     let member = run_member(config(), &kafka, store.clone()).expect("member");
     common::wait_caught_up(&store, &kafka, &group, &topic).await;
@@ -130,11 +132,14 @@ async fn a_recreated_topic_is_refused_answered_503_and_applied_exactly_once_afte
 
     let dry = reset(&database_url, &group, &topic, false);
     assert!(dry.contains("3 -> 0"), "{dry}");
-    let stored = store.stored_offsets(&group, &topic, &[0]).await.expect("offsets");
+    let stored = store.reads().stored_offsets(&group, &topic, &[0]).await.expect("offsets");
     assert_eq!(stored, vec![(0, 3)], "a dry run moves nothing");
     reset(&database_url, &group, &topic, true);
-    assert_eq!(store.stored_offsets(&group, &topic, &[0]).await.expect("offsets"), vec![(0, 0)]);
-    assert!(store.offset_faults(&group, &topic, None).await.expect("faults").is_empty(), "the reset clears the fault");
+    assert_eq!(store.reads().stored_offsets(&group, &topic, &[0]).await.expect("offsets"), vec![(0, 0)]);
+    assert!(
+        store.reads().offset_faults(&group, &topic, None).await.expect("faults").is_empty(),
+        "the reset clears the fault"
+    );
     let pg = sqlx::PgPool::connect(&database_url).await.expect("pg");
     let audit: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM offset_resets WHERE group_id = $1")
         .bind(&group)
@@ -146,7 +151,7 @@ async fn a_recreated_topic_is_refused_answered_503_and_applied_exactly_once_afte
     let member = run_member(config(), &kafka, store.clone()).expect("member");
     common::wait_caught_up(&store, &kafka, &group, &topic).await;
     member.stop().await.expect("stop");
-    let payments = store.snapshot().await.expect("snapshot").payments;
+    let payments = store.reads().snapshot().await.expect("snapshot").payments;
     assert_eq!(payments.len(), 4, "the three earlier orders and the new one");
     assert_eq!(payments.iter().filter(|p| p.order_id.to_string() == order).count(), 1, "applied once");
     let (status, body) = api.get(&format!("/payments/summary?after={after}")).await;
@@ -173,7 +178,11 @@ async fn a_stored_offset_below_the_retained_log_is_refused_rather_than_skipping_
     assert_eq!((fault.stored_offset, fault.log_start, fault.log_end), (1, 3, 4), "{fault:?}");
     assert!(fault.reason().contains("below the log's start"), "{}", fault.reason());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(store.stored_offsets(&group, &topic, &[0]).await.expect("offsets"), vec![(0, 1)], "nothing consumed");
+    assert_eq!(
+        store.reads().stored_offsets(&group, &topic, &[0]).await.expect("offsets"),
+        vec![(0, 1)],
+        "nothing consumed"
+    );
     member.stop().await.expect("stop");
 }
 
@@ -195,6 +204,10 @@ async fn a_recreated_topic_that_grew_past_the_stored_offset_is_recognised_by_its
     assert!(fault.log_end >= 5 && fault.other_log.is_some(), "{fault:?}");
     assert!(fault.reason().contains("not the one the group applied"), "{}", fault.reason());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(store.stored_offsets(&group, &topic, &[0]).await.expect("offsets"), vec![(0, 3)], "nothing consumed");
+    assert_eq!(
+        store.reads().stored_offsets(&group, &topic, &[0]).await.expect("offsets"),
+        vec![(0, 3)],
+        "nothing consumed"
+    );
     member.stop().await.expect("stop");
 }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use consumers::member::run_member;
 use consumers::MemberHandle;
 use projections::process::order::OrderStatus;
-use projections::store::{ProcessKind, Store};
+use projections::registry::ProcessKind;
+use projections::store::Store;
 use projections::ProjectionKind;
 use schemas::{Event, EventKind};
 use serde_json::{json, Value};
@@ -44,7 +45,7 @@ impl Shop {
         let database_url = common::fresh_database().await;
         let prefix = common::fresh_group_prefix();
         let store = Store::connect(&database_url).await.expect("store").with_group_prefix(&prefix).expect("prefix");
-        let inventory_group = store.first_group(ProjectionKind::Inventory);
+        let inventory_group = store.group(ProjectionKind::Inventory);
         let config = common::member_config(ProjectionKind::Inventory, &topic, &inventory_group);
         let inventory = Some(run_member(config, &kafka, store.clone()).expect("inventory member"));
         let processes = decide.then(|| common::Processes::start(&store, &topic, payment_timeout));
@@ -83,7 +84,7 @@ impl Shop {
     }
 
     fn inventory_group(&self) -> (String, String) {
-        (self.store.first_group(ProjectionKind::Inventory), self.topic.clone())
+        (self.store.group(ProjectionKind::Inventory), self.topic.clone())
     }
 
     async fn settle(&self) {
@@ -91,7 +92,7 @@ impl Shop {
     }
 
     async fn status(&self, order: uuid::Uuid) -> OrderStatus {
-        self.store.order_status(order).await.expect("status").map(|s| s.status).unwrap_or(OrderStatus::Pending)
+        self.store.reads().order_status(order).await.expect("status").map(|s| s.status).unwrap_or(OrderStatus::Pending)
     }
 
     async fn statuses(&self, orders: &[uuid::Uuid]) -> BTreeMap<OrderStatus, usize> {
@@ -103,7 +104,7 @@ impl Shop {
     }
 
     async fn level(&self, sku: &str) -> (i64, i64, i64) {
-        let levels = self.store.inventory_levels().await.expect("levels");
+        let levels = self.store.reads().inventory_levels().await.expect("levels");
         let level = levels.iter().find(|l| l.sku == sku).unwrap_or_else(|| panic!("no level for {sku}: {levels:?}"));
         (level.on_hand, level.reserved, level.available)
     }
@@ -170,7 +171,7 @@ async fn ten_units_serve_exactly_ten_of_forty_racing_orders_and_available_never_
     let counts = shop.statuses(&placed).await;
     assert_eq!(counts, BTreeMap::from([(OrderStatus::Confirmed, 10), (OrderStatus::Rejected, 30)]));
     for order in &placed {
-        let status = shop.store.order_status(*order).await.expect("status").expect("decided");
+        let status = shop.store.reads().order_status(*order).await.expect("status").expect("decided");
         if status.status == OrderStatus::Rejected {
             assert!(status.reason.as_deref().is_some_and(|r| r.starts_with("out of stock: SKU-X")), "{status:?}");
         }
@@ -206,7 +207,7 @@ async fn ten_units_serve_exactly_ten_of_forty_racing_orders_and_available_never_
     assert_eq!(confirmations.len(), 15);
     assert_eq!(rejections.len(), 31);
     assert!(confirmations.values().chain(rejections.values()).all(|n| *n == 1));
-    assert_eq!(shop.store.outbox_len().await.expect("outbox"), 0);
+    assert_eq!(shop.store.reads().outbox_len().await.expect("outbox"), 0);
     shop.close().await;
 }
 
@@ -238,7 +239,7 @@ async fn unpaid_orders_expire_after_the_payment_timeout_once_across_a_restart_an
         "paid orders never expire"
     );
     assert_eq!(shop.level("SKU-T").await, (100, 6, 94), "the expired orders' units are back");
-    let status = shop.store.order_status(orders[3]).await.expect("status").expect("row");
+    let status = shop.store.reads().order_status(orders[3]).await.expect("status").expect("row");
     assert!(status.reason.as_deref().is_some_and(|r| r.contains("not paid within 3s")), "{status:?}");
 
     // Well past the timeout, with the members still running: each timer fired once.
@@ -259,7 +260,7 @@ async fn an_order_whose_one_sku_runs_out_is_rejected_and_its_other_lines_units_c
     shop.settle().await;
     let order = shop.place(&[("SKU-A", 2), ("SKU-B", 2), ("SKU-C", 1)]).await;
     shop.settle().await;
-    let status = shop.store.order_status(order).await.expect("status").expect("decided");
+    let status = shop.store.reads().order_status(order).await.expect("status").expect("decided");
     assert_eq!(status.status, OrderStatus::Rejected);
     assert!(status.reason.as_deref().is_some_and(|r| r.contains("SKU-B (2 requested, 1 available)")), "{status:?}");
     assert_eq!(shop.level("SKU-A").await, (5, 0, 5));
@@ -278,7 +279,7 @@ async fn an_order_whose_one_sku_runs_out_is_rejected_and_its_other_lines_units_c
         common::log_ends(&shop.kafka, &shop.topic).await,
         common::log_ends(&shop.kafka, &schemas::stock_topic(&shop.topic)).await,
     );
-    let levels_before = shop.store.inventory_levels().await.expect("levels");
+    let levels_before = shop.store.reads().inventory_levels().await.expect("levels");
     let database_url = shop.database_url.clone();
     let prefix = shop.prefix.clone();
     let args =
@@ -291,8 +292,8 @@ async fn an_order_whose_one_sku_runs_out_is_rejected_and_its_other_lines_units_c
         common::log_ends(&shop.kafka, &schemas::stock_topic(&shop.topic)).await,
     );
     assert_eq!(ends_after, ends_before, "a rebuild appended nothing");
-    assert_eq!(shop.store.outbox_len().await.expect("outbox"), 0);
-    assert_eq!(shop.store.inventory_levels().await.expect("levels"), levels_before, "the rebuilt inventory");
+    assert_eq!(shop.store.reads().outbox_len().await.expect("outbox"), 0);
+    assert_eq!(shop.store.reads().inventory_levels().await.expect("levels"), levels_before, "the rebuilt inventory");
     shop.close().await;
 }
 
@@ -332,10 +333,10 @@ async fn outcome(
 ) -> (Vec<(OrderStatus, Option<String>)>, Vec<(String, i64, i64, i64)>) {
     let mut statuses = Vec::new();
     for order in placed {
-        let row = shop.store.order_status(*order).await.expect("status").expect("decided");
+        let row = shop.store.reads().order_status(*order).await.expect("status").expect("decided");
         statuses.push((row.status, row.reason));
     }
-    let levels = shop.store.inventory_levels().await.expect("levels");
+    let levels = shop.store.reads().inventory_levels().await.expect("levels");
     (statuses, levels.into_iter().map(|l| (l.sku, l.on_hand, l.reserved, l.shipped)).collect())
 }
 
@@ -458,8 +459,8 @@ async fn process_members_and_the_relay_killed_at_every_point_of_a_batch_leave_ev
     let stock = spawn_process(&shop, &prefix, &database_url, ProcessKind::Stock, None);
     tell_story(&shop, points.len() * per_phase..STORY_ORDERS, &mut placed).await;
     let groups = vec![
-        (store.process_group(ProcessKind::OrderProcess), shop.topic.clone()),
-        (store.process_group(ProcessKind::Stock), schemas::stock_topic(&shop.topic)),
+        (store.group(ProcessKind::OrderProcess), shop.topic.clone()),
+        (store.group(ProcessKind::Stock), schemas::stock_topic(&shop.topic)),
     ];
     let reached =
         orderflow::kit::wait_settled(&store, &shop.kafka, &groups, Duration::from_secs(90)).await.expect("settle");
@@ -476,13 +477,13 @@ async fn process_members_and_the_relay_killed_at_every_point_of_a_batch_leave_ev
     let got_statuses: Vec<(OrderStatus, Option<String>)> = {
         let mut v = Vec::new();
         for order in &placed {
-            let row = store.order_status(*order).await.expect("status").expect("decided");
+            let row = store.reads().order_status(*order).await.expect("status").expect("decided");
             v.push((row.status, row.reason));
         }
         v
     };
     assert_eq!(got_statuses, want.0, "order statuses differ from the calm run");
-    let levels = shop.store.inventory_levels().await.expect("levels");
+    let levels = shop.store.reads().inventory_levels().await.expect("levels");
     let got_levels: Vec<(String, i64, i64, i64)> =
         levels.into_iter().map(|l| (l.sku, l.on_hand, l.reserved, l.shipped)).collect();
     assert_eq!(got_levels, want.1, "stock levels differ from the calm run");
@@ -493,7 +494,7 @@ async fn process_members_and_the_relay_killed_at_every_point_of_a_batch_leave_ev
             .expect("stock");
     let calm_rows: Vec<(String, i64, i64)> = want.1.iter().map(|(s, o, r, _)| (s.clone(), *o, *r)).collect();
     assert_eq!(stock_rows, calm_rows, "the stock group's own rows");
-    assert_eq!(store.outbox_len().await.expect("outbox"), 0, "every decision was published");
+    assert_eq!(store.reads().outbox_len().await.expect("outbox"), 0, "every decision was published");
     let log = decoded_log(&shop.kafka, &shop.topic).await;
     let confirmations = decisions_per_order(&log, EventKind::OrderConfirmed);
     assert!(confirmations.values().all(|n| *n == 1), "an order confirmed under two ids");
@@ -525,7 +526,7 @@ async fn topics_create_makes_the_stock_topic_beside_the_orders_topic_and_groups_
         &["groups", "--json", "--topic", &topic, "--database-url", &database_url, "--group-prefix", &prefix],
         &[],
     );
-    let stock_group = store.process_group(ProcessKind::Stock);
+    let stock_group = store.group(ProcessKind::Stock);
     let line = listed.lines().find(|l| l.contains(&stock_group)).unwrap_or_else(|| panic!("{listed}"));
     let group: Value = serde_json::from_str(line).expect("json");
     assert_eq!(group["topic"], schemas::stock_topic(&topic));

@@ -110,19 +110,19 @@ async fn the_three_views_show_exactly_what_the_events_imply_on_postgres_and_sqli
     processes.stop().await;
     project_all(&lite, &topic, "lite", None).await;
 
-    let snapshot = pg.snapshot().await.expect("snapshot");
+    let snapshot = pg.reads().snapshot().await.expect("snapshot");
     // a's units stay reserved: its shipment came before its reservation was decided, so
     // the order process refused it (a stays paid, not shipped); b's units came back when it
     // was cancelled; c holds 3 of SKU-2.
     assert_eq!(snapshot.inventory_levels, vec![level("SKU-1", 10, 2, 0), level("SKU-2", 5, 4, 0)]);
     let mut statuses = Vec::new();
     for id in [&a, &b, &c] {
-        let row = pg.order_status(id.parse().expect("uuid")).await.expect("status").expect("decided");
+        let row = pg.reads().order_status(id.parse().expect("uuid")).await.expect("status").expect("decided");
         statuses.push(row.status.as_str());
     }
     assert_eq!(statuses, ["paid", "cancelled", "paid"]);
-    let group = pg.process_group(projections::store::ProcessKind::OrderProcess);
-    let refused = pg.list_dead_letters_with(Some(&group), None, false, 100).await.expect("dead letters");
+    let group = pg.group(projections::ProcessKind::OrderProcess);
+    let refused = pg.reads().list_dead_letters_with(Some(&group), None, false, 100).await.expect("dead letters");
     assert!(refused.iter().any(|d| d.reason.contains("ShipmentPacked refused")), "{refused:?}");
 
     let payment =
@@ -148,7 +148,7 @@ async fn the_three_views_show_exactly_what_the_events_imply_on_postgres_and_sqli
     assert_eq!(fulfilment(&c).status, FulfilmentStatus::ReadyToShip);
 
     for (group, parked) in [("inventory-pg", 0), ("payment-pg", 1), ("fulfilment-pg", 1)] {
-        assert_eq!(pg.dead_letters(group).await.expect("dead letters").len(), parked, "{group}");
+        assert_eq!(pg.reads().dead_letters(group).await.expect("dead letters").len(), parked, "{group}");
     }
 
     // The analyst views answer in SQL on both databases.
@@ -165,7 +165,7 @@ async fn the_three_views_show_exactly_what_the_events_imply_on_postgres_and_sqli
     assert_eq!(available, 1);
 
     assert_eq!(
-        lite.snapshot().await.expect("sqlite snapshot"),
+        lite.reads().snapshot().await.expect("sqlite snapshot"),
         snapshot,
         "SQLite and PostgreSQL differ for the same log"
     );

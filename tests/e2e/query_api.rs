@@ -47,7 +47,7 @@ impl ReadSide {
     }
 
     fn group(&self, kind: ProjectionKind) -> String {
-        self.store.first_group(kind)
+        self.store.group(kind)
     }
 
     /// One member per projection, in the groups the views are built by, and the order
@@ -223,13 +223,19 @@ async fn lookups_lists_and_summaries_match_the_projections_paginate_and_refuse_b
     )
     .await;
     side.all_caught_up().await;
-    let levels = side.store.inventory_levels().await.expect("levels");
+    let levels = side.store.reads().inventory_levels().await.expect("levels");
 
     // Kafka's own tooling sees the same positions: each commit is copied to the group.
     for kind in ProjectionKind::ALL {
         let group = side.group(kind);
-        let stored: std::collections::BTreeMap<i32, i64> =
-            side.store.stored_offsets(&group, &side.topic, &[0, 1, 2]).await.expect("stored").into_iter().collect();
+        let stored: std::collections::BTreeMap<i32, i64> = side
+            .store
+            .reads()
+            .stored_offsets(&group, &side.topic, &[0, 1, 2])
+            .await
+            .expect("stored")
+            .into_iter()
+            .collect();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let committed = common::kafka_committed(&common::kafka(), &group, &side.topic, &[0, 1, 2]);

@@ -119,7 +119,7 @@ async fn rebuild_under_live_load(database_url: String) {
     assert!(reads.load(Ordering::Relaxed) > 10, "the reader read during the rebuild");
     assert!(missing.is_empty(), "a reader saw {} order(s) disappear, e.g. {:?}", missing.len(), missing.first());
 
-    let live = store.live_projection(ProjectionKind::Payment).await.expect("live");
+    let live = store.reads().live_projection(ProjectionKind::Payment).await.expect("live");
     assert_eq!((live.generation, &live.group), (2, &next_group));
     // The running `consume` member followed the switch and keeps generation 2 current.
     common::wait_caught_up(&store, &kafka, &live.group, &topic).await;
@@ -130,11 +130,11 @@ async fn rebuild_under_live_load(database_url: String) {
             .expect("reference member");
     common::wait_caught_up(&reference, &kafka, "reference", &topic).await;
     member.stop().await.expect("stop");
-    let rebuilt = store.snapshot().await.expect("snapshot").payments;
+    let rebuilt = store.reads().snapshot().await.expect("snapshot").payments;
     assert_eq!(rebuilt.len(), 150 + written as usize);
     assert_eq!(
         rebuilt,
-        reference.snapshot().await.expect("reference").payments,
+        reference.reads().snapshot().await.expect("reference").payments,
         "rebuilt rows equal a calm build from 0"
     );
 
@@ -167,9 +167,9 @@ async fn rebuild_under_live_load(database_url: String) {
     assert!(count("order_payments").await.is_ok(), "the view still answers");
 
     // A second rebuild, at rest, changes nothing (reliability invariant I9).
-    let before = store.snapshot().await.expect("snapshot").payments;
+    let before = store.reads().snapshot().await.expect("snapshot").payments;
     common::run_orderflow_with(&["rebuild", "payment", "--drop-old", "--json"], &env);
-    assert_eq!(store.live_projection(ProjectionKind::Payment).await.expect("live").generation, 3);
-    assert_eq!(store.snapshot().await.expect("snapshot").payments, before, "a second rebuild changes nothing");
+    assert_eq!(store.reads().live_projection(ProjectionKind::Payment).await.expect("live").generation, 3);
+    assert_eq!(store.reads().snapshot().await.expect("snapshot").payments, before, "a second rebuild changes nothing");
     assert!(count("payment_orders_g2").await.is_err(), "--drop-old dropped generation 2");
 }

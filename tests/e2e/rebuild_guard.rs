@@ -22,7 +22,7 @@ async fn a_second_rebuild_is_refused_while_the_first_is_running_and_allowed_afte
     let topic = common::fresh_topic("guard", 2).await;
     let database_url = common::fresh_database().await;
     let store = Store::connect(&database_url).await.expect("store");
-    let first = store.prepare_rebuild(ProjectionKind::Payment).await.expect("first rebuild");
+    let first = store.operations().prepare_rebuild(ProjectionKind::Payment).await.expect("first rebuild");
     assert_eq!((first.generation, first.group.as_str()), (2, "orderflow-payment-g2"));
     // The first rebuild's member, alive in its group.
     let member =
@@ -38,13 +38,13 @@ async fn a_second_rebuild_is_refused_while_the_first_is_running_and_allowed_afte
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("already running"), "{stderr}");
     assert_eq!(
-        store.unfinished_rebuilds(ProjectionKind::Payment).await.expect("unfinished"),
+        store.operations().unfinished_rebuilds(ProjectionKind::Payment).await.expect("unfinished"),
         vec![first.group.clone()]
     );
 
     member.stop().await.expect("member leaves");
     let allowed = rebuild("payment", &topic, &database_url);
     assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
-    let live = store.live_projection(ProjectionKind::Payment).await.expect("live");
+    let live = store.reads().live_projection(ProjectionKind::Payment).await.expect("live");
     assert_eq!(live.generation, 3, "a fresh generation, never the abandoned one's");
 }

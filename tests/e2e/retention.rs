@@ -7,8 +7,8 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use projections::model::history::History;
 use projections::store::{Batch, DeadLetterSelection, LogRecord, Retention, Store};
+use projections::ProjectionKind;
 use schemas::samples::sample;
 use schemas::{Codec, Event, EventKind};
 
@@ -21,7 +21,7 @@ async fn count(store: &Store, table: &str) -> i64 {
 async fn apply(store: &Store, codec: &Codec, records: &[LogRecord], from: i64) -> projections::store::BatchOutcome {
     let read_from = BTreeMap::from([(0, from)]);
     let batch = Batch { group: "g", topic: "t", records, read_from: &read_from };
-    store.apply_batch::<History>(&batch, codec).await.expect("batch")
+    store.batches().apply(ProjectionKind::History, &batch, codec).await.expect("batch")
 }
 
 async fn pruning_keeps_the_tables_bounded(database_url: &str) {
@@ -60,12 +60,12 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
     }
     let outcome = apply(&store, &codec, &records, 0).await;
     assert_eq!((outcome.applied, outcome.dead_lettered), (200, 2));
-    let parked = store.dead_letters("g").await.expect("dead letters");
-    store.skip_dead_letters("g", &DeadLetterSelection::Ids(vec![parked[1].id])).await.expect("skip");
+    let parked = store.reads().dead_letters("g").await.expect("dead letters");
+    store.operations().skip_dead_letters("g", &DeadLetterSelection::Ids(vec![parked[1].id])).await.expect("skip");
     let (ids_before, letters_before) = (count(&store, "processed_events").await, count(&store, "dead_letters").await);
 
     // Inside the window nothing goes, and a copy of an applied event is still dropped.
-    let pruned = store.prune(Retention::default()).await.expect("prune").expect("not contended");
+    let pruned = store.operations().prune(Retention::default()).await.expect("prune").expect("not contended");
     assert_eq!((pruned.event_ids, pruned.dead_letters), (0, 0));
     let copy = first.expect("an event");
     let again = LogRecord {
@@ -81,11 +81,11 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
     // Past the window (here: any age), ids and the resolved dead letter go; the parked stays.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let none = Retention { dedupe_window: Duration::ZERO, resolved_dead_letters: Duration::ZERO };
-    let pruned = store.prune(none).await.expect("prune").expect("not contended");
+    let pruned = store.operations().prune(none).await.expect("prune").expect("not contended");
     let (ids_after, letters_after) = (count(&store, "processed_events").await, count(&store, "dead_letters").await);
     assert_eq!((ids_before, ids_after, pruned.event_ids), (200, 0, 200));
     assert_eq!((letters_before, letters_after, pruned.dead_letters), (2, 1, 1));
-    let left = store.list_dead_letters_with(Some("g"), None, false, 10).await.expect("left");
+    let left = store.reads().list_dead_letters_with(Some("g"), None, false, 10).await.expect("left");
     assert_eq!(left.iter().map(|d| d.id).collect::<Vec<_>>(), vec![parked[0].id], "the parked one stays");
     eprintln!("rows before/after pruning: processed_events {ids_before}/{ids_after}, dead_letters {letters_before}/{letters_after}");
 }

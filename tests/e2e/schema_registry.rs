@@ -215,7 +215,7 @@ impl Shop {
         let database_url = common::fresh_database().await;
         let prefix = common::fresh_group_prefix();
         let store = Store::connect(&database_url).await.expect("store").with_group_prefix(&prefix).expect("prefix");
-        let group = store.first_group(ProjectionKind::Payment);
+        let group = store.group(ProjectionKind::Payment);
         let mut config = common::member_config(ProjectionKind::Payment, &topic, &group);
         config.contract = contract.clone();
         // The registry is away for longer than the tests' usual 10 s.
@@ -243,7 +243,7 @@ impl Shop {
     }
 
     fn payment_group(&self) -> (String, String) {
-        (self.store.first_group(ProjectionKind::Payment), self.topic.clone())
+        (self.store.group(ProjectionKind::Payment), self.topic.clone())
     }
 
     async fn settle(&self) {
@@ -252,13 +252,13 @@ impl Shop {
 
     /// (status, captured) of an order in the payment projection.
     async fn payment(&self, order: uuid::Uuid) -> (String, i64) {
-        let snapshot = self.store.snapshot().await.expect("snapshot");
+        let snapshot = self.store.reads().snapshot().await.expect("snapshot");
         let row = snapshot.payments.iter().find(|p| p.order_id == order).expect("the order has a payment row");
         (format!("{:?}", row.status), row.captured_minor)
     }
 
     async fn dead_letters(&self) -> usize {
-        self.store.dead_letters(&self.payment_group().0).await.expect("dead letters").len()
+        self.store.reads().dead_letters(&self.payment_group().0).await.expect("dead letters").len()
     }
 }
 
@@ -354,7 +354,7 @@ async fn a_service_publishing_with_the_stock_serializer_is_applied_through_versi
     assert_eq!(shop.payment(by_v2).await, shop.payment(by_checkout).await);
     assert_eq!(shop.dead_letters().await, 0);
     for order in [by_checkout, by_v1, by_v2_in_outage, in_outage, by_v2] {
-        let status = shop.store.order_status(order).await.expect("status").expect("decided").status;
+        let status = shop.store.reads().order_status(order).await.expect("status").expect("decided").status;
         assert_eq!(status, projections::process::order::OrderStatus::Paid, "{order}");
     }
 

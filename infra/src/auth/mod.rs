@@ -189,7 +189,7 @@ impl Authenticator {
                     "--insecure-no-auth cannot be combined with --auth-tokens or --oidc-*".into(),
                 ));
             }
-            tracing::warn!("authentication is OFF (--insecure-no-auth): every caller may do everything");
+            tracing::warn!("Authentication is OFF (--insecure-no-auth). Every caller may do everything.");
             return Ok(Self::insecure());
         }
         let tokens = match &config.tokens_file {

@@ -128,7 +128,10 @@ impl Oidc {
             if due {
                 match fetch(&self.http, source).await {
                     Ok(set) => self.keys.write().await.set = set,
-                    Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "could not refresh the JWKS"),
+                    Err(e) => tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "Could not refresh the JWKS. Keys known already still verify."
+                    ),
                 }
             }
         }

@@ -132,25 +132,28 @@ pub async fn accept<T: DeserializeOwned>(
                     // consumers deduplicate.
                     tracing::warn!(
                         error = &e as &dyn std::error::Error,
-                        "could not record the completed idempotency key"
+                        "Could not record the completed idempotency key. A retry with it publishes the same event id, which readers drop."
                     );
                 }
             }
             Ok((StatusCode::ACCEPTED, Json(response)).into_response())
         }
         Err(e) => {
-            tracing::warn!(error = &e as &dyn std::error::Error, "publish failed");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "Publishing failed. The caller is told the outcome is unknown and may retry with its key."
+            );
             if let Some(key) = &key {
                 if let Err(e) = state.idempotency.release(&scope, key).await {
                     tracing::warn!(
                         error = &e as &dyn std::error::Error,
-                        "could not release the idempotency key; it frees itself after its lease"
+                        "Could not release the idempotency key. It frees itself after its lease."
                     );
                 }
             }
             match e {
                 // Known not written: the key is released above, a retry is a new attempt.
-                crate::PublishError::Denied(_) => Err(ApiError::new(
+                crate::error::PublishError::Denied(_) => Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "broker_refused",
                     "the broker refuses this service's writes (its credentials or ACL); nothing was appended",

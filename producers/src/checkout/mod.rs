@@ -8,13 +8,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
+use utoipa_axum::routes as handler;
 
 use infra::auth::Scope;
-use infra::http::{Access, Need, RouteAccess};
+use infra::http::{Access, Need, Routes};
 
 use crate::idempotency::IdempotencyStore;
 use crate::publisher::Publisher;
@@ -28,18 +28,9 @@ pub use accept::{Accepted, MAX_BODY_BYTES};
         title = "orderflow checkout",
         description = "Append order events to the log. Each accepted request becomes exactly one Avro event, keyed by order id."
     ),
-    paths(
-        routes::place_order,
-        routes::cancel_order,
-        routes::report_payment,
-        routes::report_shipment,
-        routes::adjust_stock,
-        routes::healthz,
-        routes::readyz,
-        routes::asyncapi_json,
-        infra::http::metrics_text,
-        infra::http::openapi_json
-    ),
+    // The service's own paths come from its route list ([`routes`]); these are the
+    // shared ones `Routes::finish` mounts.
+    paths(infra::http::metrics_text, infra::http::openapi_json),
     components(schemas(infra::http::ErrorBody, Accepted, crate::requests::LineRequest))
 )]
 pub struct CheckoutApi;
@@ -50,19 +41,20 @@ pub struct Inner {
     pub(crate) access: Access,
 }
 
-/// Who may call which route: each kind of event has its own scope, so a service's token
-/// bounds what a leak of it can do.
-pub const ROUTES: &[RouteAccess] = &[
-    RouteAccess::post("/orders", Need::Scope(Scope::OrdersWrite)),
-    RouteAccess::post("/orders/{order_id}/cancel", Need::Scope(Scope::OrdersWrite)),
-    RouteAccess::post("/orders/{order_id}/payments", Need::Scope(Scope::PaymentsWrite)),
-    RouteAccess::post("/orders/{order_id}/shipments", Need::Scope(Scope::ShipmentsWrite)),
-    RouteAccess::post("/inventory/{sku}/adjustments", Need::Scope(Scope::InventoryWrite)),
-    RouteAccess::post("/bench/noop", Need::Authenticated),
-    RouteAccess::get("/healthz", Need::Public),
-    RouteAccess::get("/readyz", Need::Public),
-    RouteAccess::get("/asyncapi.json", Need::Authenticated),
-];
+/// The checkout's one list of routes: each handler with who may call it, from which the
+/// router, the OpenAPI paths and the guard's access list are made. Each kind of event has
+/// its own scope, so a service's token bounds what a leak of it can do.
+pub fn routes() -> Routes<AppState> {
+    Routes::new(CheckoutApi::openapi())
+        .route(Need::Scope(Scope::OrdersWrite), handler!(routes::place_order))
+        .route(Need::Scope(Scope::OrdersWrite), handler!(routes::cancel_order))
+        .route(Need::Scope(Scope::PaymentsWrite), handler!(routes::report_payment))
+        .route(Need::Scope(Scope::ShipmentsWrite), handler!(routes::report_shipment))
+        .route(Need::Scope(Scope::InventoryWrite), handler!(routes::adjust_stock))
+        .route(Need::Public, handler!(routes::healthz))
+        .route(Need::Public, handler!(routes::readyz))
+        .route(Need::Authenticated, handler!(routes::asyncapi_json))
+}
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -82,7 +74,7 @@ impl AppState {
         database_url: &str,
         publisher: crate::publisher::PublisherConfig,
         access: Access,
-    ) -> Result<Self, crate::CheckoutError> {
+    ) -> Result<Self, crate::error::CheckoutError> {
         let lease = publisher.deadline + crate::idempotency::LEASE_MARGIN;
         let publisher = Arc::new(Publisher::new(kafka, publisher)?);
         let idempotency = IdempotencyStore::connect(database_url, lease).await?;
@@ -100,28 +92,10 @@ impl AppState {
     }
 }
 
-/// The router of the publishing API. `with_noop` adds `POST /bench/noop`, the do-nothing
-/// endpoint the benchmark measures as the HTTP ceiling.
-pub fn router(state: AppState, with_noop: bool) -> Router {
-    let mut router = Router::new()
-        .route("/orders", post(routes::place_order))
-        .route("/orders/{order_id}/cancel", post(routes::cancel_order))
-        .route("/orders/{order_id}/payments", post(routes::report_payment))
-        .route("/orders/{order_id}/shipments", post(routes::report_shipment))
-        .route("/inventory/{sku}/adjustments", post(routes::adjust_stock))
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/asyncapi.json", get(routes::asyncapi_json));
-    if with_noop {
-        router = router.route("/bench/noop", post(routes::noop));
-    }
-    let service = infra::http::Service {
-        metrics: infra::http::CHECKOUT_METRICS,
-        openapi: CheckoutApi::openapi(),
-        routes: ROUTES,
-        access: state.access.clone(),
-    };
-    service.finish(router.with_state(state))
+/// The router of the publishing API ([`routes`] over `state`, with the shared layers).
+pub fn router(state: AppState) -> Router {
+    let access = state.access.clone();
+    routes().finish(state, infra::http::CHECKOUT_METRICS, access)
 }
 
 /// Serves the API on an already-bound listener until `shutdown` resolves, then stops
@@ -132,11 +106,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let purge = tokio::spawn(purge_expired_keys(state.idempotency.clone()));
-    let app = router(state.clone(), false);
+    let app = router(state.clone());
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     purge.abort();
     if let Err(e) = state.publisher.flush(Duration::from_secs(10)).await {
-        tracing::warn!(error = &e as &dyn std::error::Error, "some produces were not acknowledged before shutdown");
+        tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "Some produces were not acknowledged before shutdown. Their callers were told the outcome is unknown."
+        );
     }
     served
 }
@@ -146,9 +123,12 @@ async fn purge_expired_keys(store: IdempotencyStore) {
     loop {
         tick.tick().await;
         match store.purge_expired().await {
-            Ok(n) if n > 0 => tracing::info!(purged = n, "forgot expired idempotency keys"),
+            Ok(n) if n > 0 => tracing::info!(purged = n, "Expired idempotency keys forgotten."),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "could not purge expired idempotency keys"),
+            Err(e) => tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "Could not purge expired idempotency keys. Trying again at the next round."
+            ),
         }
     }
 }

@@ -1,9 +1,7 @@
 //! One handler per route of the publishing API. Each turns its body into one event. The
 //! `#[utoipa::path]` on each is its entry in the OpenAPI document: request, headers and
 //! every status the route answers.
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use infra::http::{ErrorBody, Health};
@@ -13,7 +11,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, IntoResponses};
 use uuid::Uuid;
 
-use super::accept::{accept, Accepted, Publish, Subject, MAX_BODY_BYTES, MAX_KEY_LEN};
+use super::accept::{accept, Accepted, Publish, Subject, MAX_KEY_LEN};
 use super::api_error::{invalid, ApiError};
 use super::AppState;
 use crate::requests::{
@@ -197,13 +195,5 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Json(Health { status: "ready".into() }).into_response()
     } else {
         ApiError::unavailable("the broker does not answer").into_response()
-    }
-}
-
-/// Reads the body like a real route and does nothing else: the benchmark's HTTP ceiling.
-pub async fn noop(body: Body) -> Response {
-    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(_) => (StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response(),
-        Err(_) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
     }
 }

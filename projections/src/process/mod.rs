@@ -44,3 +44,44 @@ pub struct Context {
 /// timeline shows as "published by").
 pub const ORDER_PROCESS_PRINCIPAL: &str = "order-process";
 pub const STOCK_PRINCIPAL: &str = "stock";
+
+/// What a process's batches need besides the records: the pipeline it decides for and
+/// its settings (configuration, not I/O).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSettings {
+    /// The pipeline's orders topic (the stock topic is named after it).
+    pub orders_topic: String,
+    pub payment_timeout: std::time::Duration,
+}
+
+impl Default for ProcessSettings {
+    fn default() -> Self {
+        ProcessSettings::new(schemas::ORDERS_TOPIC)
+    }
+}
+
+impl ProcessSettings {
+    /// The one default of `--payment-timeout`.
+    pub const PAYMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+    /// The settings of a pipeline on `orders_topic`, with the default payment timeout.
+    pub fn new(orders_topic: &str) -> Self {
+        ProcessSettings { orders_topic: orders_topic.to_string(), payment_timeout: Self::PAYMENT_TIMEOUT }
+    }
+
+    /// The context a decision is taken in: now, and the payment timeout.
+    pub fn context(&self) -> Context {
+        Context { now: schemas::Envelope::now(), payment_timeout: self.payment_timeout }
+    }
+
+    /// Where an emitted event goes: stock requests (and forwarded adjustments) to the
+    /// stock topic, everything else to the orders topic.
+    pub fn destination(&self, event: &schemas::Event) -> String {
+        match event.kind() {
+            schemas::EventKind::StockRequested | schemas::EventKind::StockAdjusted => {
+                schemas::stock_topic(&self.orders_topic)
+            }
+            _ => self.orders_topic.clone(),
+        }
+    }
+}

@@ -3,7 +3,9 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Dialect, Store, StoreError};
+use super::connection::Dialect;
+use super::error::StoreError;
+use super::roles::Operations;
 
 /// One entry of `operator_actions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,7 +23,7 @@ pub struct OperatorAction {
     pub at_ms: i64,
 }
 
-impl Store {
+impl Operations {
     /// Appends an action to the audit trail. `operator` is who says they act (flag,
     /// environment or login name); on PostgreSQL the session's role is added, which the
     /// operator cannot choose without its credentials.
@@ -33,7 +35,7 @@ impl Store {
         arguments: &serde_json::Value,
         outcome: &str,
     ) -> Result<(), StoreError> {
-        let actor = match self.dialect {
+        let actor = match self.store.dialect {
             Dialect::Postgres => "$1 || ' as ' || CAST(current_user AS TEXT)",
             Dialect::Sqlite => "$1",
         };
@@ -45,8 +47,8 @@ impl Store {
             .bind(action)
             .bind(arguments.to_string())
             .bind(outcome)
-            .bind(chrono::Utc::now().timestamp_millis())
-            .execute(&self.pool)
+            .bind(schemas::clock::now_ms())
+            .execute(&self.store.pool)
             .await?;
         Ok(())
     }
@@ -57,7 +59,7 @@ impl Store {
             "SELECT id, actor, action, arguments, outcome, at_ms FROM operator_actions ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter()
             .map(|r| {

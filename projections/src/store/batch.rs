@@ -16,60 +16,15 @@ use schemas::{Codec, Event};
 use sqlx::{Any, Database, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::connection::Store;
 use super::dead_letters::{self, NewDeadLetter};
+use super::error::StoreError;
 use super::fault::{hit, FaultPoint};
 use super::fold::{claim_event_ids, decode_with, Decoded, Fold, Folded, StoredProjection};
 use super::offsets::{self, Lock};
+use super::records::{Batch, BatchOutcome, LogRecord};
 use super::sql::Exec;
-use super::{Store, StoreError};
 use crate::model::LogPosition;
-
-/// A record as read from the log.
-#[derive(Debug, Clone)]
-pub struct LogRecord {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    /// The record's timestamp (milliseconds): stored with the offsets, so a member can tell
-    /// the log it applied from another one with the same offsets (a recreated topic).
-    pub timestamp_ms: Option<i64>,
-    /// Who published it ([`schemas::PRINCIPAL_HEADER`]), when the record says so validly.
-    pub published_by: Option<String>,
-}
-
-/// Records of one group's consumer to apply together.
-#[derive(Debug, Clone, Copy)]
-pub struct Batch<'a> {
-    pub group: &'a str,
-    pub topic: &'a str,
-    /// Any partitions, each partition's records in offset order.
-    pub records: &'a [LogRecord],
-    /// Per partition, the offset the member's consumer was positioned at before the first
-    /// of these records: the records are everything the log holds from there on (offsets
-    /// may have gaps: transaction markers, compaction, some brokers' batching). A partition
-    /// missing from it is trusted to start at its first record.
-    pub read_from: &'a BTreeMap<i32, i64>,
-}
-
-/// What a batch did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BatchOutcome {
-    /// Events whose effect was applied.
-    pub applied: usize,
-    /// Records at or above the stored offset of a kind this projection does not read.
-    pub ignored: usize,
-    /// Records below the stored offset: already applied by this or another member.
-    pub already_applied: usize,
-    /// Events whose id this group had applied before (a retried publish).
-    pub duplicates: usize,
-    pub dead_lettered: usize,
-    /// The next offset to read per partition after this batch.
-    pub next_offsets: Vec<(i32, i64)>,
-    /// Partitions whose records started above the stored offset: applying them would
-    /// skip records, so they were left out; the member must re-read from these offsets.
-    pub rewind: Vec<(i32, i64)>,
-}
 
 /// The records of a batch that are not applied yet, and where each partition goes next.
 pub(super) struct Fresh<'a> {
@@ -109,11 +64,11 @@ fn fresh_records<'a>(
                 // Records between the stored offset and where this member started reading
                 // would be skipped: apply nothing of this partition and have the member
                 // read it again from the stored offset.
-                tracing::error!(
+                tracing::warn!(
                     partition = r.partition,
                     stored = stored_offset,
                     read_from = start,
-                    "batch starts above the stored offset; not applying it, rewinding"
+                    "A batch starts above the stored offset. Nothing of it is applied; the member reads the partition again from the stored offset."
                 );
                 fresh.rewind.insert(r.partition, stored_offset);
                 continue;
@@ -133,7 +88,7 @@ fn fresh_records<'a>(
 
 impl Store {
     /// Applies a batch through projection `P` in one transaction, with its offsets.
-    pub async fn apply_batch<P: StoredProjection>(
+    pub(super) async fn apply_batch<P: StoredProjection>(
         &self,
         batch: &Batch<'_>,
         codec: &Codec,
@@ -142,11 +97,11 @@ impl Store {
         self.apply_decoded_batch::<P>(batch, decoded).await
     }
 
-    /// [`Store::apply_batch`] with the records decoded beforehand ([`DecodedRecords::of`],
+    /// `apply_batch` with the records decoded beforehand ([`DecodedRecords::of`],
     /// pure, so a member can decode the next batch while this one is written). On
     /// PostgreSQL the batch runs on a native connection, whose rows go by binary `COPY`.
     #[tracing::instrument(skip_all, fields(group = batch.group, records = batch.records.len()))]
-    pub async fn apply_decoded_batch<P: StoredProjection>(
+    pub(super) async fn apply_decoded_batch<P: StoredProjection>(
         &self,
         batch: &Batch<'_>,
         decoded: DecodedRecords,
@@ -281,7 +236,7 @@ impl Store {
     ) -> Result<Result<Opened<'r, DB>, BatchOutcome>, StoreError> {
         let mut outcome = BatchOutcome::default();
         let conn: &mut DB::Connection = &mut tx;
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = schemas::clock::now_ms();
         let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms, &mut outcome).await?;
         if fresh.records.is_empty() {
             return nothing_fresh(tx, stored, outcome).await.map(Err);
@@ -377,7 +332,7 @@ impl Store {
     /// past them, in one transaction: one record the database cannot store must not stop
     /// its partition. Their orders' later events park behind them, as for any dead letter.
     #[tracing::instrument(skip_all, fields(group = batch.group, records = batch.records.len()))]
-    pub async fn park_refused(
+    pub(super) async fn park_refused(
         &self,
         batch: &Batch<'_>,
         codec: &Codec,
@@ -385,7 +340,7 @@ impl Store {
     ) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
         let mut tx = self.begin_write().await?;
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = schemas::clock::now_ms();
         let (stored, fresh) = self.lock_offsets_and_filter(&mut *tx, batch, now_ms, &mut outcome).await?;
         let conn: &mut sqlx::AnyConnection = &mut tx;
         let dead: Vec<NewDeadLetter> = fresh

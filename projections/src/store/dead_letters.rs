@@ -9,11 +9,14 @@ use schemas::Codec;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
+use super::error::StoreError;
 use super::fold::{decode, Decoded, Fold, Folded, StoredProjection, CHUNK};
 use super::offsets::{self, Lock};
+use super::records::LogRecord;
+use super::roles::{Operations, Reads};
 use super::sql::{Exec, Sql};
-use super::{LogRecord, Store, StoreError};
 use crate::model::LogPosition;
+use crate::registry::with_model;
 use crate::registry::ProjectionKind;
 
 status_enum! {
@@ -197,32 +200,76 @@ struct Parked {
     published_by: Option<String>,
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 async fn resolve(conn: &mut AnyConnection, id: i64, status: DeadLetterStatus) -> Result<(), StoreError> {
     sqlx::query("UPDATE dead_letters SET status = $1, resolved_at_ms = $2 WHERE id = $3")
         .bind(status.as_str())
-        .bind(now_ms())
+        .bind(schemas::clock::now_ms())
         .bind(id)
         .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
-impl Store {
+async fn select_parked(
+    conn: &mut AnyConnection,
+    group: &str,
+    selection: &DeadLetterSelection,
+) -> Result<Vec<Parked>, StoreError> {
+    let mut q =
+        Sql::new("SELECT id, topic, partition_id, record_offset, record_key, order_id, payload, published_by FROM dead_letters WHERE status = 'parked' AND group_id = ");
+    q.bind(group.to_string());
+    match selection {
+        DeadLetterSelection::Order(order) => {
+            q.push(" AND order_id = ").bind(order.to_string());
+        }
+        DeadLetterSelection::Ids(ids) if ids.is_empty() => return Ok(Vec::new()),
+        DeadLetterSelection::Ids(ids) => {
+            q.push(" AND id IN ").list(ids.iter().copied());
+        }
+    }
+    q.push(" ORDER BY partition_id, record_offset");
+    let rows = q.fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|r| {
+            let order_id: Option<String> = r.try_get("order_id")?;
+            Ok(Parked {
+                id: r.try_get("id")?,
+                topic: r.try_get("topic")?,
+                key: r.try_get("record_key")?,
+                partition: r.try_get::<i64, _>("partition_id")? as i32,
+                offset: r.try_get("record_offset")?,
+                order_id: order_id.and_then(|s| Uuid::parse_str(&s).ok()),
+                payload: r.try_get("payload")?,
+                published_by: r.try_get("published_by")?,
+            })
+        })
+        .collect()
+}
+
+impl Operations {
+    /// Applies parked records of `group` again through `projection`'s model, in log order,
+    /// in one transaction (`retry_dead_letters_as`).
+    pub async fn retry_dead_letters(
+        &self,
+        projection: ProjectionKind,
+        group: &str,
+        selection: &DeadLetterSelection,
+        codec: &Codec,
+    ) -> Result<RetryOutcome, StoreError> {
+        with_model!(projection, P => self.retry_dead_letters_as::<P>(group, selection, codec).await)
+    }
+
     /// Which projection a group builds, if the database knows it.
     pub async fn projection_of_group(&self, group: &str) -> Result<Option<ProjectionKind>, StoreError> {
         let registered: Option<String> = sqlx::query("SELECT projection FROM projection_groups WHERE group_id = $1")
             .bind(group)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.store.pool)
             .await?
             .map(|r| r.try_get("projection"))
             .transpose()?;
         Ok(match registered {
             Some(name) => Some(name.parse().map_err(StoreError::Invalid)?),
-            None => ProjectionKind::ALL.into_iter().find(|p| self.first_group(*p) == group),
+            None => ProjectionKind::ALL.into_iter().find(|p| self.store.group(*p) == group),
         })
     }
 
@@ -234,7 +281,7 @@ impl Store {
         group: &str,
         selection: &DeadLetterSelection,
     ) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let parked = select_parked(&mut tx, group, selection).await?;
         for p in &parked {
             resolve(&mut tx, p.id, DeadLetterStatus::Skipped).await?;
@@ -246,7 +293,7 @@ impl Store {
     /// The payloads of a group's parked records: what a retry decodes, so a caller reading
     /// with a schema registry can learn their schema ids first.
     pub async fn parked_payloads(&self, group: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.store.pool.acquire().await?;
         let mut q = Sql::new(
             "SELECT payload FROM dead_letters WHERE status = 'parked' AND payload IS NOT NULL AND group_id = ",
         );
@@ -262,14 +309,14 @@ impl Store {
     /// holds the group's offset rows of the partitions involved, so no member applies a
     /// batch of those partitions meanwhile.
     #[tracing::instrument(skip(self, codec))]
-    pub async fn retry_dead_letters<P: StoredProjection>(
+    async fn retry_dead_letters_as<P: StoredProjection>(
         &self,
         group: &str,
         selection: &DeadLetterSelection,
         codec: &Codec,
     ) -> Result<RetryOutcome, StoreError> {
-        let generation = self.generation_of(group).await?;
-        let mut tx = self.begin_write().await?;
+        let generation = self.store.generation_of(group).await?;
+        let mut tx = self.store.begin_write().await?;
         let conn: &mut AnyConnection = &mut tx;
         let chosen = select_parked(conn, group, selection).await?;
         // Whole orders, in log order; records without an order stand alone.
@@ -286,7 +333,7 @@ impl Store {
         for (topic, mut partitions) in by_topic {
             partitions.sort();
             partitions.dedup();
-            offsets::read(conn, self.dialect, group, &topic, Some(&partitions), Lock::ForUpdate).await?;
+            offsets::read(conn, self.store.dialect, group, &topic, Some(&partitions), Lock::ForUpdate).await?;
         }
         let mut fold = Fold::<P>::load(conn, generation, &orders).await?;
         let mut outcome = RetryOutcome::default();
@@ -332,12 +379,16 @@ impl Store {
         tx.commit().await?;
         Ok(outcome)
     }
+}
 
+impl Reads {
+    #[cfg(feature = "test-support")]
     pub async fn dead_letters(&self, group: &str) -> Result<Vec<DeadLetterRow>, StoreError> {
         self.list_dead_letters(Some(group), i64::MAX).await
     }
 
     /// Parked records (not yet retried or skipped), oldest first, of one group or of all groups.
+    #[cfg(feature = "test-support")]
     pub async fn list_dead_letters(&self, group: Option<&str>, limit: i64) -> Result<Vec<DeadLetterRow>, StoreError> {
         self.list_dead_letters_with(group, None, true, limit).await
     }
@@ -359,7 +410,7 @@ impl Store {
         .bind(order_id.unwrap_or(""))
         .bind(i64::from(parked_only))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter()
             .map(|r| {
@@ -386,47 +437,11 @@ impl Store {
         let rows = sqlx::query(
             "SELECT group_id, COUNT(*) AS parked FROM dead_letters WHERE status = 'parked' GROUP BY group_id ORDER BY group_id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         Ok(rows
             .iter()
             .map(|r| Ok((r.try_get("group_id")?, r.try_get("parked")?)))
             .collect::<Result<_, sqlx::Error>>()?)
     }
-}
-
-async fn select_parked(
-    conn: &mut AnyConnection,
-    group: &str,
-    selection: &DeadLetterSelection,
-) -> Result<Vec<Parked>, StoreError> {
-    let mut q =
-        Sql::new("SELECT id, topic, partition_id, record_offset, record_key, order_id, payload, published_by FROM dead_letters WHERE status = 'parked' AND group_id = ");
-    q.bind(group.to_string());
-    match selection {
-        DeadLetterSelection::Order(order) => {
-            q.push(" AND order_id = ").bind(order.to_string());
-        }
-        DeadLetterSelection::Ids(ids) if ids.is_empty() => return Ok(Vec::new()),
-        DeadLetterSelection::Ids(ids) => {
-            q.push(" AND id IN ").list(ids.iter().copied());
-        }
-    }
-    q.push(" ORDER BY partition_id, record_offset");
-    let rows = q.fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|r| {
-            let order_id: Option<String> = r.try_get("order_id")?;
-            Ok(Parked {
-                id: r.try_get("id")?,
-                topic: r.try_get("topic")?,
-                key: r.try_get("record_key")?,
-                partition: r.try_get::<i64, _>("partition_id")? as i32,
-                offset: r.try_get("record_offset")?,
-                order_id: order_id.and_then(|s| Uuid::parse_str(&s).ok()),
-                payload: r.try_get("payload")?,
-                published_by: r.try_get("published_by")?,
-            })
-        })
-        .collect()
 }

@@ -45,7 +45,7 @@ pub fn hit(point: FaultPoint) {
         return;
     }
     let action = std::env::var("ORDERFLOW_FAULT_ACTION").unwrap_or_else(|_| "crash".into());
-    tracing::warn!(point = point.name(), %action, "fault point hit");
+    tracing::warn!(point = point.name(), %action, "Fault point hit (fault-injection build).");
     if let Some(ms) = action.strip_prefix("pause:").and_then(|ms| ms.parse().ok()) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     } else {

@@ -9,10 +9,10 @@ use schemas::{Codec, Event};
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
+use super::error::StoreError;
 use super::rows::StoredState;
 use super::schema::table_name;
 use super::sql::{text_array, Binder, Columns, Exec, Sql};
-use super::StoreError;
 use crate::model::{LogPosition, Projection, Rejection, SkuLevel};
 
 /// Rows per multi-row statement; keeps every statement under both databases' bind limits.
@@ -392,7 +392,7 @@ pub(super) async fn claim_event_ids<C: Exec>(
     use sqlx::Row;
     let mut new_ids = std::collections::HashSet::with_capacity(ids.len());
     if conn.is_postgres() && !ids.is_empty() {
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = schemas::clock::now_ms();
         let mut q = Sql::new("INSERT INTO processed_events (group_id, event_id, applied_at_ms) SELECT ");
         q.bind(group.to_string()).push(", id, ").bind(now_ms).push(" FROM unnest(");
         q.bind(text_array(ids.iter().cloned())).push("::text[]) AS id");
@@ -403,7 +403,7 @@ pub(super) async fn claim_event_ids<C: Exec>(
         return Ok(new_ids);
     }
     for chunk in ids.chunks(CHUNK) {
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = schemas::clock::now_ms();
         let mut q = Sql::new("INSERT INTO processed_events (group_id, event_id, applied_at_ms) ");
         q.values(chunk, |v, id| {
             v.bind(group.to_string()).bind(id.clone()).bind(now_ms);

@@ -7,23 +7,12 @@ use std::time::{Duration, Instant};
 use sqlx::any::AnyRow;
 use sqlx::{Executor, Row};
 
+use super::connection::{Dialect, Store};
+use super::error::StoreError;
 use super::offsets::{self, Lock};
+use super::roles::{Operations, Reads};
 use super::schema::{self, table_name};
-use super::{Dialect, Store, StoreError};
 use crate::registry::ProjectionKind;
-
-/// The group-name prefix unless configured otherwise.
-pub const DEFAULT_GROUP_PREFIX: &str = "orderflow";
-
-/// The consumer group a projection's first generation is built by, with the default prefix.
-pub fn default_group(projection: ProjectionKind) -> String {
-    format!("{DEFAULT_GROUP_PREFIX}-{projection}")
-}
-
-/// Whether `prefix` can start a consumer group name: letters, digits, `.`, `_`, `-`.
-pub fn valid_group_prefix(prefix: &str) -> bool {
-    !prefix.is_empty() && prefix.len() <= 200 && prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-}
 
 /// The generation of a projection that the views show, and the group that builds it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -39,36 +28,10 @@ impl LiveProjection {
     }
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 impl Store {
-    /// The group of a projection's first generation: `<prefix>-<projection>`.
-    pub fn first_group(&self, projection: ProjectionKind) -> String {
-        format!("{}-{projection}", self.group_prefix)
-    }
-
-    /// The consumer group of a process: `<prefix>-order-process`, `<prefix>-stock`.
-    pub fn process_group(&self, process: super::ProcessKind) -> String {
-        format!("{}-{process}", self.group_prefix)
-    }
-
-    /// Names groups `<prefix>-<projection>` instead of `orderflow-<projection>`, so several
-    /// deployments (or test runs) can share one Kafka cluster without sharing groups.
-    pub fn with_group_prefix(mut self, prefix: &str) -> Result<Self, StoreError> {
-        if !valid_group_prefix(prefix) {
-            return Err(StoreError::Invalid(format!(
-                "group prefix {prefix:?} must be 1-200 letters, digits, '.', '_' or '-'"
-            )));
-        }
-        self.group_prefix = prefix.into();
-        Ok(self)
-    }
-
     /// The live generation of `projection` (generation 1 and the first group until a
     /// rebuild switched it).
-    pub async fn live_projection(&self, projection: ProjectionKind) -> Result<LiveProjection, StoreError> {
+    pub(super) async fn live_projection(&self, projection: ProjectionKind) -> Result<LiveProjection, StoreError> {
         let row = sqlx::query("SELECT generation, group_id FROM projection_live WHERE projection = $1")
             .bind(projection.name())
             .fetch_optional(&self.pool)
@@ -77,7 +40,7 @@ impl Store {
     }
 
     /// Every projection's live generation, in one query.
-    pub async fn live_projections(&self) -> Result<Vec<LiveProjection>, StoreError> {
+    pub(super) async fn live_projections(&self) -> Result<Vec<LiveProjection>, StoreError> {
         let rows =
             sqlx::query("SELECT projection, generation, group_id FROM projection_live").fetch_all(&self.pool).await?;
         ProjectionKind::ALL
@@ -94,7 +57,7 @@ impl Store {
             Some(r) => {
                 LiveProjection { projection, generation: r.try_get("generation")?, group: r.try_get("group_id")? }
             }
-            None => LiveProjection { projection, generation: 1, group: self.first_group(projection) },
+            None => LiveProjection { projection, generation: 1, group: self.group(projection) },
         })
     }
 
@@ -113,18 +76,20 @@ impl Store {
         self.generations.lock().unwrap_or_else(|e| e.into_inner()).insert(group.to_string(), generation);
         Ok(generation)
     }
+}
 
+impl Operations {
     /// The groups of generations of `projection` newer than the live one: rebuilds that
     /// are running, or were abandoned. Whether one is running is the broker's to say (its
     /// group has members); the caller asks it before [`Store::prepare_rebuild`].
     pub async fn unfinished_rebuilds(&self, projection: ProjectionKind) -> Result<Vec<String>, StoreError> {
-        let live = self.live_projection(projection).await?;
+        let live = self.store.live_projection(projection).await?;
         let rows = sqlx::query(
             "SELECT group_id FROM projection_groups WHERE projection = $1 AND generation > $2 ORDER BY generation",
         )
         .bind(projection.name())
         .bind(live.generation)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         Ok(rows.iter().map(|r| r.try_get("group_id")).collect::<Result<_, sqlx::Error>>()?)
     }
@@ -135,24 +100,24 @@ impl Store {
     /// sure none of [`Store::unfinished_rebuilds`] is still running.
     #[tracing::instrument(skip(self))]
     pub async fn prepare_rebuild(&self, projection: ProjectionKind) -> Result<LiveProjection, StoreError> {
-        let live = self.live_projection(projection).await?;
+        let live = self.store.live_projection(projection).await?;
         let newest: Option<i64> =
             sqlx::query("SELECT MAX(generation) AS g FROM projection_groups WHERE projection = $1")
                 .bind(projection.name())
-                .fetch_one(&self.pool)
+                .fetch_one(&self.store.pool)
                 .await?
                 .try_get("g")?;
         let generation = newest.unwrap_or(1).max(live.generation) + 1;
-        let group = format!("{}-g{generation}", self.first_group(projection));
-        let mut tx = self.begin_write().await?;
+        let group = format!("{}-g{generation}", self.store.group(projection));
+        let mut tx = self.store.begin_write().await?;
         for statement in schema::drop_statements(projection, generation).into_iter().chain(schema::table_statements(
-            self.dialect,
+            self.store.dialect,
             projection,
             generation,
         )) {
             tx.execute(statement.as_str()).await?;
         }
-        if self.dialect == Dialect::Postgres && self.manages_catalog().await? {
+        if self.store.dialect == Dialect::Postgres && self.store.manages_catalog().await? {
             // Run by the owner: the consumers' role must own the new tables too.
             tx.execute(schema::hand_over_statement().as_str()).await?;
         }
@@ -165,11 +130,11 @@ impl Store {
         .bind(&group)
         .bind(projection.name())
         .bind(generation)
-        .bind(now_ms())
+        .bind(schemas::clock::now_ms())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.generations.lock().unwrap_or_else(|e| e.into_inner()).insert(group.clone(), generation);
+        self.store.generations.lock().unwrap_or_else(|e| e.into_inner()).insert(group.clone(), generation);
         Ok(LiveProjection { projection, generation, group })
     }
 
@@ -185,30 +150,32 @@ impl Store {
         topic: &str,
         wait: Duration,
     ) -> Result<Option<LiveProjection>, StoreError> {
-        let live = self.live_projection(next.projection).await?;
-        let mut tx = self.begin_write().await?;
+        let live = self.store.live_projection(next.projection).await?;
+        let mut tx = self.store.begin_write().await?;
         // On SQLite BEGIN IMMEDIATE took the write lock: nobody applies a batch until we
         // are done.
-        if self.dialect == Dialect::Postgres {
+        if self.store.dialect == Dialect::Postgres {
             tx.execute(format!("SELECT pg_advisory_xact_lock({})", schema::CATALOG_LOCK).as_str()).await?;
         }
-        let old = offsets::read(&mut tx, self.dialect, &live.group, topic, None, Lock::ForUpdate).await?;
+        let old = offsets::read(&mut tx, self.store.dialect, &live.group, topic, None, Lock::ForUpdate).await?;
         let deadline = Instant::now() + wait;
         loop {
-            let new: HashMap<i32, i64> =
-                offsets::read(&mut tx, self.dialect, &next.group, topic, None, Lock::No).await?.into_iter().collect();
+            let new: HashMap<i32, i64> = offsets::read(&mut tx, self.store.dialect, &next.group, topic, None, Lock::No)
+                .await?
+                .into_iter()
+                .collect();
             let caught_up = old.iter().all(|(p, o)| new.get(p).is_some_and(|n| n >= o));
             if caught_up {
                 break;
             }
             // SQLite: the builder cannot write while we hold the lock; let it go on.
-            if self.dialect == Dialect::Sqlite || Instant::now() >= deadline {
+            if self.store.dialect == Dialect::Sqlite || Instant::now() >= deadline {
                 tx.rollback().await?;
                 return Ok(None);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        for statement in schema::view_statements(self.dialect, next.projection, next.generation) {
+        for statement in schema::view_statements(self.store.dialect, next.projection, next.generation) {
             tx.execute(statement.as_str()).await?;
         }
         sqlx::query(
@@ -219,7 +186,7 @@ impl Store {
         .bind(next.projection.name())
         .bind(next.generation)
         .bind(&next.group)
-        .bind(now_ms())
+        .bind(schemas::clock::now_ms())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -229,12 +196,12 @@ impl Store {
     /// Generations of `projection` that the views no longer show (their tables may already
     /// be gone: dropping is idempotent).
     pub async fn retired_generations(&self, projection: ProjectionKind) -> Result<Vec<LiveProjection>, StoreError> {
-        let live = self.live_projection(projection).await?;
+        let live = self.store.live_projection(projection).await?;
         let rows = sqlx::query("SELECT group_id, generation FROM projection_groups WHERE projection = $1")
             .bind(projection.name())
-            .fetch_all(&self.pool)
+            .fetch_all(&self.store.pool)
             .await?;
-        let mut all = vec![LiveProjection { projection, generation: 1, group: self.first_group(projection) }];
+        let mut all = vec![LiveProjection { projection, generation: 1, group: self.store.group(projection) }];
         for r in &rows {
             all.push(LiveProjection {
                 projection,
@@ -250,13 +217,13 @@ impl Store {
     /// stay for the record). Refuses the live generation.
     #[tracing::instrument(skip(self))]
     pub async fn drop_generation(&self, old: &LiveProjection) -> Result<(), StoreError> {
-        if self.live_projection(old.projection).await?.generation == old.generation {
+        if self.store.live_projection(old.projection).await?.generation == old.generation {
             return Err(StoreError::Invalid(format!(
                 "generation {} of {} is live; switch to another one first",
                 old.generation, old.projection
             )));
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         for statement in schema::drop_statements(old.projection, old.generation) {
             tx.execute(statement.as_str()).await?;
         }
@@ -265,5 +232,17 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+impl Reads {
+    /// The live generation of `projection` and the group that builds it.
+    pub async fn live_projection(&self, projection: ProjectionKind) -> Result<LiveProjection, StoreError> {
+        self.store.live_projection(projection).await
+    }
+
+    /// Every projection's live generation, in one query.
+    pub async fn live_projections(&self) -> Result<Vec<LiveProjection>, StoreError> {
+        self.store.live_projections().await
     }
 }

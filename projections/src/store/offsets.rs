@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::Row;
 
+use super::connection::{Dialect, Store};
+use super::error::StoreError;
+use super::roles::{Batches, Operations, Reads};
 use super::sql::{Exec, Sql};
-use super::{Dialect, Store, StoreError};
 
 /// One partition's stored position of a group.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -153,6 +155,20 @@ pub struct OffsetMove {
 }
 
 impl Store {
+    /// The stored next offsets of a group for the given partitions (absent: never read).
+    #[tracing::instrument(skip(self))]
+    pub(super) async fn stored_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, i64)>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        read(&mut *conn, self.dialect, group, topic, Some(partitions), Lock::No).await
+    }
+}
+
+impl Batches {
     /// Per partition, the timestamp of the last record `group` applied (where known).
     pub async fn applied_timestamps(
         &self,
@@ -166,7 +182,7 @@ impl Store {
         let mut q = Sql::new("SELECT partition_id, last_timestamp_ms FROM consumer_offsets WHERE group_id = ");
         q.bind(group.to_string()).push(" AND topic = ").bind(topic.to_string()).push(" AND partition_id IN ");
         q.list(partitions.iter().map(|p| i64::from(*p)));
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = q.fetch_all(&self.store.pool).await?;
         let mut stamps = BTreeMap::new();
         for row in rows {
             if let Some(ts) = row.try_get::<Option<i64>, _>("last_timestamp_ms")? {
@@ -195,11 +211,13 @@ impl Store {
         .bind(fault.detected_at_ms)
         .bind(fault.other_log.map(|(stored, _)| stored))
         .bind(fault.other_log.map(|(_, found)| found))
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(())
     }
+}
 
+impl Reads {
     /// The partitions `group` refuses to follow on `topic` (all of them with `None`).
     pub async fn offset_faults(
         &self,
@@ -215,7 +233,7 @@ impl Store {
         .bind(group)
         .bind(topic)
         .bind(partition.map_or(-1, i64::from))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter()
             .map(|r| {
@@ -238,6 +256,30 @@ impl Store {
             .collect()
     }
 
+    /// Stored offsets of every group that has any, on `topic`.
+    pub async fn all_group_offsets(&self, topic: &str) -> Result<Vec<GroupPartitionOffset>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT group_id, partition_id, next_offset, updated_at_ms FROM consumer_offsets WHERE topic = $1
+             ORDER BY group_id, partition_id",
+        )
+        .bind(topic)
+        .fetch_all(&self.store.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok(GroupPartitionOffset {
+                    group: r.try_get("group_id")?,
+                    partition: r.try_get::<i64, _>("partition_id")? as i32,
+                    next_offset: r.try_get("next_offset")?,
+                    updated_at_ms: r.try_get("updated_at_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+}
+
+impl Operations {
     /// Moves `group`'s stored offsets on `topic` to `to` (per partition) in one transaction,
     /// clears the partitions' faults and records each move in `offset_resets` with `target`
     /// (how the offsets were chosen) and `operator`. Returns the moves.
@@ -250,11 +292,14 @@ impl Store {
         target: &str,
         operator: &str,
     ) -> Result<Vec<OffsetMove>, StoreError> {
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut tx = self.begin_write().await?;
+        let now_ms = schemas::clock::now_ms();
+        let mut tx = self.store.begin_write().await?;
         let partitions: Vec<i32> = to.keys().copied().collect();
         let before: BTreeMap<i32, i64> =
-            read(&mut tx, self.dialect, group, topic, Some(&partitions), Lock::ForUpdate).await?.into_iter().collect();
+            read(&mut tx, self.store.dialect, group, topic, Some(&partitions), Lock::ForUpdate)
+                .await?
+                .into_iter()
+                .collect();
         let mut moves = Vec::new();
         for (p, offset) in to {
             sqlx::query(
@@ -294,38 +339,16 @@ impl Store {
         tx.commit().await?;
         Ok(moves)
     }
+}
 
-    /// The stored next offsets of a group for the given partitions (absent: never read).
-    #[tracing::instrument(skip(self))]
+impl Reads {
+    /// The offsets `group` stored for these partitions of `topic`.
     pub async fn stored_offsets(
         &self,
         group: &str,
         topic: &str,
         partitions: &[i32],
     ) -> Result<Vec<(i32, i64)>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        read(&mut *conn, self.dialect, group, topic, Some(partitions), Lock::No).await
-    }
-
-    /// Stored offsets of every group that has any, on `topic`.
-    pub async fn all_group_offsets(&self, topic: &str) -> Result<Vec<GroupPartitionOffset>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT group_id, partition_id, next_offset, updated_at_ms FROM consumer_offsets WHERE topic = $1
-             ORDER BY group_id, partition_id",
-        )
-        .bind(topic)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                Ok(GroupPartitionOffset {
-                    group: r.try_get("group_id")?,
-                    partition: r.try_get::<i64, _>("partition_id")? as i32,
-                    next_offset: r.try_get("next_offset")?,
-                    updated_at_ms: r.try_get("updated_at_ms")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?)
+        self.store.stored_offsets(group, topic, partitions).await
     }
 }

@@ -10,102 +10,26 @@
 //! from its cause, so a re-publication is dropped by every reader.
 use std::collections::{BTreeSet, HashMap};
 
-use schemas::{Codec, Event, EventKind};
+use schemas::{Codec, Event};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
-use super::batch::{Batch, BatchOutcome, LogRecord, Opened};
+use super::batch::Opened;
+use super::connection::{Dialect, Store};
 use super::dead_letters::{self, NewDeadLetter};
+use super::error::StoreError;
 use super::fault::{hit, FaultPoint};
 use super::fold::CHUNK;
 use super::offsets::{self, Lock};
+use super::records::{Batch, BatchOutcome, LogRecord};
+use super::roles::{Outbox, Reads};
 use super::sql::Sql;
-use super::{Dialect, Store, StoreError};
 use crate::model::Rejection;
 use crate::process::order::{self, Input, Line, OrderFlow, OrderStatus};
 use crate::process::stock::{self, Hold, HoldStatus, SkuStock};
-use crate::process::{Context, ORDER_PROCESS_PRINCIPAL, STOCK_PRINCIPAL};
-
-/// The two groups that decide rather than describe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ProcessKind {
-    /// Reads the orders topic; one state per order.
-    OrderProcess,
-    /// Reads the stock topic; one state per SKU.
-    Stock,
-}
-
-impl ProcessKind {
-    pub const ALL: [ProcessKind; 2] = [ProcessKind::OrderProcess, ProcessKind::Stock];
-
-    /// The CLI name and the consumer group's suffix.
-    pub fn name(self) -> &'static str {
-        match self {
-            ProcessKind::OrderProcess => "order-process",
-            ProcessKind::Stock => "stock",
-        }
-    }
-
-    /// Who its decisions are published as.
-    pub fn principal(self) -> &'static str {
-        match self {
-            ProcessKind::OrderProcess => ORDER_PROCESS_PRINCIPAL,
-            ProcessKind::Stock => STOCK_PRINCIPAL,
-        }
-    }
-
-    /// The topic its members read, for a pipeline on `orders_topic`.
-    pub fn topic(self, orders_topic: &str) -> String {
-        match self {
-            ProcessKind::OrderProcess => orders_topic.to_string(),
-            ProcessKind::Stock => schemas::stock_topic(orders_topic),
-        }
-    }
-
-    pub fn wants(self, kind: EventKind) -> bool {
-        match self {
-            ProcessKind::OrderProcess => order::wants(kind),
-            ProcessKind::Stock => stock::wants(kind),
-        }
-    }
-}
-
-impl std::str::FromStr for ProcessKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        ProcessKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| format!("unknown process {s:?}"))
-    }
-}
-
-impl std::fmt::Display for ProcessKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// What a process batch needs besides the records.
-#[derive(Debug, Clone)]
-pub struct ProcessSettings {
-    /// The pipeline's orders topic (the stock topic is named after it).
-    pub orders_topic: String,
-    pub payment_timeout: std::time::Duration,
-}
-
-impl ProcessSettings {
-    fn context(&self) -> Context {
-        Context { now: schemas::Envelope::now(), payment_timeout: self.payment_timeout }
-    }
-
-    /// Where an emitted event goes: stock requests (and forwarded adjustments) to the
-    /// stock topic, everything else to the orders topic.
-    fn destination(&self, event: &Event) -> String {
-        match event.kind() {
-            EventKind::StockRequested | EventKind::StockAdjusted => schemas::stock_topic(&self.orders_topic),
-            _ => self.orders_topic.clone(),
-        }
-    }
-}
+use crate::process::{Context, ProcessSettings, ORDER_PROCESS_PRINCIPAL};
+use crate::registry::ProcessKind;
 
 /// One event waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -386,7 +310,7 @@ impl Store {
     /// Applies a batch of a process group in one transaction: state, decided events (into
     /// the outbox), dead letters and offsets together.
     #[tracing::instrument(skip_all, fields(group = batch.group, records = batch.records.len(), process = %kind))]
-    pub async fn apply_process_batch(
+    pub(super) async fn apply_process_batch(
         &self,
         kind: ProcessKind,
         batch: &Batch<'_>,
@@ -455,7 +379,7 @@ impl Store {
     /// order are never decided at once, and a timer fires once (its decision clears it in
     /// the same commit). Returns how many fired.
     #[tracing::instrument(skip_all, fields(group, partitions = partitions.len()))]
-    pub async fn fire_due_timers(
+    pub(super) async fn fire_due_timers(
         &self,
         group: &str,
         topic: &str,
@@ -506,86 +430,19 @@ impl Store {
                     fired += usize::from(!events.is_empty());
                     emitted.extend(events);
                 }
-                Ok(Err(reason)) => tracing::warn!(order = %id, %reason, "payment timer refused"),
-                Err(rejection) => tracing::warn!(order = %id, reason = %rejection.0, "payment timer not decided"),
+                Ok(Err(reason)) => {
+                    tracing::warn!(order = %id, %reason, "A payment timer was refused by the order's state. Nothing is emitted for it.")
+                }
+                Err(rejection) => {
+                    tracing::warn!(order = %id, reason = %rejection.0, "A payment timer could not be decided. Nothing is emitted for it.")
+                }
             }
         }
         orders.write(conn).await?;
-        enqueue(conn, codec, settings, ORDER_PROCESS_PRINCIPAL, &emitted, chrono::Utc::now().timestamp_millis())
-            .await?;
+        enqueue(conn, codec, settings, ORDER_PROCESS_PRINCIPAL, &emitted, schemas::clock::now_ms()).await?;
         hit(FaultPoint::AfterProjectionWrite);
         tx.commit().await?;
         Ok(fired)
-    }
-
-    /// The oldest `limit` events of the outbox, in the order they were decided.
-    pub async fn outbox_batch(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT seq, topic, record_key, payload, published_by FROM outbox ORDER BY seq LIMIT $1")
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    seq: r.try_get("seq")?,
-                    topic: r.try_get("topic")?,
-                    key: r.try_get("record_key")?,
-                    payload: r.try_get("payload")?,
-                    published_by: r.try_get("published_by")?,
-                })
-            })
-            .collect()
-    }
-
-    /// Forgets these outbox events: the broker acknowledged them. By their `seq`, never
-    /// "up to" one: sequence numbers are taken at insert and committed in any order, so a
-    /// row below the last one published may have committed after the relay read.
-    pub async fn delete_outbox(&self, published: &[i64]) -> Result<u64, StoreError> {
-        let mut deleted = 0;
-        for chunk in published.chunks(CHUNK) {
-            let mut q = Sql::new("DELETE FROM outbox WHERE seq IN ");
-            q.list(chunk.iter().copied());
-            deleted += q.execute(&mut *self.pool.acquire().await?).await?;
-        }
-        Ok(deleted)
-    }
-
-    /// Events decided and not yet published.
-    pub async fn outbox_len(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(&self.pool).await?)
-    }
-
-    /// One order's status, if the order process has seen it.
-    pub async fn order_status(&self, order_id: Uuid) -> Result<Option<OrderStatusRow>, StoreError> {
-        let row = sqlx::query("SELECT order_id, status, reason, updated_at_us FROM order_status WHERE order_id = $1")
-            .bind(order_id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| status_row(&r)).transpose()
-    }
-
-    /// How many orders are in each status of the order process.
-    pub async fn decision_counts(&self) -> Result<Vec<DecisionCount>, StoreError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS orders FROM order_status GROUP BY status ORDER BY status")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let raw: String = r.try_get("status")?;
-                let status =
-                    OrderStatus::parse(&raw).ok_or_else(|| corrupt("order_status", format!("status {raw:?}")))?;
-                Ok(DecisionCount { status, orders: r.try_get("orders")? })
-            })
-            .collect()
-    }
-
-    /// Every order's status, for tests and summaries.
-    pub async fn order_statuses(&self) -> Result<Vec<OrderStatusRow>, StoreError> {
-        let rows = sqlx::query("SELECT order_id, status, reason, updated_at_us FROM order_status ORDER BY order_id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(status_row).collect()
     }
 }
 
@@ -612,21 +469,6 @@ pub struct RelayLease {
     conn: Option<AnyConnection>,
 }
 
-impl Store {
-    /// Takes the relay lease if no other relay holds it.
-    pub async fn try_relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
-        if self.dialect == Dialect::Sqlite {
-            return Ok(Some(RelayLease { conn: None }));
-        }
-        // Detached: the lock lives as long as this connection, which never goes back to
-        // the pool still holding it.
-        let mut conn = self.pool.acquire().await?.detach();
-        let held: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(RELAY_LOCK).fetch_one(&mut conn).await?;
-        Ok(held.then_some(RelayLease { conn: Some(conn) }))
-    }
-}
-
 impl RelayLease {
     /// Fails if the lease's connection is gone (and with it the lock, which another relay
     /// may hold by now).
@@ -635,5 +477,84 @@ impl RelayLease {
             sqlx::query("SELECT 1").execute(&mut *conn).await?;
         }
         Ok(())
+    }
+}
+
+impl Outbox {
+    /// The oldest `limit` events of the outbox, in the order they were decided.
+    pub async fn outbox_batch(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows =
+            sqlx::query("SELECT seq, topic, record_key, payload, published_by FROM outbox ORDER BY seq LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.store.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    seq: r.try_get("seq")?,
+                    topic: r.try_get("topic")?,
+                    key: r.try_get("record_key")?,
+                    payload: r.try_get("payload")?,
+                    published_by: r.try_get("published_by")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets these outbox events: the broker acknowledged them. By their `seq`, never
+    /// "up to" one: sequence numbers are taken at insert and committed in any order, so a
+    /// row below the last one published may have committed after the relay read.
+    pub async fn delete_outbox(&self, published: &[i64]) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for chunk in published.chunks(CHUNK) {
+            let mut q = Sql::new("DELETE FROM outbox WHERE seq IN ");
+            q.list(chunk.iter().copied());
+            deleted += q.execute(&mut *self.store.pool.acquire().await?).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Takes the relay lease if no other relay holds it.
+    pub async fn try_relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
+        if self.store.dialect == Dialect::Sqlite {
+            return Ok(Some(RelayLease { conn: None }));
+        }
+        // Detached: the lock lives as long as this connection, which never goes back to
+        // the pool still holding it.
+        let mut conn = self.store.pool.acquire().await?.detach();
+        let held: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(RELAY_LOCK).fetch_one(&mut conn).await?;
+        Ok(held.then_some(RelayLease { conn: Some(conn) }))
+    }
+}
+
+impl Reads {
+    /// Events decided and not yet published.
+    pub async fn outbox_len(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(&self.store.pool).await?)
+    }
+
+    /// One order's status, if the order process has seen it.
+    pub async fn order_status(&self, order_id: Uuid) -> Result<Option<OrderStatusRow>, StoreError> {
+        let row = sqlx::query("SELECT order_id, status, reason, updated_at_us FROM order_status WHERE order_id = $1")
+            .bind(order_id.to_string())
+            .fetch_optional(&self.store.pool)
+            .await?;
+        row.map(|r| status_row(&r)).transpose()
+    }
+
+    /// How many orders are in each status of the order process.
+    pub async fn decision_counts(&self) -> Result<Vec<DecisionCount>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS orders FROM order_status GROUP BY status ORDER BY status")
+            .fetch_all(&self.store.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let raw: String = r.try_get("status")?;
+                let status =
+                    OrderStatus::parse(&raw).ok_or_else(|| corrupt("order_status", format!("status {raw:?}")))?;
+                Ok(DecisionCount { status, orders: r.try_get("orders")? })
+            })
+            .collect()
     }
 }

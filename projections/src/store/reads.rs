@@ -6,13 +6,15 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::error::StoreError;
+use super::roles::Reads;
 use super::rows::StoredState;
-use super::{Store, StoreError};
 use crate::model::fulfilment::{FulfilmentOrder, FulfilmentStatus};
 use crate::model::history::HistoryEntry;
-use crate::model::inventory::{InventoryOrder, ReservationStatus};
+use crate::model::inventory::ReservationStatus;
 use crate::model::payment::PaymentOrder;
-use crate::registry::ProjectionKind;
+#[cfg(feature = "test-support")]
+use crate::{model::inventory::InventoryOrder, registry::ProjectionKind};
 
 /// Microseconds since the epoch as RFC 3339, UTC.
 pub fn rfc3339(us: i64) -> String {
@@ -84,6 +86,7 @@ pub struct InventoryLevel {
 }
 
 /// Every row of every projection table.
+#[cfg(feature = "test-support")]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Snapshot {
     pub inventory_levels: Vec<InventoryLevel>,
@@ -92,22 +95,24 @@ pub struct Snapshot {
     pub fulfilment: Vec<FulfilmentOrder>,
 }
 
-impl Store {
+impl Reads {
     pub async fn inventory_levels(&self) -> Result<Vec<InventoryLevel>, StoreError> {
         let rows = sqlx::query("SELECT sku, on_hand, reserved, shipped, available FROM inventory_levels ORDER BY sku")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.store.pool)
             .await?;
         Ok(rows.iter().map(level_of).collect::<Result<_, _>>()?)
     }
 
     /// Every row of the live generation's table of `S`.
+    #[cfg(feature = "test-support")]
     async fn all<S: StoredState>(&self, projection: ProjectionKind) -> Result<Vec<S>, StoreError> {
-        let table = self.live_projection(projection).await?.table(S::TABLE);
+        let table = self.store.live_projection(projection).await?.table(S::TABLE);
         let sql = format!("SELECT {} FROM {table} ORDER BY order_id", S::COLUMNS.join(", "));
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql).fetch_all(&self.store.pool).await?;
         rows.iter().map(S::from_row).collect()
     }
 
+    #[cfg(feature = "test-support")]
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         Ok(Snapshot {
             inventory_levels: self.inventory_levels().await?,
@@ -121,7 +126,7 @@ impl Store {
     pub async fn order_view(&self, order_id: &str) -> Result<Option<OrderView>, StoreError> {
         let inventory = sqlx::query("SELECT status, lines FROM inventory_reservations WHERE order_id = $1")
             .bind(order_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.store.pool)
             .await?
             .map(|r| -> Result<ReservationView, StoreError> {
                 let lines: String = r.try_get("lines")?;
@@ -152,7 +157,7 @@ impl Store {
 
     async fn one_from_view<S: StoredState>(&self, view: &str, order_id: &str) -> Result<Option<S>, StoreError> {
         let sql = format!("SELECT {} FROM {view} WHERE order_id = $1", S::COLUMNS.join(", "));
-        let row = sqlx::query(&sql).bind(order_id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql).bind(order_id).fetch_optional(&self.store.pool).await?;
         row.map(|r| S::from_row(&r)).transpose()
     }
 
@@ -160,7 +165,7 @@ impl Store {
     pub async fn order_history(&self, order_id: &str) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
         let row = sqlx::query("SELECT events FROM order_history WHERE order_id = $1")
             .bind(order_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.store.pool)
             .await?;
         row.map(|r| {
             let events: String = r.try_get("events")?;
@@ -173,7 +178,7 @@ impl Store {
     pub async fn inventory_level(&self, sku: &str) -> Result<Option<InventoryLevel>, StoreError> {
         let row = sqlx::query("SELECT sku, on_hand, reserved, shipped, available FROM inventory_levels WHERE sku = $1")
             .bind(sku)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.store.pool)
             .await?;
         Ok(row.map(|r| level_of(&r)).transpose()?)
     }
@@ -193,7 +198,7 @@ impl Store {
         .bind(below.unwrap_or(0))
         .bind(after_sku.unwrap_or(""))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         Ok(rows.iter().map(level_of).collect::<Result<_, _>>()?)
     }
@@ -215,7 +220,7 @@ impl Store {
         .bind(currency.unwrap_or(""))
         .bind(from_us)
         .bind(to_us)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         Ok(rows
             .iter()
@@ -245,7 +250,7 @@ impl Store {
              ORDER BY day, currency",
         )
         .bind(first_day * DAY_US)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         Ok(rows
             .iter()
@@ -286,7 +291,7 @@ impl Store {
         .bind(after_us)
         .bind(after_id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter().map(FulfilmentOrder::from_row).collect()
     }
@@ -294,7 +299,7 @@ impl Store {
     pub async fn orders_by_status(&self) -> Result<Vec<StatusCount>, StoreError> {
         let rows =
             sqlx::query("SELECT status, COUNT(*) AS orders FROM order_fulfilment GROUP BY status ORDER BY status")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.store.pool)
                 .await?;
         rows.iter()
             .map(|r| {
@@ -312,4 +317,84 @@ impl Store {
 /// SUMs are cast to BIGINT in SQL (PostgreSQL would return NUMERIC, which `Any` cannot read).
 fn sum(row: &AnyRow, column: &str) -> Result<i64, sqlx::Error> {
     row.try_get::<i64, _>(column)
+}
+
+/// What the demo prints at the end, read from the analyst views: the order process's
+/// decisions, stock, fulfilment, revenue.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShopSummary {
+    /// Orders per status of the order process (`order_status`), most first.
+    pub decided: Vec<(String, i64)>,
+    /// The lowest available units of any SKU: the process never lets it go below zero.
+    pub lowest_available: Option<i64>,
+    /// Orders per fulfilment status, most first.
+    pub orders_by_status: Vec<(String, i64)>,
+    /// The five SKUs with the most reserved units: (sku, reserved, available).
+    pub top_reserved: Vec<(String, i64, i64)>,
+    /// Captured minus refunded, per currency.
+    pub revenue: Vec<(String, i64)>,
+    /// Orders paid but not shipped, per warehouse.
+    pub backlog: Vec<(String, i64)>,
+    pub payment_rows: i64,
+    pub fulfilment_rows: i64,
+    pub dead_letters: i64,
+}
+
+fn pairs(rows: &[AnyRow]) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
+}
+
+impl Reads {
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.store.pool).await?;
+        Ok(())
+    }
+
+    /// Which of `orders` the order process has decided (no longer pending).
+    pub async fn decided_among(&self, orders: &[uuid::Uuid]) -> Result<Vec<uuid::Uuid>, StoreError> {
+        let mut decided = Vec::new();
+        for chunk in orders.chunks(500) {
+            let mut q =
+                super::sql::Sql::new("SELECT order_id FROM order_status WHERE status <> 'pending' AND order_id IN ");
+            q.list(chunk.iter().map(|id| id.to_string()));
+            for row in q.fetch_all(&self.store.pool).await? {
+                let id: String = row.try_get("order_id")?;
+                decided.extend(uuid::Uuid::parse_str(&id).ok());
+            }
+        }
+        Ok(decided)
+    }
+
+    /// The demo's closing summary.
+    pub async fn shop_summary(&self) -> Result<ShopSummary, StoreError> {
+        let pool = &self.store.pool;
+        let all = |sql: &'static str| sqlx::query(sql).fetch_all(pool);
+        let count = |sql: &'static str| async move { sqlx::query(sql).fetch_one(pool).await?.try_get::<i64, _>(0) };
+        Ok(ShopSummary {
+            decided: pairs(&all("SELECT status, COUNT(*) FROM order_status GROUP BY status ORDER BY COUNT(*) DESC, status").await?)?,
+            lowest_available: sqlx::query("SELECT MIN(available) FROM inventory_levels").fetch_one(pool).await?.try_get(0)?,
+            orders_by_status: pairs(
+                &all("SELECT status, COUNT(*) FROM order_fulfilment GROUP BY status ORDER BY COUNT(*) DESC, status").await?,
+            )?,
+            top_reserved: all("SELECT sku, reserved, available FROM inventory_levels ORDER BY reserved DESC, sku LIMIT 5")
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?, r.try_get::<i64, _>(2)?)))
+                .collect::<Result<_, sqlx::Error>>()?,
+            revenue: pairs(
+                &all("SELECT currency, CAST(SUM(captured_minor - refunded_minor) AS BIGINT) FROM order_payments
+                      GROUP BY currency ORDER BY currency")
+                .await?,
+            )?,
+            backlog: pairs(
+                &all("SELECT COALESCE(warehouse, 'unassigned'), COUNT(*) FROM order_fulfilment
+                      WHERE status IN ('ready_to_ship', 'packed') GROUP BY COALESCE(warehouse, 'unassigned') ORDER BY 1")
+                .await?,
+            )?,
+            payment_rows: count("SELECT COUNT(*) FROM order_payments").await?,
+            fulfilment_rows: count("SELECT COUNT(*) FROM order_fulfilment").await?,
+            dead_letters: count("SELECT COUNT(*) FROM dead_letters").await?,
+        })
+    }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use sqlx::{Executor, Row};
 
-use super::{Dialect, Store, StoreError};
+use super::connection::Dialect;
+use super::error::StoreError;
+use super::roles::Operations;
 
 /// How long the store remembers what it may forget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,16 +47,16 @@ const PRUNE_LOCK: i64 = 7_142_002;
 const BATCH: i64 = 5_000;
 
 fn cutoff(window: Duration) -> i64 {
-    chrono::Utc::now().timestamp_millis() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX)
+    schemas::clock::now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX)
 }
 
-impl Store {
+impl Operations {
     /// Forgets what `retention` allows, in batches; returns how much, or `None` when
     /// another process is pruning this database right now.
     #[tracing::instrument(skip(self))]
     pub async fn prune(&self, retention: Retention) -> Result<Option<Pruned>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        if self.dialect == Dialect::Postgres {
+        let mut conn = self.store.pool.acquire().await?;
+        if self.store.dialect == Dialect::Postgres {
             let row = sqlx::query(&format!("SELECT pg_try_advisory_lock({PRUNE_LOCK}) AS locked"))
                 .fetch_one(&mut *conn)
                 .await?;
@@ -63,7 +65,7 @@ impl Store {
             }
         }
         let result = self.prune_locked(&mut conn, retention).await;
-        if self.dialect == Dialect::Postgres {
+        if self.store.dialect == Dialect::Postgres {
             conn.execute(format!("SELECT pg_advisory_unlock({PRUNE_LOCK})").as_str()).await?;
         }
         result.map(Some)

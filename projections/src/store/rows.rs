@@ -5,8 +5,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::error::StoreError;
 use super::sql::Binder;
-use super::StoreError;
 use crate::model::fulfilment::{FulfilmentOrder, FulfilmentStatus};
 use crate::model::history::{HistoryEntry, OrderHistory};
 use crate::model::inventory::{InventoryOrder, ReservationStatus};

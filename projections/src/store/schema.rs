@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, Connection, Executor, Row};
 
-use super::{Dialect, Store, StoreError};
+use super::connection::{Dialect, Store};
+use super::error::StoreError;
 use crate::registry::ProjectionKind;
 
 /// The read-only role analysts log in as on PostgreSQL: it may SELECT the views and
@@ -288,7 +289,7 @@ impl Store {
                     tracing::debug!(
                         error = &e as &dyn std::error::Error,
                         attempt,
-                        "migration raced with another process; looking again"
+                        "A migration raced with another process. Looking again."
                     );
                     tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
                 }
@@ -323,7 +324,7 @@ impl Store {
             for upgrade in projection.spec().upgrades {
                 let old = table_name(upgrade.old_table, generation);
                 if table_exists(&mut tx, self.dialect, &old).await? {
-                    tracing::warn!(table = %old, "moving the rows of an earlier release's table into the current ones");
+                    tracing::warn!(table = %old, "Moving the rows of an earlier release's table into the current ones.");
                     let copy = upgrade.copy[usize::from(self.dialect == Dialect::Sqlite)];
                     tx.execute(render(copy, self.dialect, generation).as_str()).await?;
                     upgraded.push(old);
@@ -365,7 +366,7 @@ async fn add_column_if_missing(
     };
     let row = sqlx::query(sql).bind(table).bind(name).fetch_one(&mut *conn).await?;
     if row.try_get::<i64, _>("n")? == 0 {
-        tracing::warn!(%table, column = name, "adding a column an earlier release's table lacks");
+        tracing::warn!(%table, column = name, "Adding a column an earlier release's table lacks.");
         conn.execute(format!("ALTER TABLE {table} ADD COLUMN {definition}").as_str()).await?;
     }
     Ok(())

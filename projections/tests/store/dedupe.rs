@@ -2,12 +2,11 @@
 //! keep the ids of the events applied to them, so the copy is recognised on the row the
 //! batch loads anyway and `processed_events` gains no row; a row written by an earlier
 //! release (no ids on it) goes on deduplicating through `processed_events`.
-use crate::common;
 
 use std::collections::BTreeMap;
 
-use projections::model::payment::Payment;
 use projections::store::{Batch, BatchOutcome, LogRecord, Store};
+use projections::ProjectionKind;
 use schemas::samples::{lifecycle, readdressed, sample};
 use schemas::{Codec, Event, EventKind};
 use uuid::Uuid;
@@ -35,11 +34,11 @@ pub(crate) async fn apply(store: &Store, codec: &Codec, events: &[&Event], from:
         events.iter().zip(from..).map(|(event, offset)| record(codec, event, offset)).collect();
     let read_from = BTreeMap::from([(0, from)]);
     let batch = Batch { group: "g", topic: "t", records: &records, read_from: &read_from };
-    store.apply_batch::<Payment>(&batch, codec).await.expect("batch")
+    store.batches().apply(ProjectionKind::Payment, &batch, codec).await.expect("batch")
 }
 
 async fn captured(store: &Store, order: Uuid) -> i64 {
-    let view = store.order_view(&order.to_string()).await.expect("view").expect("the order");
+    let view = store.reads().order_view(&order.to_string()).await.expect("view").expect("the order");
     view.payment.expect("payment").captured_minor
 }
 
@@ -62,15 +61,7 @@ async fn copies_in_a_later_batch_are_applied_once_without_an_id_row(url: &str) {
     assert_eq!(count(&store, "SELECT COUNT(*) AS n FROM processed_events").await, 0, "no id rows for order events");
 }
 
-#[tokio::test]
-async fn a_copy_of_an_applied_event_in_a_later_batch_is_applied_once_and_inserts_no_id_row_postgres() {
-    copies_in_a_later_batch_are_applied_once_without_an_id_row(&common::fresh_database().await).await;
-}
-
-#[tokio::test]
-async fn a_copy_of_an_applied_event_in_a_later_batch_is_applied_once_and_inserts_no_id_row_sqlite() {
-    copies_in_a_later_batch_are_applied_once_without_an_id_row(&common::fresh_sqlite_url()).await;
-}
+on_each_database!(a_copy_of_an_applied_event_in_a_later_batch_is_applied_once_and_inserts_no_id_row => copies_in_a_later_batch_are_applied_once_without_an_id_row);
 
 /// A table as an earlier release left it: no ids on its rows, its events' ids in
 /// `processed_events`.
@@ -107,12 +98,4 @@ async fn rows_of_an_earlier_release_deduplicate_through_processed_events(url: &s
     assert_eq!(count(&store, legacy).await, 1, "the row stays an earlier release's");
 }
 
-#[tokio::test]
-async fn a_row_of_an_earlier_release_goes_on_deduplicating_through_processed_events_postgres() {
-    rows_of_an_earlier_release_deduplicate_through_processed_events(&common::fresh_database().await).await;
-}
-
-#[tokio::test]
-async fn a_row_of_an_earlier_release_goes_on_deduplicating_through_processed_events_sqlite() {
-    rows_of_an_earlier_release_deduplicate_through_processed_events(&common::fresh_sqlite_url()).await;
-}
+on_each_database!(a_row_of_an_earlier_release_goes_on_deduplicating_through_processed_events => rows_of_an_earlier_release_deduplicate_through_processed_events);

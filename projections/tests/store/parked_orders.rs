@@ -1,8 +1,8 @@
 //! An order with a parked record parks its later events, whether its group has a few
 //! parked orders (read whole and matched in memory) or more than a thousand (looked up
 //! per order of the batch).
-use crate::common;
 use crate::dedupe::apply;
+use crate::support;
 
 use projections::store::Store;
 use schemas::samples::{readdressed, sample};
@@ -23,17 +23,18 @@ async fn later_events_of_parked_orders_park(url: &str, parked_orders: usize) {
     let fresh = readdressed(sample(EventKind::OrderPlaced), Uuid::new_v4());
     let later = apply(&store, &codec, &[&behind, &fresh], parked_orders as i64).await;
     assert_eq!((later.applied, later.dead_lettered), (1, 1), "the parked order's event parks, the new order applies");
-    let letters = store.list_dead_letters_with(Some("g"), Some(&parked.to_string()), true, 10).await.expect("letters");
+    let letters =
+        store.reads().list_dead_letters_with(Some("g"), Some(&parked.to_string()), true, 10).await.expect("letters");
     assert_eq!(letters.len(), 2, "the capture and the refund behind it");
     assert!(letters[1].reason.contains("earlier event of this order"), "{}", letters[1].reason);
 }
 
 #[tokio::test]
 async fn later_events_of_a_parked_order_park_among_a_few_parked_orders() {
-    later_events_of_parked_orders_park(&common::fresh_database().await, 3).await;
+    later_events_of_parked_orders_park(&support::fresh_database().await, 3).await;
 }
 
 #[tokio::test]
 async fn later_events_of_a_parked_order_park_among_more_than_a_thousand_parked_orders() {
-    later_events_of_parked_orders_park(&common::fresh_database().await, 1_200).await;
+    later_events_of_parked_orders_park(&support::fresh_database().await, 1_200).await;
 }

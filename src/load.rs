@@ -222,7 +222,10 @@ async fn stock_up(client: &HttpClient, config: &LoadConfig) {
         let body = json!({"warehouse": "BER-1", "delta": config.initial_stock, "reason": "received"});
         let url = format!("{base}/inventory/SKU-{n}/adjustments");
         if let Err(e) = post_json(client, &url, &body, None).await {
-            tracing::warn!(error = &e as &dyn std::error::Error, "stocking up failed");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "Stocking up the shop failed. The load goes on with the stock there is."
+            );
         }
     }
 }
@@ -245,7 +248,7 @@ async fn wait_stocked(client: &HttpClient, config: &LoadConfig, base: &str) {
                 break;
             }
             if Instant::now() >= deadline {
-                tracing::warn!(sku = n, "the initial stock did not show within 30 s; starting anyway");
+                tracing::warn!(sku = n, "The initial stock did not show within 30 s. Starting the load anyway.");
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -403,12 +406,12 @@ async fn send(shared: &Shared, path: &str, body: &Value) -> Option<Value> {
             Some(answer)
         }
         Ok((status, answer)) => {
-            tracing::debug!(status, %answer, path, "request not accepted");
+            tracing::debug!(status, %answer, path, "Request not accepted.");
             shared.rejected.fetch_add(1, Ordering::Relaxed);
             Some(Value::Null)
         }
         Err(e) => {
-            tracing::debug!(error = &e as &dyn std::error::Error, path, "request failed");
+            tracing::debug!(error = &e as &dyn std::error::Error, path, "Request failed.");
             shared.failed.fetch_add(1, Ordering::Relaxed);
             Some(Value::Null)
         }

@@ -1,7 +1,7 @@
 //! A database created by an earlier release (payment rows without capture times, dead
 //! letters without a status) still starts: migrations add the missing columns, the views
 //! answer, and the old rows survive.
-use crate::common;
+use crate::support;
 
 use projections::store::Store;
 use sqlx::Connection;
@@ -16,8 +16,8 @@ const EARLIER_RELEASE: [&str; 3] = [
 ];
 
 #[tokio::test]
-async fn a_database_from_an_earlier_release_gains_the_new_columns_and_keeps_its_rows() {
-    let url = common::fresh_database().await;
+async fn a_database_from_an_earlier_release_gains_the_new_columns_and_keeps_its_rows_postgres() {
+    let Some(url) = support::postgres_database().await else { return };
     let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
     for statement in EARLIER_RELEASE {
         sqlx::query(statement).execute(&mut conn).await.expect(statement);
@@ -31,9 +31,10 @@ async fn a_database_from_an_earlier_release_gains_the_new_columns_and_keeps_its_
     .expect("old dead letter");
 
     let store = Store::connect(&url).await.expect("migrations upgrade the old tables");
-    let view = store.order_view("00000000-0000-4000-8000-000000000001").await.expect("view").expect("the old row");
+    let view =
+        store.reads().order_view("00000000-0000-4000-8000-000000000001").await.expect("view").expect("the old row");
     assert_eq!(view.payment.expect("payment").captured_minor, 100);
-    let parked = store.dead_letters("orderflow-payment").await.expect("dead letters");
+    let parked = store.reads().dead_letters("orderflow-payment").await.expect("dead letters");
     assert_eq!((parked.len(), parked[0].status.as_str()), (1, "parked"), "old dead letters still park their order");
     // And a second start changes nothing.
     Store::connect(&url).await.expect("idempotent");
@@ -68,7 +69,7 @@ async fn history_rows_are_upgraded(url: &str) {
     drop(conn);
 
     let store = Store::connect(url).await.expect("the upgrade runs at start-up");
-    let history = store.order_history(order).await.expect("history").expect("the order's history");
+    let history = store.reads().order_history(order).await.expect("history").expect("the order's history");
     let seen: Vec<(&str, i64)> = history.iter().map(|e| (e.kind.as_str(), e.offset)).collect();
     assert_eq!(seen, [("OrderPlaced", 7), ("PaymentCaptured", 9)]);
     let rows: i64 =
@@ -77,15 +78,7 @@ async fn history_rows_are_upgraded(url: &str) {
     assert_old_table_gone_and_restart_is_idempotent(&store, url, "history_orders").await;
 }
 
-#[tokio::test]
-async fn an_earlier_releases_history_rows_become_one_row_per_event_with_the_same_timeline_postgres() {
-    history_rows_are_upgraded(&common::fresh_database().await).await;
-}
-
-#[tokio::test]
-async fn an_earlier_releases_history_rows_become_one_row_per_event_with_the_same_timeline_sqlite() {
-    history_rows_are_upgraded(&common::fresh_sqlite_url()).await;
-}
+on_each_database!(an_earlier_releases_history_rows_become_one_row_per_event_with_the_same_timeline => history_rows_are_upgraded);
 
 /// The previous release kept one row per event in `history_events`, without who published
 /// it: the rows move to `history_entries` with an unknown publisher, and the timeline is the
@@ -110,19 +103,11 @@ async fn history_events_gain_a_publisher_column(url: &str) {
     drop(conn);
 
     let store = Store::connect(url).await.expect("the upgrade runs at start-up");
-    let history = store.order_history(order).await.expect("history").expect("the order's history");
+    let history = store.reads().order_history(order).await.expect("history").expect("the order's history");
     let seen: Vec<(&str, i64, Option<&str>)> =
         history.iter().map(|e| (e.kind.as_str(), e.offset, e.published_by.as_deref())).collect();
     assert_eq!(seen, [("OrderPlaced", 4, None)]);
     assert_old_table_gone_and_restart_is_idempotent(&store, url, "history_events").await;
 }
 
-#[tokio::test]
-async fn the_previous_releases_history_rows_move_to_history_entries_with_an_unknown_publisher_postgres() {
-    history_events_gain_a_publisher_column(&common::fresh_database().await).await;
-}
-
-#[tokio::test]
-async fn the_previous_releases_history_rows_move_to_history_entries_with_an_unknown_publisher_sqlite() {
-    history_events_gain_a_publisher_column(&common::fresh_sqlite_url()).await;
-}
+on_each_database!(the_previous_releases_history_rows_move_to_history_entries_with_an_unknown_publisher => history_events_gain_a_publisher_column);

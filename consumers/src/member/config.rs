@@ -1,0 +1,135 @@
+//! How a member is configured: what its group does, where it reads, how it batches and
+//! joins its group. One default per setting ([`defaults`]), shown and used by the CLI.
+use std::sync::Arc;
+use std::time::Duration;
+
+use projections::registry::GroupKind;
+use projections::store::ProcessSettings;
+
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    /// What the group does: a projection that describes, or a process that decides.
+    pub kind: GroupKind,
+    /// What a process's batches need besides the records (projections ignore it).
+    pub decisions: ProcessSettings,
+    /// The schema ids records are read (and decisions written) with: the embedded
+    /// manifest, or a schema registry's, learned as records name them.
+    pub contract: infra::schema_registry::Contract,
+    /// Woken after every batch that may have put decisions into the outbox, so a relay in
+    /// this process publishes them at once instead of at its next look.
+    pub outbox_written: Option<Arc<tokio::sync::Notify>>,
+    pub group: String,
+    pub topic: String,
+    /// Records per batch at most.
+    pub batch_max: usize,
+    /// How long to wait for a batch to fill before applying what there is.
+    pub batch_wait: Duration,
+    /// Which consumer group protocol the member speaks.
+    pub group_protocol: GroupProtocol,
+    /// `range`, `roundrobin` or `cooperative-sticky` (classic protocol only: under the
+    /// consumer protocol the broker assigns).
+    pub assignment_strategy: String,
+    /// Classic protocol only: under the consumer protocol the broker's
+    /// `group.consumer.session.timeout.ms` applies.
+    pub session_timeout: Duration,
+    pub max_poll_interval: Duration,
+    /// librdkafka's `fetch.wait.max.ms`: how long the broker may hold a fetch with no new
+    /// data. Kafka answers as soon as data arrives, so this only bounds idle fetches.
+    pub fetch_wait: Duration,
+    /// How long shutdown may take before the member gives up on a clean leave.
+    pub shutdown_deadline: Duration,
+}
+
+/// The one default of each member setting (the CLI shows and uses these too).
+pub mod defaults {
+    use std::time::Duration;
+
+    /// A batch is cut when it is full or `BATCH_WAIT` after its first record: far behind,
+    /// batches are this large (per-batch costs spread over more records: measured 5,000
+    /// ≈ 1.05× 2,000 on a backlog); caught up, they hold what a few milliseconds bring.
+    pub const BATCH_MAX: usize = 5_000;
+    pub const BATCH_WAIT: Duration = Duration::from_millis(5);
+    pub const ASSIGNMENT_STRATEGY: &str = "cooperative-sticky";
+    /// The classic protocol's assignors, for validating the setting.
+    pub const ASSIGNMENT_STRATEGIES: [&str; 3] = ["range", "roundrobin", "cooperative-sticky"];
+    pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
+    pub const FETCH_WAIT: Duration = Duration::from_millis(10);
+    pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+}
+
+impl MemberConfig {
+    /// A member of `kind`'s default group in a pipeline on `orders_topic` (a process reads
+    /// the topic the registry names for it, e.g. the stock topic).
+    pub fn new(kind: impl Into<GroupKind>, orders_topic: &str) -> Self {
+        let kind = kind.into();
+        MemberConfig {
+            kind,
+            decisions: ProcessSettings::new(orders_topic),
+            contract: infra::schema_registry::Contract::embedded(),
+            outbox_written: None,
+            group: projections::registry::default_group(kind),
+            topic: kind.topic(orders_topic),
+            batch_max: defaults::BATCH_MAX,
+            batch_wait: defaults::BATCH_WAIT,
+            group_protocol: GroupProtocol::Classic,
+            assignment_strategy: defaults::ASSIGNMENT_STRATEGY.into(),
+            session_timeout: defaults::SESSION_TIMEOUT,
+            max_poll_interval: defaults::MAX_POLL_INTERVAL,
+            shutdown_deadline: defaults::SHUTDOWN_DEADLINE,
+            fetch_wait: defaults::FETCH_WAIT,
+        }
+    }
+}
+
+/// The consumer group protocol (`group.protocol`): `classic` (the join/sync protocol, with a
+/// client-side assignor) or `consumer` (KIP-848: the broker assigns and reconciles
+/// incrementally, and owns the session timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    #[default]
+    Classic,
+    Consumer,
+}
+
+impl GroupProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
+impl std::str::FromStr for GroupProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "classic" => Ok(GroupProtocol::Classic),
+            "consumer" => Ok(GroupProtocol::Consumer),
+            other => Err(format!("unknown group protocol {other:?}; use classic or consumer")),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use projections::registry::{GroupKind, ProcessKind, ProjectionKind};
+
+    use super::*;
+
+    #[test]
+    fn a_process_member_reads_the_topic_the_registry_names_and_decides_for_the_orders_topic() {
+        let stock = MemberConfig::new(ProcessKind::Stock, "shop");
+        assert_eq!((stock.topic.as_str(), stock.group.as_str()), ("shop-stock", "orderflow-stock"));
+        assert_eq!(stock.decisions.orders_topic, "shop");
+        let payment = MemberConfig::new(ProjectionKind::Payment, "shop");
+        assert_eq!((payment.topic.as_str(), payment.kind), ("shop", GroupKind::Projection(ProjectionKind::Payment)));
+    }
+}

@@ -1,0 +1,94 @@
+//! What a running member shows: counters, lag, where a record's time goes, and the handle
+//! that stops it.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::ConsumerError;
+
+/// Counters a member keeps for progress displays and tests.
+#[derive(Debug, Default)]
+pub struct MemberStats {
+    pub records: AtomicU64,
+    pub applied: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub batches: AtomicU64,
+    /// Waiting for the schema registry to learn a batch's schema ids.
+    pub registry_stalled: AtomicBool,
+    /// Next offset per owned partition after the last batch.
+    pub positions: Mutex<BTreeMap<i32, i64>>,
+    /// Log end offset per owned partition, refreshed every few seconds.
+    pub log_ends: Mutex<BTreeMap<i32, i64>>,
+    pub owned: Mutex<BTreeSet<i32>>,
+    /// Where a record's time goes inside the member, summed over applied records.
+    pub timings: Mutex<Timings>,
+}
+
+/// Sums over the records of applied batches, each record counted once, so that dividing by
+/// `records` gives what an average record experienced: its age when polled (producer's
+/// create time → in the member's hands: produce, replication, fetch, librdkafka's queue),
+/// its wait in the member's buffer until its batch started (the batch wait and the poll
+/// cycle), and the batch's apply time (one database transaction).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timings {
+    pub records: u64,
+    pub batches: u64,
+    pub age_at_poll_ms: f64,
+    pub buffer_wait_ms: f64,
+    pub apply_ms: f64,
+}
+
+impl Timings {
+    /// Per-record means of the records applied between `earlier` and `self`.
+    pub fn means_since(&self, earlier: &Timings) -> Option<(f64, f64, f64)> {
+        let n = self.records.checked_sub(earlier.records).filter(|n| *n > 0)? as f64;
+        Some((
+            (self.age_at_poll_ms - earlier.age_at_poll_ms) / n,
+            (self.buffer_wait_ms - earlier.buffer_wait_ms) / n,
+            (self.apply_ms - earlier.apply_ms) / n,
+        ))
+    }
+}
+
+impl MemberStats {
+    /// Sum over owned partitions of log end − next offset, if both are known.
+    pub fn lag(&self) -> Option<i64> {
+        let positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let ends = self.log_ends.lock().unwrap_or_else(|e| e.into_inner());
+        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        owned.iter().map(|p| Some((ends.get(p)? - positions.get(p).copied().unwrap_or(0)).max(0))).sum()
+    }
+}
+
+/// A running member: stop it and wait for it.
+pub struct MemberHandle {
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) done: Option<tokio::sync::oneshot::Receiver<Result<(), ConsumerError>>>,
+    pub stats: Arc<MemberStats>,
+}
+
+impl MemberHandle {
+    /// Asks the member to finish its current batch, leave the group and stop.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until the member stopped (by request or error).
+    pub async fn wait(&mut self) -> Result<(), ConsumerError> {
+        match self.done.take() {
+            Some(rx) => rx.await.map_err(|_| ConsumerError::Vanished)?,
+            None => Ok(()),
+        }
+    }
+
+    pub async fn stop(mut self) -> Result<(), ConsumerError> {
+        self.request_stop();
+        self.wait().await
+    }
+}
+
+impl Drop for MemberHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
