@@ -73,7 +73,11 @@ pub struct AccessArgs {
     /// A request unanswered after this is answered 503 [default: 30s].
     #[arg(long, env = "ORDERFLOW_REQUEST_TIMEOUT", value_parser = parse_duration)]
     pub request_timeout: Option<Duration>,
-    /// Requests served at once; more are answered 503 at once.
+    /// How long a request body may take to arrive before it is answered 408 [default: 5s].
+    #[arg(long, env = "ORDERFLOW_BODY_TIMEOUT", value_parser = parse_duration)]
+    pub body_timeout: Option<Duration>,
+    /// Requests served at once; more are answered 503 at once. One principal may hold half
+    /// of them; health and readiness checks are answered outside them.
     #[arg(long, env = "ORDERFLOW_MAX_IN_FLIGHT", default_value_t = infra::http::limit_defaults::MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 }
@@ -97,6 +101,8 @@ impl AccessArgs {
         let limits = infra::http::Limits {
             per_principal_per_second: std::num::NonZeroU32::new(self.rate_limit),
             request_timeout: self.request_timeout.unwrap_or(infra::http::limit_defaults::REQUEST_TIMEOUT),
+            body_timeout: self.body_timeout.unwrap_or(infra::http::limit_defaults::BODY_TIMEOUT),
+            max_body_bytes: infra::http::limit_defaults::MAX_BODY_BYTES,
             max_in_flight: self.max_in_flight,
         };
         Ok(infra::http::Access::new(auth, limits))

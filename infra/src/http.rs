@@ -17,8 +17,8 @@ use axum::{Json, Router};
 use governor::Quota;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
 
+use crate::admission::{Admission, HEALTH_PATHS};
 use crate::auth::{Authenticator, Denied, Scope};
 
 /// Every non-2xx answer of both services: a stable machine-readable code, a sentence for
@@ -215,9 +215,16 @@ pub struct Limits {
     /// Requests per second each principal may make (bursts up to one second's worth);
     /// `None` is unlimited.
     pub per_principal_per_second: Option<NonZeroU32>,
-    /// A request still unanswered after this is answered `503` (slow bodies included).
+    /// A request still unanswered after this is answered `503`.
     pub request_timeout: Duration,
-    /// Requests served at once; more are answered `503` at once rather than queued.
+    /// A request body not read whole within this is answered `408` (far shorter than the
+    /// request timeout: a slow body holds its place for seconds, not for the whole timeout).
+    pub body_timeout: Duration,
+    /// The largest request body; a larger one is answered `413`.
+    pub max_body_bytes: usize,
+    /// Requests served at once; more are answered `503` at once rather than queued. One
+    /// principal may hold half of them ([`crate::admission::principal_share`]); health and
+    /// readiness checks are answered outside the pool.
     pub max_in_flight: usize,
 }
 
@@ -225,6 +232,8 @@ pub struct Limits {
 pub mod limit_defaults {
     pub const PER_PRINCIPAL_PER_SECOND: u32 = 2_000;
     pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+    pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+    pub const MAX_BODY_BYTES: usize = 64 * 1024;
     pub const MAX_IN_FLIGHT: usize = 1_024;
 }
 
@@ -233,6 +242,8 @@ impl Default for Limits {
         Limits {
             per_principal_per_second: NonZeroU32::new(limit_defaults::PER_PRINCIPAL_PER_SECOND),
             request_timeout: limit_defaults::REQUEST_TIMEOUT,
+            body_timeout: limit_defaults::BODY_TIMEOUT,
+            max_body_bytes: limit_defaults::MAX_BODY_BYTES,
             max_in_flight: limit_defaults::MAX_IN_FLIGHT,
         }
     }
@@ -257,6 +268,7 @@ struct Guard {
     auth: Arc<Authenticator>,
     routes: Vec<RouteAccess>,
     limiter: Option<PrincipalLimiter>,
+    admission: Arc<Admission>,
 }
 
 /// What the guard decides for a request before authenticating it.
@@ -287,11 +299,17 @@ impl Guard {
     }
 }
 
-/// Authenticates the caller, checks the route's scope and the principal's rate, and hands
-/// the [`Principal`] to the handler as a request extension.
-async fn guard(guard: Arc<Guard>, mut request: Request, next: Next) -> Response {
+/// Authenticates the caller, checks the route's scope and the principal's rate, admits the
+/// request into the in-flight pool within the principal's share, reads its body within the
+/// body-read timeout, and hands the [`Principal`] to the handler as a request extension,
+/// answering `503` if the handler takes longer than the request timeout. Health and
+/// readiness checks skip all of it.
+async fn guard(guard: Arc<Guard>, request: Request, next: Next) -> Response {
     // `MatchedPath` is a shared string: cloning it copies no text.
     let path = request.extensions().get::<MatchedPath>().cloned();
+    if path.as_ref().is_some_and(|p| HEALTH_PATHS.contains(&p.as_str())) {
+        return next.run(request).await;
+    }
     let need = match guard.rule(request.method(), path.as_ref().map(MatchedPath::as_str)) {
         Rule::Need(need) => need,
         Rule::MethodNotAllowed(allowed) => {
@@ -308,7 +326,11 @@ async fn guard(guard: Arc<Guard>, mut request: Request, next: Next) -> Response 
         }
     };
     if need == Need::Public {
-        return next.run(request).await;
+        let _ticket = match guard.admission.admit(None) {
+            Ok(ticket) => ticket,
+            Err(refused) => return refused.into_response(None),
+        };
+        return within_timeout(&guard.admission, next.run(request)).await;
     }
     let needed = match need {
         Need::Scope(scope) => Some(scope),
@@ -336,8 +358,26 @@ async fn guard(guard: Arc<Guard>, mut request: Request, next: Next) -> Response 
             .into_response();
         }
     }
+    let _ticket = match guard.admission.admit(Some(&principal.name)) {
+        Ok(ticket) => ticket,
+        Err(refused) => return refused.into_response(Some(&principal.name)),
+    };
+    let mut request = match guard.admission.read_body(request).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
     request.extensions_mut().insert(principal);
-    next.run(request).await
+    within_timeout(&guard.admission, next.run(request)).await
+}
+
+/// The handler's answer, or `503` once the request timeout has passed.
+async fn within_timeout(admission: &Admission, run: impl std::future::Future<Output = Response>) -> Response {
+    match tokio::time::timeout(admission.limits().request_timeout, run).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")
+            .retry_after(Duration::from_secs(1))
+            .into_response(),
+    }
 }
 
 fn refusal(denied: &Denied, needed: Option<Scope>) -> Response {
@@ -361,22 +401,6 @@ fn refusal(denied: &Denied, needed: Option<Scope>) -> Response {
         }
     }
     response
-}
-
-/// Answers `503` at once when `max_in_flight` requests are already being served, and
-/// `503` for a request still unanswered after `request_timeout`.
-async fn bound(slots: Arc<Semaphore>, timeout: Duration, request: Request, next: Next) -> Response {
-    let Ok(_slot) = slots.try_acquire() else {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in flight")
-            .retry_after(Duration::from_secs(1))
-            .into_response();
-    };
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")
-            .retry_after(Duration::from_secs(1))
-            .into_response(),
-    }
 }
 
 /// The shared routes and layers around a service's own router.
@@ -407,16 +431,13 @@ impl Service {
         let names = self.metrics;
         let limits = self.access.limits;
         let limiter = limits.per_principal_per_second.map(|rate| governor::RateLimiter::keyed(Quota::per_second(rate)));
-        let guard_state = Arc::new(Guard { auth: self.access.auth, routes, limiter });
-        let slots = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+        let guard_state =
+            Arc::new(Guard { auth: self.access.auth, routes, limiter, admission: Admission::new(limits) });
         router
             .route("/metrics", get(metrics_text))
             .route("/openapi.json", get(move || openapi_json(doc.clone())))
             .fallback(not_found)
             .layer(middleware::from_fn(move |request, next| guard(guard_state.clone(), request, next)))
-            .layer(middleware::from_fn(move |request, next| {
-                bound(slots.clone(), limits.request_timeout, request, next)
-            }))
             .layer(middleware::from_fn(move |request, next| measure(names, request, next)))
     }
 }
@@ -446,12 +467,22 @@ fn document_access(openapi: &mut utoipa::openapi::OpenApi, routes: &[RouteAccess
                 if let Some(body) = operation.request_body.as_mut() {
                     body.required = Some(utoipa::openapi::Required::True);
                 }
+                operation
+                    .responses
+                    .responses
+                    .entry("408".into())
+                    .or_insert_with(|| error("The request body did not arrive within the body-read timeout").into());
+                operation
+                    .responses
+                    .responses
+                    .entry("413".into())
+                    .or_insert_with(|| error("The request body is larger than the service takes").into());
             }
             let need =
                 routes.iter().find(|r| &r.path == path && r.method == method).map_or(Need::Authenticated, |r| r.need);
             let responses = &mut operation.responses.responses;
             responses.entry("503".into()).or_insert_with(|| {
-                error("Overloaded (too many requests in flight) or timed out: retry after Retry-After").into()
+                error("Overloaded (too many requests in flight, or this principal's share of them) or timed out: retry after Retry-After").into()
             });
             let scopes: Vec<&str> = match need {
                 Need::Public => continue,

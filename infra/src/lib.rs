@@ -14,6 +14,7 @@
 //! `infra/local/` holds the scripts that start a broker and PostgreSQL on loopback.
 
 pub mod access_check;
+pub mod admission;
 pub mod auth;
 pub mod backoff;
 mod error;

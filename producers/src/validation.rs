@@ -30,9 +30,28 @@ pub const MAX_QUANTITY: i64 = 10_000;
 pub const MAX_UNIT_PRICE_MINOR: i64 = 100_000_000_000_000;
 pub const MAX_STOCK_DELTA: i64 = 1_000_000;
 
-/// What [`text`] accepts, as a regular expression: no control character (Unicode `Cc`),
-/// and at least one character that is not white space.
-pub const TEXT_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
+/// What [`text`] accepts, as a regular expression: no control character (Unicode `Cc`), no
+/// invisible format character ([`FORMAT_CHARACTERS`]), and at least one character that is
+/// not white space.
+pub const TEXT_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*[^\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff][^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*$";
+
+/// Invisible characters that change how text reads without showing (Unicode `Cf` in text
+/// people type: soft hyphen, bidirectional overrides and isolates, zero-width ones, the
+/// byte order mark): an identifier holding one looks like another identifier.
+pub const FORMAT_CHARACTERS: [(char, char); 8] = [
+    ('\u{00ad}', '\u{00ad}'),
+    ('\u{061c}', '\u{061c}'),
+    ('\u{180e}', '\u{180e}'),
+    ('\u{200b}', '\u{200f}'),
+    ('\u{202a}', '\u{202e}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{2069}'),
+    ('\u{feff}', '\u{feff}'),
+];
+
+fn is_format(c: char) -> bool {
+    FORMAT_CHARACTERS.iter().any(|(from, to)| (*from..=*to).contains(&c))
+}
 pub const SKU_PATTERN: &str = "^[A-Z0-9-]{1,32}$";
 pub const COUNTRY_PATTERN: &str = "^[A-Z]{2}$";
 
@@ -107,6 +126,12 @@ pub fn text(field: &str, value: &str, max: usize) -> Checked<()> {
     if value.chars().any(char::is_control) {
         return Err(FieldError::new(field, "must not contain control characters"));
     }
+    if value.chars().any(is_format) {
+        return Err(FieldError::new(
+            field,
+            "must not contain invisible format characters (bidirectional overrides, zero-width)",
+        ));
+    }
     Ok(())
 }
 
@@ -150,6 +175,75 @@ pub fn in_range<T: TryFrom<i64>>(field: &str, value: i64, min: i64, max: i64) ->
         return Err(FieldError::new(field, format!("must be between {min} and {max}")));
     }
     T::try_from(value).map_err(|_| FieldError::new(field, "is out of range"))
+}
+
+/// Parses a JSON document, refusing an object that names a key twice at any depth: which
+/// of two values would count depends on the parser, so a body holding both means one thing
+/// to us and another to whoever checked it before us.
+pub fn strict_json(bytes: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde::Deserializer::deserialize_any(&mut deserializer, StrictJson)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+struct StrictJson;
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrictJson {
+    type Value = serde_json::Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(StrictJson)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictJson {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(StrictJson)? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("the key {key:?} appears twice")));
+            }
+            let value = map.next_value_seed(StrictJson)?;
+            object.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(object))
+    }
 }
 
 #[cfg(test)]
@@ -204,5 +298,24 @@ mod tests {
         assert!(text("c", "  ", 64).is_err());
         assert!(text("c", &"x".repeat(65), 64).is_err());
         assert!(text("c", "a\u{0}b", 64).is_err());
+    }
+
+    #[test]
+    fn a_key_named_twice_at_any_depth_is_refused_and_everything_else_parses_as_serde_json_does() {
+        for bad in [r#"{"currency":"EUR","currency":"USD"}"#, r#"{"lines":[{"sku":"A","sku":"B"}]}"#] {
+            let err = strict_json(bad.as_bytes()).expect_err(bad);
+            assert!(err.to_string().contains("appears twice"), "{err}");
+        }
+        let good = r#"{"a":[1,-2,3.5,true,null,"x",{"b":{}}],"c":18446744073709551615}"#;
+        assert_eq!(strict_json(good.as_bytes()).ok(), serde_json::from_str::<serde_json::Value>(good).ok());
+        assert!(strict_json(b"{} trailing").is_err());
+    }
+
+    #[test]
+    fn text_rejects_invisible_format_characters() {
+        for bad in ["admin\u{202e}gpj", "sku\u{200b}", "\u{feff}c-1", "a\u{2066}b", "soft\u{00ad}hyphen"] {
+            assert!(text("c", bad, 64).is_err(), "{bad:?}");
+        }
+        assert!(text("c", "café-ünïcode ✓", 64).is_ok(), "letters of every script stay welcome");
     }
 }

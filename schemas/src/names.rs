@@ -33,3 +33,9 @@ pub fn principal_of_header(value: Option<&[u8]>) -> Option<String> {
     let name = std::str::from_utf8(value?).ok()?;
     valid_principal_name(name).then(|| name.to_string())
 }
+
+/// The principals the processes publish their decisions as. Reserved: no credential from
+/// outside (an identity provider's token) may name itself one of them.
+pub const ORDER_PROCESS_PRINCIPAL: &str = "order-process";
+pub const STOCK_PRINCIPAL: &str = "stock";
+pub const DECIDING_PRINCIPALS: [&str; 2] = [ORDER_PROCESS_PRINCIPAL, STOCK_PRINCIPAL];

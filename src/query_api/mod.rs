@@ -54,6 +54,10 @@ pub struct Inner {
     /// Reads log end offsets for lag; `None` when no broker is configured.
     pub inspector: Option<Arc<Inspector>>,
     pub access: Access,
+    /// The stored offsets `after=` waiters watch, one poller per group.
+    pub offsets: read_your_writes::OffsetWatch,
+    /// The topic's partitions, for refusing an `after=` on one it does not have.
+    pub partitions: read_your_writes::Partitions,
 }
 
 /// The query API's one list of routes, from which the router, the OpenAPI paths and the
@@ -109,7 +113,16 @@ impl ApiState {
         };
         // The recorder must exist before the first request is counted.
         infra::telemetry::prometheus();
-        ApiState(Arc::new(Inner { reads, topic: topic.to_string(), read_wait, low_stock, inspector, access }))
+        ApiState(Arc::new(Inner {
+            reads,
+            topic: topic.to_string(),
+            read_wait,
+            low_stock,
+            inspector,
+            access,
+            offsets: Default::default(),
+            partitions: Default::default(),
+        }))
     }
 }
 

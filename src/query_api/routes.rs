@@ -57,7 +57,8 @@ pub enum ReadErrors {
     /// A parameter is invalid or unknown (`parameter` names it).
     #[response(status = 400)]
     BadParameter(ErrorBody),
-    /// Nothing with this key (only the routes that look one thing up).
+    /// Nothing with this key (the routes that look one thing up), or `after=` names a
+    /// partition the topic does not have (`unknown_partition`: no such log position).
     #[response(status = 404)]
     NotFound(ErrorBody),
     /// `after=` was not applied within the read wait (`not_caught_up`, with where the

@@ -2,7 +2,8 @@
 //! token (401) or without the route's scope (403) and takes one with it; OIDC tokens are
 //! checked for signature, expiry and audience; idempotency keys are per principal; a burst
 //! past the rate limit is answered 429 and then served again; a cross-site form post
-//! cannot publish anything.
+//! cannot publish anything; one principal's slow bodies hold at most its share of the
+//! in-flight pool, never the health checks, and a body that arrives too slowly is 408.
 use crate::common;
 
 use std::time::Duration;
@@ -265,6 +266,24 @@ async fn oidc_tokens_are_accepted_only_when_signed_by_the_jwks_unexpired_and_for
         ("another audience", provider.token("k1", claims("billing", now + 300, "payments:write")), 401),
         ("an unknown key id", provider.token("k2", claims("orderflow", now + 300, "payments:write")), 401),
         ("a token without the scope", provider.token("k1", claims("orderflow", now + 300, "orders:write")), 403),
+        (
+            "a token not valid yet (nbf)",
+            provider.token("k1", {
+                let mut c = claims("orderflow", now + 900, "payments:write");
+                c["nbf"] = json!(now + 600);
+                c
+            }),
+            401,
+        ),
+        (
+            "a sub naming the order process",
+            provider.token("k1", {
+                let mut c = claims("orderflow", now + 300, "payments:write");
+                c["sub"] = json!("order-process");
+                c
+            }),
+            401,
+        ),
         ("a valid token", good.clone(), 202),
     ];
     let (path, body) = publishing_request("/orders/{order_id}/payments");
@@ -286,4 +305,82 @@ async fn oidc_tokens_are_accepted_only_when_signed_by_the_jwks_unexpired_and_for
         reqwest::Client::new().get(format!("{}/openapi.json", app.base_url)).bearer_auth(&tampered).send().await;
     assert_eq!(response.expect("http").status().as_u16(), 401, "a tampered token");
     idp.abort();
+}
+
+/// Sends a POST's headers and the first bytes of a body it promises to be longer, then
+/// holds the connection: a slow client.
+async fn slow_body(base: &str, principal: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let head = format!(
+        "POST /orders HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\n\
+         idempotency-key: {}\r\ncontent-length: 400\r\n\r\n{{\"customer_id\":",
+        common::token(principal),
+        uuid::Uuid::new_v4()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send the head");
+    stream
+}
+
+/// What the server answered on a raw connection within `wait`, if anything: the status line.
+async fn answered(stream: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => String::from_utf8_lossy(&buf[..n]).lines().next().map(str::to_string),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principal_holding_slow_bodies_leaves_another_principal_and_the_health_checks_served() {
+    let kafka = common::kafka();
+    let topic = common::fresh_topic("access-share", 1).await;
+    let limits = Limits {
+        max_in_flight: 8,
+        body_timeout: Duration::from_secs(30),
+        per_principal_per_second: None,
+        ..Limits::default()
+    };
+    let app =
+        common::TestCheckout::spawn_with(&kafka, &topic, Duration::from_secs(10), common::test_access_with(limits))
+            .await;
+    let (path, body) = publishing_request("/orders");
+    // `--max-in-flight` (8) slow bodies from one principal: half are held, half refused.
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        slow.push(slow_body(&app.base_url, "only-orders:write").await);
+    }
+    let mut refused = 0;
+    for stream in &mut slow {
+        if let Some(status) = answered(stream, Duration::from_millis(300)).await {
+            assert!(status.contains(" 503 "), "a request past the principal's share is 503 at once: {status}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 4, "the principal holds its share (half the pool), the rest is refused");
+    let (status, answer, _) =
+        send("POST", &format!("{}{path}", app.base_url), Some(common::ALL_SCOPES), Some(&body)).await;
+    assert_eq!(status, 202, "another principal is served meanwhile: {answer}");
+    for health in ["/healthz", "/readyz"] {
+        let (status, answer, _) = send("GET", &format!("{}{health}", app.base_url), None, None).await;
+        assert_eq!(status, 200, "{health} is answered outside the pool: {answer}");
+    }
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_arrives_too_slowly_is_answered_408_within_the_body_timeout() {
+    let kafka = common::kafka();
+    let topic = common::fresh_topic("access-body", 1).await;
+    let limits = Limits { body_timeout: Duration::from_secs(1), ..Limits::default() };
+    let app =
+        common::TestCheckout::spawn_with(&kafka, &topic, Duration::from_secs(10), common::test_access_with(limits))
+            .await;
+    let started = std::time::Instant::now();
+    let mut stream = slow_body(&app.base_url, common::ALL_SCOPES).await;
+    let status = answered(&mut stream, Duration::from_secs(10)).await.expect("an answer before the request timeout");
+    assert!(status.contains(" 408 "), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered at the body timeout: {:?}", started.elapsed());
 }

@@ -454,3 +454,48 @@ async fn the_dashboard_asks_for_a_token_then_renders_in_headless_chromium_the_nu
     assert!(dom.contains(&format!("data-minor=\"{}\"", revenue["net_captured_minor"])), "revenue row shown");
     assert!(dom.contains("<svg"), "the revenue chart is drawn");
 }
+
+/// The transactions committed in the database `url` names, as PostgreSQL counts them. A
+/// backend reports its counts when it goes idle, at the latest 10 s later: wait that long.
+async fn committed_transactions(url: &str) -> i64 {
+    use sqlx::Connection;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let name = url.rsplit('/').next().unwrap_or_default().to_string();
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .expect("xact_commit")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_on_a_partition_the_topic_lacks_is_refused_at_once_and_fifty_waiters_cost_the_database_what_one_costs() {
+    let topic = common::fresh_topic("api-after", 2).await;
+    let database_url = common::fresh_database().await;
+    let read_wait = Duration::from_secs(3);
+    let api = common::ServeApi::spawn(&database_url, &topic, &common::fresh_group_prefix(), read_wait).await;
+    let waiters = |n: usize, after: &'static str| {
+        let api = &api;
+        futures::future::join_all((0..n).map(move |_| api.get(after)))
+    };
+
+    let started = std::time::Instant::now();
+    let answers = waiters(50, "/inventory?after=99999:1").await;
+    assert!(answers.iter().all(|(status, body)| *status == 404 && body["error"] == "unknown_partition"), "{answers:?}");
+    assert!(started.elapsed() < read_wait, "refused at once, not after the read wait: {:?}", started.elapsed());
+
+    // Partition 0 exists but nothing is applied there: each waiter waits the read wait.
+    let before = committed_transactions(&database_url).await;
+    let one = waiters(1, "/inventory?after=0:1000").await;
+    assert!(one.iter().all(|(status, body)| *status == 503 && body["error"] == "not_caught_up"), "{one:?}");
+    let after_one = committed_transactions(&database_url).await;
+    let fifty = waiters(50, "/inventory?after=0:1000").await;
+    assert!(fifty.iter().all(|(status, body)| *status == 503 && body["error"] == "not_caught_up"), "{fifty:?}");
+    let after_fifty = committed_transactions(&database_url).await;
+    let (cost_of_one, cost_of_fifty) = (after_one - before, after_fifty - after_one);
+    assert!(
+        cost_of_fifty < 2 * cost_of_one,
+        "fifty waiters committed {cost_of_fifty} transactions, one waiter {cost_of_one}: they share one poller"
+    );
+}

@@ -256,13 +256,35 @@ impl Authenticator {
             return Ok(principal);
         }
         match &self.oidc {
-            Some(oidc) if looks_like_jwt(token) => oidc.verify(token).await.map(Arc::new),
+            Some(oidc) if looks_like_jwt(token) => {
+                let principal = oidc.verify(token).await?;
+                self.outside_our_own(&principal)?;
+                Ok(Arc::new(principal))
+            }
             _ => Err(Denied::Invalid("unknown token".into())),
         }
+    }
+
+    /// An identity provider's principals live beside this service's own (its tokens' and
+    /// the processes'), never on top of them: a `sub` naming one of those is refused, so a
+    /// token from outside cannot speak as the order process or as another service.
+    fn outside_our_own(&self, principal: &Principal) -> Result<(), Denied> {
+        let name = principal.name.as_str();
+        if schemas::DECIDING_PRINCIPALS.contains(&name) || self.tokens.iter().any(|t| t.principal.name == name) {
+            return Err(Denied::Invalid(format!(
+                "the token's sub {name:?} names one of this service's own principals; an identity provider cannot speak for it"
+            )));
+        }
+        Ok(())
     }
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, Denied> {
+    // Two credentials are no credential: which one counts must never depend on a proxy's
+    // or a library's choice.
+    if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return Err(Denied::Invalid("more than one Authorization header".into()));
+    }
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Err(Denied::Missing) };
     let value = value.to_str().map_err(|_| Denied::Invalid("the Authorization header is not ASCII".into()))?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
@@ -333,6 +355,22 @@ mod tests {
         assert_eq!(auth.authenticate(&HeaderMap::new()).await, Err(Denied::Missing));
         assert!(matches!(auth.authenticate(&headers("Bearer of_nope")).await, Err(Denied::Invalid(_))));
         assert!(matches!(auth.authenticate(&headers(&format!("Basic {token}"))).await, Err(Denied::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn two_authorization_headers_are_refused_whichever_comes_first() {
+        let (token, entry) = new_token("shop", vec![Scope::OrdersWrite]).expect("token");
+        let auth = Authenticator::from_tokens(vec![entry]).expect("auth");
+        for pair in [
+            [format!("Bearer {token}"), "Bearer of_nope".to_string()],
+            ["Bearer of_nope".to_string(), format!("Bearer {token}")],
+        ] {
+            let mut h = HeaderMap::new();
+            for value in &pair {
+                h.append(header::AUTHORIZATION, value.parse().expect("header"));
+            }
+            assert!(matches!(auth.authenticate(&h).await, Err(Denied::Invalid(_))), "{pair:?}");
+        }
     }
 
     #[test]

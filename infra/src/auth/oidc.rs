@@ -100,6 +100,8 @@ impl Oidc {
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = LEEWAY_SECONDS;
+        // A token issued for later (`nbf`) is not valid yet.
+        validation.validate_nbf = true;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| invalid(e.to_string()))?;
         let claims = data.claims;
         if !valid_principal_name(&claims.sub) {
@@ -151,6 +153,9 @@ impl Oidc {
     }
 }
 
+/// The largest JWKS accepted from a URL.
+pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
 async fn fetch(http: &reqwest::Client, source: &JwksSource) -> Result<JwkSet, AuthError> {
     let (from, text) = match source {
         JwksSource::File(path) => {
@@ -160,8 +165,21 @@ async fn fetch(http: &reqwest::Client, source: &JwksSource) -> Result<JwkSet, Au
         }
         JwksSource::Url(url) => {
             let fetch_error = |source| AuthError::Fetch { url: url.clone(), source };
-            let response = http.get(url).send().await.and_then(|r| r.error_for_status()).map_err(fetch_error)?;
-            (url.clone(), response.text().await.map_err(fetch_error)?)
+            let mut response = http.get(url).send().await.and_then(|r| r.error_for_status()).map_err(fetch_error)?;
+            // A key set is a few kilobytes: a provider (or whoever answers in its place)
+            // sending more is refused before it can fill memory.
+            let too_large = || AuthError::Invalid(format!("the JWKS from {url} is larger than {MAX_JWKS_BYTES} bytes"));
+            if response.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
+                return Err(too_large());
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(fetch_error)? {
+                if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            (url.clone(), String::from_utf8_lossy(&body).into_owned())
         }
     };
     serde_json::from_str(&text).map_err(|source| AuthError::Jwks { from, source })
@@ -195,6 +213,19 @@ mod tests {
         let exp = chrono::Utc::now().timestamp() + 300;
         let claims = json!({"iss": "https://idp", "aud": "orderflow", "sub": "svc", "exp": exp, "scope": "read"});
         jsonwebtoken::encode(&header, &claims, signer).expect("sign")
+    }
+
+    #[tokio::test]
+    async fn a_jwks_larger_than_the_limit_is_refused_without_reading_it_all() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+        let huge = format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(MAX_JWKS_BYTES + 1));
+        let app = axum::Router::new().route("/jwks", axum::routing::get(move || async move { huge }));
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let http = reqwest::Client::new();
+        let err = fetch(&http, &JwksSource::Url(url)).await.expect_err("too large");
+        assert!(err.to_string().contains("larger than"), "{err}");
+        server.abort();
     }
 
     #[tokio::test]

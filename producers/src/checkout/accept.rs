@@ -22,7 +22,7 @@ use crate::idempotency::Claim;
 use crate::publisher::Position;
 use crate::validation::{self, FieldError};
 
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_BODY_BYTES: usize = infra::http::limit_defaults::MAX_BODY_BYTES;
 pub const MAX_KEY_LEN: usize = 255;
 
 /// Namespaces for ids derived from an Idempotency-Key: a retry of the same request gets the
@@ -62,8 +62,9 @@ pub struct Accepted {
 
 /// What the accept path needs of a request besides the route's own path parameters: who
 /// sent it, its scope (`<principal> POST <path>`: an Idempotency-Key is unique within one
-/// principal's requests to one path, so two services can never collide on a key), headers
-/// and body.
+/// principal's requests to one path, so two services can never collide on a key; the path
+/// with its order id in canonical form, so `/orders/ABC…` and `/orders/abc…` are one
+/// path), headers and body.
 pub struct Publish {
     pub principal: Arc<Principal>,
     pub scope: String,
@@ -80,9 +81,30 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Publish {
         let principal = parts.extensions.get::<Arc<Principal>>().cloned().ok_or_else(|| {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "this route needs a bearer token")
         })?;
-        let scope = format!("{} POST {}", principal.name, parts.uri.path());
+        let template = parts.extensions.get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_string());
+        let path = canonical_path(template.as_deref(), parts.uri.path());
+        let scope = format!("{} POST {path}", principal.name);
         Ok(Publish { principal, scope, headers: parts.headers, body })
     }
+}
+
+/// `path` with each `{order_id}` segment of its route `template` written the one way a
+/// UUID is written (lower case): the same order, however the client cased it, is the same
+/// idempotency scope. A segment that is no UUID stays as it is (the route refuses it).
+pub fn canonical_path(template: Option<&str>, path: &str) -> String {
+    let Some(template) = template else { return path.to_string() };
+    let (names, values) = (template.split('/'), path.split('/'));
+    if template.split('/').count() != path.split('/').count() {
+        return path.to_string();
+    }
+    names
+        .zip(values)
+        .map(|(name, value)| match name {
+            "{order_id}" => crate::validation::hyphenated_uuid(value).map_or(value.to_string(), |id| id.to_string()),
+            _ => value.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 pub async fn accept<T: DeserializeOwned>(
@@ -176,7 +198,7 @@ async fn read_object(body: Body, headers: &HeaderMap, empty_body: Option<Value>)
     let value = match (bytes.is_empty(), empty_body) {
         (true, Some(default)) => default,
         (_, empty_body) => {
-            let value = serde_json::from_slice::<Value>(&bytes)
+            let value = crate::validation::strict_json(&bytes)
                 .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
             match (value, empty_body) {
                 (Value::Null, Some(default)) => default,
@@ -299,4 +321,23 @@ fn replay(status: u16, response: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
     let body = serde_json::from_str::<Value>(response).unwrap_or(Value::Null);
     (status, [("idempotent-replay", "true")], Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_path;
+
+    #[test]
+    fn an_order_id_in_any_case_is_one_idempotency_scope_and_skus_keep_their_case() {
+        let template = Some("/orders/{order_id}/payments");
+        let upper = canonical_path(template, "/orders/5D2C7C0E-8A3B-4C1D-9E2F-0A1B2C3D4E5F/payments");
+        let lower = canonical_path(template, "/orders/5d2c7c0e-8a3b-4c1d-9e2f-0a1b2c3d4e5f/payments");
+        assert_eq!(upper, lower);
+        assert_eq!(
+            canonical_path(Some("/inventory/{sku}/adjustments"), "/inventory/Sku-A/adjustments"),
+            "/inventory/Sku-A/adjustments"
+        );
+        assert_eq!(canonical_path(template, "/orders/not-a-uuid/payments"), "/orders/not-a-uuid/payments");
+        assert_eq!(canonical_path(None, "/orders/X/payments"), "/orders/X/payments");
+    }
 }

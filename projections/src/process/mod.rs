@@ -42,8 +42,7 @@ pub struct Context {
 
 /// The principal the processes publish their decisions as (the record header the
 /// timeline shows as "published by").
-pub const ORDER_PROCESS_PRINCIPAL: &str = "order-process";
-pub const STOCK_PRINCIPAL: &str = "stock";
+pub use schemas::{ORDER_PROCESS_PRINCIPAL, STOCK_PRINCIPAL};
 
 /// What a process's batches need besides the records: the pipeline it decides for and
 /// its settings (configuration, not I/O).

@@ -342,6 +342,12 @@ impl Operations {
 }
 
 impl Reads {
+    /// Every offset `group` stored for `topic`.
+    pub async fn group_offsets(&self, group: &str, topic: &str) -> Result<Vec<(i32, i64)>, StoreError> {
+        let mut conn = self.store.pool.acquire().await?;
+        read(&mut *conn, self.store.dialect, group, topic, None, Lock::No).await
+    }
+
     /// The offsets `group` stored for these partitions of `topic`.
     pub async fn stored_offsets(
         &self,
