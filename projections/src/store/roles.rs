@@ -5,8 +5,6 @@
 use super::connection::Store;
 use crate::process::ProcessSettings;
 
-/// The consumer group member's door: apply batches (projections and processes), park a
-/// record the database refuses, fire timers, read and guard its stored offsets.
 impl Store {
     /// The member's door: batches, refused records, timers, its stored offsets.
     pub fn batches(&self) -> Batches {
@@ -29,6 +27,8 @@ impl Store {
     }
 }
 
+/// The consumer group member's door: apply batches (projections and processes), park a
+/// record the database refuses, fire timers, read and guard its stored offsets.
 #[derive(Debug, Clone)]
 pub struct Batches {
     pub(super) store: Store,
