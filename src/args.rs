@@ -73,6 +73,13 @@ pub struct AccessArgs {
     /// A request unanswered after this is answered 503 [default: 30s].
     #[arg(long, env = "ORDERFLOW_REQUEST_TIMEOUT", value_parser = parse_duration)]
     pub request_timeout: Option<Duration>,
+    /// How long a connection may take to send a request's head, or stay idle between
+    /// requests, before it is closed [default: 30s].
+    #[arg(long, env = "ORDERFLOW_HEADER_TIMEOUT", value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+    /// Connections open at once; more are closed as they arrive.
+    #[arg(long, env = "ORDERFLOW_MAX_CONNECTIONS", default_value_t = infra::serve::connection_defaults::MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// How long a request body may take to arrive before it is answered 408 [default: 5s].
     #[arg(long, env = "ORDERFLOW_BODY_TIMEOUT", value_parser = parse_duration)]
     pub body_timeout: Option<Duration>,
@@ -103,6 +110,11 @@ impl AccessArgs {
             request_timeout: self.request_timeout.unwrap_or(infra::http::limit_defaults::REQUEST_TIMEOUT),
             body_timeout: self.body_timeout.unwrap_or(infra::http::limit_defaults::BODY_TIMEOUT),
             max_body_bytes: infra::http::limit_defaults::MAX_BODY_BYTES,
+            connections: infra::serve::ConnectionLimits {
+                header_timeout: self.header_timeout.unwrap_or(infra::serve::connection_defaults::HEADER_TIMEOUT),
+                max_header_bytes: infra::serve::connection_defaults::MAX_HEADER_BYTES,
+                max_connections: self.max_connections,
+            },
             max_in_flight: self.max_in_flight,
         };
         Ok(infra::http::Access::new(auth, limits))

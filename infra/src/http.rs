@@ -222,6 +222,8 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// The largest request body; a larger one is answered `413`.
     pub max_body_bytes: usize,
+    /// Limits of each connection: head timeout (and idle), head size, connections open.
+    pub connections: crate::serve::ConnectionLimits,
     /// Requests served at once; more are answered `503` at once rather than queued. One
     /// principal may hold half of them ([`crate::admission::principal_share`]); health and
     /// readiness checks are answered outside the pool.
@@ -244,6 +246,7 @@ impl Default for Limits {
             request_timeout: limit_defaults::REQUEST_TIMEOUT,
             body_timeout: limit_defaults::BODY_TIMEOUT,
             max_body_bytes: limit_defaults::MAX_BODY_BYTES,
+            connections: crate::serve::ConnectionLimits::default(),
             max_in_flight: limit_defaults::MAX_IN_FLIGHT,
         }
     }

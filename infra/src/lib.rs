@@ -22,6 +22,7 @@ pub mod group_inspect;
 pub mod http;
 mod kafka_settings;
 pub mod schema_registry;
+pub mod serve;
 pub mod telemetry;
 pub mod topics;
 

@@ -138,7 +138,8 @@ pub async fn run(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let limits = state.access.limits.connections;
+    infra::serve::serve(listener, router(state), limits, shutdown).await
 }
 
 /// A read that failed in the database is a 503: the client may retry.

@@ -384,3 +384,76 @@ async fn a_body_that_arrives_too_slowly_is_answered_408_within_the_body_timeout(
     assert!(status.contains(" 408 "), "{status}");
     assert!(started.elapsed() < Duration::from_secs(5), "answered at the body timeout: {:?}", started.elapsed());
 }
+
+/// Whether the server closed `stream` within `wait` (end of stream or a reset), reading
+/// and dropping whatever it sent before closing.
+async fn closed_within(stream: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn connection_limits(header_timeout: Duration, max_connections: usize) -> Limits {
+    let connections =
+        infra::serve::ConnectionLimits { header_timeout, max_connections, ..infra::serve::ConnectionLimits::default() };
+    Limits { connections, ..Limits::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_headers_and_idle_connections_are_closed_within_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let kafka = common::kafka();
+    let topic = common::fresh_topic("access-headers", 1).await;
+    let access = common::test_access_with(connection_limits(Duration::from_secs(1), 4_096));
+    let app = common::TestCheckout::spawn_with(&kafka, &topic, Duration::from_secs(10), access).await;
+    let address = app.base_url.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for i in 0..300 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connect");
+        if i % 2 == 0 {
+            // A head that never ends: 8 KiB of one header, no blank line.
+            let head = format!("GET /openapi.json HTTP/1.1\r\nhost: x\r\nx-pad: {}", "a".repeat(8 * 1024));
+            stream.write_all(head.as_bytes()).await.expect("send a partial head");
+        }
+        held.push(stream);
+    }
+    for (i, stream) in held.iter_mut().enumerate() {
+        assert!(closed_within(stream, Duration::from_secs(10)).await, "connection {i} is still open");
+    }
+    // A head over the size limit is refused with 431, and the service still serves.
+    let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-pad: {}\r\n\r\n", "a".repeat(32 * 1024));
+    stream.write_all(head.as_bytes()).await.expect("send a large head");
+    let status = answered(&mut stream, Duration::from_secs(5)).await.unwrap_or_default();
+    assert!(status.contains(" 431 ") || status.is_empty(), "{status}");
+    let (status, answer, _) = send("GET", &format!("{}/healthz", app.base_url), None, None).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_closed_as_they_arrive_and_served_again_once_others_close() {
+    let kafka = common::kafka();
+    let topic = common::fresh_topic("access-connections", 1).await;
+    let access = common::test_access_with(connection_limits(Duration::from_secs(30), 4));
+    let app = common::TestCheckout::spawn_with(&kafka, &topic, Duration::from_secs(10), access).await;
+    let address = app.base_url.trim_start_matches("http://").to_string();
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(tokio::net::TcpStream::connect(&address).await.expect("connect"));
+    }
+    // Give the server the moment it takes to accept them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut fifth = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    assert!(closed_within(&mut fifth, Duration::from_secs(5)).await, "the fifth connection is closed at once");
+    drop(open);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, answer, _) = send("GET", &format!("{}/healthz", app.base_url), None, None).await;
+    assert_eq!(status, 200, "served again once the others closed: {answer}");
+}
