@@ -48,12 +48,13 @@ const ACCESS_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// limits. With none of the three sources the service refuses to start.
 #[derive(Debug, Clone, Args)]
 pub struct AccessArgs {
-    /// JSON file of service tokens: `[{"principal", "scopes", "token_sha256"}]`
-    /// (`orderflow auth new-token` makes an entry).
+    /// JSON file of service tokens: `[{"principal", "scopes", "token_sha256", "expires_at"?}]`
+    /// (`orderflow auth new-token` makes an entry). Read again when it changes, so a token
+    /// is revoked by removing its entry; one past its `expires_at` is refused.
     #[arg(long, env = "ORDERFLOW_AUTH_TOKENS_FILE")]
     pub auth_tokens: Option<std::path::PathBuf>,
-    /// The identity provider's JWKS: a file path or an https:// URL. Needs the issuer and
-    /// audience too.
+    /// The identity provider's JWKS: a file path or an https:// URL (plain http only on
+    /// loopback). Needs the issuer and audience too.
     #[arg(long, env = "ORDERFLOW_OIDC_JWKS", requires_all = ["oidc_issuer", "oidc_audience"])]
     pub oidc_jwks: Option<String>,
     /// The `iss` access tokens must carry.
@@ -87,6 +88,13 @@ pub struct AccessArgs {
     /// of them; health and readiness checks are answered outside them.
     #[arg(long, env = "ORDERFLOW_MAX_IN_FLIGHT", default_value_t = infra::http::limit_defaults::MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
+    /// Serve HTTPS with this certificate chain (PEM; the server's certificate first).
+    /// Taken up again when it or the key changes.
+    #[arg(long, env = "ORDERFLOW_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "ORDERFLOW_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl AccessArgs {
@@ -117,7 +125,14 @@ impl AccessArgs {
             },
             max_in_flight: self.max_in_flight,
         };
-        Ok(infra::http::Access::new(auth, limits))
+        let access = infra::http::Access::new(auth, limits);
+        Ok(match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = infra::tls::TlsFiles { cert: cert.clone(), key: key.clone() };
+                access.with_tls(infra::tls::Tls::load(&files)?)
+            }
+            _ => access,
+        })
     }
 }
 

@@ -252,16 +252,23 @@ impl Default for Limits {
     }
 }
 
-/// Who may call what, and how much.
+/// Who may call what, how much, and how they reach the service.
 #[derive(Clone)]
 pub struct Access {
     pub auth: Arc<Authenticator>,
     pub limits: Limits,
+    /// The listener's certificate when it serves HTTPS; plain HTTP without.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl Access {
     pub fn new(auth: Authenticator, limits: Limits) -> Self {
-        Access { auth: Arc::new(auth), limits }
+        Access { auth: Arc::new(auth), limits, tls: None }
+    }
+
+    /// The same, served over HTTPS with `tls`.
+    pub fn with_tls(self, tls: Arc<crate::tls::Tls>) -> Self {
+        Access { tls: Some(tls), ..self }
     }
 }
 

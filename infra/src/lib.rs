@@ -24,7 +24,9 @@ mod kafka_settings;
 pub mod schema_registry;
 pub mod serve;
 pub mod telemetry;
+pub mod tls;
 pub mod topics;
+pub mod watch;
 
 pub use backoff::Backoff;
 pub use error::{error_chain, InfraError};

@@ -45,15 +45,24 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// A connection ends in an error when its client misbehaves (a head too slow or too large,
+/// a reset, a failed handshake): that is the client's, not the server's.
+fn ended(e: &(dyn std::error::Error + 'static)) {
+    tracing::debug!(error = e, "A connection ended with an error.");
+}
+
 /// How long open connections may take to finish once shutdown is asked for.
 const DRAIN_FOR: Duration = Duration::from_secs(30);
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and waits
-/// (at most 30 s) for open connections to finish their requests.
+/// Serves `router` on `listener` (HTTPS with `tls`, else plain HTTP) until `shutdown`
+/// resolves, then stops accepting and waits (at most 30 s) for open connections to finish
+/// their requests. A TLS handshake gets the header timeout too: a socket that never
+/// finishes one holds a connection's place no longer than one that never sends a head.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -83,15 +92,31 @@ pub async fn serve(
             continue;
         };
         let service = TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            // A connection ends in an error when its client misbehaves (a head too slow or
-            // too large, a reset): that is the client's, not the server's.
-            if let Err(e) = connection.await {
-                tracing::debug!(error = &e as &dyn std::error::Error, "A connection ended with an error.");
+        match &tls {
+            None => {
+                let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        ended(&e);
+                    }
+                    drop(place);
+                });
             }
-            drop(place);
-        });
+            Some(tls) => {
+                let (acceptor, http, watcher) = (tls.acceptor(), http.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => return ended(&e),
+                        Err(_) => return tracing::debug!("A TLS handshake did not finish within the header timeout."),
+                    };
+                    if let Err(e) = watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await {
+                        ended(&e);
+                    }
+                    drop(place);
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(DRAIN_FOR, graceful.shutdown()).await.is_err() {

@@ -127,12 +127,20 @@ const HISTORY: ProjectionSpec = ProjectionSpec {
             order_id TEXT NOT NULL, event_id TEXT NOT NULL, kind TEXT NOT NULL, occurred_at_us BIGINT NOT NULL,
             partition_id BIGINT NOT NULL, record_offset BIGINT NOT NULL, summary TEXT NOT NULL, published_by TEXT,
             PRIMARY KEY (order_id, event_id))"],
-    views: &[(
-        "order_history",
-        "SELECT order_id, {json:event_id=event_id;kind=kind;occurred_at_us=occurred_at_us;partition=partition_id;\
+    views: &[
+        (
+            "order_history",
+            "SELECT order_id, {json:event_id=event_id;kind=kind;occurred_at_us=occurred_at_us;partition=partition_id;\
          offset=record_offset;summary=summary;published_by=published_by|partition_id, record_offset} AS events
          FROM {t:history_entries} GROUP BY order_id",
-    )],
+        ),
+        // One row per event, for reading an order's history a page at a time.
+        (
+            "order_history_events",
+            "SELECT order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary, published_by
+             FROM {t:history_entries}",
+        ),
+    ],
     // Earlier releases: each order's history as one JSON row, rewritten on every event
     // (`history_orders`); then one row per event without its publisher (`history_events`).
     upgrades: &[

@@ -2,12 +2,14 @@
 use std::collections::BTreeMap;
 
 use crate::load::LoadReport;
-use projections::store::{ShopSummary, Store};
+use projections::store::{ShopSummary, Store, Total};
 
 pub struct Summary(ShopSummary);
 
-fn money(minor: i64) -> String {
-    format!("{}.{:02}", minor / 100, (minor % 100).abs())
+fn money(minor: Total) -> String {
+    let sign = if minor.0 < 0 { "-" } else { "" };
+    let units = minor.0.unsigned_abs();
+    format!("{sign}{}.{:02}", units / 100, units % 100)
 }
 
 impl Summary {

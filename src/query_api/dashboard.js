@@ -7,7 +7,13 @@ function fill(tableId, rows, emptyText) {
   body.replaceChildren(...rows);
   if (rows.length === 0) { const tr = row([cell(emptyText, "empty")]); tr.firstChild.colSpan = 5; body.appendChild(tr); }
 }
-function money(minor) { return (minor / 100).toLocaleString("en", { minimumFractionDigits: 2, maximumFractionDigits: 2 }); }
+// Totals arrive as JSON numbers, or as decimal strings past 2^53: formatted from the digits
+// (BigInt), so a large total is shown exactly.
+function money(minor) {
+  const digits = String(minor), negative = digits.startsWith("-");
+  const padded = (negative ? digits.slice(1) : digits).padStart(3, "0");
+  return (negative ? "-" : "") + BigInt(padded.slice(0, -2)).toLocaleString("en") + "." + padded.slice(-2);
+}
 function chart(points) {
   const el = document.getElementById("revenue-chart");
   if (points.length === 0) { el.textContent = "no captures yet"; el.className = "empty"; return; }
@@ -22,7 +28,7 @@ function chart(points) {
     const r = document.createElementNS(ns, "rect");
     r.setAttribute("x", pad + i * (bw + 4)); r.setAttribute("y", h - pad - bh);
     r.setAttribute("width", bw); r.setAttribute("height", bh); r.setAttribute("fill", "#58a6ff"); r.setAttribute("rx", 2);
-    const t = document.createElementNS(ns, "title"); t.textContent = `${p.label}: ${money(p.value)}`; r.appendChild(t);
+    const t = document.createElementNS(ns, "title"); t.textContent = `${p.label}: ${money(p.minor)}`; r.appendChild(t);
     svg.appendChild(r);
     // Day of month under every other bar and the last, so labels never overlap.
     if (i % 2 === points.length % 2 || i === points.length - 1) {
@@ -60,7 +66,7 @@ function render(d) {
   const days = [];
   for (let i = 13; i >= 0; i--) {
     const day = new Date(Date.parse(d.generated_at) - i * 86400000).toISOString().slice(0, 10);
-    days.push({ label: day, value: perDay[day] || 0 });
+    days.push({ label: day, value: Number(perDay[day] || 0), minor: perDay[day] || 0 });
   }
   chart(main ? days : []);
   document.getElementById("revenue-currency").textContent = main ? `(${main})` : "";

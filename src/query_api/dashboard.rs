@@ -113,6 +113,7 @@ pub struct Dashboard {
 #[utoipa::path(get, path = "/dashboard.json", tag = "dashboard", params(DashboardQuery),
     responses((status = 200, body = Dashboard),
               (status = 400, description = "A parameter is invalid or unknown", body = ErrorBody),
+              (status = 500, description = "The database could not answer from the data it holds", body = ErrorBody),
               (status = 503, description = "The database did not answer", body = ErrorBody)))]
 pub async fn data(
     State(state): State<ApiState>,

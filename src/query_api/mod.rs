@@ -138,12 +138,26 @@ pub async fn run(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = state.access.limits.connections;
-    infra::serve::serve(listener, router(state), limits, shutdown).await
+    let (limits, tls) = (state.access.limits.connections, state.access.tls.clone());
+    infra::serve::serve(listener, router(state), limits, tls, shutdown).await
 }
 
-/// A read that failed in the database is a 503: the client may retry.
+/// A read that failed: a 503 when the database did not answer (the client may retry), a
+/// 500 when it answered with an error about the data (a stored value it cannot compute
+/// with, a row this release cannot read): retrying fails the same way, so that is logged
+/// as an error for an operator. The database's text is logged, never sent.
 fn unavailable(e: StoreError) -> ApiError {
+    if e.is_about_data() {
+        tracing::error!(
+            error = &e as &dyn std::error::Error,
+            "A query of the projection database failed on the data it holds. Answering 500."
+        );
+        return ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the projection database could not answer this query from the data it holds; the error is logged",
+        );
+    }
     tracing::warn!(error = &e as &dyn std::error::Error, "A query of the projection database failed. Answering 503.");
     ApiError::unavailable("the projection database did not answer")
 }

@@ -12,6 +12,16 @@ use super::ApiError;
 
 /// `<partition>:<offset>`, as the checkout returns it.
 pub const AFTER_PATTERN: &str = "^[0-9]{1,9}:[0-9]{1,18}$";
+/// Free text (a SKU, a warehouse, a cursor): anything but control characters. A NUL
+/// cannot be stored or compared by PostgreSQL, and no identifier the checkout accepts holds
+/// one, so such a value is the caller's mistake (400), not the database's.
+pub const TEXT_PATTERN: &str = "^[^\\x00-\\x1F\\x7F]*$";
+
+/// Whether `raw` matches [`TEXT_PATTERN`].
+pub fn plain_text(raw: &str) -> bool {
+    !raw.chars().any(|c| c.is_ascii_control())
+}
+
 /// Bounds of integer filters (`below`): stock levels are far inside them.
 pub const MAX_FILTER: i64 = 1_000_000_000_000_000;
 
@@ -46,6 +56,9 @@ impl Params {
                 format!("unknown parameter; this endpoint takes {}", [allowed, &["after"]].concat().join(", ")),
             ));
         }
+        if let Some((name, _)) = values.iter().find(|(_, v)| !plain_text(v)) {
+            return Err(bad_parameter(name, "must not contain control characters"));
+        }
         Ok(Params { values })
     }
 
@@ -54,8 +67,13 @@ impl Params {
     }
 
     pub fn after(&self) -> Result<Option<After>, ApiError> {
-        let Some(raw) = self.text("after") else { return Ok(None) };
-        let bad = || bad_parameter("after", format!("{raw:?} is not a position like 3:1042 (partition:offset)"));
+        self.position("after")
+    }
+
+    /// A parameter holding a log position, `<partition>:<offset>`.
+    pub fn position(&self, name: &str) -> Result<Option<After>, ApiError> {
+        let Some(raw) = self.text(name) else { return Ok(None) };
+        let bad = || bad_parameter(name, format!("{raw:?} is not a position like 3:1042 (partition:offset)"));
         let (p, o) = raw.split_once(':').ok_or_else(bad)?;
         if !digits(p, 9) || !digits(o, 18) {
             return Err(bad());
@@ -115,6 +133,18 @@ mod tests {
         for bad in ["3", "x:1", "3:-1", "-1:4", "3:1:2", "", " 3:4", "1234567890:1", "+3:4"] {
             assert!(params(&[("after", bad)], &[]).expect("params").after().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_value_holding_a_control_character_is_refused_naming_its_parameter() {
+        for bad in ["a\0b", "\u{1f}", "x\u{7f}"] {
+            let refused = params(&[("cursor", bad)], &["cursor"]).err().expect(bad);
+            assert_eq!(
+                (refused.status, refused.body.details["parameter"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("cursor"))
+            );
+        }
+        assert!(params(&[("cursor", "SKU-1 é")], &["cursor"]).is_ok());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, IntoResponses, ToSchema};
 use uuid::Uuid;
 
-use super::params::{bad_parameter, Params, AFTER_PATTERN, MAX_FILTER, MAX_LIMIT};
+use super::params::{bad_parameter, plain_text, Params, AFTER_PATTERN, MAX_FILTER, MAX_LIMIT, TEXT_PATTERN};
 use super::read_your_writes::wait_applied;
 use super::{unavailable, ApiError, ApiState};
 
@@ -29,6 +29,10 @@ fn order_id(raw: &str) -> Result<Uuid, ApiError> {
 
 fn after_schema() -> Schema {
     ObjectBuilder::new().schema_type(Type::String).pattern(Some(AFTER_PATTERN)).into()
+}
+
+fn text_schema() -> Schema {
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some(TEXT_PATTERN)).into()
 }
 
 fn limit_schema() -> Schema {
@@ -68,6 +72,10 @@ pub enum ReadErrors {
     /// (`unavailable`): retry.
     #[response(status = 503)]
     Unavailable(ErrorBody),
+    /// The database answered with an error about the data it holds (`internal`); asking
+    /// again fails the same way, and the error is logged for an operator.
+    #[response(status = 500)]
+    Internal(ErrorBody),
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -182,31 +190,55 @@ pub struct TimelineDeadLetter {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Timeline {
     pub order_id: Uuid,
+    /// One page of the order's events in log order (`limit`, default 100).
     pub events: Vec<TimelineEvent>,
+    /// Pass as `cursor` for the next page of events; null on the last one.
+    pub next_cursor: Option<String>,
     pub projections: Option<OrderView>,
     pub dead_letters: Vec<TimelineDeadLetter>,
 }
 
-/// An order's history: every event with its position and how each projection took it.
-#[utoipa::path(get, path = "/orders/{order_id}/timeline", tag = "orders", params(OrderPath, AfterQuery),
+/// `after=`, and the page of events.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents what `Params` parses
+pub struct TimelineQuery {
+    /// Events per page (default 100).
+    #[param(schema_with = limit_schema)]
+    limit: Option<i64>,
+    /// The `next_cursor` of the previous page: the position of its last event.
+    #[param(schema_with = after_schema)]
+    cursor: Option<String>,
+    #[param(schema_with = after_schema)]
+    after: Option<String>,
+}
+
+/// An order's history: every event with its position and how each projection took it,
+/// a page at a time.
+#[utoipa::path(get, path = "/orders/{order_id}/timeline", tag = "orders", params(OrderPath, TimelineQuery),
     responses((status = 200, body = Timeline), ReadErrors))]
 pub async fn timeline(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Q,
 ) -> Result<Json<Timeline>, ApiError> {
-    let params = Params::new(q, &[])?;
+    let params = Params::new(q, &["limit", "cursor"])?;
     let order_id = order_id(&id)?;
     let id = order_id.to_string();
+    let limit = params.limit()?;
+    let cursor = params.position("cursor")?.map(|c| (c.partition, c.offset));
     wait_applied(&state, &[ProjectionKind::History], params.after()?).await?;
     let reads = &state.reads;
-    let history = reads.order_history(&id).await.map_err(unavailable)?;
+    let history = reads.order_history_page(&id, cursor, limit).await.map_err(unavailable)?;
     let view = reads.order_view(&id).await.map_err(unavailable)?;
-    if history.is_none() && view.is_none() {
+    if history.is_empty() && cursor.is_none() && view.is_none() {
         return Err(ApiError::not_found(format!("no order {id}")));
     }
+    let next_cursor = (history.len() as i64 == limit)
+        .then(|| history.last().map(|e| format!("{}:{}", e.partition, e.offset)))
+        .flatten();
     let dead = reads.list_dead_letters_with(None, Some(&id), false, 1000).await.map_err(unavailable)?;
-    let partitions: Vec<i32> = history.iter().flatten().map(|e| e.partition).collect();
+    let partitions: Vec<i32> = history.iter().map(|e| e.partition).collect();
     let mut projections = Vec::new();
     for kind in ProjectionKind::ORDER_STATE {
         let live = reads.live_projection(kind).await.map_err(unavailable)?;
@@ -214,7 +246,6 @@ pub async fn timeline(
         projections.push((kind, live.group, stored));
     }
     let events = history
-        .unwrap_or_default()
         .into_iter()
         .map(|e| {
             let event_kind = EventKind::ALL.into_iter().find(|k| k.record_name() == e.kind);
@@ -248,7 +279,7 @@ pub async fn timeline(
             status: d.status,
         })
         .collect();
-    Ok(Json(Timeline { order_id, events, projections: view, dead_letters }))
+    Ok(Json(Timeline { order_id, events, next_cursor, projections: view, dead_letters }))
 }
 
 fn applied_status(
@@ -279,6 +310,7 @@ fn applied_status(
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
 pub struct SkuPath {
+    #[param(schema_with = text_schema)]
     sku: String,
 }
 
@@ -291,6 +323,9 @@ pub async fn inventory_one(
     Query(q): Q,
 ) -> Result<Json<InventoryLevel>, ApiError> {
     let params = Params::new(q, &[])?;
+    if !plain_text(&sku) {
+        return Err(bad_parameter("sku", "must not contain control characters"));
+    }
     wait_applied(&state, &[ProjectionKind::Inventory], params.after()?).await?;
     let level = state.reads.inventory_level(&sku).await.map_err(unavailable)?;
     Ok(Json(level.ok_or_else(|| ApiError::not_found(format!("no SKU {sku:?}")))?))
@@ -307,6 +342,7 @@ pub struct InventoryQuery {
     #[param(schema_with = limit_schema)]
     limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(schema_with = text_schema)]
     cursor: Option<String>,
     #[param(schema_with = after_schema)]
     after: Option<String>,
@@ -382,6 +418,7 @@ pub async fn payments_summary(State(state): State<ApiState>, Query(q): Q) -> Res
 #[allow(dead_code)]
 pub struct BacklogQuery {
     /// Only orders of this warehouse.
+    #[param(schema_with = text_schema)]
     warehouse: Option<String>,
     #[param(schema_with = limit_schema)]
     limit: Option<i64>,

@@ -456,3 +456,80 @@ async fn connections_past_the_cap_are_closed_as_they_arrive_and_served_again_onc
     let (status, answer, _) = send("GET", &format!("{}/healthz", app.base_url), None, None).await;
     assert_eq!(status, 200, "served again once the others closed: {answer}");
 }
+
+/// A self-signed certificate for 127.0.0.1 named `name`, made by openssl and moved into
+/// `dir/cert.pem` and `dir/key.pem` whole (a watcher never reads half a pair); its PEM.
+fn issue_certificate(dir: &std::path::Path, name: &str) -> Vec<u8> {
+    let (cert, key) = (dir.join(format!("{name}.cert")), dir.join(format!("{name}.key")));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", &format!("/CN={name}"), "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    let pem = std::fs::read(&cert).expect("certificate");
+    std::fs::rename(&key, dir.join("key.pem")).expect("key in place");
+    std::fs::rename(&cert, dir.join("cert.pem")).expect("certificate in place");
+    pem
+}
+
+/// The status of `GET url` from a client that trusts only `root`, on a new connection.
+async fn https_status(url: &str, root: &[u8]) -> Result<u16, String> {
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(root).expect("certificate"))
+        .tls_built_in_root_certs(false)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    client.get(url).send().await.map(|r| r.status().as_u16()).map_err(|e| infra::error_chain(&e))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_services_serve_https_with_a_generated_certificate_and_take_a_renewed_one_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!("orderflow-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let first = issue_certificate(&dir, "first");
+    let files = infra::tls::TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    let tls = infra::tls::Tls::load(&files).expect("the pair loads");
+    let access = common::test_access().with_tls(tls.clone());
+    let topic = common::fresh_topic("access-tls", 1).await;
+    let checkout =
+        common::TestCheckout::spawn_with(&common::kafka(), &topic, Duration::from_secs(10), access.clone()).await;
+    let database_url = common::fresh_database().await;
+    let api = common::ServeApi::spawn_with_access(
+        &common::kafka(),
+        &database_url,
+        &topic,
+        &common::fresh_group_prefix(),
+        Duration::from_secs(1),
+        access,
+    )
+    .await;
+    let https = |base: &str| format!("{}/healthz", base.replacen("http://", "https://", 1));
+    for base in [&checkout.base_url, &api.base_url] {
+        assert_eq!(https_status(&https(base), &first).await, Ok(200), "{base} over https");
+        let plain = reqwest::get(format!("{base}/healthz")).await.map(|r| r.status().as_u16());
+        assert!(!matches!(plain, Ok(200)), "{base}: plain http is not served: {plain:?}");
+    }
+
+    // Renewed in place: new connections get the new certificate within the reload interval.
+    let second = issue_certificate(&dir, "second");
+    for base in [&checkout.base_url, &api.base_url] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while https_status(&https(base), &second).await != Ok(200) {
+            assert!(std::time::Instant::now() < deadline, "{base} still serves the first certificate");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(https_status(&https(base), &first).await.is_err(), "{base}: the first certificate is no longer served");
+    }
+
+    // A broken pair (a key without its certificate) changes nothing: the second stays.
+    std::fs::write(dir.join("cert.pem"), b"-----BEGIN CERTIFICATE-----\nnot base64\n").expect("break");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(https_status(&https(&api.base_url), &second).await, Ok(200));
+    drop(tls);
+}

@@ -69,6 +69,7 @@ fn test_token_entries() -> Vec<infra::auth::TokenEntry> {
             token_sha256: infra::auth::token_digest(&token(&principal)),
             principal,
             scopes,
+            expires_at: None,
         })
         .collect()
 }
@@ -454,11 +455,24 @@ impl ServeApi {
         group_prefix: &str,
         read_wait: Duration,
     ) -> ServeApi {
+        Self::spawn_with_access(kafka, database_url, topic, group_prefix, read_wait, test_access()).await
+    }
+
+    /// A query API with the given access rules (and TLS, if they have it); `base_url` is
+    /// `http://` whatever the listener speaks.
+    pub async fn spawn_with_access(
+        kafka: &KafkaSettings,
+        database_url: &str,
+        topic: &str,
+        group_prefix: &str,
+        read_wait: Duration,
+        access: infra::http::Access,
+    ) -> ServeApi {
         let store = projections::store::Store::connect(database_url)
             .await
             .and_then(|s| s.with_group_prefix(group_prefix))
             .expect("query API store");
-        let state = orderflow::query_api::ApiState::new(store.reads(), kafka, topic, read_wait, 10, test_access());
+        let state = orderflow::query_api::ApiState::new(store.reads(), kafka, topic, read_wait, 10, access);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {

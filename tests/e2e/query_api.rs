@@ -498,3 +498,102 @@ async fn after_on_a_partition_the_topic_lacks_is_refused_at_once_and_fifty_waite
         "fifty waiters committed {cost_of_fifty} transactions, one waiter {cost_of_one}: they share one poller"
     );
 }
+
+/// Runs `statements` on the database `url` names, as an operator's hand would.
+async fn write_rows(url: &str, statements: &[String]) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    for statement in statements {
+        sqlx::query(statement).execute(&mut conn).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sums_past_bigint_are_exact_a_row_the_code_cannot_read_is_500_and_control_characters_are_400() {
+    let topic = common::fresh_topic("api-data", 1).await;
+    let database_url = common::fresh_database().await;
+    let api =
+        common::ServeApi::spawn(&database_url, &topic, &common::fresh_group_prefix(), Duration::from_secs(1)).await;
+    // Three captures a PSP token can reach, each near i64::MAX: their sum needs 65 bits.
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let big: i64 = 9_000_000_000_000_000_000;
+    let rows: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "INSERT INTO payment_orders (order_id, currency, order_total_minor, authorized_minor, captured_minor,
+                 refunded_minor, status, placed_at_us, captured_at_us)
+                 VALUES ('00000000-0000-4000-8000-00000000000{i}', 'EUR', {big}, {big}, {big}, {}, 'captured', {now_us}, {now_us})",
+                i
+            )
+        })
+        .collect();
+    write_rows(&database_url, &rows).await;
+    let (status, summary) = api.get("/payments/summary").await;
+    assert_eq!(status, 200, "{summary}");
+    let eur = &summary["currencies"][0];
+    assert_eq!(eur["captured_minor"], json!("27000000000000000000"), "{summary}");
+    assert_eq!(eur["refunded_minor"], json!(3), "a total JSON holds exactly stays a number: {summary}");
+    assert_eq!(eur["net_captured_minor"], json!("26999999999999999997"), "{summary}");
+    let (status, dashboard) = api.get("/dashboard.json").await;
+    assert_eq!(status, 200, "{dashboard}");
+    assert_eq!(dashboard["revenue_per_day"][0]["net_captured_minor"], json!("26999999999999999997"), "{dashboard}");
+
+    // A value the code cannot read (a status edited by hand): 500, logged, not "did not answer".
+    write_rows(
+        &database_url,
+        &["INSERT INTO fulfilment_orders (order_id, status, placed_at_us) VALUES ('00000000-0000-4000-8000-0000000000ff', 'lost-in-space', 0)".to_string()],
+    )
+    .await;
+    let (status, answer) = api.get("/dashboard.json").await;
+    assert_eq!((status, answer["error"].as_str()), (500, Some("internal")), "{answer}");
+    assert!(
+        !answer["message"].as_str().unwrap_or_default().contains("lost-in-space"),
+        "no stored text is sent: {answer}"
+    );
+
+    // A control character in any text parameter is the caller's mistake, named.
+    for (path, parameter) in [
+        ("/inventory?cursor=A%00B", "cursor"),
+        ("/inventory/A%00B", "sku"),
+        ("/fulfilment/backlog?warehouse=%01", "warehouse"),
+    ] {
+        let (status, answer) = api.get(path).await;
+        assert_eq!((status, answer["parameter"].as_str()), (400, Some(parameter)), "{path}: {answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_timeline_is_read_a_page_at_a_time_in_log_order() {
+    let topic = common::fresh_topic("api-pages", 1).await;
+    let database_url = common::fresh_database().await;
+    let api =
+        common::ServeApi::spawn(&database_url, &topic, &common::fresh_group_prefix(), Duration::from_secs(1)).await;
+    let order = "00000000-0000-4000-8000-000000000042";
+    let rows: Vec<String> = (0..5)
+        .map(|offset| {
+            format!(
+                "INSERT INTO history_entries (order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary)
+                 VALUES ('{order}', '00000000-0000-4000-8000-0000000001{offset:02}', 'OrderCancelled', 0, 0, {offset}, 'cancel')"
+            )
+        })
+        .collect();
+    write_rows(&database_url, &rows).await;
+    let mut offsets = Vec::new();
+    let mut path = format!("/orders/{order}/timeline?limit=2");
+    let mut pages = 0;
+    loop {
+        let (status, page) = api.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        let events = page["events"].as_array().expect("events");
+        assert!(events.len() <= 2, "{page}");
+        offsets.extend(events.iter().map(|e| e["offset"].as_i64().expect("offset")));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/orders/{order}/timeline?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!((offsets, pages), ((0..5).collect::<Vec<i64>>(), 3));
+    let (status, answer) = api.get(&format!("/orders/{order}/timeline?cursor=0")).await;
+    assert_eq!((status, answer["parameter"].as_str()), (400, Some("cursor")), "{answer}");
+}

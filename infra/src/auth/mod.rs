@@ -143,16 +143,25 @@ pub struct TokenEntry {
     pub scopes: Vec<Scope>,
     /// Lower-case hex SHA-256 of the token.
     pub token_sha256: String,
+    /// When the token stops being accepted (RFC 3339); without it, until the entry is
+    /// removed from the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 struct StoredToken {
     digest: [u8; 32],
     principal: Arc<Principal>,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
+
+/// The static tokens in force: replaced whole when the tokens file changes, so a request
+/// sees the old set or the new one, never a mix.
+type Tokens = Arc<std::sync::RwLock<Arc<[StoredToken]>>>;
 
 /// How a service tells callers apart.
 pub struct Authenticator {
-    tokens: Vec<StoredToken>,
+    tokens: Tokens,
     oidc: Option<oidc::Oidc>,
     /// `--insecure-no-auth`: every caller is [`Authenticator::ANONYMOUS`] with every scope.
     insecure: bool,
@@ -161,7 +170,7 @@ pub struct Authenticator {
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authenticator")
-            .field("tokens", &self.tokens.len())
+            .field("tokens", &self.current_tokens().len())
             .field("oidc", &self.oidc.is_some())
             .field("insecure", &self.insecure)
             .finish()
@@ -192,9 +201,13 @@ impl Authenticator {
             tracing::warn!("Authentication is OFF (--insecure-no-auth). Every caller may do everything.");
             return Ok(Self::insecure());
         }
-        let tokens = match &config.tokens_file {
-            Some(path) => read_tokens_file(path)?,
-            None => Vec::new(),
+        let (tokens, tokens_file) = match &config.tokens_file {
+            Some(path) => {
+                let files = crate::watch::Files::read(std::slice::from_ref(path))
+                    .map_err(|(path, source)| AuthError::Read { path, source })?;
+                (parse_tokens_file(path, &files.contents[0])?, Some(files))
+            }
+            None => (Vec::new(), None),
         };
         let oidc = match &config.oidc {
             Some(oidc) => Some(oidc::Oidc::load(oidc.clone()).await?),
@@ -209,16 +222,31 @@ impl Authenticator {
         }
         let mut auth = Self::from_tokens(tokens)?;
         auth.oidc = oidc;
+        if let Some(files) = tokens_file {
+            reload_on_change(files, Arc::downgrade(&auth.tokens));
+        }
         Ok(auth)
     }
 
     /// Every caller is anonymous and may do everything.
     pub fn insecure() -> Self {
-        Authenticator { tokens: Vec::new(), oidc: None, insecure: true }
+        Authenticator { tokens: Default::default(), oidc: None, insecure: true }
     }
 
-    /// Static tokens only.
+    /// Static tokens only (never reloaded).
     pub fn from_tokens(entries: Vec<TokenEntry>) -> Result<Self, AuthError> {
+        let tokens = Self::stored_tokens(entries)?;
+        Ok(Authenticator { tokens: Arc::new(std::sync::RwLock::new(tokens.into())), oidc: None, insecure: false })
+    }
+
+    fn current_tokens(&self) -> Arc<[StoredToken]> {
+        // A panic while the lock was held cannot leave a half-replaced set: replacing is
+        // one assignment, so a poisoned lock still holds a whole one.
+        self.tokens.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The entries of a tokens file, checked: valid principal names, digests, no token twice.
+    fn stored_tokens(entries: Vec<TokenEntry>) -> Result<Vec<StoredToken>, AuthError> {
         let mut tokens = Vec::with_capacity(entries.len());
         for (i, entry) in entries.into_iter().enumerate() {
             let at = format!("tokens file entry {}", i + 1);
@@ -232,9 +260,13 @@ impl Authenticator {
             if tokens.iter().any(|t: &StoredToken| t.digest == digest) {
                 return Err(AuthError::Invalid(format!("{at}: the same token is listed twice")));
             }
-            tokens.push(StoredToken { digest, principal: Arc::new(Principal::new(entry.principal, entry.scopes)) });
+            tokens.push(StoredToken {
+                digest,
+                principal: Arc::new(Principal::new(entry.principal, entry.scopes)),
+                expires_at: entry.expires_at,
+            });
         }
-        Ok(Authenticator { tokens, oidc: None, insecure: false })
+        Ok(tokens)
     }
 
     /// Who sent `headers`. Scopes are checked by the caller ([`Principal::may`]).
@@ -247,12 +279,15 @@ impl Authenticator {
         // Every entry is compared, in constant time, so timing tells nothing about which
         // digest is close.
         let mut found = None;
-        for stored in &self.tokens {
+        for stored in self.current_tokens().iter() {
             if bool::from(stored.digest.ct_eq(&digest)) {
-                found = Some(stored.principal.clone());
+                found = Some((stored.principal.clone(), stored.expires_at));
             }
         }
-        if let Some(principal) = found {
+        if let Some((principal, expires_at)) = found {
+            if expires_at.is_some_and(|at| at <= chrono::Utc::now()) {
+                return Err(Denied::Invalid("the token has expired".into()));
+            }
             return Ok(principal);
         }
         match &self.oidc {
@@ -270,7 +305,9 @@ impl Authenticator {
     /// token from outside cannot speak as the order process or as another service.
     fn outside_our_own(&self, principal: &Principal) -> Result<(), Denied> {
         let name = principal.name.as_str();
-        if schemas::DECIDING_PRINCIPALS.contains(&name) || self.tokens.iter().any(|t| t.principal.name == name) {
+        if schemas::DECIDING_PRINCIPALS.contains(&name)
+            || self.current_tokens().iter().any(|t| t.principal.name == name)
+        {
             return Err(Denied::Invalid(format!(
                 "the token's sub {name:?} names one of this service's own principals; an identity provider cannot speak for it"
             )));
@@ -313,9 +350,31 @@ fn parse_digest(hex: &str) -> Option<[u8; 32]> {
     Some(digest)
 }
 
-fn read_tokens_file(path: &Path) -> Result<Vec<TokenEntry>, AuthError> {
-    let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read { path: path.into(), source })?;
-    serde_json::from_str(&text).map_err(|source| AuthError::Parse { path: path.into(), source })
+fn parse_tokens_file(path: &Path, content: &[u8]) -> Result<Vec<TokenEntry>, AuthError> {
+    serde_json::from_slice(content).map_err(|source| AuthError::Parse { path: path.into(), source })
+}
+
+/// Takes the tokens file up again whenever it changes, for as long as the authenticator
+/// lives: a token removed from it (or past its `expires_at`) is refused from the next
+/// check on, with no restart. A file that does not read as a whole tokens file (being
+/// written, or wrong) changes nothing: everybody keeps working with the tokens before.
+fn reload_on_change(files: crate::watch::Files, tokens: std::sync::Weak<std::sync::RwLock<Arc<[StoredToken]>>>) {
+    files.watch(crate::watch::RELOAD_EVERY, move |files| {
+        let Some(tokens) = tokens.upgrade() else { return false };
+        let path = files.path(0);
+        match parse_tokens_file(path, &files.contents[0]).and_then(Authenticator::stored_tokens) {
+            Ok(new) => {
+                tracing::info!(path = %path.display(), tokens = new.len(), "The tokens file changed. Its tokens are now the ones accepted.");
+                *tokens.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new.into();
+            }
+            Err(e) => tracing::error!(
+                path = %path.display(),
+                error = &e as &dyn std::error::Error,
+                "The tokens file changed but cannot be used. The tokens read before stay in force."
+            ),
+        }
+        true
+    });
 }
 
 /// The hex SHA-256 of a token: what the tokens file stores.
@@ -331,7 +390,8 @@ pub fn new_token(principal: &str, scopes: Vec<Scope>) -> Result<(String, TokenEn
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| AuthError::Invalid(format!("no randomness from the OS: {e}")))?;
     let token = format!("of_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let entry = TokenEntry { principal: principal.to_string(), scopes, token_sha256: token_digest(&token) };
+    let entry =
+        TokenEntry { principal: principal.to_string(), scopes, token_sha256: token_digest(&token), expires_at: None };
     Ok((token, entry))
 }
 
@@ -384,6 +444,44 @@ mod tests {
         assert!(new_token("has space", vec![]).is_err());
         let unknown_scope = r#"[{"principal":"x","scopes":["admin"],"token_sha256":"00"}]"#;
         assert!(serde_json::from_str::<Vec<TokenEntry>>(unknown_scope).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_token_past_its_expiry_is_refused_and_one_removed_from_the_file_is_refused_without_a_restart() {
+        let (kept, kept_entry) = new_token("shop", vec![Scope::OrdersWrite]).expect("token");
+        let (revoked, revoked_entry) = new_token("warehouse", vec![Scope::ShipmentsWrite]).expect("token");
+        let (expired, mut expired_entry) = new_token("old-shop", vec![Scope::OrdersWrite]).expect("token");
+        expired_entry.expires_at = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
+        let dir = std::env::temp_dir().join(format!("orderflow-tokens-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("tokens.json");
+        let write = |entries: &[&TokenEntry]| {
+            let staged = dir.join("tokens.json.new");
+            std::fs::write(&staged, serde_json::to_vec(entries).expect("json")).expect("write");
+            std::fs::rename(&staged, &path).expect("in place");
+        };
+        write(&[&kept_entry, &revoked_entry, &expired_entry]);
+        let config = AuthConfig { tokens_file: Some(path.clone()), ..AuthConfig::default() };
+        let auth = Authenticator::from_config(&config).await.expect("auth");
+        let bearer = |token: &str| headers(&format!("Bearer {token}"));
+        assert_eq!(auth.authenticate(&bearer(&revoked)).await.expect("listed").name, "warehouse");
+        assert_eq!(
+            auth.authenticate(&bearer(&expired)).await.map(|p| p.name.clone()),
+            Err(Denied::Invalid("the token has expired".into()))
+        );
+
+        // A file that is not a tokens file (half written) changes nothing.
+        std::fs::write(&path, b"[{\"principal\": ").expect("write");
+        tokio::time::sleep(crate::watch::RELOAD_EVERY * 2).await;
+        assert!(auth.authenticate(&bearer(&revoked)).await.is_ok(), "the tokens before stay in force");
+
+        write(&[&kept_entry]);
+        let deadline = std::time::Instant::now() + crate::watch::RELOAD_EVERY * 4;
+        while auth.authenticate(&bearer(&revoked)).await.is_ok() {
+            assert!(std::time::Instant::now() < deadline, "the removed token is still accepted");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(auth.authenticate(&bearer(&kept)).await.expect("kept").name, "shop");
     }
 
     #[tokio::test]

@@ -32,6 +32,27 @@ impl JwksSource {
             JwksSource::File(raw.into())
         }
     }
+
+    /// Refuses a URL whose answers anyone on the network path could forge: the keys it
+    /// serves decide who is authenticated, so they come over https, or plain http only
+    /// from this host (a loopback address or `localhost`: a provider beside the service,
+    /// tests).
+    pub fn check_transport(&self) -> Result<(), AuthError> {
+        let JwksSource::Url(raw) = self else { return Ok(()) };
+        let url = reqwest::Url::parse(raw)
+            .map_err(|e| AuthError::Invalid(format!("the JWKS URL {raw:?} is not a URL: {e}")))?;
+        let host = url.host_str().unwrap_or("");
+        let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+        let loopback = host.eq_ignore_ascii_case("localhost") || ip.is_ok_and(|ip| ip.is_loopback());
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" if loopback => Ok(()),
+            _ => Err(AuthError::Invalid(format!(
+                "the JWKS URL {raw:?} is not https: keys fetched over plain http could be replaced on the way \
+                 (plain http is accepted from a loopback address only)"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +98,7 @@ impl Oidc {
         if config.issuer.is_empty() || config.audience.is_empty() {
             return Err(AuthError::Invalid("OIDC needs --oidc-issuer and --oidc-audience".into()));
         }
+        config.jwks.check_transport()?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -90,7 +112,7 @@ impl Oidc {
 
     pub(super) async fn verify(&self, token: &str) -> Result<Principal, Denied> {
         let invalid = |why: String| Denied::Invalid(why);
-        let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(format!("not a JWT: {e}")))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(refusal(&e)))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
             return Err(invalid(format!("algorithm {:?} is not accepted (RS256 or ES256)", header.alg)));
         }
@@ -102,7 +124,7 @@ impl Oidc {
         validation.leeway = LEEWAY_SECONDS;
         // A token issued for later (`nbf`) is not valid yet.
         validation.validate_nbf = true;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| invalid(e.to_string()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| invalid(refusal(&e)))?;
         let claims = data.claims;
         if !valid_principal_name(&claims.sub) {
             return Err(invalid("the token's sub is not a usable principal name".into()));
@@ -148,8 +170,35 @@ impl Oidc {
             None if keys.set.keys.len() == 1 => keys.set.keys.first(),
             None => return Err(Denied::Invalid("the token names no key id (kid)".into())),
         };
-        jwk.map(|jwk| DecodingKey::from_jwk(jwk).map_err(|e| Denied::Invalid(format!("unusable JWKS key: {e}"))))
-            .transpose()
+        jwk.map(|jwk| {
+            DecodingKey::from_jwk(jwk).map_err(|e| {
+                tracing::warn!(error = %e, kid = ?kid, "A key of the JWKS cannot verify tokens.");
+                Denied::Invalid("the token's signing key in the JWKS is unusable".into())
+            })
+        })
+        .transpose()
+    }
+}
+
+/// Why a token was refused, in our words. The library's own text (parser positions, key
+/// parameters) goes to the DEBUG log only: a caller learns what to fix, not how we parse.
+fn refusal(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    tracing::debug!(error = %e, "A JWT was refused.");
+    match e.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidIssuer => "the token is for another issuer".into(),
+        ErrorKind::InvalidAudience => "the token is for another audience".into(),
+        ErrorKind::InvalidSignature => "the token's signature does not verify".into(),
+        ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+            claim @ ("exp" | "iss" | "aud" | "sub" | "nbf") => format!("the token lacks the {claim} claim"),
+            _ => "the token lacks a required claim".into(),
+        },
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+            "the token's algorithm does not fit its key".into()
+        }
+        _ => "the token is not a well-formed JWT".into(),
     }
 }
 
@@ -213,6 +262,44 @@ mod tests {
         let exp = chrono::Utc::now().timestamp() + 300;
         let claims = json!({"iss": "https://idp", "aud": "orderflow", "sub": "svc", "exp": exp, "scope": "read"});
         jsonwebtoken::encode(&header, &claims, signer).expect("sign")
+    }
+
+    #[test]
+    fn a_jwks_url_is_https_or_plain_http_on_loopback_only() {
+        for ok in ["https://idp.example/jwks", "http://127.0.0.1:8080/jwks", "http://[::1]/k", "http://localhost/k"] {
+            assert!(JwksSource::parse(ok).check_transport().is_ok(), "{ok}");
+        }
+        for refused in ["http://idp.example/jwks", "http://10.0.0.5/jwks", "http://localhost.evil.example/k"] {
+            let err = JwksSource::parse(refused).check_transport().expect_err(refused);
+            assert!(err.to_string().contains("not https"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_told_why_in_our_words_not_the_librarys() {
+        let (jwk, signer) = key("k");
+        let dir = std::env::temp_dir().join(format!("orderflow-jwks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("jwks.json");
+        std::fs::write(&path, json!({"keys": [jwk]}).to_string()).expect("write");
+        let config =
+            OidcConfig { jwks: JwksSource::File(path), issuer: "https://idp".into(), audience: "orderflow".into() };
+        let oidc = Oidc::load(config).await.expect("load");
+        let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+        header.kid = Some("k".into());
+        let expired = json!({"iss": "https://idp", "aud": "orderflow", "sub": "svc", "exp": 1_000_000});
+        let expired = jsonwebtoken::encode(&header, &expired, &signer).expect("sign");
+        let cases = [
+            (expired, "the token has expired"),
+            ("not.a.jwt".to_string(), "the token is not a well-formed JWT"),
+            ("eyJhbGciOiJFUzI1NiJ9.%%%.x".to_string(), "the token is not a well-formed JWT"),
+        ];
+        for (token, said) in cases {
+            match oidc.verify(&token).await {
+                Err(Denied::Invalid(why)) => assert_eq!(why, said, "{token}"),
+                other => panic!("{token}: {:?}", other.map(|p| p.name)),
+            }
+        }
     }
 
     #[tokio::test]

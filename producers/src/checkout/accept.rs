@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::api_error::{invalid, malformed, outcome_unknown, ApiError};
+use super::api_error::{idempotency_unavailable, invalid, malformed, outcome_unknown, ApiError};
 use super::AppState;
 use crate::idempotency::Claim;
 use crate::publisher::Position;
@@ -180,7 +180,7 @@ pub async fn accept<T: DeserializeOwned>(
                     "broker_refused",
                     "the broker refuses this service's writes (its credentials or ACL); nothing was appended",
                 )),
-                e => Err(outcome_unknown(&infra::error_chain(&e))),
+                _ => Err(outcome_unknown()),
             }
         }
     }
@@ -225,7 +225,14 @@ enum Claimed {
 /// lease ends); a key reused with another body is `422`.
 async fn claim(state: &AppState, scope: &str, key: &str, hash: &str) -> Result<Claimed, ApiError> {
     let claim = state.idempotency.claim(scope, key, hash).await;
-    match claim.map_err(|e| ApiError::unavailable(infra::error_chain(&e)))? {
+    let claim = claim.map_err(|e| {
+        tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "Could not claim the Idempotency-Key. Answering 503; nothing was appended."
+        );
+        idempotency_unavailable()
+    })?;
+    match claim {
         Claim::Claimed { epoch_ms } => Ok(Claimed::Go { epoch_ms }),
         Claim::Completed { status, response } => Ok(Claimed::Replay(replay(status, &response))),
         Claim::InFlight { retry_after } => Err(ApiError::new(

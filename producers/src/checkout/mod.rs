@@ -107,7 +107,8 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let purge = tokio::spawn(purge_expired_keys(state.idempotency.clone()));
     let app = router(state.clone());
-    let served = infra::serve::serve(listener, app, state.access.limits.connections, shutdown).await;
+    let served =
+        infra::serve::serve(listener, app, state.access.limits.connections, state.access.tls.clone(), shutdown).await;
     purge.abort();
     if let Err(e) = state.publisher.flush(Duration::from_secs(10)).await {
         tracing::warn!(

@@ -34,6 +34,21 @@ impl StoreError {
         let StoreError::Database(sqlx::Error::Database(e)) = self else { return false };
         e.code().is_some_and(|code| content_code(&code))
     }
+
+    /// Whether a read failed on the data itself rather than on reaching the database: a
+    /// value the database cannot compute with (a refusal of content), a row that does not
+    /// read back, a column of a type this release does not expect. Asking again fails the
+    /// same way.
+    pub fn is_about_data(&self) -> bool {
+        self.refuses_content()
+            || matches!(
+                self,
+                StoreError::CorruptRow { .. }
+                    | StoreError::Database(
+                        sqlx::Error::ColumnDecode { .. } | sqlx::Error::ColumnNotFound(_) | sqlx::Error::Decode(_)
+                    )
+            )
+    }
 }
 
 /// Whether a database error code says the data was refused.

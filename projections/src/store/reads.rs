@@ -10,7 +10,7 @@ use super::error::StoreError;
 use super::roles::Reads;
 use super::rows::StoredState;
 use crate::model::fulfilment::{FulfilmentOrder, FulfilmentStatus};
-use crate::model::history::HistoryEntry;
+use crate::model::history::{HistoryEntry, OrderHistory};
 use crate::model::inventory::ReservationStatus;
 use crate::model::payment::PaymentOrder;
 #[cfg(feature = "test-support")]
@@ -42,14 +42,59 @@ pub struct OrderView {
     pub fulfilment: Option<FulfilmentOrder>,
 }
 
+/// A sum of amounts in minor units, exact however large: every amount is an `i64`, and an
+/// `i128` holds the sum of more rows than any table has. A JSON number while every JSON
+/// reader holds it exactly (|n| ≤ 2^53 − 1, JavaScript's safe integers), a decimal string
+/// beyond, so no client silently rounds a total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Total(pub i128);
+
+impl Total {
+    /// The largest magnitude sent as a JSON number.
+    pub const MAX_SAFE: i128 = (1 << 53) - 1;
+}
+
+impl std::fmt::Display for Total {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Total {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(self.0) {
+            Ok(n) if self.0.abs() <= Self::MAX_SAFE => serializer.serialize_i64(n),
+            _ => serializer.serialize_str(&self.0.to_string()),
+        }
+    }
+}
+
+impl utoipa::PartialSchema for Total {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(-(Self::MAX_SAFE as f64)))
+                    .maximum(Some(Self::MAX_SAFE as f64)),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some("^-?[0-9]+$")))
+            .description(Some("Minor units, exact: a JSON number up to 2^53 - 1 in magnitude, a decimal string beyond"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Total {}
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CurrencySummary {
     pub currency: String,
     pub orders: i64,
-    pub authorized_minor: i64,
-    pub captured_minor: i64,
-    pub refunded_minor: i64,
-    pub net_captured_minor: i64,
+    pub authorized_minor: Total,
+    pub captured_minor: Total,
+    pub refunded_minor: Total,
+    pub net_captured_minor: Total,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -57,7 +102,7 @@ pub struct DailyRevenue {
     /// YYYY-MM-DD, UTC.
     pub day: String,
     pub currency: String,
-    pub net_captured_minor: i64,
+    pub net_captured_minor: Total,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -175,6 +220,34 @@ impl Reads {
         .transpose()
     }
 
+    /// Up to `limit` of an order's events in log order, after the position `after`
+    /// (exclusive): its history a page at a time.
+    pub async fn order_history_page(
+        &self,
+        order_id: &str,
+        after: Option<(i32, i64)>,
+        limit: i64,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let (partition, offset) = after.map_or((-1, -1), |(p, o)| (i64::from(p), o));
+        let rows = sqlx::query(
+            "SELECT order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary, published_by
+             FROM order_history_events
+             WHERE order_id = $1 AND (partition_id > $2 OR (partition_id = $2 AND record_offset > $3))
+             ORDER BY partition_id, record_offset LIMIT $4",
+        )
+        .bind(order_id)
+        .bind(partition)
+        .bind(offset)
+        .bind(limit)
+        .fetch_all(&self.store.pool)
+        .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            entries.extend(OrderHistory::from_row(row)?.events);
+        }
+        Ok(entries)
+    }
+
     pub async fn inventory_level(&self, sku: &str) -> Result<Option<InventoryLevel>, StoreError> {
         let row = sqlx::query("SELECT sku, on_hand, reserved, shipped, available FROM inventory_levels WHERE sku = $1")
             .bind(sku)
@@ -210,13 +283,14 @@ impl Reads {
         from_us: i64,
         to_us: i64,
     ) -> Result<Vec<CurrencySummary>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT currency, COUNT(*) AS orders, CAST(COALESCE(SUM(authorized_minor), 0) AS BIGINT) AS authorized,
-             CAST(COALESCE(SUM(captured_minor), 0) AS BIGINT) AS captured,
-             CAST(COALESCE(SUM(refunded_minor), 0) AS BIGINT) AS refunded
+        let rows = sqlx::query(&format!(
+            "SELECT currency, COUNT(*) AS orders, {}, {}, {}
              FROM order_payments WHERE ($1 = '' OR currency = $1) AND placed_at_us >= $2 AND placed_at_us < $3
              GROUP BY currency ORDER BY currency",
-        )
+            exact_sum("authorized_minor", "authorized"),
+            exact_sum("captured_minor", "captured"),
+            exact_sum("refunded_minor", "refunded"),
+        ))
         .bind(currency.unwrap_or(""))
         .bind(from_us)
         .bind(to_us)
@@ -225,15 +299,15 @@ impl Reads {
         Ok(rows
             .iter()
             .map(|r| {
-                let captured = sum(r, "captured")?;
-                let refunded = sum(r, "refunded")?;
+                let captured = total(r, "captured")?;
+                let refunded = total(r, "refunded")?;
                 Ok(CurrencySummary {
                     currency: r.try_get("currency")?,
                     orders: r.try_get("orders")?,
-                    authorized_minor: sum(r, "authorized")?,
+                    authorized_minor: total(r, "authorized")?,
                     captured_minor: captured,
                     refunded_minor: refunded,
-                    net_captured_minor: captured - refunded,
+                    net_captured_minor: Total(captured.0 - refunded.0),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()?)
@@ -243,12 +317,12 @@ impl Reads {
     pub async fn revenue_per_day(&self, now_us: i64, days: i64) -> Result<Vec<DailyRevenue>, StoreError> {
         const DAY_US: i64 = 86_400_000_000;
         let first_day = now_us / DAY_US - days + 1;
-        let rows = sqlx::query(
-            "SELECT captured_at_us / 86400000000 AS day, currency,
-             CAST(COALESCE(SUM(captured_minor - refunded_minor), 0) AS BIGINT) AS net
+        let rows = sqlx::query(&format!(
+            "SELECT captured_at_us / 86400000000 AS day, currency, {}
              FROM order_payments WHERE captured_at_us >= $1 GROUP BY captured_at_us / 86400000000, currency
              ORDER BY day, currency",
-        )
+            exact_sum("captured_minor - refunded_minor", "net"),
+        ))
         .bind(first_day * DAY_US)
         .fetch_all(&self.store.pool)
         .await?;
@@ -264,7 +338,7 @@ impl Reads {
                         .and_then(|t| t.get(..10).map(str::to_string))
                         .unwrap_or_default(),
                     currency: r.try_get("currency")?,
-                    net_captured_minor: sum(r, "net")?,
+                    net_captured_minor: total(r, "net")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()?)
@@ -314,9 +388,27 @@ impl Reads {
     }
 }
 
-/// SUMs are cast to BIGINT in SQL (PostgreSQL would return NUMERIC, which `Any` cannot read).
-fn sum(row: &AnyRow, column: &str) -> Result<i64, sqlx::Error> {
-    row.try_get::<i64, _>(column)
+/// Splits each value at 10^9 into a high and a low part.
+const SPLIT: i128 = 1_000_000_000;
+
+/// The select items of an exact sum of `expr` (a BIGINT expression) as `<alias>_hi` and
+/// `<alias>_lo`: the sums of the value's high and low parts at 10^9, each of which fits a
+/// BIGINT for any number of rows a table holds. A plain `SUM` overflows: SQLite raises
+/// "integer overflow", and PostgreSQL's NUMERIC result can neither be read through `Any`
+/// nor cast back to BIGINT. Both databases divide and take remainders truncating towards
+/// zero, as Rust does, so `hi * 10^9 + lo` is the sum exactly, negative values included.
+fn exact_sum(expr: &str, alias: &str) -> String {
+    format!(
+        "CAST(COALESCE(SUM(({expr}) / {SPLIT}), 0) AS BIGINT) AS {alias}_hi, \
+         CAST(COALESCE(SUM(({expr}) % {SPLIT}), 0) AS BIGINT) AS {alias}_lo"
+    )
+}
+
+/// The exact sum [`exact_sum`] selected as `alias`.
+fn total(row: &AnyRow, alias: &str) -> Result<Total, sqlx::Error> {
+    let hi = row.try_get::<i64, _>(format!("{alias}_hi").as_str())?;
+    let lo = row.try_get::<i64, _>(format!("{alias}_lo").as_str())?;
+    Ok(Total(i128::from(hi) * SPLIT + i128::from(lo)))
 }
 
 /// What the demo prints at the end, read from the analyst views: the order process's
@@ -332,7 +424,7 @@ pub struct ShopSummary {
     /// The five SKUs with the most reserved units: (sku, reserved, available).
     pub top_reserved: Vec<(String, i64, i64)>,
     /// Captured minus refunded, per currency.
-    pub revenue: Vec<(String, i64)>,
+    pub revenue: Vec<(String, Total)>,
     /// Orders paid but not shipped, per warehouse.
     pub backlog: Vec<(String, i64)>,
     pub payment_rows: i64,
@@ -382,11 +474,15 @@ impl Reads {
                 .iter()
                 .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?, r.try_get::<i64, _>(2)?)))
                 .collect::<Result<_, sqlx::Error>>()?,
-            revenue: pairs(
-                &all("SELECT currency, CAST(SUM(captured_minor - refunded_minor) AS BIGINT) FROM order_payments
-                      GROUP BY currency ORDER BY currency")
-                .await?,
-            )?,
+            revenue: sqlx::query(&format!(
+                "SELECT currency, {} FROM order_payments GROUP BY currency ORDER BY currency",
+                exact_sum("captured_minor - refunded_minor", "net")
+            ))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>("currency")?, total(r, "net")?)))
+            .collect::<Result<_, sqlx::Error>>()?,
             backlog: pairs(
                 &all("SELECT COALESCE(warehouse, 'unassigned'), COUNT(*) FROM order_fulfilment
                       WHERE status IN ('ready_to_ship', 'packed') GROUP BY COALESCE(warehouse, 'unassigned') ORDER BY 1")
