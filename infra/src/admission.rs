@@ -4,6 +4,7 @@
 //! must not fail because a client is slow), and no principal can hold more than its share
 //! of the pool, so one slow or abusive credential cannot starve the others.
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,50 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::http::{ApiError, Limits};
+use crate::api_error::ApiError;
+
+/// Abuse limits of one service.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Requests per second each principal may make (bursts up to one second's worth);
+    /// `None` is unlimited.
+    pub per_principal_per_second: Option<NonZeroU32>,
+    /// A request still unanswered after this is answered `503`.
+    pub request_timeout: Duration,
+    /// A request body not read whole within this is answered `408` (far shorter than the
+    /// request timeout: a slow body holds its place for seconds, not for the whole timeout).
+    pub body_timeout: Duration,
+    /// The largest request body; a larger one is answered `413`.
+    pub max_body_bytes: usize,
+    /// Limits of each connection: head timeout (and idle), head size, connections open.
+    pub connections: crate::serve::ConnectionLimits,
+    /// Requests served at once; more are answered `503` at once rather than queued. One
+    /// principal may hold half of them ([`crate::admission::principal_share`]); health and
+    /// readiness checks are answered outside the pool.
+    pub max_in_flight: usize,
+}
+
+/// One default per setting; the binary's flags take theirs from here.
+pub mod limit_defaults {
+    pub const PER_PRINCIPAL_PER_SECOND: u32 = 2_000;
+    pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+    pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+    pub const MAX_BODY_BYTES: usize = 64 * 1024;
+    pub const MAX_IN_FLIGHT: usize = 1_024;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_principal_per_second: NonZeroU32::new(limit_defaults::PER_PRINCIPAL_PER_SECOND),
+            request_timeout: limit_defaults::REQUEST_TIMEOUT,
+            body_timeout: limit_defaults::BODY_TIMEOUT,
+            max_body_bytes: limit_defaults::MAX_BODY_BYTES,
+            connections: crate::serve::ConnectionLimits::default(),
+            max_in_flight: limit_defaults::MAX_IN_FLIGHT,
+        }
+    }
+}
 
 /// The routes answered outside the pool, the rate limiter and authentication.
 pub const HEALTH_PATHS: [&str; 2] = ["/healthz", "/readyz"];

@@ -4,7 +4,6 @@
 //! mounts it, documents it and guards it) and calls [`Routes::finish`], which adds
 //! authentication, per-principal rate limits, a request timeout and a bound on requests in
 //! flight.
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,77 +12,14 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use governor::Quota;
 use serde::Serialize;
-use serde_json::{Map, Value};
 
+pub use crate::admission::{limit_defaults, Limits};
 use crate::admission::{Admission, HEALTH_PATHS};
+pub use crate::api_error::{ApiError, ErrorBody};
 use crate::auth::{Authenticator, Denied, Scope};
-
-/// Every non-2xx answer of both services: a stable machine-readable code, a sentence for
-/// people, and details that depend on the code (the invalid `field`, the `parameter`, …).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// Stable code, e.g. `validation_failed`, `not_found`, `not_caught_up`.
-    pub error: String,
-    pub message: String,
-    /// Code-specific details, e.g. `field` or `parameter`.
-    #[serde(flatten)]
-    #[schema(value_type = Object)]
-    pub details: Map<String, Value>,
-}
-
-/// An error answer: status plus [`ErrorBody`].
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub body: ErrorBody,
-    /// Sent as `Retry-After` (whole seconds, at least 1): when trying again makes sense.
-    pub retry_after: Option<std::time::Duration>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        let body = ErrorBody { error: code.to_string(), message: message.into(), details: Map::new() };
-        ApiError { status, body, retry_after: None }
-    }
-
-    /// Tells the client when to try again.
-    pub fn retry_after(mut self, after: std::time::Duration) -> Self {
-        self.retry_after = Some(after);
-        self
-    }
-
-    /// Adds a detail field to the body.
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.body.details.insert(key.to_string(), value.into());
-        self
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-    }
-
-    pub fn code(&self) -> &str {
-        &self.body.error
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body)).into_response();
-        if let Some(after) = self.retry_after {
-            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            response.headers_mut().insert(header::RETRY_AFTER, seconds.max(1).into());
-        }
-        response
-    }
-}
 
 /// The names of one service's request metrics (both have their own, so dashboards can
 /// tell them apart without a label).
@@ -206,49 +142,6 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     pub fn finish(self, state: S, metrics: RequestMetrics, access: Access) -> Router {
         let (router, openapi) = self.router.split_for_parts();
         Service { metrics, openapi, routes: self.access, access }.finish(router.with_state(state))
-    }
-}
-
-/// Abuse limits of one service.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Requests per second each principal may make (bursts up to one second's worth);
-    /// `None` is unlimited.
-    pub per_principal_per_second: Option<NonZeroU32>,
-    /// A request still unanswered after this is answered `503`.
-    pub request_timeout: Duration,
-    /// A request body not read whole within this is answered `408` (far shorter than the
-    /// request timeout: a slow body holds its place for seconds, not for the whole timeout).
-    pub body_timeout: Duration,
-    /// The largest request body; a larger one is answered `413`.
-    pub max_body_bytes: usize,
-    /// Limits of each connection: head timeout (and idle), head size, connections open.
-    pub connections: crate::serve::ConnectionLimits,
-    /// Requests served at once; more are answered `503` at once rather than queued. One
-    /// principal may hold half of them ([`crate::admission::principal_share`]); health and
-    /// readiness checks are answered outside the pool.
-    pub max_in_flight: usize,
-}
-
-/// One default per setting; the binary's flags take theirs from here.
-pub mod limit_defaults {
-    pub const PER_PRINCIPAL_PER_SECOND: u32 = 2_000;
-    pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-    pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-    pub const MAX_BODY_BYTES: usize = 64 * 1024;
-    pub const MAX_IN_FLIGHT: usize = 1_024;
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            per_principal_per_second: NonZeroU32::new(limit_defaults::PER_PRINCIPAL_PER_SECOND),
-            request_timeout: limit_defaults::REQUEST_TIMEOUT,
-            body_timeout: limit_defaults::BODY_TIMEOUT,
-            max_body_bytes: limit_defaults::MAX_BODY_BYTES,
-            connections: crate::serve::ConnectionLimits::default(),
-            max_in_flight: limit_defaults::MAX_IN_FLIGHT,
-        }
     }
 }
 

@@ -15,6 +15,7 @@
 
 pub mod access_check;
 pub mod admission;
+mod api_error;
 pub mod auth;
 pub mod backoff;
 mod error;
