@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::params::Params;
-use super::{unavailable, ApiError, ApiState};
+use super::{read_failed, ApiError, ApiState};
 
 /// The page may load only its own script and style and talk only to this origin; nothing
 /// inline runs, no other site may frame it, no form posts anywhere.
@@ -122,17 +122,17 @@ pub async fn data(
     let params = Params::new(q, &["days"])?;
     let days = params.integer("days", 1, 366)?.unwrap_or(14);
     let reads = &state.reads;
-    let orders_by_status = reads.orders_by_status().await.map_err(unavailable)?;
+    let orders_by_status = reads.orders_by_status().await.map_err(read_failed)?;
     let orders_total: i64 = orders_by_status.iter().map(|s| s.orders).sum();
-    let decisions = reads.decision_counts().await.map_err(unavailable)?;
-    let items = reads.inventory_page(Some(state.low_stock), None, 1000).await.map_err(unavailable)?;
+    let decisions = reads.decision_counts().await.map_err(read_failed)?;
+    let items = reads.inventory_page(Some(state.low_stock), None, 1000).await.map_err(read_failed)?;
     let oversold = items.iter().filter(|l| l.available < 0).count();
     let now_us = schemas::clock::now_us();
-    let revenue_per_day = reads.revenue_per_day(now_us, days).await.map_err(unavailable)?;
+    let revenue_per_day = reads.revenue_per_day(now_us, days).await.map_err(read_failed)?;
     let dead_letters: Vec<ParkedCount> = reads
         .dead_letter_counts()
         .await
-        .map_err(unavailable)?
+        .map_err(read_failed)?
         .into_iter()
         .map(|(group, parked)| ParkedCount { group, parked })
         .collect();
@@ -169,9 +169,9 @@ async fn lag_rows(state: &ApiState) -> Result<Vec<LagRow>, ApiError> {
         }
         None => BTreeMap::new(),
     };
-    let offsets = state.reads.all_group_offsets(&state.topic).await.map_err(unavailable)?;
+    let offsets = state.reads.all_group_offsets(&state.topic).await.map_err(read_failed)?;
     let mut rows = Vec::new();
-    for live in state.reads.live_projections().await.map_err(unavailable)? {
+    for live in state.reads.live_projections().await.map_err(read_failed)? {
         let stored: BTreeMap<i32, i64> =
             offsets.iter().filter(|o| o.group == live.group).map(|o| (o.partition, o.next_offset)).collect();
         let partitions: std::collections::BTreeSet<i32> = ends.keys().chain(stored.keys()).copied().collect();

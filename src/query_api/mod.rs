@@ -146,7 +146,7 @@ pub async fn run(
 /// 500 when it answered with an error about the data (a stored value it cannot compute
 /// with, a row this release cannot read): retrying fails the same way, so that is logged
 /// as an error for an operator. The database's text is logged, never sent.
-fn unavailable(e: StoreError) -> ApiError {
+fn read_failed(e: StoreError) -> ApiError {
     if e.is_about_data() {
         tracing::error!(
             error = &e as &dyn std::error::Error,

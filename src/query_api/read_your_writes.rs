@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::params::After;
-use super::{unavailable, ApiError, ApiState};
+use super::{read_failed, ApiError, ApiState};
 
 /// How often a group's stored offsets are read while someone waits on them.
 const POLL_EVERY: Duration = Duration::from_millis(10);
@@ -47,9 +47,9 @@ pub async fn wait_applied(
     let deadline = Instant::now() + state.read_wait;
     for projection in projections {
         // Resolved for each projection: a rebuild may switch the live group while we wait.
-        let live = state.reads.live_projection(*projection).await.map_err(unavailable)?;
+        let live = state.reads.live_projection(*projection).await.map_err(read_failed)?;
         let faults =
-            state.reads.offset_faults(&live.group, &state.topic, Some(after.partition)).await.map_err(unavailable)?;
+            state.reads.offset_faults(&live.group, &state.topic, Some(after.partition)).await.map_err(read_failed)?;
         if let Some(fault) = faults.first() {
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "offsets_refused", fault.reason())
                 .with("projection", projection.name())

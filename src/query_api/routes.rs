@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::params::{bad_parameter, plain_text, Params, AFTER_PATTERN, MAX_FILTER, MAX_LIMIT, TEXT_PATTERN};
 use super::read_your_writes::wait_applied;
-use super::{unavailable, ApiError, ApiState};
+use super::{read_failed, ApiError, ApiState};
 
 type Q = Query<HashMap<String, String>>;
 
@@ -118,7 +118,7 @@ pub async fn order(
     if decided {
         wait_decided(&state, id).await?;
     }
-    let view = state.reads.order_view(&id.to_string()).await.map_err(unavailable)?;
+    let view = state.reads.order_view(&id.to_string()).await.map_err(read_failed)?;
     Ok(Json(view.ok_or_else(|| ApiError::not_found(format!("no order {id}")))?))
 }
 
@@ -126,7 +126,7 @@ pub async fn order(
 async fn wait_decided(state: &ApiState, id: Uuid) -> Result<(), ApiError> {
     let deadline = std::time::Instant::now() + state.read_wait;
     loop {
-        let status = state.reads.order_status(id).await.map_err(unavailable)?;
+        let status = state.reads.order_status(id).await.map_err(read_failed)?;
         if status.as_ref().is_some_and(|s| s.status.is_decided()) {
             return Ok(());
         }
@@ -229,20 +229,20 @@ pub async fn timeline(
     let cursor = params.position("cursor")?.map(|c| (c.partition, c.offset));
     wait_applied(&state, &[ProjectionKind::History], params.after()?).await?;
     let reads = &state.reads;
-    let history = reads.order_history_page(&id, cursor, limit).await.map_err(unavailable)?;
-    let view = reads.order_view(&id).await.map_err(unavailable)?;
+    let history = reads.order_history_page(&id, cursor, limit).await.map_err(read_failed)?;
+    let view = reads.order_view(&id).await.map_err(read_failed)?;
     if history.is_empty() && cursor.is_none() && view.is_none() {
         return Err(ApiError::not_found(format!("no order {id}")));
     }
     let next_cursor = (history.len() as i64 == limit)
         .then(|| history.last().map(|e| format!("{}:{}", e.partition, e.offset)))
         .flatten();
-    let dead = reads.list_dead_letters_with(None, Some(&id), false, 1000).await.map_err(unavailable)?;
+    let dead = reads.list_dead_letters_with(None, Some(&id), false, 1000).await.map_err(read_failed)?;
     let partitions: Vec<i32> = history.iter().map(|e| e.partition).collect();
     let mut projections = Vec::new();
     for kind in ProjectionKind::ORDER_STATE {
-        let live = reads.live_projection(kind).await.map_err(unavailable)?;
-        let stored = reads.stored_offsets(&live.group, &state.topic, &partitions).await.map_err(unavailable)?;
+        let live = reads.live_projection(kind).await.map_err(read_failed)?;
+        let stored = reads.stored_offsets(&live.group, &state.topic, &partitions).await.map_err(read_failed)?;
         projections.push((kind, live.group, stored));
     }
     let events = history
@@ -327,7 +327,7 @@ pub async fn inventory_one(
         return Err(bad_parameter("sku", "must not contain control characters"));
     }
     wait_applied(&state, &[ProjectionKind::Inventory], params.after()?).await?;
-    let level = state.reads.inventory_level(&sku).await.map_err(unavailable)?;
+    let level = state.reads.inventory_level(&sku).await.map_err(read_failed)?;
     Ok(Json(level.ok_or_else(|| ApiError::not_found(format!("no SKU {sku:?}")))?))
 }
 
@@ -363,7 +363,7 @@ pub async fn inventory_list(State(state): State<ApiState>, Query(q): Q) -> Resul
     let below = params.integer("below", -MAX_FILTER, MAX_FILTER)?;
     let limit = params.limit()?;
     wait_applied(&state, &[ProjectionKind::Inventory], params.after()?).await?;
-    let items = state.reads.inventory_page(below, params.text("cursor"), limit).await.map_err(unavailable)?;
+    let items = state.reads.inventory_page(below, params.text("cursor"), limit).await.map_err(read_failed)?;
     let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|l| l.sku.clone())).flatten();
     Ok(Json(InventoryPage { items, next_cursor }))
 }
@@ -406,7 +406,7 @@ pub async fn payments_summary(State(state): State<ApiState>, Query(q): Q) -> Res
     wait_applied(&state, &[ProjectionKind::Payment], params.after()?).await?;
     // `[from, to)` with `to` not after `from` holds no order.
     let currencies = if from < to {
-        state.reads.payments_summary(currency, from, to).await.map_err(unavailable)?
+        state.reads.payments_summary(currency, from, to).await.map_err(read_failed)?
     } else {
         Vec::new()
     };
@@ -459,7 +459,7 @@ pub async fn fulfilment_backlog(State(state): State<ApiState>, Query(q): Q) -> R
         .reads
         .fulfilment_backlog(params.text("warehouse"), cursor_key.as_ref().map(|(us, id)| (*us, id.as_str())), limit)
         .await
-        .map_err(unavailable)?;
+        .map_err(read_failed)?;
     let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last().map(|last| format!("{}_{}", last.placed_at.timestamp_micros(), last.order_id)))
         .flatten();

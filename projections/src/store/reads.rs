@@ -207,6 +207,7 @@ impl Reads {
     }
 
     /// Every event of the order the history projection has recorded, in log order.
+    #[cfg(feature = "test-support")]
     pub async fn order_history(&self, order_id: &str) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
         let row = sqlx::query("SELECT events FROM order_history WHERE order_id = $1")
             .bind(order_id)
