@@ -14,10 +14,13 @@ use serde::Serialize;
 use crate::error::PublishError;
 use crate::metrics as m;
 
-/// Where an event was written: its partition and offset. Clients use it as a freshness
-/// token ("show me the projections once they have passed this position").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// Where an event was written: its topic, partition and offset. Clients use a position on
+/// the orders topic as a freshness token ("show me the projections once they have passed
+/// this position").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Position {
+    /// The orders topic, or for a stock adjustment the stock topic.
+    pub topic: String,
     pub partition: i32,
     pub offset: i64,
 }
@@ -85,12 +88,24 @@ impl Publisher {
     #[tracing::instrument(skip_all, fields(kind = ?event.kind(), event_id = %event.envelope().event_id))]
     pub async fn publish(&self, event: &Event, principal: &str) -> Result<Position, PublishError> {
         let payload = self.codec.encode(event).map_err(PublishError::Encode)?;
-        self.publish_encoded(&event.key(), &payload, Some(principal)).await
+        let topic = schemas::topic_of(event.kind(), &self.topic);
+        self.produce(&topic, &event.key(), &payload, Some(principal)).await
     }
 
-    /// Produces already-encoded bytes; the benchmark compares this path to a bare producer.
+    /// Produces already-encoded bytes to the orders topic; the benchmark compares this
+    /// path to a bare producer.
     pub async fn publish_encoded(
         &self,
+        key: &str,
+        payload: &[u8],
+        principal: Option<&str>,
+    ) -> Result<Position, PublishError> {
+        self.produce(&self.topic, key, payload, principal).await
+    }
+
+    async fn produce(
+        &self,
+        topic: &str,
         key: &str,
         payload: &[u8],
         principal: Option<&str>,
@@ -98,7 +113,7 @@ impl Publisher {
         let started = Instant::now();
         let _in_flight = m::InFlightProduce::start();
         let (generation, producer) = self.current();
-        let mut record = FutureRecord::to(&self.topic).key(key).payload(payload);
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
         if let Some(principal) = principal {
             record =
                 record.headers(OwnedHeaders::new().insert(Header { key: PRINCIPAL_HEADER, value: Some(principal) }));
@@ -114,7 +129,11 @@ impl Publisher {
         let error = match outcome {
             Ok(Ok(Ok(delivered))) => {
                 self.consecutive_failures.store(0, Ordering::Relaxed);
-                return Ok(Position { partition: delivered.partition, offset: delivered.offset });
+                return Ok(Position {
+                    topic: topic.to_string(),
+                    partition: delivered.partition,
+                    offset: delivered.offset,
+                });
             }
             // Refused outright, or (an idempotent producer) refused its producer id, which
             // librdkafka turns into a fatal error that purges the queue.

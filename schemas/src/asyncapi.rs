@@ -6,7 +6,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::event::EventKind;
-use crate::names::{stock_topic, PRINCIPAL_HEADER};
+use crate::names::{on_stock_topic, stock_topic, PRINCIPAL_HEADER};
 use crate::registry::{builtin_contract, ContractFile};
 
 /// Where a kind of event is published and by whom.
@@ -21,18 +21,19 @@ struct Placement {
 fn placement(kind: EventKind) -> Placement {
     const ORDER_KEY: &str = "the order id (UUID text): every event of one order in one partition, in order";
     const SKU_KEY: &str = "`sku:<SKU>`: every event of one SKU in one partition, in order";
+    let stock_topic = on_stock_topic(kind);
     match kind {
-        EventKind::StockAdjusted => Placement { stock_topic: false, key: SKU_KEY, decided: false },
-        EventKind::StockRequested => Placement { stock_topic: true, key: SKU_KEY, decided: true },
+        EventKind::StockAdjusted => Placement { stock_topic, key: SKU_KEY, decided: false },
+        EventKind::StockRequested => Placement { stock_topic, key: SKU_KEY, decided: true },
         EventKind::StockDecided => Placement {
             stock_topic: false,
             key: "the order id (UUID text), or `sku:<SKU>` for the decision on a stock adjustment",
             decided: true,
         },
         EventKind::OrderConfirmed | EventKind::OrderRejected | EventKind::OrderExpired | EventKind::RefundRequested => {
-            Placement { stock_topic: false, key: ORDER_KEY, decided: true }
+            Placement { stock_topic, key: ORDER_KEY, decided: true }
         }
-        _ => Placement { stock_topic: false, key: ORDER_KEY, decided: false },
+        _ => Placement { stock_topic, key: ORDER_KEY, decided: false },
     }
 }
 
@@ -42,7 +43,7 @@ pub fn document(orders_topic: &str) -> Value {
     let stock = stock_topic(orders_topic);
     let mut messages = Map::new();
     let (mut on_orders, mut on_stock) = (Map::new(), Map::new());
-    let (mut published, mut decided, mut requested) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut published, mut decided, mut requested, mut adjusted) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for kind in EventKind::ALL {
         let name = kind.record_name();
         let place = placement(kind);
@@ -53,7 +54,8 @@ pub fn document(orders_topic: &str) -> Value {
         let channel_ref = if place.stock_topic { "stock" } else { "orders" };
         let operation_ref = json!({ "$ref": format!("#/channels/{channel_ref}/messages/{name}") });
         match (place.stock_topic, place.decided) {
-            (true, _) => requested.push(operation_ref),
+            (true, true) => requested.push(operation_ref),
+            (true, false) => adjusted.push(operation_ref),
             (false, true) => decided.push(operation_ref),
             (false, false) => published.push(operation_ref),
         }
@@ -75,14 +77,14 @@ pub fn document(orders_topic: &str) -> Value {
             "orders": {
                 "address": orders_topic,
                 "title": "the orders topic",
-                "description": "Every order's events keyed by its order id, stock adjustments keyed by `sku:<SKU>`, the processes' decisions.",
+                "description": "Every order's events keyed by its order id, and the processes' decisions.",
                 "messages": on_orders,
                 "bindings": { "kafka": { "topic": orders_topic, "bindingVersion": "0.5.0" } },
             },
             "stock": {
                 "address": stock,
                 "title": "the stock topic",
-                "description": "The order process's stock requests, repartitioned by SKU so one SKU's requests are decided in log order. Written only by the order process.",
+                "description": "One SKU's stock adjustments and the order process's stock requests, keyed by SKU, so the stock group decides them in log order: an adjustment acknowledged before an order was placed comes before that order's requests. Written by the order process (requests) and by the checkout (adjustments).",
                 "messages": on_stock,
                 "bindings": { "kafka": { "topic": stock, "bindingVersion": "0.5.0" } },
             },
@@ -102,11 +104,18 @@ pub fn document(orders_topic: &str) -> Value {
                 "description": "Only the order process and the stock group (Kafka principals `order-process`, `stock`) publish these; other services read them.",
                 "messages": decided,
             },
+            "publishAdjustments": {
+                "action": "send",
+                "channel": { "$ref": "#/channels/stock" },
+                "title": "The warehouse adjusts stock",
+                "description": "Through the checkout's HTTP API (which appends here), or straight to the stock topic keyed `sku:<SKU>`. An adjustment on the orders topic (the earlier contract) is still taken, forwarded by the order process, without that ordering guarantee.",
+                "messages": adjusted,
+            },
             "requestStock": {
                 "action": "send",
                 "channel": { "$ref": "#/channels/stock" },
                 "title": "The order process asks the stock group",
-                "description": "Only the order process (Kafka principal `order-process`) writes the stock topic.",
+                "description": "Only the order process (Kafka principal `order-process`) publishes these.",
                 "messages": requested,
             },
             "readEvents": {
@@ -174,7 +183,7 @@ mod tests {
             assert_eq!(message["x-subject"], kind.subject());
             assert_eq!(message["payload"]["schema"]["name"], name, "{name}'s Avro schema");
             assert!(message["bindings"]["kafka"]["key"]["description"].is_string());
-            let channel = if kind == EventKind::StockRequested { "stock" } else { "orders" };
+            let channel = if on_stock_topic(kind) { "stock" } else { "orders" };
             assert!(doc["channels"][channel]["messages"][name].is_object(), "{name} on {channel}");
         }
     }
@@ -194,7 +203,11 @@ mod tests {
         assert!(!names("publishFacts").contains(&"OrderConfirmed".to_string()));
         assert!(names("publishDecisions").contains(&"StockDecided".to_string()));
         assert_eq!(names("requestStock"), vec!["StockRequested".to_string()]);
-        let all = names("publishFacts").len() + names("publishDecisions").len() + names("requestStock").len();
+        assert_eq!(names("publishAdjustments"), vec!["StockAdjusted".to_string()]);
+        let all = names("publishFacts").len()
+            + names("publishDecisions").len()
+            + names("requestStock").len()
+            + names("publishAdjustments").len();
         assert_eq!(all, EventKind::ALL.len());
     }
 }

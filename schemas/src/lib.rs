@@ -30,7 +30,7 @@ pub use event::{
     StockOutcome, StockRequested,
 };
 pub use names::{
-    principal_of_header, stock_topic, valid_principal_name, DECIDING_PRINCIPALS, MAX_PRINCIPAL_LEN, ORDERS_TOPIC,
-    ORDER_PROCESS_PRINCIPAL, PRINCIPAL_HEADER, STOCK_PRINCIPAL,
+    on_stock_topic, principal_of_header, stock_topic, topic_of, valid_principal_name, DECIDING_PRINCIPALS,
+    MAX_PRINCIPAL_LEN, ORDERS_TOPIC, ORDER_PROCESS_PRINCIPAL, PRINCIPAL_HEADER, STOCK_PRINCIPAL,
 };
 pub use registry::{builtin_contract, contract_from, ContractFile, ManifestRegistry, RegisteredSchema, SchemaRegistry};

@@ -1,7 +1,8 @@
-//! The names the contract fixes besides the schemas: the topics and the record header that
-//! names who published an event.
+//! The names the contract fixes besides the schemas: the topics, which kind of event goes
+//! to which, and the record header that names who published an event.
+use crate::event::EventKind;
 
-/// The topic every order event is appended to (stock adjustments included, keyed by SKU).
+/// The topic every order event is appended to, and the processes' decisions.
 pub const ORDERS_TOPIC: &str = "orders";
 
 /// The stock topic's name for an orders topic: `<orders>-stock`. The order process
@@ -9,6 +10,25 @@ pub const ORDERS_TOPIC: &str = "orders";
 /// log order whichever partitions their orders live on.
 pub fn stock_topic(orders_topic: &str) -> String {
     format!("{orders_topic}-stock")
+}
+
+/// Whether events of `kind` are appended to the stock topic (keyed `sku:<SKU>`) rather than
+/// the orders topic: the stock requests, and the stock adjustments. The checkout appends an
+/// adjustment straight there, so one acknowledged before an order is placed precedes, in
+/// its SKU's one partition, every stock request that order causes: the stock group decides
+/// them in the order the caller saw (restock, then sell). The one rule every publisher,
+/// the processes and the AsyncAPI document follow.
+pub fn on_stock_topic(kind: EventKind) -> bool {
+    matches!(kind, EventKind::StockRequested | EventKind::StockAdjusted)
+}
+
+/// The topic events of `kind` go to in a pipeline on `orders_topic`.
+pub fn topic_of(kind: EventKind, orders_topic: &str) -> String {
+    if on_stock_topic(kind) {
+        stock_topic(orders_topic)
+    } else {
+        orders_topic.to_string()
+    }
 }
 
 /// The record header naming the principal that published an event (the checkout sets it

@@ -18,8 +18,9 @@ async fn checkout() -> common::TestCheckout {
     common::TestCheckout::spawn(&common::kafka(), &topic, Duration::from_secs(5)).await
 }
 
-fn position(answer: &Value) -> (i32, i64) {
+fn position(answer: &Value) -> (String, i32, i64) {
     (
+        answer["position"]["topic"].as_str().expect("topic").to_string(),
         answer["position"]["partition"].as_i64().expect("partition") as i32,
         answer["position"]["offset"].as_i64().expect("offset"),
     )
@@ -75,14 +76,24 @@ async fn each_route_appends_its_event_keyed_and_placed_where_the_answer_says() {
     assert_eq!(status, 202, "{stock}");
     expected.push((EventKind::StockAdjusted, "sku:SKU-1".to_string(), position(&stock), stock["event_id"].clone()));
 
-    let records = common::read_topic(&common::kafka(), &app.topic, expected.len());
-    assert_eq!(records.len(), expected.len(), "exactly one record per accepted request");
+    // Order events on the orders topic, the adjustment on the stock topic.
+    let stock_topic = schemas::stock_topic(&app.topic);
+    let mut records = common::read_topic(&common::kafka(), &app.topic, expected.len() - 1);
+    let adjustments = common::read_topic(&common::kafka(), &stock_topic, 1);
+    assert_eq!((records.len(), adjustments.len()), (expected.len() - 1, 1), "exactly one record per accepted request");
     let codec = Codec::builtin();
-    for (kind, key, (partition, offset), event_id) in expected {
-        let record = records
+    let on = |topic: &str, kind: EventKind| {
+        assert_eq!(topic, if kind == EventKind::StockAdjusted { stock_topic.as_str() } else { app.topic.as_str() })
+    };
+    let orders_records = records.len();
+    records.extend(adjustments);
+    for (kind, key, (topic, partition, offset), event_id) in expected {
+        on(&topic, kind);
+        let candidates = if topic == app.topic { &records[..orders_records] } else { &records[orders_records..] };
+        let record = candidates
             .iter()
             .find(|r| r.partition == partition && r.offset == offset)
-            .unwrap_or_else(|| panic!("{kind:?} not at {partition}/{offset}"));
+            .unwrap_or_else(|| panic!("{kind:?} not at {topic}/{partition}/{offset}"));
         assert_eq!(record.key.as_deref(), Some(key.as_str()), "{kind:?} key");
         let event = codec.decode(&record.payload).expect("decode");
         assert_eq!(event.kind(), kind);

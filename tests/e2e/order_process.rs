@@ -212,6 +212,31 @@ async fn ten_units_serve_exactly_ten_of_forty_racing_orders_and_available_never_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_placed_right_after_its_skus_restock_was_acknowledged_is_never_rejected_for_lack_of_stock() {
+    // Six partitions: an order and its SKU's adjustment almost never share one of the
+    // orders topic, which is what used to let the order be decided first.
+    let shop = Shop::open(6, Duration::from_secs(900)).await;
+    let mut placed = Vec::new();
+    for n in 0..200 {
+        // A fresh shop each time: nothing in stock until the adjustment's 202.
+        let sku = format!("SKU-R{n}");
+        let adjusted = shop
+            .post(
+                &format!("/inventory/{sku}/adjustments"),
+                json!({"warehouse": "BER-1", "delta": 1, "reason": "received"}),
+            )
+            .await;
+        assert_eq!(adjusted["position"]["topic"], json!(schemas::stock_topic(&shop.topic)), "{adjusted}");
+        assert!(adjusted.get("after").is_none(), "no orders-topic position names an adjustment: {adjusted}");
+        placed.push(shop.place(&[(sku.as_str(), 1)]).await);
+    }
+    shop.settle().await;
+    assert_eq!(shop.statuses(&placed).await, BTreeMap::from([(OrderStatus::Confirmed, 200)]));
+    assert_eq!(shop.level("SKU-R199").await, (1, 1, 0));
+    shop.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpaid_orders_expire_after_the_payment_timeout_once_across_a_restart_and_paid_ones_do_not() {
     let mut shop = Shop::open(2, Duration::from_secs(3)).await;
     shop.stock("SKU-T", 100).await;

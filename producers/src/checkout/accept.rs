@@ -50,8 +50,13 @@ pub struct Accepted {
     /// Where the event was appended.
     pub position: Position,
     /// `<partition>:<offset>`: what the query API's `after=` takes to read this write back.
+    /// Absent for a stock adjustment: it is on the stock topic and reaches the views through
+    /// the stock group's decision, which no position of the orders topic names (read
+    /// `/inventory/{sku}` until it shows; an order placed after this answer is decided after
+    /// the adjustment whatever the views show).
     #[schema(pattern = "^[0-9]+:[0-9]+$")]
-    pub after: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
     /// The order the event is about (placing an order returns its new id).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<Uuid>,
@@ -144,7 +149,8 @@ pub async fn accept<T: DeserializeOwned>(
                 Subject::Order(id) => (Some(id), None),
                 Subject::Sku(sku) => (None, Some(sku)),
             };
-            let after = format!("{}:{}", position.partition, position.offset);
+            let after = (position.topic == state.publisher.topic())
+                .then(|| format!("{}:{}", position.partition, position.offset));
             let response = Accepted { event_id, position, after, order_id, sku };
             if let Some(key) = &key {
                 let stored = serde_json::to_string(&response).unwrap_or_default();

@@ -74,13 +74,8 @@ impl ProcessSettings {
     }
 
     /// Where an emitted event goes: stock requests (and forwarded adjustments) to the
-    /// stock topic, everything else to the orders topic.
+    /// stock topic, everything else to the orders topic ([`schemas::topic_of`]).
     pub fn destination(&self, event: &schemas::Event) -> String {
-        match event.kind() {
-            schemas::EventKind::StockRequested | schemas::EventKind::StockAdjusted => {
-                schemas::stock_topic(&self.orders_topic)
-            }
-            _ => self.orders_topic.clone(),
-        }
+        schemas::topic_of(event.kind(), &self.orders_topic)
     }
 }

@@ -238,8 +238,10 @@ pub fn decide(state: Option<&OrderFlow>, input: Input<'_>, ctx: &Context) -> Res
         Input::Event(event) => event,
         Input::PaymentDue => return Ok(payment_due(state, ctx)),
     };
-    // Stock adjustments belong to the stock group: repartitioned onto the stock topic
-    // unchanged (same event id), so one SKU's adjustments and requests are one ordered stream.
+    // Stock adjustments belong to the stock group. The checkout appends them to the stock
+    // topic itself; one found here (from an earlier checkout, or a service publishing
+    // straight to Kafka by the earlier contract) is repartitioned onto it unchanged (same
+    // event id, so a copy that also arrived directly is dropped there).
     if let Event::StockAdjusted(_) = event {
         return Ok(Decision { emit: vec![event.clone()], ..Decision::default() });
     }
