@@ -1,5 +1,6 @@
-//! Idempotency records: the checkout's only state, kept in SQL so any number of checkout
-//! instances share them.
+//! The checkout's state, kept in SQL so any number of checkout instances share it:
+//! idempotency records, and who placed each order (its owner, the only principal that may
+//! cancel it).
 //!
 //! A key is claimed before publishing (`in_flight`, with a lease of the publish deadline
 //! plus a margin), completed with the answer after the broker acknowledged (`done`), or
@@ -38,6 +39,17 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS checkout_keys (
     PRIMARY KEY (scope, idempotency_key)
 )";
 
+/// Who placed each order placed through this checkout: one row per order, like the views,
+/// never purged (an order's owner must be known for as long as it can be cancelled).
+const OWNERS: &str = "CREATE TABLE IF NOT EXISTS checkout_orders (
+    order_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    placed_at_ms BIGINT NOT NULL
+)";
+
+/// The checkout's tables and their definitions.
+const TABLES: [(&str, &str); 2] = [("checkout_keys", SCHEMA), ("checkout_orders", OWNERS)];
+
 /// What the store says about a request carrying an Idempotency-Key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -75,18 +87,45 @@ impl IdempotencyStore {
             .connect(database_url)
             .await?;
         // Under its own PostgreSQL role the checkout may not create tables: the owner made
-        // this one (`orderflow migrate`), so only create what is missing.
-        let exists = database_url.starts_with("postgres")
-            && sqlx::query(
-                "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'checkout_keys'",
-            )
-            .fetch_optional(&pool)
-            .await?
-            .is_some();
-        if !exists {
-            sqlx::query(SCHEMA).execute(&pool).await?;
+        // them (`orderflow migrate`), so only create what is missing.
+        for (table, ddl) in TABLES {
+            let exists = database_url.starts_with("postgres")
+                && sqlx::query("SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = $1")
+                    .bind(table)
+                    .fetch_optional(&pool)
+                    .await?
+                    .is_some();
+            if !exists {
+                sqlx::query(ddl).execute(&pool).await?;
+            }
         }
         Ok(IdempotencyStore { pool, lease })
+    }
+
+    /// Records `owner` as the principal that placed `order_id`. The first record stands: a
+    /// retry of the same placement (same derived id, same principal) changes nothing.
+    #[tracing::instrument(skip(self))]
+    pub async fn record_owner(&self, order_id: &str, owner: &str) -> Result<(), IdempotencyError> {
+        sqlx::query(
+            "INSERT INTO checkout_orders (order_id, owner, placed_at_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(order_id)
+        .bind(owner)
+        .bind(schemas::clock::now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The principal that placed `order_id` through this checkout, if it was.
+    #[tracing::instrument(skip(self))]
+    pub async fn owner_of(&self, order_id: &str) -> Result<Option<String>, IdempotencyError> {
+        let row = sqlx::query("SELECT owner FROM checkout_orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("owner")).transpose()?)
     }
 
     #[tracing::instrument(skip(self, request_hash))]

@@ -533,3 +533,31 @@ async fn both_services_serve_https_with_a_generated_certificate_and_take_a_renew
     assert_eq!(https_status(&https(&api.base_url), &second).await, Ok(200));
     drop(tls);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_shop_that_placed_an_order_may_cancel_it_and_a_refused_cancel_appends_nothing() {
+    let topic = common::fresh_topic("access-owner", 1).await;
+    let app = common::TestCheckout::spawn(&common::kafka(), &topic, Duration::from_secs(10)).await;
+    let (shop, rival) = (common::ALL_SCOPES, "only-orders:write");
+    let body = json!({"customer_id": "c-1", "currency": "EUR",
+        "lines": [{"sku": "SKU-1", "quantity": 1, "unit_price_minor": 500}], "ship_to": {"country": "DE"}});
+    let (status, placed, _) = send("POST", &format!("{}/orders", app.base_url), Some(shop), Some(&body)).await;
+    assert_eq!(status, 202, "{placed}");
+    let order = placed["order_id"].as_str().expect("order id").to_string();
+    let cancel = format!("{}/orders/{order}/cancel", app.base_url);
+
+    // Another shop, with the scope to cancel its own orders, may not cancel this one.
+    let (status, refused, _) = send("POST", &cancel, Some(rival), Some(&json!({"reason": "rival"}))).await;
+    assert_eq!((status, refused["error"].as_str()), (403, Some("not_owner")), "{refused}");
+    let upper = format!("{}/orders/{}/cancel", app.base_url, order.to_uppercase());
+    let (status, _, _) = send("POST", &upper, Some(rival), Some(&json!({"reason": "rival"}))).await;
+    assert_eq!(status, 403, "the same order however its id is cased");
+    assert_eq!(common::log_ends(&common::kafka(), &topic).await.values().sum::<i64>(), 1, "only the placement");
+
+    // The owner may; an order this checkout never placed is left to the consumers.
+    let (status, answer, _) = send("POST", &cancel, Some(shop), Some(&json!({"reason": "changed mind"}))).await;
+    assert_eq!(status, 202, "{answer}");
+    let unknown = format!("{}/orders/{}/cancel", app.base_url, uuid::Uuid::new_v4());
+    let (status, answer, _) = send("POST", &unknown, Some(rival), Some(&json!({}))).await;
+    assert_eq!(status, 202, "{answer}");
+}

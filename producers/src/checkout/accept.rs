@@ -132,6 +132,7 @@ pub async fn accept<T: DeserializeOwned>(
     // refused request claims nothing), then the key is claimed, and its epoch names the ids.
     let ids = derive_ids(&scope, None, &headers)?;
     let (mut event, mut subject) = build(parse()?, ids).map_err(invalid)?;
+    refuse_non_owner(state, &event, &principal.name).await?;
     if let Some(key) = &key {
         let hash = request_hash(&scope, &value);
         let epoch = match claim(state, &scope, key, &hash).await? {
@@ -142,6 +143,11 @@ pub async fn accept<T: DeserializeOwned>(
         (event, subject) = build(parse()?, derive_ids(&scope, Some(keyed), &headers)?).map_err(invalid)?;
     }
     let event_id = event.envelope().event_id;
+    if let Event::OrderPlaced(placed) = &event {
+        // Before the append, so the owner is known before anyone can learn the order's id.
+        let order_id = placed.order_id.to_string();
+        state.idempotency.record_owner(&order_id, &principal.name).await.map_err(owner_unavailable)?;
+    }
 
     match state.publisher.publish(&event, &principal.name).await {
         Ok(position) => {
@@ -189,6 +195,33 @@ pub async fn accept<T: DeserializeOwned>(
                 _ => Err(outcome_unknown()),
             }
         }
+    }
+}
+
+fn owner_unavailable(e: crate::error::IdempotencyError) -> ApiError {
+    tracing::warn!(
+        error = &e as &dyn std::error::Error,
+        "Could not read or record an order's owner. Answering 503; nothing was appended."
+    );
+    idempotency_unavailable()
+}
+
+/// Every order has an owner: the principal that placed it (recorded before its
+/// `OrderPlaced` is appended). A cancellation is the owner's alone: another principal's is
+/// `403 not_owner`, refused before its Idempotency-Key is claimed, appending nothing. An
+/// order this checkout has no owner for (placed straight to Kafka, or before owners were
+/// recorded) is left to the consumers. Payments and shipments are their scopes' (the
+/// payment provider and the warehouse act on every shop's orders).
+async fn refuse_non_owner(state: &AppState, event: &Event, principal: &str) -> Result<(), ApiError> {
+    let Event::OrderCancelled(cancelled) = event else { return Ok(()) };
+    let owner = state.idempotency.owner_of(&cancelled.order_id.to_string()).await.map_err(owner_unavailable)?;
+    match owner {
+        Some(owner) if owner != principal => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_owner",
+            "only the principal that placed this order may cancel it",
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -130,7 +130,8 @@ macro_rules! order_event_route {
 
 order_event_route!(
     /// Cancel an order (`OrderCancelled`). The body may be left out (or be `null`): a
-    /// cancellation without a reason.
+    /// cancellation without a reason. Only the principal that placed the order may cancel
+    /// it: anyone else's cancellation is `403 not_owner`.
     cancel_order, "/orders/{order_id}/cancel", Option<CancelOrderRequest>, CancelOrderRequest
 );
 order_event_route!(

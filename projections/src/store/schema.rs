@@ -153,6 +153,10 @@ pub const CONSUMER_ROLE: &str = "orderflow_consumer";
 pub const QUERY_ROLE: &str = "orderflow_query";
 pub const SERVICE_ROLES: [&str; 4] = [CHECKOUT_ROLE, CONSUMER_ROLE, QUERY_ROLE, ANALYST_ROLE];
 
+/// The checkout's tables (`producers::idempotency` makes them): its role's, never the
+/// consumers'.
+const CHECKOUT_TABLES: [&str; 2] = ["checkout_keys", "checkout_orders"];
+
 /// What the query API reads besides the views.
 const QUERY_READS: [&str; 5] =
     ["consumer_offsets", "offset_faults", "dead_letters", "projection_live", "projection_groups"];
@@ -164,7 +168,7 @@ pub(super) fn hand_over_statement() -> String {
         "DO $$ DECLARE r record; BEGIN
            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{CONSUMER_ROLE}') THEN
              FOR r IN SELECT tablename AS name, 'TABLE' AS kind FROM pg_tables
-                        WHERE schemaname = current_schema() AND tablename NOT IN ('checkout_keys', '_sqlx_migrations')
+                        WHERE schemaname = current_schema() AND tablename NOT IN ({}, '_sqlx_migrations')
                           AND tableowner <> '{CONSUMER_ROLE}'
                       UNION ALL
                       SELECT viewname, 'VIEW' FROM pg_views
@@ -172,7 +176,8 @@ pub(super) fn hand_over_statement() -> String {
                EXECUTE format('ALTER %s %I OWNER TO {CONSUMER_ROLE}', r.kind, r.name);
              END LOOP;
            END IF;
-         END $$"
+         END $$",
+        CHECKOUT_TABLES.map(|t| format!("'{t}'")).join(", ")
     )
 }
 
@@ -202,15 +207,17 @@ fn grant_statements(dialect: Dialect) -> Vec<String> {
     out.push(format!("GRANT SELECT ON _sqlx_migrations TO {CHECKOUT_ROLE}, {CONSUMER_ROLE}, {QUERY_ROLE}"));
     out.push(format!("GRANT SELECT ON {views} TO {QUERY_ROLE}, {ANALYST_ROLE}"));
     out.push(format!("GRANT SELECT ON {} TO {QUERY_ROLE}", QUERY_READS.join(", ")));
-    // The checkout's table, where the checkout (or `orderflow migrate`) made it in this
+    // The checkout's tables, where the checkout (or `orderflow migrate`) made them in this
     // database; a checkout with a database of its own is granted there.
-    out.push(format!(
-        "DO $$ BEGIN
-           IF to_regclass('checkout_keys') IS NOT NULL THEN
-             GRANT SELECT, INSERT, UPDATE, DELETE ON checkout_keys TO {CHECKOUT_ROLE};
-           END IF;
-         END $$"
-    ));
+    for table in CHECKOUT_TABLES {
+        out.push(format!(
+            "DO $$ BEGIN
+               IF to_regclass('{table}') IS NOT NULL THEN
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {CHECKOUT_ROLE};
+               END IF;
+             END $$"
+        ));
+    }
     out
 }
 
