@@ -158,10 +158,10 @@ pub async fn post_json(
 pub async fn run(config: LoadConfig) -> LoadReport {
     // The shop opens stocked: before the clock of the run starts.
     let client = http_client_with(config.token.as_deref());
-    // No wait for the stock to show: the checkout appends each adjustment to its SKU's
-    // partition of the stock topic, so every order placed after these answers is decided
-    // after them.
     stock_up(&client, &config).await;
+    if let (Some(base), true) = (&config.decisions, config.initial_stock > 0) {
+        wait_stocked(&client, &config, base).await;
+    }
     let shared = Arc::new(Shared {
         client,
         tokens: Semaphore::new(0),
@@ -226,6 +226,33 @@ async fn stock_up(client: &HttpClient, config: &LoadConfig) {
                 error = &e as &dyn std::error::Error,
                 "Stocking up the shop failed. The load goes on with the stock there is."
             );
+        }
+    }
+}
+
+/// Waits (at most 30 s) until the query API at `base` shows every SKU stocked. Not for the
+/// decisions (an order placed after an adjustment's answer is decided after it), but so the
+/// run's clock starts once every group has joined and the pipeline flows end to end: a
+/// worker waiting for a decision while the groups still join would measure the join.
+async fn wait_stocked(client: &HttpClient, config: &LoadConfig, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in 0..config.skus {
+        let url = format!("{}/inventory/SKU-{n}", base.trim_end_matches('/'));
+        loop {
+            let on_hand = match client.get(&url).send().await {
+                Ok(response) if response.status().is_success() => {
+                    response.json::<Value>().await.ok().and_then(|v| v["on_hand"].as_i64())
+                }
+                _ => None,
+            };
+            if on_hand.is_some_and(|units| units >= i64::from(config.initial_stock)) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(sku = n, "The initial stock did not show within 30 s. Starting the load anyway.");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
