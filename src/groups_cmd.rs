@@ -26,7 +26,7 @@ impl GroupsArgs {
         let live = store.reads().live_projections().await?;
         let dead: BTreeMap<String, i64> = store.reads().dead_letter_counts().await?.into_iter().collect();
         let mut out = Vec::new();
-        for topic in [self.pipeline.topic.topic.clone(), schemas::stock_topic(&self.pipeline.topic.topic)] {
+        for topic in schemas::pipeline_topics(&self.pipeline.topic.topic) {
             let offsets = store.reads().all_group_offsets(&topic).await?;
             let mut groups: BTreeSet<String> = offsets.iter().map(|o| o.group.clone()).collect();
             if topic == self.pipeline.topic.topic {

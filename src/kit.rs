@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use infra::topics::{create_topics, TopicSpec};
 use infra::KafkaSettings;
+use projections::registry::GroupKind;
 use projections::store::Store;
 use sqlx::Connection;
 
-/// A topic with a unique name (`<prefix>-<uuid>`), so runs never see each other's records,
-/// and its stock topic (`<name>-stock`) for the order process.
+/// An orders topic with a unique name (`<prefix>-<uuid>`), so runs never see each other's
+/// records, and the other topics of its pipeline ([`schemas::pipeline_topics`]).
 pub async fn fresh_topic(kafka: &KafkaSettings, prefix: &str, partitions: i32) -> anyhow::Result<String> {
     let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-    let specs: Vec<TopicSpec> = [name.clone(), schemas::stock_topic(&name)]
+    let specs: Vec<TopicSpec> = schemas::pipeline_topics(&name)
         .into_iter()
         .map(|name| TopicSpec { name, partitions, replication_factor: None })
         .collect();
@@ -120,6 +121,12 @@ pub async fn wait_caught_up(
     }
 }
 
+/// The `(group, topic)` pairs of a group of `kind` named `group` in a pipeline on
+/// `orders_topic`: one per topic it reads, for [`wait_settled`].
+pub fn reading(kind: impl Into<GroupKind>, group: &str, orders_topic: &str) -> Vec<(String, String)> {
+    kind.into().topics(orders_topic).into_iter().map(|topic| (group.to_string(), topic)).collect()
+}
+
 /// Waits until every `(group, topic)` has applied its topic to the end, the outbox is
 /// empty, and no topic grew while looking: the processes' decisions feed further decisions
 /// (order → stock → order), so one pass is not enough. Returns per group whether it caught
@@ -141,7 +148,8 @@ pub async fn wait_settled(
         for ((group, topic), ends) in groups.iter().zip(&ends) {
             let left = deadline.saturating_duration_since(Instant::now());
             let caught_up = wait_caught_up(store, group, topic, ends, left, Duration::from_millis(50)).await?;
-            reached.insert(group.clone(), caught_up);
+            // A group reading several topics is caught up when it is on all of them.
+            *reached.entry(group.clone()).or_insert(true) &= caught_up;
         }
         let quiet = previous.as_ref() == Some(&ends) && store.reads().outbox_len().await? == 0;
         if quiet || Instant::now() >= deadline {

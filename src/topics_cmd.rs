@@ -1,17 +1,29 @@
-//! `orderflow topics create`.
+//! `orderflow topics create` and `orderflow topics copy-decisions`.
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use infra::topics::{create_topics, TopicOutcome, TopicSpec};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::args::KafkaArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
-    /// Create the orders topic and its stock topic (`<orders>-stock`, where the order
-    /// process repartitions stock requests by SKU) through the Kafka admin API (existing
-    /// topics are fine).
+    /// Create the pipeline's topics through the Kafka admin API (existing topics are fine):
+    /// the orders topic, `<orders>-adjustments`, `stock-requests-<orders>` and
+    /// `decisions-<orders>`, all with one partition count.
     Create(CreateArgs),
+    /// Upgrading from a release that appended the processes' decisions to the orders topic:
+    /// copies every decision found there (up to its end now) to the decisions topic with its
+    /// key, bytes and headers, so every reader finds it where it now trusts decisions (its
+    /// event id is unchanged: a group that applied it before drops the copy). Run once, with
+    /// the order process and the stock group stopped, under a process principal.
+    CopyDecisions(CopyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -20,7 +32,8 @@ pub struct CreateArgs {
     kafka: KafkaArgs,
     #[command(flatten)]
     topic: crate::args::TopicArgs,
-    /// Partition count: the ceiling on members per consumer group.
+    /// Partition count: the ceiling on members per consumer group. An orders topic that
+    /// exists already keeps its count, and the topics created beside it take that count.
     #[arg(long, env = "ORDERFLOW_PARTITIONS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     partitions: i32,
     /// Replication factor (3 in production); without it, the broker's
@@ -32,29 +45,140 @@ pub struct CreateArgs {
     timeout: Duration,
 }
 
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    topic: crate::args::TopicArgs,
+    #[command(flatten)]
+    schemas: crate::args::SchemaRegistryArgs,
+    /// How long the orders topic may stay silent before its end is reached.
+    #[arg(long, default_value = "30s", value_parser = crate::args::parse_duration)]
+    timeout: Duration,
+}
+
 impl TopicsCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
-            TopicsCommand::Create(args) => {
-                let settings = args.kafka.checked_settings(None).await?;
-                let specs: Vec<TopicSpec> = [args.topic.topic.clone(), schemas::stock_topic(&args.topic.topic)]
-                    .into_iter()
-                    .map(|name| TopicSpec {
-                        name,
-                        partitions: args.partitions,
-                        replication_factor: args.replication_factor,
-                    })
-                    .collect();
-                for (name, outcome) in create_topics(&settings, &specs, args.timeout).await? {
-                    match outcome {
-                        TopicOutcome::Created => {
-                            println!("created topic {name} ({} partitions)", args.partitions)
-                        }
-                        TopicOutcome::AlreadyExisted => println!("topic {name} already exists"),
-                    }
-                }
-                Ok(())
-            }
+            TopicsCommand::Create(args) => create(args).await,
+            TopicsCommand::CopyDecisions(args) => copy_decisions(args).await,
         }
     }
+}
+
+/// The partition count of every topic of the pipeline that exists (none: an empty map).
+async fn partition_counts(kafka: &infra::KafkaSettings, names: &[String]) -> anyhow::Result<BTreeMap<String, usize>> {
+    let (kafka, names) = (kafka.clone(), names.to_vec());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<BTreeMap<String, usize>> {
+        let inspector = infra::group_inspect::Inspector::new(&kafka, Duration::from_secs(10))?;
+        let mut counts = BTreeMap::new();
+        for name in names {
+            let partitions = inspector.partitions(&name)?;
+            if !partitions.is_empty() {
+                counts.insert(name, partitions.len());
+            }
+        }
+        Ok(counts)
+    })
+    .await
+    .context("the metadata reader did not finish")?
+}
+
+async fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let settings = args.kafka.checked_settings(None).await?;
+    let names = schemas::pipeline_topics(&args.topic.topic);
+    // One partition count for all: an order's facts and decisions (a SKU's requests and
+    // adjustments) must share a partition number. An existing orders topic sets it.
+    let existing = partition_counts(&settings, &names).await?;
+    let partitions = existing.get(&args.topic.topic).map_or(args.partitions, |n| *n as i32);
+    let specs: Vec<TopicSpec> = names
+        .iter()
+        .map(|name| TopicSpec { name: name.clone(), partitions, replication_factor: args.replication_factor })
+        .collect();
+    for (name, outcome) in create_topics(&settings, &specs, args.timeout).await? {
+        match outcome {
+            TopicOutcome::Created => println!("created topic {name} ({partitions} partitions)"),
+            TopicOutcome::AlreadyExisted => println!("topic {name} already exists"),
+        }
+    }
+    let counts = partition_counts(&settings, &names).await?;
+    let differing: Vec<String> =
+        counts.iter().filter(|(_, n)| **n != partitions as usize).map(|(t, n)| format!("{t} has {n}")).collect();
+    anyhow::ensure!(
+        differing.is_empty(),
+        "the pipeline's topics must have one partition count ({partitions}, the orders topic's), but {}: add \
+         partitions to the smaller ones (kafka-topics --alter --partitions {partitions})",
+        differing.join(", ")
+    );
+    Ok(())
+}
+
+async fn copy_decisions(args: CopyArgs) -> anyhow::Result<()> {
+    let from = args.topic.topic.clone();
+    let to = schemas::decisions_topic(&from);
+    let kafka = args.kafka.checked_settings(Some(&from)).await?;
+    let contract = args.schemas.contract().await?;
+    let ends = crate::kit::log_ends(&kafka, &from).await?;
+    let mut remaining: BTreeMap<i32, i64> = ends.into_iter().filter(|(_, end)| *end > 0).collect();
+    let consumer: BaseConsumer = kafka
+        .client_config_with(&[
+            ("group.id", "orderflow-copy-decisions"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "false"),
+        ])
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in remaining.keys() {
+        assignment.add_partition_offset(&from, *partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let producer: FutureProducer =
+        kafka.idempotent_producer(Duration::from_secs(60), Duration::from_millis(5)).create()?;
+    let (mut read, mut copied) = (0u64, 0u64);
+    let mut pending = Vec::new();
+    let mut silent_since = std::time::Instant::now();
+    while !remaining.is_empty() {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            anyhow::ensure!(
+                silent_since.elapsed() < args.timeout,
+                "the orders topic sent nothing for {:?} before its end (partitions left: {remaining:?})",
+                args.timeout
+            );
+            continue;
+        };
+        silent_since = std::time::Instant::now();
+        let message = message.context("reading the orders topic")?;
+        read += 1;
+        if remaining.get(&message.partition()).is_some_and(|end| message.offset() + 1 >= *end) {
+            remaining.remove(&message.partition());
+        }
+        let Some(payload) = message.payload() else { continue };
+        contract.resolve([payload]).await.context("learning a record's schema from the registry")?;
+        // Bytes no schema reads are no decision: the readers park them where they are.
+        let Ok(kind) = contract.codec().peek_kind(payload) else { continue };
+        if !kind.is_decision() {
+            continue;
+        }
+        let mut record = FutureRecord::to(&to).payload(payload).key(message.key().unwrap_or_default());
+        if let Some(headers) = message.headers() {
+            record = record.headers(headers.detach());
+        }
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).context("queueing a copy")?);
+        copied += 1;
+        if pending.len() >= 10_000 {
+            settle(&mut pending).await?;
+        }
+    }
+    settle(&mut pending).await?;
+    println!("copied {copied} decisions of {read} records from {from} to {to}");
+    Ok(())
+}
+
+/// Waits until every queued copy is acknowledged.
+async fn settle(pending: &mut Vec<rdkafka::producer::DeliveryFuture>) -> anyhow::Result<()> {
+    for delivery in pending.drain(..) {
+        delivery.await.context("the producer went away")?.map_err(|(e, _)| e).context("copying a decision")?;
+    }
+    Ok(())
 }

@@ -33,9 +33,9 @@ pub fn batch_done(group: &str, records: usize, outcome: &projections::store::Bat
 
 /// Labelled by projection too: a rebuild moves a projection to a new group, and
 /// autoscalers and dashboards should follow the projection, not a group name.
-pub fn lag(projection: &str, group: &str, partition: i32, lag: i64) {
+pub fn lag(projection: &str, group: &str, topic: &str, partition: i32, lag: i64) {
     metrics::gauge!(LAG, "projection" => projection.to_string(), "group" => group.to_string(),
-        "partition" => partition.to_string())
+        "topic" => topic.to_string(), "partition" => partition.to_string())
     .set(lag as f64);
 }
 

@@ -15,7 +15,7 @@
 //! `{ts:column}` for a microsecond column rendered as a timestamp in the database's way.
 use std::str::FromStr;
 
-use schemas::EventKind;
+use schemas::{EventKind, TopicRole};
 
 use crate::model::Projection;
 use crate::process::{order, stock, ORDER_PROCESS_PRINCIPAL, STOCK_PRINCIPAL};
@@ -131,7 +131,7 @@ const HISTORY: ProjectionSpec = ProjectionSpec {
         (
             "order_history",
             "SELECT order_id, {json:event_id=event_id;kind=kind;occurred_at_us=occurred_at_us;partition=partition_id;\
-         offset=record_offset;summary=summary;published_by=published_by|partition_id, record_offset} AS events
+         offset=record_offset;summary=summary;published_by=published_by|occurred_at_us, event_id} AS events
          FROM {t:history_entries} GROUP BY order_id",
         ),
         // One row per event, for reading an order's history a page at a time.
@@ -219,6 +219,15 @@ impl ProjectionKind {
         }
     }
 
+    /// The topics this projection reads: those where the kinds it reads are published.
+    pub fn reads(self) -> &'static [TopicRole] {
+        match self {
+            ProjectionKind::Inventory => &[TopicRole::Decisions],
+            ProjectionKind::Payment => &[TopicRole::Orders],
+            ProjectionKind::Fulfilment | ProjectionKind::History => &[TopicRole::Orders, TopicRole::Decisions],
+        }
+    }
+
     /// Whether this projection reads events of `kind`.
     pub fn wants(self, kind: EventKind) -> bool {
         with_model!(self, P => P::wants(kind))
@@ -291,11 +300,12 @@ impl ProcessKind {
         }
     }
 
-    /// The topic its members read, for a pipeline on `orders_topic`.
-    pub fn topic(self, orders_topic: &str) -> String {
+    /// The topics its members read: the order process the orders' facts and the stock
+    /// group's decisions; the stock group the requests and the adjustments.
+    pub fn reads(self) -> &'static [TopicRole] {
         match self {
-            ProcessKind::OrderProcess => orders_topic.to_string(),
-            ProcessKind::Stock => schemas::stock_topic(orders_topic),
+            ProcessKind::OrderProcess => &[TopicRole::Orders, TopicRole::Decisions],
+            ProcessKind::Stock => &[TopicRole::Stock, TopicRole::Adjustments],
         }
     }
 
@@ -348,11 +358,46 @@ impl GroupKind {
         }
     }
 
-    /// The topic the group reads, for a pipeline on `orders_topic`.
-    pub fn topic(self, orders_topic: &str) -> String {
+    /// The topics the group reads, each for the kinds of event trusted there
+    /// ([`TopicRole::trusts`]); the first is the one its timers belong to.
+    pub fn reads(self) -> &'static [TopicRole] {
         match self {
-            GroupKind::Projection(_) => orders_topic.to_string(),
-            GroupKind::Process(kind) => kind.topic(orders_topic),
+            GroupKind::Projection(kind) => kind.reads(),
+            GroupKind::Process(kind) => kind.reads(),
+        }
+    }
+
+    /// The names of the topics the group reads, for a pipeline on `orders_topic`.
+    pub fn topics(self, orders_topic: &str) -> Vec<String> {
+        self.reads().iter().map(|role| role.name(orders_topic)).collect()
+    }
+
+    /// Whether the group's state is read, changed and written back by batches of more
+    /// than one topic: such batches are serialized per partition number (an order's or a
+    /// SKU's records share one across the pipeline's co-partitioned topics). An
+    /// append-only projection (the history) needs no such care.
+    pub fn shares_state_across_topics(self) -> bool {
+        self.reads().len() > 1 && self != GroupKind::Projection(ProjectionKind::History)
+    }
+
+    /// The topic of this group a batch read from `role`'s topic waits for: the stock
+    /// group decides a SKU's requests only after the adjustments of that SKU the
+    /// adjustments topic held when the batch was cut (restock, then sell; see the
+    /// consumers' `causal` rule).
+    pub fn waits_for(self, role: TopicRole) -> Option<TopicRole> {
+        match (self, role) {
+            (GroupKind::Process(ProcessKind::Stock), TopicRole::Stock) => Some(TopicRole::Adjustments),
+            _ => None,
+        }
+    }
+
+    /// Whether events of `kind` read from `role`'s topic are applied by this group: it
+    /// reads them, and that topic is trusted for them. A wanted kind read from a topic not
+    /// trusted for it is refused and recorded.
+    pub fn wants(self, kind: EventKind) -> bool {
+        match self {
+            GroupKind::Projection(p) => p.wants(kind),
+            GroupKind::Process(p) => p.wants(kind),
         }
     }
 
@@ -436,6 +481,31 @@ mod tests {
             !GroupKind::from(ProcessKind::Stock).fires_timers()
                 && !GroupKind::from(ProjectionKind::Payment).fires_timers()
         );
+    }
+
+    #[test]
+    fn every_group_reads_each_kind_it_wants_from_the_topic_where_it_is_published() {
+        for group in GroupKind::all() {
+            for kind in EventKind::ALL.into_iter().filter(|k| group.wants(*k)) {
+                let home = TopicRole::of(kind);
+                // The order process forwards adjustments found on the orders topic (the
+                // earlier contract); it does not read the adjustments topic.
+                if kind == EventKind::StockAdjusted && group == GroupKind::Process(ProcessKind::OrderProcess) {
+                    continue;
+                }
+                assert!(group.reads().contains(&home), "{group} wants {kind:?} but does not read {home:?}");
+            }
+            for role in group.reads() {
+                assert!(
+                    EventKind::ALL.into_iter().any(|k| group.wants(k) && TopicRole::of(k) == *role),
+                    "{group} reads {role:?} for nothing"
+                );
+            }
+        }
+        assert_eq!(GroupKind::from(ProcessKind::Stock).topics("shop"), vec!["stock-requests-shop", "shop-adjustments"]);
+        assert!(GroupKind::from(ProjectionKind::Fulfilment).shares_state_across_topics());
+        assert!(!GroupKind::from(ProjectionKind::History).shares_state_across_topics());
+        assert!(!GroupKind::from(ProjectionKind::Payment).shares_state_across_topics());
     }
 
     #[test]

@@ -6,125 +6,128 @@
 use serde_json::{json, Map, Value};
 
 use crate::event::EventKind;
-use crate::names::{on_stock_topic, stock_topic, PRINCIPAL_HEADER};
+use crate::names::{TopicRole, PRINCIPAL_HEADER};
 use crate::registry::{builtin_contract, ContractFile};
 
-/// Where a kind of event is published and by whom.
-struct Placement {
-    /// On the stock topic (`<orders>-stock`) rather than the orders topic.
-    stock_topic: bool,
-    key: &'static str,
-    /// Decided by orderflow's processes: only their principals may publish it.
-    decided: bool,
-}
-
-fn placement(kind: EventKind) -> Placement {
+/// The key a kind of event is published under.
+fn key_of(kind: EventKind) -> &'static str {
     const ORDER_KEY: &str = "the order id (UUID text): every event of one order in one partition, in order";
     const SKU_KEY: &str = "`sku:<SKU>`: every event of one SKU in one partition, in order";
-    let stock_topic = on_stock_topic(kind);
     match kind {
-        EventKind::StockAdjusted => Placement { stock_topic, key: SKU_KEY, decided: false },
-        EventKind::StockRequested => Placement { stock_topic, key: SKU_KEY, decided: true },
-        EventKind::StockDecided => Placement {
-            stock_topic: false,
-            key: "the order id (UUID text), or `sku:<SKU>` for the decision on a stock adjustment",
-            decided: true,
-        },
-        EventKind::OrderConfirmed | EventKind::OrderRejected | EventKind::OrderExpired | EventKind::RefundRequested => {
-            Placement { stock_topic, key: ORDER_KEY, decided: true }
-        }
-        _ => Placement { stock_topic, key: ORDER_KEY, decided: false },
+        EventKind::StockAdjusted | EventKind::StockRequested => SKU_KEY,
+        EventKind::StockDecided => "the order id (UUID text), or `sku:<SKU>` for the decision on a stock adjustment",
+        _ => ORDER_KEY,
     }
 }
 
-/// The document for an orders topic named `orders_topic` (its stock topic follows from it).
+/// What the document says of one topic: its channel, and the operation that publishes to it.
+struct Channel {
+    id: &'static str,
+    title: &'static str,
+    description: &'static str,
+    operation: &'static str,
+    op_title: &'static str,
+    op_description: &'static str,
+}
+
+fn channel_of(role: TopicRole) -> Channel {
+    let (id, title, description, operation, op_title, op_description) = match role {
+        TopicRole::Orders => (
+            "orders",
+            "the orders topic",
+            "Every order's facts, keyed by its order id. Written by callers: the checkout and the services that publish straight to Kafka.",
+            "publishFacts",
+            "Services publish what happened",
+            "The checkout, payment and warehouse services publish these, over the checkout's HTTP API or straight to the topic with the schemas here. Set the record header `orderflow-principal` to the publishing service's name. A decision or a stock request found on this topic is refused and recorded by every reader, never applied.",
+        ),
+        TopicRole::Adjustments => (
+            "adjustments",
+            "the adjustments topic",
+            "Stock adjustments keyed by SKU. Written by callers. The stock group decides every stock request after the adjustments its SKU's partition held when the request was read, so an adjustment acknowledged before an order was placed comes before that order's requests (restock, then sell).",
+            "publishAdjustments",
+            "The warehouse adjusts stock",
+            "Through the checkout's HTTP API (which appends here), or straight to this topic keyed `sku:<SKU>`. An adjustment on the orders topic (the earlier contract) is still taken, forwarded by the order process, without that ordering guarantee.",
+        ),
+        TopicRole::Stock => (
+            "stock",
+            "the stock topic",
+            "The order process's stock requests, keyed by SKU, so the stock group decides one SKU's requests in log order. Written by the order process only (Kafka principal `order-process`).",
+            "requestStock",
+            "The order process asks the stock group",
+            "Only the order process (Kafka principal `order-process`) publishes these.",
+        ),
+        TopicRole::Decisions => (
+            "decisions",
+            "the decisions topic",
+            "The processes' decisions, keyed by order id like the order's facts (same partition count, so an order's facts and decisions share a partition number). Written by the order process and the stock group only.",
+            "publishDecisions",
+            "orderflow's processes publish their decisions",
+            "Only the order process and the stock group (Kafka principals `order-process`, `stock`) publish these; other services read them.",
+        ),
+    };
+    Channel { id, title, description, operation, op_title, op_description }
+}
+
+/// The document for an orders topic named `orders_topic` (the other topics follow from it).
 pub fn document(orders_topic: &str) -> Value {
     let files = builtin_contract().unwrap_or_default();
-    let stock = stock_topic(orders_topic);
     let mut messages = Map::new();
-    let (mut on_orders, mut on_stock) = (Map::new(), Map::new());
-    let (mut published, mut decided, mut requested, mut adjusted) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for kind in EventKind::ALL {
-        let name = kind.record_name();
-        let place = placement(kind);
-        messages.insert(name.to_string(), message(kind, &place, newest(&files, kind)));
-        let reference = json!({ "$ref": format!("#/components/messages/{name}") });
-        let channel = if place.stock_topic { &mut on_stock } else { &mut on_orders };
-        channel.insert(name.to_string(), reference);
-        let channel_ref = if place.stock_topic { "stock" } else { "orders" };
-        let operation_ref = json!({ "$ref": format!("#/channels/{channel_ref}/messages/{name}") });
-        match (place.stock_topic, place.decided) {
-            (true, true) => requested.push(operation_ref),
-            (true, false) => adjusted.push(operation_ref),
-            (false, true) => decided.push(operation_ref),
-            (false, false) => published.push(operation_ref),
+    let mut channels = Map::new();
+    let mut operations = Map::new();
+    for role in TopicRole::ALL {
+        let Channel { id, title, description, operation, op_title, op_description } = channel_of(role);
+        let address = role.name(orders_topic);
+        let mut on_channel = Map::new();
+        let mut published = Vec::new();
+        for kind in EventKind::ALL.into_iter().filter(|k| TopicRole::of(*k) == role) {
+            let name = kind.record_name();
+            messages.insert(name.to_string(), message(kind, newest(&files, kind)));
+            on_channel.insert(name.to_string(), json!({ "$ref": format!("#/components/messages/{name}") }));
+            published.push(json!({ "$ref": format!("#/channels/{id}/messages/{name}") }));
         }
+        operations.insert(
+            operation.to_string(),
+            json!({
+                "action": "send",
+                "channel": { "$ref": format!("#/channels/{id}") },
+                "title": op_title,
+                "description": op_description,
+                "messages": published,
+            }),
+        );
+        if matches!(role, TopicRole::Orders | TopicRole::Decisions) {
+            let read = if role == TopicRole::Orders { "readFacts" } else { "readDecisions" };
+            operations.insert(
+                read.to_string(),
+                json!({
+                    "action": "receive",
+                    "channel": { "$ref": format!("#/channels/{id}") },
+                    "title": "Anyone with read access may read it",
+                    "messages": published,
+                }),
+            );
+        }
+        channels.insert(
+            id.to_string(),
+            json!({
+                "address": address,
+                "title": title,
+                "description": description,
+                "messages": on_channel,
+                "bindings": { "kafka": { "topic": address, "bindingVersion": "0.5.0" } },
+            }),
+        );
     }
-    let all: Vec<Value> = EventKind::ALL
-        .iter()
-        .filter(|k| !placement(**k).stock_topic)
-        .map(|k| json!({ "$ref": format!("#/channels/orders/messages/{}", k.record_name()) }))
-        .collect();
     json!({
         "asyncapi": "3.1.0",
         "info": {
             "title": "orderflow events",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The order log. Every event is Avro in the Confluent wire format (byte 0, the schema id as 4 bytes big-endian, the Avro binary body). With a schema registry the ids are its own, under the record-name subjects given here (`x-subject`); register with `orderflow schemas register`, which sets each subject's compatibility to FULL. A newer version of a schema must keep both directions readable: add fields only as optional with a default.",
+            "description": "The order log: four topics, each written by one kind of author, so a reader trusts a kind of event only from its topic (authority follows the credential). Every event is Avro in the Confluent wire format (byte 0, the schema id as 4 bytes big-endian, the Avro binary body). With a schema registry the ids are its own, under the record-name subjects given here (`x-subject`); register with `orderflow schemas register`, which sets each subject's compatibility to FULL. A newer version of a schema must keep both directions readable: add fields only as optional with a default.",
         },
         "defaultContentType": "application/octet-stream",
-        "channels": {
-            "orders": {
-                "address": orders_topic,
-                "title": "the orders topic",
-                "description": "Every order's events keyed by its order id, and the processes' decisions.",
-                "messages": on_orders,
-                "bindings": { "kafka": { "topic": orders_topic, "bindingVersion": "0.5.0" } },
-            },
-            "stock": {
-                "address": stock,
-                "title": "the stock topic",
-                "description": "One SKU's stock adjustments and the order process's stock requests, keyed by SKU, so the stock group decides them in log order: an adjustment acknowledged before an order was placed comes before that order's requests. Written by the order process (requests) and by the checkout (adjustments).",
-                "messages": on_stock,
-                "bindings": { "kafka": { "topic": stock, "bindingVersion": "0.5.0" } },
-            },
-        },
-        "operations": {
-            "publishFacts": {
-                "action": "send",
-                "channel": { "$ref": "#/channels/orders" },
-                "title": "Services publish what happened",
-                "description": "The checkout, payment and warehouse services publish these, over the checkout's HTTP API or straight to the topic with the schemas here. Set the record header `orderflow-principal` to the publishing service's name.",
-                "messages": published,
-            },
-            "publishDecisions": {
-                "action": "send",
-                "channel": { "$ref": "#/channels/orders" },
-                "title": "orderflow's processes publish their decisions",
-                "description": "Only the order process and the stock group (Kafka principals `order-process`, `stock`) publish these; other services read them.",
-                "messages": decided,
-            },
-            "publishAdjustments": {
-                "action": "send",
-                "channel": { "$ref": "#/channels/stock" },
-                "title": "The warehouse adjusts stock",
-                "description": "Through the checkout's HTTP API (which appends here), or straight to the stock topic keyed `sku:<SKU>`. An adjustment on the orders topic (the earlier contract) is still taken, forwarded by the order process, without that ordering guarantee.",
-                "messages": adjusted,
-            },
-            "requestStock": {
-                "action": "send",
-                "channel": { "$ref": "#/channels/stock" },
-                "title": "The order process asks the stock group",
-                "description": "Only the order process (Kafka principal `order-process`) publishes these.",
-                "messages": requested,
-            },
-            "readEvents": {
-                "action": "receive",
-                "channel": { "$ref": "#/channels/orders" },
-                "title": "Anyone may read the log",
-                "messages": all,
-            },
-        },
+        "channels": channels,
+        "operations": operations,
         "components": { "messages": messages },
     })
 }
@@ -134,7 +137,7 @@ fn newest(files: &[ContractFile], kind: EventKind) -> Option<&ContractFile> {
     files.iter().filter(|f| f.subject == subject).max_by_key(|f| f.version)
 }
 
-fn message(kind: EventKind, place: &Placement, file: Option<&ContractFile>) -> Value {
+fn message(kind: EventKind, file: Option<&ContractFile>) -> Value {
     let schema: Value = file.and_then(|f| serde_json::from_str(&f.text).ok()).unwrap_or(Value::Null);
     let summary = schema.get("doc").cloned().unwrap_or(Value::Null);
     json!({
@@ -158,7 +161,7 @@ fn message(kind: EventKind, place: &Placement, file: Option<&ContractFile>) -> V
         },
         "bindings": {
             "kafka": {
-                "key": { "type": "string", "description": place.key },
+                "key": { "type": "string", "description": key_of(kind) },
                 "schemaIdLocation": "payload",
                 "schemaIdPayloadEncoding": "confluent",
                 "schemaLookupStrategy": "RecordNameStrategy",
@@ -176,14 +179,16 @@ mod tests {
     fn every_event_is_a_message_with_its_schema_subject_and_key_on_its_topic() {
         let doc = document("shop");
         assert_eq!(doc["channels"]["orders"]["address"], "shop");
-        assert_eq!(doc["channels"]["stock"]["address"], "shop-stock");
+        assert_eq!(doc["channels"]["stock"]["address"], "stock-requests-shop");
+        assert_eq!(doc["channels"]["decisions"]["address"], "decisions-shop");
+        assert_eq!(doc["channels"]["adjustments"]["address"], "shop-adjustments");
         for kind in EventKind::ALL {
             let name = kind.record_name();
             let message = &doc["components"]["messages"][name];
             assert_eq!(message["x-subject"], kind.subject());
             assert_eq!(message["payload"]["schema"]["name"], name, "{name}'s Avro schema");
             assert!(message["bindings"]["kafka"]["key"]["description"].is_string());
-            let channel = if on_stock_topic(kind) { "stock" } else { "orders" };
+            let channel = channel_of(TopicRole::of(kind)).id;
             assert!(doc["channels"][channel]["messages"][name].is_object(), "{name} on {channel}");
         }
     }

@@ -269,6 +269,19 @@ impl EventKind {
         }
     }
 
+    /// Whether orderflow's processes decide it (the order process, the stock group): only
+    /// their principals may publish it, on the decisions topic.
+    pub fn is_decision(self) -> bool {
+        matches!(
+            self,
+            EventKind::StockDecided
+                | EventKind::OrderConfirmed
+                | EventKind::OrderRejected
+                | EventKind::OrderExpired
+                | EventKind::RefundRequested
+        )
+    }
+
     /// The registry subject (RecordNameStrategy: one topic carries many record types).
     pub fn subject(self) -> String {
         format!("com.orderflow.events.{}", self.record_name())
@@ -342,12 +355,10 @@ impl Event {
     }
 
     /// The Kafka record key. All events of one order share the order id as key, so they
-    /// land in one partition, totally ordered. Stock adjustments share the `orders` topic
-    /// under the key `sku:<SKU>`: the inventory projection then reads one ordered stream
-    /// with one set of offsets, and a log position from the checkout is one (partition,
-    /// offset) whatever was written. Order ids are UUIDs, so the key spaces never collide.
-    /// Stock requests live on the stock topic, keyed by their SKU the same way, so one
-    /// SKU's requests are decided in log order by one member.
+    /// land in one partition of each topic, in order; the topics of a pipeline have the same
+    /// partition count, so an order's facts and its decisions share a partition number.
+    /// Stock adjustments and requests are keyed `sku:<SKU>`, so one SKU's are decided in
+    /// log order by one member. Order ids are UUIDs, so the key spaces never collide.
     pub fn key(&self) -> String {
         match self {
             Event::StockAdjusted(e) => format!("sku:{}", e.sku),

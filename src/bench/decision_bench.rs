@@ -34,7 +34,7 @@ fn start_deciders(ctx: &BenchContext, store: &Store, topic: &str) -> anyhow::Res
         let group = format!("bench-{process}-{run_id}");
         let mut config = ctx.member_config(process, topic, &group)?;
         config.outbox_written = Some(wake.clone());
-        groups.push((config.group.clone(), config.topic.clone()));
+        groups.extend(kit::reading(config.kind, &config.group, &config.decisions.orders_topic));
         members.push(run_member(config, &ctx.kafka, store.clone())?);
     }
     let relay = consumers::spawn_relay(store.outbox(), &ctx.kafka, wake);

@@ -102,7 +102,13 @@ async fn db_only(store: &Store, group: &str, topic: &str, records: &[LogRecord],
     let started = Instant::now();
     let mut read_from: BTreeMap<i32, i64> = BTreeMap::new();
     for chunk in records.chunks(batch) {
-        let batch = projections::store::Batch { group, topic, records: chunk, read_from: &read_from };
+        let batch = projections::store::Batch {
+            group,
+            topic,
+            role: schemas::TopicRole::Orders,
+            records: chunk,
+            read_from: &read_from,
+        };
         store.batches().apply(ProjectionKind::Payment, &batch, &codec).await?;
         for r in chunk {
             read_from.insert(r.partition, r.offset + 1);

@@ -179,7 +179,7 @@ impl DemoArgs {
         match &self.brokers {
             Some(brokers) => {
                 let kafka = KafkaSettings::new(brokers).with_env_overrides()?;
-                let specs: Vec<TopicSpec> = [topic.to_string(), schemas::stock_topic(topic)]
+                let specs: Vec<TopicSpec> = schemas::pipeline_topics(topic)
                     .into_iter()
                     .map(|name| TopicSpec { name, partitions: self.partitions, replication_factor: Some(1) })
                     .collect();
@@ -189,9 +189,10 @@ impl DemoArgs {
             None => {
                 let mock = MockCluster::new(1).context("starting the embedded broker")?;
                 // The mock cluster creates topics through its own call (its admin API is limited).
-                mock.create_topic(topic, self.partitions, 1).context("creating the demo topic")?;
-                mock.create_topic(&schemas::stock_topic(topic), self.partitions, 1)
-                    .context("creating the demo's stock topic")?;
+                for name in schemas::pipeline_topics(topic) {
+                    mock.create_topic(&name, self.partitions, 1)
+                        .with_context(|| format!("creating the demo's {name}"))?;
+                }
                 let kafka = KafkaSettings::new(mock.bootstrap_servers());
                 Ok((Some(mock), kafka))
             }
@@ -238,11 +239,12 @@ impl DemoArgs {
     }
 }
 
-/// One consumer group of the demo and the topic it reads.
+/// One consumer group of the demo and the topics it reads.
 struct Group {
     label: String,
     group: String,
-    topic: String,
+    /// `(group, topic)` per topic it reads.
+    reading: Vec<(String, String)>,
     members: Vec<MemberHandle>,
 }
 
@@ -273,7 +275,8 @@ fn start_groups(
         let members = (0..MEMBERS_PER_GROUP)
             .map(|_| run_member(config.clone(), kafka, store.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        groups.push(Group { label, group: config.group.clone(), topic: config.topic.clone(), members });
+        let reading = crate::kit::reading(config.kind, &config.group, &config.decisions.orders_topic);
+        groups.push(Group { label, group: config.group.clone(), reading, members });
     }
     Ok(groups)
 }
@@ -285,7 +288,7 @@ async fn settle(
     groups: &[Group],
     lags_zero: &mut BTreeMap<String, bool>,
 ) -> anyhow::Result<()> {
-    let pairs: Vec<(String, String)> = groups.iter().map(|g| (g.group.clone(), g.topic.clone())).collect();
+    let pairs: Vec<(String, String)> = groups.iter().flat_map(|g| g.reading.clone()).collect();
     let reached = crate::kit::wait_settled(store, kafka, &pairs, Duration::from_secs(120)).await?;
     for group in groups {
         lags_zero.insert(group.label.clone(), reached.get(&group.group).copied().unwrap_or(false));

@@ -80,6 +80,8 @@ pub struct StockSummary {
 pub struct LagRow {
     pub projection: ProjectionKind,
     pub group: String,
+    /// The topic of the partition (a projection may read two: the orders and the decisions).
+    pub topic: String,
     pub partition: i32,
     pub next_offset: i64,
     /// Null when the broker could not be asked.
@@ -152,42 +154,49 @@ pub async fn data(
 }
 
 async fn lag_rows(state: &ApiState) -> Result<Vec<LagRow>, ApiError> {
-    let ends: BTreeMap<i32, i64> = match state.inspector.clone() {
-        Some(inspector) => {
-            let topic = state.topic.clone();
-            match tokio::task::spawn_blocking(move || inspector.log_ends(&topic)).await {
-                Ok(Ok(ends)) => ends,
-                Ok(Err(e)) => {
-                    tracing::warn!(
-                        error = &e as &dyn std::error::Error,
-                        "Cannot read the log end offsets. The dashboard shows lag without them."
-                    );
-                    BTreeMap::new()
-                }
-                Err(_) => BTreeMap::new(),
-            }
-        }
-        None => BTreeMap::new(),
-    };
-    let offsets = state.reads.all_group_offsets(&state.topic).await.map_err(read_failed)?;
     let mut rows = Vec::new();
-    for live in state.reads.live_projections().await.map_err(read_failed)? {
-        let stored: BTreeMap<i32, i64> =
-            offsets.iter().filter(|o| o.group == live.group).map(|o| (o.partition, o.next_offset)).collect();
-        let partitions: std::collections::BTreeSet<i32> = ends.keys().chain(stored.keys()).copied().collect();
-        for p in partitions {
-            let next = stored.get(&p).copied().unwrap_or(0);
-            let end = ends.get(&p).copied();
-            let lag = end.map(|e| (e - next).max(0));
-            rows.push(LagRow {
-                projection: live.projection,
-                group: live.group.clone(),
-                partition: p,
-                next_offset: next,
-                log_end: end,
-                lag,
-            });
+    let live = state.reads.live_projections().await.map_err(read_failed)?;
+    // Each projection's lag on every topic it reads (the inventory reads the decisions).
+    for role in [schemas::TopicRole::Orders, schemas::TopicRole::Decisions] {
+        let topic = role.name(&state.topic);
+        let ends = log_ends(state, &topic).await;
+        let offsets = state.reads.all_group_offsets(&topic).await.map_err(read_failed)?;
+        for live in live.iter().filter(|l| l.projection.reads().contains(&role)) {
+            let stored: BTreeMap<i32, i64> =
+                offsets.iter().filter(|o| o.group == live.group).map(|o| (o.partition, o.next_offset)).collect();
+            let partitions: std::collections::BTreeSet<i32> = ends.keys().chain(stored.keys()).copied().collect();
+            for p in partitions {
+                let next = stored.get(&p).copied().unwrap_or(0);
+                let end = ends.get(&p).copied();
+                let lag = end.map(|e| (e - next).max(0));
+                rows.push(LagRow {
+                    projection: live.projection,
+                    group: live.group.clone(),
+                    topic: topic.clone(),
+                    partition: p,
+                    next_offset: next,
+                    log_end: end,
+                    lag,
+                });
+            }
         }
     }
     Ok(rows)
+}
+
+/// The log end of every partition of `topic`, or nothing when the broker cannot say.
+async fn log_ends(state: &ApiState, topic: &str) -> BTreeMap<i32, i64> {
+    let Some(inspector) = state.inspector.clone() else { return BTreeMap::new() };
+    let topic = topic.to_string();
+    match tokio::task::spawn_blocking(move || inspector.log_ends(&topic)).await {
+        Ok(Ok(ends)) => ends,
+        Ok(Err(e)) => {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "Cannot read the log end offsets. The dashboard shows lag without them."
+            );
+            BTreeMap::new()
+        }
+        Err(_) => BTreeMap::new(),
+    }
 }

@@ -45,7 +45,10 @@ pub async fn wait_applied(
         }
     }
     let deadline = Instant::now() + state.read_wait;
-    for projection in projections {
+    // A position names a caller's record on the orders topic: a projection that reads
+    // only the processes' decisions (the inventory) holds nothing of it to wait for.
+    let readers = projections.iter().filter(|p| p.reads().contains(&schemas::TopicRole::Orders));
+    for projection in readers {
         // Resolved for each projection: a rebuild may switch the live group while we wait.
         let live = state.reads.live_projection(*projection).await.map_err(read_failed)?;
         let faults =

@@ -11,7 +11,7 @@ use infra::http::{ErrorBody, Health};
 use projections::model::fulfilment::FulfilmentOrder;
 use projections::store::{rfc3339, CurrencySummary, DeadLetterRow, DeadLetterStatus, InventoryLevel, OrderView};
 use projections::ProjectionKind;
-use schemas::EventKind;
+use schemas::{EventKind, TopicRole};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, IntoResponses, ToSchema};
@@ -29,6 +29,26 @@ fn order_id(raw: &str) -> Result<Uuid, ApiError> {
 
 fn after_schema() -> Schema {
     ObjectBuilder::new().schema_type(Type::String).pattern(Some(AFTER_PATTERN)).into()
+}
+
+/// A timeline cursor: the `occurred_at` (microseconds) and event id of the last event of
+/// the page before.
+const TIMELINE_CURSOR_PATTERN: &str = "^[0-9]{1,18}:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+
+fn timeline_cursor_schema() -> Schema {
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some(TIMELINE_CURSOR_PATTERN)).into()
+}
+
+/// The timeline's `cursor`, as [`TIMELINE_CURSOR_PATTERN`] writes it.
+fn timeline_cursor(params: &Params) -> Result<Option<(i64, Uuid)>, ApiError> {
+    let Some(raw) = params.text("cursor") else { return Ok(None) };
+    let bad = || bad_parameter("cursor", format!("{raw:?} is not a cursor this endpoint gave"));
+    let (at, id) = raw.split_once(':').ok_or_else(bad)?;
+    if at.is_empty() || at.len() > 18 || !at.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let id = Uuid::try_parse(id).ok().filter(|u| u.hyphenated().to_string() == id).ok_or_else(bad)?;
+    Ok(Some((at.parse().map_err(|_| bad())?, id)))
 }
 
 fn text_schema() -> Schema {
@@ -206,8 +226,8 @@ pub struct TimelineQuery {
     /// Events per page (default 100).
     #[param(schema_with = limit_schema)]
     limit: Option<i64>,
-    /// The `next_cursor` of the previous page: the position of its last event.
-    #[param(schema_with = after_schema)]
+    /// The `next_cursor` of the previous page: when its last event happened, and its id.
+    #[param(schema_with = timeline_cursor_schema)]
     cursor: Option<String>,
     #[param(schema_with = after_schema)]
     after: Option<String>,
@@ -226,7 +246,7 @@ pub async fn timeline(
     let order_id = order_id(&id)?;
     let id = order_id.to_string();
     let limit = params.limit()?;
-    let cursor = params.position("cursor")?.map(|c| (c.partition, c.offset));
+    let cursor = timeline_cursor(&params)?;
     wait_applied(&state, &[ProjectionKind::History], params.after()?).await?;
     let reads = &state.reads;
     let history = reads.order_history_page(&id, cursor, limit).await.map_err(read_failed)?;
@@ -235,25 +255,32 @@ pub async fn timeline(
         return Err(ApiError::not_found(format!("no order {id}")));
     }
     let next_cursor = (history.len() as i64 == limit)
-        .then(|| history.last().map(|e| format!("{}:{}", e.partition, e.offset)))
+        .then(|| history.last().map(|e| format!("{}:{}", e.occurred_at_us, e.event_id.hyphenated())))
         .flatten();
     let dead = reads.list_dead_letters_with(None, Some(&id), false, 1000).await.map_err(read_failed)?;
     let partitions: Vec<i32> = history.iter().map(|e| e.partition).collect();
+    // An entry's topic follows from its kind: a reader applies each kind only from its own.
+    let topics = [TopicRole::Orders, TopicRole::Decisions];
     let mut projections = Vec::new();
     for kind in ProjectionKind::ORDER_STATE {
         let live = reads.live_projection(kind).await.map_err(read_failed)?;
-        let stored = reads.stored_offsets(&live.group, &state.topic, &partitions).await.map_err(read_failed)?;
+        let mut stored = Vec::new();
+        for role in topics {
+            let topic = role.name(&state.topic);
+            stored.push(reads.stored_offsets(&live.group, &topic, &partitions).await.map_err(read_failed)?);
+        }
         projections.push((kind, live.group, stored));
     }
     let events = history
         .into_iter()
         .map(|e| {
             let event_kind = EventKind::ALL.into_iter().find(|k| k.record_name() == e.kind);
+            let topic = usize::from(event_kind.is_some_and(|k| TopicRole::of(k) == TopicRole::Decisions));
             let applied = projections
                 .iter()
                 .map(|(kind, group, stored)| {
                     let at = (e.partition, e.offset);
-                    (kind.name().to_string(), applied_status(*kind, event_kind, group, stored, &dead, at))
+                    (kind.name().to_string(), applied_status(*kind, event_kind, group, &stored[topic], &dead, at))
                 })
                 .collect();
             TimelineEvent {

@@ -7,7 +7,7 @@ rejected, expired; dead letters parked, retried and skipped.
 
 Prints the order ids it made, comma-separated, for the hooks to use as path parameters.
 
-    seed.py CHECKOUT_URL QUERY_URL TOKEN ORDERFLOW_BIN DATABASE_URL
+    seed.py CHECKOUT_URL QUERY_URL TOKEN ORDERFLOW_BIN DATABASE_URL BROKERS TOPIC
 """
 import json
 import subprocess
@@ -17,7 +17,9 @@ import urllib.error
 import urllib.request
 import uuid
 
-checkout, query, token, binary, database_url = sys.argv[1:6]
+from confluent_kafka import Producer
+
+checkout, query, token, binary, database_url, brokers, topic = sys.argv[1:8]
 
 
 def call(method, url, body=None):
@@ -40,11 +42,23 @@ def post(path, body):
     return answer
 
 
+placed_on = {}
+
+
 def order(sku, quantity=1):
     body = {"customer_id": "c-seed", "currency": "EUR",
             "lines": [{"sku": sku, "quantity": quantity, "unit_price_minor": 1000}],
             "ship_to": {"country": "DE", "postal_code": "10115"}}
-    return post("/orders", body)["order_id"]
+    answer = post("/orders", body)
+    placed_on[answer["order_id"]] = answer["position"]["partition"]
+    return answer["order_id"]
+
+
+def unreadable(order_id):
+    """Bytes no schema reads, keyed by the order on its partition: parked, with the order."""
+    producer = Producer({"bootstrap.servers": brokers})
+    producer.produce(topic, key=order_id, value=b"no schema reads this", partition=placed_on[order_id])
+    assert producer.flush(30) == 0, "the unreadable record was not acknowledged"
 
 
 def status_of(order_id):
@@ -96,21 +110,25 @@ pay(made["refunded"], "refunded")
 pay(made["partial"], "refunded", 400)
 pay(made["failed"], "failed")
 post(f"/orders/{made['cancelled']}/cancel", {"reason": "changed my mind"})
-# A refund before any capture is refused by the payment projection and parked; the capture
-# behind it parks too (an order's events apply in order).
+# A refund before any capture is refused by the payment projection and recorded (skipped);
+# it holds nothing back. Bytes no schema reads park the order; the capture behind them parks
+# too (an order's events apply in order).
 for name in ["parked", "retried", "skipped"]:
     pay(made[name], "refunded", 1)
+    unreadable(made[name])
     pay(made[name], "captured")
 wait_for(made["delivered"], {"delivered"})
 wait_for(made["cancelled"], {"cancelled"})
 deadline = time.time() + 60
-while len([d for d in dead_letters("orderflow-payment") if d["order_id"] == made["skipped"]]) < 2:
-    assert time.time() < deadline, "the refunds before capture were never parked"
+while len([d for d in dead_letters("orderflow-payment")
+           if d["order_id"] == made["skipped"] and d["status"] == "parked"]) < 2:
+    assert time.time() < deadline, "the unreadable records were never parked"
     time.sleep(0.2)
 operator = [binary, "dead-letters"]
 common = ["--group", "orderflow-payment", "--database-url", database_url, "--operator", "conformance"]
 subprocess.run(operator + ["skip"] + common + ["--order", made["skipped"]], check=True, capture_output=True)
-first = [d["id"] for d in dead_letters("orderflow-payment") if d["order_id"] == made["retried"]][0]
+first = [d["id"] for d in dead_letters("orderflow-payment")
+         if d["order_id"] == made["retried"] and d["status"] == "parked"][0]
 subprocess.run(operator + ["skip"] + common + [str(first)], check=True, capture_output=True)
 subprocess.run(operator + ["retry"] + common + ["--order", made["retried"]], check=True, capture_output=True)
 states = {d["status"] for d in dead_letters("orderflow-payment")}

@@ -85,7 +85,13 @@ async fn each_service_works_under_its_own_role_and_no_role_can_do_what_it_must_n
         timestamp_ms: None,
         published_by: Some("shop".into()),
     }];
-    let batch = Batch { group: "orderflow-payment", topic: "t", records: &records, read_from: &Default::default() };
+    let batch = Batch {
+        group: "orderflow-payment",
+        topic: "t",
+        role: schemas::TopicRole::Orders,
+        records: &records,
+        read_from: &Default::default(),
+    };
     let applied = consumer
         .batches()
         .apply(projections::ProjectionKind::Payment, &batch, &codec)
@@ -98,7 +104,13 @@ async fn each_service_works_under_its_own_role_and_no_role_can_do_what_it_must_n
         .await
         .expect("a rebuild creates its tables under the consumers' role");
     assert!(next.generation > 1);
-    let rebuilt = Batch { group: &next.group, topic: "t", records: &records, read_from: &Default::default() };
+    let rebuilt = Batch {
+        group: &next.group,
+        topic: "t",
+        role: schemas::TopicRole::Orders,
+        records: &records,
+        read_from: &Default::default(),
+    };
     consumer
         .batches()
         .apply(projections::ProjectionKind::Payment, &rebuilt, &codec)

@@ -76,8 +76,8 @@ async fn each_route_appends_its_event_keyed_and_placed_where_the_answer_says() {
     assert_eq!(status, 202, "{stock}");
     expected.push((EventKind::StockAdjusted, "sku:SKU-1".to_string(), position(&stock), stock["event_id"].clone()));
 
-    // Order events on the orders topic, the adjustment on the stock topic.
-    let stock_topic = schemas::stock_topic(&app.topic);
+    // Order events on the orders topic, the adjustment on the adjustments topic.
+    let stock_topic = schemas::adjustments_topic(&app.topic);
     let mut records = common::read_topic(&common::kafka(), &app.topic, expected.len() - 1);
     let adjustments = common::read_topic(&common::kafka(), &stock_topic, 1);
     assert_eq!((records.len(), adjustments.len()), (expected.len() - 1, 1), "exactly one record per accepted request");

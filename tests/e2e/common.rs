@@ -362,6 +362,20 @@ pub async fn wait_caught_up(store: &projections::store::Store, kafka: &KafkaSett
     }
 }
 
+/// [`wait_caught_up`] on every topic a group of `kind` reads in the pipeline on
+/// `orders_topic` (the inventory reads only the decisions, the fulfilment both).
+pub async fn wait_group_caught_up(
+    store: &projections::store::Store,
+    kafka: &KafkaSettings,
+    kind: impl Into<projections::registry::GroupKind>,
+    group: &str,
+    orders_topic: &str,
+) {
+    for topic in kind.into().topics(orders_topic) {
+        wait_caught_up(store, kafka, group, &topic).await;
+    }
+}
+
 /// Member settings for tests: small batches and short timeouts so rebalances are quick.
 pub fn member_config(kind: projections::ProjectionKind, topic: &str, group: &str) -> consumers::MemberConfig {
     let mut config = consumers::MemberConfig::new(kind, topic);
@@ -570,8 +584,8 @@ pub async fn calm_rebuild(kafka: &KafkaSettings, topic: &str) -> projections::st
             consumers::member::run_member(member_config(kind, topic, &group), kafka, store.clone()).expect("member");
         members.push((group, member));
     }
-    for (group, _) in &members {
-        wait_caught_up(&store, kafka, group, topic).await;
+    for ((group, _), kind) in members.iter().zip(projections::ProjectionKind::ALL) {
+        wait_group_caught_up(&store, kafka, kind, group, topic).await;
     }
     for (_, member) in members {
         member.stop().await.expect("stop");
@@ -614,7 +628,7 @@ impl Processes {
             config.max_poll_interval = Duration::from_secs(10);
             config.outbox_written = Some(wake.clone());
             config.contract = contract.clone();
-            groups.push((config.group.clone(), config.topic.clone()));
+            groups.extend(kit::reading(process, &config.group, topic));
             members.push(consumers::member::run_member(config, &kafka, store.clone()).expect("process member"));
         }
         let relay = Some(consumers::spawn_relay(store.outbox(), &kafka, wake));

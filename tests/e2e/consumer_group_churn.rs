@@ -55,7 +55,7 @@ async fn churn_then_compare(protocol: GroupProtocol, strategy: &str) {
     assert!(report.accepted > 500, "the load barely ran: {}", report.summary());
     assert!(joins >= 3, "membership changed only {joins} times");
     for kind in ProjectionKind::ALL {
-        common::wait_caught_up(&store, &kafka, &format!("{}-churn-{topic}", kind.name()), &topic).await;
+        common::wait_group_caught_up(&store, &kafka, kind, &format!("{}-churn-{topic}", kind.name()), &topic).await;
     }
     for member in steady {
         member.stop().await.expect("stop");
@@ -72,8 +72,8 @@ async fn churn_then_compare(protocol: GroupProtocol, strategy: &str) {
             (group, run_member(c, &kafka, rebuilt.clone()).expect("member"))
         })
         .collect();
-    for (group, _) in &calm {
-        common::wait_caught_up(&rebuilt, &kafka, group, &topic).await;
+    for ((group, _), kind) in calm.iter().zip(ProjectionKind::ALL) {
+        common::wait_group_caught_up(&rebuilt, &kafka, kind, group, &topic).await;
     }
     for (_, member) in calm {
         member.stop().await.expect("stop");

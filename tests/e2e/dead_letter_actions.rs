@@ -48,15 +48,25 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     .await;
     let order = placed["order_id"].as_str().expect("order id").to_string();
     let payment = |status: &str, amount: i64| json!({"status": status, "amount_minor": amount, "provider_ref": "psp"});
-    // A capture above the order total is rejected; the correct capture after it waits behind it.
+    // A capture above the order total is the caller's mistake: refused and recorded, it
+    // parks nothing. Bytes no schema reads, keyed by the order, are parked; the correct
+    // capture after them waits behind them.
     post(format!("/orders/{order}/payments"), payment("captured", 999_999)).await;
+    let producer: rdkafka::producer::FutureProducer = kafka.client_config().create().expect("producer");
+    let unreadable = rdkafka::producer::FutureRecord::to(&topic).key(&order).payload(&[0u8, 0, 0, 0, 99, 1, 2][..]);
+    producer.send(unreadable, Duration::from_secs(10)).await.expect("sent");
     post(format!("/orders/{order}/payments"), payment("captured", 2000)).await;
     common::wait_caught_up(&store, &kafka, &group, &topic).await;
     let parked = store.reads().dead_letters(&group).await.expect("dead letters");
     assert_eq!(parked.len(), 2, "{parked:#?}");
     let (bad, blocked) = (parked[0].id, parked[1].id);
-    assert!(parked[0].reason.contains("above the order total"), "{}", parked[0].reason);
+    assert!(parked[0].reason.starts_with("undecodable"), "{}", parked[0].reason);
     assert!(parked[1].reason.starts_with("parked"), "{}", parked[1].reason);
+    let refused = store.reads().list_dead_letters_with(Some(&group), None, false, 10).await.expect("all");
+    assert!(
+        refused[0].reason.contains("above the order total") && refused[0].status.as_str() == "skipped",
+        "{refused:#?}"
+    );
 
     // `orderflow dead-letters <action> <args…>` for this group and database.
     let dead_letters = |action: &str, args: &[&str]| {
@@ -67,7 +77,7 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
         orderflow(&all)
     };
     let bad_id = bad.to_string();
-    // Retrying the invalid capture fails again: it and the order stay parked, nothing changes.
+    // Retrying the unreadable record fails again: it and the order stay parked, nothing changes.
     let (ok, outcome, stderr) = dead_letters("retry", &["--json", &bad_id]);
     assert!(ok, "{stderr}");
     assert_eq!(outcome["applied"], json!([]), "{outcome}");
@@ -90,7 +100,7 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     assert_eq!(row(&store).await.captured_minor, 0);
     assert_eq!(store.reads().list_dead_letters(Some(&group), 10).await.expect("list").len(), 2);
 
-    // Skip the invalid one, then retry the order: the correct capture is applied.
+    // Skip the unreadable one, then retry the order: the correct capture is applied.
     let (ok, skipped, stderr) = dead_letters("skip", &["--json", &bad_id]);
     assert!(ok, "{stderr}");
     assert_eq!(skipped, json!({"skipped": [bad]}));
@@ -105,7 +115,11 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
     );
     let all = store.reads().list_dead_letters_with(Some(&group), None, false, 10).await.expect("all");
     let statuses: Vec<&str> = all.iter().map(|d| d.status.as_str()).collect();
-    assert_eq!(statuses, ["skipped", "retried"], "the history of what operators did stays");
+    assert_eq!(
+        statuses,
+        ["skipped", "skipped", "retried"],
+        "the history of what was refused and what operators did stays"
+    );
     let listed = common::run_orderflow(&[
         "dead-letters",
         "list",
@@ -117,7 +131,7 @@ async fn retry_keeps_a_still_invalid_record_parked_and_skip_unblocks_its_order_s
         &database_url,
     ]);
     let listed: Vec<&str> = listed.lines().filter_map(|l| l.split("\"status\":\"").nth(1)?.split('"').next()).collect();
-    assert_eq!(listed, ["skipped", "retried"], "`list --all` shows resolved records with their status");
+    assert_eq!(listed, ["skipped", "skipped", "retried"], "`list --all` shows resolved records with their status");
 
     // The order is no longer held back: the running group applies its next event.
     post(format!("/orders/{order}/payments"), payment("refunded", 500)).await;

@@ -63,8 +63,8 @@ async fn kafka_consumer_groups_tool_shows_the_offsets_and_lag_orderflow_groups_s
     let groups = start_groups(&kafka, &topic, &store, "tool");
     let report = load::run(load_config(&app.base_url, 300, 3)).await;
     assert!(report.accepted > 200, "{}", report.summary());
-    for (group, _) in &groups {
-        common::wait_caught_up(&store, &kafka, group, &topic).await;
+    for ((group, _), kind) in groups.iter().zip(ProjectionKind::ALL) {
+        common::wait_group_caught_up(&store, &kafka, kind, group, &topic).await;
     }
     for (_, member) in &groups {
         member.request_stop();
@@ -78,14 +78,26 @@ async fn kafka_consumer_groups_tool_shows_the_offsets_and_lag_orderflow_groups_s
     assert!(more.accepted > 50, "{}", more.summary());
 
     let listed = common::run_orderflow(&["groups", "--json", "--topic", &topic, "--database-url", &database_url]);
-    let ours: BTreeMap<String, serde_json::Value> = listed
+    // One line per group and topic; the orders topic is where this test's load went (no
+    // process runs here, so the decisions topic stays empty).
+    let ours: BTreeMap<(String, String), serde_json::Value> = listed
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("groups --json line"))
-        .map(|g| (g["group"].as_str().unwrap_or_default().to_string(), g))
+        .map(|g| {
+            (
+                (
+                    g["group"].as_str().unwrap_or_default().to_string(),
+                    g["topic"].as_str().unwrap_or_default().to_string(),
+                ),
+                g,
+            )
+        })
         .collect();
-    for group in &names {
+    let readers =
+        names.iter().zip(ProjectionKind::ALL).filter(|(_, kind)| kind.reads().contains(&schemas::TopicRole::Orders));
+    for (group, _) in readers {
         let theirs = kafka_describe(&kafka.brokers, group, &topic);
-        let ours: BTreeMap<i64, (i64, i64, i64)> = ours[group]["partitions"]
+        let ours: BTreeMap<i64, (i64, i64, i64)> = ours[&(group.clone(), topic.clone())]["partitions"]
             .as_array()
             .expect("partitions")
             .iter()
@@ -115,15 +127,22 @@ async fn partitions_added_with_kafkas_tool_while_groups_run_are_taken_over_and_v
     // The runbook: stop publishing, let every group drain, add partitions, publish again.
     let before = load::run(load_config(&app.base_url, 300, 3)).await;
     assert!(before.accepted > 200, "{}", before.summary());
-    for (group, _) in &groups {
-        common::wait_caught_up(&store, &kafka, group, &topic).await;
+    for ((group, _), kind) in groups.iter().zip(ProjectionKind::ALL) {
+        common::wait_group_caught_up(&store, &kafka, kind, group, &topic).await;
     }
-    common::kafka_tool(
-        "topics",
-        &["--bootstrap-server", &kafka.brokers, "--alter", "--topic", &topic, "--partitions", "6"],
-    );
+    // Every topic of the pipeline: an order's facts and decisions share a partition number.
+    for name in schemas::pipeline_topics(&topic) {
+        common::kafka_tool(
+            "topics",
+            &["--bootstrap-server", &kafka.brokers, "--alter", "--topic", &name, "--partitions", "6"],
+        );
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while groups.iter().any(|(_, m)| m.stats.owned.lock().expect("owned").len() < 6) {
+    while groups
+        .iter()
+        .zip(ProjectionKind::ALL)
+        .any(|((_, m), kind)| m.stats.owned.lock().expect("owned").len() < 6 * kind.reads().len())
+    {
         assert!(std::time::Instant::now() < deadline, "the members did not take the new partitions within 60 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -137,8 +156,8 @@ async fn partitions_added_with_kafkas_tool_while_groups_run_are_taken_over_and_v
         (3..6).all(|p| ends.get(&p).copied().unwrap_or(0) > 0),
         "nothing was published to the new partitions: {ends:?}"
     );
-    for (group, _) in &groups {
-        common::wait_caught_up(&store, &kafka, group, &topic).await;
+    for ((group, _), kind) in groups.iter().zip(ProjectionKind::ALL) {
+        common::wait_group_caught_up(&store, &kafka, kind, group, &topic).await;
     }
     for (_, member) in groups {
         member.stop().await.expect("stop");
@@ -158,8 +177,11 @@ async fn on_three_nodes_killing_the_leader_of_a_busy_partition_loses_no_accepted
     let kafka = KafkaSettings::new(cluster.brokers());
     let topic = "orders".to_string();
     // Replication factor 3 and min.insync.replicas 2 are the cluster's defaults.
-    let spec = infra::topics::TopicSpec { name: topic.clone(), partitions: 3, replication_factor: None };
-    infra::topics::create_topics(&kafka, &[spec], Duration::from_secs(30)).await.expect("topic");
+    let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
+        .into_iter()
+        .map(|name| infra::topics::TopicSpec { name, partitions: 3, replication_factor: None })
+        .collect();
+    infra::topics::create_topics(&kafka, &specs, Duration::from_secs(30)).await.expect("topics");
     let app = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
     let store = Store::connect(&common::fresh_database().await).await.expect("store");
     let groups = start_groups(&kafka, &topic, &store, "failover");
@@ -262,8 +284,8 @@ async fn on_three_nodes_killing_the_leader_of_a_busy_partition_loses_no_accepted
     }
 
     // The groups kept running through the failover: each accepted order projected once.
-    for (group, _) in &groups {
-        common::wait_caught_up(&store, &kafka, group, &topic).await;
+    for ((group, _), kind) in groups.iter().zip(ProjectionKind::ALL) {
+        common::wait_group_caught_up(&store, &kafka, kind, group, &topic).await;
     }
     for (_, member) in groups {
         member.stop().await.expect("stop");

@@ -124,7 +124,7 @@ async fn the_whole_pipeline_runs_over_sasl_ssl_with_each_service_under_its_own_p
         let member = run_member(common::member_config(kind, &topic, &group), &kafka_as(kind.name()), store.clone())
             .unwrap_or_else(|e| panic!("{group}: {e}"));
         members.push(member);
-        common::wait_caught_up(&store, &kafka_as(kind.name()), &group, &topic).await;
+        common::wait_group_caught_up(&store, &kafka_as(kind.name()), kind, &group, &topic).await;
     }
     let view = store.reads().order_view(&order).await.expect("view").expect("the order is projected");
     assert_eq!(view.payment.as_ref().map(|p| p.captured_minor), Some(1000), "{view:?}");
@@ -151,8 +151,8 @@ async fn the_whole_pipeline_runs_over_sasl_ssl_with_each_service_under_its_own_p
     assert_eq!(status, 200, "{dashboard}");
     let lag = dashboard["lag"].as_array().expect("lag rows");
     assert!(!lag.is_empty() && lag.iter().all(|r| r["log_end"].is_i64()), "log ends read over SASL_SSL: {dashboard}");
-    // The processes decide under their own users (reading and writing `orders…`, their own
-    // groups): SKU-S was never stocked, so the order is rejected.
+    // The processes decide under their own users (reading every topic, writing the
+    // requests and the decisions, their own groups): SKU-S was never stocked, so the order is rejected.
     let mut deciders = Vec::new();
     for process in ProcessKind::ALL {
         let mut config = consumers::MemberConfig::new(process, &topic);
@@ -191,6 +191,25 @@ async fn the_whole_pipeline_runs_over_sasl_ssl_with_each_service_under_its_own_p
     let (status, answer) = impostor.post(&format!("/orders/{order}/cancel"), &json!({}), None).await;
     assert_eq!((status, answer["error"].as_str()), (503, Some("broker_refused")), "{answer}");
     assert_eq!(orderflow::kit::log_ends(&admin, &topic).await.expect("log ends"), ends_before, "nothing appended");
+
+    // The checkout's user cannot decide: a stock decision it writes to the decisions topic
+    // (or a stock request to the requests topic) is refused by the broker, and nothing is
+    // appended there.
+    let codec = schemas::Codec::builtin();
+    let forged = codec.encode(&schemas::samples::sample(schemas::EventKind::StockDecided)).expect("encode");
+    let producer: rdkafka::producer::FutureProducer = kafka_as("checkout").client_config().create().expect("producer");
+    for role in [schemas::TopicRole::Decisions, schemas::TopicRole::Stock] {
+        let name = role.name(&topic);
+        let ends_before = orderflow::kit::log_ends(&admin, &name).await.expect("log ends");
+        let record = rdkafka::producer::FutureRecord::to(&name).key("forged").payload(&forged);
+        let (err, _) = producer.send(record, Duration::from_secs(30)).await.expect_err("the broker refuses the write");
+        assert_eq!(
+            err.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::TopicAuthorizationFailed),
+            "{name}: {err}"
+        );
+        assert_eq!(orderflow::kit::log_ends(&admin, &name).await.expect("log ends"), ends_before, "{name}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

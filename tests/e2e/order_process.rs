@@ -84,7 +84,7 @@ impl Shop {
     }
 
     fn inventory_group(&self) -> (String, String) {
-        (self.store.group(ProjectionKind::Inventory), self.topic.clone())
+        (self.store.group(ProjectionKind::Inventory), schemas::decisions_topic(&self.topic))
     }
 
     async fn settle(&self) {
@@ -201,7 +201,7 @@ async fn ten_units_serve_exactly_ten_of_forty_racing_orders_and_available_never_
     assert!(lowest.load(Ordering::SeqCst) >= 0, "a reader saw available {}", lowest.load(Ordering::SeqCst));
 
     // Each order was decided once: one confirmation or rejection event per order.
-    let log = decoded_log(&shop.kafka, &shop.topic).await;
+    let log = decoded_log(&shop.kafka, &schemas::decisions_topic(&shop.topic)).await;
     let confirmations = decisions_per_order(&log, EventKind::OrderConfirmed);
     let rejections = decisions_per_order(&log, EventKind::OrderRejected);
     assert_eq!(confirmations.len(), 15);
@@ -226,7 +226,7 @@ async fn an_order_placed_right_after_its_skus_restock_was_acknowledged_is_never_
                 json!({"warehouse": "BER-1", "delta": 1, "reason": "received"}),
             )
             .await;
-        assert_eq!(adjusted["position"]["topic"], json!(schemas::stock_topic(&shop.topic)), "{adjusted}");
+        assert_eq!(adjusted["position"]["topic"], json!(schemas::adjustments_topic(&shop.topic)), "{adjusted}");
         assert!(adjusted.get("after").is_none(), "no orders-topic position names an adjustment: {adjusted}");
         placed.push(shop.place(&[(sku.as_str(), 1)]).await);
     }
@@ -234,6 +234,123 @@ async fn an_order_placed_right_after_its_skus_restock_was_acknowledged_is_never_
     assert_eq!(shop.statuses(&placed).await, BTreeMap::from([(OrderStatus::Confirmed, 200)]));
     assert_eq!(shop.level("SKU-R199").await, (1, 1, 0));
     shop.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_written_to_the_callers_topic_are_refused_and_recorded_and_the_order_is_decided_on_real_stock() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let shop = Shop::open(2, Duration::from_secs(900)).await;
+    // A principal allowed on the orders topic places an order for a SKU nobody stocked,
+    // then writes the decisions the stock group and the order process would publish,
+    // signed in the header as the stock group.
+    let order = uuid::Uuid::new_v4();
+    let placed = match schemas::samples::readdressed(schemas::samples::sample(EventKind::OrderPlaced), order) {
+        Event::OrderPlaced(mut e) => {
+            e.lines = vec![schemas::OrderLine { sku: "SKU-FORGED".into(), quantity: 1, unit_price_minor: 100 }];
+            Event::OrderPlaced(e)
+        }
+        other => panic!("{other:?}"),
+    };
+    let forged_stock = match schemas::samples::readdressed(schemas::samples::sample(EventKind::StockDecided), order) {
+        Event::StockDecided(mut e) => {
+            e.sku = "SKU-FORGED".into();
+            (e.on_hand, e.reserved, e.quantity, e.version) = (1_000, 1, 1, i64::MAX);
+            Event::StockDecided(e)
+        }
+        other => panic!("{other:?}"),
+    };
+    let forged_confirmation = schemas::samples::readdressed(schemas::samples::sample(EventKind::OrderConfirmed), order);
+    let producer: FutureProducer = shop.kafka.client_config().create().expect("producer");
+    let codec = schemas::Codec::builtin();
+    for event in [&placed, &forged_stock, &forged_confirmation] {
+        let payload = codec.encode(event).expect("encode");
+        let headers = OwnedHeaders::new().insert(Header { key: schemas::PRINCIPAL_HEADER, value: Some("stock") });
+        let key = event.key();
+        let record = FutureRecord::to(&shop.topic).key(&key).payload(&payload).headers(headers);
+        producer.send(record, Duration::from_secs(10)).await.expect("the callers' topic takes it");
+    }
+    shop.settle().await;
+
+    // Decided on the stock there is: none.
+    assert_eq!(shop.status(order).await, OrderStatus::Rejected);
+    assert_eq!(shop.level("SKU-FORGED").await, (0, 0, 0), "the inventory shows the stock group's own levels");
+    // The forged stock decision is recorded, resolved, under no order (it holds nothing back).
+    let group = shop.store.group(ProcessKind::OrderProcess);
+    let recorded =
+        shop.store.reads().list_dead_letters_with(Some(&group), None, false, 100).await.expect("dead letters");
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].status, projections::store::DeadLetterStatus::Skipped, "{recorded:?}");
+    assert!(
+        recorded[0].reason.contains("refused: a StockDecided is trusted only from the Decisions topic"),
+        "{recorded:?}"
+    );
+    assert_eq!(recorded[0].order_id, None);
+    // The real decisions are on the decisions topic; the orders topic holds only what the
+    // caller wrote.
+    let facts = decoded_log(&shop.kafka, &shop.topic).await;
+    assert_eq!(facts.len(), 3, "{facts:?}");
+    let decisions = decoded_log(&shop.kafka, &schemas::decisions_topic(&shop.topic)).await;
+    assert!(decisions.iter().any(|e| matches!(e, Event::OrderRejected(r) if r.order_id == order)), "{decisions:?}");
+    shop.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_an_earlier_release_appended_to_the_orders_topic_are_copied_to_the_decisions_topic_on_upgrade() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let kafka = common::kafka();
+    let topic = common::fresh_topic("upgrade", 2).await;
+    // The earlier release's log: an order, the stock group's decisions (an adjustment's and
+    // the order's reservation) and the confirmation, all on the orders topic.
+    let order = uuid::Uuid::new_v4();
+    let placed = schemas::samples::readdressed(schemas::samples::sample(EventKind::OrderPlaced), order);
+    let decided =
+        |order_id: Option<uuid::Uuid>, on_hand: i64, reserved: i64, version: i64| match schemas::samples::readdressed(
+            schemas::samples::sample(EventKind::StockDecided),
+            order,
+        ) {
+            Event::StockDecided(mut e) => {
+                (e.order_id, e.sku, e.on_hand, e.reserved, e.shipped, e.version) =
+                    (order_id, "SKU-L".into(), on_hand, reserved, 0, version);
+                Event::StockDecided(e)
+            }
+            other => panic!("{other:?}"),
+        };
+    let confirmed = schemas::samples::readdressed(schemas::samples::sample(EventKind::OrderConfirmed), order);
+    let legacy = [placed, decided(None, 7, 0, 1), decided(Some(order), 7, 1, 2), confirmed];
+    let producer: FutureProducer = kafka.client_config().create().expect("producer");
+    let codec = schemas::Codec::builtin();
+    for event in &legacy {
+        let payload = codec.encode(event).expect("encode");
+        let key = event.key();
+        let by = if event.kind().is_decision() { "stock" } else { "shop" };
+        let headers = OwnedHeaders::new().insert(Header { key: schemas::PRINCIPAL_HEADER, value: Some(by) });
+        let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
+        producer.send(record, Duration::from_secs(10)).await.expect("sent");
+    }
+
+    let out = common::run_orderflow(&["topics", "copy-decisions", "--topic", &topic]);
+    assert!(out.contains("copied 3 decisions of 4 records"), "{out}");
+    let copies = decoded_log(&kafka, &schemas::decisions_topic(&topic)).await;
+    assert_eq!(copies.iter().map(Event::kind).collect::<Vec<_>>().len(), 3, "{copies:?}");
+    let originals: Vec<uuid::Uuid> = legacy[1..].iter().map(|e| e.envelope().event_id).collect();
+    let mut ids: Vec<uuid::Uuid> = copies.iter().map(|e| e.envelope().event_id).collect();
+    ids.sort();
+    let mut want = originals.clone();
+    want.sort();
+    assert_eq!(ids, want, "the same events, ids unchanged");
+
+    // The inventory, which now reads decisions only from their own topic, sees them.
+    let store = Store::connect(&common::fresh_database().await).await.expect("store");
+    let group = store.group(ProjectionKind::Inventory);
+    let member = run_member(common::member_config(ProjectionKind::Inventory, &topic, &group), &kafka, store.clone())
+        .expect("inventory member");
+    common::wait_group_caught_up(&store, &kafka, ProjectionKind::Inventory, &group, &topic).await;
+    let levels = store.reads().inventory_levels().await.expect("levels");
+    let level = levels.iter().find(|l| l.sku == "SKU-L").unwrap_or_else(|| panic!("{levels:?}"));
+    assert_eq!((level.on_hand, level.reserved, level.available), (7, 1, 6));
+    member.stop().await.expect("stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +387,10 @@ async fn unpaid_orders_expire_after_the_payment_timeout_once_across_a_restart_an
     // Well past the timeout, with the members still running: each timer fired once.
     tokio::time::sleep(Duration::from_secs(1)).await;
     shop.settle().await;
-    let expiries = decisions_per_order(&decoded_log(&shop.kafka, &shop.topic).await, EventKind::OrderExpired);
+    let expiries = decisions_per_order(
+        &decoded_log(&shop.kafka, &schemas::decisions_topic(&shop.topic)).await,
+        EventKind::OrderExpired,
+    );
     assert_eq!(expiries.len(), 3);
     assert!(expiries.values().all(|n| *n == 1), "{expiries:?}");
     shop.close().await;
@@ -291,7 +411,7 @@ async fn an_order_whose_one_sku_runs_out_is_rejected_and_its_other_lines_units_c
     assert_eq!(shop.level("SKU-A").await, (5, 0, 5));
     assert_eq!(shop.level("SKU-B").await, (1, 0, 1));
     assert_eq!(shop.level("SKU-C").await, (4, 0, 4));
-    let log = decoded_log(&shop.kafka, &shop.topic).await;
+    let log = decoded_log(&shop.kafka, &schemas::decisions_topic(&shop.topic)).await;
     let rejected: Vec<&schemas::OrderRejected> =
         log.iter().filter_map(|e| if let Event::OrderRejected(r) = e { Some(r) } else { None }).collect();
     assert_eq!(rejected.len(), 1);
@@ -300,10 +420,10 @@ async fn an_order_whose_one_sku_runs_out_is_rejected_and_its_other_lines_units_c
     // Rebuilding the inventory replays the decisions; it decides nothing again.
     let mut shop = shop;
     shop.inventory.take().expect("inventory").stop().await.expect("stop");
-    let ends_before = (
-        common::log_ends(&shop.kafka, &shop.topic).await,
-        common::log_ends(&shop.kafka, &schemas::stock_topic(&shop.topic)).await,
-    );
+    let mut ends_before = Vec::new();
+    for topic in schemas::pipeline_topics(&shop.topic) {
+        ends_before.push(common::log_ends(&shop.kafka, &topic).await);
+    }
     let levels_before = shop.store.reads().inventory_levels().await.expect("levels");
     let database_url = shop.database_url.clone();
     let prefix = shop.prefix.clone();
@@ -312,10 +432,10 @@ async fn an_order_whose_one_sku_runs_out_is_rejected_and_its_other_lines_units_c
     let rebuilt = common::run_orderflow_with(&[&args[..], &["--timeout", "90s", "--json"]].concat(), &[]);
     assert!(rebuilt.contains("switched"), "{rebuilt}");
     shop.settle().await;
-    let ends_after = (
-        common::log_ends(&shop.kafka, &shop.topic).await,
-        common::log_ends(&shop.kafka, &schemas::stock_topic(&shop.topic)).await,
-    );
+    let mut ends_after = Vec::new();
+    for topic in schemas::pipeline_topics(&shop.topic) {
+        ends_after.push(common::log_ends(&shop.kafka, &topic).await);
+    }
     assert_eq!(ends_after, ends_before, "a rebuild appended nothing");
     assert_eq!(shop.store.reads().outbox_len().await.expect("outbox"), 0);
     assert_eq!(shop.store.reads().inventory_levels().await.expect("levels"), levels_before, "the rebuilt inventory");
@@ -483,10 +603,10 @@ async fn process_members_and_the_relay_killed_at_every_point_of_a_batch_leave_ev
     let order_process = spawn_process(&shop, &prefix, &database_url, ProcessKind::OrderProcess, None);
     let stock = spawn_process(&shop, &prefix, &database_url, ProcessKind::Stock, None);
     tell_story(&shop, points.len() * per_phase..STORY_ORDERS, &mut placed).await;
-    let groups = vec![
-        (store.group(ProcessKind::OrderProcess), shop.topic.clone()),
-        (store.group(ProcessKind::Stock), schemas::stock_topic(&shop.topic)),
-    ];
+    let groups: Vec<(String, String)> = ProcessKind::ALL
+        .into_iter()
+        .flat_map(|process| orderflow::kit::reading(process, &store.group(process), &shop.topic))
+        .collect();
     let reached =
         orderflow::kit::wait_settled(&store, &shop.kafka, &groups, Duration::from_secs(90)).await.expect("settle");
     assert!(reached.values().all(|r| *r), "{reached:?}");
@@ -520,7 +640,7 @@ async fn process_members_and_the_relay_killed_at_every_point_of_a_batch_leave_ev
     let calm_rows: Vec<(String, i64, i64)> = want.1.iter().map(|(s, o, r, _)| (s.clone(), *o, *r)).collect();
     assert_eq!(stock_rows, calm_rows, "the stock group's own rows");
     assert_eq!(store.reads().outbox_len().await.expect("outbox"), 0, "every decision was published");
-    let log = decoded_log(&shop.kafka, &shop.topic).await;
+    let log = decoded_log(&shop.kafka, &schemas::decisions_topic(&shop.topic)).await;
     let confirmations = decisions_per_order(&log, EventKind::OrderConfirmed);
     assert!(confirmations.values().all(|n| *n == 1), "an order confirmed under two ids");
     calm.close().await;
@@ -528,13 +648,16 @@ async fn process_members_and_the_relay_killed_at_every_point_of_a_batch_leave_ev
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topics_create_makes_the_stock_topic_beside_the_orders_topic_and_groups_lists_the_stock_group() {
+async fn topics_create_makes_every_topic_of_the_pipeline_and_groups_lists_the_stock_group() {
     let kafka = common::kafka();
     let topic = format!("made-{}", uuid::Uuid::new_v4().simple());
     let out = common::run_orderflow(&["topics", "create", "--topic", &topic, "--partitions", "2"]);
-    assert!(out.contains(&format!("created topic {topic} (2 partitions)")), "{out}");
-    assert!(out.contains(&format!("created topic {topic}-stock (2 partitions)")), "{out}");
-    assert_eq!(common::log_ends(&kafka, &schemas::stock_topic(&topic)).await.len(), 2);
+    for name in
+        [topic.clone(), format!("{topic}-adjustments"), format!("stock-requests-{topic}"), format!("decisions-{topic}")]
+    {
+        assert!(out.contains(&format!("created topic {name} (2 partitions)")), "{out}");
+        assert_eq!(common::log_ends(&kafka, &name).await.len(), 2, "{name}");
+    }
 
     // A stock group with offsets on the stock topic shows up in `orderflow groups`.
     let database_url = common::fresh_database().await;
@@ -554,7 +677,8 @@ async fn topics_create_makes_the_stock_topic_beside_the_orders_topic_and_groups_
     let stock_group = store.group(ProcessKind::Stock);
     let line = listed.lines().find(|l| l.contains(&stock_group)).unwrap_or_else(|| panic!("{listed}"));
     let group: Value = serde_json::from_str(line).expect("json");
-    assert_eq!(group["topic"], schemas::stock_topic(&topic));
+    // The stock group read the adjustment from the adjustments topic.
+    assert_eq!(group["topic"], schemas::adjustments_topic(&topic));
     assert_eq!(group["lag"], 0, "{group}");
     processes.stop().await;
 }

@@ -20,7 +20,7 @@ async fn count(store: &Store, table: &str) -> i64 {
 
 async fn apply(store: &Store, codec: &Codec, records: &[LogRecord], from: i64) -> projections::store::BatchOutcome {
     let read_from = BTreeMap::from([(0, from)]);
-    let batch = Batch { group: "g", topic: "t", records, read_from: &read_from };
+    let batch = Batch { group: "g", topic: "t", role: schemas::TopicRole::Orders, records, read_from: &read_from };
     store.batches().apply(ProjectionKind::History, &batch, codec).await.expect("batch")
 }
 
@@ -58,8 +58,18 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
             published_by: None,
         });
     }
+    // A decision on the orders topic: refused and recorded, resolved at once.
+    let forged = sample(EventKind::StockDecided);
+    records.push(LogRecord {
+        partition: 0,
+        offset: 202,
+        key: Some(forged.key().into_bytes()),
+        payload: Some(codec.encode(&forged).expect("encode")),
+        timestamp_ms: None,
+        published_by: None,
+    });
     let outcome = apply(&store, &codec, &records, 0).await;
-    assert_eq!((outcome.applied, outcome.dead_lettered), (200, 2));
+    assert_eq!((outcome.applied, outcome.dead_lettered), (200, 3));
     let parked = store.reads().dead_letters("g").await.expect("dead letters");
     store.operations().skip_dead_letters("g", &DeadLetterSelection::Ids(vec![parked[1].id])).await.expect("skip");
     let (ids_before, letters_before) = (count(&store, "processed_events").await, count(&store, "dead_letters").await);
@@ -70,21 +80,22 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
     let copy = first.expect("an event");
     let again = LogRecord {
         partition: 0,
-        offset: 202,
+        offset: 203,
         key: Some(copy.key().into_bytes()),
         payload: Some(codec.encode(&copy).expect("encode")),
         timestamp_ms: None,
         published_by: None,
     };
-    assert_eq!(apply(&store, &codec, &[again], 202).await.duplicates, 1, "deduplicated inside the window");
+    assert_eq!(apply(&store, &codec, &[again], 203).await.duplicates, 1, "deduplicated inside the window");
 
-    // Past the window (here: any age), ids and the resolved dead letter go; the parked stays.
+    // Past the window (here: any age), ids and the resolved dead letters (the skipped one,
+    // the refused one) go; the parked stays.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let none = Retention { dedupe_window: Duration::ZERO, resolved_dead_letters: Duration::ZERO };
     let pruned = store.operations().prune(none).await.expect("prune").expect("not contended");
     let (ids_after, letters_after) = (count(&store, "processed_events").await, count(&store, "dead_letters").await);
     assert_eq!((ids_before, ids_after, pruned.event_ids), (200, 0, 200));
-    assert_eq!((letters_before, letters_after, pruned.dead_letters), (2, 1, 1));
+    assert_eq!((letters_before, letters_after, pruned.dead_letters), (3, 1, 2));
     let left = store.reads().list_dead_letters_with(Some("g"), None, false, 10).await.expect("left");
     assert_eq!(left.iter().map(|d| d.id).collect::<Vec<_>>(), vec![parked[0].id], "the parked one stays");
     eprintln!("rows before/after pruning: processed_events {ids_before}/{ids_after}, dead_letters {letters_before}/{letters_after}");

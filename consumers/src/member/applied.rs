@@ -42,7 +42,7 @@ pub(super) fn record_applied(
     let mut positions = stats.positions.lock().unwrap_or_else(|e| e.into_inner());
     let mut committed = TopicPartitionList::new();
     for (p, next) in &outcome.next_offsets {
-        positions.insert(*p, *next);
+        positions.insert((config.topic.clone(), *p), *next);
         let _ = committed.add_partition_offset(&config.topic, *p, Offset::Offset(*next));
     }
     // A copy for Kafka's tooling and autoscalers, after the database commit; never read back.

@@ -19,6 +19,8 @@ pub struct MemberConfig {
     /// this process publishes them at once instead of at its next look.
     pub outbox_written: Option<Arc<tokio::sync::Notify>>,
     pub group: String,
+    /// The topic this consumer of the member reads: set per consumer by
+    /// [`super::run_member`], one for each topic the group reads (the first by default).
     pub topic: String,
     /// Records per batch at most.
     pub batch_max: usize,
@@ -59,6 +61,12 @@ pub mod defaults {
 }
 
 impl MemberConfig {
+    /// Which of the pipeline's topics this consumer reads: what it trusts from there.
+    /// A topic that is none of the pipeline's is trusted as the orders topic, the least.
+    pub fn role(&self) -> schemas::TopicRole {
+        schemas::TopicRole::of_topic(&self.topic, &self.decisions.orders_topic).unwrap_or(schemas::TopicRole::Orders)
+    }
+
     /// A member of `kind`'s default group in a pipeline on `orders_topic` (a process reads
     /// the topic the registry names for it, e.g. the stock topic).
     pub fn new(kind: impl Into<GroupKind>, orders_topic: &str) -> Self {
@@ -69,7 +77,7 @@ impl MemberConfig {
             contract: infra::schema_registry::Contract::embedded(),
             outbox_written: None,
             group: projections::registry::default_group(kind),
-            topic: kind.topic(orders_topic),
+            topic: kind.topics(orders_topic).swap_remove(0),
             batch_max: defaults::BATCH_MAX,
             batch_wait: defaults::BATCH_WAIT,
             group_protocol: GroupProtocol::Classic,
@@ -125,9 +133,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_process_member_reads_the_topic_the_registry_names_and_decides_for_the_orders_topic() {
+    fn a_process_member_reads_the_topics_the_registry_names_and_decides_for_the_orders_topic() {
         let stock = MemberConfig::new(ProcessKind::Stock, "shop");
-        assert_eq!((stock.topic.as_str(), stock.group.as_str()), ("shop-stock", "orderflow-stock"));
+        assert_eq!((stock.topic.as_str(), stock.group.as_str()), ("stock-requests-shop", "orderflow-stock"));
         assert_eq!(stock.decisions.orders_topic, "shop");
         let payment = MemberConfig::new(ProjectionKind::Payment, "shop");
         assert_eq!((payment.topic.as_str(), payment.kind), ("shop", GroupKind::Projection(ProjectionKind::Payment)));

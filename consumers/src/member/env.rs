@@ -5,6 +5,7 @@ use projections::store::Batches;
 use rdkafka::consumer::BaseConsumer;
 use schemas::Codec;
 
+use super::causal::Causes;
 use super::config::MemberConfig;
 use super::stats::MemberStats;
 use crate::context::MemberContext;
@@ -18,4 +19,6 @@ pub(super) struct BatchEnv<'a> {
     pub codec: &'a Codec,
     pub stop: &'a AtomicBool,
     pub stats: &'a MemberStats,
+    /// What a batch waits for before it is applied (the stock requests' adjustments).
+    pub causes: Option<&'a Causes>,
 }

@@ -50,10 +50,14 @@ impl Flight {
     ) {
         debug_assert!(self.0.is_none(), "one batch in flight at most");
         let (kind, batches, codec) = (env.config.kind, env.batches.clone(), env.codec.clone());
-        let (group, topic) = (env.config.group.clone(), env.config.topic.clone());
+        let (group, topic, role) = (env.config.group.clone(), env.config.topic.clone(), env.config.role());
         let read_from = reading.read_from.clone();
+        let causes = env.causes.cloned();
         let task = env.consumer.context().runtime.spawn(async move {
-            let batch = Batch { group: &group, topic: &topic, records: &records, read_from: &read_from };
+            if let Some(causes) = causes {
+                causes.wait(&batches, &records).await;
+            }
+            let batch = Batch { group: &group, topic: &topic, role, records: &records, read_from: &read_from };
             let result = batches.apply_decoded(kind, &batch, &codec, decoded).await;
             (records, result)
         });

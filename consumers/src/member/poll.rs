@@ -9,14 +9,15 @@ use projections::store::{Batches, LogRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 
+use super::causal::Causes;
 use super::config::MemberConfig;
 use super::cut::{BufferState, CutRule};
 use super::env::BatchEnv;
 use super::flight::{log_batch, Flight};
 use super::reading::Reading;
 use super::retry::resolve_schemas;
-use super::stats::MemberStats;
-use super::timers::{fire_timers, TIMER_EVERY};
+use super::stats::{replace_topic, MemberStats};
+use super::timers::{fire_timers, fires_timers, TIMER_EVERY};
 use crate::context::MemberContext;
 use crate::error::ConsumerError;
 use crate::metrics as m;
@@ -89,9 +90,10 @@ pub(super) fn poll_loop(
     batches: &Batches,
     stop: &AtomicBool,
     stats: &MemberStats,
+    causes: Option<&Causes>,
 ) -> Result<(), ConsumerError> {
     let codec = config.contract.codec().clone();
-    let env = BatchEnv { consumer, config, batches, codec: &codec, stop, stats };
+    let env = BatchEnv { consumer, config, batches, codec: &codec, stop, stats, causes };
     let mut reading = Reading::default();
     // At most one batch is applied at a time; while it is, the member reads the next one.
     let mut flight = Flight::default();
@@ -133,7 +135,11 @@ fn poll_batches(
             owned = context.owned();
             let positioned = std::mem::take(&mut *context.positioned_at.lock().unwrap_or_else(|e| e.into_inner()));
             reading.reassigned(&mut buffer.records, &owned, positioned);
-            *stats.owned.lock().unwrap_or_else(|e| e.into_inner()) = owned.clone();
+            {
+                let mut all = stats.owned.lock().unwrap_or_else(|e| e.into_inner());
+                all.retain(|(t, _)| *t != config.topic);
+                all.extend(owned.iter().map(|p| (config.topic.clone(), *p)));
+            }
         }
         let got_record = matches!(polled, Some(Ok(_)));
         match polled {
@@ -174,13 +180,13 @@ fn poll_batches(
                 return Ok(());
             }
             // Decoded while the batch before it may still be in the database.
-            let mut decoded = Batches::decode(config.kind, codec, &records);
+            let mut decoded = Batches::decode(config.kind, config.role(), codec, &records);
             let cut = records.len();
             // Full with one in flight: that one finishes first (it may rewind partitions
             // whose later records are in this one, rarely).
             flight.settle(env, reading, &mut records)?;
             if records.len() != cut {
-                decoded = Batches::decode(config.kind, codec, &records);
+                decoded = Batches::decode(config.kind, config.role(), codec, &records);
             }
             log_batch(env, &records, reading);
             if !records.is_empty() {
@@ -193,7 +199,7 @@ fn poll_batches(
         }
         if now.saturating_duration_since(timers_at) >= TIMER_EVERY {
             timers_at = now;
-            if config.kind.fires_timers() {
+            if fires_timers(config) {
                 // Timers fire between batches.
                 flight.settle(env, reading, &mut buffer.records)?;
             }
@@ -212,10 +218,10 @@ fn refresh_lag(consumer: &BaseConsumer<MemberContext>, config: &MemberConfig, st
     for p in owned {
         if let Some(high) = known.get(&p).copied() {
             ends.insert(p, high);
-            if let Some(next) = positions.get(&p) {
-                m::lag(config.kind.name(), &config.group, p, (high - next).max(0));
+            if let Some(next) = positions.get(&(config.topic.clone(), p)) {
+                m::lag(config.kind.name(), &config.group, &config.topic, p, (high - next).max(0));
             }
         }
     }
-    *stats.log_ends.lock().unwrap_or_else(|e| e.into_inner()) = ends;
+    replace_topic(&stats.log_ends, &config.topic, ends);
 }

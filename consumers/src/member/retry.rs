@@ -86,8 +86,12 @@ impl Bisect<LogRecord> for Careful<'_, '_> {
         let BatchEnv { consumer, config, batches, codec, .. } = *self.env;
         let runtime = &consumer.context().runtime;
         let read_from = &self.reading.read_from;
+        if let Some(causes) = self.env.causes {
+            runtime.block_on(causes.wait(batches, slice));
+        }
         let tried = with_backoff(self.env, || {
-            let records = Batch { group: &config.group, topic: &config.topic, records: slice, read_from };
+            let records =
+                Batch { group: &config.group, topic: &config.topic, role: config.role(), records: slice, read_from };
             runtime.block_on(batches.apply(config.kind, &records, codec))
         })?;
         Ok(match tried {
@@ -108,7 +112,8 @@ impl Bisect<LogRecord> for Careful<'_, '_> {
         let runtime = &consumer.context().runtime;
         let read_from = &self.reading.read_from;
         match with_backoff(self.env, || {
-            let records = Batch { group: &config.group, topic: &config.topic, records: record, read_from };
+            let records =
+                Batch { group: &config.group, topic: &config.topic, role: config.role(), records: record, read_from };
             runtime.block_on(batches.park_refused(&records, codec, &reason))
         })? {
             Tried::Done(outcome) => Ok(Some(outcome)),

@@ -5,21 +5,45 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use infra::KafkaSettings;
-use projections::store::Store;
+use projections::store::{Batches, Store};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::runtime::Handle;
 
+use super::causal::Causes;
 use super::config::{GroupProtocol, MemberConfig};
 use super::poll::poll_loop;
 use super::stats::{MemberHandle, MemberStats};
 use crate::context::MemberContext;
 use crate::error::ConsumerError;
 
-/// Starts a member on its own thread. Must be called from within a tokio runtime.
+/// Starts a member: one consumer on a thread of its own per topic its group reads (see
+/// [`projections::registry::GroupKind::reads`]), all in the group, sharing the member's
+/// counters. Must be called from within a tokio runtime.
 pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> Result<MemberHandle, ConsumerError> {
     let batches = store.batches().deciding(config.decisions.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(MemberStats::default());
+    let (tx, done) = tokio::sync::mpsc::unbounded_channel();
+    let topics = config.kind.topics(&config.decisions.orders_topic);
+    let mut handle = MemberHandle { stop: stop.clone(), done, running: 0, stats: stats.clone() };
+    for topic in topics {
+        let config = MemberConfig { topic, ..config.clone() };
+        start_consumer(config, kafka, batches.clone(), stop.clone(), stats.clone(), tx.clone())?;
+        handle.running += 1;
+    }
+    Ok(handle)
+}
+
+/// One consumer of the member, for `config.topic`, on its own thread; its result goes to
+/// `done` when it ends.
+fn start_consumer(
+    config: MemberConfig,
+    kafka: &KafkaSettings,
+    batches: Batches,
+    stop: Arc<AtomicBool>,
+    stats: Arc<MemberStats>,
+    done: tokio::sync::mpsc::UnboundedSender<Result<(), ConsumerError>>,
+) -> Result<(), ConsumerError> {
     let inspector =
         infra::group_inspect::Inspector::new(kafka, Duration::from_secs(5)).map_err(ConsumerError::Inspect)?;
     let context = MemberContext {
@@ -78,18 +102,25 @@ pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> 
     ]);
     let consumer: BaseConsumer<MemberContext> = kafka.client_config_with(&settings).create_with_context(context)?;
     consumer.subscribe(&[&config.topic])?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let thread_stats = stats.clone();
-    let thread_stop = stop.clone();
+    let causes = match config.kind.waits_for(config.role()) {
+        Some(role) => Some(Causes {
+            inspector: Arc::new(
+                infra::group_inspect::Inspector::new(kafka, Duration::from_secs(5)).map_err(ConsumerError::Inspect)?,
+            ),
+            group: config.group.clone(),
+            topic: role.name(&config.decisions.orders_topic),
+        }),
+        None => None,
+    };
     std::thread::Builder::new()
         .name(format!("member-{}", config.group))
         .spawn(move || {
-            let result = poll_loop(&consumer, &config, &batches, &thread_stop, &thread_stats);
+            let result = poll_loop(&consumer, &config, &batches, &stop, &stats, causes.as_ref());
             leave_group(consumer, config.shutdown_deadline);
-            let _ = tx.send(result);
+            let _ = done.send(result);
         })
         .map_err(ConsumerError::Spawn)?;
-    Ok(MemberHandle { stop, done: Some(rx), stats })
+    Ok(())
 }
 
 /// Leaves the group so others take over promptly, without hanging when the broker is

@@ -6,7 +6,21 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::ConsumerError;
 
-/// Counters a member keeps for progress displays and tests.
+/// A partition of one of the topics a member reads.
+pub type TopicPartition = (String, i32);
+
+/// Replaces `topic`'s entries of `all` with `mine` (each topic's consumer keeps its own).
+pub(super) fn replace_topic<V>(
+    all: &Mutex<BTreeMap<TopicPartition, V>>,
+    topic: &str,
+    mine: impl IntoIterator<Item = (i32, V)>,
+) {
+    let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|(t, _), _| t != topic);
+    all.extend(mine.into_iter().map(|(p, v)| ((topic.to_string(), p), v)));
+}
+
+/// Counters a member keeps (over every topic it reads) for progress displays and tests.
 #[derive(Debug, Default)]
 pub struct MemberStats {
     pub records: AtomicU64,
@@ -16,10 +30,10 @@ pub struct MemberStats {
     /// Waiting for the schema registry to learn a batch's schema ids.
     pub registry_stalled: AtomicBool,
     /// Next offset per owned partition after the last batch.
-    pub positions: Mutex<BTreeMap<i32, i64>>,
+    pub positions: Mutex<BTreeMap<TopicPartition, i64>>,
     /// Log end offset per owned partition, refreshed every few seconds.
-    pub log_ends: Mutex<BTreeMap<i32, i64>>,
-    pub owned: Mutex<BTreeSet<i32>>,
+    pub log_ends: Mutex<BTreeMap<TopicPartition, i64>>,
+    pub owned: Mutex<BTreeSet<TopicPartition>>,
     /// Where a record's time goes inside the member, summed over applied records.
     pub timings: Mutex<Timings>,
 }
@@ -56,14 +70,17 @@ impl MemberStats {
         let positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
         let ends = self.log_ends.lock().unwrap_or_else(|e| e.into_inner());
         let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
-        owned.iter().map(|p| Some((ends.get(p)? - positions.get(p).copied().unwrap_or(0)).max(0))).sum()
+        owned.iter().map(|tp| Some((ends.get(tp)? - positions.get(tp).copied().unwrap_or(0)).max(0))).sum()
     }
 }
 
-/// A running member: stop it and wait for it.
+/// A running member (one consumer per topic its group reads): stop it and wait for it.
 pub struct MemberHandle {
     pub(super) stop: Arc<AtomicBool>,
-    pub(super) done: Option<tokio::sync::oneshot::Receiver<Result<(), ConsumerError>>>,
+    /// Each consumer's thread sends its result here when it ends.
+    pub(super) done: tokio::sync::mpsc::UnboundedReceiver<Result<(), ConsumerError>>,
+    /// How many consumers have not ended yet.
+    pub(super) running: usize,
     pub stats: Arc<MemberStats>,
 }
 
@@ -73,12 +90,21 @@ impl MemberHandle {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    /// Waits until the member stopped (by request or error).
+    /// Waits until the member stopped (by request or error). When one of its consumers
+    /// stops on an error, the others are stopped too and the first error is returned.
     pub async fn wait(&mut self) -> Result<(), ConsumerError> {
-        match self.done.take() {
-            Some(rx) => rx.await.map_err(|_| ConsumerError::Vanished)?,
-            None => Ok(()),
+        let mut first_error = None;
+        while self.running > 0 {
+            let result = self.done.recv().await.unwrap_or(Err(ConsumerError::Vanished));
+            self.running -= 1;
+            // A member is whole or stopped: when one consumer ends (on an error, or asked
+            // to), the others are asked to stop too.
+            self.request_stop();
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
         }
+        first_error.map_or(Ok(()), Err)
     }
 
     pub async fn stop(mut self) -> Result<(), ConsumerError> {

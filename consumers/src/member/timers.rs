@@ -7,15 +7,25 @@ use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 
+use super::config::MemberConfig;
 use super::env::BatchEnv;
 use crate::metrics as m;
 
 /// How often a member of such a group looks for due timers.
 pub(super) const TIMER_EVERY: Duration = Duration::from_millis(250);
 
+/// Whether this consumer of a member fires its group's timers: the one reading the
+/// group's first topic (the order process's orders topic, whose partitions the timers
+/// belong to).
+pub(super) fn fires_timers(config: &MemberConfig) -> bool {
+    config.kind.fires_timers()
+        && config.kind.reads().first().map(|role| role.name(&config.decisions.orders_topic)).as_ref()
+            == Some(&config.topic)
+}
+
 pub(super) fn fire_timers(env: &BatchEnv<'_>, owned: &BTreeSet<i32>) {
     let BatchEnv { consumer, config, batches, codec, .. } = *env;
-    if !config.kind.fires_timers() {
+    if !fires_timers(config) {
         return;
     }
     let partitions: Vec<i32> = owned.iter().copied().collect();

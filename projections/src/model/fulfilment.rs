@@ -2,6 +2,13 @@
 //! shipped → delivered, or cancelled, rejected or expired (the order process's decisions)
 //! before it ships. Nothing ships unpaid, and nothing the order process gave up on ships:
 //! packing or shipping such an order is rejected.
+//!
+//! The order process's decisions come from the decisions topic, the order's facts from the
+//! orders topic, each read by a consumer of its own: a decision can be applied before the
+//! placement it answers (a replay reads the smaller decisions topic faster). So a
+//! rejection or expiry of an order not seen yet starts its row, dead, at the decision's
+//! time, and the placement that follows fills in when it was placed; either order of the
+//! two gives the same row.
 use chrono::{DateTime, Utc};
 use schemas::{Event, EventKind};
 use uuid::Uuid;
@@ -68,12 +75,16 @@ impl Projection for Fulfilment {
     fn apply(state: Option<&FulfilmentOrder>, event: &Event) -> Result<Effect<FulfilmentOrder>, Rejection> {
         let at = event.envelope().occurred_at;
         let Some(order) = state else {
-            let Event::OrderPlaced(e) = event else {
-                return Err(Rejection::new(format!("{:?} for an unknown order", event.kind())));
+            let status = match event {
+                Event::OrderPlaced(_) => FulfilmentStatus::AwaitingPayment,
+                Event::OrderRejected(_) => FulfilmentStatus::Rejected,
+                Event::OrderExpired(_) => FulfilmentStatus::Expired,
+                _ => return Err(Rejection::new(format!("{:?} for an unknown order", event.kind()))),
             };
+            let order_id = event.order_id().ok_or_else(|| Rejection::new("an order's event without its order"))?;
             return Ok(Effect::order(FulfilmentOrder {
-                order_id: e.order_id,
-                status: FulfilmentStatus::AwaitingPayment,
+                order_id,
+                status,
                 warehouse: None,
                 placed_at: at,
                 paid_at: None,
@@ -84,6 +95,8 @@ impl Projection for Fulfilment {
         let mut next = order.clone();
         use FulfilmentStatus as S;
         match (event, order.status) {
+            // The placement of an order whose decision was read first (see the top).
+            (Event::OrderPlaced(_), S::Rejected | S::Expired) if order.paid_at.is_none() => next.placed_at = at,
             (Event::OrderPlaced(_), _) => return Err(Rejection::new("order placed twice with different event ids")),
             (Event::PaymentCaptured(_), S::AwaitingPayment) => {
                 next.status = S::ReadyToShip;
@@ -125,6 +138,18 @@ mod decision_tests {
 
     fn placed() -> Option<FulfilmentOrder> {
         Fulfilment::apply(None, &sample(EventKind::OrderPlaced)).expect("placed").order
+    }
+
+    #[test]
+    fn a_decision_read_before_its_placement_gives_the_row_the_other_order_gives() {
+        for decision in [EventKind::OrderRejected, EventKind::OrderExpired] {
+            let placed_first = Fulfilment::apply(placed().as_ref(), &sample(decision)).expect("decision").order;
+            let decided = Fulfilment::apply(None, &sample(decision)).expect("decision first").order;
+            let decided_first =
+                Fulfilment::apply(decided.as_ref(), &sample(EventKind::OrderPlaced)).expect("placement").order;
+            assert_eq!(decided_first, placed_first, "{decision:?}");
+        }
+        assert!(Fulfilment::apply(None, &sample(EventKind::PaymentCaptured)).is_err());
     }
 
     #[test]

@@ -76,8 +76,10 @@ impl Projection for History {
     type State = OrderHistory;
     const NAME: &'static str = "history";
 
+    /// Every event of an order: its facts and the decisions about it (the stock group's
+    /// requests are the processes' conversation, not the order's history).
     fn wants(kind: EventKind) -> bool {
-        kind != EventKind::StockAdjusted
+        !matches!(kind, EventKind::StockAdjusted | EventKind::StockRequested)
     }
 
     fn apply(state: Option<&OrderHistory>, event: &Event) -> Result<Effect<OrderHistory>, Rejection> {

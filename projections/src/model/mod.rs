@@ -7,9 +7,13 @@ pub mod payment;
 
 use schemas::{Event, EventKind};
 
-/// Why an event cannot be applied to the state it meets. The event is parked in
-/// `dead_letters` with this reason; later events of the same order are parked too, so
-/// nothing is applied out of order around it.
+/// Why an event cannot be applied to the state it meets: a transition its publisher was not
+/// allowed to make (a refund above what was captured, a shipment of a dead order, an event
+/// for an order nobody placed, a second placement). The event is refused and recorded in
+/// `dead_letters` with this reason, already resolved (`skipped`): it changes nothing, and the
+/// order's later, legitimate events are applied as if it had never come. Parking, which
+/// holds an order's later events back for an operator, is for records the code cannot read
+/// or the database cannot store, never for a caller's mistake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection(pub String);
 

@@ -23,7 +23,7 @@ use super::fault::{hit, FaultPoint};
 use super::fold::{claim_event_ids, decode_with, Decoded, Fold, Folded, StoredProjection};
 use super::offsets::{self, Lock};
 use super::records::{Batch, BatchOutcome, LogRecord};
-use super::sql::Exec;
+use super::sql::{Exec, Sql};
 use crate::model::LogPosition;
 
 /// The records of a batch that are not applied yet, and where each partition goes next.
@@ -93,7 +93,7 @@ impl Store {
         batch: &Batch<'_>,
         codec: &Codec,
     ) -> Result<BatchOutcome, StoreError> {
-        let decoded = DecodedRecords::of(codec, batch.records, P::wants);
+        let decoded = DecodedRecords::of(codec, batch.records, P::wants, batch.role);
         self.apply_decoded_batch::<P>(batch, decoded).await
     }
 
@@ -147,6 +147,9 @@ impl Store {
             Err(done) => return Ok(done),
         };
         let conn: &mut DB::Connection = &mut open.tx;
+        if shares_state::<P>() {
+            lock_partition_numbers(conn, batch.group, open.stored.keys().copied()).await?;
+        }
 
         // 4. Load state; the events of rows from before rows kept ids are looked up in
         // `processed_events` as before.
@@ -163,7 +166,7 @@ impl Store {
             )
             .await?;
         }
-        let Opened { events, dead, parked, outcome, .. } = &mut open;
+        let Opened { events, dead, refused, parked, outcome, .. } = &mut open;
         let mut events = std::mem::take(events);
         // The fault-injection refusal hits a batch holding that record as an event.
         let refusing = super::fault::refused_offset().is_some_and(|o| events.iter().any(|(r, _)| r.offset == o));
@@ -178,10 +181,7 @@ impl Store {
             match fold.apply(&event, at, record.published_by.as_deref()) {
                 Ok(Folded::Applied) => outcome.applied += 1,
                 Ok(Folded::Duplicate) => outcome.duplicates += 1,
-                Err(rejection) => {
-                    parked.extend(order_id);
-                    dead.push(NewDeadLetter { record, order_id, reason: rejection.0 });
-                }
+                Err(rejection) => refused.push(NewDeadLetter::refused(record, order_id, rejection)),
             }
         }
 
@@ -191,10 +191,18 @@ impl Store {
             refuse(conn).await?;
         }
         fold.write(conn).await?;
-        open.outcome.dead_lettered = open.dead.len();
+        open.outcome.dead_lettered = open.dead.len() + open.refused.len();
         dead_letters::insert(conn, batch.group, batch.topic, &open.dead, open.now_ms).await?;
+        dead_letters::insert_refused(conn, batch.group, batch.topic, &open.refused, open.now_ms).await?;
         commit_batch(open.tx, batch, open.stored, open.fresh, open.now_ms, open.outcome).await
     }
+}
+
+/// Whether projection `P`'s state is changed by batches of more than one topic.
+fn shares_state<P: StoredProjection>() -> bool {
+    P::NAME
+        .parse::<crate::registry::ProjectionKind>()
+        .is_ok_and(|kind| crate::registry::GroupKind::from(kind).shares_state_across_topics())
 }
 
 /// What steps 1–3 leave a batch to fold: the transaction holding its offset rows, the
@@ -206,8 +214,10 @@ pub(super) struct Opened<'r, DB: Database = Any> {
     pub fresh: Fresh<'r>,
     pub events: Vec<(&'r LogRecord, Event)>,
     pub dead: Vec<NewDeadLetter<'r>>,
+    /// Records of a kind not trusted from this topic: recorded, already resolved.
+    pub refused: Vec<NewDeadLetter<'r>>,
     pub order_ids: BTreeSet<Uuid>,
-    pub parked: HashSet<Uuid>,
+    pub parked: Parked,
     pub outcome: BatchOutcome,
     pub now_ms: i64,
 }
@@ -241,26 +251,72 @@ impl Store {
         if fresh.records.is_empty() {
             return nothing_fresh(tx, stored, outcome).await.map(Err);
         }
-        let (mut events, dead) = decode_fresh(decoded, &fresh, &mut outcome);
+        let (mut events, dead, refused) = decode_fresh(decoded, &fresh, &mut outcome);
         drop_duplicates(conn, batch.group, &mut events, &mut outcome, claim_now, true).await?;
         let order_ids: BTreeSet<Uuid> =
             events.iter().filter_map(|(_, e)| e.order_id()).chain(dead.iter().filter_map(|d| d.order_id)).collect();
         let ids: Vec<Uuid> = order_ids.iter().copied().collect();
-        let mut parked = dead_letters::parked_orders(conn, batch.group, &ids).await?;
-        parked.extend(dead.iter().filter_map(|d| d.order_id));
-        Ok(Ok(Opened { tx, stored, fresh, events, dead, order_ids, parked, outcome, now_ms }))
+        let mut parked =
+            Parked { before: dead_letters::parked_orders(conn, batch.group, &ids).await?, ..Parked::default() };
+        for d in &dead {
+            if let Some(order) = d.order_id {
+                let first = parked.from.entry(order).or_insert(d.record.offset);
+                *first = (*first).min(d.record.offset);
+            }
+        }
+        Ok(Ok(Opened { tx, stored, fresh, events, dead, refused, order_ids, parked, outcome, now_ms }))
+    }
+}
+
+/// Serializes a batch (or a round of timers) with the batches of the group's other topics
+/// on the same partition numbers, for a group whose state the batches of several topics
+/// read, change and write back ([`crate::registry::GroupKind::shares_state_across_topics`]):
+/// an order's facts and its decisions (a SKU's requests and its adjustments) share a
+/// partition number, since the pipeline's topics have one partition count and one key per
+/// order (per SKU), so two transactions that could touch one order's row take one lock
+/// first, in partition order (no deadlock), held until commit. Without it two members
+/// could both load a row, and the later commit would drop the earlier one's change.
+/// PostgreSQL only: SQLite's `BEGIN IMMEDIATE` already serializes every writer.
+pub(super) async fn lock_partition_numbers<C: Exec>(
+    conn: &mut C,
+    group: &str,
+    partitions: impl IntoIterator<Item = i32>,
+) -> Result<(), StoreError> {
+    if !conn.is_postgres() {
+        return Ok(());
+    }
+    let partitions: BTreeSet<i32> = partitions.into_iter().collect();
+    for partition in partitions {
+        let mut q = Sql::new("SELECT pg_advisory_xact_lock(hashtext(");
+        q.bind(group.to_string()).push("), CAST(").bind(i64::from(partition)).push(" AS INTEGER))");
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The orders whose events are held back: parked by an earlier batch, or from the offset of
+/// a record of this batch that is parked (its events before that record are applied).
+#[derive(Debug, Default)]
+pub(super) struct Parked {
+    pub before: HashSet<Uuid>,
+    pub from: HashMap<Uuid, i64>,
+}
+
+impl Parked {
+    fn holds(&self, order: Uuid, offset: i64) -> bool {
+        self.before.contains(&order) || self.from.get(&order).is_some_and(|first| *first < offset)
     }
 }
 
 /// Parks `record` if an earlier event of its order is parked (nothing is applied out of
 /// order around a parked event); says whether it did.
 pub(super) fn held_back<'r>(
-    parked: &HashSet<Uuid>,
+    parked: &Parked,
     dead: &mut Vec<NewDeadLetter<'r>>,
     record: &'r LogRecord,
     order_id: Option<Uuid>,
 ) -> bool {
-    let Some(id) = order_id.filter(|id| parked.contains(id)) else { return false };
+    let Some(id) = order_id.filter(|id| parked.holds(*id, record.offset)) else { return false };
     let reason = "parked: an earlier event of this order is in dead_letters".to_string();
     dead.push(NewDeadLetter { record, order_id: Some(id), reason });
     true
@@ -371,21 +427,27 @@ impl Store {
 pub struct DecodedRecords(Vec<Decoded>);
 
 impl DecodedRecords {
-    pub fn of(codec: &Codec, records: &[LogRecord], wants: impl Fn(schemas::EventKind) -> bool) -> Self {
+    pub fn of(
+        codec: &Codec,
+        records: &[LogRecord],
+        wants: impl Fn(schemas::EventKind) -> bool,
+        role: schemas::TopicRole,
+    ) -> Self {
         DecodedRecords(
-            records.iter().map(|r| decode_with(codec, r.key.as_deref(), r.payload.as_deref(), &wants)).collect(),
+            records.iter().map(|r| decode_with(codec, r.key.as_deref(), r.payload.as_deref(), &wants, role)).collect(),
         )
     }
 }
 
 /// Step 2: the fresh records' events of the kinds the reader reads; undecodable ones
-/// become dead letters.
+/// become dead letters, untrusted ones refused records.
 fn decode_fresh<'r>(
     mut decoded: DecodedRecords,
     fresh: &Fresh<'r>,
     outcome: &mut BatchOutcome,
-) -> (Vec<(&'r LogRecord, Event)>, Vec<NewDeadLetter<'r>>) {
+) -> (Vec<(&'r LogRecord, Event)>, Vec<NewDeadLetter<'r>>, Vec<NewDeadLetter<'r>>) {
     let mut dead = Vec::new();
+    let mut refused = Vec::new();
     let mut events = Vec::with_capacity(fresh.records.len());
     for (r, index) in fresh.records.iter().zip(&fresh.indices) {
         // Each record once: its decoding is moved out, not copied.
@@ -393,9 +455,11 @@ fn decode_fresh<'r>(
             Decoded::Ignored => outcome.ignored += 1,
             Decoded::Event(event) => events.push((*r, event)),
             Decoded::Undecodable(reason) => dead.push(NewDeadLetter::keyed(r, reason)),
+            // Recorded under no order: a forged record must not hold a real order back.
+            Decoded::Refused(reason) => refused.push(NewDeadLetter { record: r, order_id: None, reason }),
         }
     }
-    (events, dead)
+    (events, dead, refused)
 }
 
 /// Step 3: keeps each event id once (`within_batch`: the first time this batch is

@@ -67,6 +67,12 @@ pub(super) struct NewDeadLetter<'a> {
 }
 
 impl<'a> NewDeadLetter<'a> {
+    /// A record whose event its group refused by its rules ([`crate::model::Rejection`]):
+    /// recorded under its order for the timeline, resolved, holding nothing back.
+    pub fn refused(record: &'a LogRecord, order_id: Option<Uuid>, rejection: crate::model::Rejection) -> Self {
+        NewDeadLetter { record, order_id, reason: format!("refused: {}", rejection.0) }
+    }
+
     /// Parks `record` under the order its key names, if any: lets an undecodable record
     /// still hold back the later events of its order.
     pub fn keyed(record: &'a LogRecord, reason: String) -> Self {
@@ -339,24 +345,27 @@ impl Operations {
         let mut outcome = RetryOutcome::default();
         for unit in units {
             for parked in unit {
-                let result =
-                    match decode::<P>(codec, parked.key.as_deref().map(str::as_bytes), parked.payload.as_deref()) {
-                        Decoded::Ignored => Ok(()),
-                        Decoded::Undecodable(reason) => Err(reason),
-                        Decoded::Event(event) => {
-                            let at = LogPosition { partition: parked.partition, offset: parked.offset };
-                            let applied = fold.apply(&event, at, parked.published_by.as_deref()).map_err(|r| r.0);
-                            if applied == Ok(Folded::Applied) && fold.needs_claim(&event) {
-                                // No order row keeps this id (and a record parked as undecodable
-                                // never had it claimed): claim it now so a later copy of the
-                                // same event is not applied again.
-                                super::fold::claim_event_ids(conn, group, &[event.envelope().event_id.to_string()])
-                                    .await?;
-                            }
-                            // A copy of an event applied before resolves as retried, applied once.
-                            applied.map(|_| ())
+                let result = match decode::<P>(
+                    codec,
+                    parked.key.as_deref().map(str::as_bytes),
+                    parked.payload.as_deref(),
+                    schemas::TopicRole::by_name(&parked.topic),
+                ) {
+                    Decoded::Ignored => Ok(()),
+                    Decoded::Undecodable(reason) | Decoded::Refused(reason) => Err(reason),
+                    Decoded::Event(event) => {
+                        let at = LogPosition { partition: parked.partition, offset: parked.offset };
+                        let applied = fold.apply(&event, at, parked.published_by.as_deref()).map_err(|r| r.0);
+                        if applied == Ok(Folded::Applied) && fold.needs_claim(&event) {
+                            // No order row keeps this id (and a record parked as undecodable
+                            // never had it claimed): claim it now so a later copy of the
+                            // same event is not applied again.
+                            super::fold::claim_event_ids(conn, group, &[event.envelope().event_id.to_string()]).await?;
                         }
-                    };
+                        // A copy of an event applied before resolves as retried, applied once.
+                        applied.map(|_| ())
+                    }
+                };
                 match result {
                     Ok(()) => {
                         resolve(conn, parked.id, DeadLetterStatus::Retried).await?;

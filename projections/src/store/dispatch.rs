@@ -1,7 +1,7 @@
 //! A group kind turned into typed code: the member's door applies a batch of any group
 //! (projection or process) and fires a group's timers without knowing which it is. The
 //! only place outside the registry that matches on kinds.
-use schemas::Codec;
+use schemas::{Codec, TopicRole};
 
 use super::batch::DecodedRecords;
 use super::error::StoreError;
@@ -13,9 +13,14 @@ impl Batches {
     /// The records decoded as `kind` reads them (pure, so a member decodes the next batch
     /// while the one before is written); `None` for a process, which decodes inside its
     /// batch.
-    pub fn decode(kind: impl Into<GroupKind>, codec: &Codec, records: &[LogRecord]) -> Option<DecodedRecords> {
+    pub fn decode(
+        kind: impl Into<GroupKind>,
+        role: TopicRole,
+        codec: &Codec,
+        records: &[LogRecord],
+    ) -> Option<DecodedRecords> {
         match kind.into() {
-            GroupKind::Projection(projection) => Some(decode_for(projection, codec, records)),
+            GroupKind::Projection(projection) => Some(decode_for(projection, role, codec, records)),
             GroupKind::Process(_) => None,
         }
     }
@@ -29,7 +34,7 @@ impl Batches {
         codec: &Codec,
     ) -> Result<BatchOutcome, StoreError> {
         let kind = kind.into();
-        self.apply_decoded(kind, batch, codec, Self::decode(kind, codec, batch.records)).await
+        self.apply_decoded(kind, batch, codec, Self::decode(kind, batch.role, codec, batch.records)).await
     }
 
     /// [`Batches::apply`] with the records decoded beforehand ([`Batches::decode`]).
@@ -82,6 +87,6 @@ impl Batches {
     }
 }
 
-fn decode_for(projection: ProjectionKind, codec: &Codec, records: &[LogRecord]) -> DecodedRecords {
-    with_model!(projection, P => DecodedRecords::of(codec, records, <P as crate::model::Projection>::wants))
+fn decode_for(projection: ProjectionKind, role: TopicRole, codec: &Codec, records: &[LogRecord]) -> DecodedRecords {
+    with_model!(projection, P => DecodedRecords::of(codec, records, <P as crate::model::Projection>::wants, role))
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
-use schemas::{Codec, Event};
+use schemas::{Codec, Event, TopicRole};
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
@@ -29,26 +29,43 @@ pub(super) enum Decoded {
     Event(Event),
     /// Bytes no schema reads; the reason goes into `dead_letters`.
     Undecodable(String),
+    /// A kind the reader reads, found on a topic not trusted for it (a decision on a
+    /// callers' topic): recorded with the reason, already resolved, holding nothing back.
+    Refused(String),
 }
 
 /// Decodes only the records `P` reads: the kind is peeked from the header first, so an
 /// ignored record costs no full decode. An event must be keyed as the contract says (its
 /// order id; `sku:<sku>` for stock): the key decides the partition, so a wrong key would
 /// let one order's events overtake each other.
-pub(super) fn decode<P: Projection>(codec: &Codec, key: Option<&[u8]>, payload: Option<&[u8]>) -> Decoded {
-    decode_with(codec, key, payload, P::wants)
+pub(super) fn decode<P: Projection>(
+    codec: &Codec,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    role: TopicRole,
+) -> Decoded {
+    decode_with(codec, key, payload, P::wants, role)
 }
 
-/// [`decode`] for a reader that reads the kinds `wants` accepts.
+/// [`decode`] for a reader that reads the kinds `wants` accepts, of records read from
+/// `role`'s topic.
 pub(super) fn decode_with(
     codec: &Codec,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
     wants: impl Fn(schemas::EventKind) -> bool,
+    role: TopicRole,
 ) -> Decoded {
     let Some(payload) = payload else { return Decoded::Undecodable("record has no payload".into()) };
     match codec.peek_kind(payload) {
         Ok(kind) if !wants(kind) => Decoded::Ignored,
+        // Refused before it is decoded: nothing of an untrusted record is looked at.
+        Ok(kind) if !role.trusts(kind) => Decoded::Refused(format!(
+            "refused: a {} is trusted only from the {:?} topic, whose ACL names its author; this record came \
+             from the {role:?} topic",
+            kind.record_name(),
+            TopicRole::of(kind)
+        )),
         Ok(_) => match codec.decode(payload) {
             Ok(event) if key == Some(event.key().as_bytes()) => Decoded::Event(event),
             Ok(event) => Decoded::Undecodable(format!(

@@ -321,19 +321,26 @@ impl Store {
             return Ok(BatchOutcome::default());
         }
         let mut open = match self
-            .open_batch(batch, super::batch::DecodedRecords::of(codec, batch.records, |k| kind.wants(k)), |_| true)
+            .open_batch(
+                batch,
+                super::batch::DecodedRecords::of(codec, batch.records, |k| kind.wants(k), batch.role),
+                |_| true,
+            )
             .await?
         {
             Ok(open) => open,
             Err(done) => return Ok(done),
         };
-        let Opened { tx, events, dead, parked, outcome, order_ids, .. } = &mut open;
+        let Opened { tx, stored, events, dead, refused, parked, outcome, order_ids, .. } = &mut open;
         let conn: &mut AnyConnection = tx;
+        if crate::registry::GroupKind::from(kind).shares_state_across_topics() {
+            super::batch::lock_partition_numbers(conn, batch.group, stored.keys().copied()).await?;
+        }
         let events = std::mem::take(events);
 
         let ctx = settings.context();
         let mut emitted: Vec<Event> = Vec::new();
-        let mut refused: Vec<NewDeadLetter> = Vec::new();
+        let mut refused: Vec<NewDeadLetter> = std::mem::take(refused);
         let mut orders = Orders::default();
         let mut stocks = Stocks::default();
         match kind {
@@ -355,10 +362,7 @@ impl Store {
                     emitted.extend(events);
                 }
                 Ok(Err(reason)) => refused.push(NewDeadLetter { record, order_id, reason }),
-                Err(rejection) => {
-                    parked.extend(order_id);
-                    dead.push(NewDeadLetter { record, order_id, reason: rejection.0 });
-                }
+                Err(rejection) => refused.push(NewDeadLetter::refused(record, order_id, rejection)),
             }
         }
 
@@ -410,6 +414,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(0);
         }
+        super::batch::lock_partition_numbers(conn, group, owned.iter().copied()).await?;
         let mut q = Sql::new(format!("SELECT {} FROM process_orders WHERE due_at_us <= ", ORDER_COLUMNS.join(", ")));
         q.bind(now_us).push(" AND partition_id IN ").list(owned.iter().map(|p| i64::from(*p)));
         q.push(" ORDER BY order_id LIMIT 500");

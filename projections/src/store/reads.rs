@@ -5,6 +5,7 @@ use chrono::DateTime;
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
+use uuid::Uuid;
 
 use super::error::StoreError;
 use super::roles::Reads;
@@ -221,24 +222,26 @@ impl Reads {
         .transpose()
     }
 
-    /// Up to `limit` of an order's events in log order, after the position `after`
-    /// (exclusive): its history a page at a time.
+    /// Up to `limit` of an order's events in the order they happened (`occurred_at`, then
+    /// event id: its facts and its decisions come from two topics, whose offsets do not
+    /// compare), after `after` = (occurred_at_us, event id), exclusive: its history a page
+    /// at a time.
     pub async fn order_history_page(
         &self,
         order_id: &str,
-        after: Option<(i32, i64)>,
+        after: Option<(i64, Uuid)>,
         limit: i64,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        let (partition, offset) = after.map_or((-1, -1), |(p, o)| (i64::from(p), o));
+        let (at, event) = after.map_or((i64::MIN, String::new()), |(at, id)| (at, id.to_string()));
         let rows = sqlx::query(
             "SELECT order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary, published_by
              FROM order_history_events
-             WHERE order_id = $1 AND (partition_id > $2 OR (partition_id = $2 AND record_offset > $3))
-             ORDER BY partition_id, record_offset LIMIT $4",
+             WHERE order_id = $1 AND (occurred_at_us > $2 OR (occurred_at_us = $2 AND event_id > $3))
+             ORDER BY occurred_at_us, event_id LIMIT $4",
         )
         .bind(order_id)
-        .bind(partition)
-        .bind(offset)
+        .bind(at)
+        .bind(event)
         .bind(limit)
         .fetch_all(&self.store.pool)
         .await?;

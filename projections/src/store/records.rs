@@ -22,6 +22,10 @@ pub struct LogRecord {
 pub struct Batch<'a> {
     pub group: &'a str,
     pub topic: &'a str,
+    /// Which of the pipeline's topics `topic` is: it decides which kinds of event are
+    /// trusted from these records ([`schemas::TopicRole::trusts`]); a kind the group reads
+    /// but not from here is refused and recorded, never applied.
+    pub role: schemas::TopicRole,
     /// Any partitions, each partition's records in offset order.
     pub records: &'a [LogRecord],
     /// Per partition, the offset the member's consumer was positioned at before the first

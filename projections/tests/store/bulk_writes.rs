@@ -9,22 +9,36 @@ use std::collections::BTreeMap;
 use projections::store::{Batch, BatchOutcome, LogRecord, Store};
 use projections::ProjectionKind;
 use schemas::samples::lifecycle;
-use schemas::{Codec, Event};
+use schemas::{Codec, Event, TopicRole};
 use uuid::Uuid;
 
-/// Applies `records` to every projection, `per_batch` records at a time.
+/// Applies `records` to every projection, `per_batch` records at a time, each record from
+/// the topic its kind is published to (the offsets of each topic are then not contiguous,
+/// which a log may be: each batch says where its topic's reading started).
 async fn apply_all(store: &Store, codec: &Codec, records: &[LogRecord], per_batch: usize) -> Vec<BatchOutcome> {
+    let role_of = |r: &LogRecord| TopicRole::of(codec.peek_kind(r.payload.as_deref().expect("payload")).expect("kind"));
     let mut outcomes = Vec::new();
     for kind in ProjectionKind::ALL {
         let group = format!("bulk-{}", kind.name());
         let mut total = BatchOutcome::default();
+        let mut next: BTreeMap<TopicRole, i64> = BTreeMap::new();
         for chunk in records.chunks(per_batch) {
-            let read_from = BTreeMap::from([(0, chunk[0].offset)]);
-            let batch = Batch { group: &group, topic: "t", records: chunk, read_from: &read_from };
-            let outcome = store.batches().apply(kind, &batch, codec).await.expect("batch");
-            total.applied += outcome.applied;
-            total.duplicates += outcome.duplicates;
-            total.dead_lettered += outcome.dead_lettered;
+            for role in kind.reads() {
+                let part: Vec<LogRecord> = chunk.iter().filter(|r| role_of(r) == *role).cloned().collect();
+                if part.is_empty() {
+                    continue;
+                }
+                // A topic's first batch is trusted to start where it starts.
+                let read_from: BTreeMap<i32, i64> =
+                    next.get(role).map(|n| BTreeMap::from([(0, *n)])).unwrap_or_default();
+                let topic = role.name("t");
+                let batch = Batch { group: &group, topic: &topic, role: *role, records: &part, read_from: &read_from };
+                let outcome = store.batches().apply(kind, &batch, codec).await.expect("batch");
+                next.insert(*role, part.last().map_or(0, |r| r.offset + 1));
+                total.applied += outcome.applied;
+                total.duplicates += outcome.duplicates;
+                total.dead_lettered += outcome.dead_lettered;
+            }
         }
         outcomes.push(total);
     }

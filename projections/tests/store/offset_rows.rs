@@ -24,14 +24,21 @@ async fn a_vanished_offset_row_is_recreated_and_moves_with_the_batch(url: &str) 
         published_by: None,
     };
     let records = [record(0, EventKind::OrderPlaced)];
-    let batch = Batch { group: "g", topic: "t", records: &records, read_from: &BTreeMap::new() };
+    let batch = Batch {
+        group: "g",
+        topic: "t",
+        role: schemas::TopicRole::Orders,
+        records: &records,
+        read_from: &BTreeMap::new(),
+    };
     let first = store.batches().apply(ProjectionKind::Payment, &batch, &codec).await.expect("first batch");
     assert_eq!(first.applied, 1);
     sqlx::query("DELETE FROM consumer_offsets").execute(store.pool()).await.expect("delete the row");
 
     let records = [record(1, EventKind::PaymentAuthorized)];
     let read_from = BTreeMap::from([(0, 1)]);
-    let batch = Batch { group: "g", topic: "t", records: &records, read_from: &read_from };
+    let batch =
+        Batch { group: "g", topic: "t", role: schemas::TopicRole::Orders, records: &records, read_from: &read_from };
     let second = store.batches().apply(ProjectionKind::Payment, &batch, &codec).await.expect("second batch");
     assert_eq!(second.applied, 1);
     assert_eq!(store.reads().stored_offsets("g", "t", &[0]).await.expect("offsets"), vec![(0, 2)]);
