@@ -24,6 +24,8 @@ registry_port=${ORDERFLOW_LOCAL_REGISTRY_PORT:-$((broker_port + 2000))}
 # The local PostgreSQL database the registry keeps its schemas and ids in.
 registry_db=orderflow_registry
 kafka_lib=$cache_root/kafka-$kafka_version/lib
+# MirrorMaker 2 (`up --regions`): its two jars beside the broker's, same version.
+mirror_lib=$cache_root/kafka-$kafka_version/mirror-lib
 
 log() { echo "[infra/local] $*" >&2; }
 
@@ -95,4 +97,20 @@ run_kafka_class() {
   java "-Xmx$heap" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
     -Dlog4j2.configurationFile="$repo_root/infra/local/log4j2-tools.properties" \
     -cp "$kafka_lib/*" "$class" "$@"
+}
+
+# Fetches MirrorMaker 2's own jars (connect-mirror, connect-mirror-client) into $mirror_lib,
+# once; everything else it needs (connect-runtime among it) is in $kafka_lib already.
+ensure_mirror_jars() {
+  [ -f "$mirror_lib/.complete" ] && return
+  ensure_kafka_jars
+  log "fetching MirrorMaker 2 $kafka_version jars from Maven Central into $mirror_lib (once per machine)"
+  rm -rf "$mirror_lib"
+  mkdir -p "$mirror_lib"
+  local artifact
+  for artifact in connect-mirror connect-mirror-client; do
+    mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="org.apache.kafka:$artifact:$kafka_version" \
+      -DoutputDirectory="$mirror_lib" >&2
+  done
+  touch "$mirror_lib/.complete"
 }

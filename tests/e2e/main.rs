@@ -24,5 +24,6 @@ mod projections_e2e;
 mod query_api;
 mod rebuild;
 mod rebuild_guard;
+mod regions;
 mod retention;
 mod schema_registry;
