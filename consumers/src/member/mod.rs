@@ -18,8 +18,9 @@
 //! its thread), `poll` (the loop), `cut` (when a batch is cut: a pure rule), `flight` (the
 //! batch in flight, finished in one place), `applied` (the bookkeeping of a committed batch),
 //! `env` (what a batch needs from the member), `retry` and `bisect` (backoff, and halving to
-//! find a refused record), `causal` (what a batch waits for on another topic first), `reading` (contiguity, rewinds and rebalances: pure rules),
-//! `timers` (the hook for groups that fire timers), `stats` (counters and the handle).
+//! find a refused record), `causal` (what a batch waits for on another topic first),
+//! `reading` (contiguity, rewinds and rebalances: pure rules), `timers` (the hook for groups
+//! that fire timers), `stats` (counters and the handle).
 mod applied;
 mod bisect;
 mod causal;
