@@ -30,8 +30,8 @@ pub use event::{
     StockOutcome, StockRequested,
 };
 pub use names::{
-    adjustments_topic, decisions_topic, pipeline_topics, principal_of_header, stock_topic, topic_of,
-    valid_principal_name, TopicRole, DECIDING_PRINCIPALS, MAX_PRINCIPAL_LEN, ORDERS_TOPIC, ORDER_PROCESS_PRINCIPAL,
-    PRINCIPAL_HEADER, STOCK_PRINCIPAL,
+    adjustments_topic, decisions_topic, pipeline_topics, principal_of_header, topic_of, valid_principal_name,
+    TopicRole, DECIDING_PRINCIPALS, MAX_PRINCIPAL_LEN, ORDERS_TOPIC, ORDER_PROCESS_PRINCIPAL, PRINCIPAL_HEADER,
+    STOCK_PRINCIPAL,
 };
 pub use registry::{builtin_contract, contract_from, ContractFile, ManifestRegistry, RegisteredSchema, SchemaRegistry};

@@ -89,13 +89,6 @@ impl TopicRole {
     }
 }
 
-/// The stock topic's name for an orders topic: `stock-requests-<orders>`. The order process
-/// repartitions each order's lines onto it by SKU, so one SKU's requests are decided in
-/// log order whichever partitions their orders live on.
-pub fn stock_topic(orders_topic: &str) -> String {
-    TopicRole::Stock.name(orders_topic)
-}
-
 /// The decisions topic's name for an orders topic: `decisions-<orders>`.
 pub fn decisions_topic(orders_topic: &str) -> String {
     TopicRole::Decisions.name(orders_topic)
