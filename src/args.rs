@@ -41,6 +41,17 @@ impl KafkaArgs {
     }
 }
 
+/// Which region this process serves, when the pipeline spans several (each with its own
+/// Kafka cluster and database, bridged by MirrorMaker 2). Absent: one region, as before.
+#[derive(Debug, Clone, Args)]
+pub struct RegionArgs {
+    /// This region's name (`eu`, `us`: 1 to 6 lower-case letters or digits): orders
+    /// placed here are homed here, and it is the MirrorMaker 2 alias of this region's
+    /// cluster, whose copies elsewhere are named `<region>.<topic>`.
+    #[arg(long, env = "ORDERFLOW_REGION")]
+    pub region: Option<schemas::Region>,
+}
+
 /// How long the start-up access check waits for the broker.
 const ACCESS_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 

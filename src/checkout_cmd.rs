@@ -33,6 +33,13 @@ pub struct CheckoutArgs {
     /// Producer batching delay: higher trades latency for throughput.
     #[arg(long, env = "ORDERFLOW_LINGER_MS", default_value_t = 2)]
     linger_ms: u32,
+    #[command(flatten)]
+    region: crate::args::RegionArgs,
+    /// Another region's checkout, `<region>=<base URL>` (repeat, or comma-separate in the
+    /// environment): requests about orders homed there are forwarded to it.
+    #[arg(long = "region-checkout", env = "ORDERFLOW_REGION_CHECKOUTS", value_delimiter = ',',
+          value_parser = producers::checkout::regions::parse_checkout, requires = "region")]
+    region_checkouts: Vec<(schemas::Region, String)>,
 }
 
 impl CheckoutArgs {
@@ -46,9 +53,15 @@ impl CheckoutArgs {
             codec: contract.codec().clone(),
         };
         let access = self.access.access().await.context("configuring authentication")?;
-        let state = AppState::connect(&kafka, &self.database.database_url, publisher, access)
+        let forward_timeout = self.publish_timeout + FORWARD_MARGIN;
+        let mut state = AppState::connect(&kafka, &self.database.database_url, publisher, access)
             .await
             .context("starting checkout")?;
+        if let Some(here) = self.region.region {
+            let checkouts = self.region_checkouts.into_iter().collect();
+            tracing::info!(region = %here, others = ?checkouts, "The checkout serves one region of several.");
+            state = state.in_region(checkout::regions::Regions::new(here, checkouts, forward_timeout)?);
+        }
         let listener =
             tokio::net::TcpListener::bind(&self.listen).await.with_context(|| format!("binding {}", self.listen))?;
         let _metrics = self.metrics.spawn().await?;
@@ -58,6 +71,10 @@ impl CheckoutArgs {
         Ok(())
     }
 }
+
+/// A forwarded request waits this much longer than a publish, so the home region's own
+/// answer (202, or its 503 outcome_unknown) arrives before this checkout gives up.
+const FORWARD_MARGIN: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {

@@ -40,4 +40,7 @@ pub enum CheckoutError {
     Publish(#[from] PublishError),
     #[error(transparent)]
     Idempotency(#[from] IdempotencyError),
+    /// The HTTP client that forwards requests to other regions could not be made.
+    #[error("the client for forwarding to other regions could not be made")]
+    Forwarder(#[source] reqwest::Error),
 }

@@ -19,6 +19,7 @@ pub mod compatibility;
 mod error;
 mod event;
 mod names;
+mod region;
 mod registry;
 pub mod samples;
 
@@ -34,4 +35,5 @@ pub use names::{
     TopicRole, DECIDING_PRINCIPALS, MAX_PRINCIPAL_LEN, ORDERS_TOPIC, ORDER_PROCESS_PRINCIPAL, PRINCIPAL_HEADER,
     STOCK_PRINCIPAL,
 };
+pub use region::{Region, MAX_REGION_LEN};
 pub use registry::{builtin_contract, contract_from, ContractFile, ManifestRegistry, RegisteredSchema, SchemaRegistry};

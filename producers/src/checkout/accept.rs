@@ -63,6 +63,10 @@ pub struct Accepted {
     /// The SKU a stock adjustment is about.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sku: Option<String>,
+    /// The region whose log holds the event, when the checkout is one of several: a retry
+    /// of this request names it in the `Orderflow-Region` header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// What the accept path needs of a request besides the route's own path parameters: who
@@ -73,6 +77,8 @@ pub struct Accepted {
 pub struct Publish {
     pub principal: Arc<Principal>,
     pub scope: String,
+    /// The request's path, as sent (a forwarded request goes to the same path).
+    pub path: String,
     pub headers: HeaderMap,
     pub body: Body,
 }
@@ -89,7 +95,8 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Publish {
         let template = parts.extensions.get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_string());
         let path = canonical_path(template.as_deref(), parts.uri.path());
         let scope = format!("{} POST {path}", principal.name);
-        Ok(Publish { principal, scope, headers: parts.headers, body })
+        let path = parts.uri.path().to_string();
+        Ok(Publish { principal, scope, path, headers: parts.headers, body })
     }
 }
 
@@ -112,13 +119,30 @@ pub fn canonical_path(template: Option<&str>, path: &str) -> String {
         .join("/")
 }
 
+/// Accepts a request in this region's log, or forwards it to the region that must write
+/// it (`about`: the order it is about; `None` for a new order or a stock adjustment). In a
+/// region, every answer names it (`region`).
 pub async fn accept<T: DeserializeOwned>(
+    state: &AppState,
+    request: Publish,
+    about: Option<Uuid>,
+    empty_body: Option<Value>,
+    build: impl Fn(T, Ids) -> Result<(Event, Subject), FieldError>,
+) -> Result<Response, ApiError> {
+    let Some(regions) = &state.regions else { return accept_here(state, request, empty_body, build).await };
+    if let Some(home) = regions.elsewhere(about.as_ref(), &request.headers)? {
+        return regions.forward(&home, &request.path, &request.headers, request.body).await;
+    }
+    accept_here(state, request, empty_body, build).await.map_err(|e| e.with("region", regions.here.as_str()))
+}
+
+async fn accept_here<T: DeserializeOwned>(
     state: &AppState,
     request: Publish,
     empty_body: Option<Value>,
     build: impl Fn(T, Ids) -> Result<(Event, Subject), FieldError>,
 ) -> Result<Response, ApiError> {
-    let Publish { principal, scope, headers, body } = request;
+    let Publish { principal, scope, headers, body, .. } = request;
     let value = read_object(body, &headers, empty_body).await?;
     let key = idempotency_key(&headers)?;
     let parse = || {
@@ -130,7 +154,8 @@ pub async fn accept<T: DeserializeOwned>(
     };
     // Without a key every request is new; with one, the request is checked first (a
     // refused request claims nothing), then the key is claimed, and its epoch names the ids.
-    let ids = derive_ids(&scope, None, &headers)?;
+    let home = state.region();
+    let ids = derive_ids(&scope, None, &headers, home)?;
     let (mut event, mut subject) = build(parse()?, ids).map_err(invalid)?;
     refuse_non_owner(state, &event, &principal.name).await?;
     if let Some(key) = &key {
@@ -140,7 +165,7 @@ pub async fn accept<T: DeserializeOwned>(
             Claimed::Replay(answer) => return Ok(answer),
         };
         let keyed = KeyedRequest { key, hash: &hash, epoch_ms: epoch };
-        (event, subject) = build(parse()?, derive_ids(&scope, Some(keyed), &headers)?).map_err(invalid)?;
+        (event, subject) = build(parse()?, derive_ids(&scope, Some(keyed), &headers, home)?).map_err(invalid)?;
     }
     let event_id = event.envelope().event_id;
     if let Event::OrderPlaced(placed) = &event {
@@ -157,7 +182,8 @@ pub async fn accept<T: DeserializeOwned>(
             };
             let after = (position.topic == state.publisher.topic())
                 .then(|| format!("{}:{}", position.partition, position.offset));
-            let response = Accepted { event_id, position, after, order_id, sku };
+            let region = home.map(|r| r.to_string());
+            let response = Accepted { event_id, position, after, order_id, sku, region };
             if let Some(key) = &key {
                 let stored = serde_json::to_string(&response).unwrap_or_default();
                 if let Err(e) = state.idempotency.complete(&scope, key, 202, &stored).await {
@@ -335,8 +361,14 @@ struct KeyedRequest<'a> {
 
 /// The ids of the request's event. Under a key they are derived from the scope, the key,
 /// its epoch and (for the event id) the body, so every retry of one request carries the
-/// same ids and consumers deduplicate it, while nothing else can share them.
-fn derive_ids(scope: &str, key: Option<KeyedRequest<'_>>, headers: &HeaderMap) -> Result<Ids, ApiError> {
+/// same ids and consumers deduplicate it, while nothing else can share them. In a region,
+/// a new order's id names it as the order's home ([`schemas::Region`]).
+fn derive_ids(
+    scope: &str,
+    key: Option<KeyedRequest<'_>>,
+    headers: &HeaderMap,
+    home: Option<&schemas::Region>,
+) -> Result<Ids, ApiError> {
     let (event_id, new_order_id) = match key {
         Some(KeyedRequest { key, hash, epoch_ms }) => {
             let request = format!("{scope}\n{key}\n{epoch_ms}");
@@ -345,6 +377,7 @@ fn derive_ids(scope: &str, key: Option<KeyedRequest<'_>>, headers: &HeaderMap) -
         }
         None => (Uuid::new_v4(), Uuid::new_v4()),
     };
+    let new_order_id = home.map_or(new_order_id, |region| region.order_id(new_order_id.into_bytes()));
     let correlation_id = uuid_header(headers, "x-correlation-id")?.unwrap_or(event_id);
     let causation_id = uuid_header(headers, "x-causation-id")?;
     Ok(Ids {

@@ -2,6 +2,7 @@
 //! idempotency records, so any number of instances can run behind a load balancer.
 mod accept;
 mod api_error;
+pub mod regions;
 mod routes;
 
 use std::future::Future;
@@ -39,6 +40,8 @@ pub struct Inner {
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) idempotency: IdempotencyStore,
     pub(crate) access: Access,
+    /// This checkout's region and the others' checkouts; `None` for a single region.
+    pub(crate) regions: Option<regions::Regions>,
 }
 
 /// The checkout's one list of routes: each handler with who may call it, from which the
@@ -88,7 +91,23 @@ impl AppState {
     pub fn new(publisher: Arc<Publisher>, idempotency: IdempotencyStore, access: Access) -> Self {
         // The recorder must exist before the first request is counted.
         infra::telemetry::prometheus();
-        AppState(Arc::new(Inner { publisher, idempotency, access }))
+        AppState(Arc::new(Inner { publisher, idempotency, access, regions: None }))
+    }
+
+    /// The same checkout, as one of several regions.
+    pub fn in_region(self, regions: regions::Regions) -> Self {
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| Inner {
+            publisher: shared.publisher.clone(),
+            idempotency: shared.idempotency.clone(),
+            access: shared.access.clone(),
+            regions: None,
+        });
+        AppState(Arc::new(Inner { regions: Some(regions), ..inner }))
+    }
+
+    /// The region this checkout serves, if it is one of several.
+    pub fn region(&self) -> Option<&schemas::Region> {
+        self.regions.as_ref().map(|r| &r.here)
     }
 }
 

@@ -50,6 +50,19 @@ pub struct PublishHeaders {
     #[serde(rename = "X-Causation-Id")]
     #[param(value_type = Uuid, required = false)]
     causation_id: Option<Uuid>,
+    /// On a retry: the `region` the earlier attempt's answer named. A checkout of several
+    /// regions sends the request there, so a retry never creates an order in a second
+    /// region. (Requests about an order always go to the region its id names.)
+    #[serde(rename = "Orderflow-Region")]
+    #[param(schema_with = region_schema)]
+    region: Option<String>,
+}
+
+fn region_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(format!("^[a-z][a-z0-9]{{0,{}}}$", schemas::MAX_REGION_LEN - 1)))
+        .into()
 }
 
 /// The order a request is about.
@@ -76,6 +89,10 @@ pub enum PublishResponses {
     /// The body is over 64 KiB.
     #[response(status = 413)]
     TooLarge(ErrorBody),
+    /// `not_home_region`: another region's checkout forwarded a request that belongs to a
+    /// third region; nothing was appended.
+    #[response(status = 421)]
+    Misdirected(ErrorBody),
     /// The body is not `application/json`.
     #[response(status = 415)]
     NotJson(ErrorBody),
@@ -83,7 +100,9 @@ pub enum PublishResponses {
     #[response(status = 422)]
     Invalid(ErrorBody),
     /// The outcome is unknown (broker trouble) or the idempotency store is unavailable:
-    /// retry with the same Idempotency-Key.
+    /// retry with the same Idempotency-Key. `home_region_unavailable`: the order belongs to
+    /// another region (`home_region`) whose checkout cannot be reached; nothing was
+    /// appended anywhere.
     #[response(status = 503)]
     Unavailable(ErrorBody),
 }
@@ -93,7 +112,7 @@ pub enum PublishResponses {
     request_body(content = PlaceOrderRequest, content_type = "application/json"),
     responses(PublishResponses))]
 pub async fn place_order(State(state): State<AppState>, request: Publish) -> Result<Response, ApiError> {
-    accept(&state, request, None, |request: PlaceOrderRequest, ids| {
+    accept(&state, request, None, None, |request: PlaceOrderRequest, ids| {
         let order_id = ids.new_order_id;
         let placed = request.into_event(ids.envelope, order_id)?;
         Ok((Event::OrderPlaced(placed), Subject::Order(order_id)))
@@ -105,7 +124,7 @@ pub async fn place_order(State(state): State<AppState>, request: Publish) -> Res
 async fn order_event<T: OrderCommand>(state: AppState, raw_id: String, request: Publish) -> Result<Response, ApiError> {
     let order_id = order_id(&raw_id)?;
     let empty_body = T::EMPTY_BODY_OK.then(|| serde_json::json!({}));
-    accept(&state, request, empty_body, |request: T, ids| {
+    accept(&state, request, Some(order_id), empty_body, |request: T, ids| {
         Ok((request.into_event(ids.envelope, order_id)?, Subject::Order(order_id)))
     })
     .await
@@ -165,7 +184,7 @@ pub async fn adjust_stock(
     Path(sku): Path<String>,
     request: Publish,
 ) -> Result<Response, ApiError> {
-    accept(&state, request, None, |request: StockAdjustmentRequest, ids| {
+    accept(&state, request, None, None, |request: StockAdjustmentRequest, ids| {
         let event = request.into_event(ids.envelope, sku.clone())?;
         Ok((event, Subject::Sku(sku.clone())))
     })

@@ -1,0 +1,225 @@
+//! A checkout in one of several regions. Each order is written by its home region's
+//! checkout alone (one writer per order's stream, whatever region a client reaches): a
+//! request about an order homed elsewhere, and a retry of `POST /orders` that names the
+//! region which first answered it, is forwarded to that region's checkout and its answer
+//! passed back. When the home cannot be reached the answer is `503
+//! home_region_unavailable` and nothing is appended anywhere: appending here would make a
+//! second writer of the order, and the home may be up and appending meanwhile.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use schemas::Region;
+use uuid::Uuid;
+
+use super::api_error::{malformed, ApiError};
+use crate::error::CheckoutError;
+
+/// A request header: the region a client's earlier attempt of this `POST /orders` was
+/// answered by (its `202` or `503` body's `region`). The retry goes there, so one
+/// Idempotency-Key never creates orders in two regions.
+pub const REGION_HEADER: &str = "orderflow-region";
+/// Set on a forwarded request: the checkout that forwarded it. A checkout never forwards a
+/// forwarded request again (no loops between misconfigured regions).
+pub const FORWARDED_FROM_HEADER: &str = "orderflow-forwarded-from";
+/// Set on the answer to a forwarded request: the region that answered it.
+pub const ANSWERED_BY_HEADER: &str = "orderflow-answered-by";
+
+/// The request headers that go with a forwarded request: what the home checkout reads.
+const FORWARDED_HEADERS: [&str; 5] =
+    ["authorization", "content-type", "idempotency-key", "x-correlation-id", "x-causation-id"];
+/// The answer headers that come back.
+const RETURNED_HEADERS: [&str; 3] = ["content-type", "idempotent-replay", "retry-after"];
+
+/// This checkout's region and how to reach the others.
+#[derive(Clone)]
+pub struct Regions {
+    pub here: Region,
+    /// Each other region's checkout base URL (`http://host:port`).
+    checkouts: BTreeMap<Region, String>,
+    client: reqwest::Client,
+}
+
+impl Regions {
+    /// `timeout` bounds a whole forwarded request; it should exceed the home checkout's
+    /// publish timeout, so its answer (not ours) decides.
+    pub fn new(here: Region, checkouts: BTreeMap<Region, String>, timeout: Duration) -> Result<Self, CheckoutError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(CheckoutError::Forwarder)?;
+        let checkouts = checkouts.into_iter().filter(|(region, _)| *region != here).collect();
+        Ok(Regions { here, checkouts, client })
+    }
+
+    /// The region other than this one that should write this request, if any: the order's
+    /// home (for a request about an order), or the region a retry of `POST /orders` names.
+    /// A request another checkout forwarded is never forwarded again.
+    pub fn elsewhere(&self, order_id: Option<&Uuid>, headers: &HeaderMap) -> Result<Option<Region>, ApiError> {
+        let target = match order_id {
+            Some(id) => Region::home_of(id),
+            None => match headers.get(REGION_HEADER) {
+                None => None,
+                Some(value) => Some(
+                    value
+                        .to_str()
+                        .ok()
+                        .and_then(|v| Region::parse(v).ok())
+                        .ok_or_else(|| malformed(format!("{REGION_HEADER} must be a region name such as eu")))?,
+                ),
+            },
+        };
+        let Some(target) = target.filter(|t| *t != self.here) else { return Ok(None) };
+        if headers.contains_key(FORWARDED_FROM_HEADER) {
+            return Err(ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "not_home_region",
+                format!("this request belongs to region {target}, and was forwarded here; nothing was appended"),
+            )
+            .with("region", self.here.as_str())
+            .with("home_region", target.as_str()));
+        }
+        Ok(Some(target))
+    }
+
+    /// Sends the request to `home`'s checkout and returns its answer as it is. `503
+    /// home_region_unavailable` when the request did not reach it (nothing appended
+    /// anywhere); `503 outcome_unknown` when it was sent but no answer came.
+    #[tracing::instrument(skip_all, fields(home = %home, path))]
+    pub async fn forward(&self, home: &Region, path: &str, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+        let unavailable = || {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "home_region_unavailable",
+                format!("this order belongs to region {home}, whose checkout cannot be reached; nothing was appended anywhere, retry later"),
+            )
+            .with("region", self.here.as_str())
+            .with("home_region", home.as_str())
+            .retry_after(Duration::from_secs(5))
+        };
+        let Some(base) = self.checkouts.get(home) else {
+            tracing::warn!(%home, "A request names a region this checkout has no URL for. Answering 503.");
+            return Err(unavailable());
+        };
+        let body = axum::body::to_bytes(body, super::MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the body is over 64 KiB"))?;
+        let mut request = self.client.post(format!("{}{path}", base.trim_end_matches('/'))).body(body);
+        for name in FORWARDED_HEADERS {
+            for value in headers.get_all(name) {
+                request = request.header(name, value.as_bytes());
+            }
+        }
+        let request = request.header(FORWARDED_FROM_HEADER, self.here.as_str());
+        let started = std::time::Instant::now();
+        let answer = match request.send().await {
+            Ok(answer) => answer,
+            Err(e) if e.is_connect() || e.is_builder() => {
+                tracing::warn!(error = %e, %home, "The home region's checkout cannot be reached. Answering 503; nothing appended.");
+                return Err(unavailable());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %home, "The home region's checkout did not answer a forwarded request. Its outcome is unknown.");
+                return Err(super::api_error::outcome_unknown()
+                    .with("region", self.here.as_str())
+                    .with("home_region", home.as_str()));
+            }
+        };
+        metrics::histogram!("orderflow_checkout_forward_seconds", "home" => home.to_string())
+            .record(started.elapsed().as_secs_f64());
+        let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut returned = HeaderMap::new();
+        for name in RETURNED_HEADERS {
+            if let Some(value) = answer.headers().get(name).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
+                returned.insert(HeaderName::from_static(name), value);
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(home.as_str()) {
+            returned.insert(HeaderName::from_static(ANSWERED_BY_HEADER), value);
+        }
+        let bytes = match answer.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(error = %e, %home, "The home region's answer broke off. Its outcome is unknown.");
+                return Err(super::api_error::outcome_unknown().with("region", self.here.as_str()));
+            }
+        };
+        Ok((status, returned, bytes).into_response())
+    }
+}
+
+/// Parses `--region-checkout` entries: `<region>=<base URL>`.
+pub fn parse_checkout(entry: &str) -> Result<(Region, String), String> {
+    let (region, url) =
+        entry.split_once('=').ok_or_else(|| format!("{entry:?} is not <region>=<checkout URL>, e.g. us=http://10.0.0.7:8080"))?;
+    let region = Region::parse(region.trim())?;
+    let url = url.trim();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
+    }
+    Ok((region, url.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regions() -> Regions {
+        let checkouts = [(Region::parse("us").unwrap(), "http://127.0.0.1:1".to_string())].into();
+        Regions::new(Region::parse("eu").unwrap(), checkouts, Duration::from_secs(1)).unwrap()
+    }
+
+    #[test]
+    fn requests_about_orders_homed_elsewhere_go_to_their_home() {
+        let regions = regions();
+        let us = Region::parse("us").unwrap();
+        let here = regions.here.order_id([1; 16]);
+        let there = us.order_id([1; 16]);
+        let none = HeaderMap::new();
+        assert_eq!(regions.elsewhere(Some(&here), &none).unwrap(), None);
+        assert_eq!(regions.elsewhere(Some(&there), &none).unwrap(), Some(us.clone()));
+        assert_eq!(regions.elsewhere(Some(&Uuid::new_v4()), &none).unwrap(), None, "no home: this log's");
+        let mut retry = HeaderMap::new();
+        retry.insert(REGION_HEADER, HeaderValue::from_static("us"));
+        assert_eq!(regions.elsewhere(None, &retry).unwrap(), Some(us));
+        retry.insert(REGION_HEADER, HeaderValue::from_static("eu"));
+        assert_eq!(regions.elsewhere(None, &retry).unwrap(), None);
+        retry.insert(REGION_HEADER, HeaderValue::from_static("Mars!"));
+        assert_eq!(regions.elsewhere(None, &retry).unwrap_err().status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_forwarded_request_is_never_forwarded_again() {
+        let regions = regions();
+        let mut headers = HeaderMap::new();
+        headers.insert(FORWARDED_FROM_HEADER, HeaderValue::from_static("us"));
+        let there = Region::parse("us").unwrap().order_id([2; 16]);
+        let refused = regions.elsewhere(Some(&there), &headers).unwrap_err();
+        assert_eq!((refused.status, refused.code()), (StatusCode::MISDIRECTED_REQUEST, "not_home_region"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_home_is_503_home_region_unavailable() {
+        let regions = regions();
+        let us = Region::parse("us").unwrap();
+        let refused = regions.forward(&us, "/orders", &HeaderMap::new(), Body::from("{}")).await.unwrap_err();
+        assert_eq!((refused.status, refused.code()), (StatusCode::SERVICE_UNAVAILABLE, "home_region_unavailable"));
+        let unknown = Region::parse("ap").unwrap();
+        let refused = regions.forward(&unknown, "/orders", &HeaderMap::new(), Body::from("{}")).await.unwrap_err();
+        assert_eq!(refused.code(), "home_region_unavailable");
+    }
+
+    #[test]
+    fn checkout_entries_name_a_region_and_a_url() {
+        assert_eq!(
+            parse_checkout("us=http://10.0.0.7:8080").unwrap(),
+            (Region::parse("us").unwrap(), "http://10.0.0.7:8080".into())
+        );
+        assert!(parse_checkout("us").is_err());
+        assert!(parse_checkout("US=http://x").is_err());
+        assert!(parse_checkout("us=ftp://x").is_err());
+    }
+}
