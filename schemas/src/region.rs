@@ -96,14 +96,14 @@ mod tests {
 
     #[test]
     fn an_order_id_names_its_home_region_and_reads_as_it_in_hex() {
-        let eu = Region::parse("eu").unwrap();
+        let eu = Region::parse("eu").expect("a region name");
         let id = eu.order_id([0xab; 16]);
         assert_eq!(Region::home_of(&id), Some(eu.clone()));
         assert!(id.to_string().starts_with("65750000-0000-8"), "{id}");
         assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
-        let apac = Region::parse("apac1").unwrap();
+        let apac = Region::parse("apac1").expect("a region name");
         assert_eq!(Region::home_of(&apac.order_id([0; 16])), Some(apac));
-        let six = Region::parse("abcdef").unwrap();
+        let six = Region::parse("abcdef").expect("a region name");
         assert_eq!(Region::home_of(&six.order_id([0xff; 16])), Some(six));
     }
 
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn mirrored_topics_carry_the_source_region_as_prefix() {
-        let eu = Region::parse("eu").unwrap();
+        let eu = Region::parse("eu").expect("a region name");
         assert_eq!(eu.mirrored("decisions-orders"), "eu.decisions-orders");
         assert_eq!(eu.source_topic("eu.orders"), Some("orders"));
         assert_eq!(eu.source_topic("euro.orders"), None);

@@ -168,27 +168,27 @@ mod tests {
     use super::*;
 
     fn regions() -> Regions {
-        let checkouts = [(Region::parse("us").unwrap(), "http://127.0.0.1:1".to_string())].into();
-        Regions::new(Region::parse("eu").unwrap(), checkouts, Duration::from_secs(1)).unwrap()
+        let checkouts = [(Region::parse("us").expect("a region name"), "http://127.0.0.1:1".to_string())].into();
+        Regions::new(Region::parse("eu").expect("a region name"), checkouts, Duration::from_secs(1)).expect("accepted")
     }
 
     #[test]
     fn requests_about_orders_homed_elsewhere_go_to_their_home() {
         let regions = regions();
-        let us = Region::parse("us").unwrap();
+        let us = Region::parse("us").expect("a region name");
         let here = regions.here.order_id([1; 16]);
         let there = us.order_id([1; 16]);
         let none = HeaderMap::new();
-        assert_eq!(regions.elsewhere(Some(&here), &none).unwrap(), None);
-        assert_eq!(regions.elsewhere(Some(&there), &none).unwrap(), Some(us.clone()));
-        assert_eq!(regions.elsewhere(Some(&Uuid::new_v4()), &none).unwrap(), None, "no home: this log's");
+        assert_eq!(regions.elsewhere(Some(&here), &none).expect("accepted"), None);
+        assert_eq!(regions.elsewhere(Some(&there), &none).expect("accepted"), Some(us.clone()));
+        assert_eq!(regions.elsewhere(Some(&Uuid::new_v4()), &none).expect("accepted"), None, "no home: this log's");
         let mut retry = HeaderMap::new();
         retry.insert(REGION_HEADER, HeaderValue::from_static("us"));
-        assert_eq!(regions.elsewhere(None, &retry).unwrap(), Some(us));
+        assert_eq!(regions.elsewhere(None, &retry).expect("accepted"), Some(us));
         retry.insert(REGION_HEADER, HeaderValue::from_static("eu"));
-        assert_eq!(regions.elsewhere(None, &retry).unwrap(), None);
+        assert_eq!(regions.elsewhere(None, &retry).expect("accepted"), None);
         retry.insert(REGION_HEADER, HeaderValue::from_static("Mars!"));
-        assert_eq!(regions.elsewhere(None, &retry).unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(regions.elsewhere(None, &retry).expect_err("refused").status, StatusCode::BAD_REQUEST);
     }
 
     #[test]
@@ -196,27 +196,27 @@ mod tests {
         let regions = regions();
         let mut headers = HeaderMap::new();
         headers.insert(FORWARDED_FROM_HEADER, HeaderValue::from_static("us"));
-        let there = Region::parse("us").unwrap().order_id([2; 16]);
-        let refused = regions.elsewhere(Some(&there), &headers).unwrap_err();
+        let there = Region::parse("us").expect("a region name").order_id([2; 16]);
+        let refused = regions.elsewhere(Some(&there), &headers).expect_err("refused");
         assert_eq!((refused.status, refused.code()), (StatusCode::MISDIRECTED_REQUEST, "not_home_region"));
     }
 
     #[tokio::test]
     async fn an_unreachable_home_is_503_home_region_unavailable() {
         let regions = regions();
-        let us = Region::parse("us").unwrap();
-        let refused = regions.forward(&us, "/orders", &HeaderMap::new(), Body::from("{}")).await.unwrap_err();
+        let us = Region::parse("us").expect("a region name");
+        let refused = regions.forward(&us, "/orders", &HeaderMap::new(), Body::from("{}")).await.expect_err("refused");
         assert_eq!((refused.status, refused.code()), (StatusCode::SERVICE_UNAVAILABLE, "home_region_unavailable"));
-        let unknown = Region::parse("ap").unwrap();
-        let refused = regions.forward(&unknown, "/orders", &HeaderMap::new(), Body::from("{}")).await.unwrap_err();
+        let unknown = Region::parse("ap").expect("a region name");
+        let refused = regions.forward(&unknown, "/orders", &HeaderMap::new(), Body::from("{}")).await.expect_err("refused");
         assert_eq!(refused.code(), "home_region_unavailable");
     }
 
     #[test]
     fn checkout_entries_name_a_region_and_a_url() {
         assert_eq!(
-            parse_checkout("us=http://10.0.0.7:8080").unwrap(),
-            (Region::parse("us").unwrap(), "http://10.0.0.7:8080".into())
+            parse_checkout("us=http://10.0.0.7:8080").expect("accepted"),
+            (Region::parse("us").expect("a region name"), "http://10.0.0.7:8080".into())
         );
         assert!(parse_checkout("us").is_err());
         assert!(parse_checkout("US=http://x").is_err());
