@@ -50,6 +50,21 @@ pub struct RegionArgs {
     /// cluster, whose copies elsewhere are named `<region>.<topic>`.
     #[arg(long, env = "ORDERFLOW_REGION")]
     pub region: Option<schemas::Region>,
+    /// The other regions whose logs MirrorMaker 2 copies into this region's cluster
+    /// (comma separated): projections read them too, so every order shows in every region.
+    #[arg(long = "mirror-regions", env = "ORDERFLOW_MIRROR_REGIONS", value_delimiter = ',', requires = "region")]
+    pub mirrors: Vec<schemas::Region>,
+}
+
+impl RegionArgs {
+    /// The regions mirrored here, without this one (a shared list of every region may be
+    /// given to all of them).
+    pub fn mirrors(&self) -> Vec<schemas::Region> {
+        let mut mirrors: Vec<_> = self.mirrors.iter().filter(|r| Some(*r) != self.region.as_ref()).cloned().collect();
+        mirrors.sort();
+        mirrors.dedup();
+        mirrors
+    }
 }
 
 /// How long the start-up access check waits for the broker.
@@ -233,6 +248,9 @@ pub struct DatabaseArgs {
     /// Kafka cluster its own.
     #[arg(long, env = "ORDERFLOW_GROUP_PREFIX", default_value = projections::registry::DEFAULT_GROUP_PREFIX)]
     pub group_prefix: String,
+    /// The region this database serves, when there are several.
+    #[command(flatten)]
+    pub region: RegionArgs,
 }
 
 impl DatabaseArgs {
@@ -249,7 +267,7 @@ impl DatabaseArgs {
         let store = projections::store::Store::connect_with(&self.url.database_url, limits)
             .await
             .context("connecting to the projection database")?;
-        Ok(store.with_group_prefix(&self.group_prefix)?)
+        Ok(store.with_group_prefix(&self.group_prefix)?.with_region(self.region.region.as_ref()))
     }
 }
 

@@ -54,6 +54,7 @@ impl ConsumeArgs {
             GroupKind::Process(process) => return self.run_process(process, shutdown).await,
         };
         let mut config = self.member.config(projection, &self.pipeline.topic.topic)?;
+        config.mirrors = self.pipeline.database.region.mirrors();
         let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
         config.contract = self.schemas.contract().await?;
         let store = self.pipeline.database.connect().await?;
@@ -66,7 +67,7 @@ impl ConsumeArgs {
                 Some(group) => group.clone(),
                 None => store.reads().live_projection(projection).await?.group,
             };
-            tracing::info!(group = %config.group, %projection, brokers = %kafka.brokers, "Member starting.");
+            tracing::info!(group = %config.group, %projection, mirrors = ?config.mirrors, brokers = %kafka.brokers, "Member starting.");
             let mut member = run_member(config.clone(), &kafka, store.clone())?;
             let switched = tokio::select! {
                 result = member.wait() => { result?; false }

@@ -56,31 +56,42 @@ pub struct Upgrade {
     pub copy: [&'static str; 2],
 }
 
+// Stock levels per pool: each region's stock group decides its own region's pool (`pool`
+// is its name, '' with one region), so a region that reads another's decisions from the
+// mirror keeps both pools' levels apart.
 const INVENTORY: ProjectionSpec = ProjectionSpec {
-    tables: &["inventory_stock", "inventory_orders"],
+    tables: &["inventory_pools", "inventory_orders"],
     ddl: &[
-        "CREATE TABLE IF NOT EXISTS {t:inventory_stock} (
-            sku TEXT PRIMARY KEY, on_hand BIGINT NOT NULL, reserved BIGINT NOT NULL, shipped BIGINT NOT NULL,
-            version BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS {t:inventory_pools} (
+            pool TEXT NOT NULL, sku TEXT NOT NULL, on_hand BIGINT NOT NULL, reserved BIGINT NOT NULL,
+            shipped BIGINT NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (pool, sku))",
         "CREATE TABLE IF NOT EXISTS {t:inventory_orders} (
-            order_id TEXT PRIMARY KEY, status TEXT NOT NULL, lines TEXT NOT NULL, event_ids TEXT)",
+            order_id TEXT PRIMARY KEY, status TEXT NOT NULL, lines TEXT NOT NULL, event_ids TEXT, region TEXT)",
     ],
     views: &[
         (
             "inventory_levels",
-            "SELECT sku, on_hand, reserved, shipped, on_hand - reserved AS available FROM {t:inventory_stock}",
+            "SELECT sku, on_hand, reserved, shipped, on_hand - reserved AS available, NULLIF(pool, '') AS region
+             FROM {t:inventory_pools}",
         ),
-        ("inventory_reservations", "SELECT order_id, status, lines FROM {t:inventory_orders}"),
+        ("inventory_reservations", "SELECT order_id, status, lines, region FROM {t:inventory_orders}"),
     ],
     // Earlier releases summed stock from the orders themselves (`inventory_sku`, no
     // version): its rows are kept, at version 0, until the stock group's first decision
-    // about each SKU replaces them.
-    upgrades: &[Upgrade { old_table: "inventory_sku", copy: [INVENTORY_SKU_COPY, INVENTORY_SKU_COPY] }],
-    added_columns: &[("inventory_orders", "event_ids TEXT")],
+    // about each SKU replaces them. Then one pool (`inventory_stock`): its rows are the
+    // pool of a single region.
+    upgrades: &[
+        Upgrade { old_table: "inventory_sku", copy: [INVENTORY_SKU_COPY, INVENTORY_SKU_COPY] },
+        Upgrade { old_table: "inventory_stock", copy: [INVENTORY_STOCK_COPY, INVENTORY_STOCK_COPY] },
+    ],
+    added_columns: &[("inventory_orders", "event_ids TEXT"), ("inventory_orders", "region TEXT")],
 };
 
-const INVENTORY_SKU_COPY: &str = "INSERT INTO {t:inventory_stock} (sku, on_hand, reserved, shipped, version)
-     SELECT sku, on_hand, reserved, shipped, 0 FROM {t:inventory_sku} WHERE true ON CONFLICT DO NOTHING";
+const INVENTORY_SKU_COPY: &str = "INSERT INTO {t:inventory_pools} (pool, sku, on_hand, reserved, shipped, version)
+     SELECT '', sku, on_hand, reserved, shipped, 0 FROM {t:inventory_sku} WHERE true ON CONFLICT DO NOTHING";
+
+const INVENTORY_STOCK_COPY: &str = "INSERT INTO {t:inventory_pools} (pool, sku, on_hand, reserved, shipped, version)
+     SELECT '', sku, on_hand, reserved, shipped, version FROM {t:inventory_stock} WHERE true ON CONFLICT DO NOTHING";
 
 const PAYMENT: ProjectionSpec = ProjectionSpec {
     tables: &["payment_orders"],
@@ -88,17 +99,17 @@ const PAYMENT: ProjectionSpec = ProjectionSpec {
         "CREATE TABLE IF NOT EXISTS {t:payment_orders} (
             order_id TEXT PRIMARY KEY, currency TEXT NOT NULL, order_total_minor BIGINT NOT NULL,
             authorized_minor BIGINT NOT NULL, captured_minor BIGINT NOT NULL, refunded_minor BIGINT NOT NULL,
-            status TEXT NOT NULL, placed_at_us BIGINT NOT NULL, captured_at_us BIGINT, event_ids TEXT)",
+            status TEXT NOT NULL, placed_at_us BIGINT NOT NULL, captured_at_us BIGINT, event_ids TEXT, region TEXT)",
         "CREATE INDEX IF NOT EXISTS {t:payment_orders}_by_capture ON {t:payment_orders} (captured_at_us)",
     ],
     views: &[(
         "order_payments",
         "SELECT order_id, currency, order_total_minor, authorized_minor, captured_minor, refunded_minor, status,
-         {ts:placed_at_us} AS placed_at, {ts:captured_at_us} AS captured_at, placed_at_us, captured_at_us
+         {ts:placed_at_us} AS placed_at, {ts:captured_at_us} AS captured_at, placed_at_us, captured_at_us, region
          FROM {t:payment_orders}",
     )],
     upgrades: &[],
-    added_columns: &[("payment_orders", "event_ids TEXT")],
+    added_columns: &[("payment_orders", "event_ids TEXT"), ("payment_orders", "region TEXT")],
 };
 
 const FULFILMENT: ProjectionSpec = ProjectionSpec {
@@ -106,17 +117,17 @@ const FULFILMENT: ProjectionSpec = ProjectionSpec {
     ddl: &[
         "CREATE TABLE IF NOT EXISTS {t:fulfilment_orders} (
             order_id TEXT PRIMARY KEY, status TEXT NOT NULL, warehouse TEXT, placed_at_us BIGINT NOT NULL,
-            paid_at_us BIGINT, shipped_at_us BIGINT, delivered_at_us BIGINT, event_ids TEXT)",
+            paid_at_us BIGINT, shipped_at_us BIGINT, delivered_at_us BIGINT, event_ids TEXT, region TEXT)",
         "CREATE INDEX IF NOT EXISTS {t:fulfilment_orders}_by_status ON {t:fulfilment_orders} (status, placed_at_us)",
     ],
     views: &[(
         "order_fulfilment",
         "SELECT order_id, status, warehouse, {ts:placed_at_us} AS placed_at, {ts:paid_at_us} AS paid_at,
          {ts:shipped_at_us} AS shipped_at, {ts:delivered_at_us} AS delivered_at,
-         placed_at_us, paid_at_us, shipped_at_us, delivered_at_us FROM {t:fulfilment_orders}",
+         placed_at_us, paid_at_us, shipped_at_us, delivered_at_us, region FROM {t:fulfilment_orders}",
     )],
     upgrades: &[],
-    added_columns: &[("fulfilment_orders", "event_ids TEXT")],
+    added_columns: &[("fulfilment_orders", "event_ids TEXT"), ("fulfilment_orders", "region TEXT")],
 };
 
 // One row per event, only ever added to; the view puts each order's events together as
@@ -126,19 +137,19 @@ const HISTORY: ProjectionSpec = ProjectionSpec {
     ddl: &["CREATE TABLE IF NOT EXISTS {t:history_entries} (
             order_id TEXT NOT NULL, event_id TEXT NOT NULL, kind TEXT NOT NULL, occurred_at_us BIGINT NOT NULL,
             partition_id BIGINT NOT NULL, record_offset BIGINT NOT NULL, summary TEXT NOT NULL, published_by TEXT,
-            PRIMARY KEY (order_id, event_id))"],
+            region TEXT, PRIMARY KEY (order_id, event_id))"],
     views: &[
         (
             "order_history",
             "SELECT order_id, {json:event_id=event_id;kind=kind;occurred_at_us=occurred_at_us;partition=partition_id;\
-         offset=record_offset;summary=summary;published_by=published_by|occurred_at_us, event_id} AS events
-         FROM {t:history_entries} GROUP BY order_id",
+         offset=record_offset;summary=summary;published_by=published_by|occurred_at_us, event_id} AS events,
+         MAX(region) AS region FROM {t:history_entries} GROUP BY order_id",
         ),
         // One row per event, for reading an order's history a page at a time.
         (
             "order_history_events",
-            "SELECT order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary, published_by
-             FROM {t:history_entries}",
+            "SELECT order_id, event_id, kind, occurred_at_us, partition_id, record_offset, summary, published_by,
+             region FROM {t:history_entries}",
         ),
     ],
     // Earlier releases: each order's history as one JSON row, rewritten on every event
@@ -162,7 +173,7 @@ const HISTORY: ProjectionSpec = ProjectionSpec {
         },
         Upgrade { old_table: "history_events", copy: [HISTORY_EVENTS_COPY, HISTORY_EVENTS_COPY] },
     ],
-    added_columns: &[],
+    added_columns: &[("history_entries", "region TEXT")],
 };
 
 const HISTORY_EVENTS_COPY: &str = "INSERT INTO {t:history_entries}
@@ -447,6 +458,25 @@ pub fn group_name(prefix: &str, kind: impl Into<GroupKind>) -> String {
 /// [`group_name`] with the default prefix.
 pub fn default_group(kind: impl Into<GroupKind>) -> String {
     group_name(DEFAULT_GROUP_PREFIX, kind)
+}
+
+/// The group that reads `source` region's mirrored log (`<source>.<topic>`, copied by
+/// MirrorMaker 2) into the same tables as `group` reads its own region's: one group per
+/// source log, so each has its offsets, its lag and its dead letters, and a region's views
+/// show every region's orders. `@` joins them: no prefix or projection name contains it.
+pub fn mirror_group(group: &str, source: &schemas::Region) -> String {
+    format!("{group}@{source}")
+}
+
+/// The region whose mirrored log `group` reads, for a mirror group.
+pub fn source_of(group: &str) -> Option<&str> {
+    group.split_once('@').map(|(_, source)| source)
+}
+
+/// The group whose tables (generation) `group` writes: itself, or for a mirror group the
+/// group of this region's own log it was named after.
+pub fn generation_group(group: &str) -> &str {
+    group.split_once('@').map_or(group, |(own, _)| own)
 }
 
 /// Whether `prefix` can start a consumer group name: letters, digits, `.`, `_`, `-`.

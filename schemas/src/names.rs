@@ -48,8 +48,13 @@ impl TopicRole {
 
     /// Which topic `topic` is by its name alone, for a reader that does not know the
     /// pipeline's orders topic (an operator retrying a dead letter); a name that is none of
-    /// the others' is an orders topic, the least trusted.
+    /// the others' is an orders topic, the least trusted. A region's copy
+    /// (`<region>.<topic>`, see [`crate::Region::mirrored`]) is the topic it copies.
     pub fn by_name(topic: &str) -> TopicRole {
+        let topic = match topic.split_once('.') {
+            Some((region, copied)) if crate::Region::parse(region).is_ok() => copied,
+            _ => topic,
+        };
         if topic.starts_with("decisions-") {
             TopicRole::Decisions
         } else if topic.starts_with("stock-requests-") {
@@ -162,6 +167,7 @@ mod tests {
         assert_eq!(TopicRole::of_topic("other", "shop"), None);
         for role in TopicRole::ALL {
             assert_eq!(TopicRole::by_name(&role.name("shop")), role);
+            assert_eq!(TopicRole::by_name(&format!("eu.{}", role.name("shop"))), role, "a region's copy");
             // A prefixed ACL on the orders topic's name covers exactly the callers' topics.
             assert_eq!(role.name("shop").starts_with("shop"), role.written_by_callers(), "{role:?}");
         }

@@ -600,6 +600,7 @@ pub struct Processes {
     relay: Option<consumers::RelayHandle>,
     /// (group, topic) of each process group.
     pub groups: Vec<(String, String)>,
+    kafka: KafkaSettings,
 }
 
 impl Processes {
@@ -614,8 +615,19 @@ impl Processes {
         payment_timeout: Duration,
         contract: &infra::schema_registry::Contract,
     ) -> Processes {
+        Self::start_in(&kafka(), store, topic, payment_timeout, contract)
+    }
+
+    /// [`Processes::start_with`] on the cluster `kafka` (a region's).
+    pub fn start_in(
+        kafka: &KafkaSettings,
+        store: &projections::store::Store,
+        topic: &str,
+        payment_timeout: Duration,
+        contract: &infra::schema_registry::Contract,
+    ) -> Processes {
         use projections::registry::ProcessKind;
-        let kafka = kafka();
+        let kafka = kafka.clone();
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let mut members = Vec::new();
         let mut groups = Vec::new();
@@ -632,14 +644,14 @@ impl Processes {
             members.push(consumers::member::run_member(config, &kafka, store.clone()).expect("process member"));
         }
         let relay = Some(consumers::spawn_relay(store.outbox(), &kafka, wake));
-        Processes { members, relay, groups }
+        Processes { members, relay, groups, kafka }
     }
 
     /// Waits (60 s at most) until these groups and `others` have applied everything and
     /// the outbox is empty.
     pub async fn settle(&self, store: &projections::store::Store, others: &[(String, String)]) {
         let all: Vec<(String, String)> = self.groups.iter().chain(others).cloned().collect();
-        let reached = kit::wait_settled(store, &kafka(), &all, Duration::from_secs(60)).await.expect("settle");
+        let reached = kit::wait_settled(store, &self.kafka, &all, Duration::from_secs(60)).await.expect("settle");
         assert!(reached.values().all(|r| *r), "not settled: {reached:?}");
     }
 

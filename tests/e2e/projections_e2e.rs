@@ -96,7 +96,7 @@ async fn project_all(store: &Store, topic: &str, suffix: &str, processes: Option
 }
 
 fn level(sku: &str, on_hand: i64, reserved: i64, shipped: i64) -> InventoryLevel {
-    InventoryLevel { sku: sku.into(), on_hand, reserved, shipped, available: on_hand - reserved }
+    InventoryLevel { sku: sku.into(), on_hand, reserved, shipped, available: on_hand - reserved, region: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

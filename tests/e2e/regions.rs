@@ -119,3 +119,251 @@ async fn what_one_region_appends_reaches_the_other_under_its_region_name_in_orde
         assert_eq!(by_partition(&got), by_partition(&want), "{copy}: partitions, order, keys and headers kept");
     }
 }
+
+/// One region of a two-region shop: its checkout (serving on `url`), its database, its
+/// processes and its projection members, which read its own topics and the other
+/// region's copies.
+struct Region {
+    name: schemas::Region,
+    kafka: KafkaSettings,
+    store: projections::store::Store,
+    database_url: String,
+    url: String,
+    client: orderflow::load::HttpClient,
+    processes: Option<common::Processes>,
+    projections: Vec<consumers::MemberHandle>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Region {
+    /// Its checkout serves on `listener`, bound beforehand: each region's checkout must know
+    /// the other's URL.
+    async fn open(
+        name: &str,
+        other: &str,
+        kafka: KafkaSettings,
+        topic: &str,
+        listener: tokio::net::TcpListener,
+        other_url: &str,
+    ) -> Region {
+        let (here, there) =
+            (schemas::Region::parse(name).expect("region"), schemas::Region::parse(other).expect("region"));
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let checkouts = [(there.clone(), other_url.to_string())].into();
+        let database_url = common::fresh_database().await;
+        let publisher = producers::publisher::PublisherConfig {
+            topic: topic.to_string(),
+            deadline: Duration::from_secs(5),
+            linger_ms: 1,
+            codec: schemas::Codec::builtin(),
+        };
+        let state = producers::checkout::AppState::connect(&kafka, &database_url, publisher, common::test_access())
+            .await
+            .expect("checkout")
+            .in_region(
+                producers::checkout::regions::Regions::new(here.clone(), checkouts, Duration::from_secs(8))
+                    .expect("regions"),
+            );
+        let server = tokio::spawn(async move {
+            let _ = producers::checkout::run(listener, state, std::future::pending()).await;
+        });
+        let store = projections::store::Store::connect(&database_url)
+            .await
+            .expect("store")
+            .with_group_prefix(&common::fresh_group_prefix())
+            .expect("prefix")
+            .with_region(Some(&here));
+        let processes = Some(common::Processes::start_in(
+            &kafka,
+            &store,
+            topic,
+            Duration::from_secs(600),
+            &infra::schema_registry::Contract::embedded(),
+        ));
+        let projections = projections::ProjectionKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let mut config = common::member_config(kind, topic, &store.group(kind));
+                config.mirrors = vec![there.clone()];
+                consumers::member::run_member(config, &kafka, store.clone()).expect("projection member")
+            })
+            .collect();
+        let client = orderflow::load::http_client_with(Some(&common::token(common::ALL_SCOPES)));
+        Region { name: here, kafka, store, database_url, url, client, processes, projections, server }
+    }
+
+    /// POSTs to this region's checkout: status, JSON answer and the region that answered.
+    async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value, Option<String>) {
+        let response = self.client.post(format!("{}{path}", self.url)).json(&body).send().await.expect("http");
+        let status = response.status().as_u16();
+        let answered_by = response
+            .headers()
+            .get(producers::checkout::regions::ANSWERED_BY_HEADER)
+            .map(|v| v.to_str().unwrap_or_default().to_string());
+        let answer = response.json().await.unwrap_or(serde_json::Value::Null);
+        (status, answer, answered_by)
+    }
+
+    async fn stop(mut self) {
+        self.server.abort();
+        for member in std::mem::take(&mut self.projections) {
+            member.stop().await.expect("projection member stops");
+        }
+        if let Some(processes) = self.processes.take() {
+            processes.stop().await;
+        }
+    }
+}
+
+/// Every decoded event of `topic` in `kafka` (the whole log as it is now).
+async fn events_of(kafka: &KafkaSettings, topic: &str) -> Vec<schemas::Event> {
+    let total: i64 = common::log_ends(kafka, topic).await.values().sum();
+    let (kafka, topic) = (kafka.clone(), topic.to_string());
+    let records =
+        tokio::task::spawn_blocking(move || common::read_topic(&kafka, &topic, total as usize)).await.expect("reader");
+    let codec = schemas::Codec::builtin();
+    records.iter().filter_map(|r| codec.decode(&r.payload).ok()).collect()
+}
+
+/// Orders placed in each region, paid for and shipped through the *other* region's
+/// checkout: every such write is forwarded to the order's home and appended there once,
+/// nothing about an order is appended outside its home, and both regions' views end equal,
+/// each holding every order of both regions with its home region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_of_both_regions_show_in_both_and_writes_for_another_regions_orders_are_appended_once_in_their_home() {
+    common::init_logs();
+    let exports = regions();
+    let kafka_of =
+        |r: &str| KafkaSettings::new(exports[&format!("ORDERFLOW_REGION_{}_BROKERS", r.to_uppercase())].clone());
+    let topic = orderflow::kit::fresh_topic(&kafka_of("eu"), "global", 3).await.expect("eu topics");
+    let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
+        .into_iter()
+        .map(|name| infra::topics::TopicSpec { name, partitions: 3, replication_factor: None })
+        .collect();
+    infra::topics::create_topics(&kafka_of("us"), &specs, Duration::from_secs(30)).await.expect("us topics");
+    let (eu_listener, us_listener) = (
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+    );
+    let url_of = |l: &tokio::net::TcpListener| format!("http://{}", l.local_addr().expect("addr"));
+    let (eu_url, us_url) = (url_of(&eu_listener), url_of(&us_listener));
+    let eu = Region::open("eu", "us", kafka_of("eu"), &topic, eu_listener, &us_url).await;
+    let us = Region::open("us", "eu", kafka_of("us"), &topic, us_listener, &eu_url).await;
+    let regions = [&eu, &us];
+
+    // Each region's own pool of the one SKU.
+    for region in regions {
+        let body = serde_json::json!({"warehouse": "W-1", "delta": 100_000, "reason": "received"});
+        let (status, answer, _) = region.post("/inventory/SKU-G/adjustments", body).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    const ORDERS_PER_REGION: usize = 60;
+    let mut placed: BTreeMap<uuid::Uuid, String> = BTreeMap::new();
+    for i in 0..ORDERS_PER_REGION * 2 {
+        let region = regions[i % 2];
+        let body = serde_json::json!({"customer_id": format!("c-{i}"), "currency": "EUR",
+            "lines": [{"sku": "SKU-G", "quantity": 1, "unit_price_minor": 1000}], "ship_to": {"country": "DE"}});
+        let (status, answer, answered_by) = region.post("/orders", body).await;
+        assert_eq!((status, answered_by), (202, None), "{answer}");
+        assert_eq!(answer["region"], region.name.as_str(), "the answer names the region");
+        let id: uuid::Uuid = answer["order_id"].as_str().expect("order id").parse().expect("uuid");
+        assert_eq!(schemas::Region::home_of(&id).as_ref(), Some(&region.name), "the id names its home");
+        placed.insert(id, region.name.to_string());
+    }
+
+    // Payments and shipments through the other region's checkout.
+    let mut forwarded = 0;
+    let started = Instant::now();
+    for (order, home) in &placed {
+        let other = if home == "eu" { &us } else { &eu };
+        let writes = [
+            (
+                format!("/orders/{order}/payments"),
+                serde_json::json!({"status": "captured", "amount_minor": 1000, "provider_ref": "p"}),
+            ),
+            (format!("/orders/{order}/shipments"), serde_json::json!({"status": "packed", "warehouse": "W-1"})),
+        ];
+        for (path, body) in writes {
+            let (status, answer, answered_by) = other.post(&path, body).await;
+            assert_eq!(status, 202, "{path}: {answer}");
+            assert_eq!(answered_by.as_deref(), Some(home.as_str()), "{path} answered by its home");
+            assert_eq!(answer["region"], home.as_str(), "{path}");
+            forwarded += 1;
+        }
+    }
+    tracing::info!(
+        forwarded,
+        per_write_ms = started.elapsed().as_millis() as f64 / forwarded as f64,
+        "Writes for another region's orders, forwarded to their home."
+    );
+
+    // A write for an order whose home cannot be reached appends nothing anywhere.
+    let nowhere = schemas::Region::parse("ap").expect("region").order_id(*uuid::Uuid::new_v4().as_bytes());
+    let (status, answer, _) = eu
+        .post(
+            &format!("/orders/{nowhere}/payments"),
+            serde_json::json!({"status": "captured", "amount_minor": 1, "provider_ref": "p"}),
+        )
+        .await;
+    assert_eq!((status, answer["error"].as_str()), (503, Some("home_region_unavailable")), "{answer}");
+
+    // Each region's log holds its own orders' events only, each once.
+    for region in regions {
+        let events = events_of(&region.kafka, &topic).await;
+        let mut ids = std::collections::BTreeSet::new();
+        for event in &events {
+            let order = event.order_id().expect("an order event");
+            assert_eq!(
+                placed.get(&order).map(String::as_str),
+                Some(region.name.as_str()),
+                "{order} in {}'s log",
+                region.name
+            );
+            assert!(ids.insert(event.envelope().event_id), "{:?} appended twice", event.envelope().event_id);
+        }
+        assert_eq!(events.len(), ORDERS_PER_REGION * 3, "{}: placed, paid, packed", region.name);
+    }
+
+    // Every order, with its home, in both regions' views; the views equal.
+    for region in regions {
+        region.processes.as_ref().expect("processes").settle(&region.store, &[]).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (a, b) = (eu.store.reads().snapshot().await.expect("eu"), us.store.reads().snapshot().await.expect("us"));
+        let complete = |s: &projections::store::Snapshot| {
+            s.payments.len() == placed.len()
+                && s.payments.iter().all(|p| p.status.as_str() == "captured")
+                && s.fulfilment.iter().filter(|f| f.status.as_str() == "packed").count() == placed.len()
+                && s.inventory_levels.len() == 2
+                && s.inventory_levels.iter().all(|l| l.reserved == ORDERS_PER_REGION as i64)
+        };
+        if complete(&a) && complete(&b) {
+            common::assert_same_projection(&b, &a, "us against eu");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "views incomplete: eu {} payments, us {} payments, levels eu {:?} us {:?}",
+            a.payments.len(),
+            b.payments.len(),
+            a.inventory_levels,
+            b.inventory_levels
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The views' `region` column names each order's home, in both regions.
+    for region in regions {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&region.database_url).await.expect("database");
+        for view in ["order_payments", "order_fulfilment", "order_history", "inventory_reservations"] {
+            let rows: Vec<(String, Option<String>)> =
+                sqlx::query_as(&format!("SELECT order_id, region FROM {view}")).fetch_all(&mut conn).await.expect(view);
+            let homes: BTreeMap<uuid::Uuid, String> =
+                rows.into_iter().map(|(id, r)| (id.parse().expect("uuid"), r.unwrap_or_default())).collect();
+            assert_eq!(homes, placed, "{view} in {}", region.name);
+        }
+    }
+    eu.stop().await;
+    us.stop().await;
+}

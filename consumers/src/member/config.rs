@@ -19,6 +19,14 @@ pub struct MemberConfig {
     /// this process publishes them at once instead of at its next look.
     pub outbox_written: Option<Arc<tokio::sync::Notify>>,
     pub group: String,
+    /// The region whose log this member reads, from its copies in this region's cluster
+    /// (`<source>.<topic>`, made by MirrorMaker 2); `None` for this region's own topics.
+    /// Only projections read copies: a process decides on its own region's log alone.
+    pub source: Option<schemas::Region>,
+    /// Other regions whose logs a projection's member also reads from their copies, each
+    /// in its own group ([`MemberConfig::mirroring`]), so this region's views show their
+    /// orders too. Ignored for a process.
+    pub mirrors: Vec<schemas::Region>,
     /// The topic this consumer of the member reads: set per consumer by
     /// [`super::run_member`], one for each topic the group reads (the first by default).
     pub topic: String,
@@ -63,8 +71,31 @@ pub mod defaults {
 impl MemberConfig {
     /// Which of the pipeline's topics this consumer reads: what it trusts from there.
     /// A topic that is none of the pipeline's is trusted as the orders topic, the least.
+    /// A copy is trusted as the topic it copies: MirrorMaker 2 writes the copies (no caller
+    /// may, see the README's ACLs) and keeps each record's bytes and headers.
     pub fn role(&self) -> schemas::TopicRole {
-        schemas::TopicRole::of_topic(&self.topic, &self.decisions.orders_topic).unwrap_or(schemas::TopicRole::Orders)
+        let topic = match &self.source {
+            Some(source) => source.source_topic(&self.topic).unwrap_or(&self.topic),
+            None => &self.topic,
+        };
+        schemas::TopicRole::of_topic(topic, &self.decisions.orders_topic).unwrap_or(schemas::TopicRole::Orders)
+    }
+
+    /// The topics this member reads: its group's, or their copies from `source`.
+    pub fn topics(&self) -> Vec<String> {
+        let topics = self.kind.topics(&self.decisions.orders_topic);
+        match &self.source {
+            Some(source) => topics.iter().map(|t| source.mirrored(t)).collect(),
+            None => topics,
+        }
+    }
+
+    /// The same member, reading `source`'s log from its copies, in its own group.
+    pub fn mirroring(&self, source: schemas::Region) -> Self {
+        let group = projections::registry::mirror_group(&self.group, &source);
+        let mut config = MemberConfig { group, source: Some(source), mirrors: Vec::new(), ..self.clone() };
+        config.topic = config.topics().swap_remove(0);
+        config
     }
 
     /// A member of `kind`'s default group in a pipeline on `orders_topic` (a process reads
@@ -77,6 +108,8 @@ impl MemberConfig {
             contract: infra::schema_registry::Contract::embedded(),
             outbox_written: None,
             group: projections::registry::default_group(kind),
+            source: None,
+            mirrors: Vec::new(),
             topic: kind.topics(orders_topic).swap_remove(0),
             batch_max: defaults::BATCH_MAX,
             batch_wait: defaults::BATCH_WAIT,
@@ -139,5 +172,22 @@ mod tests {
         assert_eq!(stock.decisions.orders_topic, "shop");
         let payment = MemberConfig::new(ProjectionKind::Payment, "shop");
         assert_eq!((payment.topic.as_str(), payment.kind), ("shop", GroupKind::Projection(ProjectionKind::Payment)));
+    }
+
+    #[test]
+    fn a_mirror_member_reads_the_copies_in_its_own_group_and_trusts_them_as_the_originals() {
+        let eu = schemas::Region::parse("eu").expect("a region name");
+        let history = MemberConfig::new(ProjectionKind::History, "orders").mirroring(eu);
+        assert_eq!(history.group, "orderflow-history@eu");
+        assert_eq!(history.topics(), ["eu.orders", "eu.decisions-orders"]);
+        let decisions = MemberConfig { topic: "eu.decisions-orders".into(), ..history.clone() };
+        assert_eq!(decisions.role(), schemas::TopicRole::Decisions);
+        // A local topic named like a copy is no copy for a member of this region's log.
+        let local = MemberConfig {
+            topic: "eu.decisions-orders".into(),
+            ..MemberConfig::new(ProjectionKind::History, "orders")
+        };
+        assert_eq!(local.role(), schemas::TopicRole::Orders);
+        assert_eq!(projections::registry::generation_group(&history.group), "orderflow-history");
     }
 }

@@ -18,18 +18,27 @@ use crate::error::ConsumerError;
 
 /// Starts a member: one consumer on a thread of its own per topic its group reads (see
 /// [`projections::registry::GroupKind::reads`]), all in the group, sharing the member's
-/// counters. Must be called from within a tokio runtime.
+/// counters; and, for a projection, the same for each region in `config.mirrors`, reading
+/// that region's copies in its own group. Must be called from within a tokio runtime.
 pub fn run_member(config: MemberConfig, kafka: &KafkaSettings, store: Store) -> Result<MemberHandle, ConsumerError> {
     let batches = store.batches().deciding(config.decisions.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(MemberStats::default());
     let (tx, done) = tokio::sync::mpsc::unbounded_channel();
-    let topics = config.kind.topics(&config.decisions.orders_topic);
     let mut handle = MemberHandle { stop: stop.clone(), done, running: 0, stats: stats.clone() };
-    for topic in topics {
-        let config = MemberConfig { topic, ..config.clone() };
-        start_consumer(config, kafka, batches.clone(), stop.clone(), stats.clone(), tx.clone())?;
-        handle.running += 1;
+    // A process decides on its own region's log alone: another region's orders are that
+    // region's to decide.
+    let mirrors = match config.kind {
+        projections::registry::GroupKind::Projection(_) => config.mirrors.clone(),
+        projections::registry::GroupKind::Process(_) => Vec::new(),
+    };
+    let logs = std::iter::once(config.clone()).chain(mirrors.into_iter().map(|region| config.mirroring(region)));
+    for log in logs {
+        for topic in log.topics() {
+            let config = MemberConfig { topic, ..log.clone() };
+            start_consumer(config, kafka, batches.clone(), stop.clone(), stats.clone(), tx.clone())?;
+            handle.running += 1;
+        }
     }
     Ok(handle)
 }

@@ -89,7 +89,13 @@ impl Regions {
     /// home_region_unavailable` when the request did not reach it (nothing appended
     /// anywhere); `503 outcome_unknown` when it was sent but no answer came.
     #[tracing::instrument(skip_all, fields(home = %home, path))]
-    pub async fn forward(&self, home: &Region, path: &str, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    pub async fn forward(
+        &self,
+        home: &Region,
+        path: &str,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Response, ApiError> {
         let unavailable = || {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -153,8 +159,9 @@ impl Regions {
 
 /// Parses `--region-checkout` entries: `<region>=<base URL>`.
 pub fn parse_checkout(entry: &str) -> Result<(Region, String), String> {
-    let (region, url) =
-        entry.split_once('=').ok_or_else(|| format!("{entry:?} is not <region>=<checkout URL>, e.g. us=http://10.0.0.7:8080"))?;
+    let (region, url) = entry
+        .split_once('=')
+        .ok_or_else(|| format!("{entry:?} is not <region>=<checkout URL>, e.g. us=http://10.0.0.7:8080"))?;
     let region = Region::parse(region.trim())?;
     let url = url.trim();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -208,7 +215,8 @@ mod tests {
         let refused = regions.forward(&us, "/orders", &HeaderMap::new(), Body::from("{}")).await.expect_err("refused");
         assert_eq!((refused.status, refused.code()), (StatusCode::SERVICE_UNAVAILABLE, "home_region_unavailable"));
         let unknown = Region::parse("ap").expect("a region name");
-        let refused = regions.forward(&unknown, "/orders", &HeaderMap::new(), Body::from("{}")).await.expect_err("refused");
+        let refused =
+            regions.forward(&unknown, "/orders", &HeaderMap::new(), Body::from("{}")).await.expect_err("refused");
         assert_eq!(refused.code(), "home_region_unavailable");
     }
 

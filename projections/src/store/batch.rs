@@ -190,7 +190,7 @@ impl Store {
         if refusing {
             refuse(conn).await?;
         }
-        fold.write(conn).await?;
+        fold.write(conn, &self.pool_of(batch.group)).await?;
         open.outcome.dead_lettered = open.dead.len() + open.refused.len();
         dead_letters::insert(conn, batch.group, batch.topic, &open.dead, open.now_ms).await?;
         dead_letters::insert_refused(conn, batch.group, batch.topic, &open.refused, open.now_ms).await?;

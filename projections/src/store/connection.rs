@@ -66,6 +66,9 @@ pub struct Store {
     pub(super) generations: Arc<Mutex<HashMap<String, i64>>>,
     /// Consumer groups are named `<prefix>-<projection>[-gN]`.
     pub(super) group_prefix: Arc<str>,
+    /// The region this store's database serves, when there are several: the pool its own
+    /// stock group's decisions are levels of.
+    pub(super) region: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -148,6 +151,7 @@ impl Store {
             dialect,
             generations: Arc::default(),
             group_prefix: registry::DEFAULT_GROUP_PREFIX.into(),
+            region: None,
         };
         store.prepare_catalog().await?;
         Ok(store)
@@ -167,6 +171,18 @@ impl Store {
 
     /// Names groups `<prefix>-<projection>` instead of `orderflow-<projection>`, so several
     /// deployments (or test runs) can share one Kafka cluster without sharing groups.
+    /// The same store, serving `region` (one of several).
+    pub fn with_region(mut self, region: Option<&schemas::Region>) -> Self {
+        self.region = region.map(|r| r.as_str().into());
+        self
+    }
+
+    /// The stock pool a group's decisions are levels of: the region whose log it reads
+    /// (a mirror group's source, else this store's region; '' with one region).
+    pub(super) fn pool_of(&self, group: &str) -> String {
+        registry::source_of(group).or(self.region.as_deref()).unwrap_or_default().to_string()
+    }
+
     pub fn with_group_prefix(mut self, prefix: &str) -> Result<Self, StoreError> {
         if !registry::valid_group_prefix(prefix) {
             return Err(StoreError::Invalid(format!(

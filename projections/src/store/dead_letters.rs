@@ -384,7 +384,7 @@ impl Operations {
                 }
             }
         }
-        fold.write(conn).await?;
+        fold.write(conn, &self.store.pool_of(group)).await?;
         tx.commit().await?;
         Ok(outcome)
     }

@@ -239,15 +239,16 @@ impl<P: StoredProjection> Fold<P> {
         Ok(Folded::Applied)
     }
 
-    /// Writes each changed row once (in order-id order) and the newest SKU levels.
-    pub async fn write<C: Exec>(self, conn: &mut C) -> Result<(), StoreError> {
+    /// Writes each changed row once (in order-id order) and the newest SKU levels, in
+    /// `pool` (the region whose stock group decided them).
+    pub async fn write<C: Exec>(self, conn: &mut C, pool: &str) -> Result<(), StoreError> {
         let changed: Vec<(&P::State, Option<String>)> = self
             .dirty
             .iter()
             .filter_map(|id| Some((self.states.get(id)?, self.ids.get(id).and_then(RowIds::text))))
             .collect();
         write_states(conn, &table_name(<P::State as StoredState>::TABLE, self.generation), &changed).await?;
-        write_sku_levels(conn, &table_name("inventory_stock", self.generation), &self.sku).await
+        write_sku_levels(conn, &table_name("inventory_pools", self.generation), pool, &self.sku).await
     }
 }
 
@@ -382,16 +383,22 @@ async fn write_states_copy<S: StoredState>(
 async fn write_sku_levels<C: Exec>(
     conn: &mut C,
     table: &str,
+    pool: &str,
     sku: &BTreeMap<String, SkuLevel>,
 ) -> Result<(), StoreError> {
     let rows: Vec<(&String, &SkuLevel)> = sku.iter().collect();
     for chunk in rows.chunks(CHUNK) {
-        let mut q = Sql::new(format!("INSERT INTO {table} (sku, on_hand, reserved, shipped, version) "));
+        let mut q = Sql::new(format!("INSERT INTO {table} (pool, sku, on_hand, reserved, shipped, version) "));
         q.values(chunk, |v, (s, l)| {
-            v.bind((*s).clone()).bind(l.on_hand).bind(l.reserved).bind(l.shipped).bind(l.version);
+            v.bind(pool.to_string())
+                .bind((*s).clone())
+                .bind(l.on_hand)
+                .bind(l.reserved)
+                .bind(l.shipped)
+                .bind(l.version);
         });
         q.push(&format!(
-            " ON CONFLICT (sku) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved,
+            " ON CONFLICT (pool, sku) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved,
               shipped = excluded.shipped, version = excluded.version WHERE excluded.version > {table}.version"
         ));
         q.execute(&mut *conn).await?;

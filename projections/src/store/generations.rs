@@ -67,7 +67,7 @@ impl Store {
             return Ok(*g);
         }
         let generation: Option<i64> = sqlx::query("SELECT generation FROM projection_groups WHERE group_id = $1")
-            .bind(group)
+            .bind(crate::registry::generation_group(group))
             .fetch_optional(&self.pool)
             .await?
             .map(|r| r.try_get("generation"))

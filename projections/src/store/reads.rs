@@ -119,6 +119,7 @@ pub(super) fn level_of(r: &AnyRow) -> Result<InventoryLevel, sqlx::Error> {
         reserved: r.try_get("reserved")?,
         shipped: r.try_get("shipped")?,
         available: r.try_get("available")?,
+        region: r.try_get("region")?,
     })
 }
 
@@ -129,6 +130,10 @@ pub struct InventoryLevel {
     pub reserved: i64,
     pub shipped: i64,
     pub available: i64,
+    /// The region whose pool this is, when there are several (each region's stock group
+    /// decides its own pool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// Every row of every projection table.
@@ -143,9 +148,11 @@ pub struct Snapshot {
 
 impl Reads {
     pub async fn inventory_levels(&self) -> Result<Vec<InventoryLevel>, StoreError> {
-        let rows = sqlx::query("SELECT sku, on_hand, reserved, shipped, available FROM inventory_levels ORDER BY sku")
-            .fetch_all(&self.store.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT sku, on_hand, reserved, shipped, available, region FROM inventory_levels ORDER BY sku, region",
+        )
+        .fetch_all(&self.store.pool)
+        .await?;
         Ok(rows.iter().map(level_of).collect::<Result<_, _>>()?)
     }
 
@@ -252,15 +259,21 @@ impl Reads {
         Ok(entries)
     }
 
+    /// This region's pool of `sku` (a region serves orders from its own pool).
     pub async fn inventory_level(&self, sku: &str) -> Result<Option<InventoryLevel>, StoreError> {
-        let row = sqlx::query("SELECT sku, on_hand, reserved, shipped, available FROM inventory_levels WHERE sku = $1")
-            .bind(sku)
-            .fetch_optional(&self.store.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT sku, on_hand, reserved, shipped, available, region FROM inventory_levels
+             WHERE sku = $1 AND COALESCE(region, '') = $2",
+        )
+        .bind(sku)
+        .bind(self.store.pool_of(""))
+        .fetch_optional(&self.store.pool)
+        .await?;
         Ok(row.map(|r| level_of(&r)).transpose()?)
     }
 
-    /// SKUs in SKU order after `after_sku`, only those with `available < below` if given.
+    /// SKUs of this region's pool in SKU order after `after_sku`, only those with
+    /// `available < below` if given.
     pub async fn inventory_page(
         &self,
         below: Option<i64>,
@@ -268,12 +281,13 @@ impl Reads {
         limit: i64,
     ) -> Result<Vec<InventoryLevel>, StoreError> {
         let rows = sqlx::query(
-            "SELECT sku, on_hand, reserved, shipped, available FROM inventory_levels
-             WHERE ($1 = 0 OR available < $2) AND sku > $3 ORDER BY sku LIMIT $4",
+            "SELECT sku, on_hand, reserved, shipped, available, region FROM inventory_levels
+             WHERE ($1 = 0 OR available < $2) AND sku > $3 AND COALESCE(region, '') = $4 ORDER BY sku LIMIT $5",
         )
         .bind(i64::from(below.is_some()))
         .bind(below.unwrap_or(0))
         .bind(after_sku.unwrap_or(""))
+        .bind(self.store.pool_of(""))
         .bind(limit)
         .fetch_all(&self.store.pool)
         .await?;

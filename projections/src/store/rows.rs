@@ -49,6 +49,12 @@ fn status_of<T>(table: &'static str, row: &AnyRow, parse: fn(&str) -> Option<T>)
     parse(&raw).ok_or_else(|| corrupt(table, format!("status {raw:?}")))
 }
 
+/// The `region` column: the order's home region, as its id names it (NULL for an id that
+/// names none: an order placed before regions, or by a producer outside the checkout).
+fn home_region(order_id: &Uuid) -> Option<String> {
+    schemas::Region::home_of(order_id).map(|r| r.to_string())
+}
+
 fn micros(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(|t| t.timestamp_micros())
 }
@@ -61,7 +67,7 @@ fn time_of(table: &'static str, row: &AnyRow, column: &str) -> Result<Option<Dat
 
 impl StoredState for InventoryOrder {
     const TABLE: &'static str = "inventory_orders";
-    const COLUMNS: &'static [&'static str] = &["order_id", "status", "lines"];
+    const COLUMNS: &'static [&'static str] = &["order_id", "status", "lines", "region"];
 
     fn order_id(&self) -> Uuid {
         self.order_id
@@ -69,7 +75,11 @@ impl StoredState for InventoryOrder {
 
     fn push_binds<B: Binder>(&self, _: usize, values: &mut B) {
         let lines = serde_json::to_string(&self.lines).unwrap_or_else(|_| "[]".into());
-        values.cell(self.order_id.to_string()).cell(self.status.as_str().to_string()).cell(lines);
+        values
+            .cell(self.order_id.to_string())
+            .cell(self.status.as_str().to_string())
+            .cell(lines)
+            .cell(home_region(&self.order_id));
     }
 
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
@@ -94,6 +104,7 @@ impl StoredState for PaymentOrder {
         "status",
         "placed_at_us",
         "captured_at_us",
+        "region",
     ];
 
     fn order_id(&self) -> Uuid {
@@ -110,7 +121,8 @@ impl StoredState for PaymentOrder {
             .cell(self.refunded_minor)
             .cell(self.status.as_str().to_string())
             .cell(self.placed_at.timestamp_micros())
-            .cell(micros(self.captured_at));
+            .cell(micros(self.captured_at))
+            .cell(home_region(&self.order_id));
     }
 
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
@@ -131,8 +143,16 @@ impl StoredState for PaymentOrder {
 
 impl StoredState for FulfilmentOrder {
     const TABLE: &'static str = "fulfilment_orders";
-    const COLUMNS: &'static [&'static str] =
-        &["order_id", "status", "warehouse", "placed_at_us", "paid_at_us", "shipped_at_us", "delivered_at_us"];
+    const COLUMNS: &'static [&'static str] = &[
+        "order_id",
+        "status",
+        "warehouse",
+        "placed_at_us",
+        "paid_at_us",
+        "shipped_at_us",
+        "delivered_at_us",
+        "region",
+    ];
 
     fn order_id(&self) -> Uuid {
         self.order_id
@@ -146,7 +166,8 @@ impl StoredState for FulfilmentOrder {
             .cell(self.placed_at.timestamp_micros())
             .cell(micros(self.paid_at))
             .cell(micros(self.shipped_at))
-            .cell(micros(self.delivered_at));
+            .cell(micros(self.delivered_at))
+            .cell(home_region(&self.order_id));
     }
 
     fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
@@ -165,8 +186,17 @@ impl StoredState for FulfilmentOrder {
 
 impl StoredState for OrderHistory {
     const TABLE: &'static str = "history_entries";
-    const COLUMNS: &'static [&'static str] =
-        &["order_id", "event_id", "kind", "occurred_at_us", "partition_id", "record_offset", "summary", "published_by"];
+    const COLUMNS: &'static [&'static str] = &[
+        "order_id",
+        "event_id",
+        "kind",
+        "occurred_at_us",
+        "partition_id",
+        "record_offset",
+        "summary",
+        "published_by",
+        "region",
+    ];
     const APPEND_ONLY: bool = true;
 
     fn order_id(&self) -> Uuid {
@@ -187,7 +217,8 @@ impl StoredState for OrderHistory {
             .cell(i64::from(e.partition))
             .cell(e.offset)
             .cell(e.summary.clone())
-            .cell(e.published_by.clone());
+            .cell(e.published_by.clone())
+            .cell(home_region(&self.order_id));
     }
 
     /// One row: one entry.
