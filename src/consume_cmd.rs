@@ -60,6 +60,11 @@ impl ConsumeArgs {
         let store = self.pipeline.database.connect().await?;
         let pruner = self.spawn_pruner(&kafka, &store, &self.pipeline.topic.topic).await;
         let metrics = self.metrics.spawn().await?;
+        let mirror_ages = tokio::spawn(consumers::metrics::watch_mirror_ages(
+            kafka.clone(),
+            config.mirrors.clone(),
+            Duration::from_secs(5),
+        ));
         let follow_live = self.group.is_none();
         tokio::pin!(shutdown);
         loop {
@@ -88,6 +93,7 @@ impl ConsumeArgs {
             }
         }
         pruner.abort();
+        mirror_ages.abort();
         drop(metrics);
         tracing::info!("Member stopped.");
         Ok(())

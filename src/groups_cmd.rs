@@ -3,6 +3,8 @@
 //! partitions as the broker's group coordinator describes them, stored offset vs log end per
 //! partition, dead letters and when it last applied a batch. The offsets are the database's
 //! (the source of truth); Kafka's tooling shows the same ones, committed after each batch.
+//! In a region (`--region`, `--mirror-regions`), also the groups on the other regions'
+//! copies (`<group>@<region>` on `<region>.<topic>`) and how far behind each copy is.
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -26,7 +28,11 @@ impl GroupsArgs {
         let live = store.reads().live_projections().await?;
         let dead: BTreeMap<String, i64> = store.reads().dead_letter_counts().await?.into_iter().collect();
         let mut out = Vec::new();
-        for topic in schemas::pipeline_topics(&self.pipeline.topic.topic) {
+        let mirrors = self.pipeline.database.region.mirrors();
+        let own = schemas::pipeline_topics(&self.pipeline.topic.topic);
+        let copies = mirrors.iter().flat_map(|region| own.iter().map(|t| region.mirrored(t)));
+        let topics: Vec<String> = own.iter().cloned().chain(copies).collect();
+        for topic in topics {
             let offsets = store.reads().all_group_offsets(&topic).await?;
             let mut groups: BTreeSet<String> = offsets.iter().map(|o| o.group.clone()).collect();
             if topic == self.pipeline.topic.topic {
@@ -37,9 +43,28 @@ impl GroupsArgs {
             let context = TopicGroups { kafka: &kafka, topic: &topic, offsets: &offsets, live: &live, dead: &dead };
             out.extend(context.describe(groups).await?);
         }
+        for region in mirrors {
+            out.push(mirror_age(&kafka, &region).await);
+        }
         self.print(&out);
         Ok(())
     }
+}
+
+/// `{"mirror": <region>, "age_ms": …}`: how far behind `region` this cluster's copy is
+/// (null when unknown: no heartbeat copied yet, or the broker did not answer).
+async fn mirror_age(kafka: &infra::KafkaSettings, region: &schemas::Region) -> serde_json::Value {
+    let (kafka, source) = (kafka.clone(), region.to_string());
+    let age = tokio::task::spawn_blocking(move || Inspector::mirror_age(&kafka, &source, Duration::from_secs(5))).await;
+    let age_ms = match age {
+        Ok(Ok(age)) => age.map(|a| a.as_millis() as u64),
+        Ok(Err(e)) => {
+            tracing::warn!(error = &e as &dyn std::error::Error, %region, "Cannot read the mirror's heartbeats.");
+            None
+        }
+        Err(_) => None,
+    };
+    json!({"mirror": region.as_str(), "age_ms": age_ms})
 }
 
 /// What describing the groups of one topic needs.
@@ -117,6 +142,13 @@ impl GroupsArgs {
             return;
         }
         for g in out {
+            if let Some(region) = g["mirror"].as_str() {
+                match g["age_ms"].as_u64() {
+                    Some(ms) => println!("copy of region {region}: {ms} ms behind (MirrorMaker 2's newest heartbeat)"),
+                    None => println!("copy of region {region}: age unknown (no heartbeat copied yet)"),
+                }
+                continue;
+            }
             let live_for = g["live_for"]["projection"]
                 .as_str()
                 .map_or(String::new(), |p| format!(" (serves {p}, generation {})", g["live_for"]["generation"]));

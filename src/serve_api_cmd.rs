@@ -32,7 +32,8 @@ impl ServeApiArgs {
         let store = self.pipeline.database.connect_with(projections::store::SessionLimits::READER).await?;
         let access = self.access.access().await.context("configuring authentication")?;
         let state =
-            ApiState::new(store.reads(), &kafka, &self.pipeline.topic.topic, self.read_wait, self.low_stock, access);
+            ApiState::new(store.reads(), &kafka, &self.pipeline.topic.topic, self.read_wait, self.low_stock, access)
+                .in_region(self.pipeline.database.region.region.clone(), self.pipeline.database.region.mirrors());
         let listener =
             tokio::net::TcpListener::bind(&self.listen).await.with_context(|| format!("binding {}", self.listen))?;
         let _metrics = self.metrics.spawn().await?;

@@ -90,3 +90,32 @@ pub fn outbox_failed() {
 pub fn timers_fired(group: &str, timers: usize) {
     metrics::counter!(TIMERS_FIRED, "group" => group.to_string()).increment(timers as u64);
 }
+
+/// Seconds between now and the newest MirrorMaker 2 heartbeat copied from a region
+/// (`source`): how far behind that region this region's views can at best be.
+pub const MIRROR_AGE: &str = "orderflow_mirror_age_seconds";
+
+/// Sets [`MIRROR_AGE`] for `source` every `every`, for as long as the task runs. A copy
+/// with no heartbeat yet, or a broker that does not answer, leaves the last value.
+pub async fn watch_mirror_ages(kafka: infra::KafkaSettings, sources: Vec<schemas::Region>, every: std::time::Duration) {
+    loop {
+        for source in &sources {
+            let (settings, name) = (kafka.clone(), source.to_string());
+            let age = tokio::task::spawn_blocking(move || {
+                infra::group_inspect::Inspector::mirror_age(&settings, &name, std::time::Duration::from_secs(5))
+            })
+            .await;
+            match age {
+                Ok(Ok(Some(age))) => {
+                    metrics::gauge!(MIRROR_AGE, "source" => source.to_string()).set(age.as_secs_f64());
+                }
+                Ok(Ok(None)) => tracing::debug!(%source, "No heartbeat copied from this region yet."),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = &e as &dyn std::error::Error, %source, "Cannot read the mirror's heartbeats.")
+                }
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}

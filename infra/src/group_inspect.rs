@@ -106,6 +106,92 @@ impl Inspector {
         Ok(found)
     }
 
+    /// The timestamp (ms) of the newest record of `topic` over all its partitions; `None`
+    /// when it holds none (or the newest offset is no record, e.g. a transaction marker).
+    pub fn newest_timestamp(
+        settings: &KafkaSettings,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Option<i64>, InfraError> {
+        let ends = Inspector::new(settings, timeout)?.log_ends(topic)?;
+        let last: Vec<(i32, i64)> = ends.into_iter().filter(|(_, end)| *end > 0).map(|(p, end)| (p, end - 1)).collect();
+        Ok(Inspector::timestamps_at(settings, topic, &last, timeout)?.into_values().flatten().max())
+    }
+
+    /// How far behind its source region this cluster's copy of it is: now minus the
+    /// newest of MirrorMaker 2's heartbeats copied from `source` (`<source>.heartbeats`;
+    /// the source's MirrorMaker 2 writes one a second, so an idle mirror shows about a
+    /// second). `None` when no heartbeat was copied yet.
+    pub fn mirror_age(
+        settings: &KafkaSettings,
+        source: &str,
+        timeout: Duration,
+    ) -> Result<Option<Duration>, InfraError> {
+        let newest = Inspector::newest_timestamp(settings, &format!("{source}.heartbeats"), timeout)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        Ok(newest.map(|ms| Duration::from_millis(now.saturating_sub(ms.max(0) as u128) as u64)))
+    }
+
+    /// The offset in `topic`/`partition` of the first record at or after `timestamp_ms`
+    /// whose header `header` is `value`, reading forward until it is found or `deadline`
+    /// passes (`None`: not there, or not yet). For finding a record's copy in another
+    /// cluster, whose offsets differ from the original's: copies keep timestamps, headers
+    /// and the order within a partition, so the first match is the record itself (a later
+    /// duplicate of it can only follow).
+    pub fn find_by_header(
+        settings: &KafkaSettings,
+        topic: &str,
+        partition: i32,
+        timestamp_ms: i64,
+        (header, value): (&str, &[u8]),
+        deadline: std::time::Instant,
+    ) -> Result<Option<i64>, InfraError> {
+        use rdkafka::message::{Headers, Message};
+        let what = || format!("looking for a record in {topic}/{partition}");
+        let reader: BaseConsumer = settings
+            .client_config_with(&[("group.id", "orderflow-inspector"), ("enable.auto.commit", "false")])
+            .create()
+            .map_err(InfraError::admin(what()))?;
+        let timeout = deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(100));
+        // Where the log ends now, before asking by time: a record copied in between is at
+        // or after it, so starting there when no record is that recent yet misses nothing.
+        let (_, end) = match reader.fetch_watermarks(topic, partition, timeout) {
+            Ok(bounds) => bounds,
+            Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(InfraError::Admin { what: what(), source: e }),
+        };
+        let mut by_time = rdkafka::TopicPartitionList::new();
+        by_time
+            .add_partition_offset(topic, partition, rdkafka::Offset::Offset(timestamp_ms))
+            .map_err(InfraError::admin(what()))?;
+        let found = reader.offsets_for_times(by_time, timeout).map_err(InfraError::admin(what()))?;
+        let start = match found.find_partition(topic, partition).map(|e| e.offset()) {
+            Some(rdkafka::Offset::Offset(offset)) => offset,
+            _ => end,
+        };
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, rdkafka::Offset::Offset(start))
+            .map_err(InfraError::admin(what()))?;
+        reader.assign(&assignment).map_err(InfraError::admin(what()))?;
+        while std::time::Instant::now() < deadline {
+            match reader.poll(Duration::from_millis(50)) {
+                Some(Ok(message)) => {
+                    let matches =
+                        message.headers().is_some_and(|h| h.iter().any(|h| h.key == header && h.value == Some(value)));
+                    if matches {
+                        return Ok(Some(message.offset()));
+                    }
+                }
+                Some(Err(e)) => return Err(InfraError::Admin { what: what(), source: e }),
+                None => {}
+            }
+        }
+        Ok(None)
+    }
+
     /// The partitions of `topic` (empty if the topic does not exist).
     pub fn partitions(&self, topic: &str) -> Result<Vec<i32>, InfraError> {
         let metadata = self

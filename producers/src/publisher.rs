@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
-use schemas::{Codec, Event, PRINCIPAL_HEADER};
+use schemas::{Codec, Event, EVENT_ID_HEADER, PRINCIPAL_HEADER};
 use serde::Serialize;
 
 use crate::error::PublishError;
@@ -23,6 +23,9 @@ pub struct Position {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// The record's timestamp (ms since the epoch) as the broker acknowledged it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp_ms: Option<i64>,
 }
 
 /// Consecutive failed publishes after which the producer is rebuilt.
@@ -89,7 +92,8 @@ impl Publisher {
     pub async fn publish(&self, event: &Event, principal: &str) -> Result<Position, PublishError> {
         let payload = self.codec.encode(event).map_err(PublishError::Encode)?;
         let topic = schemas::topic_of(event.kind(), &self.topic);
-        self.produce(&topic, &event.key(), &payload, Some(principal)).await
+        let event_id = event.envelope().event_id.to_string();
+        self.produce(&topic, &event.key(), &payload, Some(principal), Some(&event_id)).await
     }
 
     /// Produces already-encoded bytes to the orders topic; the benchmark compares this
@@ -100,7 +104,7 @@ impl Publisher {
         payload: &[u8],
         principal: Option<&str>,
     ) -> Result<Position, PublishError> {
-        self.produce(&self.topic, key, payload, principal).await
+        self.produce(&self.topic, key, payload, principal, None).await
     }
 
     async fn produce(
@@ -109,14 +113,19 @@ impl Publisher {
         key: &str,
         payload: &[u8],
         principal: Option<&str>,
+        event_id: Option<&str>,
     ) -> Result<Position, PublishError> {
         let started = Instant::now();
         let _in_flight = m::InFlightProduce::start();
         let (generation, producer) = self.current();
         let mut record = FutureRecord::to(topic).key(key).payload(payload);
-        if let Some(principal) = principal {
-            record =
-                record.headers(OwnedHeaders::new().insert(Header { key: PRINCIPAL_HEADER, value: Some(principal) }));
+        let headers = [(PRINCIPAL_HEADER, principal), (EVENT_ID_HEADER, event_id)];
+        if headers.iter().any(|(_, value)| value.is_some()) {
+            let headers = headers
+                .into_iter()
+                .filter_map(|(key, value)| Some((key, value?)))
+                .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value) }));
+            record = record.headers(headers);
         }
         let delivery = match producer.send_result(record) {
             Ok(delivery) => delivery,
@@ -133,6 +142,7 @@ impl Publisher {
                     topic: topic.to_string(),
                     partition: delivered.partition,
                     offset: delivered.offset,
+                    timestamp_ms: delivered.timestamp.to_millis(),
                 });
             }
             // Refused outright, or (an idempotent producer) refused its producer id, which

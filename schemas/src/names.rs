@@ -121,6 +121,11 @@ pub fn pipeline_topics(orders_topic: &str) -> Vec<String> {
 /// straight to the topic.
 pub const PRINCIPAL_HEADER: &str = "orderflow-principal";
 
+/// The record header carrying the event's id (the checkout sets it): how a region finds
+/// its copy of a record in another region's mirror, whose offsets differ from the
+/// original's, without decoding payloads. Information only, like the principal header.
+pub const EVENT_ID_HEADER: &str = "orderflow-event-id";
+
 /// The longest principal name: it travels in every event's headers.
 pub const MAX_PRINCIPAL_LEN: usize = 128;
 

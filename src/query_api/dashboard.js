@@ -80,6 +80,9 @@ function render(d) {
       (l.lag || 0) > 1000 ? "low" : "");
     tr.dataset.group = l.group; tr.dataset.partition = l.partition; return tr;
   }), "no group has read anything yet");
+  const mirrors = document.getElementById("mirrors");
+  mirrors.hidden = d.mirrors.length === 0;
+  fill("mirror-ages", d.mirrors.map(m => row([cell(m.region), cell(m.age_ms ?? "?", "n")], (m.age_ms ?? 0) > 10000 ? "low" : "")));
   document.getElementById("dead-letters-total").textContent = d.dead_letters_total;
   fill("dead-letters", d.dead_letters.map(g => {
     const tr = row([cell(g.group), cell(g.parked, "n")], g.parked > 0 ? "oversold" : ""); tr.dataset.group = g.group; return tr;

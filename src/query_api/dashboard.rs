@@ -6,6 +6,7 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use infra::group_inspect::Inspector;
 use infra::http::ErrorBody;
 use projections::store::{DailyRevenue, InventoryLevel, StatusCount};
 use projections::ProjectionKind;
@@ -89,6 +90,15 @@ pub struct LagRow {
     pub lag: Option<i64>,
 }
 
+/// How far behind another region this region's copy of its log is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MirrorAge {
+    pub region: String,
+    /// Now minus MirrorMaker 2's newest heartbeat copied from that region; null when none
+    /// was copied yet or the broker did not answer.
+    pub age_ms: Option<u64>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ParkedCount {
     pub group: String,
@@ -107,6 +117,8 @@ pub struct Dashboard {
     pub revenue_per_day: Vec<DailyRevenue>,
     pub lag: Vec<LagRow>,
     pub lag_total: i64,
+    /// In a region: each other region's copy and its age.
+    pub mirrors: Vec<MirrorAge>,
     pub dead_letters: Vec<ParkedCount>,
     pub dead_letters_total: i64,
 }
@@ -139,7 +151,12 @@ pub async fn data(
         .map(|(group, parked)| ParkedCount { group, parked })
         .collect();
     let lag = lag_rows(&state).await?;
+    let mut mirrors = Vec::new();
+    for region in &state.mirrors {
+        mirrors.push(MirrorAge { region: region.to_string(), age_ms: mirror_age(&state, region).await });
+    }
     Ok(Json(Dashboard {
+        mirrors,
         generated_at: projections::store::rfc3339(now_us),
         orders_total,
         orders_by_status,
@@ -156,14 +173,22 @@ pub async fn data(
 async fn lag_rows(state: &ApiState) -> Result<Vec<LagRow>, ApiError> {
     let mut rows = Vec::new();
     let live = state.reads.live_projections().await.map_err(read_failed)?;
-    // Each projection's lag on every topic it reads (the inventory reads the decisions).
-    for role in [schemas::TopicRole::Orders, schemas::TopicRole::Decisions] {
-        let topic = role.name(&state.topic);
+    // Each projection's lag on every topic it reads (the inventory reads the decisions),
+    // and in a region on each other region's copies of them, in the mirror's group.
+    let sources = std::iter::once(None).chain(state.mirrors.iter().map(Some));
+    let logs: Vec<(Option<&schemas::Region>, schemas::TopicRole)> = sources
+        .flat_map(|source| [schemas::TopicRole::Orders, schemas::TopicRole::Decisions].map(|role| (source, role)))
+        .collect();
+    for (source, role) in logs {
+        let own = role.name(&state.topic);
+        let topic = source.map_or(own.clone(), |region| region.mirrored(&own));
         let ends = log_ends(state, &topic).await;
         let offsets = state.reads.all_group_offsets(&topic).await.map_err(read_failed)?;
         for live in live.iter().filter(|l| l.projection.reads().contains(&role)) {
+            let group =
+                source.map_or(live.group.clone(), |region| projections::registry::mirror_group(&live.group, region));
             let stored: BTreeMap<i32, i64> =
-                offsets.iter().filter(|o| o.group == live.group).map(|o| (o.partition, o.next_offset)).collect();
+                offsets.iter().filter(|o| o.group == group).map(|o| (o.partition, o.next_offset)).collect();
             let partitions: std::collections::BTreeSet<i32> = ends.keys().chain(stored.keys()).copied().collect();
             for p in partitions {
                 let next = stored.get(&p).copied().unwrap_or(0);
@@ -171,7 +196,7 @@ async fn lag_rows(state: &ApiState) -> Result<Vec<LagRow>, ApiError> {
                 let lag = end.map(|e| (e - next).max(0));
                 rows.push(LagRow {
                     projection: live.projection,
-                    group: live.group.clone(),
+                    group: group.clone(),
                     topic: topic.clone(),
                     partition: p,
                     next_offset: next,
@@ -182,6 +207,22 @@ async fn lag_rows(state: &ApiState) -> Result<Vec<LagRow>, ApiError> {
         }
     }
     Ok(rows)
+}
+
+/// How far behind `region` this region's copy is, if the broker can say.
+async fn mirror_age(state: &ApiState, region: &schemas::Region) -> Option<u64> {
+    state.inspector.as_ref()?;
+    let (kafka, source) = (state.kafka.clone(), region.to_string());
+    match tokio::task::spawn_blocking(move || Inspector::mirror_age(&kafka, &source, std::time::Duration::from_secs(3)))
+        .await
+    {
+        Ok(Ok(age)) => age.map(|a| a.as_millis() as u64),
+        Ok(Err(e)) => {
+            tracing::warn!(error = &e as &dyn std::error::Error, %region, "Cannot read the mirror's heartbeats.");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// The log end of every partition of `topic`, or nothing when the broker cannot say.

@@ -53,11 +53,19 @@ pub struct Inner {
     pub low_stock: i64,
     /// Reads log end offsets for lag; `None` when no broker is configured.
     pub inspector: Option<Arc<Inspector>>,
+    /// Where the broker is, for reading the mirrors' heartbeats.
+    pub kafka: infra::KafkaSettings,
     pub access: Access,
     /// The stored offsets `after=` waiters watch, one poller per group.
     pub offsets: read_your_writes::OffsetWatch,
     /// The topic's partitions, for refusing an `after=` on one it does not have.
     pub partitions: read_your_writes::Partitions,
+    /// This region, when there are several (`--region`).
+    pub region: Option<schemas::Region>,
+    /// The other regions whose copies this region's projections read (`--mirror-regions`):
+    /// `after=` positions of their logs are read back here, their groups' lag and the
+    /// copies' age show on the dashboard.
+    pub mirrors: Vec<schemas::Region>,
 }
 
 /// The query API's one list of routes, from which the router, the OpenAPI paths and the
@@ -119,10 +127,25 @@ impl ApiState {
             read_wait,
             low_stock,
             inspector,
+            kafka: kafka.clone(),
             access,
             offsets: Default::default(),
             partitions: Default::default(),
+            region: None,
+            mirrors: Vec::new(),
         }))
+    }
+
+    /// The same API, in `region` whose projections also read `mirrors`' copies.
+    pub fn in_region(mut self, region: Option<schemas::Region>, mirrors: Vec<schemas::Region>) -> Self {
+        match Arc::get_mut(&mut self.0) {
+            Some(inner) => {
+                inner.region = region;
+                inner.mirrors = mirrors;
+            }
+            None => tracing::error!("The query API's state is shared already. Its region is not set."),
+        }
+        self
     }
 }
 

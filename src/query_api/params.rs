@@ -11,7 +11,7 @@ use serde_json::json;
 use super::ApiError;
 
 /// `<partition>:<offset>`, as the checkout returns it.
-pub const AFTER_PATTERN: &str = "^[0-9]{1,9}:[0-9]{1,18}$";
+pub const AFTER_PATTERN: &str = "^([a-z][a-z0-9]{0,5}:)?[0-9]{1,9}:[0-9]{1,18}(:[0-9]{1,15}:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$";
 /// Free text (a SKU, a warehouse, a cursor): anything but control characters. A NUL
 /// cannot be stored or compared by PostgreSQL, and no identifier the checkout accepts holds
 /// one, so such a value is the caller's mistake (400), not the database's.
@@ -38,11 +38,23 @@ pub struct Params {
     values: HashMap<String, String>,
 }
 
-/// A log position the checkout returned: `<partition>:<offset>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A log position the checkout returned: `<partition>:<offset>`, or in a region
+/// `<region>:<partition>:<offset>:<timestamp ms>:<event id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct After {
     pub partition: i32,
     pub offset: i64,
+    /// Where the record was appended, when a regional checkout answered.
+    pub origin: Option<Origin>,
+}
+
+/// The region whose log a position names, and what finds the record in that region's
+/// copies elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub region: schemas::Region,
+    pub timestamp_ms: i64,
+    pub event_id: uuid::Uuid,
 }
 
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -70,15 +82,33 @@ impl Params {
         self.position("after")
     }
 
-    /// A parameter holding a log position, `<partition>:<offset>`.
+    /// A parameter holding a log position, `<partition>:<offset>` or a region's
+    /// `<region>:<partition>:<offset>:<timestamp ms>:<event id>`.
     pub fn position(&self, name: &str) -> Result<Option<After>, ApiError> {
         let Some(raw) = self.text(name) else { return Ok(None) };
-        let bad = || bad_parameter(name, format!("{raw:?} is not a position like 3:1042 (partition:offset)"));
-        let (p, o) = raw.split_once(':').ok_or_else(bad)?;
+        let bad = || {
+            bad_parameter(
+                name,
+                format!("{raw:?} is not a position like 3:1042 (partition:offset) or eu:3:1042:<ms>:<event id>"),
+            )
+        };
+        let parts: Vec<&str> = raw.split(':').collect();
+        let (p, o, origin) = match parts.as_slice() {
+            [p, o] => (*p, *o, None),
+            [region, p, o, ms, id] => {
+                let region = schemas::Region::parse(region).map_err(|_| bad())?;
+                let event_id = infra::http::hyphenated_uuid(id).filter(|_| *id == id.to_lowercase()).ok_or_else(bad)?;
+                if !digits(ms, 15) {
+                    return Err(bad());
+                }
+                (*p, *o, Some(Origin { region, timestamp_ms: ms.parse().map_err(|_| bad())?, event_id }))
+            }
+            _ => return Err(bad()),
+        };
         if !digits(p, 9) || !digits(o, 18) {
             return Err(bad());
         }
-        Ok(Some(After { partition: p.parse().map_err(|_| bad())?, offset: o.parse().map_err(|_| bad())? }))
+        Ok(Some(After { partition: p.parse().map_err(|_| bad())?, offset: o.parse().map_err(|_| bad())?, origin }))
     }
 
     pub fn limit(&self) -> Result<i64, ApiError> {
@@ -129,8 +159,33 @@ mod tests {
     #[test]
     fn positions_parse_and_garbage_is_refused() {
         let ok = params(&[("after", "3:1042")], &[]).expect("params");
-        assert_eq!(ok.after().expect("after"), Some(After { partition: 3, offset: 1042 }));
-        for bad in ["3", "x:1", "3:-1", "-1:4", "3:1:2", "", " 3:4", "1234567890:1", "+3:4"] {
+        assert_eq!(ok.after().expect("after"), Some(After { partition: 3, offset: 1042, origin: None }));
+        let id = "5d2c7c0e-8a3b-4c1d-9e2f-0a1b2c3d4e5f";
+        let regional = params(&[("after", &format!("eu:3:1042:1733490000123:{id}"))], &[]).expect("params");
+        let origin = Origin {
+            region: schemas::Region::parse("eu").expect("region"),
+            timestamp_ms: 1_733_490_000_123,
+            event_id: id.parse().expect("uuid"),
+        };
+        assert_eq!(regional.after().expect("after"), Some(After { partition: 3, offset: 1042, origin: Some(origin) }));
+        let regional_bad = [
+            format!("EU:3:1042:1:{id}"),
+            format!("eu:3:1042:x:{id}"),
+            "eu:3:1042:1:not-a-uuid".to_string(),
+            format!("eu:3:1042:1:{}", id.to_uppercase()),
+            format!("eu:3:1042:{id}"),
+        ];
+        for bad in regional_bad.iter().map(String::as_str).chain([
+            "3",
+            "x:1",
+            "3:-1",
+            "-1:4",
+            "3:1:2",
+            "",
+            " 3:4",
+            "1234567890:1",
+            "+3:4",
+        ]) {
             assert!(params(&[("after", bad)], &[]).expect("params").after().is_err(), "{bad}");
         }
     }

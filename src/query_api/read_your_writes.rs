@@ -6,6 +6,13 @@
 //! the topic does not have is `404 unknown_partition` at once: the position names nothing
 //! (and no document can bound it: the partition count is the broker's, and it grows).
 //!
+//! In a region, a position names its region's log
+//! (`<region>:<partition>:<offset>:<timestamp ms>:<event id>`). Read back in another region
+//! it names a record of that region's copy, whose offsets are its own: the record is found
+//! there by its timestamp and event id (`orderflow-event-id` header), then the mirror's
+//! group is waited for. A record the copy does not hold within the read wait is `503
+//! not_replicated`: never an answer from before it.
+//!
 //! Waiting costs the database the same whether one reader waits or fifty: one poller per
 //! consumer group reads the group's stored offsets every [`POLL_EVERY`] while anyone waits
 //! on it, and every waiter watches what it read ([`OffsetWatch`]).
@@ -19,7 +26,7 @@ use projections::ProjectionKind;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::params::After;
+use super::params::{After, Origin};
 use super::{read_failed, ApiError, ApiState};
 
 /// How often a group's stored offsets are read while someone waits on them.
@@ -33,6 +40,41 @@ pub async fn wait_applied(
     after: Option<After>,
 ) -> Result<(), ApiError> {
     let Some(after) = after else { return Ok(()) };
+    let deadline = Instant::now() + state.read_wait;
+    let elsewhere = after.origin.as_ref().filter(|origin| Some(&origin.region) != state.region.as_ref());
+    let (source, topic, offset) = match elsewhere {
+        None => {
+            refuse_unknown_partition(state, &after).await?;
+            (None, state.topic.clone(), after.offset)
+        }
+        Some(origin) => {
+            if !state.mirrors.contains(&origin.region) {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_region",
+                    format!("this position is of region {}, whose log this region does not copy", origin.region),
+                )
+                .with("parameter", "after"));
+            }
+            let topic = origin.region.mirrored(&state.topic);
+            (Some(&origin.region), topic.clone(), find_copy(state, &topic, after.partition, origin, deadline).await?)
+        }
+    };
+    // A position names a caller's record on the orders topic: a projection that reads
+    // only the processes' decisions (the inventory) holds nothing of it to wait for.
+    let readers = projections.iter().filter(|p| p.reads().contains(&schemas::TopicRole::Orders));
+    for projection in readers {
+        // Resolved for each projection: a rebuild may switch the live group while we wait.
+        let live = state.reads.live_projection(*projection).await.map_err(read_failed)?;
+        let group =
+            source.map_or(live.group.clone(), |region| projections::registry::mirror_group(&live.group, region));
+        wait_group(state, *projection, &group, &topic, after.partition, offset, deadline).await?;
+    }
+    Ok(())
+}
+
+/// `404 unknown_partition` for a partition the topic does not have.
+async fn refuse_unknown_partition(state: &ApiState, after: &After) -> Result<(), ApiError> {
     if let Some(partitions) = state.partitions.known(state).await {
         if !partitions.contains(&after.partition) {
             return Err(ApiError::new(
@@ -44,48 +86,94 @@ pub async fn wait_applied(
             .with("partitions", partitions.len()));
         }
     }
-    let deadline = Instant::now() + state.read_wait;
-    // A position names a caller's record on the orders topic: a projection that reads
-    // only the processes' decisions (the inventory) holds nothing of it to wait for.
-    let readers = projections.iter().filter(|p| p.reads().contains(&schemas::TopicRole::Orders));
-    for projection in readers {
-        // Resolved for each projection: a rebuild may switch the live group while we wait.
-        let live = state.reads.live_projection(*projection).await.map_err(read_failed)?;
-        let faults =
-            state.reads.offset_faults(&live.group, &state.topic, Some(after.partition)).await.map_err(read_failed)?;
-        if let Some(fault) = faults.first() {
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "offsets_refused", fault.reason())
-                .with("projection", projection.name())
-                .with("group", live.group)
-                .with("partition", after.partition)
-                .with("stored_offset", fault.stored_offset)
-                .with("log_start", fault.log_start)
-                .with("log_end", fault.log_end));
+    Ok(())
+}
+
+/// The offset of `origin`'s record in this region's copy `topic`, found by its timestamp
+/// and event id before `deadline`; else `503 not_replicated`.
+async fn find_copy(
+    state: &ApiState,
+    topic: &str,
+    partition: i32,
+    origin: &Origin,
+    deadline: Instant,
+) -> Result<i64, ApiError> {
+    let (kafka, name, event_id) = (state.kafka.clone(), topic.to_string(), origin.event_id.to_string());
+    let timestamp_ms = origin.timestamp_ms;
+    let found = tokio::task::spawn_blocking(move || {
+        infra::group_inspect::Inspector::find_by_header(
+            &kafka,
+            &name,
+            partition,
+            timestamp_ms,
+            (schemas::EVENT_ID_HEADER, event_id.as_bytes()),
+            deadline,
+        )
+    })
+    .await;
+    match found {
+        Ok(Ok(Some(offset))) => Ok(offset),
+        Ok(Ok(None)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_replicated",
+            format!(
+                "this region's copy of region {}'s log does not hold that record yet (waited {:?}); retry later, or read in region {}",
+                origin.region, state.read_wait, origin.region
+            ),
+        )
+        .with("region", origin.region.as_str())
+        .with("topic", topic)
+        .with("partition", partition)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = &e as &dyn std::error::Error, topic, "Cannot look for a record in the copy. Answering 503.");
+            Err(ApiError::unavailable("the broker did not answer while looking for the record in this region's copy"))
         }
-        let mut offsets = state.offsets.subscribe(&state.reads, &live.group, &state.topic);
-        let past = |offsets: &Polled| offsets.next.get(&after.partition).is_some_and(|n| *n > after.offset);
-        let timed_out =
-            tokio::time::timeout_at(deadline.into(), offsets.wait_for(|o| past(o) || o.failed)).await.is_err();
-        let polled = offsets.borrow().clone();
-        if polled.failed && !past(&polled) {
-            return Err(ApiError::unavailable("the projection database did not answer"));
-        }
-        if timed_out || !past(&polled) {
-            let next = polled.next.get(&after.partition).copied();
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_caught_up",
-                format!(
-                    "the {projection} projection has not applied {}:{} within {:?}; retry later",
-                    after.partition, after.offset, state.read_wait
-                ),
-            )
+        Err(_) => Err(ApiError::unavailable("looking for the record in this region's copy failed")),
+    }
+}
+
+/// Waits until `group` has applied `topic`/`partition` past `offset`, or answers 503.
+async fn wait_group(
+    state: &ApiState,
+    projection: ProjectionKind,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    deadline: Instant,
+) -> Result<(), ApiError> {
+    let faults = state.reads.offset_faults(group, topic, Some(partition)).await.map_err(read_failed)?;
+    if let Some(fault) = faults.first() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "offsets_refused", fault.reason())
             .with("projection", projection.name())
-            .with("group", live.group)
-            .with("partition", after.partition)
-            .with("wanted_offset", after.offset)
-            .with("applied_up_to", json!(next.map(|n| n - 1))));
-        }
+            .with("group", group)
+            .with("partition", partition)
+            .with("stored_offset", fault.stored_offset)
+            .with("log_start", fault.log_start)
+            .with("log_end", fault.log_end));
+    }
+    let mut offsets = state.offsets.subscribe(&state.reads, group, topic);
+    let past = |offsets: &Polled| offsets.next.get(&partition).is_some_and(|n| *n > offset);
+    let timed_out = tokio::time::timeout_at(deadline.into(), offsets.wait_for(|o| past(o) || o.failed)).await.is_err();
+    let polled = offsets.borrow().clone();
+    if polled.failed && !past(&polled) {
+        return Err(ApiError::unavailable("the projection database did not answer"));
+    }
+    if timed_out || !past(&polled) {
+        let next = polled.next.get(&partition).copied();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_caught_up",
+            format!(
+                "the {projection} projection has not applied {topic} {partition}:{offset} within {:?}; retry later",
+                state.read_wait
+            ),
+        )
+        .with("projection", projection.name())
+        .with("group", group)
+        .with("partition", partition)
+        .with("wanted_offset", offset)
+        .with("applied_up_to", json!(next.map(|n| n - 1))));
     }
     Ok(())
 }

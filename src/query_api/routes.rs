@@ -68,8 +68,10 @@ fn filter_schema() -> Schema {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // documents what `Params` parses
 pub struct AfterQuery {
-    /// A position the checkout returned (`<partition>:<offset>`): answer only once the
-    /// projections read here have applied it, or 503 after the server's read wait.
+    /// A position the checkout returned (`<partition>:<offset>`, or a regional checkout's
+    /// `<region>:<partition>:<offset>:<timestamp ms>:<event id>`, readable in every
+    /// region): answer only once the projections read here have applied it, or 503 after
+    /// the server's read wait.
     #[param(schema_with = after_schema)]
     after: Option<String>,
 }
@@ -82,13 +84,15 @@ pub enum ReadErrors {
     #[response(status = 400)]
     BadParameter(ErrorBody),
     /// Nothing with this key (the routes that look one thing up), or `after=` names a
-    /// partition the topic does not have (`unknown_partition`: no such log position).
+    /// partition the topic does not have (`unknown_partition`: no such log position) or a
+    /// region whose log this region does not copy (`unknown_region`).
     #[response(status = 404)]
     NotFound(ErrorBody),
     /// `after=` was not applied within the read wait (`not_caught_up`, with where the
     /// projection is), its partition's stored offset lies outside the log
     /// (`offsets_refused`, until an operator resets it), the order process has not decided
-    /// the order within it (`not_decided`, with `decided=true`), or the database did not answer
+    /// the order within it (`not_decided`, with `decided=true`), another region's record is
+    /// not in this region's copy yet (`not_replicated`), or the database did not answer
     /// (`unavailable`): retry.
     #[response(status = 503)]
     Unavailable(ErrorBody),

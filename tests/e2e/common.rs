@@ -487,6 +487,24 @@ impl ServeApi {
             .and_then(|s| s.with_group_prefix(group_prefix))
             .expect("query API store");
         let state = orderflow::query_api::ApiState::new(store.reads(), kafka, topic, read_wait, 10, access);
+        Self::serve(state).await
+    }
+
+    /// A query API of `region` whose projections also read `mirrors`' copies.
+    pub async fn spawn_in_region(
+        kafka: &KafkaSettings,
+        store: &projections::store::Store,
+        topic: &str,
+        read_wait: Duration,
+        region: &schemas::Region,
+        mirrors: Vec<schemas::Region>,
+    ) -> ServeApi {
+        let state = orderflow::query_api::ApiState::new(store.reads(), kafka, topic, read_wait, 10, test_access())
+            .in_region(Some(region.clone()), mirrors);
+        Self::serve(state).await
+    }
+
+    async fn serve(state: orderflow::query_api::ApiState) -> ServeApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {

@@ -13,6 +13,10 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+/// Taken by every test here: one stops MirrorMaker 2 for a while, which the others'
+/// copies must not see.
+static MIRROR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The exports of `infra/local/up --regions eu,us`.
 fn regions() -> BTreeMap<String, String> {
     let up = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/local/up");
@@ -73,6 +77,7 @@ fn read_with_headers(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_one_region_appends_reaches_the_other_under_its_region_name_in_order_with_keys_and_headers() {
     common::init_logs();
+    let _mirror = MIRROR.lock().await;
     let exports = regions();
     assert_eq!(exports["ORDERFLOW_REGIONS"], "eu,us");
     assert!(exports["ORDERFLOW_REGION_EU_DATABASE_URL"].ends_with("/orderflow_eu"), "{exports:?}");
@@ -232,6 +237,7 @@ async fn events_of(kafka: &KafkaSettings, topic: &str) -> Vec<schemas::Event> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_of_both_regions_show_in_both_and_writes_for_another_regions_orders_are_appended_once_in_their_home() {
     common::init_logs();
+    let _mirror = MIRROR.lock().await;
     let exports = regions();
     let kafka_of =
         |r: &str| KafkaSettings::new(exports[&format!("ORDERFLOW_REGION_{}_BROKERS", r.to_uppercase())].clone());
@@ -364,6 +370,90 @@ async fn orders_of_both_regions_show_in_both_and_writes_for_another_regions_orde
             assert_eq!(homes, placed, "{view} in {}", region.name);
         }
     }
+    read_your_writes_across_regions(&eu, &us, &topic).await;
     eu.stop().await;
     us.stop().await;
+}
+
+/// Places an order in `eu` and reads it in `us` with the position eu answered.
+async fn place_in_eu(eu: &Region, i: usize) -> (uuid::Uuid, String) {
+    let body = serde_json::json!({"customer_id": format!("ryw-{i}"), "currency": "EUR",
+        "lines": [{"sku": "SKU-G", "quantity": 1, "unit_price_minor": 1000}], "ship_to": {"country": "DE"}});
+    let (status, answer, _) = eu.post("/orders", body).await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["order_id"].as_str().expect("order id").parse().expect("uuid");
+    let after = answer["after"].as_str().expect("after").to_string();
+    assert!(after.starts_with("eu:"), "a regional position names its region: {after}");
+    (id, after)
+}
+
+/// Writes in eu read in us with their positions: never a stale answer; with the mirror
+/// stopped, `503 not_replicated`; once it runs again, the same positions are answered.
+async fn read_your_writes_across_regions(eu: &Region, us: &Region, topic: &str) {
+    let eu_region = eu.name.clone();
+    let api = common::ServeApi::spawn_in_region(
+        &us.kafka,
+        &us.store,
+        topic,
+        Duration::from_secs(10),
+        &us.name,
+        vec![eu_region.clone()],
+    )
+    .await;
+    const WRITES: usize = 100;
+    let started = Instant::now();
+    let api_ref = &api;
+    let reads = futures::future::join_all((0..WRITES).map(|i| async move {
+        let (id, after) = place_in_eu(eu, i).await;
+        let (status, view) = api_ref.get(&format!("/orders/{id}?after={after}")).await;
+        (id, status, view)
+    }))
+    .await;
+    let stale: Vec<_> =
+        reads.iter().filter(|(id, status, view)| *status != 200 || view["order_id"] != id.to_string()).collect();
+    assert!(
+        stale.is_empty(),
+        "{} of {WRITES} reads in us were not answered with the write: {:?}",
+        stale.len(),
+        stale.first()
+    );
+    tracing::info!(
+        writes = WRITES,
+        seconds = started.elapsed().as_secs_f64(),
+        "Read-your-writes across regions: 0 stale."
+    );
+
+    // Positions of eu's log the mirror has not copied: 503 not_replicated, never stale.
+    let mirror_pid = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/mirror/mm2.pid");
+    let pid = std::fs::read_to_string(&mirror_pid).expect("MirrorMaker 2's pid file");
+    let killed = std::process::Command::new("kill").args(["-9", pid.trim()]).status().expect("kill");
+    assert!(killed.success(), "MirrorMaker 2 (pid {pid}) killed");
+    let short = common::ServeApi::spawn_in_region(
+        &us.kafka,
+        &us.store,
+        topic,
+        Duration::from_secs(2),
+        &us.name,
+        vec![eu_region],
+    )
+    .await;
+    let mut pending = Vec::new();
+    for i in 0..5 {
+        let (id, after) = place_in_eu(eu, WRITES + i).await;
+        let (status, answer) = short.get(&format!("/orders/{id}?after={after}")).await;
+        assert_eq!((status, answer["error"].as_str()), (503, Some("not_replicated")), "{answer}");
+        pending.push((id, after));
+    }
+    // MirrorMaker 2 again: what it had not copied arrives, and the same positions are answered.
+    regions();
+    for (id, after) in pending {
+        let (status, view) = api.get(&format!("/orders/{id}?after={after}")).await;
+        let (status, view) = if status == 503 {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            api.get(&format!("/orders/{id}?after={after}")).await
+        } else {
+            (status, view)
+        };
+        assert_eq!((status, view["order_id"].as_str()), (200, Some(id.to_string().as_str())), "{view}");
+    }
 }

@@ -50,11 +50,16 @@ pub struct Accepted {
     /// Where the event was appended.
     pub position: Position,
     /// `<partition>:<offset>`: what the query API's `after=` takes to read this write back.
+    /// In a region, `<region>:<partition>:<offset>:<timestamp ms>:<event id>`: the query
+    /// API of any region reads it back (another region finds the record's copy in its
+    /// mirror by time and event id, whose offsets differ).
     /// Absent for a stock adjustment: it is on the stock topic and reaches the views through
     /// the stock group's decision, which no position of the orders topic names (read
     /// `/inventory/{sku}` until it shows; an order placed after this answer is decided after
     /// the adjustment whatever the views show).
-    #[schema(pattern = "^[0-9]+:[0-9]+$")]
+    #[schema(
+        pattern = "^([a-z][a-z0-9]{0,5}:)?[0-9]+:[0-9]+(:[0-9]+:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$"
+    )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
     /// The order the event is about (placing an order returns its new id).
@@ -180,8 +185,15 @@ async fn accept_here<T: DeserializeOwned>(
                 Subject::Order(id) => (Some(id), None),
                 Subject::Sku(sku) => (None, Some(sku)),
             };
-            let after = (position.topic == state.publisher.topic())
-                .then(|| format!("{}:{}", position.partition, position.offset));
+            let after = (position.topic == state.publisher.topic()).then(|| match home {
+                Some(region) => format!(
+                    "{region}:{}:{}:{}:{event_id}",
+                    position.partition,
+                    position.offset,
+                    position.timestamp_ms.unwrap_or(0)
+                ),
+                None => format!("{}:{}", position.partition, position.offset),
+            });
             let region = home.map(|r| r.to_string());
             let response = Accepted { event_id, position, after, order_id, sku, region };
             if let Some(key) = &key {
