@@ -71,6 +71,18 @@ impl RebuildArgs {
             "to_generation": next.generation, "group": next.group}));
         let mut config = self.member.config(self.projection, &self.pipeline.topic.topic)?;
         config.group = next.group.clone();
+        // In a region, the new generation holds the other regions' orders too.
+        config.mirrors = self.pipeline.database.region.mirrors();
+        let logs: Vec<(Option<schemas::Region>, String)> = std::iter::once(None)
+            .chain(config.mirrors.iter().cloned().map(Some))
+            .flat_map(|source| {
+                let topics = projections::registry::GroupKind::from(self.projection).topics(&self.pipeline.topic.topic);
+                topics.into_iter().map(move |topic| match &source {
+                    Some(region) => (source.clone(), region.mirrored(&topic)),
+                    None => (None, topic),
+                })
+            })
+            .collect();
         config.contract = self.schemas.contract().await?;
         let member = run_member(config, &kafka, store.clone())?;
         let bar = self.progress_bar();
@@ -91,9 +103,7 @@ impl RebuildArgs {
             bar.set_position(applied as u64);
             let lag = member.stats.lag();
             if lag.is_some_and(|l| l <= 5_000) || (lag.is_none() && member.stats.batches.load(Ordering::Relaxed) > 0) {
-                if let Some(old) =
-                    store.operations().try_switch(&next, &self.pipeline.topic.topic, Duration::from_secs(5)).await?
-                {
+                if let Some(old) = store.operations().try_switch(&next, &logs, Duration::from_secs(5)).await? {
                     break old;
                 }
             }

@@ -116,7 +116,8 @@ async fn each_service_works_under_its_own_role_and_no_role_can_do_what_it_must_n
         .apply(projections::ProjectionKind::Payment, &rebuilt, &codec)
         .await
         .expect("the rebuild applies");
-    let switched = consumer.operations().try_switch(&next, "t", std::time::Duration::from_secs(5)).await;
+    let switched =
+        consumer.operations().try_switch(&next, &[(None, "t".to_string())], std::time::Duration::from_secs(5)).await;
     assert!(switched.expect("the consumers' role repoints the views").is_some(), "switched");
 
     // The query API reads the views and what read-your-writes needs.

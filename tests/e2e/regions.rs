@@ -370,9 +370,36 @@ async fn orders_of_both_regions_show_in_both_and_writes_for_another_regions_orde
             assert_eq!(homes, placed, "{view} in {}", region.name);
         }
     }
+    refuses_an_append_about_another_regions_order(&us, &placed, &topic).await;
     read_your_writes_across_regions(&eu, &us, &topic).await;
     eu.stop().await;
     us.stop().await;
+}
+
+/// A writer that bypasses the checkout and appends to us's log an event about an order
+/// homed in eu: us's readers refuse it (recorded, resolved, holding nothing back), and
+/// the order's row stays as its home's log made it.
+async fn refuses_an_append_about_another_regions_order(
+    us: &Region,
+    placed: &BTreeMap<uuid::Uuid, String>,
+    topic: &str,
+) {
+    let (order, _) = placed.iter().find(|(_, home)| *home == "eu").expect("an eu order");
+    let forged = schemas::samples::readdressed(schemas::samples::sample(schemas::EventKind::PaymentFailed), *order);
+    let payload = schemas::Codec::builtin().encode(&forged).expect("encode");
+    let producer: FutureProducer = us.kafka.client_config().create().expect("producer");
+    let key = forged.key();
+    let record = FutureRecord::to(topic).key(&key).payload(&payload);
+    producer.send(record, Duration::from_secs(10)).await.expect("us's log takes it");
+    let group = us.store.group(projections::ProjectionKind::Payment);
+    common::wait_caught_up(&us.store, &us.kafka, &group, topic).await;
+    let recorded = us.store.reads().list_dead_letters_with(Some(&group), None, false, 100).await.expect("dead letters");
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].status, projections::store::DeadLetterStatus::Skipped, "{recorded:?}");
+    assert!(recorded[0].reason.contains("homed in region eu"), "{recorded:?}");
+    let payments = us.store.reads().snapshot().await.expect("snapshot").payments;
+    let row = payments.iter().find(|p| p.order_id == *order).expect("the order's row");
+    assert_eq!(row.status.as_str(), "captured", "the forged failure changed nothing");
 }
 
 /// Places an order in `eu` and reads it in `us` with the position eu answered.

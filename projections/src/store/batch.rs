@@ -251,7 +251,8 @@ impl Store {
         if fresh.records.is_empty() {
             return nothing_fresh(tx, stored, outcome).await.map(Err);
         }
-        let (mut events, dead, refused) = decode_fresh(decoded, &fresh, &mut outcome);
+        let log_region = self.pool_of(batch.group);
+        let (mut events, dead, refused) = decode_fresh(decoded, &fresh, &log_region, &mut outcome);
         drop_duplicates(conn, batch.group, &mut events, &mut outcome, claim_now, true).await?;
         let order_ids: BTreeSet<Uuid> =
             events.iter().filter_map(|(_, e)| e.order_id()).chain(dead.iter().filter_map(|d| d.order_id)).collect();
@@ -440,10 +441,14 @@ impl DecodedRecords {
 }
 
 /// Step 2: the fresh records' events of the kinds the reader reads; undecodable ones
-/// become dead letters, untrusted ones refused records.
+/// become dead letters, untrusted ones refused records. So are events about an order
+/// homed in another region than the one whose log this is (`log_region`, '' with one
+/// region): one region writes each order, and a record elsewhere is a writer that
+/// bypassed its checkout.
 fn decode_fresh<'r>(
     mut decoded: DecodedRecords,
     fresh: &Fresh<'r>,
+    log_region: &str,
     outcome: &mut BatchOutcome,
 ) -> (Vec<(&'r LogRecord, Event)>, Vec<NewDeadLetter<'r>>, Vec<NewDeadLetter<'r>>) {
     let mut dead = Vec::new();
@@ -453,13 +458,32 @@ fn decode_fresh<'r>(
         // Each record once: its decoding is moved out, not copied.
         match std::mem::replace(&mut decoded.0[*index], Decoded::Ignored) {
             Decoded::Ignored => outcome.ignored += 1,
-            Decoded::Event(event) => events.push((*r, event)),
+            Decoded::Event(event) => match homed_elsewhere(&event, log_region) {
+                None => events.push((*r, event)),
+                Some(home) => refused.push(NewDeadLetter {
+                    record: r,
+                    order_id: None,
+                    reason: format!(
+                        "refused: order {} is homed in region {home}, whose log alone carries its events; \
+                         this record is on region {log_region}'s log",
+                        event.order_id().map(|id| id.to_string()).unwrap_or_default()
+                    ),
+                }),
+            },
             Decoded::Undecodable(reason) => dead.push(NewDeadLetter::keyed(r, reason)),
             // Recorded under no order: a forged record must not hold a real order back.
             Decoded::Refused(reason) => refused.push(NewDeadLetter { record: r, order_id: None, reason }),
         }
     }
     (events, dead, refused)
+}
+
+/// The region other than `log_region` that `event`'s order names as its home, if any.
+fn homed_elsewhere(event: &Event, log_region: &str) -> Option<schemas::Region> {
+    if log_region.is_empty() {
+        return None;
+    }
+    schemas::Region::home_of(&event.order_id()?).filter(|home| home.as_str() != log_region)
 }
 
 /// Step 3: keeps each event id once (`within_batch`: the first time this batch is
@@ -499,4 +523,23 @@ async fn refuse<C: Exec>(conn: &mut C) -> Result<(), StoreError> {
     Sql::new("CREATE TEMPORARY TABLE IF NOT EXISTS fault_refusal (value BIGINT NOT NULL)").execute(conn).await?;
     Sql::new("INSERT INTO fault_refusal (value) VALUES (NULL)").execute(conn).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use schemas::samples::{readdressed, sample};
+    use schemas::{EventKind, Region};
+
+    use super::homed_elsewhere;
+
+    #[test]
+    fn an_event_of_an_order_homed_in_another_region_is_refused_on_this_regions_log() {
+        let eu = Region::parse("eu").expect("region");
+        let payment = readdressed(sample(EventKind::PaymentCaptured), eu.order_id([7; 16]));
+        assert_eq!(homed_elsewhere(&payment, "us"), Some(eu.clone()));
+        assert_eq!(homed_elsewhere(&payment, "eu"), None, "its home's log");
+        assert_eq!(homed_elsewhere(&payment, ""), None, "one region: no homes to check");
+        let unhomed = readdressed(sample(EventKind::PaymentCaptured), uuid::Uuid::new_v4());
+        assert_eq!(homed_elsewhere(&unhomed, "us"), None, "an id naming no home belongs to the log it is on");
+    }
 }

@@ -139,32 +139,45 @@ impl Operations {
     }
 
     /// Points the views of `next.projection` at `next`'s tables, in one transaction, but
-    /// only once `next`'s group has applied at least everything the live group has, so a
-    /// reader never sees rows disappear. On PostgreSQL the live group's offset rows are
-    /// locked (its members wait) while `next` catches up, for at most `wait`. Returns
-    /// whether it switched; if not, call again.
+    /// only once `next`'s groups have applied at least everything the live ones have on
+    /// every log in `logs` (a topic of this region, or with its source region a copy read
+    /// by the mirror group), so a reader never sees rows disappear. On PostgreSQL the live
+    /// groups' offset rows are locked (their members wait) while `next` catches up, for at
+    /// most `wait`. Returns whether it switched; if not, call again.
     #[tracing::instrument(skip(self))]
     pub async fn try_switch(
         &self,
         next: &LiveProjection,
-        topic: &str,
+        logs: &[(Option<schemas::Region>, String)],
         wait: Duration,
     ) -> Result<Option<LiveProjection>, StoreError> {
         let live = self.store.live_projection(next.projection).await?;
+        let group_of = |group: &str, source: &Option<schemas::Region>| match source {
+            Some(region) => crate::registry::mirror_group(group, region),
+            None => group.to_string(),
+        };
         let mut tx = self.store.begin_write().await?;
         // On SQLite BEGIN IMMEDIATE took the write lock: nobody applies a batch until we
         // are done.
         if self.store.dialect == Dialect::Postgres {
             tx.execute(format!("SELECT pg_advisory_xact_lock({})", schema::CATALOG_LOCK).as_str()).await?;
         }
-        let old = offsets::read(&mut tx, self.store.dialect, &live.group, topic, None, Lock::ForUpdate).await?;
+        let mut old = Vec::with_capacity(logs.len());
+        for (source, topic) in logs {
+            let group = group_of(&live.group, source);
+            old.push(offsets::read(&mut tx, self.store.dialect, &group, topic, None, Lock::ForUpdate).await?);
+        }
         let deadline = Instant::now() + wait;
         loop {
-            let new: HashMap<i32, i64> = offsets::read(&mut tx, self.store.dialect, &next.group, topic, None, Lock::No)
-                .await?
-                .into_iter()
-                .collect();
-            let caught_up = old.iter().all(|(p, o)| new.get(p).is_some_and(|n| n >= o));
+            let mut caught_up = true;
+            for ((source, topic), old) in logs.iter().zip(&old) {
+                let group = group_of(&next.group, source);
+                let new: HashMap<i32, i64> = offsets::read(&mut tx, self.store.dialect, &group, topic, None, Lock::No)
+                    .await?
+                    .into_iter()
+                    .collect();
+                caught_up &= old.iter().all(|(p, o)| new.get(p).is_some_and(|n| n >= o));
+            }
             if caught_up {
                 break;
             }
