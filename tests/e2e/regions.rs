@@ -484,3 +484,303 @@ async fn read_your_writes_across_regions(eu: &Region, us: &Region, topic: &str) 
         assert_eq!((status, view["order_id"].as_str()), (200, Some(id.to_string().as_str())), "{view}");
     }
 }
+
+/// Region eu as the operator runs it: `orderflow checkout` and one `orderflow consume`
+/// per group, as processes that a SIGKILL ends.
+struct ProcessRegion {
+    url: String,
+    env: Vec<(String, String)>,
+    port: u16,
+    children: Vec<common::Child>,
+}
+
+impl ProcessRegion {
+    fn new(name: &str, brokers: &str, database_url: &str, topic: &str, other: (&str, &str)) -> ProcessRegion {
+        let port = common::free_port();
+        let env = [
+            ("ORDERFLOW_BROKERS", brokers),
+            ("ORDERFLOW_DATABASE_URL", database_url),
+            ("ORDERFLOW_TOPIC", topic),
+            ("ORDERFLOW_GROUP_PREFIX", &common::fresh_group_prefix()),
+            ("ORDERFLOW_REGION", name),
+            ("ORDERFLOW_MIRROR_REGIONS", other.0),
+            ("ORDERFLOW_REGION_CHECKOUTS", &format!("{}={}", other.0, other.1)),
+            ("ORDERFLOW_AUTH_TOKENS_FILE", &common::tokens_file()),
+            ("ORDERFLOW_SESSION_TIMEOUT", "6s"),
+            ("ORDERFLOW_MAX_POLL_INTERVAL", "10s"),
+            ("ORDERFLOW_PAYMENT_TIMEOUT", "30m"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec();
+        ProcessRegion { url: format!("http://127.0.0.1:{port}"), env, port, children: Vec::new() }
+    }
+
+    /// Starts its checkout and members, and waits until the checkout answers.
+    async fn start(&mut self) {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let listen = format!("127.0.0.1:{}", self.port);
+        self.children.push(common::Child::spawn(&["checkout", "--listen", &listen], &env));
+        for kind in ["order-process", "stock", "inventory", "payment", "fulfilment", "history"] {
+            self.children.push(common::Child::spawn(&["consume", kind], &env));
+        }
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !client.get(format!("{}/readyz", self.url)).send().await.is_ok_and(|r| r.status().is_success()) {
+            assert!(Instant::now() < deadline, "the checkout at {} did not become ready", self.url);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGKILLs every process of the region.
+    fn kill(&mut self) {
+        self.children.clear();
+    }
+}
+
+/// How many orders later an order is paid.
+const PAYMENT_DELAY_ORDERS: usize = 30;
+
+/// What a client saw: orders accepted (with the region that holds them), the payments
+/// it could not make yet, and the answers it counted.
+#[derive(Default)]
+struct Shopper {
+    accepted: BTreeMap<uuid::Uuid, String>,
+    /// Event ids eu acknowledged, with when.
+    eu_acknowledged: Vec<(uuid::Uuid, Instant)>,
+    unpaid: Vec<uuid::Uuid>,
+    /// Orders placed, in order, not yet paid for.
+    to_pay: std::collections::VecDeque<uuid::Uuid>,
+    /// Placements eu may or may not hold (Idempotency-Key, body).
+    in_doubt: Vec<(String, serde_json::Value)>,
+    home_unavailable: usize,
+    /// The first order placed in us because eu could not be reached: how long from trying
+    /// eu to us's 202.
+    first_failover: Option<Duration>,
+    sequence: usize,
+}
+
+impl Shopper {
+    /// Places one order, in eu when eu's checkout can be reached, else in us; a request
+    /// that reached eu without an answer is retried in eu (through us, with the region
+    /// header), never placed again elsewhere. Then pays it through us's checkout.
+    async fn shop(&mut self, client: &reqwest::Client, eu_url: &str, us: &Region) {
+        self.sequence += 1;
+        let body = serde_json::json!({"customer_id": format!("c-{}", self.sequence), "currency": "EUR",
+            "lines": [{"sku": "SKU-O", "quantity": 1, "unit_price_minor": 1000}], "ship_to": {"country": "DE"}});
+        let key = format!("outage-{}", self.sequence);
+        let attempt = Instant::now();
+        let sent = client.post(format!("{eu_url}/orders")).header("idempotency-key", &key).json(&body).send().await;
+        let answer = match sent {
+            Ok(response) if response.status().as_u16() == 202 => Some(response.json::<serde_json::Value>().await.ok()),
+            // Reached eu and answered otherwise, or reached it and lost the answer: eu may
+            // hold it. Its retry goes to eu (through us), not a new order.
+            Ok(_) => None,
+            Err(e) if !e.is_connect() => None,
+            Err(_) => {
+                // Nothing reached eu: a new order in us.
+                let (status, answer, _) = us.post("/orders", body.clone()).await;
+                assert_eq!(status, 202, "us accepts new orders while eu is down: {answer}");
+                self.first_failover.get_or_insert_with(|| attempt.elapsed());
+                Some(Some(answer))
+            }
+        };
+        let Some(answer) = answer else {
+            // Retried once eu is back: until then nobody can tell whether eu holds it.
+            self.in_doubt.push((key, body));
+            return;
+        };
+        let answer = answer.expect("a 202 body");
+        self.record(&answer);
+        // Paid a while after being placed, like a shop's customers: some of eu's orders
+        // are paid while eu is down.
+        self.to_pay.push_back(answer["order_id"].as_str().expect("order id").parse().expect("uuid"));
+        if self.to_pay.len() > PAYMENT_DELAY_ORDERS {
+            let order = self.to_pay.pop_front().expect("queued");
+            self.pay(us, order).await;
+        }
+    }
+
+    fn record(&mut self, answer: &serde_json::Value) {
+        let id: uuid::Uuid = answer["order_id"].as_str().expect("order id").parse().expect("uuid");
+        let region = answer["region"].as_str().expect("region").to_string();
+        if region == "eu" {
+            let event_id = answer["event_id"].as_str().expect("event id").parse().expect("uuid");
+            self.eu_acknowledged.push((event_id, Instant::now()));
+        }
+        self.accepted.insert(id, region);
+    }
+
+    /// Retries a placement that may be in eu's log, through us with `Orderflow-Region: eu`,
+    /// until eu answers it.
+    async fn retry_in_eu(&mut self, us: &Region, key: &str, body: &serde_json::Value) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let response = us
+                .client
+                .post(format!("{}/orders", us.url))
+                .header("idempotency-key", key)
+                .header(producers::checkout::regions::REGION_HEADER, "eu")
+                .json(body)
+                .send()
+                .await
+                .expect("us answers");
+            let status = response.status().as_u16();
+            let answer: serde_json::Value = response.json().await.unwrap_or_default();
+            if status == 202 {
+                self.record(&answer);
+                return;
+            }
+            assert_eq!(status, 503, "{answer}");
+            assert!(Instant::now() < deadline, "eu never answered a retried placement");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Pays through us's checkout (forwarded to eu for eu's orders); eu's, while it is
+    /// down, answer 503 home_region_unavailable and are paid later.
+    async fn pay(&mut self, us: &Region, order: uuid::Uuid) {
+        let body = serde_json::json!({"status": "captured", "amount_minor": 1000, "provider_ref": "p"});
+        let (status, answer, _) = us.post(&format!("/orders/{order}/payments"), body).await;
+        match (status, answer["error"].as_str()) {
+            (202, _) => {}
+            (503, Some("home_region_unavailable")) => {
+                self.home_unavailable += 1;
+                self.unpaid.push(order);
+            }
+            other => panic!("paying {order}: {other:?} {answer}"),
+        }
+    }
+}
+
+/// Region eu's broker, checkout and members SIGKILLed under load, then back after 60 s:
+/// new orders go to us meanwhile, writes for eu's orders are refused there (503, nothing
+/// appended in us), and in the end every order either region acknowledged is in both
+/// regions' views once, paid, and no pool oversold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_down_for_a_minute_loses_doubles_and_oversells_nothing() {
+    common::init_logs();
+    let _mirror = MIRROR.lock().await;
+    let exports = regions();
+    let brokers_of = |r: &str| exports[&format!("ORDERFLOW_REGION_{}_BROKERS", r.to_uppercase())].clone();
+    let topic =
+        orderflow::kit::fresh_topic(&KafkaSettings::new(brokers_of("eu")), "outage", 3).await.expect("eu topics");
+    let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
+        .into_iter()
+        .map(|name| infra::topics::TopicSpec { name, partitions: 3, replication_factor: None })
+        .collect();
+    infra::topics::create_topics(&KafkaSettings::new(brokers_of("us")), &specs, Duration::from_secs(30))
+        .await
+        .expect("us topics");
+    let us_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let us_url = format!("http://{}", us_listener.local_addr().expect("addr"));
+    let eu_database = common::fresh_database().await;
+    let mut eu = ProcessRegion::new("eu", &brokers_of("eu"), &eu_database, &topic, ("us", &us_url));
+    let us = Region::open("us", "eu", KafkaSettings::new(brokers_of("us")), &topic, us_listener, &eu.url).await;
+    eu.start().await;
+    let client = orderflow::load::http_client_with(Some(&common::token(common::ALL_SCOPES)));
+    for url in [&eu.url, &us.url] {
+        let body = serde_json::json!({"warehouse": "W-1", "delta": 100_000, "reason": "received"});
+        let response =
+            client.post(format!("{url}/inventory/SKU-O/adjustments")).json(&body).send().await.expect("stock");
+        assert_eq!(response.status().as_u16(), 202);
+    }
+
+    let mut shopper = Shopper::default();
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        shopper.shop(&client, &eu.url, &us).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+
+    // eu goes: its broker, checkout and members, at once.
+    let broker_pid = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/kafka-region-eu/node-1.pid");
+    let pid = std::fs::read_to_string(&broker_pid).expect("eu broker's pid file");
+    let killed_at = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-9", pid.trim()]).status().expect("kill").success());
+    eu.kill();
+    // What eu acknowledged that us did not hold when eu went (with MirrorMaker 2's copy).
+    let acknowledged: std::collections::BTreeSet<uuid::Uuid> =
+        shopper.eu_acknowledged.iter().map(|(id, _)| *id).collect();
+    let copied: std::collections::BTreeSet<uuid::Uuid> =
+        events_of(&us.kafka, &format!("eu.{topic}")).await.iter().map(|e| e.envelope().event_id).collect();
+    let rpo = acknowledged.difference(&copied).count();
+
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until {
+        shopper.shop(&client, &eu.url, &us).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let failover = shopper.first_failover;
+    let outage_seen = killed_at.elapsed();
+
+    // eu comes back.
+    regions();
+    eu.start().await;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        shopper.shop(&client, &eu.url, &us).await;
+    }
+    for (key, body) in std::mem::take(&mut shopper.in_doubt) {
+        shopper.retry_in_eu(&us, &key, &body).await;
+    }
+    let mut unpaid = std::mem::take(&mut shopper.unpaid);
+    unpaid.extend(std::mem::take(&mut shopper.to_pay));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for order in unpaid {
+        loop {
+            let body = serde_json::json!({"status": "captured", "amount_minor": 1000, "provider_ref": "p"});
+            let (status, answer, _) = us.post(&format!("/orders/{order}/payments"), body).await;
+            if status == 202 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "eu's order {order} cannot be paid after eu is back: {answer}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let eu_orders = shopper.accepted.values().filter(|r| *r == "eu").count();
+    let us_orders = shopper.accepted.len() - eu_orders;
+    eprintln!(
+        "outage: {} orders ({eu_orders} in eu, {us_orders} in us), failover to us {failover:?}, {} writes for eu's orders \
+         answered 503 home_region_unavailable, RPO {rpo} record(s) eu acknowledged that us did not hold, eu down {outage_seen:?}",
+        shopper.accepted.len(),
+        shopper.home_unavailable
+    );
+    assert!(us_orders > 0 && failover.is_some(), "new orders went to us while eu was down");
+    assert!(shopper.home_unavailable > 0, "writes for eu's orders were refused while eu was down");
+
+    // us's log holds only us's orders: nothing of eu's was appended there.
+    for event in events_of(&us.kafka, &topic).await {
+        let order = event.order_id().expect("order event");
+        assert_eq!(shopper.accepted.get(&order).map(String::as_str), Some("us"), "{order} on us's log");
+    }
+    // Every acknowledged order in us's views (lost 0), once (doubled 0), paid; no pool oversold.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let snapshot = us.store.reads().snapshot().await.expect("us views");
+        let ids: std::collections::BTreeSet<uuid::Uuid> = snapshot.payments.iter().map(|p| p.order_id).collect();
+        let wanted: std::collections::BTreeSet<uuid::Uuid> = shopper.accepted.keys().copied().collect();
+        assert!(ids.is_subset(&wanted), "orders nobody acknowledged: {:?}", ids.difference(&wanted).next());
+        let paid = snapshot.payments.iter().filter(|p| p.status.as_str() == "captured").count();
+        assert!(
+            snapshot.inventory_levels.iter().all(|l| l.available >= 0),
+            "oversold: {:?}",
+            snapshot.inventory_levels
+        );
+        if ids == wanted && paid == wanted.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "us's views lack {} of {} acknowledged orders, {paid} paid",
+            wanted.difference(&ids).count(),
+            wanted.len()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // eu's log: every event once.
+    let eu_events = events_of(&KafkaSettings::new(brokers_of("eu")), &topic).await;
+    let distinct: std::collections::BTreeSet<uuid::Uuid> = eu_events.iter().map(|e| e.envelope().event_id).collect();
+    assert_eq!(distinct.len(), eu_events.len(), "an event appended twice in eu");
+    eu.kill();
+    us.stop().await;
+}
