@@ -7,6 +7,7 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use infra::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -230,6 +231,28 @@ async fn events_of(kafka: &KafkaSettings, topic: &str) -> Vec<schemas::Event> {
     records.iter().filter_map(|r| codec.decode(&r.payload).ok()).collect()
 }
 
+/// Orders placed in each region of the fidelity test.
+const ORDERS_PER_REGION: usize = 1_000;
+/// Requests in flight at once.
+const CONCURRENCY: usize = 16;
+/// How many times MirrorMaker 2 is SIGKILLed under load.
+const MIRROR_KILLS: usize = 5;
+
+/// p50 and p99 of `durations`.
+fn percentiles(durations: &mut [Duration]) -> (Duration, Duration) {
+    durations.sort();
+    let at = |q: f64| durations.get(((durations.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default();
+    (at(0.5), at(0.99))
+}
+
+/// SIGKILLs MirrorMaker 2 (`infra/local/up --regions` starts it again).
+fn kill_mirror() {
+    let pidfile = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/mirror/mm2.pid");
+    let pid = std::fs::read_to_string(&pidfile).expect("MirrorMaker 2's pid file");
+    let killed = std::process::Command::new("kill").args(["-9", pid.trim()]).status().expect("kill");
+    assert!(killed.success(), "MirrorMaker 2 (pid {pid}) killed");
+}
+
 /// Orders placed in each region, paid for and shipped through the *other* region's
 /// checkout: every such write is forwarded to the order's home and appended there once,
 /// nothing about an order is appended outside its home, and both regions' views end equal,
@@ -263,44 +286,105 @@ async fn orders_of_both_regions_show_in_both_and_writes_for_another_regions_orde
         let (status, answer, _) = region.post("/inventory/SKU-G/adjustments", body).await;
         assert_eq!(status, 202, "{answer}");
     }
-    const ORDERS_PER_REGION: usize = 60;
+    // MirrorMaker 2 SIGKILLed five times while the load runs (exactly-once off: it copies
+    // again what it copied since its last offset commit).
+    let copy = (us.kafka.clone(), eu.name.mirrored(&topic));
+    let killer = std::thread::spawn(move || {
+        let inspector = infra::group_inspect::Inspector::new(&copy.0, Duration::from_secs(5)).expect("inspector");
+        let copied = || inspector.log_ends(&copy.1).map(|ends| ends.values().sum::<i64>()).unwrap_or(0);
+        for _ in 0..MIRROR_KILLS {
+            // While it copies, if it does within 8 s: what it copied since its last offset
+            // commit (every 5 s) it copies again after the restart.
+            let (started, before) = (Instant::now(), copied());
+            while copied() == before && started.elapsed() < Duration::from_secs(8) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            std::thread::sleep(Duration::from_millis(2_500));
+            kill_mirror();
+            self::regions();
+        }
+    });
+    let placed_started = Instant::now();
+    let placements = futures::stream::iter(0..ORDERS_PER_REGION * 2)
+        .map(|i| {
+            let region = regions[i % 2];
+            async move {
+                let body = serde_json::json!({"customer_id": format!("c-{i}"), "currency": "EUR",
+                    "lines": [{"sku": "SKU-G", "quantity": 1, "unit_price_minor": 1000}], "ship_to": {"country": "DE"}});
+                let started = Instant::now();
+                let (status, answer, answered_by) = region.post("/orders", body).await;
+                (region, status, answer, answered_by, started.elapsed())
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    let placing = placed_started.elapsed();
     let mut placed: BTreeMap<uuid::Uuid, String> = BTreeMap::new();
-    for i in 0..ORDERS_PER_REGION * 2 {
-        let region = regions[i % 2];
-        let body = serde_json::json!({"customer_id": format!("c-{i}"), "currency": "EUR",
-            "lines": [{"sku": "SKU-G", "quantity": 1, "unit_price_minor": 1000}], "ship_to": {"country": "DE"}});
-        let (status, answer, answered_by) = region.post("/orders", body).await;
+    let mut direct = Vec::new();
+    for (region, status, answer, answered_by, took) in placements {
         assert_eq!((status, answered_by), (202, None), "{answer}");
         assert_eq!(answer["region"], region.name.as_str(), "the answer names the region");
         let id: uuid::Uuid = answer["order_id"].as_str().expect("order id").parse().expect("uuid");
         assert_eq!(schemas::Region::home_of(&id).as_ref(), Some(&region.name), "the id names its home");
         placed.insert(id, region.name.to_string());
+        direct.push(took);
     }
 
-    // Payments and shipments through the other region's checkout.
-    let mut forwarded = 0;
-    let started = Instant::now();
-    for (order, home) in &placed {
-        let other = if home == "eu" { &us } else { &eu };
-        let writes = [
-            (
-                format!("/orders/{order}/payments"),
-                serde_json::json!({"status": "captured", "amount_minor": 1000, "provider_ref": "p"}),
-            ),
-            (format!("/orders/{order}/shipments"), serde_json::json!({"status": "packed", "warehouse": "W-1"})),
-        ];
-        for (path, body) in writes {
-            let (status, answer, answered_by) = other.post(&path, body).await;
+    // Payments, then packing, through the other region's checkout (forwarded to the
+    // order's home); then shipping through the home's own, to compare.
+    let (eu_ref, us_ref) = (&eu, &us);
+    let phases = [
+        ("payments", serde_json::json!({"status": "captured", "amount_minor": 1000, "provider_ref": "p"}), true),
+        ("shipments", serde_json::json!({"status": "packed", "warehouse": "W-1"}), true),
+        ("shipments", serde_json::json!({"status": "shipped", "warehouse": "W-1", "carrier": "c"}), false),
+    ];
+    let mut forwarded = Vec::new();
+    let mut at_home = Vec::new();
+    for (route, body, through_other) in phases {
+        let answers = futures::stream::iter(placed.iter())
+            .map(|(order, home)| {
+                let body = body.clone();
+                async move {
+                    let is_eu = home == "eu";
+                    let via = if is_eu == through_other { us_ref } else { eu_ref };
+                    let path = format!("/orders/{order}/{route}");
+                    let started = Instant::now();
+                    let (status, answer, answered_by) = via.post(&path, body).await;
+                    (home, path, status, answer, answered_by, started.elapsed())
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        for (home, path, status, answer, answered_by, took) in answers {
             assert_eq!(status, 202, "{path}: {answer}");
-            assert_eq!(answered_by.as_deref(), Some(home.as_str()), "{path} answered by its home");
             assert_eq!(answer["region"], home.as_str(), "{path}");
-            forwarded += 1;
+            if through_other {
+                assert_eq!(answered_by.as_deref(), Some(home.as_str()), "{path} answered by its home");
+                forwarded.push(took);
+            } else {
+                assert_eq!(answered_by, None, "{path} answered where it was sent");
+                at_home.push(took);
+            }
         }
     }
-    tracing::info!(
-        forwarded,
-        per_write_ms = started.elapsed().as_millis() as f64 / forwarded as f64,
-        "Writes for another region's orders, forwarded to their home."
+    killer.join().expect("the mirror killer");
+    let (placing_p, forwarded, at_home) =
+        (percentiles(&mut direct), percentiles(&mut forwarded), percentiles(&mut at_home));
+    eprintln!(
+        "regions: {} orders placed in {placing:?} (p50 {:?} p99 {:?}); {} payments and shipments through the other \
+         region's checkout p50 {:?} p99 {:?}; {} shipments through the home's own p50 {:?} p99 {:?}; \
+         MirrorMaker 2 SIGKILLed {MIRROR_KILLS} times",
+        placed.len(),
+        placing_p.0,
+        placing_p.1,
+        placed.len() * 2,
+        forwarded.0,
+        forwarded.1,
+        placed.len(),
+        at_home.0,
+        at_home.1
     );
 
     // A write for an order whose home cannot be reached appends nothing anywhere.
@@ -327,7 +411,7 @@ async fn orders_of_both_regions_show_in_both_and_writes_for_another_regions_orde
             );
             assert!(ids.insert(event.envelope().event_id), "{:?} appended twice", event.envelope().event_id);
         }
-        assert_eq!(events.len(), ORDERS_PER_REGION * 3, "{}: placed, paid, packed", region.name);
+        assert_eq!(events.len(), ORDERS_PER_REGION * 4, "{}: placed, paid, packed, shipped", region.name);
     }
 
     // Every order, with its home, in both regions' views; the views equal.
@@ -340,9 +424,9 @@ async fn orders_of_both_regions_show_in_both_and_writes_for_another_regions_orde
         let complete = |s: &projections::store::Snapshot| {
             s.payments.len() == placed.len()
                 && s.payments.iter().all(|p| p.status.as_str() == "captured")
-                && s.fulfilment.iter().filter(|f| f.status.as_str() == "packed").count() == placed.len()
+                && s.fulfilment.iter().filter(|f| f.status.as_str() == "shipped").count() == placed.len()
                 && s.inventory_levels.len() == 2
-                && s.inventory_levels.iter().all(|l| l.reserved == ORDERS_PER_REGION as i64)
+                && s.inventory_levels.iter().all(|l| l.shipped == ORDERS_PER_REGION as i64 && l.reserved == 0)
         };
         if complete(&a) && complete(&b) {
             common::assert_same_projection(&b, &a, "us against eu");
@@ -370,10 +454,69 @@ async fn orders_of_both_regions_show_in_both_and_writes_for_another_regions_orde
             assert_eq!(homes, placed, "{view} in {}", region.name);
         }
     }
+    // Each order's history the same in both regions (copies MirrorMaker 2 made twice were
+    // applied once), and the duplicates the mirror made.
+    let mut histories = Vec::new();
+    for region in regions {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&region.database_url).await.expect("database");
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT order_id, event_id, kind FROM order_history_events ORDER BY order_id, occurred_at_us, event_id",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("history");
+        histories.push(rows);
+    }
+    assert_eq!(histories[0].len(), histories[1].len(), "history rows in eu and us");
+    assert!(histories[0] == histories[1], "every order's event sequence is the same in both regions");
+    for (from, into) in [(&eu, &us), (&us, &eu)] {
+        let copy = events_of(&into.kafka, &from.name.mirrored(&topic)).await;
+        let distinct: std::collections::BTreeSet<uuid::Uuid> = copy.iter().map(|e| e.envelope().event_id).collect();
+        eprintln!(
+            "regions: {}'s copy in {} holds {} records, {} of them duplicates MirrorMaker 2 made; applied once",
+            from.name,
+            into.name,
+            copy.len(),
+            copy.len() - distinct.len()
+        );
+    }
+    copies_made_twice_are_applied_once(&us, &eu.name, &topic).await;
     refuses_an_append_about_another_regions_order(&us, &placed, &topic).await;
     read_your_writes_across_regions(&eu, &us, &topic).await;
     eu.stop().await;
     us.stop().await;
+}
+
+/// What MirrorMaker 2 does after a crash (copies again what it copied since its last
+/// offset commit), made certain: records of `source`'s copy in `region` appended to it a
+/// second time, on their partitions, with their keys and bytes. Every view stays as
+/// it was: each copy is recognised by its event id.
+async fn copies_made_twice_are_applied_once(region: &Region, source: &schemas::Region, topic: &str) {
+    let copy = source.mirrored(topic);
+    let before = region.store.reads().snapshot().await.expect("snapshot");
+    let total: i64 = common::log_ends(&region.kafka, &copy).await.values().sum();
+    let (kafka, name) = (region.kafka.clone(), copy.clone());
+    let records =
+        tokio::task::spawn_blocking(move || common::read_topic(&kafka, &name, total as usize)).await.expect("reader");
+    let producer: FutureProducer = region.kafka.client_config().create().expect("producer");
+    let again: Vec<_> = records.iter().step_by(7).take(300).collect();
+    for record in &again {
+        let mut twice = FutureRecord::to(&copy).partition(record.partition).payload(&record.payload);
+        if let Some(key) = &record.key {
+            twice = twice.key(key);
+        }
+        producer.send(twice, Duration::from_secs(10)).await.expect("appended again");
+    }
+    for kind in projections::ProjectionKind::ALL {
+        let group = projections::registry::mirror_group(&region.store.group(kind), source);
+        for own in projections::registry::GroupKind::from(kind).topics(topic) {
+            common::wait_caught_up(&region.store, &region.kafka, &group, &source.mirrored(&own)).await;
+        }
+    }
+    let after = region.store.reads().snapshot().await.expect("snapshot");
+    common::assert_same_projection(&after, &before, "after copies appended twice");
+    eprintln!("regions: {} records of {copy} appended a second time: applied once", again.len());
 }
 
 /// A writer that bypasses the checkout and appends to us's log an event about an order
@@ -451,10 +594,7 @@ async fn read_your_writes_across_regions(eu: &Region, us: &Region, topic: &str) 
     );
 
     // Positions of eu's log the mirror has not copied: 503 not_replicated, never stale.
-    let mirror_pid = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/mirror/mm2.pid");
-    let pid = std::fs::read_to_string(&mirror_pid).expect("MirrorMaker 2's pid file");
-    let killed = std::process::Command::new("kill").args(["-9", pid.trim()]).status().expect("kill");
-    assert!(killed.success(), "MirrorMaker 2 (pid {pid}) killed");
+    kill_mirror();
     let short = common::ServeApi::spawn_in_region(
         &us.kafka,
         &us.store,
