@@ -323,3 +323,83 @@ fn every_deployment_file_parses_and_matches_the_binarys_images_ports_env_and_met
     }
     assert_eq!(scaled, consumers_in_compose, "every consumer group is scaled on its lag");
 }
+
+/// The two-region shape: per region a Kafka cluster, the checkout, the query API and every
+/// group with its region's settings; MirrorMaker 2 both ways; and the Kubernetes region
+/// ConfigMap holds only what the services that read it take as flags.
+#[test]
+fn the_two_region_files_give_each_region_every_service_and_mirror_both_ways() {
+    let compose = &yaml_documents(&deploy_dir().join("compose.regions.yaml"))[0];
+    let services = compose["services"].as_mapping().expect("services");
+    for region in ["eu", "us"] {
+        let other = if region == "eu" { "us" } else { "eu" };
+        assert!(s(&compose["services"][format!("kafka-{region}").as_str()]["image"]).starts_with("apache/kafka:"));
+        let mut groups = BTreeSet::new();
+        for (name, service) in services.iter().filter(|(n, _)| s(n).ends_with(&format!("-{region}"))) {
+            let name = s(name);
+            if !s(&service["image"]).starts_with("orderflow") {
+                continue;
+            }
+            let args = string_list(&service["command"]);
+            let env: BTreeMap<String, String> =
+                service["environment"].as_mapping().expect("environment").iter().map(|(k, v)| (s(k), s(v))).collect();
+            check_env(&format!("compose {name}"), &args, env.keys().cloned());
+            if let Some(brokers) = env.get("ORDERFLOW_BROKERS") {
+                assert_eq!(brokers, &format!("kafka-{region}:9092"), "{name} uses its region's cluster");
+            }
+            if let Some(database) = env.get("ORDERFLOW_DATABASE_URL") {
+                assert!(database.ends_with(&format!("/orderflow_{region}")), "{name} uses its region's database");
+            }
+            if matches!(args[0].as_str(), "checkout" | "serve-api" | "consume") {
+                assert_eq!(env.get("ORDERFLOW_REGION").map(String::as_str), Some(region), "{name}");
+            }
+            match args[0].as_str() {
+                "consume" => {
+                    groups.insert(args[1].clone());
+                    assert_eq!(env.get("ORDERFLOW_MIRROR_REGIONS").map(String::as_str), Some(other), "{name}");
+                }
+                "checkout" => assert_eq!(
+                    env.get("ORDERFLOW_REGION_CHECKOUTS").map(String::as_str),
+                    Some(format!("{other}=http://checkout-{other}:8080").as_str()),
+                    "{name} forwards to the other region's checkout"
+                ),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            groups,
+            ["fulfilment", "history", "inventory", "order-process", "payment", "stock"].map(String::from).into()
+        );
+    }
+    let mirror = &compose["services"]["mirror-maker"];
+    assert!(s(&mirror["image"]).starts_with("apache/kafka:"));
+    let properties = std::fs::read_to_string(deploy_dir().join("regions/mm2.properties")).expect("mm2.properties");
+    for line in
+        ["clusters = eu, us", "eu->us.enabled = true", "us->eu.enabled = true", "sync.topic.configs.enabled = false"]
+    {
+        assert!(properties.lines().any(|l| l.trim() == line), "mm2.properties: {line}");
+    }
+
+    // Kubernetes: the region ConfigMap's keys are flags of the checkout; the consumers and
+    // the query API take the region and the mirrors (and ignore the checkouts' URLs).
+    let region_config = &yaml_documents(&deploy_dir().join("k8s/regions/region-config.yaml"))[0];
+    let keys: Vec<String> = region_config["data"].as_mapping().expect("data").keys().map(s).collect();
+    check_env("k8s region config", &["checkout".to_string()], keys.clone());
+    let read_by_all: Vec<String> = keys.into_iter().filter(|k| k != "ORDERFLOW_REGION_CHECKOUTS").collect();
+    for command in ["consume", "serve-api"] {
+        check_env("k8s region config", &[command.to_string()], read_by_all.clone());
+    }
+    for file in ["checkout.yaml", "serve-api.yaml", "consumers.yaml"] {
+        for doc in yaml_documents(&deploy_dir().join("k8s").join(file)) {
+            if s(&doc["kind"]) != "Deployment" {
+                continue;
+            }
+            let refs = &doc["spec"]["template"]["spec"]["containers"][0]["envFrom"];
+            let reads_region = refs.as_sequence().into_iter().flatten().any(|e| {
+                e["configMapRef"]["name"].as_str() == Some("orderflow-region")
+                    && e["configMapRef"]["optional"].as_bool() == Some(true)
+            });
+            assert!(reads_region, "{file}: {} reads the optional region ConfigMap", s(&doc["metadata"]["name"]));
+        }
+    }
+}
