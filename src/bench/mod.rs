@@ -6,6 +6,7 @@ mod copy_ceiling;
 mod decision_bench;
 mod pipeline_bench;
 mod projector_bench;
+mod region_bench;
 mod stats;
 
 use std::time::Duration;
@@ -51,8 +52,13 @@ pub struct BenchArgs {
     #[arg(long)]
     json: Option<std::path::PathBuf>,
     /// Only these figures, comma separated (e.g. `P4` or `P1,P2`); default: all.
-    #[arg(long, value_delimiter = ',', value_parser = ["P1", "P2", "P3", "P3b", "P4", "P5", "P6", "P7"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["P1", "P2", "P3", "P3b", "P4", "P5", "P6", "P7", "R1"])]
     only: Vec<String>,
+    /// Two regions for R1 (202 in one → visible in the other), `<region>=<brokers>` each,
+    /// the placing region first (more are ignored); `infra/local/up --regions eu,us` exports them. Without
+    /// them R1 is left out.
+    #[arg(long, env = "ORDERFLOW_BENCH_REGIONS", value_delimiter = ',', value_parser = parse_region_brokers)]
+    regions: Vec<(schemas::Region, String)>,
     /// The measured members' settings (as for `orderflow consume`).
     #[command(flatten)]
     member: crate::args::MemberArgs,
@@ -180,6 +186,20 @@ impl BenchArgs {
             ctx.progress.set_message("P6 202 → decision latency");
             figures.extend(decision_bench::p6_decision_latency(&ctx, &databases).await?);
         }
+        if wanted("R1") {
+            match self.regions.as_slice() {
+                [(from, from_brokers), (to, to_brokers), ..] => {
+                    ctx.progress.set_message("R1 202 in one region → visible in another");
+                    let pair = region_bench::RegionPair {
+                        from: (from.clone(), KafkaSettings::new(from_brokers).with_env_overrides()?),
+                        to: (to.clone(), KafkaSettings::new(to_brokers).with_env_overrides()?),
+                    };
+                    figures.extend(region_bench::r1_cross_region_visibility(&ctx, &pair, &databases).await?);
+                }
+                [] => eprintln!("R1 left out: no --regions (infra/local/up --regions eu,us exports them)"),
+                [_] => anyhow::bail!("--regions takes two regions, e.g. eu=127.0.0.1:19392,us=127.0.0.1:19492"),
+            }
+        }
         if wanted("P7") {
             ctx.progress.set_message("P7 consumer memory");
             figures.push(pipeline_bench::p7_memory(&ctx, &databases).await?);
@@ -196,6 +216,12 @@ impl BenchArgs {
         }
         Ok(())
     }
+}
+
+/// `<region>=<bootstrap servers>`.
+fn parse_region_brokers(entry: &str) -> Result<(schemas::Region, String), String> {
+    let (region, brokers) = entry.split_once('=').ok_or_else(|| format!("{entry:?} is not <region>=<brokers>"))?;
+    Ok((schemas::Region::parse(region)?, brokers.to_string()))
 }
 
 fn machine_description(broker: &str, database_url: &str) -> serde_json::Value {

@@ -259,6 +259,21 @@ impl Reads {
         Ok(entries)
     }
 
+    /// Which of `order_ids` the payment view shows: how soon an order is visible, measured
+    /// from outside (another region's views have no offsets of the log it was appended to).
+    pub async fn orders_shown(&self, order_ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut shown = Vec::new();
+        let mut conn = self.store.pool.acquire().await?;
+        for chunk in order_ids.chunks(500) {
+            let mut q = super::sql::Sql::new("SELECT order_id FROM order_payments WHERE order_id IN ");
+            q.list(chunk.iter().cloned());
+            for row in q.fetch_all(&mut *conn).await? {
+                shown.push(row.try_get("order_id")?);
+            }
+        }
+        Ok(shown)
+    }
+
     /// This region's pool of `sku` (a region serves orders from its own pool).
     pub async fn inventory_level(&self, sku: &str) -> Result<Option<InventoryLevel>, StoreError> {
         let row = sqlx::query(
