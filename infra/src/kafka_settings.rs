@@ -69,6 +69,9 @@ impl KafkaSettings {
             ("message.timeout.ms", &timeout),
             ("linger.ms", &linger),
             ("compression.type", "lz4"),
+            // Partitions added to a topic are written to within seconds, not librdkafka's
+            // default 5 minutes (the consumers look as often).
+            ("topic.metadata.refresh.interval.ms", "10000"),
         ])
     }
 }

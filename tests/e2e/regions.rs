@@ -924,3 +924,89 @@ async fn a_region_down_for_a_minute_loses_doubles_and_oversells_nothing() {
     eu.kill();
     us.stop().await;
 }
+
+/// Partitions added to eu's topics while orders are placed there: MirrorMaker 2 adds them
+/// to the copies, us's mirror groups take them up, and every order placed in eu, on an old
+/// partition or a new one, shows in us's views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_in_one_region_are_mirrored_and_read_in_the_other_and_nothing_is_skipped() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+    common::init_logs();
+    let _mirror = MIRROR.lock().await;
+    let exports = regions();
+    let kafka_of = |r: &str| KafkaSettings::new(exports[&format!("ORDERFLOW_REGION_{}_BROKERS", r.to_uppercase())].clone());
+    let (eu_kafka, us_kafka) = (kafka_of("eu"), kafka_of("us"));
+    let topic = orderflow::kit::fresh_topic(&eu_kafka, "growth", 2).await.expect("eu topics");
+    let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
+        .into_iter()
+        .map(|name| infra::topics::TopicSpec { name, partitions: 2, replication_factor: None })
+        .collect();
+    infra::topics::create_topics(&us_kafka, &specs, Duration::from_secs(30)).await.expect("us topics");
+    // eu: its checkout alone (the copy of its orders topic is what us reads).
+    let eu_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let eu_url = format!("http://{}", eu_listener.local_addr().expect("addr"));
+    let publisher = producers::publisher::PublisherConfig {
+        topic: topic.clone(),
+        deadline: Duration::from_secs(5),
+        linger_ms: 1,
+        codec: schemas::Codec::builtin(),
+    };
+    let eu_region = schemas::Region::parse("eu").expect("region");
+    let state = producers::checkout::AppState::connect(&eu_kafka, &common::fresh_database().await, publisher, common::test_access())
+        .await
+        .expect("checkout")
+        .in_region(producers::checkout::regions::Regions::new(eu_region, BTreeMap::new(), Duration::from_secs(8)).expect("regions"));
+    let server = tokio::spawn(async move {
+        let _ = producers::checkout::run(eu_listener, state, std::future::pending()).await;
+    });
+    let us_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let us = Region::open("us", "eu", us_kafka.clone(), &topic, us_listener, &eu_url).await;
+
+    let client = orderflow::load::http_client_with(Some(&common::token(common::ALL_SCOPES)));
+    let mut placed: BTreeMap<uuid::Uuid, i64> = BTreeMap::new();
+    let admin: AdminClient<DefaultClientContext> = eu_kafka.client_config().create().expect("admin");
+    let started = Instant::now();
+    let mut grown = false;
+    while started.elapsed() < Duration::from_secs(40) {
+        if !grown && started.elapsed() > Duration::from_secs(5) {
+            let more: Vec<String> = schemas::pipeline_topics(&topic);
+            let requests: Vec<NewPartitions> = more.iter().map(|t| NewPartitions::new(t, 4)).collect();
+            let results = admin.create_partitions(&requests, &AdminOptions::new()).await.expect("create partitions");
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+            grown = true;
+        }
+        let body = serde_json::json!({"customer_id": "c", "currency": "EUR",
+            "lines": [{"sku": "SKU-P", "quantity": 1, "unit_price_minor": 1000}], "ship_to": {"country": "DE"}});
+        let (status, answer) = orderflow::load::post_json(&client, &format!("{eu_url}/orders"), &body, None).await.expect("http");
+        assert_eq!(status, 202, "{answer}");
+        let id = answer["order_id"].as_str().expect("order id").parse().expect("uuid");
+        placed.insert(id, answer["position"]["partition"].as_i64().expect("partition"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let on_new = placed.values().filter(|p| **p >= 2).count();
+    assert!(on_new > 0, "the checkout wrote to the added partitions");
+    let copy_partitions = {
+        let (kafka, name) = (us_kafka.clone(), format!("eu.{topic}"));
+        tokio::task::spawn_blocking(move || {
+            infra::group_inspect::Inspector::new(&kafka, Duration::from_secs(5)).expect("inspector").partitions(&name)
+        })
+        .await
+        .expect("inspector")
+        .expect("partitions")
+    };
+    assert_eq!(copy_partitions.len(), 4, "the copy grew with its source");
+    let ids: Vec<String> = placed.keys().map(uuid::Uuid::to_string).collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let shown = us.store.reads().orders_shown(&ids).await.expect("us views");
+        if shown.len() == ids.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} of {} orders placed in eu missing in us", ids.len() - shown.len(), ids.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("growth: {} orders placed in eu, {on_new} of them on the 2 partitions added under load; all in us's views", placed.len());
+    server.abort();
+    us.stop().await;
+}
