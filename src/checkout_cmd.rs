@@ -40,6 +40,12 @@ pub struct CheckoutArgs {
     #[arg(long = "region-checkout", env = "ORDERFLOW_REGION_CHECKOUTS", value_delimiter = ',',
           value_parser = producers::checkout::regions::parse_checkout, requires = "region")]
     region_checkouts: Vec<(schemas::Region, String)>,
+    /// Which region serves a destination country, `<country>=<region>` (repeat, or
+    /// comma-separate in the environment): a new order shipping there is placed in that
+    /// region (its stock, its warehouses), or here if that region cannot be reached.
+    #[arg(long = "country-region", env = "ORDERFLOW_COUNTRY_REGIONS", value_delimiter = ',',
+          value_parser = producers::checkout::regions::parse_destination, requires = "region")]
+    country_regions: Vec<(String, schemas::Region)>,
 }
 
 impl CheckoutArgs {
@@ -60,7 +66,10 @@ impl CheckoutArgs {
         if let Some(here) = self.region.region {
             let checkouts = self.region_checkouts.into_iter().collect();
             tracing::info!(region = %here, others = ?checkouts, "The checkout serves one region of several.");
-            state = state.in_region(checkout::regions::Regions::new(here, checkouts, forward_timeout)?);
+            let destinations = self.country_regions.into_iter().collect();
+            let regions =
+                checkout::regions::Regions::new(here, checkouts, forward_timeout)?.with_destinations(destinations);
+            state = state.in_region(regions);
         }
         let listener =
             tokio::net::TcpListener::bind(&self.listen).await.with_context(|| format!("binding {}", self.listen))?;

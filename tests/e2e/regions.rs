@@ -168,7 +168,9 @@ impl Region {
             .expect("checkout")
             .in_region(
                 producers::checkout::regions::Regions::new(here.clone(), checkouts, Duration::from_secs(8))
-                    .expect("regions"),
+                    .expect("regions")
+                    // Orders shipping to the US are served by us; the rest where placed.
+                    .with_destinations([("US".to_string(), schemas::Region::parse("us").expect("region"))].into()),
             );
         let server = tokio::spawn(async move {
             let _ = producers::checkout::run(listener, state, std::future::pending()).await;
@@ -484,6 +486,14 @@ async fn orders_of_both_regions_show_in_both_and_writes_for_another_regions_orde
     copies_made_twice_are_applied_once(&us, &eu.name, &topic).await;
     refuses_an_append_about_another_regions_order(&us, &placed, &topic).await;
     read_your_writes_across_regions(&eu, &us, &topic).await;
+
+    // An order shipping to the US, placed at eu's checkout, is placed in us.
+    let body = serde_json::json!({"customer_id": "c-us", "currency": "USD",
+        "lines": [{"sku": "SKU-G", "quantity": 1, "unit_price_minor": 1000}], "ship_to": {"country": "US"}});
+    let (status, answer, answered_by) = eu.post("/orders", body).await;
+    assert_eq!((status, answered_by.as_deref(), answer["region"].as_str()), (202, Some("us"), Some("us")), "{answer}");
+    let id: uuid::Uuid = answer["order_id"].as_str().expect("order id").parse().expect("uuid");
+    assert_eq!(schemas::Region::home_of(&id).map(|r| r.to_string()).as_deref(), Some("us"));
     eu.stop().await;
     us.stop().await;
 }
@@ -935,7 +945,8 @@ async fn partitions_added_in_one_region_are_mirrored_and_read_in_the_other_and_n
     common::init_logs();
     let _mirror = MIRROR.lock().await;
     let exports = regions();
-    let kafka_of = |r: &str| KafkaSettings::new(exports[&format!("ORDERFLOW_REGION_{}_BROKERS", r.to_uppercase())].clone());
+    let kafka_of =
+        |r: &str| KafkaSettings::new(exports[&format!("ORDERFLOW_REGION_{}_BROKERS", r.to_uppercase())].clone());
     let (eu_kafka, us_kafka) = (kafka_of("eu"), kafka_of("us"));
     let topic = orderflow::kit::fresh_topic(&eu_kafka, "growth", 2).await.expect("eu topics");
     let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
@@ -953,10 +964,18 @@ async fn partitions_added_in_one_region_are_mirrored_and_read_in_the_other_and_n
         codec: schemas::Codec::builtin(),
     };
     let eu_region = schemas::Region::parse("eu").expect("region");
-    let state = producers::checkout::AppState::connect(&eu_kafka, &common::fresh_database().await, publisher, common::test_access())
-        .await
-        .expect("checkout")
-        .in_region(producers::checkout::regions::Regions::new(eu_region, BTreeMap::new(), Duration::from_secs(8)).expect("regions"));
+    let state = producers::checkout::AppState::connect(
+        &eu_kafka,
+        &common::fresh_database().await,
+        publisher,
+        common::test_access(),
+    )
+    .await
+    .expect("checkout")
+    .in_region(
+        producers::checkout::regions::Regions::new(eu_region, BTreeMap::new(), Duration::from_secs(8))
+            .expect("regions"),
+    );
     let server = tokio::spawn(async move {
         let _ = producers::checkout::run(eu_listener, state, std::future::pending()).await;
     });
@@ -978,7 +997,8 @@ async fn partitions_added_in_one_region_are_mirrored_and_read_in_the_other_and_n
         }
         let body = serde_json::json!({"customer_id": "c", "currency": "EUR",
             "lines": [{"sku": "SKU-P", "quantity": 1, "unit_price_minor": 1000}], "ship_to": {"country": "DE"}});
-        let (status, answer) = orderflow::load::post_json(&client, &format!("{eu_url}/orders"), &body, None).await.expect("http");
+        let (status, answer) =
+            orderflow::load::post_json(&client, &format!("{eu_url}/orders"), &body, None).await.expect("http");
         assert_eq!(status, 202, "{answer}");
         let id = answer["order_id"].as_str().expect("order id").parse().expect("uuid");
         placed.insert(id, answer["position"]["partition"].as_i64().expect("partition"));
@@ -1003,10 +1023,18 @@ async fn partitions_added_in_one_region_are_mirrored_and_read_in_the_other_and_n
         if shown.len() == ids.len() {
             break;
         }
-        assert!(Instant::now() < deadline, "{} of {} orders placed in eu missing in us", ids.len() - shown.len(), ids.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} orders placed in eu missing in us",
+            ids.len() - shown.len(),
+            ids.len()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    eprintln!("growth: {} orders placed in eu, {on_new} of them on the 2 partitions added under load; all in us's views", placed.len());
+    eprintln!(
+        "growth: {} orders placed in eu, {on_new} of them on the 2 partitions added under load; all in us's views",
+        placed.len()
+    );
     server.abort();
     us.stop().await;
 }

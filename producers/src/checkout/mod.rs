@@ -20,7 +20,7 @@ use infra::http::{Access, Need, Routes};
 use crate::idempotency::IdempotencyStore;
 use crate::publisher::Publisher;
 
-pub use accept::{Accepted, MAX_BODY_BYTES};
+pub use accept::{Accepted, Publish, MAX_BODY_BYTES};
 
 /// The checkout's OpenAPI document, generated from the handlers' and bodies' types.
 #[derive(OpenApi)]

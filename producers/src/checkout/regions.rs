@@ -39,6 +39,8 @@ pub struct Regions {
     pub here: Region,
     /// Each other region's checkout base URL (`http://host:port`).
     checkouts: BTreeMap<Region, String>,
+    /// Which region serves each destination country; empty: orders stay where placed.
+    destinations: BTreeMap<String, Region>,
     client: reqwest::Client,
 }
 
@@ -52,7 +54,7 @@ impl Regions {
             .build()
             .map_err(CheckoutError::Forwarder)?;
         let checkouts = checkouts.into_iter().filter(|(region, _)| *region != here).collect();
-        Ok(Regions { here, checkouts, client })
+        Ok(Regions { here, checkouts, destinations: BTreeMap::new(), client })
     }
 
     /// The region other than this one that should write this request, if any: the order's
@@ -110,9 +112,7 @@ impl Regions {
             tracing::warn!(%home, "A request names a region this checkout has no URL for. Answering 503.");
             return Err(unavailable());
         };
-        let body = axum::body::to_bytes(body, super::MAX_BODY_BYTES)
-            .await
-            .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the body is over 64 KiB"))?;
+        let body = axum::body::to_bytes(body, super::MAX_BODY_BYTES).await.map_err(|_| body_too_large())?;
         let mut request = self.client.post(format!("{}{path}", base.trim_end_matches('/'))).body(body);
         for name in FORWARDED_HEADERS {
             for value in headers.get_all(name) {
@@ -155,6 +155,69 @@ impl Regions {
         };
         Ok((status, returned, bytes).into_response())
     }
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("body exceeds {} bytes", super::MAX_BODY_BYTES),
+    )
+}
+
+impl Regions {
+    /// The region that serves each destination country (`ship_to.country`, ISO 3166-1
+    /// alpha-2): a new order is homed there, decided on that region's stock and shipped
+    /// from its warehouses.
+    pub fn with_destinations(mut self, destinations: BTreeMap<String, Region>) -> Self {
+        self.destinations = destinations;
+        self
+    }
+
+    /// Where a new order should be placed, by its destination: `Some(region)` when another
+    /// region serves it. Not for a retry naming its region, nor a forwarded request.
+    fn serving(&self, headers: &HeaderMap, body: &[u8]) -> Option<Region> {
+        if self.destinations.is_empty()
+            || headers.contains_key(REGION_HEADER)
+            || headers.contains_key(FORWARDED_FROM_HEADER)
+        {
+            return None;
+        }
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let country = value.get("ship_to")?.get("country")?.as_str()?.to_ascii_uppercase();
+        self.destinations.get(&country).filter(|region| **region != self.here).cloned()
+    }
+
+    /// A new order placed here whose destination another region serves goes there. If that
+    /// region cannot be reached the order is placed here (a region down must not stop the
+    /// shop; it ships from farther away), with a WARN. `None`: place it here.
+    pub async fn place_by_destination(&self, request: &mut super::Publish) -> Result<Option<Response>, ApiError> {
+        if self.destinations.is_empty() {
+            return Ok(None);
+        }
+        let body = std::mem::take(&mut request.body);
+        let bytes = axum::body::to_bytes(body, super::MAX_BODY_BYTES).await.map_err(|_| body_too_large())?;
+        request.body = Body::from(bytes.clone());
+        let Some(region) = self.serving(&request.headers, &bytes) else { return Ok(None) };
+        match self.forward(&region, &request.path, &request.headers, Body::from(bytes)).await {
+            Err(e) if e.code() == "home_region_unavailable" => {
+                tracing::warn!(serving = %region, "The region serving this order's destination cannot be reached. Placing it here.");
+                Ok(None)
+            }
+            answer => answer.map(Some),
+        }
+    }
+}
+
+/// Parses `--country-region` entries: `<country>=<region>` (`DE=eu`).
+pub fn parse_destination(entry: &str) -> Result<(String, Region), String> {
+    let (country, region) =
+        entry.split_once('=').ok_or_else(|| format!("{entry:?} is not <country>=<region>, e.g. DE=eu"))?;
+    let country = country.trim();
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(format!("{country:?} is not an ISO 3166-1 alpha-2 country code such as DE"));
+    }
+    Ok((country.to_string(), Region::parse(region.trim())?))
 }
 
 /// Parses `--region-checkout` entries: `<region>=<base URL>`.
@@ -218,6 +281,32 @@ mod tests {
         let refused =
             regions.forward(&unknown, "/orders", &HeaderMap::new(), Body::from("{}")).await.expect_err("refused");
         assert_eq!(refused.code(), "home_region_unavailable");
+    }
+
+    #[test]
+    fn a_new_order_goes_to_the_region_serving_its_destination_unless_a_retry_names_one() {
+        let us = Region::parse("us").expect("a region name");
+        let regions = regions().with_destinations(
+            [("US".to_string(), us.clone()), ("DE".to_string(), Region::parse("eu").expect("a region name"))].into(),
+        );
+        let to = |country: &str| format!(r#"{{"ship_to":{{"country":"{country}"}}}}"#).into_bytes();
+        let none = HeaderMap::new();
+        assert_eq!(regions.serving(&none, &to("US")), Some(us));
+        assert_eq!(regions.serving(&none, &to("DE")), None, "served here");
+        assert_eq!(regions.serving(&none, &to("FR")), None, "no entry: here");
+        assert_eq!(regions.serving(&none, b"not json"), None, "refused later, by the usual checks");
+        let mut retry = HeaderMap::new();
+        retry.insert(REGION_HEADER, HeaderValue::from_static("eu"));
+        assert_eq!(regions.serving(&retry, &to("US")), None, "a retry goes where its first attempt went");
+        assert_eq!(
+            parse_destination("DE=eu").expect("entry"),
+            ("DE".into(), Region::parse("eu").expect("a region name"))
+        );
+        assert!(
+            parse_destination("de=eu").is_err()
+                && parse_destination("DEU=eu").is_err()
+                && parse_destination("DE").is_err()
+        );
     }
 
     #[test]

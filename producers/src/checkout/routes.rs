@@ -107,11 +107,18 @@ pub enum PublishResponses {
     Unavailable(ErrorBody),
 }
 
-/// Place an order: appends `OrderPlaced` under a new order id.
+/// Place an order: appends `OrderPlaced` under a new order id. A checkout of several
+/// regions places it in the region serving `ship_to.country` when one is configured
+/// (answered by that region: header `Orderflow-Answered-By`), here otherwise.
 #[utoipa::path(post, path = "/orders", tag = "orders", params(PublishHeaders),
     request_body(content = PlaceOrderRequest, content_type = "application/json"),
     responses(PublishResponses))]
-pub async fn place_order(State(state): State<AppState>, request: Publish) -> Result<Response, ApiError> {
+pub async fn place_order(State(state): State<AppState>, mut request: Publish) -> Result<Response, ApiError> {
+    if let Some(regions) = &state.regions {
+        if let Some(answer) = regions.place_by_destination(&mut request).await? {
+            return Ok(answer);
+        }
+    }
     accept(&state, request, None, None, |request: PlaceOrderRequest, ids| {
         let order_id = ids.new_order_id;
         let placed = request.into_event(ids.envelope, order_id)?;
