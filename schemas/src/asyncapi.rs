@@ -6,7 +6,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::event::EventKind;
-use crate::names::{TopicRole, PRINCIPAL_HEADER};
+use crate::names::{TopicRole, EVENT_ID_HEADER, PRINCIPAL_HEADER};
 use crate::registry::{builtin_contract, ContractFile};
 
 /// The key a kind of event is published under.
@@ -152,6 +152,11 @@ fn message(kind: EventKind, file: Option<&ContractFile>) -> Value {
                 PRINCIPAL_HEADER: {
                     "type": "string",
                     "description": "The principal that published the event (1 to 128 visible ASCII characters); informational.",
+                },
+                EVENT_ID_HEADER: {
+                    "type": "string",
+                    "format": "uuid",
+                    "description": "The event's id, as in its envelope; the checkout sets it. Another region finds the record's copy by it; informational.",
                 },
             },
         },
