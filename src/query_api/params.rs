@@ -11,7 +11,7 @@ use serde_json::json;
 use super::ApiError;
 
 /// `<partition>:<offset>`, as the checkout returns it.
-pub const AFTER_PATTERN: &str = "^([a-z][a-z0-9]{0,5}:)?[0-9]{1,9}:[0-9]{1,18}(:[0-9]{1,15}:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$";
+pub const AFTER_PATTERN: &str = "^([0-9]{1,9}:[0-9]{1,18}|[a-z][a-z0-9]{0,5}:[0-9]{1,9}:[0-9]{1,18}:[0-9]{1,15}:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$";
 /// Free text (a SKU, a warehouse, a cursor): anything but control characters. A NUL
 /// cannot be stored or compared by PostgreSQL, and no identifier the checkout accepts holds
 /// one, so such a value is the caller's mistake (400), not the database's.

@@ -58,7 +58,7 @@ pub struct Accepted {
     /// `/inventory/{sku}` until it shows; an order placed after this answer is decided after
     /// the adjustment whatever the views show).
     #[schema(
-        pattern = "^([a-z][a-z0-9]{0,5}:)?[0-9]+:[0-9]+(:[0-9]+:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$"
+        pattern = "^([0-9]+:[0-9]+|[a-z][a-z0-9]{0,5}:[0-9]+:[0-9]+:[0-9]+:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
@@ -134,6 +134,9 @@ pub async fn accept<T: DeserializeOwned>(
     empty_body: Option<Value>,
     build: impl Fn(T, Ids) -> Result<(Event, Subject), FieldError>,
 ) -> Result<Response, ApiError> {
+    // Checked whether or not this checkout is one of several: a malformed header is the
+    // caller's mistake either way (a single region ignores a well-formed one).
+    super::regions::region_header(&request.headers)?;
     let Some(regions) = &state.regions else { return accept_here(state, request, empty_body, build).await };
     if let Some(home) = regions.elsewhere(about.as_ref(), &request.headers)? {
         return regions.forward(&home, &request.path, &request.headers, request.body).await;

@@ -63,16 +63,7 @@ impl Regions {
     pub fn elsewhere(&self, order_id: Option<&Uuid>, headers: &HeaderMap) -> Result<Option<Region>, ApiError> {
         let target = match order_id {
             Some(id) => Region::home_of(id),
-            None => match headers.get(REGION_HEADER) {
-                None => None,
-                Some(value) => Some(
-                    value
-                        .to_str()
-                        .ok()
-                        .and_then(|v| Region::parse(v).ok())
-                        .ok_or_else(|| malformed(format!("{REGION_HEADER} must be a region name such as eu")))?,
-                ),
-            },
+            None => region_header(headers)?,
         };
         let Some(target) = target.filter(|t| *t != self.here) else { return Ok(None) };
         if headers.contains_key(FORWARDED_FROM_HEADER) {
@@ -155,6 +146,21 @@ impl Regions {
         };
         Ok((status, returned, bytes).into_response())
     }
+}
+
+/// The region a request's `Orderflow-Region` header names, if it has one; a value that
+/// is no region name is `400 malformed_request`.
+pub fn region_header(headers: &HeaderMap) -> Result<Option<Region>, ApiError> {
+    headers
+        .get(REGION_HEADER)
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| Region::parse(v).ok())
+                .ok_or_else(|| malformed(format!("{REGION_HEADER} must be a region name such as eu")))
+        })
+        .transpose()
 }
 
 fn body_too_large() -> ApiError {
