@@ -247,9 +247,16 @@ fn percentiles(durations: &mut [Duration]) -> (Duration, Duration) {
     (at(0.5), at(0.99))
 }
 
+/// Where `infra/local/up` keeps its processes' state.
+fn local_state() -> std::path::PathBuf {
+    std::env::var("ORDERFLOW_LOCAL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local"))
+}
+
 /// SIGKILLs MirrorMaker 2 (`infra/local/up --regions` starts it again).
 fn kill_mirror() {
-    let pidfile = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/mirror/mm2.pid");
+    let pidfile = local_state().join("mirror/mm2.pid");
     let pid = std::fs::read_to_string(&pidfile).expect("MirrorMaker 2's pid file");
     let killed = std::process::Command::new("kill").args(["-9", pid.trim()]).status().expect("kill");
     assert!(killed.success(), "MirrorMaker 2 (pid {pid}) killed");
@@ -852,7 +859,7 @@ async fn a_region_down_for_a_minute_loses_doubles_and_oversells_nothing() {
     }
 
     // eu goes: its broker, checkout and members, at once.
-    let broker_pid = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/kafka-region-eu/node-1.pid");
+    let broker_pid = local_state().join("kafka-region-eu/node-1.pid");
     let pid = std::fs::read_to_string(&broker_pid).expect("eu broker's pid file");
     let killed_at = Instant::now();
     assert!(std::process::Command::new("kill").args(["-9", pid.trim()]).status().expect("kill").success());
