@@ -370,6 +370,22 @@ pub struct MemberArgs {
     /// answers as soon as data arrives, so this bounds only idle fetches.
     #[arg(long, env = "ORDERFLOW_FETCH_WAIT", default_value_t = defaults::FETCH_WAIT.into(), value_parser = duration)]
     pub fetch_wait: humantime::Duration,
+    /// Static group membership: a name this member keeps across restarts (a pod's name),
+    /// unique in its group. Killed and started again under it, the member takes its
+    /// partitions back at once instead of after --session-timeout. A static member that
+    /// stops for good holds its partitions until its session expires. Classic protocol
+    /// (under `consumer`, the broker refuses the name until the dead member's session
+    /// ends, so it gains nothing after a crash).
+    #[arg(long, env = "ORDERFLOW_INSTANCE_ID", value_parser = instance_id)]
+    pub instance_id: Option<String>,
+}
+
+fn instance_id(s: &str) -> Result<String, String> {
+    if MemberConfig::valid_instance_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not an instance id: 1 to 200 letters, digits, '.', '_' or '-'"))
+    }
 }
 
 impl MemberArgs {
@@ -387,6 +403,7 @@ impl MemberArgs {
         config.session_timeout = *self.session_timeout;
         config.max_poll_interval = *self.max_poll_interval;
         config.fetch_wait = *self.fetch_wait;
+        config.instance_id = self.instance_id.clone();
         Ok(config)
     }
 }

@@ -249,3 +249,78 @@ async fn a_member_frozen_holding_its_offset_rows_stalls_the_next_owner_only_unti
     assert!(stalled < Duration::from_secs(40), "stalled {stalled:?}");
     eprintln!("a frozen member held up the partition's next owner {stalled:?}");
 }
+
+/// `orderflow consume payment` as a static member (`--instance-id`), for the restart test.
+fn spawn_static_member(topic: &str, database_url: &str, group: &str, instance: Option<&str>) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_orderflow"));
+    command
+        .args(["consume", "payment", "--topic", topic, "--group", group, "--batch-max", "40"])
+        .args(["--session-timeout", "30s", "--max-poll-interval", "30s"])
+        .env("ORDERFLOW_BROKERS", common::kafka().brokers)
+        .env("ORDERFLOW_DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .env_remove("ORDERFLOW_FAULT_POINT")
+        .stdout(Stdio::null());
+    if let Some(instance) = instance {
+        command.args(["--instance-id", instance]);
+    }
+    command.spawn().expect("start orderflow consume")
+}
+
+/// How many records `group` has applied on `topic` (the sum of its stored offsets).
+async fn applied(store: &Store, group: &str, topic: &str) -> i64 {
+    store.reads().stored_offsets(group, topic, &[0, 1, 2]).await.expect("offsets").iter().map(|(_, o)| o).sum()
+}
+
+/// A member SIGKILLed and started again at once under its instance id takes its partitions
+/// back without waiting for the dead member's session (30 s here) to expire; without an
+/// instance id the group waits for it. Orders keep arriving throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_killed_and_restarted_at_once_resumes_without_waiting_out_the_dead_session() {
+    let topic = common::fresh_topic("static", 3).await;
+    let kafka = common::kafka();
+    let app = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let placing = {
+        let (client, url, stop) = (app.client.clone(), format!("{}/orders", app.base_url), stop.clone());
+        tokio::spawn(async move {
+            let body = serde_json::json!({"customer_id": "c", "currency": "EUR",
+                "lines": [{"sku": "S", "quantity": 1, "unit_price_minor": 100}], "ship_to": {"country": "DE"}});
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = load::post_json(&client, &url, &body, None).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut stalls = Vec::new();
+    for instance in [Some("payment-0"), None] {
+        let database_url = common::fresh_database().await;
+        let store = Store::connect(&database_url).await.expect("store");
+        let group = format!("payment-static-{}-{}", instance.is_some(), uuid::Uuid::new_v4().simple());
+        let mut member = spawn_static_member(&topic, &database_url, &group, instance);
+        common::wait_caught_up(&store, &kafka, &group, &topic).await;
+        member.kill().expect("SIGKILL");
+        let _ = member.wait();
+        let killed_at = Instant::now();
+        let before = applied(&store, &group, &topic).await;
+        let mut restarted = spawn_static_member(&topic, &database_url, &group, instance);
+        let deadline = killed_at + Duration::from_secs(90);
+        while applied(&store, &group, &topic).await <= before {
+            assert!(Instant::now() < deadline, "the restarted member never applied anything");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stalls.push(killed_at.elapsed());
+        terminate(&mut restarted);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    placing.await.expect("placing");
+    eprintln!(
+        "static membership: SIGKILL → applying again {:?} with --instance-id, {:?} without",
+        stalls[0], stalls[1]
+    );
+    assert!(
+        stalls[0] < Duration::from_secs(10),
+        "a static member resumes well within the dead one's 30 s session: {stalls:?}"
+    );
+    assert!(stalls[1] > stalls[0], "without an instance id the group waits for the dead member: {stalls:?}");
+}

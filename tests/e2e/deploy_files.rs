@@ -234,7 +234,13 @@ fn every_deployment_file_parses_and_matches_the_binarys_images_ports_env_and_met
         assert_eq!(s(&container["image"]), image, "{name} runs the orderflow image");
         let args = string_list(&container["args"]);
         let env: BTreeMap<String, String> =
-            container["env"].as_sequence().into_iter().flatten().map(|e| (s(&e["name"]), s(&e["value"]))).collect();
+            // A value, or one taken from the pod (`valueFrom`, e.g. its name).
+            container["env"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .map(|e| (s(&e["name"]), e.get("value").map(s).unwrap_or_default()))
+                .collect();
         let from_config = container["envFrom"]
             .as_sequence()
             .into_iter()

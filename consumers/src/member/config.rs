@@ -48,6 +48,11 @@ pub struct MemberConfig {
     pub fetch_wait: Duration,
     /// How long shutdown may take before the member gives up on a clean leave.
     pub shutdown_deadline: Duration,
+    /// Static group membership (`group.instance.id`, classic protocol): a member restarted
+    /// under the same id takes its partitions back at once instead of after the dead
+    /// one's session expires. Each of the member's consumers gets its own id from it
+    /// ([`MemberConfig::group_instance_id`]).
+    pub instance_id: Option<String>,
 }
 
 /// The one default of each member setting (the CLI shows and uses these too).
@@ -90,6 +95,29 @@ impl MemberConfig {
         }
     }
 
+    /// The `group.instance.id` of this consumer of the member: the member's instance id and
+    /// the topic it reads (a member runs one consumer per topic, each a member of the group
+    /// in its own right).
+    pub fn group_instance_id(&self) -> Option<String> {
+        let id = self.instance_id.as_ref()?;
+        let role = match self.role() {
+            schemas::TopicRole::Orders => "orders",
+            schemas::TopicRole::Adjustments => "adjustments",
+            schemas::TopicRole::Stock => "stock",
+            schemas::TopicRole::Decisions => "decisions",
+        };
+        Some(match &self.source {
+            Some(source) => format!("{id}.{source}.{role}"),
+            None => format!("{id}.{role}"),
+        })
+    }
+
+    /// Whether `id` can be an instance id: 1 to 200 letters, digits, `.`, `_` or `-` (what
+    /// Kafka takes, with room for the suffixes).
+    pub fn valid_instance_id(id: &str) -> bool {
+        !id.is_empty() && id.len() <= 200 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    }
+
     /// The same member, reading `source`'s log from its copies, in its own group.
     pub fn mirroring(&self, source: schemas::Region) -> Self {
         let group = projections::registry::mirror_group(&self.group, &source);
@@ -119,6 +147,7 @@ impl MemberConfig {
             max_poll_interval: defaults::MAX_POLL_INTERVAL,
             shutdown_deadline: defaults::SHUTDOWN_DEADLINE,
             fetch_wait: defaults::FETCH_WAIT,
+            instance_id: None,
         }
     }
 }
@@ -189,5 +218,22 @@ mod tests {
         };
         assert_eq!(local.role(), schemas::TopicRole::Orders);
         assert_eq!(projections::registry::generation_group(&history.group), "orderflow-history");
+    }
+
+    #[test]
+    fn each_consumer_of_a_static_member_has_an_instance_id_of_its_own() {
+        let mut fulfilment = MemberConfig::new(ProjectionKind::Fulfilment, "orders");
+        assert_eq!(fulfilment.group_instance_id(), None, "dynamic unless asked");
+        fulfilment.instance_id = Some("fulfilment-0".into());
+        let ids: Vec<Option<String>> = fulfilment
+            .topics()
+            .into_iter()
+            .map(|topic| MemberConfig { topic, ..fulfilment.clone() }.group_instance_id())
+            .collect();
+        assert_eq!(ids, [Some("fulfilment-0.orders".to_string()), Some("fulfilment-0.decisions".to_string())]);
+        let copy = fulfilment.mirroring(schemas::Region::parse("eu").expect("a region name"));
+        assert_eq!(copy.group_instance_id().as_deref(), Some("fulfilment-0.eu.orders"));
+        assert!(MemberConfig::valid_instance_id("orderflow-consume-payment-7d9f-x2"));
+        assert!(!MemberConfig::valid_instance_id("") && !MemberConfig::valid_instance_id("a b"));
     }
 }

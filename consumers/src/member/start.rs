@@ -83,6 +83,10 @@ fn start_consumer(
             ("heartbeat.interval.ms", heartbeat.as_str()),
         ]);
     }
+    let instance = config.group_instance_id();
+    if let Some(instance) = &instance {
+        settings.push(("group.instance.id", instance.as_str()));
+    }
     settings.extend([
         ("group.id", config.group.as_str()),
         // Offsets come from the projection database; Kafka's copy is only for tooling.
