@@ -31,6 +31,17 @@ fn regions() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A fresh pipeline (its four topics, `partitions` each) in both regions' clusters.
+async fn fresh_topic_in_both(eu: &KafkaSettings, us: &KafkaSettings, prefix: &str, partitions: i32) -> String {
+    let topic = orderflow::kit::fresh_topic(eu, prefix, partitions).await.expect("eu topics");
+    let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
+        .into_iter()
+        .map(|name| infra::topics::TopicSpec { name, partitions, replication_factor: None })
+        .collect();
+    infra::topics::create_topics(us, &specs, Duration::from_secs(30)).await.expect("us topics");
+    topic
+}
+
 /// (partition, key, the principal header) of every record of `topic`, once `expected` are
 /// there, or whatever arrived within `within`.
 fn read_with_headers(
@@ -87,12 +98,7 @@ async fn what_one_region_appends_reaches_the_other_under_its_region_name_in_orde
     assert_ne!(eu.brokers, us.brokers);
 
     // A pipeline's topics in each region; records appended in both.
-    let topic = orderflow::kit::fresh_topic(&eu, "regions", 3).await.expect("eu topics");
-    let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
-        .into_iter()
-        .map(|name| infra::topics::TopicSpec { name, partitions: 3, replication_factor: None })
-        .collect();
-    infra::topics::create_topics(&us, &specs, Duration::from_secs(30)).await.expect("us topics");
+    let topic = fresh_topic_in_both(&eu, &us, "regions", 3).await;
     let mut sent: BTreeMap<String, Vec<(i32, String, String)>> = BTreeMap::new();
     for (region, kafka, n) in [("eu", &eu, 40), ("us", &us, 10)] {
         let producer: FutureProducer = kafka.client_config().create().expect("producer");
@@ -273,12 +279,7 @@ async fn orders_of_both_regions_show_in_both_and_writes_for_another_regions_orde
     let exports = regions();
     let kafka_of =
         |r: &str| KafkaSettings::new(exports[&format!("ORDERFLOW_REGION_{}_BROKERS", r.to_uppercase())].clone());
-    let topic = orderflow::kit::fresh_topic(&kafka_of("eu"), "global", 3).await.expect("eu topics");
-    let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
-        .into_iter()
-        .map(|name| infra::topics::TopicSpec { name, partitions: 3, replication_factor: None })
-        .collect();
-    infra::topics::create_topics(&kafka_of("us"), &specs, Duration::from_secs(30)).await.expect("us topics");
+    let topic = fresh_topic_in_both(&kafka_of("eu"), &kafka_of("us"), "global", 3).await;
     let (eu_listener, us_listener) = (
         tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
@@ -832,15 +833,8 @@ async fn a_region_down_for_a_minute_loses_doubles_and_oversells_nothing() {
     let _mirror = MIRROR.lock().await;
     let exports = regions();
     let brokers_of = |r: &str| exports[&format!("ORDERFLOW_REGION_{}_BROKERS", r.to_uppercase())].clone();
-    let topic =
-        orderflow::kit::fresh_topic(&KafkaSettings::new(brokers_of("eu")), "outage", 3).await.expect("eu topics");
-    let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
-        .into_iter()
-        .map(|name| infra::topics::TopicSpec { name, partitions: 3, replication_factor: None })
-        .collect();
-    infra::topics::create_topics(&KafkaSettings::new(brokers_of("us")), &specs, Duration::from_secs(30))
-        .await
-        .expect("us topics");
+    let (eu_kafka, us_kafka) = (KafkaSettings::new(brokers_of("eu")), KafkaSettings::new(brokers_of("us")));
+    let topic = fresh_topic_in_both(&eu_kafka, &us_kafka, "outage", 3).await;
     let us_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let us_url = format!("http://{}", us_listener.local_addr().expect("addr"));
     let eu_database = common::fresh_database().await;
@@ -968,12 +962,7 @@ async fn partitions_added_in_one_region_are_mirrored_and_read_in_the_other_and_n
     let kafka_of =
         |r: &str| KafkaSettings::new(exports[&format!("ORDERFLOW_REGION_{}_BROKERS", r.to_uppercase())].clone());
     let (eu_kafka, us_kafka) = (kafka_of("eu"), kafka_of("us"));
-    let topic = orderflow::kit::fresh_topic(&eu_kafka, "growth", 2).await.expect("eu topics");
-    let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
-        .into_iter()
-        .map(|name| infra::topics::TopicSpec { name, partitions: 2, replication_factor: None })
-        .collect();
-    infra::topics::create_topics(&us_kafka, &specs, Duration::from_secs(30)).await.expect("us topics");
+    let topic = fresh_topic_in_both(&eu_kafka, &us_kafka, "growth", 2).await;
     // eu: its checkout alone (the copy of its orders topic is what us reads).
     let eu_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let eu_url = format!("http://{}", eu_listener.local_addr().expect("addr"));
