@@ -17,6 +17,7 @@ pub mod migrate_cmd;
 pub mod offsets_cmd;
 pub mod query_api;
 pub mod rebuild_cmd;
+pub mod recover_cmd;
 pub mod schemas_cmd;
 pub mod serve_api_cmd;
 pub mod topics_cmd;

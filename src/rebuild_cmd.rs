@@ -2,21 +2,27 @@
 //! new generation of the projection's tables from offset 0 while the views keep showing
 //! the old one; once the new group has applied at least everything the old group has,
 //! the views switch in one transaction. Readers never see a half-built projection.
+//!
+//! `orderflow rebuild stock|order-process|checkout-keys` rebuilds the state that is not a
+//! projection from the log instead ([`crate::recover_cmd`]).
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use consumers::member::run_member;
-use projections::store::Store;
+use projections::registry::{GroupKind, ProcessKind};
+use projections::store::{ProcessSettings, Store};
 use projections::ProjectionKind;
 
 use crate::args::parse_duration;
 
 #[derive(Debug, Args)]
 pub struct RebuildArgs {
-    /// Which projection to rebuild.
-    #[arg(value_parser = clap::value_parser!(ProjectionKind))]
-    projection: ProjectionKind,
+    /// What to rebuild: a projection (inventory, payment, fulfilment, history), a
+    /// process's decided state (stock, order-process; its members must be stopped), or
+    /// the checkout's idempotency keys and order owners (checkout-keys).
+    #[arg(value_parser = parse_target)]
+    target: Target,
     #[command(flatten)]
     pipeline: crate::args::PipelineArgs,
     /// After the switch, drop the tables of every generation the views no longer show
@@ -39,18 +45,86 @@ pub struct RebuildArgs {
     json: bool,
     #[command(flatten)]
     operator: crate::args::OperatorArgs,
+    /// Order process: the payment timeout its members run with (the recovered timers are
+    /// due at each order's confirmation plus this).
+    #[arg(long, env = "ORDERFLOW_PAYMENT_TIMEOUT", default_value_t = ProcessSettings::PAYMENT_TIMEOUT.into(),
+          value_parser = crate::args::duration)]
+    payment_timeout: humantime::Duration,
+}
+
+/// What `orderflow rebuild` rebuilds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Projection(ProjectionKind),
+    Process(ProcessKind),
+    CheckoutKeys,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Projection(p) => p.name(),
+            Target::Process(p) => p.name(),
+            Target::CheckoutKeys => "checkout-keys",
+        }
+    }
+}
+
+fn parse_target(raw: &str) -> Result<Target, String> {
+    if raw == Target::CheckoutKeys.name() {
+        return Ok(Target::CheckoutKeys);
+    }
+    match raw.parse::<GroupKind>() {
+        Ok(GroupKind::Projection(p)) => Ok(Target::Projection(p)),
+        Ok(GroupKind::Process(p)) => Ok(Target::Process(p)),
+        Err(e) => Err(format!("{e}, or checkout-keys")),
+    }
 }
 
 impl RebuildArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let store = self.pipeline.database.connect().await?;
-        let arguments = serde_json::json!({"projection": self.projection.name(), "topic": self.pipeline.topic.topic,
+        let arguments = serde_json::json!({"projection": self.target.name(), "topic": self.pipeline.topic.topic,
             "drop_old": self.drop_old, "no_rebuild": self.no_rebuild});
         let operator = self.operator.clone();
+        if !matches!(self.target, Target::Projection(_)) {
+            if self.drop_old || self.no_rebuild {
+                anyhow::bail!(
+                    "--drop-old and --no-rebuild are for projections: {} keeps no generations",
+                    self.target.name()
+                );
+            }
+            return operator
+                .audited(&store, "rebuild", arguments, self.recover(&store), |report| report.clone())
+                .await
+                .map(|_| ());
+        }
         let action = if self.no_rebuild { "rebuild --no-rebuild" } else { "rebuild" };
         operator
             .audited(&store, action, arguments, self.rebuild(&store, shutdown), |()| serde_json::json!("done"))
             .await
+    }
+
+    /// Rebuilds a process's state or the checkout's keys; prints and returns the report.
+    async fn recover(&self, store: &Store) -> anyhow::Result<serde_json::Value> {
+        let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
+        let contract = self.schemas.contract().await?;
+        let topic = &self.pipeline.topic.topic;
+        let report = match self.target {
+            Target::Process(kind) => {
+                let settings =
+                    ProcessSettings { payment_timeout: *self.payment_timeout, ..ProcessSettings::new(topic) };
+                crate::recover_cmd::rebuild_process(kind, store, &kafka, &contract, &settings).await?
+            }
+            Target::CheckoutKeys => {
+                let home = self.pipeline.database.region.region.as_ref();
+                let url = &self.pipeline.database.url.database_url;
+                crate::recover_cmd::rebuild_checkout_keys(url, &kafka, &contract, topic, home).await?
+            }
+            Target::Projection(_) => unreachable!("projections take the shadow rebuild"),
+        };
+        self.report(&report);
+        Ok(report)
     }
 
     async fn rebuild(
@@ -58,25 +132,28 @@ impl RebuildArgs {
         store: &projections::store::Store,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let Target::Projection(projection) = self.target else {
+            anyhow::bail!("{} is not a projection", self.target.name())
+        };
         let store = store.clone();
         let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
-        let name = self.projection.name();
+        let name = projection.name();
         if self.no_rebuild {
             return self.drop_retired(&store).await;
         }
-        let live = store.reads().live_projection(self.projection).await?;
-        refuse_if_running(&kafka, &store, self.projection, &self.pipeline.topic.topic).await?;
-        let next = store.operations().prepare_rebuild(self.projection).await?;
+        let live = store.reads().live_projection(projection).await?;
+        refuse_if_running(&kafka, &store, projection, &self.pipeline.topic.topic).await?;
+        let next = store.operations().prepare_rebuild(projection).await?;
         self.report(&serde_json::json!({"event": "started", "projection": name, "from_generation": live.generation,
             "to_generation": next.generation, "group": next.group}));
-        let mut config = self.member.config(self.projection, &self.pipeline.topic.topic)?;
+        let mut config = self.member.config(projection, &self.pipeline.topic.topic)?;
         config.group = next.group.clone();
         // In a region, the new generation holds the other regions' orders too.
         config.mirrors = self.pipeline.database.region.mirrors();
         let logs: Vec<(Option<schemas::Region>, String)> = std::iter::once(None)
             .chain(config.mirrors.iter().cloned().map(Some))
             .flat_map(|source| {
-                let topics = projections::registry::GroupKind::from(self.projection).topics(&self.pipeline.topic.topic);
+                let topics = projections::registry::GroupKind::from(projection).topics(&self.pipeline.topic.topic);
                 topics.into_iter().map(move |topic| match &source {
                     Some(region) => (source.clone(), region.mirrored(&topic)),
                     None => (None, topic),
@@ -128,7 +205,8 @@ impl RebuildArgs {
     }
 
     async fn drop_retired(&self, store: &Store) -> anyhow::Result<()> {
-        for old in store.operations().retired_generations(self.projection).await? {
+        let Target::Projection(projection) = self.target else { return Ok(()) };
+        for old in store.operations().retired_generations(projection).await? {
             store.operations().drop_generation(&old).await?;
             self.report(&serde_json::json!({"event": "dropped", "projection": old.projection,
                 "generation": old.generation, "group": old.group}));

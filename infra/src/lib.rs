@@ -22,6 +22,7 @@ mod error;
 pub mod group_inspect;
 pub mod http;
 mod kafka_settings;
+pub mod log_reader;
 pub mod schema_registry;
 pub mod serve;
 pub mod telemetry;

@@ -50,6 +50,67 @@ const OWNERS: &str = "CREATE TABLE IF NOT EXISTS checkout_orders (
 /// The checkout's tables and their definitions.
 const TABLES: [(&str, &str); 2] = [("checkout_keys", SCHEMA), ("checkout_orders", OWNERS)];
 
+/// The `scope` of a row whose `idempotency_key` is a [`key_digest`] (rows of earlier
+/// releases kept the scope and the key as sent; they are rewritten at start-up).
+const DIGESTED: &str = "#";
+
+/// How a key is stored and named on the log: SHA-256 of its scope and itself, hex. The
+/// scope names the principal and the path, so two callers' keys never collide.
+pub fn key_digest(scope: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(scope.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(key.as_bytes());
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a record appended under an Idempotency-Key carries in its
+/// [`schemas::REQUEST_HEADER`]: enough to rebuild the key's row, nothing that reveals it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHeader {
+    pub key_digest: String,
+    pub request_hash: String,
+    pub epoch_ms: i64,
+}
+
+impl std::fmt::Display for RequestHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v1 {} {} {}", self.key_digest, self.request_hash, self.epoch_ms)
+    }
+}
+
+impl RequestHeader {
+    /// Reads a header value; `None` for anything not written by [`Display`](std::fmt::Display).
+    pub fn parse(raw: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(raw).ok()?;
+        let mut parts = text.split(' ');
+        let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("v1"), Some(key), Some(hash), Some(epoch), None) if hex64(key) && hex64(hash) => {
+                Some(RequestHeader { key_digest: key.into(), request_hash: hash.into(), epoch_ms: epoch.parse().ok()? })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A key's row rebuilt from the record appended under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredKey {
+    pub request: RequestHeader,
+    pub status: u16,
+    pub response: String,
+}
+
+/// An order's owner rebuilt from its `OrderPlaced` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredOwner {
+    pub order_id: String,
+    pub owner: String,
+    pub placed_at_ms: i64,
+}
+
 /// What the store says about a request carrying an Idempotency-Key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -99,7 +160,78 @@ impl IdempotencyStore {
                 sqlx::query(ddl).execute(&pool).await?;
             }
         }
-        Ok(IdempotencyStore { pool, lease })
+        let store = IdempotencyStore { pool, lease };
+        store.digest_legacy_keys().await?;
+        Ok(store)
+    }
+
+    /// Rewrites rows of earlier releases (the key as sent) into digested rows, so a retry
+    /// of a request accepted before the upgrade is still recognised.
+    async fn digest_legacy_keys(&self) -> Result<(), IdempotencyError> {
+        let legacy = sqlx::query("SELECT scope, idempotency_key FROM checkout_keys WHERE scope <> $1")
+            .bind(DIGESTED)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in legacy {
+            let (scope, key): (String, String) = (row.try_get("scope")?, row.try_get("idempotency_key")?);
+            sqlx::query(
+                "UPDATE checkout_keys SET scope = $1, idempotency_key = $2 WHERE scope = $3 AND idempotency_key = $4",
+            )
+            .bind(DIGESTED)
+            .bind(key_digest(&scope, &key))
+            .bind(&scope)
+            .bind(&key)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Puts back keys and owners rebuilt from the log. A key the store holds completed
+    /// stays as it is; one in flight or unknown there (the append happened, its answer was
+    /// never recorded) becomes completed with the rebuilt answer. Keys first claimed
+    /// longer than [`RETENTION`] ago are left out. Returns (keys, owners) written.
+    #[tracing::instrument(skip_all, fields(keys = keys.len(), owners = owners.len()))]
+    pub async fn restore(
+        &self,
+        keys: &[RestoredKey],
+        owners: &[RestoredOwner],
+    ) -> Result<(u64, u64), IdempotencyError> {
+        let cutoff = schemas::clock::now_ms() - ms(RETENTION);
+        let mut tx = self.pool.begin().await?;
+        let mut written = (0, 0);
+        for key in keys.iter().filter(|k| k.request.epoch_ms >= cutoff) {
+            let done = sqlx::query(
+                "INSERT INTO checkout_keys (scope, idempotency_key, request_hash, state, status, response, epoch_ms,
+                 lease_until_ms) VALUES ($1, $2, $3, 'done', $4, $5, $6, 0)
+                 ON CONFLICT (scope, idempotency_key) DO UPDATE SET state = 'done', status = excluded.status,
+                 response = excluded.response WHERE checkout_keys.state <> 'done'
+                 AND checkout_keys.request_hash = excluded.request_hash AND checkout_keys.epoch_ms = excluded.epoch_ms",
+            )
+            .bind(DIGESTED)
+            .bind(&key.request.key_digest)
+            .bind(&key.request.request_hash)
+            .bind(i64::from(key.status))
+            .bind(&key.response)
+            .bind(key.request.epoch_ms)
+            .execute(&mut *tx)
+            .await?;
+            written.0 += done.rows_affected();
+        }
+        for owner in owners {
+            let done = sqlx::query(
+                "INSERT INTO checkout_orders (order_id, owner, placed_at_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (order_id) DO NOTHING",
+            )
+            .bind(&owner.order_id)
+            .bind(&owner.owner)
+            .bind(owner.placed_at_ms)
+            .execute(&mut *tx)
+            .await?;
+            written.1 += done.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(written)
     }
 
     /// Records `owner` as the principal that placed `order_id`. The first record stands: a
@@ -130,6 +262,8 @@ impl IdempotencyStore {
 
     #[tracing::instrument(skip(self, request_hash))]
     pub async fn claim(&self, scope: &str, key: &str, request_hash: &str) -> Result<Claim, IdempotencyError> {
+        let digest = key_digest(scope, key);
+        let (scope, key) = (DIGESTED, digest.as_str());
         let now = schemas::clock::now_ms();
         let lease_until = now.saturating_add(ms(self.lease));
         let inserted = sqlx::query(
@@ -218,6 +352,8 @@ impl IdempotencyStore {
 
     #[tracing::instrument(skip(self, response))]
     pub async fn complete(&self, scope: &str, key: &str, status: u16, response: &str) -> Result<(), IdempotencyError> {
+        let digest = key_digest(scope, key);
+        let (scope, key) = (DIGESTED, digest.as_str());
         sqlx::query(
             "UPDATE checkout_keys SET state = 'done', status = $3, response = $4
              WHERE scope = $1 AND idempotency_key = $2",
@@ -235,6 +371,8 @@ impl IdempotencyStore {
     /// republish the same ids); another body stays refused.
     #[tracing::instrument(skip(self))]
     pub async fn release(&self, scope: &str, key: &str) -> Result<(), IdempotencyError> {
+        let digest = key_digest(scope, key);
+        let (scope, key) = (DIGESTED, digest.as_str());
         sqlx::query(
             "UPDATE checkout_keys SET state = 'unknown' WHERE scope = $1 AND idempotency_key = $2 AND state = 'in_flight'",
         )
@@ -251,5 +389,30 @@ impl IdempotencyStore {
         let done =
             sqlx::query("DELETE FROM checkout_keys WHERE epoch_ms < $1").bind(cutoff).execute(&self.pool).await?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_header_reads_back_what_was_written_and_nothing_else() {
+        let header = RequestHeader {
+            key_digest: key_digest("shop POST /orders", "k-1"),
+            request_hash: "ab".repeat(32),
+            epoch_ms: 42,
+        };
+        assert_eq!(RequestHeader::parse(header.to_string().as_bytes()), Some(header.clone()));
+        assert!(!header.to_string().contains("k-1"), "the key itself never leaves the store");
+        for bad in ["", "v1", "v2 a b 1", &format!("v1 {} {} x", "a".repeat(64), "b".repeat(64)), "v1 k-1 h 1"] {
+            assert_eq!(RequestHeader::parse(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn one_key_under_two_scopes_is_two_rows() {
+        assert_ne!(key_digest("a POST /orders", "k"), key_digest("b POST /orders", "k"));
+        assert_eq!(key_digest("a POST /orders", "k"), key_digest("a POST /orders", "k"));
     }
 }

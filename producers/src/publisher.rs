@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
-use schemas::{Codec, Event, EVENT_ID_HEADER, PRINCIPAL_HEADER};
+use schemas::{Codec, Event, EVENT_ID_HEADER, PRINCIPAL_HEADER, REQUEST_HEADER};
 use serde::Serialize;
 
 use crate::error::PublishError;
@@ -26,6 +26,14 @@ pub struct Position {
     /// The record's timestamp (ms since the epoch) as the broker acknowledged it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamp_ms: Option<i64>,
+}
+
+/// The headers a record is appended with (each when known).
+#[derive(Default, Clone, Copy)]
+struct Headers<'a> {
+    principal: Option<&'a str>,
+    event_id: Option<&'a str>,
+    request: Option<&'a str>,
 }
 
 /// Consecutive failed publishes after which the producer is rebuilt.
@@ -90,10 +98,23 @@ impl Publisher {
     /// the record's [`PRINCIPAL_HEADER`], and waits for the broker's ack.
     #[tracing::instrument(skip_all, fields(kind = ?event.kind(), event_id = %event.envelope().event_id))]
     pub async fn publish(&self, event: &Event, principal: &str) -> Result<Position, PublishError> {
+        self.publish_with(event, principal, None).await
+    }
+
+    /// [`Publisher::publish`], with the request's [`REQUEST_HEADER`] when it came under an
+    /// Idempotency-Key.
+    #[tracing::instrument(skip_all, fields(kind = ?event.kind(), event_id = %event.envelope().event_id))]
+    pub async fn publish_with(
+        &self,
+        event: &Event,
+        principal: &str,
+        request: Option<&str>,
+    ) -> Result<Position, PublishError> {
         let payload = self.codec.encode(event).map_err(PublishError::Encode)?;
         let topic = schemas::topic_of(event.kind(), &self.topic);
         let event_id = event.envelope().event_id.to_string();
-        self.produce(&topic, &event.key(), &payload, Some(principal), Some(&event_id)).await
+        let headers = Headers { principal: Some(principal), event_id: Some(&event_id), request };
+        self.produce(&topic, &event.key(), &payload, headers).await
     }
 
     /// Produces already-encoded bytes to the orders topic; the benchmark compares this
@@ -104,7 +125,7 @@ impl Publisher {
         payload: &[u8],
         principal: Option<&str>,
     ) -> Result<Position, PublishError> {
-        self.produce(&self.topic, key, payload, principal, None).await
+        self.produce(&self.topic, key, payload, Headers { principal, ..Headers::default() }).await
     }
 
     async fn produce(
@@ -112,14 +133,17 @@ impl Publisher {
         topic: &str,
         key: &str,
         payload: &[u8],
-        principal: Option<&str>,
-        event_id: Option<&str>,
+        headers: Headers<'_>,
     ) -> Result<Position, PublishError> {
         let started = Instant::now();
         let _in_flight = m::InFlightProduce::start();
         let (generation, producer) = self.current();
         let mut record = FutureRecord::to(topic).key(key).payload(payload);
-        let headers = [(PRINCIPAL_HEADER, principal), (EVENT_ID_HEADER, event_id)];
+        let headers = [
+            (PRINCIPAL_HEADER, headers.principal),
+            (EVENT_ID_HEADER, headers.event_id),
+            (REQUEST_HEADER, headers.request),
+        ];
         if headers.iter().any(|(_, value)| value.is_some()) {
             let headers = headers
                 .into_iter()

@@ -33,7 +33,7 @@ pub use event::{
 pub use names::{
     adjustments_topic, decisions_topic, pipeline_topics, principal_of_header, topic_of, valid_principal_name,
     TopicRole, DECIDING_PRINCIPALS, EVENT_ID_HEADER, MAX_PRINCIPAL_LEN, ORDERS_TOPIC, ORDER_PROCESS_PRINCIPAL,
-    PRINCIPAL_HEADER, STOCK_PRINCIPAL,
+    PRINCIPAL_HEADER, REQUEST_HEADER, STOCK_PRINCIPAL,
 };
 pub use region::{Region, MAX_REGION_LEN};
 pub use registry::{builtin_contract, contract_from, ContractFile, ManifestRegistry, RegisteredSchema, SchemaRegistry};

@@ -126,6 +126,12 @@ pub const PRINCIPAL_HEADER: &str = "orderflow-principal";
 /// original's, without decoding payloads. Information only, like the principal header.
 pub const EVENT_ID_HEADER: &str = "orderflow-event-id";
 
+/// The record header the checkout sets on an event appended under an Idempotency-Key:
+/// `v1 <key digest> <request hash> <epoch ms>`, digests of the key and of the request
+/// (never the key itself), so the checkout's key store can be rebuilt from the log and a
+/// retry after its loss still gets its first answer. Information only.
+pub const REQUEST_HEADER: &str = "orderflow-request";
+
 /// The longest principal name: it travels in every event's headers.
 pub const MAX_PRINCIPAL_LEN: usize = 128;
 

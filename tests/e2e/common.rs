@@ -98,6 +98,8 @@ pub fn tokens_file() -> String {
 /// A checkout served in-process on a free port, with its own topic and database.
 pub struct TestCheckout {
     pub base_url: String,
+    /// The checkout's own database (its keys and order owners).
+    pub database_url: String,
     pub topic: String,
     pub client: orderflow::load::HttpClient,
     server: tokio::task::JoinHandle<()>,
@@ -135,13 +137,14 @@ impl TestCheckout {
         };
         let state =
             producers::checkout::AppState::connect(kafka, &database_url, config, access).await.expect("checkout state");
+        let database_url = database_url.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
             let _ = producers::checkout::run(listener, state, std::future::pending()).await;
         });
         let client = orderflow::load::http_client_with(Some(&token(ALL_SCOPES)));
-        TestCheckout { base_url, topic: topic.to_string(), client, server }
+        TestCheckout { base_url, database_url, topic: topic.to_string(), client, server }
     }
 
     /// POSTs JSON, optionally with an Idempotency-Key; returns status and JSON answer.

@@ -24,6 +24,7 @@ mod projections_e2e;
 mod query_api;
 mod rebuild;
 mod rebuild_guard;
+mod recovery;
 mod regions;
 mod retention;
 mod schema_registry;

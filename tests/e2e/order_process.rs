@@ -19,26 +19,26 @@ use schemas::{Event, EventKind};
 use serde_json::{json, Value};
 
 /// A checkout, a database, the two process groups and an inventory member on a fresh topic.
-struct Shop {
-    kafka: infra::KafkaSettings,
-    topic: String,
-    checkout: common::TestCheckout,
-    store: Store,
-    database_url: String,
-    prefix: String,
-    processes: Option<common::Processes>,
-    inventory: Option<MemberHandle>,
-    payment_timeout: Duration,
+pub(crate) struct Shop {
+    pub(crate) kafka: infra::KafkaSettings,
+    pub(crate) topic: String,
+    pub(crate) checkout: common::TestCheckout,
+    pub(crate) store: Store,
+    pub(crate) database_url: String,
+    pub(crate) prefix: String,
+    pub(crate) processes: Option<common::Processes>,
+    pub(crate) inventory: Option<MemberHandle>,
+    pub(crate) payment_timeout: Duration,
 }
 
 impl Shop {
-    async fn open(partitions: i32, payment_timeout: Duration) -> Shop {
+    pub(crate) async fn open(partitions: i32, payment_timeout: Duration) -> Shop {
         Self::open_with(partitions, payment_timeout, true).await
     }
 
     /// A shop whose processes run elsewhere (`decide` false): only the checkout and the
     /// inventory member here.
-    async fn open_with(partitions: i32, payment_timeout: Duration, decide: bool) -> Shop {
+    pub(crate) async fn open_with(partitions: i32, payment_timeout: Duration, decide: bool) -> Shop {
         let kafka = common::kafka();
         let topic = common::fresh_topic("shop", partitions).await;
         let checkout = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;
@@ -52,13 +52,13 @@ impl Shop {
         Shop { kafka, topic, checkout, store, database_url, prefix, processes, inventory, payment_timeout }
     }
 
-    async fn post(&self, path: &str, body: Value) -> Value {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Value {
         let (status, answer) = self.checkout.post(path, &body, None).await;
         assert_eq!(status, 202, "{path}: {answer}");
         answer
     }
 
-    async fn stock(&self, sku: &str, delta: i64) {
+    pub(crate) async fn stock(&self, sku: &str, delta: i64) {
         self.post(
             &format!("/inventory/{sku}/adjustments"),
             json!({"warehouse": "BER-1", "delta": delta, "reason": "received"}),
@@ -66,7 +66,7 @@ impl Shop {
         .await;
     }
 
-    async fn place(&self, lines: &[(&str, i64)]) -> uuid::Uuid {
+    pub(crate) async fn place(&self, lines: &[(&str, i64)]) -> uuid::Uuid {
         let lines: Vec<Value> =
             lines.iter().map(|(sku, q)| json!({"sku": sku, "quantity": q, "unit_price_minor": 1000})).collect();
         let answer = self
@@ -78,24 +78,24 @@ impl Shop {
         answer["order_id"].as_str().expect("order_id").parse().expect("uuid")
     }
 
-    async fn capture(&self, order: uuid::Uuid) {
+    pub(crate) async fn capture(&self, order: uuid::Uuid) {
         let body = json!({"status": "captured", "amount_minor": 1000, "provider_ref": "p"});
         self.post(&format!("/orders/{order}/payments"), body).await;
     }
 
-    fn inventory_group(&self) -> (String, String) {
+    pub(crate) fn inventory_group(&self) -> (String, String) {
         (self.store.group(ProjectionKind::Inventory), schemas::decisions_topic(&self.topic))
     }
 
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         self.processes.as_ref().expect("processes run").settle(&self.store, &[self.inventory_group()]).await;
     }
 
-    async fn status(&self, order: uuid::Uuid) -> OrderStatus {
+    pub(crate) async fn status(&self, order: uuid::Uuid) -> OrderStatus {
         self.store.reads().order_status(order).await.expect("status").map(|s| s.status).unwrap_or(OrderStatus::Pending)
     }
 
-    async fn statuses(&self, orders: &[uuid::Uuid]) -> BTreeMap<OrderStatus, usize> {
+    pub(crate) async fn statuses(&self, orders: &[uuid::Uuid]) -> BTreeMap<OrderStatus, usize> {
         let mut counts = BTreeMap::new();
         for order in orders {
             *counts.entry(self.status(*order).await).or_insert(0) += 1;
@@ -103,13 +103,13 @@ impl Shop {
         counts
     }
 
-    async fn level(&self, sku: &str) -> (i64, i64, i64) {
+    pub(crate) async fn level(&self, sku: &str) -> (i64, i64, i64) {
         let levels = self.store.reads().inventory_levels().await.expect("levels");
         let level = levels.iter().find(|l| l.sku == sku).unwrap_or_else(|| panic!("no level for {sku}: {levels:?}"));
         (level.on_hand, level.reserved, level.available)
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         if let Some(processes) = self.processes.take() {
             processes.stop().await;
         }
@@ -120,7 +120,7 @@ impl Shop {
 }
 
 /// Every record of `topic`, decoded (the whole log as it is now).
-async fn decoded_log(kafka: &infra::KafkaSettings, topic: &str) -> Vec<Event> {
+pub(crate) async fn decoded_log(kafka: &infra::KafkaSettings, topic: &str) -> Vec<Event> {
     let total: i64 = common::log_ends(kafka, topic).await.values().sum();
     let codec = schemas::Codec::builtin();
     let (kafka, topic) = (kafka.clone(), topic.to_string());
@@ -130,7 +130,7 @@ async fn decoded_log(kafka: &infra::KafkaSettings, topic: &str) -> Vec<Event> {
 }
 
 /// Distinct event ids of `kind` per order in `events` (copies of one event count once).
-fn decisions_per_order(events: &[Event], kind: EventKind) -> BTreeMap<uuid::Uuid, usize> {
+pub(crate) fn decisions_per_order(events: &[Event], kind: EventKind) -> BTreeMap<uuid::Uuid, usize> {
     let mut ids: BTreeMap<uuid::Uuid, std::collections::BTreeSet<uuid::Uuid>> = BTreeMap::new();
     for e in events.iter().filter(|e| e.kind() == kind) {
         if let Some(order) = e.order_id() {

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::api_error::{idempotency_unavailable, invalid, malformed, outcome_unknown, ApiError};
 use super::AppState;
-use crate::idempotency::Claim;
+use crate::idempotency::{key_digest, Claim, RequestHeader};
 use crate::publisher::Position;
 use crate::validation::{self, FieldError};
 
@@ -72,6 +72,45 @@ pub struct Accepted {
     /// of this request names it in the `Orderflow-Region` header.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+}
+
+impl Subject {
+    /// What an event the checkout appended is about: a stock adjustment its SKU, anything
+    /// else its order.
+    pub fn of(event: &Event) -> Option<Subject> {
+        match event {
+            Event::StockAdjusted(adjusted) => Some(Subject::Sku(adjusted.sku.clone())),
+            other => other.order_id().map(Subject::Order),
+        }
+    }
+}
+
+impl Accepted {
+    /// The answer to the request whose event `event_id` was appended at `position`, by the
+    /// checkout of `home` (if one of several) on the pipeline of `orders_topic`; the same
+    /// answer whether given at once or rebuilt from the record later.
+    pub fn new(
+        event_id: Uuid,
+        position: Position,
+        subject: Subject,
+        orders_topic: &str,
+        home: Option<&schemas::Region>,
+    ) -> Self {
+        let (order_id, sku) = match subject {
+            Subject::Order(id) => (Some(id), None),
+            Subject::Sku(sku) => (None, Some(sku)),
+        };
+        let after = (position.topic == orders_topic).then(|| match home {
+            Some(region) => format!(
+                "{region}:{}:{}:{}:{event_id}",
+                position.partition,
+                position.offset,
+                position.timestamp_ms.unwrap_or(0)
+            ),
+            None => format!("{}:{}", position.partition, position.offset),
+        });
+        Accepted { event_id, position, after, order_id, sku, region: home.map(|r| r.to_string()) }
+    }
 }
 
 /// What the accept path needs of a request besides the route's own path parameters: who
@@ -166,6 +205,7 @@ async fn accept_here<T: DeserializeOwned>(
     let ids = derive_ids(&scope, None, &headers, home)?;
     let (mut event, mut subject) = build(parse()?, ids).map_err(invalid)?;
     refuse_non_owner(state, &event, &principal.name).await?;
+    let mut request = None;
     if let Some(key) = &key {
         let hash = request_hash(&scope, &value);
         let epoch = match claim(state, &scope, key, &hash).await? {
@@ -174,6 +214,9 @@ async fn accept_here<T: DeserializeOwned>(
         };
         let keyed = KeyedRequest { key, hash: &hash, epoch_ms: epoch };
         (event, subject) = build(parse()?, derive_ids(&scope, Some(keyed), &headers, home)?).map_err(invalid)?;
+        // What a rebuild of the key store needs to answer a retry after the store is
+        // lost: digests and the epoch, never the key.
+        request = Some(RequestHeader { key_digest: key_digest(&scope, key), request_hash: hash, epoch_ms: epoch });
     }
     let event_id = event.envelope().event_id;
     if let Event::OrderPlaced(placed) = &event {
@@ -182,23 +225,10 @@ async fn accept_here<T: DeserializeOwned>(
         state.idempotency.record_owner(&order_id, &principal.name).await.map_err(owner_unavailable)?;
     }
 
-    match state.publisher.publish(&event, &principal.name).await {
+    let request = request.map(|r| r.to_string());
+    match state.publisher.publish_with(&event, &principal.name, request.as_deref()).await {
         Ok(position) => {
-            let (order_id, sku) = match subject {
-                Subject::Order(id) => (Some(id), None),
-                Subject::Sku(sku) => (None, Some(sku)),
-            };
-            let after = (position.topic == state.publisher.topic()).then(|| match home {
-                Some(region) => format!(
-                    "{region}:{}:{}:{}:{event_id}",
-                    position.partition,
-                    position.offset,
-                    position.timestamp_ms.unwrap_or(0)
-                ),
-                None => format!("{}:{}", position.partition, position.offset),
-            });
-            let region = home.map(|r| r.to_string());
-            let response = Accepted { event_id, position, after, order_id, sku, region };
+            let response = Accepted::new(event_id, position, subject, state.publisher.topic(), home);
             if let Some(key) = &key {
                 let stored = serde_json::to_string(&response).unwrap_or_default();
                 if let Err(e) = state.idempotency.complete(&scope, key, 202, &stored).await {

@@ -2,6 +2,7 @@
 //! idempotency records, so any number of instances can run behind a load balancer.
 mod accept;
 mod api_error;
+pub mod rebuild;
 pub mod regions;
 mod routes;
 

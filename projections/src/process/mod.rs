@@ -9,6 +9,7 @@
 //! decision made again after a crash, or published twice by the relay, carries the same
 //! id, and readers drop the copy.
 pub mod order;
+pub mod recover;
 pub mod stock;
 
 use chrono::{DateTime, Utc};

@@ -479,7 +479,7 @@ fn decode_fresh<'r>(
 }
 
 /// The region other than `log_region` that `event`'s order names as its home, if any.
-fn homed_elsewhere(event: &Event, log_region: &str) -> Option<schemas::Region> {
+pub(super) fn homed_elsewhere(event: &Event, log_region: &str) -> Option<schemas::Region> {
     if log_region.is_empty() {
         return None;
     }

@@ -46,7 +46,7 @@ pub use dead_letters::{DeadLetterRow, DeadLetterSelection, DeadLetterStatus, Ret
 pub use error::StoreError;
 pub use generations::LiveProjection;
 pub use offsets::{GroupPartitionOffset, OffsetFault, OffsetMove};
-pub use process::{DecisionCount, OrderStatusRow, OutboxRow, RelayLease};
+pub use process::{DecisionCount, OrderStatusRow, OutboxRow, Recovered, RelayLease, Restored};
 #[cfg(feature = "test-support")]
 pub use reads::Snapshot;
 pub use reads::{

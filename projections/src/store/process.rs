@@ -23,7 +23,7 @@ use super::fault::{hit, FaultPoint};
 use super::fold::CHUNK;
 use super::offsets::{self, Lock};
 use super::records::{Batch, BatchOutcome, LogRecord};
-use super::roles::{Outbox, Reads};
+use super::roles::{Operations, Outbox, Reads};
 use super::sql::Sql;
 use crate::model::Rejection;
 use crate::process::order::{self, Input, Line, OrderFlow, OrderStatus};
@@ -561,5 +561,138 @@ impl Reads {
                 Ok(DecisionCount { status, orders: r.try_get("orders")? })
             })
             .collect()
+    }
+}
+
+/// A process's state recovered from the log ([`crate::process::recover`]), to install.
+pub enum Recovered {
+    Orders(crate::process::recover::OrdersState),
+    Stock(crate::process::recover::StockState),
+}
+
+impl Recovered {
+    fn kind(&self) -> ProcessKind {
+        match self {
+            Recovered::Orders(_) => ProcessKind::OrderProcess,
+            Recovered::Stock(_) => ProcessKind::Stock,
+        }
+    }
+
+    /// Decisions the replay took that were not on the log (the lost outbox's tail).
+    pub fn missing(&self) -> &[Event] {
+        match self {
+            Recovered::Orders(s) => &s.missing,
+            Recovered::Stock(s) => &s.missing,
+        }
+    }
+}
+
+/// How many rows a restore wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Restored {
+    pub orders: usize,
+    pub skus: usize,
+    pub holds: usize,
+    /// Decisions put into the outbox because the log did not have them.
+    pub republished: usize,
+}
+
+impl Store {
+    /// The event of a record a process group would decide on, as its live batch decodes
+    /// it (`None` for a kind it does not read, an untrusted or undecodable record, or an
+    /// order homed in another region): a rebuild from the log reads exactly what the live
+    /// group read.
+    pub fn decodable_input(
+        &self,
+        kind: ProcessKind,
+        codec: &Codec,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Option<Event> {
+        let role = schemas::TopicRole::by_name(topic);
+        match super::fold::decode_with(codec, key, payload, |k| kind.wants(k), role) {
+            super::fold::Decoded::Event(event) => {
+                let region = self.region.as_deref().unwrap_or_default();
+                super::batch::homed_elsewhere(&event, region).is_none().then_some(event)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Operations {
+    /// Installs a process's recovered state in one transaction: its tables' rows replace
+    /// the old ones, its group's offsets move to `ends` (where the recovery stopped
+    /// reading), the inputs it applied are remembered as applied, and decisions the log
+    /// did not have go into the outbox. Run only while the group has no members.
+    #[tracing::instrument(skip_all, fields(process = %recovered.kind()))]
+    pub async fn restore_process(
+        &self,
+        recovered: &Recovered,
+        ends: &std::collections::BTreeMap<(String, i32), i64>,
+        codec: &Codec,
+        settings: &ProcessSettings,
+    ) -> Result<Restored, StoreError> {
+        let kind = recovered.kind();
+        let group = self.store.group(kind);
+        let now_ms = schemas::clock::now_ms();
+        let mut tx = self.store.begin_write().await?;
+        let conn: &mut AnyConnection = &mut tx;
+        let mut restored = Restored { orders: 0, skus: 0, holds: 0, republished: recovered.missing().len() };
+        let applied = match recovered {
+            Recovered::Orders(state) => {
+                sqlx::query("DELETE FROM process_orders").execute(&mut *conn).await?;
+                let orders = Orders {
+                    states: state.flows.iter().map(|(id, (flow, p))| (*id, (flow.clone(), *p))).collect(),
+                    dirty: state.flows.keys().copied().collect(),
+                };
+                orders.write(conn).await?;
+                restored.orders = state.flows.len();
+                &state.applied
+            }
+            Recovered::Stock(state) => {
+                sqlx::query("DELETE FROM stock_levels").execute(&mut *conn).await?;
+                sqlx::query("DELETE FROM stock_holds").execute(&mut *conn).await?;
+                let stocks = Stocks {
+                    skus: state.skus.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    holds: state.holds.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    dirty_skus: state.skus.keys().cloned().collect(),
+                    dirty_holds: state.holds.keys().cloned().collect(),
+                };
+                stocks.write(conn).await?;
+                (restored.skus, restored.holds) = (state.skus.len(), state.holds.len());
+                &state.applied
+            }
+        };
+        let read: BTreeSet<&String> = ends.keys().map(|(topic, _)| topic).collect();
+        for topic in read {
+            sqlx::query("DELETE FROM consumer_offsets WHERE group_id = $1 AND topic = $2")
+                .bind(&group)
+                .bind(topic)
+                .execute(&mut *conn)
+                .await?;
+        }
+        for ((topic, partition), end) in ends {
+            sqlx::query(
+                "INSERT INTO consumer_offsets (group_id, topic, partition_id, next_offset, updated_at_ms)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&group)
+            .bind(topic)
+            .bind(i64::from(*partition))
+            .bind(*end)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await?;
+        }
+        sqlx::query("DELETE FROM processed_events WHERE group_id = $1").bind(&group).execute(&mut *conn).await?;
+        let ids: Vec<String> = applied.iter().map(Uuid::to_string).collect();
+        for chunk in ids.chunks(10_000) {
+            super::fold::claim_event_ids(conn, &group, chunk).await?;
+        }
+        enqueue(conn, codec, settings, kind.principal(), recovered.missing(), now_ms).await?;
+        tx.commit().await?;
+        Ok(restored)
     }
 }
