@@ -17,7 +17,7 @@ pub async fn fresh_topic(kafka: &KafkaSettings, prefix: &str, partitions: i32) -
     let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
     let specs: Vec<TopicSpec> = schemas::pipeline_topics(&name)
         .into_iter()
-        .map(|name| TopicSpec { name, partitions, replication_factor: None })
+        .map(|name| TopicSpec { name, partitions, replication_factor: None, configs: Vec::new() })
         .collect();
     create_topics(kafka, &specs, Duration::from_secs(30)).await.with_context(|| format!("creating topic {name}"))?;
     Ok(name)

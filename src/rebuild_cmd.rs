@@ -50,6 +50,10 @@ pub struct RebuildArgs {
     #[arg(long, env = "ORDERFLOW_PAYMENT_TIMEOUT", default_value_t = ProcessSettings::PAYMENT_TIMEOUT.into(),
           value_parser = crate::args::duration)]
     payment_timeout: humantime::Duration,
+    /// Processes: how long to wait for the group's members to leave it (a killed member
+    /// stays listed until its session times out) before refusing.
+    #[arg(long, default_value = "60s", value_parser = crate::args::duration)]
+    stopped_within: humantime::Duration,
 }
 
 /// What `orderflow rebuild` rebuilds.
@@ -114,7 +118,8 @@ impl RebuildArgs {
             Target::Process(kind) => {
                 let settings =
                     ProcessSettings { payment_timeout: *self.payment_timeout, ..ProcessSettings::new(topic) };
-                crate::recover_cmd::rebuild_process(kind, store, &kafka, &contract, &settings).await?
+                crate::recover_cmd::rebuild_process(kind, store, &kafka, &contract, &settings, *self.stopped_within)
+                    .await?
             }
             Target::CheckoutKeys => {
                 let home = self.pipeline.database.region.region.as_ref();

@@ -38,25 +38,42 @@ async fn read_log(
     .await?
 }
 
-/// Refuses while `group` has members at the broker on any of `topics`.
-async fn refuse_if_members(kafka: &infra::KafkaSettings, group: &str, topics: &[String]) -> anyhow::Result<()> {
-    let inspector = infra::group_inspect::Inspector::new(kafka, Duration::from_secs(10))?;
-    let (group, topics) = (group.to_string(), topics.to_vec());
-    let busy = tokio::task::spawn_blocking(move || -> Result<usize, infra::InfraError> {
-        let mut members = 0;
-        for topic in &topics {
-            members = members.max(inspector.members(&group, topic)?.len());
+/// Waits until `group` has no members at the broker on any of `topics` (killed members
+/// leave when their session times out); refuses if some are still there after `within`.
+async fn wait_until_stopped(
+    kafka: &infra::KafkaSettings,
+    group: &str,
+    topics: &[String],
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    let mut told = false;
+    loop {
+        let inspector = infra::group_inspect::Inspector::new(kafka, Duration::from_secs(10))?;
+        let (g, t) = (group.to_string(), topics.to_vec());
+        let busy = tokio::task::spawn_blocking(move || -> Result<usize, infra::InfraError> {
+            let mut members = 0;
+            for topic in &t {
+                members = members.max(inspector.members(&g, topic)?.len());
+            }
+            Ok(members)
+        })
+        .await??;
+        if busy == 0 {
+            return Ok(());
         }
-        Ok(members)
-    })
-    .await??;
-    if busy > 0 {
-        anyhow::bail!(
-            "the group is running ({busy} member(s) at the broker): stop its members first; a process's state is \
-             rebuilt only while nobody decides with it"
-        );
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "the group {group} is running ({busy} member(s) at the broker after {within:?}): stop its \
+                 members first; a process's state is rebuilt only while nobody decides with it"
+            );
+        }
+        if !told {
+            eprintln!("waiting for the {busy} member(s) of {group} to leave it (a killed member leaves when its session times out)");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok(())
 }
 
 /// Rebuilds `kind`'s state from the log and installs it; returns the report.
@@ -66,11 +83,12 @@ pub async fn rebuild_process(
     kafka: &infra::KafkaSettings,
     contract: &infra::schema_registry::Contract,
     settings: &ProcessSettings,
+    stopped_within: Duration,
 ) -> anyhow::Result<serde_json::Value> {
     let started = Instant::now();
     let orders_topic = &settings.orders_topic;
     let reads = projections::registry::GroupKind::from(kind).topics(orders_topic);
-    refuse_if_members(kafka, &store.group(kind), &reads).await?;
+    wait_until_stopped(kafka, &store.group(kind), &reads, stopped_within).await?;
     let (ends, records) = read_log(kafka, schemas::pipeline_topics(orders_topic)).await?;
     contract.resolve(records.iter().filter_map(|r| r.payload.as_deref())).await?;
     let codec = contract.codec();

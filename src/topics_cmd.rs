@@ -40,9 +40,51 @@ pub struct CreateArgs {
     /// `default.replication.factor`.
     #[arg(long, env = "ORDERFLOW_REPLICATION_FACTOR", value_parser = clap::value_parser!(i32).range(1..=16))]
     replication_factor: Option<i32>,
+    /// How long the topics keep records: `forever` (the default, and what rebuilding
+    /// projections, processes and checkout keys from the log needs: the log is the
+    /// backup), or a duration, past which nothing older can be rebuilt. Topics that exist
+    /// already are changed to it.
+    #[arg(long, env = "ORDERFLOW_RETENTION", default_value = "forever", value_parser = parse_retention)]
+    retention: Retention,
     /// How long to wait for the broker.
     #[arg(long, default_value = "30s", value_parser = crate::args::parse_duration)]
     timeout: Duration,
+}
+
+/// How long the pipeline's topics keep their records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    Forever,
+    For(Duration),
+}
+
+impl Retention {
+    fn configs(self) -> Vec<(String, String)> {
+        match self {
+            Retention::Forever => infra::topics::keep_everything(),
+            Retention::For(d) => {
+                vec![("retention.ms".into(), d.as_millis().to_string()), ("cleanup.policy".into(), "delete".into())]
+            }
+        }
+    }
+
+    fn as_broker_reports(self) -> Option<Duration> {
+        match self {
+            Retention::Forever => None,
+            Retention::For(d) => Some(d),
+        }
+    }
+}
+
+fn parse_retention(raw: &str) -> Result<Retention, String> {
+    if raw == "forever" {
+        return Ok(Retention::Forever);
+    }
+    match crate::args::parse_duration(raw) {
+        Ok(d) if d.as_millis() > 0 => Ok(Retention::For(d)),
+        Ok(_) => Err("a retention of zero keeps nothing; give `forever` or a duration".into()),
+        Err(e) => Err(format!("{e} (or `forever`)")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -94,13 +136,31 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let partitions = existing.get(&args.topic.topic).map_or(args.partitions, |n| *n as i32);
     let specs: Vec<TopicSpec> = names
         .iter()
-        .map(|name| TopicSpec { name: name.clone(), partitions, replication_factor: args.replication_factor })
+        .map(|name| TopicSpec {
+            name: name.clone(),
+            partitions,
+            replication_factor: args.replication_factor,
+            configs: args.retention.configs(),
+        })
         .collect();
     for (name, outcome) in create_topics(&settings, &specs, args.timeout).await? {
         match outcome {
             TopicOutcome::Created => println!("created topic {name} ({partitions} partitions)"),
-            TopicOutcome::AlreadyExisted => println!("topic {name} already exists"),
+            TopicOutcome::AlreadyExisted => {
+                println!("topic {name} already exists");
+                let kept = infra::topics::retention(&settings, &name, args.timeout).await?;
+                if kept != args.retention.as_broker_reports() {
+                    infra::topics::set_configs(&settings, &name, &args.retention.configs(), args.timeout).await?;
+                    println!("  its retention was {}; now {}", shown(kept), shown(args.retention.as_broker_reports()));
+                }
+            }
         }
+    }
+    if args.retention != Retention::Forever {
+        eprintln!(
+            "warning: records older than {} are deleted; nothing older can be rebuilt from the log",
+            shown(args.retention.as_broker_reports())
+        );
     }
     let counts = partition_counts(&settings, &names).await?;
     let differing: Vec<String> =
@@ -112,6 +172,10 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         differing.join(", ")
     );
     Ok(())
+}
+
+fn shown(retention: Option<Duration>) -> String {
+    retention.map_or_else(|| "forever".to_string(), |d| humantime::format_duration(d).to_string())
 }
 
 async fn copy_decisions(args: CopyArgs) -> anyhow::Result<()> {

@@ -16,6 +16,18 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// `None`: the broker's `default.replication.factor`.
     pub replication_factor: Option<i32>,
+    /// Topic settings the topic is created with (e.g. `retention.ms`).
+    pub configs: Vec<(String, String)>,
+}
+
+/// The settings of a topic that is the source of truth: it keeps every record for ever
+/// (no time or size limit) and is never compacted (compaction keeps one record per key,
+/// and an order's events share a key). Rebuilding anything from the log needs its start.
+pub fn keep_everything() -> Vec<(String, String)> {
+    [("retention.ms", "-1"), ("retention.bytes", "-1"), ("cleanup.policy", "delete")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// What happened to one topic.
@@ -45,7 +57,12 @@ pub async fn create_topics(
         settings.client_config().create().map_err(InfraError::admin("creating the admin client"))?;
     let new_topics: Vec<NewTopic> = specs
         .iter()
-        .map(|s| NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor.unwrap_or(-1))))
+        .map(|s| {
+            s.configs.iter().fold(
+                NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor.unwrap_or(-1))),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
     let results = tokio::time::timeout(timeout + Duration::from_secs(1), admin.create_topics(&new_topics, &options))
@@ -88,4 +105,49 @@ pub async fn retention(
         .map_err(|code| InfraError::Refused { what: what(), code })?;
     let millis = resource.get("retention.ms").and_then(|e| e.value.as_deref()).and_then(|v| v.parse::<i64>().ok());
     Ok(millis.and_then(|ms| u64::try_from(ms).ok()).map(Duration::from_millis))
+}
+
+/// Sets `configs` on an existing topic, keeping its other settings. (The admin API this
+/// client speaks replaces a topic's whole set of settings, so the topic's own settings are
+/// read first and sent back with the changed ones.)
+#[tracing::instrument(skip(settings, configs), fields(brokers = %settings.brokers))]
+pub async fn set_configs(
+    settings: &KafkaSettings,
+    topic: &str,
+    configs: &[(String, String)],
+    timeout: Duration,
+) -> Result<(), InfraError> {
+    use rdkafka::admin::{AlterConfig, ConfigSource, ResourceSpecifier};
+    let admin: AdminClient<DefaultClientContext> =
+        settings.client_config().create().map_err(InfraError::admin("creating the admin client"))?;
+    let options = AdminOptions::new().request_timeout(Some(timeout));
+    let what = || format!("changing the settings of topic {topic}");
+    let described = tokio::time::timeout(
+        timeout + Duration::from_secs(1),
+        admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options),
+    )
+    .await
+    .map_err(|_| InfraError::AdminTimeout(timeout))?
+    .map_err(InfraError::admin(what()))?;
+    let mut wanted: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for resource in described {
+        let resource = resource.map_err(|code| InfraError::Refused { what: what(), code })?;
+        for entry in resource.entries {
+            if entry.source == ConfigSource::DynamicTopic && !entry.is_sensitive {
+                if let Some(value) = entry.value {
+                    wanted.insert(entry.name, value);
+                }
+            }
+        }
+    }
+    wanted.extend(configs.iter().cloned());
+    let change = wanted.iter().fold(AlterConfig::new(ResourceSpecifier::Topic(topic)), |c, (k, v)| c.set(k, v));
+    let results = tokio::time::timeout(timeout + Duration::from_secs(1), admin.alter_configs(&[change], &options))
+        .await
+        .map_err(|_| InfraError::AdminTimeout(timeout))?
+        .map_err(InfraError::admin(what()))?;
+    for result in results {
+        result.map_err(|(_, code)| InfraError::Refused { what: what(), code })?;
+    }
+    Ok(())
 }

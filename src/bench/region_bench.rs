@@ -32,7 +32,12 @@ pub async fn r1_cross_region_visibility(
     let topic = crate::kit::fresh_topic(from_kafka, "bench-regions", ctx.partitions).await?;
     let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
         .into_iter()
-        .map(|name| infra::topics::TopicSpec { name, partitions: ctx.partitions, replication_factor: None })
+        .map(|name| infra::topics::TopicSpec {
+            name,
+            partitions: ctx.partitions,
+            replication_factor: None,
+            configs: Vec::new(),
+        })
         .collect();
     infra::topics::create_topics(to_kafka, &specs, Duration::from_secs(30)).await?;
     let publisher = PublisherConfig {

@@ -181,7 +181,12 @@ impl DemoArgs {
                 let kafka = KafkaSettings::new(brokers).with_env_overrides()?;
                 let specs: Vec<TopicSpec> = schemas::pipeline_topics(topic)
                     .into_iter()
-                    .map(|name| TopicSpec { name, partitions: self.partitions, replication_factor: Some(1) })
+                    .map(|name| TopicSpec {
+                        name,
+                        partitions: self.partitions,
+                        replication_factor: Some(1),
+                        configs: Vec::new(),
+                    })
                     .collect();
                 create_topics(&kafka, &specs, Duration::from_secs(30)).await?;
                 Ok((None, kafka))

@@ -20,7 +20,7 @@ async fn broker_outage_gives_bounded_503_and_recovers_when_the_broker_returns() 
     let mut cluster = common::OwnCluster::start(1);
     let kafka = KafkaSettings::new(cluster.brokers());
     let topic = "orders".to_string();
-    let spec = [TopicSpec { name: topic.clone(), partitions: 2, replication_factor: None }];
+    let spec = [TopicSpec { name: topic.clone(), partitions: 2, replication_factor: None, configs: Vec::new() }];
     create_topics(&kafka, &spec, Duration::from_secs(20)).await.expect("topic");
     let app = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(2)).await;
     let (status, before) = app.post("/orders", &order_body("before"), None).await;

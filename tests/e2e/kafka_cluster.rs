@@ -179,7 +179,7 @@ async fn on_three_nodes_killing_the_leader_of_a_busy_partition_loses_no_accepted
     // Replication factor 3 and min.insync.replicas 2 are the cluster's defaults.
     let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
         .into_iter()
-        .map(|name| infra::topics::TopicSpec { name, partitions: 3, replication_factor: None })
+        .map(|name| infra::topics::TopicSpec { name, partitions: 3, replication_factor: None, configs: Vec::new() })
         .collect();
     infra::topics::create_topics(&kafka, &specs, Duration::from_secs(30)).await.expect("topics");
     let app = common::TestCheckout::spawn(&kafka, &topic, Duration::from_secs(5)).await;

@@ -54,7 +54,12 @@ async fn recreate(kafka: &infra::KafkaSettings, topic: &str) {
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().expect("admin");
     admin.delete_topics(&[topic], &AdminOptions::new()).await.expect("delete topic");
     let deadline = Instant::now() + Duration::from_secs(60);
-    let spec = infra::topics::TopicSpec { name: topic.to_string(), partitions: 1, replication_factor: None };
+    let spec = infra::topics::TopicSpec {
+        name: topic.to_string(),
+        partitions: 1,
+        replication_factor: None,
+        configs: Vec::new(),
+    };
     // Deletion completes in the background: creating fails until it has.
     while infra::topics::create_topics(kafka, std::slice::from_ref(&spec), Duration::from_secs(10)).await.is_err()
         || common::log_ends(kafka, topic).await.is_empty()

@@ -657,6 +657,19 @@ async fn topics_create_makes_every_topic_of_the_pipeline_and_groups_lists_the_st
     {
         assert!(out.contains(&format!("created topic {name} (2 partitions)")), "{out}");
         assert_eq!(common::log_ends(&kafka, &name).await.len(), 2, "{name}");
+        let kept = infra::topics::retention(&kafka, &name, Duration::from_secs(10)).await.expect("retention");
+        assert_eq!(kept, None, "{name} keeps every record: the log is the backup");
+    }
+    // A pipeline made with a bounded retention is brought back to keeping everything.
+    let bounded = format!("bounded-{}", uuid::Uuid::new_v4().simple());
+    common::run_orderflow(&["topics", "create", "--topic", &bounded, "--partitions", "1", "--retention", "1d"]);
+    let day = infra::topics::retention(&kafka, &bounded, Duration::from_secs(10)).await.expect("retention");
+    assert_eq!(day, Some(Duration::from_secs(86_400)));
+    let out = common::run_orderflow(&["topics", "create", "--topic", &bounded]);
+    assert!(out.contains("its retention was 1day; now forever"), "{out}");
+    for name in schemas::pipeline_topics(&bounded) {
+        let kept = infra::topics::retention(&kafka, &name, Duration::from_secs(10)).await.expect("retention");
+        assert_eq!(kept, None, "{name}");
     }
 
     // A stock group with offsets on the stock topic shows up in `orderflow groups`.

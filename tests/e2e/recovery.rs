@@ -140,7 +140,7 @@ async fn process_state_dropped_and_rebuilt_from_the_log_equals_what_it_was_and_d
     // A rebuild refuses while the group runs.
     shop.processes = Some(common::Processes::start(&shop.store, &shop.topic, shop.payment_timeout));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let args = ["rebuild", "stock", "--json"];
+    let args = ["rebuild", "stock", "--json", "--stopped-within", "2s"];
     let env_pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .args(args)
@@ -246,4 +246,210 @@ async fn after_the_key_store_is_lost_and_rebuilt_from_the_log_retries_get_their_
     assert_eq!((status, &answer["error"]), (422, &json!("idempotency_key_reused")), "{answer}");
     let owner_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM checkout_orders").fetch_one(&pool).await.expect("n");
     assert_eq!(owner_rows, owners);
+}
+
+/// The pipeline's services as child processes on one database, as an operator runs them.
+struct Site {
+    env: Vec<(&'static str, String)>,
+    port: u16,
+    checkout: Option<common::Child>,
+    consumers: Vec<common::Child>,
+}
+
+const ALL_GROUPS: [&str; 6] = ["inventory", "payment", "fulfilment", "history", "order-process", "stock"];
+
+impl Site {
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    fn start_checkout(&mut self) {
+        let listen = format!("127.0.0.1:{}", self.port);
+        let tokens = common::tokens_file();
+        let args = ["checkout", "--listen", &listen, "--publish-timeout", "2s", "--auth-tokens", &tokens];
+        self.checkout = Some(common::Child::spawn(&args, &self.env()));
+    }
+
+    fn start_consumers(&mut self) {
+        for group in ALL_GROUPS {
+            let child = common::Child::spawn(&["consume", group], &self.env());
+            self.consumers.push(child);
+        }
+    }
+
+    /// Everything SIGKILLed at once, as when the database's host is lost with the
+    /// services' connections.
+    fn kill_all(&mut self) {
+        self.checkout.take();
+        self.consumers.clear();
+    }
+
+    /// One step of the README's runbook.
+    fn run(&self, args: &[&str]) -> String {
+        common::run_orderflow_with(args, &self.env())
+    }
+}
+
+/// Sends `path` with `body` under `key` until the checkout answers anything but a
+/// transient failure (503, 409, no connection), as the API tells clients to.
+async fn until_answered(client: &reqwest::Client, url: &str, body: &Value, key: &str) -> (u16, Value) {
+    loop {
+        match orderflow::load::post_json(client, url, body, Some(key)).await {
+            Ok((status, answer)) if status != 503 && status != 409 => return (status, answer),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_database_lost_while_orders_flow_comes_back_from_the_log_by_the_runbook_exactly() {
+    const ORDERS: usize = 400;
+    const SKUS: usize = 5;
+    const UNITS: i64 = 60;
+    let kafka = common::kafka();
+    let topic = common::fresh_topic("drill", 4).await;
+    let database_url = common::fresh_database().await;
+    let database = database_url.rsplit('/').next().expect("name").to_string();
+    let admin_url = std::env::var("ORDERFLOW_DATABASE_URL").expect("admin url");
+    let port = common::free_port();
+    let mut site = Site {
+        env: vec![
+            ("ORDERFLOW_BROKERS", kafka.brokers.clone()),
+            ("ORDERFLOW_DATABASE_URL", database_url.clone()),
+            ("ORDERFLOW_TOPIC", topic.clone()),
+            ("ORDERFLOW_GROUP_PREFIX", common::fresh_group_prefix()),
+            ("ORDERFLOW_PAYMENT_TIMEOUT", "15m".into()),
+        ],
+        port,
+        checkout: None,
+        consumers: Vec::new(),
+    };
+    site.run(&["migrate"]);
+    site.start_checkout();
+    site.start_consumers();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = orderflow::load::http_client_with(Some(&common::token(common::ALL_SCOPES)));
+    for s in 0..SKUS {
+        let body = json!({"warehouse": "BER-1", "delta": UNITS, "reason": "received"});
+        let (status, _) =
+            until_answered(&client, &format!("{base}/inventory/SKU-{s}/adjustments"), &body, &format!("stock-{s}"))
+                .await;
+        assert_eq!(status, 202);
+    }
+
+    // Clients place orders and pay every third one, each request under its key until it
+    // is answered, while the database is lost and recovered.
+    let load = tokio::spawn({
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let mut answers = BTreeMap::new();
+            for chunk in (0..ORDERS).collect::<Vec<_>>().chunks(4) {
+                let placed = futures::future::join_all(chunk.iter().map(|i| {
+                    let body = json!({"customer_id": format!("c-{i}"), "currency": "EUR", "ship_to": {"country": "DE"},
+                        "lines": [{"sku": format!("SKU-{}", i % SKUS), "quantity": 1, "unit_price_minor": 700}]});
+                    let (client, url, key) = (&client, format!("{base}/orders"), format!("order-{i}"));
+                    async move { (*i, until_answered(client, &url, &body, &key).await) }
+                }))
+                .await;
+                for (i, (status, answer)) in placed {
+                    assert_eq!(status, 202, "order {i}: {answer}");
+                    let order = answer["order_id"].as_str().expect("order id").to_string();
+                    if i % 3 == 0 {
+                        let body = json!({"status": "captured", "amount_minor": 700, "provider_ref": format!("p-{i}")});
+                        let url = format!("{base}/orders/{order}/payments");
+                        let (status, paid) = until_answered(&client, &url, &body, &format!("pay-{i}")).await;
+                        assert_eq!(status, 202, "payment {i}: {paid}");
+                    }
+                    answers.insert(i, order);
+                }
+                tokio::time::sleep(Duration::from_millis(120)).await;
+            }
+            answers
+        }
+    });
+
+    // Lost: the services die with it; the server is re-initialised with an empty database.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!load.is_finished(), "the load ended before the loss");
+    site.kill_all();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.expect("admin");
+    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&mut admin).await.expect("drop");
+    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.expect("create");
+
+    // The README's runbook, step by step.
+    let recovery = std::time::Instant::now();
+    site.run(&["migrate"]);
+    site.run(&["rebuild", "checkout-keys", "--json"]);
+    site.start_checkout();
+    let stock = site.run(&["rebuild", "stock", "--json"]);
+    let process = site.run(&["rebuild", "order-process", "--json"]);
+    site.start_consumers();
+    let answers = load.await.expect("load");
+    let store = projections::store::Store::connect(&database_url).await.expect("store");
+    let store = store.with_group_prefix(&site.env[3].1).expect("prefix");
+    let groups: Vec<(String, String)> = ALL_GROUPS
+        .iter()
+        .flat_map(|g| {
+            let kind: projections::registry::GroupKind = g.parse().expect("group");
+            orderflow::kit::reading(kind, &store.group(kind), &topic)
+        })
+        .collect();
+    let reached =
+        orderflow::kit::wait_settled(&store, &kafka, &groups, Duration::from_secs(120)).await.expect("settle");
+    assert!(reached.values().all(|r| *r), "not settled: {reached:?}");
+    eprintln!(
+        "recovered in {:.1} s (runbook and catching up, {ORDERS} orders); stock: {stock}; order process: {process}",
+        recovery.elapsed().as_secs_f64()
+    );
+
+    // No retried request published twice: one OrderPlaced id per key's order, and the
+    // log's orders are exactly the answered ones.
+    let log = decoded_log(&kafka, &topic).await;
+    let placed = crate::order_process::decisions_per_order(&log, schemas::EventKind::OrderPlaced);
+    let answered: std::collections::BTreeSet<uuid::Uuid> = answers.values().map(|o| o.parse().expect("uuid")).collect();
+    assert_eq!(placed.keys().copied().collect::<std::collections::BTreeSet<_>>(), answered);
+    assert!(placed.values().all(|n| *n == 1), "an order placed twice");
+    let captured = crate::order_process::decisions_per_order(&log, schemas::EventKind::PaymentCaptured);
+    assert_eq!(captured.len(), ORDERS.div_ceil(3));
+    assert!(captured.values().all(|n| *n == 1), "a payment captured twice");
+
+    // No order decided twice, every order decided, and its status is what its decisions say.
+    let decisions = decoded_log(&kafka, &schemas::decisions_topic(&topic)).await;
+    let confirmed = crate::order_process::decisions_per_order(&decisions, schemas::EventKind::OrderConfirmed);
+    let rejected = crate::order_process::decisions_per_order(&decisions, schemas::EventKind::OrderRejected);
+    let mut per_sku = BTreeMap::new();
+    for (i, order) in &answers {
+        let id: uuid::Uuid = order.parse().expect("uuid");
+        let decided = confirmed.get(&id).copied().unwrap_or(0) + rejected.get(&id).copied().unwrap_or(0);
+        assert_eq!(decided, 1, "order {i} decided {decided} times");
+        let status = store.reads().order_status(id).await.expect("status").expect("known").status;
+        let want = match (confirmed.contains_key(&id), i % 3 == 0) {
+            (true, true) => OrderStatus::Paid,
+            (true, false) => OrderStatus::Confirmed,
+            (false, _) => OrderStatus::Rejected,
+        };
+        assert_eq!(status, want, "order {i}");
+        if confirmed.contains_key(&id) {
+            *per_sku.entry(format!("SKU-{}", i % SKUS)).or_insert(0i64) += 1;
+        }
+    }
+    // Every SKU's level is its reservations, never oversold, in the process and the view.
+    let levels = store.reads().inventory_levels().await.expect("levels");
+    for s in 0..SKUS {
+        let sku = format!("SKU-{s}");
+        let reserved = per_sku.get(&sku).copied().unwrap_or(0);
+        let level = levels.iter().find(|l| l.sku == sku).expect("level");
+        assert_eq!((level.on_hand, level.reserved), (UNITS, reserved), "{sku}");
+        let row = sqlx::query("SELECT on_hand, reserved FROM stock_levels WHERE sku = $1")
+            .bind(&sku)
+            .fetch_one(store.pool())
+            .await
+            .expect("stock row");
+        assert_eq!((row.get::<i64, _>("on_hand"), row.get::<i64, _>("reserved")), (UNITS, reserved), "{sku}");
+    }
+    // Every view equals the one a calm reader builds from the same log.
+    let calm = common::calm_rebuild(&kafka, &topic).await;
+    let want = calm.reads().snapshot().await.expect("calm");
+    common::assert_same_projection(&store.reads().snapshot().await.expect("recovered"), &want, "after the drill");
+    site.kill_all();
 }

@@ -36,7 +36,7 @@ async fn fresh_topic_in_both(eu: &KafkaSettings, us: &KafkaSettings, prefix: &st
     let topic = orderflow::kit::fresh_topic(eu, prefix, partitions).await.expect("eu topics");
     let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
         .into_iter()
-        .map(|name| infra::topics::TopicSpec { name, partitions, replication_factor: None })
+        .map(|name| infra::topics::TopicSpec { name, partitions, replication_factor: None, configs: Vec::new() })
         .collect();
     infra::topics::create_topics(us, &specs, Duration::from_secs(30)).await.expect("us topics");
     topic

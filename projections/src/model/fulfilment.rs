@@ -122,9 +122,12 @@ impl Projection for Fulfilment {
             }
             (Event::OrderRejected(_), S::AwaitingPayment | S::ReadyToShip | S::Packed) => next.status = S::Rejected,
             (Event::OrderExpired(_), S::AwaitingPayment | S::ReadyToShip | S::Packed) => next.status = S::Expired,
-            // The order is dead already: a capture is asked back by the order process, a
-            // cancellation changes nothing.
-            (Event::PaymentCaptured(_) | Event::OrderCancelled(_), S::Rejected | S::Expired) => {}
+            // The order is dead already: a capture is asked back by the order process (it
+            // is still when the money came, as it is when the capture was read before the
+            // decision: either order of the two topics gives the same row), a cancellation
+            // changes nothing.
+            (Event::PaymentCaptured(_), S::Rejected | S::Expired) => next.paid_at = order.paid_at.or(Some(at)),
+            (Event::OrderCancelled(_), S::Rejected | S::Expired) => {}
             (other, status) => return Err(reject(other, status)),
         }
         Ok(Effect::order(next))
@@ -162,7 +165,12 @@ mod decision_tests {
             assert_eq!(dead.as_ref().map(|o| o.status), Some(status));
             assert!(Fulfilment::apply(dead.as_ref(), &sample(EventKind::ShipmentShipped)).is_err());
             let captured = Fulfilment::apply(dead.as_ref(), &sample(EventKind::PaymentCaptured)).expect("capture");
-            assert_eq!(captured.order.map(|o| o.status), Some(status));
+            assert_eq!(captured.order.as_ref().map(|o| o.status), Some(status));
+            // Captured before the decision was read: the same row.
+            let paid =
+                Fulfilment::apply(placed().as_ref(), &sample(EventKind::PaymentCaptured)).expect("capture").order;
+            let paid_then_dead = Fulfilment::apply(paid.as_ref(), &sample(decision)).expect("decision").order;
+            assert_eq!(paid_then_dead, captured.order, "{decision:?}");
         }
     }
 }
