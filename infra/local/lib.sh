@@ -8,6 +8,7 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 state_dir=${ORDERFLOW_LOCAL_DIR:-$repo_root/.local}
 broker_port=${ORDERFLOW_LOCAL_BROKER_PORT:-19092}
 pg_port=${ORDERFLOW_LOCAL_PG_PORT:-15432}
+pg_replica_port=${ORDERFLOW_LOCAL_PG_REPLICA_PORT:-$((pg_port + 1))}
 pg_bin=${ORDERFLOW_PG_BIN:-/usr/lib/postgresql/15/bin}
 
 # The one pinned Apache Kafka version: the broker, its storage formatter and the admin tools
@@ -113,4 +114,44 @@ ensure_mirror_jars() {
       -DoutputDirectory="$mirror_lib" >&2
   done
   touch "$mirror_lib/.complete"
+}
+
+pg_ready_on() { "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$1"; }
+
+# start_pg PGDATA PORT [-c setting=value ...]: starts the server of an initialised PGDATA
+# on 127.0.0.1:PORT (its socket in PGDATA.sock), unless something answers there already.
+start_pg() {
+  local data=$1 port=$2 sock=$1.sock
+  shift 2
+  mkdir -p "$sock"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$sock"; fi
+  if pg_ready_on "$port"; then
+    log "PostgreSQL already running on 127.0.0.1:$port"
+    return
+  fi
+  log "starting PostgreSQL ($data) on 127.0.0.1:$port"
+  as_pg "$pg_bin/pg_ctl" -D "$data" -w -t 60 -l "$data/server.log" \
+    -o "-p $port -k $sock -c listen_addresses=127.0.0.1 -c max_connections=200 $*" start >&2
+  wait_for 60 "PostgreSQL on port $port" pg_ready_on "$port"
+}
+
+# start_pg_replica PRIMARY_PORT PGDATA PORT [-c setting=value ...]: a streaming replica
+# (hot standby, read-only) of the server on PRIMARY_PORT, made once with pg_basebackup
+# (-R writes standby.signal and primary_conninfo) on a replication slot of its own, so the
+# primary keeps the WAL the replica has not received yet; then started on PORT.
+start_pg_replica() {
+  local primary=$1 data=$2 port=$3 slot
+  shift 3
+  slot=orderflow_$(basename "$data" | tr -c 'a-z0-9_\n' '_')
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "making a streaming replica of 127.0.0.1:$primary in $data (pg_basebackup)"
+    psql -h 127.0.0.1 -p "$primary" -U postgres -qtAc \
+      "SELECT pg_drop_replication_slot('$slot') FROM pg_replication_slots WHERE slot_name = '$slot'" >/dev/null
+    mkdir -p "$data"
+    chmod 700 "$data"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$data"; fi
+    as_pg "$pg_bin/pg_basebackup" -h 127.0.0.1 -p "$primary" -U postgres -D "$data" -R -X stream -c fast \
+      -C -S "$slot" >&2
+  fi
+  start_pg "$data" "$port" -c hot_standby=on "$@"
 }

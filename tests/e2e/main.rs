@@ -26,5 +26,6 @@ mod rebuild;
 mod rebuild_guard;
 mod recovery;
 mod regions;
+mod replica;
 mod retention;
 mod schema_registry;

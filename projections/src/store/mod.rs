@@ -50,7 +50,8 @@ pub use process::{DecisionCount, OrderStatusRow, OutboxRow, Recovered, RelayLeas
 #[cfg(feature = "test-support")]
 pub use reads::Snapshot;
 pub use reads::{
-    rfc3339, CurrencySummary, DailyRevenue, InventoryLevel, OrderView, ReservationView, ShopSummary, StatusCount, Total,
+    rfc3339, CurrencySummary, DailyRevenue, InventoryLevel, OrderView, ReplicaLag, ReservationView, ShopSummary,
+    StatusCount, Total,
 };
 pub use records::{Batch, BatchOutcome, LogRecord};
 pub use retention::{Pruned, Retention};

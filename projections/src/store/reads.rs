@@ -7,6 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::connection::Dialect;
 use super::error::StoreError;
 use super::roles::Reads;
 use super::rows::StoredState;
@@ -525,5 +526,37 @@ impl Reads {
             fulfilment_rows: count("SELECT COUNT(*) FROM order_fulfilment").await?,
             dead_letters: count("SELECT COUNT(*) FROM dead_letters").await?,
         })
+    }
+}
+
+/// How far a streaming replica is behind its primary.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplicaLag {
+    /// WAL received from the primary and not yet applied, in bytes.
+    pub unapplied_bytes: i64,
+    /// Since the newest transaction it applied committed on the primary (grows while the
+    /// primary is idle, so read it with `unapplied_bytes`).
+    pub seconds_since_replayed: f64,
+}
+
+impl Reads {
+    /// How far behind its primary this database is, when it is a replica (`None`: the
+    /// primary itself, or SQLite).
+    pub async fn replica_lag(&self) -> Result<Option<ReplicaLag>, StoreError> {
+        if self.store.dialect != Dialect::Postgres || !self.store.is_standby().await? {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0) AS BIGINT)
+                    AS unapplied,
+                    CAST(COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) AS DOUBLE PRECISION)
+                    AS seconds",
+        )
+        .fetch_one(&self.store.pool)
+        .await?;
+        Ok(Some(ReplicaLag {
+            unapplied_bytes: row.try_get("unapplied")?,
+            seconds_since_replayed: row.try_get("seconds")?,
+        }))
     }
 }

@@ -226,7 +226,7 @@ impl Store {
     /// projection's live generation tables and views, then the analyst grants.
     #[tracing::instrument(skip(self))]
     pub(super) async fn prepare_catalog(&self) -> Result<(), StoreError> {
-        if self.dialect == Dialect::Postgres && !self.manages_catalog().await? {
+        if self.dialect == Dialect::Postgres && (self.is_standby().await? || !self.manages_catalog().await?) {
             // A service running under its own role (see `SERVICE_ROLES`) may not change
             // the catalog; the owner migrated it (`orderflow migrate`), or it says so.
             return self.check_migrated().await;
@@ -241,6 +241,14 @@ impl Store {
             conn.execute(format!("SELECT pg_advisory_unlock({CATALOG_LOCK})").as_str()).await?;
         }
         result
+    }
+
+    /// Whether the server is a read-only standby (a streaming replica): nothing can change
+    /// its catalog, which comes from the primary with the rows.
+    pub(super) async fn is_standby(&self) -> Result<bool, StoreError> {
+        let standby: i32 =
+            sqlx::query_scalar("SELECT CAST(pg_is_in_recovery() AS INTEGER)").fetch_one(&self.pool).await?;
+        Ok(standby == 1)
     }
 
     /// Whether this connection's role may create roles (a superuser, or a managed
