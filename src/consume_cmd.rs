@@ -75,7 +75,10 @@ impl ConsumeArgs {
             tracing::info!(group = %config.group, %projection, mirrors = ?config.mirrors, brokers = %kafka.brokers, "Member starting.");
             let mut member = run_member(config.clone(), &kafka, store.clone())?;
             let switched = tokio::select! {
-                result = member.wait() => { result?; false }
+                result = member.wait() => match result {
+                    Err(e) if e.instance_id_held() => { held_instance_id(&e).await; true }
+                    result => { result?; false }
+                },
                 _ = &mut shutdown => {
                     member.request_stop();
                     member.wait().await?;
@@ -133,13 +136,19 @@ impl ConsumeArgs {
         let pruner = self.spawn_pruner(&kafka, &store, &topic).await;
         let metrics = self.metrics.spawn().await?;
         let mut relay = consumers::spawn_relay(store.outbox(), &kafka, wake);
-        tracing::info!(group = %config.group, %process, %topic, brokers = %kafka.brokers, "Member starting.");
-        let mut member = run_member(config, &kafka, store.clone())?;
         tokio::pin!(shutdown);
-        let relay_ended = tokio::select! {
-            result = member.wait() => { result?; None }
-            _ = &mut shutdown => { member.request_stop(); member.wait().await?; None }
-            result = relay.ended() => Some(result),
+        let (mut member, relay_ended) = loop {
+            tracing::info!(group = %config.group, %process, %topic, brokers = %kafka.brokers, "Member starting.");
+            let mut member = run_member(config.clone(), &kafka, store.clone())?;
+            let relay_ended = tokio::select! {
+                result = member.wait() => match result {
+                    Err(e) if e.instance_id_held() => { held_instance_id(&e).await; continue }
+                    result => { result?; None }
+                },
+                _ = &mut shutdown => { member.request_stop(); member.wait().await?; None }
+                result = relay.ended() => Some(result),
+            };
+            break (member, relay_ended);
         };
         match relay_ended {
             // The relay gave up (the broker refused it): the member stops too.
@@ -157,6 +166,18 @@ impl ConsumeArgs {
     }
 }
 
+/// How long a member refused its instance id waits before it starts again.
+const INSTANCE_ID_RETRY: Duration = Duration::from_secs(5);
+
+/// A static member started while the broker still counts a crashed one under its name
+/// (the consumer protocol refuses it until the dead one's session ends): wait, then the
+/// caller starts the member again.
+async fn held_instance_id(error: &consumers::ConsumerError) {
+    tracing::warn!(error = error as &dyn std::error::Error, retry_in = ?INSTANCE_ID_RETRY,
+        "The instance id is still held by a member the broker has not timed out yet. Starting again shortly.");
+    tokio::time::sleep(INSTANCE_ID_RETRY).await;
+}
+
 /// The dedupe window actually kept: at least the topic's retention, since a rebuild or a
 /// replay re-reads anything the log still holds, and a copy of an event still in the log
 /// must still be recognised.
@@ -167,7 +188,7 @@ async fn dedupe_window(kafka: &infra::KafkaSettings, topic: &str, configured: Du
             retention
         }
         Ok(None) => {
-            tracing::warn!(
+            tracing::info!(
                 ?configured,
                 topic,
                 "The topic keeps records for ever. Event ids older than the dedupe window are still pruned."

@@ -21,7 +21,30 @@ pub enum ConsumerError {
     /// is shutting down); its transaction did not commit.
     #[error("applying a batch ended abnormally")]
     BatchTask(#[source] tokio::task::JoinError),
+    /// The client hit an error librdkafka cannot recover from. Under the consumer group
+    /// protocol (KIP-848) that is how a static member started while the broker still
+    /// counts a crashed one under its instance id is refused (`UnreleasedInstanceId`).
+    #[error("kafka: fatal error {code:?}: {reason}{}", Self::hint(*code))]
+    Fatal { code: rdkafka::types::RDKafkaErrorCode, reason: String },
     /// The member's thread ended without reporting how.
     #[error("the member thread ended without a result")]
     Vanished,
+}
+
+impl ConsumerError {
+    fn hint(code: rdkafka::types::RDKafkaErrorCode) -> &'static str {
+        match code {
+            rdkafka::types::RDKafkaErrorCode::UnreleasedInstanceId => {
+                " (the instance id is still held by a member the broker has not yet timed out: \
+                 start again once its session ended, group.consumer.session.timeout.ms under the consumer protocol)"
+            }
+            _ => "",
+        }
+    }
+
+    /// Whether starting the member again later may succeed (the broker still counts a
+    /// crashed member under this member's instance id).
+    pub fn instance_id_held(&self) -> bool {
+        matches!(self, ConsumerError::Fatal { code: rdkafka::types::RDKafkaErrorCode::UnreleasedInstanceId, .. })
+    }
 }

@@ -7,6 +7,7 @@ mod decision_bench;
 mod pipeline_bench;
 mod projector_bench;
 mod region_bench;
+mod restart_bench;
 mod stats;
 
 use std::time::Duration;
@@ -52,7 +53,7 @@ pub struct BenchArgs {
     #[arg(long)]
     json: Option<std::path::PathBuf>,
     /// Only these figures, comma separated (e.g. `P4` or `P1,P2`); default: all.
-    #[arg(long, value_delimiter = ',', value_parser = ["P1", "P2", "P3", "P3b", "P4", "P5", "P6", "P7", "R1"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["P1", "P2", "P3", "P3b", "P4", "P5", "P6", "P7", "R1", "S1"])]
     only: Vec<String>,
     /// Two regions for R1 (202 in one → visible in the other), `<region>=<brokers>` each,
     /// the placing region first (more are ignored); `infra/local/up --regions eu,us` exports them. Without
@@ -118,7 +119,7 @@ impl BenchArgs {
             "orderflow bench needs a PostgreSQL server (--database-url postgres://…, or ORDERFLOW_DATABASE_URL, \
              which `infra/local/up` exports): each run creates fresh databases there"
         );
-        let figures_planned = 5 * u64::from(self.repeats) + 3;
+        let figures_planned = 5 * u64::from(self.repeats) + 6;
         let progress = indicatif::ProgressBar::new(figures_planned);
         progress.set_style(
             indicatif::ProgressStyle::with_template("bench {bar:30} {pos}/{len} runs {msg}")
@@ -199,6 +200,10 @@ impl BenchArgs {
                 [] => eprintln!("R1 left out: no --regions (infra/local/up --regions eu,us exports them)"),
                 [_] => anyhow::bail!("--regions takes two regions, e.g. eu=127.0.0.1:19392,us=127.0.0.1:19492"),
             }
+        }
+        if wanted("S1") {
+            ctx.progress.set_message("S1 decider stall after SIGKILL");
+            figures.extend(restart_bench::s1_restart_stall(&ctx, &databases).await?);
         }
         if wanted("P7") {
             ctx.progress.set_message("P7 consumer memory");

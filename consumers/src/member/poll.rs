@@ -166,6 +166,11 @@ fn poll_batches(
             if let Some(refusal) = context.access.refusal() {
                 return Err(ConsumerError::Denied(refusal));
             }
+            // A fatal error leaves the client unable to consume for good: stop, rather than
+            // poll a dead client for ever.
+            if let Some((code, reason)) = consumer.client().fatal_error() {
+                return Err(ConsumerError::Fatal { code, reason });
+            }
         }
         // A batch in flight that is done is finished first.
         if flight.is_done() {
