@@ -6,7 +6,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::event::EventKind;
-use crate::names::{TopicRole, EVENT_ID_HEADER, PRINCIPAL_HEADER};
+use crate::names::{TopicRole, EVENT_ID_HEADER, PRINCIPAL_HEADER, REQUEST_HEADER};
 use crate::registry::{builtin_contract, ContractFile};
 
 /// The key a kind of event is published under.
@@ -157,6 +157,11 @@ fn message(kind: EventKind, file: Option<&ContractFile>) -> Value {
                     "type": "string",
                     "format": "uuid",
                     "description": "The event's id, as in its envelope; the checkout sets it. Another region finds the record's copy by it; informational.",
+                },
+                REQUEST_HEADER: {
+                    "type": "string",
+                    "pattern": "^v1 [0-9a-f]{64} [0-9a-f]{64} -?[0-9]+$",
+                    "description": "Set by the checkout on an event appended under an Idempotency-Key: `v1 <SHA-256 of scope and key> <SHA-256 of the request> <epoch ms of the key's first claim>`, digests only. `orderflow rebuild checkout-keys` restores the key store from it.",
                 },
             },
         },

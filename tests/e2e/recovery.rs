@@ -125,8 +125,18 @@ async fn process_state_dropped_and_rebuilt_from_the_log_equals_what_it_was_and_d
     let before = process_state(&pool).await;
     assert!(before["process_orders"].iter().filter(|r| !r.ends_with("|none")).count() >= 3, "running timers");
 
-    for table in ["process_orders", "stock_levels", "stock_holds", "consumer_offsets", "processed_events"] {
+    // Every process table, and what the database held of the process groups' reading.
+    for table in ["process_orders", "stock_levels", "stock_holds"] {
         sqlx::query(&format!("DELETE FROM {table}")).execute(&pool).await.expect("delete");
+    }
+    for process in [projections::registry::ProcessKind::OrderProcess, projections::registry::ProcessKind::Stock] {
+        for table in ["consumer_offsets", "processed_events"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE group_id = $1"))
+                .bind(shop.store.group(process))
+                .execute(&pool)
+                .await
+                .expect("delete");
+        }
     }
     let ends = all_ends(&shop).await;
     let env = env_of(&shop);
@@ -368,8 +378,19 @@ async fn the_whole_database_lost_while_orders_flow_comes_back_from_the_log_by_th
         }
     });
 
+    // The audit trail is backed up as the README says (an audited action in it first).
+    site.run(&["rebuild", "history", "--drop-old", "--no-rebuild"]);
+    let backup = std::env::temp_dir().join(format!("orderflow-audit-{database}.sql"));
+    let pg_bin = std::env::var("ORDERFLOW_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    let dumped = std::process::Command::new(format!("{pg_bin}/pg_dump"))
+        .args(["--data-only", "--table", "operator_actions", "--table", "offset_resets", &database_url])
+        .output()
+        .expect("pg_dump");
+    assert!(dumped.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dumped.stderr));
+    std::fs::write(&backup, &dumped.stdout).expect("backup written");
+
     // Lost: the services die with it; the server is re-initialised with an empty database.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!load.is_finished(), "the load ended before the loss");
     site.kill_all();
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.expect("admin");
@@ -379,6 +400,11 @@ async fn the_whole_database_lost_while_orders_flow_comes_back_from_the_log_by_th
     // The README's runbook, step by step.
     let recovery = std::time::Instant::now();
     site.run(&["migrate"]);
+    let restored = std::process::Command::new("psql")
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-f", &backup.display().to_string(), &database_url])
+        .output()
+        .expect("psql");
+    assert!(restored.status.success(), "restoring the audit trail: {}", String::from_utf8_lossy(&restored.stderr));
     site.run(&["rebuild", "checkout-keys", "--json"]);
     site.start_checkout();
     let stock = site.run(&["rebuild", "stock", "--json"]);
@@ -447,6 +473,13 @@ async fn the_whole_database_lost_while_orders_flow_comes_back_from_the_log_by_th
             .expect("stock row");
         assert_eq!((row.get::<i64, _>("on_hand"), row.get::<i64, _>("reserved")), (UNITS, reserved), "{sku}");
     }
+    // The audit trail holds the action from before the loss and the runbook's rebuilds.
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM operator_actions ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .expect("audit");
+    assert_eq!(actions.first().map(String::as_str), Some("rebuild --no-rebuild"), "{actions:?}");
+    assert_eq!(actions.iter().filter(|a| *a == "rebuild").count(), 3, "{actions:?}");
     // Every view equals the one a calm reader builds from the same log.
     let calm = common::calm_rebuild(&kafka, &topic).await;
     let want = calm.reads().snapshot().await.expect("calm");
