@@ -120,6 +120,14 @@ async fn after_on_a_replica_answers_only_once_it_holds_the_rows_and_the_promoted
         "replica: {read_back} reads with after= exact; {missing_without_after} missing without it; slowest {slowest:?}"
     );
     assert!(missing_without_after > 0, "the replica was never behind: the test proves nothing");
+    // Analysts log in to the replica under their own role and read the views there.
+    let analyst_url = replica_url.replacen("postgres@", "orderflow_analyst@", 1);
+    let mut analyst = <sqlx::PgConnection as sqlx::Connection>::connect(&analyst_url).await.expect("analyst logs in");
+    let paid: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM order_payments").fetch_one(&mut analyst).await.expect("view");
+    assert!(paid > 0, "the analyst sees the replica's rows");
+    let refused = sqlx::query("SELECT COUNT(*) FROM consumer_offsets").fetch_one(&mut analyst).await;
+    assert!(refused.is_err(), "and nothing but the views");
 
     // The primary stops; the replica is promoted and the members move to it.
     processes.settle(&primary, &projection_groups(&primary, &topic)).await;
