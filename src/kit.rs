@@ -23,6 +23,22 @@ pub async fn fresh_topic(kafka: &KafkaSettings, prefix: &str, partitions: i32) -
     Ok(name)
 }
 
+/// How many members `group` has at the broker on any of `topics` (the most on one): what
+/// commands that must not run beside a group's members check first.
+pub async fn members_at_broker(kafka: &KafkaSettings, group: &str, topics: &[String]) -> anyhow::Result<usize> {
+    let inspector = infra::group_inspect::Inspector::new(kafka, Duration::from_secs(10))?;
+    let (group, topics) = (group.to_string(), topics.to_vec());
+    let members = tokio::task::spawn_blocking(move || -> Result<usize, infra::InfraError> {
+        let mut most = 0;
+        for topic in &topics {
+            most = most.max(inspector.members(&group, topic)?.len());
+        }
+        Ok(most)
+    })
+    .await??;
+    Ok(members)
+}
+
 /// A consumer-group name prefix of its own: runs sharing one broker (or a previous run's
 /// dead members) must not rebalance each other's groups.
 pub fn fresh_group_prefix() -> String {

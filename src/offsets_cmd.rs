@@ -168,16 +168,11 @@ impl ResetArgs {
             eprintln!("dry run: nothing moved; add --execute to move the stored offsets of group {}", self.group);
             return Ok(());
         }
-        let members = {
-            let inspector = Inspector::new(kafka, Duration::from_secs(10))?;
-            let (group, topic) = (self.group.clone(), topic.clone());
-            tokio::task::spawn_blocking(move || inspector.members(&group, &topic)).await??
-        };
+        let members = crate::kit::members_at_broker(kafka, &self.group, std::slice::from_ref(topic)).await?;
         anyhow::ensure!(
-            members.is_empty(),
-            "group {} has {} member(s) at the broker: stop them first (a running member would keep its own position)",
+            members == 0,
+            "group {} has {members} member(s) at the broker: stop them first (a running member would keep its own position)",
             self.group,
-            members.len()
         );
         let operator = self.operator.name();
         let arguments = json!({"group": self.group, "topic": topic, "target": target, "to": to});

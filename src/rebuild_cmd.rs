@@ -254,18 +254,14 @@ async fn refuse_if_running(
     if groups.is_empty() {
         return Ok(());
     }
-    let inspector = infra::group_inspect::Inspector::new(kafka, Duration::from_secs(10))?;
-    let topic = topic.to_string();
-    let busy = tokio::task::spawn_blocking(move || -> Result<Option<(String, usize)>, infra::InfraError> {
-        for group in groups {
-            let members = inspector.members(&group, &topic)?;
-            if !members.is_empty() {
-                return Ok(Some((group, members.len())));
-            }
+    let mut busy = None;
+    for group in groups {
+        let members = crate::kit::members_at_broker(kafka, &group, &[topic.to_string()]).await?;
+        if members > 0 {
+            busy = Some((group, members));
+            break;
         }
-        Ok(None)
-    })
-    .await??;
+    }
     if let Some((group, members)) = busy {
         anyhow::bail!(
             "a rebuild of {projection} is already running (group {group} has {members} member(s) at the broker); \

@@ -49,16 +49,7 @@ async fn wait_until_stopped(
     let deadline = Instant::now() + within;
     let mut told = false;
     loop {
-        let inspector = infra::group_inspect::Inspector::new(kafka, Duration::from_secs(10))?;
-        let (g, t) = (group.to_string(), topics.to_vec());
-        let busy = tokio::task::spawn_blocking(move || -> Result<usize, infra::InfraError> {
-            let mut members = 0;
-            for topic in &t {
-                members = members.max(inspector.members(&g, topic)?.len());
-            }
-            Ok(members)
-        })
-        .await??;
+        let busy = crate::kit::members_at_broker(kafka, group, topics).await?;
         if busy == 0 {
             return Ok(());
         }
@@ -96,9 +87,13 @@ pub async fn rebuild_process(
     let mut published = Published::default();
     for record in &records {
         if reads.contains(&record.topic) {
-            if let Some(event) =
-                store.decodable_input(kind, codec, &record.topic, record.key.as_deref(), record.payload.as_deref())
-            {
+            if let Some(event) = store.operations().decodable_input(
+                kind,
+                codec,
+                &record.topic,
+                record.key.as_deref(),
+                record.payload.as_deref(),
+            ) {
                 let timestamp_ms = record.timestamp_ms.unwrap_or_default();
                 inputs.push(LoggedInput { partition: record.partition, timestamp_ms, event });
             }

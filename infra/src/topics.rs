@@ -53,8 +53,7 @@ pub async fn create_topics(
             )));
         }
     }
-    let admin: AdminClient<DefaultClientContext> =
-        settings.client_config().create().map_err(InfraError::admin("creating the admin client"))?;
+    let admin = admin_client(settings)?;
     let new_topics: Vec<NewTopic> = specs
         .iter()
         .map(|s| {
@@ -79,16 +78,13 @@ pub async fn create_topics(
         .collect()
 }
 
-/// How long the broker keeps a topic's records (`retention.ms`); `None` for ever (`-1`).
-#[tracing::instrument(skip(settings), fields(brokers = %settings.brokers))]
-pub async fn retention(
-    settings: &KafkaSettings,
+/// A topic's settings as the broker describes them.
+async fn describe(
+    admin: &AdminClient<DefaultClientContext>,
     topic: &str,
     timeout: Duration,
-) -> Result<Option<Duration>, InfraError> {
+) -> Result<rdkafka::admin::ConfigResource, InfraError> {
     use rdkafka::admin::ResourceSpecifier;
-    let admin: AdminClient<DefaultClientContext> =
-        settings.client_config().create().map_err(InfraError::admin("creating the admin client"))?;
     let options = AdminOptions::new().request_timeout(Some(timeout));
     let what = || format!("describing topic {topic}");
     let results = tokio::time::timeout(
@@ -98,11 +94,25 @@ pub async fn retention(
     .await
     .map_err(|_| InfraError::AdminTimeout(timeout))?
     .map_err(InfraError::admin(what()))?;
-    let resource = results
+    results
         .into_iter()
         .next()
         .ok_or_else(|| InfraError::Config(format!("{}: no answer", what())))?
-        .map_err(|code| InfraError::Refused { what: what(), code })?;
+        .map_err(|code| InfraError::Refused { what: what(), code })
+}
+
+fn admin_client(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, InfraError> {
+    settings.client_config().create().map_err(InfraError::admin("creating the admin client"))
+}
+
+/// How long the broker keeps a topic's records (`retention.ms`); `None` for ever (`-1`).
+#[tracing::instrument(skip(settings), fields(brokers = %settings.brokers))]
+pub async fn retention(
+    settings: &KafkaSettings,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<Duration>, InfraError> {
+    let resource = describe(&admin_client(settings)?, topic, timeout).await?;
     let millis = resource.get("retention.ms").and_then(|e| e.value.as_deref()).and_then(|v| v.parse::<i64>().ok());
     Ok(millis.and_then(|ms| u64::try_from(ms).ok()).map(Duration::from_millis))
 }
@@ -118,30 +128,19 @@ pub async fn set_configs(
     timeout: Duration,
 ) -> Result<(), InfraError> {
     use rdkafka::admin::{AlterConfig, ConfigSource, ResourceSpecifier};
-    let admin: AdminClient<DefaultClientContext> =
-        settings.client_config().create().map_err(InfraError::admin("creating the admin client"))?;
-    let options = AdminOptions::new().request_timeout(Some(timeout));
+    let admin = admin_client(settings)?;
     let what = || format!("changing the settings of topic {topic}");
-    let described = tokio::time::timeout(
-        timeout + Duration::from_secs(1),
-        admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options),
-    )
-    .await
-    .map_err(|_| InfraError::AdminTimeout(timeout))?
-    .map_err(InfraError::admin(what()))?;
     let mut wanted: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    for resource in described {
-        let resource = resource.map_err(|code| InfraError::Refused { what: what(), code })?;
-        for entry in resource.entries {
-            if entry.source == ConfigSource::DynamicTopic && !entry.is_sensitive {
-                if let Some(value) = entry.value {
-                    wanted.insert(entry.name, value);
-                }
+    for entry in describe(&admin, topic, timeout).await?.entries {
+        if entry.source == ConfigSource::DynamicTopic && !entry.is_sensitive {
+            if let Some(value) = entry.value {
+                wanted.insert(entry.name, value);
             }
         }
     }
     wanted.extend(configs.iter().cloned());
     let change = wanted.iter().fold(AlterConfig::new(ResourceSpecifier::Topic(topic)), |c, (k, v)| c.set(k, v));
+    let options = AdminOptions::new().request_timeout(Some(timeout));
     let results = tokio::time::timeout(timeout + Duration::from_secs(1), admin.alter_configs(&[change], &options))
         .await
         .map_err(|_| InfraError::AdminTimeout(timeout))?

@@ -163,7 +163,6 @@ pub async fn s1_restart_stall(ctx: &BenchContext, databases: &TempDatabases) -> 
         ("S1c", "decider stall, SIGKILL, survivor takes over", None, false, None, Classic),
         ("S1k", "… static, KIP-848 consumer protocol", Some("bench-decider-0"), true, None, Consumer),
     ];
-    let mut measured = Vec::new();
     for (id, name, instance, restart, goal, protocol) in cases {
         let members = Members {
             ctx,
@@ -181,7 +180,6 @@ pub async fn s1_restart_stall(ctx: &BenchContext, databases: &TempDatabases) -> 
                 return Err(e.context(format!("measuring {id}")));
             }
         };
-        measured.push(stalled);
         let seconds = stalled.as_secs_f64();
         figures.push(Figure {
             id,
@@ -208,6 +206,5 @@ pub async fn s1_restart_stall(ctx: &BenchContext, databases: &TempDatabases) -> 
     }
     stop.store(true, Ordering::Relaxed);
     load.await?;
-    tracing::debug!(?measured, "restart stalls");
     Ok(figures)
 }

@@ -71,14 +71,6 @@ impl Published {
     fn decided_at(&self, emitted: &[Event]) -> Option<DateTime<Utc>> {
         emitted.iter().find_map(|e| self.get(e.envelope().event_id)).map(|e| e.envelope().occurred_at)
     }
-
-    pub fn len(&self) -> usize {
-        self.events.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
 }
 
 /// The stock group's state, recovered.

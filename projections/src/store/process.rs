@@ -597,7 +597,7 @@ pub struct Restored {
     pub republished: usize,
 }
 
-impl Store {
+impl Operations {
     /// The event of a record a process group would decide on, as its live batch decodes
     /// it (`None` for a kind it does not read, an untrusted or undecodable record, or an
     /// order homed in another region): a rebuild from the log reads exactly what the live
@@ -613,15 +613,13 @@ impl Store {
         let role = schemas::TopicRole::by_name(topic);
         match super::fold::decode_with(codec, key, payload, |k| kind.wants(k), role) {
             super::fold::Decoded::Event(event) => {
-                let region = self.region.as_deref().unwrap_or_default();
+                let region = self.store.region.as_deref().unwrap_or_default();
                 super::batch::homed_elsewhere(&event, region).is_none().then_some(event)
             }
             _ => None,
         }
     }
-}
 
-impl Operations {
     /// Installs a process's recovered state in one transaction: its tables' rows replace
     /// the old ones, its group's offsets move to `ends` (where the recovery stopped
     /// reading), the inputs it applied are remembered as applied, and decisions the log
