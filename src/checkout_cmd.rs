@@ -48,6 +48,9 @@ pub struct CheckoutArgs {
     country_regions: Vec<(String, schemas::Region)>,
 }
 
+/// How often a regional checkout looks for new handovers in its database.
+const HANDOVER_LOOK: Duration = Duration::from_secs(1);
+
 impl CheckoutArgs {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let kafka = self.kafka.checked_settings(Some(&self.topic.topic)).await?;
@@ -67,8 +70,14 @@ impl CheckoutArgs {
             let checkouts = self.region_checkouts.into_iter().collect();
             tracing::info!(region = %here, others = ?checkouts, "The checkout serves one region of several.");
             let destinations = self.country_regions.into_iter().collect();
-            let regions =
-                checkout::regions::Regions::new(here, checkouts, forward_timeout)?.with_destinations(destinations);
+            // Who writes each region's orders: this region's database records handovers.
+            let store = projections::store::Store::connect(&self.database.database_url)
+                .await
+                .context("connecting to the region's database for its handovers")?;
+            let owners = crate::region_cmd::follow_handovers(store, HANDOVER_LOOK);
+            let regions = checkout::regions::Regions::new(here, checkouts, forward_timeout)?
+                .with_destinations(destinations)
+                .with_owners(owners);
             state = state.in_region(regions);
         }
         let listener =

@@ -52,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: crate::auth_cmd::AuthCommand,
     },
+    /// Regions: hand a lost region's orders to another, fence it, list its tail.
+    Region {
+        #[command(subcommand)]
+        command: crate::region_cmd::RegionCommand,
+    },
     /// The event contract and a Confluent-compatible schema registry: register, check.
     Schemas {
         #[command(subcommand)]
@@ -85,6 +90,7 @@ impl Cli {
             Command::Groups(args) => args.run().await,
             Command::Auth { command } => command.run(),
             Command::Schemas { command } => command.run().await,
+            Command::Region { command } => command.run().await,
             Command::Migrate(args) => args.run().await,
         }
     }

@@ -164,8 +164,12 @@ enum RoundResult {
 async fn publish(producer: &FutureProducer, rows: &[OutboxRow]) -> Result<(), rdkafka::error::KafkaError> {
     let mut pending = Vec::with_capacity(rows.len());
     for row in rows {
-        let headers = OwnedHeaders::new()
+        let mut headers = OwnedHeaders::new()
             .insert(Header { key: schemas::PRINCIPAL_HEADER, value: Some(row.published_by.as_bytes()) });
+        let epoch = row.epoch.to_string();
+        if row.epoch > 1 {
+            headers = headers.insert(Header { key: schemas::EPOCH_HEADER, value: Some(epoch.as_bytes()) });
+        }
         let record = FutureRecord::to(&row.topic).key(&row.key).payload(&row.payload).headers(headers);
         match producer.send_result(record) {
             Ok(delivery) => pending.push(delivery),

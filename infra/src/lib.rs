@@ -14,11 +14,13 @@
 //! `infra/local/` holds the scripts that start a broker and PostgreSQL on loopback.
 
 pub mod access_check;
+pub mod acls;
 pub mod admission;
 mod api_error;
 pub mod auth;
 pub mod backoff;
 mod error;
+pub mod fence;
 pub mod group_inspect;
 pub mod http;
 mod kafka_settings;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
-use schemas::{Codec, Event, EVENT_ID_HEADER, PRINCIPAL_HEADER, REQUEST_HEADER};
+use schemas::{Codec, Event, EPOCH_HEADER, EVENT_ID_HEADER, PRINCIPAL_HEADER, REQUEST_HEADER};
 use serde::Serialize;
 
 use crate::error::PublishError;
@@ -34,6 +34,7 @@ struct Headers<'a> {
     principal: Option<&'a str>,
     event_id: Option<&'a str>,
     request: Option<&'a str>,
+    epoch: Option<&'a str>,
 }
 
 /// Consecutive failed publishes after which the producer is rebuilt.
@@ -49,6 +50,9 @@ pub struct Publisher {
     codec: Codec,
     topic: String,
     deadline: Duration,
+    /// This region and who writes which region's orders: an event about the order of a
+    /// region this one took over goes out under that handover's epoch.
+    ownership: std::sync::OnceLock<(schemas::Region, tokio::sync::watch::Receiver<schemas::Owners>)>,
 }
 
 /// Settings for the checkout's producer.
@@ -79,7 +83,24 @@ impl Publisher {
             codec: config.codec,
             topic: config.topic,
             deadline: config.deadline,
+            ownership: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Follows the handovers `owners` sees, as region `here` (set once).
+    pub fn follow_ownership(&self, here: schemas::Region, owners: tokio::sync::watch::Receiver<schemas::Owners>) {
+        let _ = self.ownership.set((here, owners));
+    }
+
+    /// The epoch an event goes out under when it is about another region's order that this
+    /// region writes now (`None`: its home appends it, no header).
+    fn epoch_of(&self, event: &Event) -> Option<u32> {
+        let (here, owners) = self.ownership.get()?;
+        let home = schemas::Region::home_of(&event.order_id()?)?;
+        if home == *here {
+            return None;
+        }
+        owners.borrow().writes_as(here, &home)
     }
 
     pub fn codec(&self) -> &Codec {
@@ -113,7 +134,9 @@ impl Publisher {
         let payload = self.codec.encode(event).map_err(PublishError::Encode)?;
         let topic = schemas::topic_of(event.kind(), &self.topic);
         let event_id = event.envelope().event_id.to_string();
-        let headers = Headers { principal: Some(principal), event_id: Some(&event_id), request };
+        let epoch = self.epoch_of(event).map(|e| e.to_string());
+        let headers =
+            Headers { principal: Some(principal), event_id: Some(&event_id), request, epoch: epoch.as_deref() };
         self.produce(&topic, &event.key(), &payload, headers).await
     }
 
@@ -143,6 +166,7 @@ impl Publisher {
             (PRINCIPAL_HEADER, headers.principal),
             (EVENT_ID_HEADER, headers.event_id),
             (REQUEST_HEADER, headers.request),
+            (EPOCH_HEADER, headers.epoch),
         ];
         if headers.iter().any(|(_, value)| value.is_some()) {
             let headers = headers

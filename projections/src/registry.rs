@@ -473,6 +473,12 @@ pub fn source_of(group: &str) -> Option<&str> {
     group.split_once('@').map(|(_, source)| source)
 }
 
+/// Whether `group` is one of the processes' groups (the order process, the stock group),
+/// whatever its prefix.
+pub fn is_process_group(group: &str) -> bool {
+    ProcessKind::ALL.iter().any(|kind| group.ends_with(&format!("-{}", GroupKind::from(*kind).name())))
+}
+
 /// The group whose tables (generation) `group` writes: itself, or for a mirror group the
 /// group of this region's own log it was named after.
 pub fn generation_group(group: &str) -> &str {

@@ -56,6 +56,7 @@ pub(super) async fn append_backlog(
             payload: Some(payload),
             timestamp_ms: None,
             published_by: Some("bench".into()),
+            epoch: 1,
         });
     }
     records.sort_by_key(|r| (r.partition, r.offset));

@@ -84,6 +84,7 @@ async fn each_service_works_under_its_own_role_and_no_role_can_do_what_it_must_n
         payload: Some(codec.encode(&placed).expect("encode")),
         timestamp_ms: None,
         published_by: Some("shop".into()),
+        epoch: 1,
     }];
     let batch = Batch {
         group: "orderflow-payment",

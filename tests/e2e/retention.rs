@@ -44,6 +44,7 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
             payload: Some(payload),
             timestamp_ms: None,
             published_by: None,
+            epoch: 1,
         });
     }
     // Two records nobody can read: one stays parked, one an operator skips.
@@ -56,6 +57,7 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
             payload: Some(vec![1, 2, 3]),
             timestamp_ms: None,
             published_by: None,
+            epoch: 1,
         });
     }
     // A decision on the orders topic: refused and recorded, resolved at once.
@@ -67,6 +69,7 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
         payload: Some(codec.encode(&forged).expect("encode")),
         timestamp_ms: None,
         published_by: None,
+        epoch: 1,
     });
     let outcome = apply(&store, &codec, &records, 0).await;
     assert_eq!((outcome.applied, outcome.dead_lettered), (200, 3));
@@ -85,6 +88,7 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
         payload: Some(codec.encode(&copy).expect("encode")),
         timestamp_ms: None,
         published_by: None,
+        epoch: 1,
     };
     assert_eq!(apply(&store, &codec, &[again], 203).await.duplicates, 1, "deduplicated inside the window");
 

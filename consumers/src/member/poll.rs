@@ -31,6 +31,13 @@ fn published_by(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<Strin
     schemas::principal_of_header(header.value)
 }
 
+/// The ownership epoch the record's header names (1 without one).
+fn epoch(message: &rdkafka::message::BorrowedMessage<'_>) -> u32 {
+    use rdkafka::message::{Headers, Message};
+    let value = message.headers().and_then(|h| h.iter().find(|h| h.key == schemas::EPOCH_HEADER)).and_then(|h| h.value);
+    schemas::epoch_of_header(value)
+}
+
 fn record_of(message: &rdkafka::message::BorrowedMessage<'_>) -> (LogRecord, Option<i64>) {
     let record = LogRecord {
         partition: message.partition(),
@@ -39,6 +46,7 @@ fn record_of(message: &rdkafka::message::BorrowedMessage<'_>) -> (LogRecord, Opt
         payload: message.payload().map(<[u8]>::to_vec),
         timestamp_ms: message.timestamp().to_millis(),
         published_by: published_by(message),
+        epoch: epoch(message),
     };
     (record, message.timestamp().to_millis())
 }

@@ -97,6 +97,7 @@ impl AppState {
 
     /// The same checkout, as one of several regions.
     pub fn in_region(self, regions: regions::Regions) -> Self {
+        self.publisher.follow_ownership(regions.here.clone(), regions.owners());
         let inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| Inner {
             publisher: shared.publisher.clone(),
             idempotency: shared.idempotency.clone(),

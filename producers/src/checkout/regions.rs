@@ -42,6 +42,8 @@ pub struct Regions {
     /// Which region serves each destination country; empty: orders stay where placed.
     destinations: BTreeMap<String, Region>,
     client: reqwest::Client,
+    /// Who writes each region's orders now (handovers: takeovers, failbacks).
+    owners: tokio::sync::watch::Receiver<schemas::Owners>,
 }
 
 impl Regions {
@@ -54,17 +56,32 @@ impl Regions {
             .build()
             .map_err(CheckoutError::Forwarder)?;
         let checkouts = checkouts.into_iter().filter(|(region, _)| *region != here).collect();
-        Ok(Regions { here, checkouts, destinations: BTreeMap::new(), client })
+        let (_, owners) = tokio::sync::watch::channel(schemas::Owners::default());
+        Ok(Regions { here, checkouts, destinations: BTreeMap::new(), client, owners })
     }
 
-    /// The region other than this one that should write this request, if any: the order's
-    /// home (for a request about an order), or the region a retry of `POST /orders` names.
-    /// A request another checkout forwarded is never forwarded again.
+    /// Follows the handovers `owners` sees: a region taken over is written by its new
+    /// owner, and requests for its orders go there.
+    pub fn with_owners(mut self, owners: tokio::sync::watch::Receiver<schemas::Owners>) -> Self {
+        self.owners = owners;
+        self
+    }
+
+    /// The handovers as this checkout knows them now.
+    pub fn owners(&self) -> tokio::sync::watch::Receiver<schemas::Owners> {
+        self.owners.clone()
+    }
+
+    /// The region other than this one that should write this request, if any: whoever
+    /// writes the order's home's orders now (the home, or the region that took it over),
+    /// or the region a retry of `POST /orders` names. A request another checkout forwarded
+    /// is never forwarded again.
     pub fn elsewhere(&self, order_id: Option<&Uuid>, headers: &HeaderMap) -> Result<Option<Region>, ApiError> {
         let target = match order_id {
             Some(id) => Region::home_of(id),
             None => region_header(headers)?,
         };
+        let target = target.map(|home| self.owners.borrow().owner_of(&home).0);
         let Some(target) = target.filter(|t| *t != self.here) else { return Ok(None) };
         if headers.contains_key(FORWARDED_FROM_HEADER) {
             return Err(ApiError::new(

@@ -21,6 +21,7 @@ use super::dead_letters::{self, NewDeadLetter};
 use super::error::StoreError;
 use super::fault::{hit, FaultPoint};
 use super::fold::{claim_event_ids, decode_with, Decoded, Fold, Folded, StoredProjection};
+use super::handovers::{Admission, Verdict};
 use super::offsets::{self, Lock};
 use super::records::{Batch, BatchOutcome, LogRecord};
 use super::sql::{Exec, Sql};
@@ -247,12 +248,25 @@ impl Store {
         let mut outcome = BatchOutcome::default();
         let conn: &mut DB::Connection = &mut tx;
         let now_ms = schemas::clock::now_ms();
-        let (stored, fresh) = self.lock_offsets_and_filter(conn, batch, now_ms, &mut outcome).await?;
+        let (stored, mut fresh) = self.lock_offsets_and_filter(conn, batch, now_ms, &mut outcome).await?;
         if fresh.records.is_empty() {
             return nothing_fresh(tx, stored, outcome).await.map(Err);
         }
         let log_region = self.pool_of(batch.group);
-        let (mut events, dead, refused) = decode_fresh(decoded, &fresh, &log_region, &mut outcome);
+        let partitions: BTreeSet<i32> = fresh.records.iter().map(|r| r.partition).collect();
+        let admission = Admission::load(
+            conn,
+            self.region.as_deref(),
+            batch.group,
+            batch.topic,
+            &log_region,
+            partitions.into_iter(),
+        )
+        .await?;
+        let (mut events, dead, refused) = decode_fresh(decoded, &mut fresh, &admission, &mut outcome);
+        if fresh.records.is_empty() {
+            return nothing_fresh(tx, stored, outcome).await.map(Err);
+        }
         drop_duplicates(conn, batch.group, &mut events, &mut outcome, claim_now, true).await?;
         let order_ids: BTreeSet<Uuid> =
             events.iter().filter_map(|(_, e)| e.order_id()).chain(dead.iter().filter_map(|d| d.order_id)).collect();
@@ -441,41 +455,78 @@ impl DecodedRecords {
 }
 
 /// Step 2: the fresh records' events of the kinds the reader reads; undecodable ones
-/// become dead letters, untrusted ones refused records. So are events about an order
-/// homed in another region than the one whose log this is (`log_region`, '' with one
-/// region): one region writes each order, and a record elsewhere is a writer that
-/// bypassed its checkout.
+/// become dead letters, untrusted ones refused records. Whether an event about an order of
+/// some region belongs on this log is [`Admission`]'s call: refused (a writer that
+/// bypassed its checkout, a lost region's late tail, a record under the wrong epoch), or
+/// held back with its partition's later records until the copy before a takeover's cut is
+/// applied (the member reads them again from there).
 fn decode_fresh<'r>(
     mut decoded: DecodedRecords,
-    fresh: &Fresh<'r>,
-    log_region: &str,
+    fresh: &mut Fresh<'r>,
+    admission: &Admission,
     outcome: &mut BatchOutcome,
 ) -> (Vec<(&'r LogRecord, Event)>, Vec<NewDeadLetter<'r>>, Vec<NewDeadLetter<'r>>) {
     let mut dead = Vec::new();
     let mut refused = Vec::new();
     let mut events = Vec::with_capacity(fresh.records.len());
+    let mut held: BTreeMap<i32, i64> = BTreeMap::new();
     for (r, index) in fresh.records.iter().zip(&fresh.indices) {
+        if held.contains_key(&r.partition) {
+            continue;
+        }
         // Each record once: its decoding is moved out, not copied.
         match std::mem::replace(&mut decoded.0[*index], Decoded::Ignored) {
             Decoded::Ignored => outcome.ignored += 1,
-            Decoded::Event(event) => match homed_elsewhere(&event, log_region) {
-                None => events.push((*r, event)),
-                Some(home) => refused.push(NewDeadLetter {
-                    record: r,
-                    order_id: None,
-                    reason: format!(
-                        "refused: order {} is homed in region {home}, whose log alone carries its events; \
-                         this record is on region {log_region}'s log",
-                        event.order_id().map(|id| id.to_string()).unwrap_or_default()
-                    ),
-                }),
+            Decoded::Event(event) => match admission.verdict(r, &event) {
+                Verdict::Apply => events.push((*r, event)),
+                Verdict::Refuse(reason) => refused.push(NewDeadLetter { record: r, order_id: None, reason }),
+                Verdict::Hold => {
+                    held.insert(r.partition, r.offset);
+                }
             },
             Decoded::Undecodable(reason) => dead.push(NewDeadLetter::keyed(r, reason)),
             // Recorded under no order: a forged record must not hold a real order back.
             Decoded::Refused(reason) => refused.push(NewDeadLetter { record: r, order_id: None, reason }),
         }
     }
+    if !held.is_empty() {
+        hold_back(fresh, &held, outcome);
+        let kept = |r: &LogRecord| held.get(&r.partition).is_none_or(|from| r.offset < *from);
+        events.retain(|(r, _)| kept(r));
+        dead.retain(|d| kept(d.record));
+        refused.retain(|d| kept(d.record));
+    }
     (events, dead, refused)
+}
+
+/// Leaves each held partition's records from its held offset on out of the batch: its
+/// offset advances to there, and the member reads it again from there.
+fn hold_back(fresh: &mut Fresh<'_>, held: &BTreeMap<i32, i64>, outcome: &mut BatchOutcome) {
+    let mut kept_records = Vec::with_capacity(fresh.records.len());
+    let mut kept_indices = Vec::with_capacity(fresh.indices.len());
+    let mut last_timestamps: BTreeMap<i32, Option<i64>> = BTreeMap::new();
+    for (r, index) in fresh.records.iter().zip(&fresh.indices) {
+        if held.get(&r.partition).is_some_and(|from| r.offset >= *from) {
+            continue;
+        }
+        last_timestamps.insert(r.partition, r.timestamp_ms);
+        kept_records.push(*r);
+        kept_indices.push(*index);
+    }
+    for (partition, from) in held {
+        if last_timestamps.contains_key(partition) {
+            fresh.next.insert(*partition, *from);
+        } else {
+            fresh.next.remove(partition);
+        }
+        outcome.rewind.push((*partition, *from));
+    }
+    for (partition, timestamp) in last_timestamps {
+        fresh.last_timestamps.insert(partition, timestamp);
+    }
+    fresh.last_timestamps.retain(|p, _| fresh.next.contains_key(p));
+    fresh.records = kept_records;
+    fresh.indices = kept_indices;
 }
 
 /// The region other than `log_region` that `event`'s order names as its home, if any.

@@ -28,6 +28,7 @@ mod error;
 pub mod fault;
 mod fold;
 mod generations;
+mod handovers;
 mod offsets;
 mod process;
 mod reads;
@@ -46,7 +47,7 @@ pub use dead_letters::{DeadLetterRow, DeadLetterSelection, DeadLetterStatus, Ret
 pub use error::StoreError;
 pub use generations::LiveProjection;
 pub use offsets::{GroupPartitionOffset, OffsetFault, OffsetMove};
-pub use process::{DecisionCount, OrderStatusRow, OutboxRow, Recovered, RelayLease, Restored};
+pub use process::{Adopted, DecisionCount, OrderStatusRow, OutboxRow, Recovered, RelayLease, Restored};
 #[cfg(feature = "test-support")]
 pub use reads::Snapshot;
 pub use reads::{

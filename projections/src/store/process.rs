@@ -39,6 +39,8 @@ pub struct OutboxRow {
     pub key: String,
     pub payload: Vec<u8>,
     pub published_by: String,
+    /// The ownership epoch to publish it under (1: this region's own order).
+    pub epoch: u32,
 }
 
 /// An order's status as the `order_status` view shows it.
@@ -285,6 +287,7 @@ impl Stocks {
 /// Puts decided events into the outbox, in decision order (`seq` keeps it).
 async fn enqueue(
     conn: &mut AnyConnection,
+    here: Option<&str>,
     codec: &Codec,
     settings: &ProcessSettings,
     principal: &str,
@@ -292,14 +295,32 @@ async fn enqueue(
     now_ms: i64,
 ) -> Result<(), StoreError> {
     let mut rows = Vec::with_capacity(events.len());
+    // Decisions about the orders of a region this one took over go out under its epoch.
+    let here = here.and_then(|r| schemas::Region::parse(r).ok());
+    let homes = |e: &Event| e.order_id().and_then(|id| schemas::Region::home_of(&id));
+    let owners = match &here {
+        Some(here) if events.iter().any(|e| homes(e).is_some_and(|home| home != *here)) => {
+            Some(super::handovers::owners(&mut *conn).await?)
+        }
+        _ => None,
+    };
     for event in events {
         let payload = codec.encode(event).map_err(|e| StoreError::Invalid(format!("encoding a decision: {e}")))?;
-        rows.push((settings.destination(event), event.key(), payload));
+        let epoch = match (&here, &owners, homes(event)) {
+            (Some(here), Some(owners), Some(home)) => owners.writes_as(here, &home).unwrap_or(1),
+            _ => 1,
+        };
+        rows.push((settings.destination(event), event.key(), payload, epoch));
     }
     for chunk in rows.chunks(CHUNK) {
-        let mut q = Sql::new("INSERT INTO outbox (topic, record_key, payload, published_by, created_at_ms) ");
-        q.values(chunk, |v, (topic, key, payload)| {
-            v.bind(topic.clone()).bind(key.clone()).bind(payload.clone()).bind(principal.to_string()).bind(now_ms);
+        let mut q = Sql::new("INSERT INTO outbox (topic, record_key, payload, published_by, created_at_ms, epoch) ");
+        q.values(chunk, |v, (topic, key, payload, epoch)| {
+            v.bind(topic.clone())
+                .bind(key.clone())
+                .bind(payload.clone())
+                .bind(principal.to_string())
+                .bind(now_ms)
+                .bind(i64::from(*epoch));
         });
         q.execute(&mut *conn).await?;
     }
@@ -370,7 +391,7 @@ impl Store {
         let conn: &mut AnyConnection = &mut open.tx;
         orders.write(conn).await?;
         stocks.write(conn).await?;
-        enqueue(conn, codec, settings, kind.principal(), &emitted, now_ms).await?;
+        enqueue(conn, self.region.as_deref(), codec, settings, kind.principal(), &emitted, now_ms).await?;
         open.outcome.dead_lettered = open.dead.len() + refused.len();
         dead_letters::insert(conn, group, topic, &open.dead, now_ms).await?;
         dead_letters::insert_refused(conn, group, topic, &refused, now_ms).await?;
@@ -444,7 +465,16 @@ impl Store {
             }
         }
         orders.write(conn).await?;
-        enqueue(conn, codec, settings, ORDER_PROCESS_PRINCIPAL, &emitted, schemas::clock::now_ms()).await?;
+        enqueue(
+            conn,
+            self.region.as_deref(),
+            codec,
+            settings,
+            ORDER_PROCESS_PRINCIPAL,
+            &emitted,
+            schemas::clock::now_ms(),
+        )
+        .await?;
         hit(FaultPoint::AfterProjectionWrite);
         tx.commit().await?;
         Ok(fired)
@@ -488,11 +518,12 @@ impl RelayLease {
 impl Outbox {
     /// The oldest `limit` events of the outbox, in the order they were decided.
     pub async fn outbox_batch(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT seq, topic, record_key, payload, published_by FROM outbox ORDER BY seq LIMIT $1")
-                .bind(limit)
-                .fetch_all(&self.store.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT seq, topic, record_key, payload, published_by, epoch FROM outbox ORDER BY seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.store.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(OutboxRow {
@@ -501,6 +532,7 @@ impl Outbox {
                     key: r.try_get("record_key")?,
                     payload: r.try_get("payload")?,
                     published_by: r.try_get("published_by")?,
+                    epoch: u32::try_from(r.try_get::<i64, _>("epoch")?).unwrap_or(1),
                 })
             })
             .collect()
@@ -613,7 +645,10 @@ impl Operations {
         let role = schemas::TopicRole::by_name(topic);
         match super::fold::decode_with(codec, key, payload, |k| kind.wants(k), role) {
             super::fold::Decoded::Event(event) => {
-                let region = self.store.region.as_deref().unwrap_or_default();
+                // A copy (`eu.orders`) is the log of the region it copies.
+                let copied =
+                    topic.split_once('.').map(|(source, _)| source).filter(|s| schemas::Region::parse(s).is_ok());
+                let region = copied.or(self.store.region.as_deref()).unwrap_or_default();
                 super::batch::homed_elsewhere(&event, region).is_none().then_some(event)
             }
             _ => None,
@@ -689,8 +724,67 @@ impl Operations {
         for chunk in ids.chunks(10_000) {
             super::fold::claim_event_ids(conn, &group, chunk).await?;
         }
-        enqueue(conn, codec, settings, kind.principal(), recovered.missing(), now_ms).await?;
+        enqueue(conn, self.store.region.as_deref(), codec, settings, kind.principal(), recovered.missing(), now_ms)
+            .await?;
         tx.commit().await?;
         Ok(restored)
+    }
+}
+
+/// What a takeover installed in the order process of the region that took over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Adopted {
+    pub orders: usize,
+    /// Decisions and stock requests put into the outbox under the new epoch.
+    pub enqueued: usize,
+}
+
+impl Operations {
+    /// A takeover, in one transaction: the lost region's orders, as recovered from this
+    /// region's copy of its log up to the cut, join this region's order process (its own
+    /// orders untouched), the inputs they applied are remembered as applied, `enqueue`
+    /// (decisions the lost region had not published, stock requests its stock group never
+    /// decided) goes into the outbox, and the handover is recorded. From the commit on,
+    /// this region writes the lost region's orders under the handover's epoch.
+    #[tracing::instrument(skip_all, fields(region = %handover.region, epoch = handover.epoch))]
+    pub async fn take_over(
+        &self,
+        handover: &schemas::Handover,
+        adopted: &crate::process::recover::OrdersState,
+        enqueue_now: &[Event],
+        codec: &Codec,
+        settings: &ProcessSettings,
+    ) -> Result<Adopted, StoreError> {
+        let group = self.store.group(ProcessKind::OrderProcess);
+        let now_ms = schemas::clock::now_ms();
+        let text = serde_json::to_string(handover)
+            .map_err(|e| StoreError::Invalid(format!("a handover that cannot be written: {e}")))?;
+        let mut tx = self.store.begin_write().await?;
+        let conn: &mut AnyConnection = &mut tx;
+        let orders = Orders {
+            states: adopted.flows.iter().map(|(id, (flow, p))| (*id, (flow.clone(), *p))).collect(),
+            dirty: adopted.flows.keys().copied().collect(),
+        };
+        orders.write(conn).await?;
+        let ids: Vec<String> = adopted.applied.iter().map(Uuid::to_string).collect();
+        for chunk in ids.chunks(10_000) {
+            super::fold::claim_event_ids(conn, &group, chunk).await?;
+        }
+        sqlx::query(
+            "INSERT INTO region_handovers (region, epoch, owner, handover, recorded_at_ms) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (region, epoch) DO NOTHING",
+        )
+        .bind(&handover.region)
+        .bind(i64::from(handover.epoch))
+        .bind(&handover.owner)
+        .bind(text)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+        // After the handover row, so the outbox rows get its epoch.
+        enqueue(conn, self.store.region.as_deref(), codec, settings, ORDER_PROCESS_PRINCIPAL, enqueue_now, now_ms)
+            .await?;
+        tx.commit().await?;
+        Ok(Adopted { orders: adopted.flows.len(), enqueued: enqueue_now.len() })
     }
 }

@@ -15,6 +15,9 @@ pub struct LogRecord {
     pub timestamp_ms: Option<i64>,
     /// Who published it ([`schemas::PRINCIPAL_HEADER`]), when the record says so validly.
     pub published_by: Option<String>,
+    /// The ownership epoch its [`schemas::EPOCH_HEADER`] names: 1 (no header) when the
+    /// order's home appended it, higher when a region that took the home over did.
+    pub epoch: u32,
 }
 
 /// Records of one group's consumer to apply together.

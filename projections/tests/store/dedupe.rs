@@ -25,6 +25,7 @@ pub(crate) fn record(codec: &Codec, event: &Event, offset: i64) -> LogRecord {
         payload: Some(codec.encode(event).expect("encode")),
         timestamp_ms: None,
         published_by: None,
+        epoch: 1,
     }
 }
 

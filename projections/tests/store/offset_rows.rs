@@ -22,6 +22,7 @@ async fn a_vanished_offset_row_is_recreated_and_moves_with_the_batch(url: &str) 
         payload: Some(codec.encode(&sample(kind)).expect("encode")),
         timestamp_ms: None,
         published_by: None,
+        epoch: 1,
     };
     let records = [record(0, EventKind::OrderPlaced)];
     let batch = Batch {

@@ -35,6 +35,7 @@ async fn later_events_of_parked_orders_park(url: &str, parked_orders: usize) {
             payload: Some(vec![0, 0, 0, 0, 99, 1, 2, 3]),
             timestamp_ms: None,
             published_by: None,
+            epoch: 1,
         })
         .collect();
     let first = apply_records(&store, &codec, &unreadable, 0).await;
@@ -109,6 +110,7 @@ async fn an_orders_events_before_an_unreadable_record_of_the_same_batch_are_appl
         payload: Some(vec![0, 0, 0, 0, 99]),
         timestamp_ms: None,
         published_by: None,
+        epoch: 1,
     };
     let captured = crate::dedupe::record(&codec, &readdressed(sample(EventKind::PaymentCaptured), order), 2);
     let outcome = apply_records(&store, &codec, &[placed, unreadable, captured], 0).await;

@@ -1,0 +1,157 @@
+//! Who writes each region's orders, as this region's database knows it
+//! (`region_handovers`), and how a batch applies the rules of [`schemas::Owners`]: an
+//! event of a taken-over region's order is applied, refused (the late tail, a record under
+//! the wrong epoch), or held back until the copy before the cut is applied.
+use std::collections::{BTreeMap, HashMap};
+
+use schemas::{Admit, Event, Handover, Owners, Region};
+use sqlx::Row;
+
+use super::connection::Dialect;
+use super::error::StoreError;
+use super::records::LogRecord;
+use super::roles::Operations;
+use super::sql::{Exec, Sql};
+use crate::registry;
+
+/// Every handover recorded in this database.
+pub(super) async fn owners<C: Exec>(conn: &mut C) -> Result<Owners, StoreError> {
+    let rows = Sql::new("SELECT handover FROM region_handovers").rows(conn).await?;
+    let mut owners = Owners::default();
+    for row in rows {
+        let text: String = row.try_get("handover")?;
+        let handover: Handover = serde_json::from_str(&text)
+            .map_err(|e| StoreError::Invalid(format!("a row of region_handovers is no handover: {e}")))?;
+        owners.insert(handover);
+    }
+    Ok(owners)
+}
+
+impl Operations {
+    /// Records a handover (recording it again changes nothing). Whoever reads batches,
+    /// routes requests or relays decisions in this region follows it from their next step.
+    #[tracing::instrument(skip_all, fields(region = %handover.region, owner = %handover.owner, epoch = handover.epoch))]
+    pub async fn record_handover(&self, handover: &Handover) -> Result<bool, StoreError> {
+        let text = serde_json::to_string(handover)
+            .map_err(|e| StoreError::Invalid(format!("a handover that cannot be written: {e}")))?;
+        let mut q = Sql::new("INSERT INTO region_handovers (region, epoch, owner, handover, recorded_at_ms) VALUES (");
+        q.bind(handover.region.clone())
+            .push(", ")
+            .bind(i64::from(handover.epoch))
+            .push(", ")
+            .bind(handover.owner.clone())
+            .push(", ")
+            .bind(text)
+            .push(", ")
+            .bind(schemas::clock::now_ms())
+            .push(") ON CONFLICT (region, epoch) DO NOTHING");
+        let mut conn = self.store.pool.acquire().await?;
+        Ok(q.execute(&mut *conn).await? > 0)
+    }
+
+    /// The handovers this database knows.
+    pub async fn owners(&self) -> Result<Owners, StoreError> {
+        let mut conn = self.store.pool.acquire().await?;
+        owners(&mut *conn).await
+    }
+
+    /// Where `group` stands on each partition of `topic` (its stored next offsets).
+    pub async fn applied_to(&self, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>, StoreError> {
+        let mut conn = self.store.pool.acquire().await?;
+        let rows =
+            super::offsets::read(&mut *conn, self.store.dialect, group, topic, None, super::offsets::Lock::No).await?;
+        Ok(rows.into_iter().collect())
+    }
+}
+
+/// What a batch does with one event, once ownership is looked at.
+pub(super) enum Verdict {
+    Apply,
+    Refuse(String),
+    /// Not yet: its partition stops here for this batch.
+    Hold,
+}
+
+/// The rules one batch applies: this region, whose log the batch is, the handovers, and
+/// how far this group's copy groups are.
+pub(super) struct Admission {
+    here: Option<Region>,
+    log_region: Option<Region>,
+    /// The batch's topic as the region that writes it names it (a copy's prefix cut off).
+    topic: String,
+    owners: Owners,
+    /// (copy topic, partition) → the next offset this group's copy group applies.
+    applied: HashMap<(String, i32), i64>,
+    /// A process group: it reads no copy; the takeover installed its state up to the cut
+    /// before the handover was recorded.
+    adopted_at_handover: bool,
+}
+
+impl Admission {
+    /// With one region (no region configured) every event is applied, as before regions.
+    pub(super) async fn load<C: Exec>(
+        conn: &mut C,
+        here: Option<&str>,
+        group: &str,
+        batch_topic: &str,
+        log_region: &str,
+        partitions: impl Iterator<Item = i32>,
+    ) -> Result<Admission, StoreError> {
+        let here = here.and_then(|r| Region::parse(r).ok());
+        let log_region = Region::parse(log_region).ok();
+        let topic = match &log_region {
+            Some(region) => region.source_topic(batch_topic).unwrap_or(batch_topic).to_string(),
+            None => batch_topic.to_string(),
+        };
+        let mut admission = Admission {
+            here,
+            log_region,
+            topic,
+            owners: Owners::default(),
+            applied: HashMap::new(),
+            adopted_at_handover: registry::is_process_group(group),
+        };
+        let Some(here) = admission.here.clone() else { return Ok(admission) };
+        admission.owners = owners(conn).await?;
+        // This group's copy groups' progress, for the handovers this region took.
+        let partitions: Vec<i32> = partitions.collect();
+        if admission.log_region.as_ref() == Some(&here) && !admission.adopted_at_handover {
+            for region in admission.owners.regions_taken_by(&here) {
+                let copy_group = registry::mirror_group(registry::generation_group(group), &region);
+                let copy_topic = region.mirrored(&admission.topic);
+                let rows = super::offsets::read(
+                    conn,
+                    if conn.is_postgres() { Dialect::Postgres } else { Dialect::Sqlite },
+                    &copy_group,
+                    &copy_topic,
+                    Some(&partitions),
+                    super::offsets::Lock::No,
+                )
+                .await?;
+                for (partition, next) in rows {
+                    admission.applied.insert((copy_topic.clone(), partition), next);
+                }
+            }
+        }
+        Ok(admission)
+    }
+
+    pub(super) fn verdict(&self, record: &LogRecord, event: &Event) -> Verdict {
+        let Some(log_region) = &self.log_region else { return Verdict::Apply };
+        // A store serving no region named reads as the region whose log it reads.
+        let here = self.here.as_ref().unwrap_or(log_region);
+        let Some(home) = event.order_id().and_then(|id| Region::home_of(&id)) else { return Verdict::Apply };
+        match self.owners.admit(here, &home, log_region, &self.topic, record.partition, record.offset, record.epoch) {
+            Admit::Apply => Verdict::Apply,
+            Admit::Refuse(reason) => Verdict::Refuse(reason),
+            Admit::After { topic, partition, offset } => {
+                let applied = self.applied.get(&(topic, partition)).copied().unwrap_or(0);
+                if self.adopted_at_handover || applied >= offset {
+                    Verdict::Apply
+                } else {
+                    Verdict::Hold
+                }
+            }
+        }
+    }
+}
