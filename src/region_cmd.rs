@@ -178,7 +178,13 @@ impl TakeoverArgs {
         // 3. The cut: where the copies end now.
         let copies: Vec<String> = schemas::pipeline_topics(topic).iter().map(|t| self.lost.mirrored(t)).collect();
         let (ends, records) = read_log(&kafka, copies).await?;
-        let cut = cut_of(&self.lost, &ends, &records);
+        let contract = self.schemas.contract().await?;
+        contract.resolve(records.iter().filter_map(|r| r.payload.as_deref())).await?;
+        let id_of = |r: &StoredRecord| {
+            let decoded = r.payload.as_deref().and_then(|p| contract.codec().decode(p).ok());
+            decoded.map(|e| e.envelope().event_id).or_else(|| event_id_of(r))
+        };
+        let cut = cut_of(&self.lost, &ends, &records, id_of);
         let handover = Handover {
             region: self.lost.to_string(),
             owner: here.to_string(),
@@ -189,8 +195,6 @@ impl TakeoverArgs {
             reason: self.reason.clone(),
         };
         // 4. The lost region's orders, as its order process had them at the cut.
-        let contract = self.schemas.contract().await?;
-        contract.resolve(records.iter().filter_map(|r| r.payload.as_deref())).await?;
         let settings = ProcessSettings { payment_timeout: *self.payment_timeout, ..ProcessSettings::new(topic) };
         let (state, enqueue) = orders_at_cut(store, &self.lost, &records, contract.codec(), &settings);
         let adopted = store
@@ -280,13 +284,34 @@ async fn read_log(
     .await?
 }
 
+/// The ids of the events `records` carry (decoded; the header where a payload is not an
+/// event of the contract).
+async fn event_ids(
+    contract: &infra::schema_registry::Contract,
+    records: &[StoredRecord],
+) -> anyhow::Result<BTreeSet<uuid::Uuid>> {
+    contract.resolve(records.iter().filter_map(|r| r.payload.as_deref())).await?;
+    Ok(records
+        .iter()
+        .filter_map(|r| {
+            let decoded = r.payload.as_deref().and_then(|p| contract.codec().decode(p).ok());
+            decoded.map(|e| e.envelope().event_id).or_else(|| event_id_of(r))
+        })
+        .collect())
+}
+
 /// The event id a record's header names, if it names one.
 fn event_id_of(record: &StoredRecord) -> Option<uuid::Uuid> {
     std::str::from_utf8(record.header(schemas::EVENT_ID_HEADER)?).ok()?.parse().ok()
 }
 
 /// The cut, from where the copies end and their records.
-fn cut_of(lost: &Region, ends: &BTreeMap<(String, i32), i64>, records: &[StoredRecord]) -> Vec<CutPoint> {
+fn cut_of(
+    lost: &Region,
+    ends: &BTreeMap<(String, i32), i64>,
+    records: &[StoredRecord],
+    id_of: impl Fn(&StoredRecord) -> Option<uuid::Uuid>,
+) -> Vec<CutPoint> {
     let mut last: BTreeMap<(&str, i32), &StoredRecord> = BTreeMap::new();
     for record in records {
         last.insert((record.topic.as_str(), record.partition), record);
@@ -296,7 +321,7 @@ fn cut_of(lost: &Region, ends: &BTreeMap<(String, i32), i64>, records: &[StoredR
             topic: lost.source_topic(copy).unwrap_or(copy).to_string(),
             partition: *partition,
             next_offset: *end,
-            last_event_id: last.get(&(copy.as_str(), *partition)).and_then(|r| event_id_of(r)),
+            last_event_id: last.get(&(copy.as_str(), *partition)).and_then(|r| id_of(r)),
         })
         .collect()
 }
@@ -444,6 +469,9 @@ pub struct TailRecord {
     pub kind: Option<String>,
     pub event_id: Option<uuid::Uuid>,
     pub order_id: Option<uuid::Uuid>,
+    /// The new owner appended an event of the same id itself: a decision taken again (its
+    /// ids are derived from its cause), not this record.
+    pub decided_again: bool,
     pub resolution: &'static str,
 }
 
@@ -507,16 +535,19 @@ pub async fn tail_of(
         .map(|c| ((lost.mirrored(&c.topic), c.partition), c.next_offset))
         .filter(|((copy, _), _)| copies.contains(copy))
         .collect();
-    let held: BTreeSet<uuid::Uuid> = {
-        let kafka = kafka.clone();
-        let cut = cut.clone();
+    let held = {
+        let (kafka, cut) = (kafka.clone(), cut.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let mut ids = BTreeSet::new();
-            log_reader::read_to(&kafka, &cut, STALL, |r| ids.extend(event_id_of(&r)))?;
-            Ok(ids)
+            let mut records = Vec::new();
+            log_reader::read_to(&kafka, &cut, STALL, |r| records.push(r))?;
+            Ok(records)
         })
         .await??
     };
+    let held = event_ids(contract, &held).await?;
+    // What the new owner appended itself (decisions taken again carry the same ids).
+    let (_, theirs) = read_log(kafka, schemas::pipeline_topics(orders_topic)).await?;
+    let decided_again = event_ids(contract, &theirs).await?;
     let (_, own) = read_log(lost_kafka, schemas::pipeline_topics(orders_topic)).await?;
     contract.resolve(own.iter().filter_map(|r| r.payload.as_deref())).await?;
     let mut seen = BTreeSet::new();
@@ -534,7 +565,11 @@ pub async fn tail_of(
             kind: event.as_ref().map(|e| format!("{:?}", e.kind())),
             event_id,
             order_id: event.as_ref().and_then(Event::order_id),
-            resolution: resolution(event.as_ref()),
+            decided_again: event_id.is_some_and(|id| decided_again.contains(&id)),
+            resolution: match event_id {
+                Some(id) if decided_again.contains(&id) => "none: the new owner decided it again, under the same id",
+                _ => resolution(event.as_ref()),
+            },
         });
     }
     Ok(tail)

@@ -5,14 +5,11 @@
 //! copied in).
 //!
 //! Kafka's authorizers deny an operation on a resource that has ACLs but none allowing it,
-//! whatever `allow.everyone.if.no.acl.found` says. On a cluster that lets everyone in when
-//! no ACL is found, a deny alone would therefore also stop every reader of the fenced
-//! topics: there the fence adds an allow of every operation to `User:*` beside the deny
-//! (the deny wins for Write). On a cluster that grants by ACL, the grants are already
-//! there and the fence adds only the deny.
+//! whatever `allow.everyone.if.no.acl.found` says. A topic used under that default (no ACL
+//! matched it) would therefore lose its readers to a deny alone: the fence adds an allow
+//! of every operation to `User:*` beside the deny there (the deny wins for Write). A topic
+//! with grants keeps them, and gets only the deny.
 use std::time::Duration;
-
-use rdkafka::admin::{AdminOptions, ResourceSpecifier};
 
 use crate::acls::{self, Operation, Pattern, Permission, TopicAcl};
 use crate::{InfraError, KafkaSettings};
@@ -56,45 +53,36 @@ impl Fence {
     }
 }
 
-/// Whether the cluster lets everyone in when no ACL is found (any broker's setting; they
-/// must agree).
-async fn open_by_default(settings: &KafkaSettings, timeout: Duration) -> Result<bool, InfraError> {
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        settings.client_config().create().map_err(InfraError::admin("creating the admin client"))?;
-    let metadata =
-        admin.inner().fetch_metadata(None, timeout).map_err(InfraError::admin("reading the cluster's metadata"))?;
-    let broker = metadata
-        .brokers()
-        .first()
-        .map(|b| b.id())
-        .ok_or_else(|| InfraError::Config("the cluster named no broker".into()))?;
-    let options = AdminOptions::new().request_timeout(Some(timeout));
-    let results = tokio::time::timeout(
-        timeout + Duration::from_secs(1),
-        admin.describe_configs(&[ResourceSpecifier::Broker(broker)], &options),
-    )
-    .await
-    .map_err(|_| InfraError::AdminTimeout(timeout))?
-    .map_err(InfraError::admin("describing a broker"))?;
-    let resource = results
-        .into_iter()
-        .next()
-        .ok_or_else(|| InfraError::Config("describing a broker: no answer".into()))?
-        .map_err(|code| InfraError::Refused { what: "describing a broker".into(), code })?;
-    Ok(resource.get("allow.everyone.if.no.acl.found").and_then(|e| e.value.as_deref()) == Some("true"))
-}
-
 /// Puts the fence up at the cluster `settings` reaches (putting it up twice changes
 /// nothing); the ACLs it created.
+///
+/// Whether a topic was open to everyone cannot be read from the cluster (the authorizer's
+/// settings are not among the configs a broker describes), so it is told from the topic's
+/// ACLs: a topic no ACL matched was used under the no-ACL default, and keeps everything but
+/// Write open to everyone; a topic with ACLs keeps its grants, and only loses Write.
 #[tracing::instrument(skip_all, fields(brokers = %settings.brokers))]
 pub async fn put_up(settings: &KafkaSettings, fence: &Fence, timeout: Duration) -> Result<Vec<TopicAcl>, InfraError> {
-    let open = open_by_default(settings, timeout).await?;
-    let acls = fence.acls(open);
-    let (settings, made) = (settings.clone(), acls.clone());
-    tokio::task::spawn_blocking(move || acls::create(&settings, &made, timeout))
-        .await
-        .map_err(|e| InfraError::Config(format!("the ACL request's thread failed: {e}")))??;
-    Ok(acls)
+    let (settings, fence) = (settings.clone(), fence.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut made = Vec::new();
+        for (name, pattern) in &fence.topics {
+            let one = Fence { topics: vec![(name.clone(), *pattern)], principals: fence.principals.clone() };
+            let open = acls::matching(&settings, &probe(name, *pattern), timeout)?.is_empty();
+            made.extend(one.acls(open));
+        }
+        acls::create(&settings, &made, timeout)?;
+        Ok(made)
+    })
+    .await
+    .map_err(|e| InfraError::Config(format!("the ACL request's thread failed: {e}")))?
+}
+
+/// A topic name the pattern covers.
+fn probe(name: &str, pattern: Pattern) -> String {
+    match pattern {
+        Pattern::Literal => name.to_string(),
+        Pattern::Prefixed => format!("{name}x"),
+    }
 }
 
 /// Takes the fence down (its deny ACLs and the allows it added).
@@ -114,11 +102,7 @@ pub async fn is_up(settings: &KafkaSettings, fence: &Fence, timeout: Duration) -
     let settings = settings.clone();
     tokio::task::spawn_blocking(move || {
         for deny in &denies {
-            let probe = match deny.pattern {
-                Pattern::Literal => deny.name.clone(),
-                Pattern::Prefixed => format!("{}x", deny.name),
-            };
-            if !acls::matching(&settings, &probe, timeout)?.contains(deny) {
+            if !acls::matching(&settings, &probe(&deny.name, deny.pattern), timeout)?.contains(deny) {
                 return Ok(false);
             }
         }

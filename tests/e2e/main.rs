@@ -29,3 +29,4 @@ mod regions;
 mod replica;
 mod retention;
 mod schema_registry;
+mod takeover;

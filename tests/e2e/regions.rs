@@ -16,10 +16,10 @@ use rdkafka::{Offset, TopicPartitionList};
 
 /// Taken by every test here: one stops MirrorMaker 2 for a while, which the others'
 /// copies must not see.
-static MIRROR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static MIRROR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The exports of `infra/local/up --regions eu,us`.
-fn regions() -> BTreeMap<String, String> {
+pub(crate) fn regions() -> BTreeMap<String, String> {
     let up = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/local/up");
     let output = std::process::Command::new(up).args(["--regions", "eu,us"]).output().expect("run infra/local/up");
     assert!(output.status.success(), "infra/local/up --regions eu,us: {}", String::from_utf8_lossy(&output.stderr));
@@ -32,7 +32,12 @@ fn regions() -> BTreeMap<String, String> {
 }
 
 /// A fresh pipeline (its four topics, `partitions` each) in both regions' clusters.
-async fn fresh_topic_in_both(eu: &KafkaSettings, us: &KafkaSettings, prefix: &str, partitions: i32) -> String {
+pub(crate) async fn fresh_topic_in_both(
+    eu: &KafkaSettings,
+    us: &KafkaSettings,
+    prefix: &str,
+    partitions: i32,
+) -> String {
     let topic = orderflow::kit::fresh_topic(eu, prefix, partitions).await.expect("eu topics");
     let specs: Vec<infra::topics::TopicSpec> = schemas::pipeline_topics(&topic)
         .into_iter()
@@ -135,22 +140,25 @@ async fn what_one_region_appends_reaches_the_other_under_its_region_name_in_orde
 /// One region of a two-region shop: its checkout (serving on `url`), its database, its
 /// processes and its projection members, which read its own topics and the other
 /// region's copies.
-struct Region {
-    name: schemas::Region,
-    kafka: KafkaSettings,
-    store: projections::store::Store,
-    database_url: String,
-    url: String,
-    client: orderflow::load::HttpClient,
+pub(crate) struct Region {
+    pub(crate) name: schemas::Region,
+    pub(crate) kafka: KafkaSettings,
+    pub(crate) store: projections::store::Store,
+    pub(crate) database_url: String,
+    pub(crate) group_prefix: String,
+    pub(crate) url: String,
+    pub(crate) client: orderflow::load::HttpClient,
     processes: Option<common::Processes>,
     projections: Vec<consumers::MemberHandle>,
+    topic: String,
+    there: schemas::Region,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl Region {
     /// Its checkout serves on `listener`, bound beforehand: each region's checkout must know
     /// the other's URL.
-    async fn open(
+    pub(crate) async fn open(
         name: &str,
         other: &str,
         kafka: KafkaSettings,
@@ -163,6 +171,7 @@ impl Region {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let checkouts = [(there.clone(), other_url.to_string())].into();
         let database_url = common::fresh_database().await;
+        let group_prefix = common::fresh_group_prefix();
         let publisher = producers::publisher::PublisherConfig {
             topic: topic.to_string(),
             deadline: Duration::from_secs(5),
@@ -176,7 +185,11 @@ impl Region {
                 producers::checkout::regions::Regions::new(here.clone(), checkouts, Duration::from_secs(8))
                     .expect("regions")
                     // Orders shipping to the US are served by us; the rest where placed.
-                    .with_destinations([("US".to_string(), schemas::Region::parse("us").expect("region"))].into()),
+                    .with_destinations([("US".to_string(), schemas::Region::parse("us").expect("region"))].into())
+                    .with_owners(orderflow::region_cmd::follow_handovers(
+                        projections::store::Store::connect(&database_url).await.expect("store"),
+                        Duration::from_millis(500),
+                    )),
             );
         let server = tokio::spawn(async move {
             let _ = producers::checkout::run(listener, state, std::future::pending()).await;
@@ -184,7 +197,7 @@ impl Region {
         let store = projections::store::Store::connect(&database_url)
             .await
             .expect("store")
-            .with_group_prefix(&common::fresh_group_prefix())
+            .with_group_prefix(&group_prefix)
             .expect("prefix")
             .with_region(Some(&here));
         let processes = Some(common::Processes::start_in(
@@ -194,20 +207,46 @@ impl Region {
             Duration::from_secs(600),
             &infra::schema_registry::Contract::embedded(),
         ));
-        let projections = projections::ProjectionKind::ALL
+        let client = orderflow::load::http_client_with(Some(&common::token(common::ALL_SCOPES)));
+        let mut region = Region {
+            name: here,
+            kafka,
+            store,
+            database_url,
+            group_prefix,
+            url,
+            client,
+            processes,
+            projections: Vec::new(),
+            topic: topic.to_string(),
+            there,
+            server,
+        };
+        region.start_projections();
+        region
+    }
+
+    /// Starts a member of each projection, reading this region's log and the other's copy.
+    pub(crate) fn start_projections(&mut self) {
+        self.projections = projections::ProjectionKind::ALL
             .into_iter()
             .map(|kind| {
-                let mut config = common::member_config(kind, topic, &store.group(kind));
-                config.mirrors = vec![there.clone()];
-                consumers::member::run_member(config, &kafka, store.clone()).expect("projection member")
+                let mut config = common::member_config(kind, &self.topic, &self.store.group(kind));
+                config.mirrors = vec![self.there.clone()];
+                consumers::member::run_member(config, &self.kafka, self.store.clone()).expect("projection member")
             })
             .collect();
-        let client = orderflow::load::http_client_with(Some(&common::token(common::ALL_SCOPES)));
-        Region { name: here, kafka, store, database_url, url, client, processes, projections, server }
+    }
+
+    /// Stops the projections' members (the order process and the stock group keep running).
+    pub(crate) async fn stop_projections(&mut self) {
+        for member in std::mem::take(&mut self.projections) {
+            member.stop().await.expect("projection member stops");
+        }
     }
 
     /// POSTs to this region's checkout: status, JSON answer and the region that answered.
-    async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value, Option<String>) {
+    pub(crate) async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value, Option<String>) {
         let response = self.client.post(format!("{}{path}", self.url)).json(&body).send().await.expect("http");
         let status = response.status().as_u16();
         let answered_by = response
@@ -218,7 +257,7 @@ impl Region {
         (status, answer, answered_by)
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.server.abort();
         for member in std::mem::take(&mut self.projections) {
             member.stop().await.expect("projection member stops");
@@ -230,7 +269,7 @@ impl Region {
 }
 
 /// Every decoded event of `topic` in `kafka` (the whole log as it is now).
-async fn events_of(kafka: &KafkaSettings, topic: &str) -> Vec<schemas::Event> {
+pub(crate) async fn events_of(kafka: &KafkaSettings, topic: &str) -> Vec<schemas::Event> {
     let total: i64 = common::log_ends(kafka, topic).await.values().sum();
     let (kafka, topic) = (kafka.clone(), topic.to_string());
     let records =
@@ -254,14 +293,14 @@ fn percentiles(durations: &mut [Duration]) -> (Duration, Duration) {
 }
 
 /// Where `infra/local/up` keeps its processes' state.
-fn local_state() -> std::path::PathBuf {
+pub(crate) fn local_state() -> std::path::PathBuf {
     std::env::var("ORDERFLOW_LOCAL_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local"))
 }
 
 /// SIGKILLs MirrorMaker 2 (`infra/local/up --regions` starts it again).
-fn kill_mirror() {
+pub(crate) fn kill_mirror() {
     let pidfile = local_state().join("mirror/mm2.pid");
     let pid = std::fs::read_to_string(&pidfile).expect("MirrorMaker 2's pid file");
     let killed = std::process::Command::new("kill").args(["-9", pid.trim()]).status().expect("kill");
@@ -658,15 +697,21 @@ async fn read_your_writes_across_regions(eu: &Region, us: &Region, topic: &str) 
 
 /// Region eu as the operator runs it: `orderflow checkout` and one `orderflow consume`
 /// per group, as processes that a SIGKILL ends.
-struct ProcessRegion {
-    url: String,
-    env: Vec<(String, String)>,
+pub(crate) struct ProcessRegion {
+    pub(crate) url: String,
+    pub(crate) env: Vec<(String, String)>,
     port: u16,
     children: Vec<common::Child>,
 }
 
 impl ProcessRegion {
-    fn new(name: &str, brokers: &str, database_url: &str, topic: &str, other: (&str, &str)) -> ProcessRegion {
+    pub(crate) fn new(
+        name: &str,
+        brokers: &str,
+        database_url: &str,
+        topic: &str,
+        other: (&str, &str),
+    ) -> ProcessRegion {
         let port = common::free_port();
         let env = [
             ("ORDERFLOW_BROKERS", brokers),
@@ -687,7 +732,7 @@ impl ProcessRegion {
     }
 
     /// Starts its checkout and members, and waits until the checkout answers.
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let listen = format!("127.0.0.1:{}", self.port);
         self.children.push(common::Child::spawn(&["checkout", "--listen", &listen], &env));
@@ -703,7 +748,7 @@ impl ProcessRegion {
     }
 
     /// SIGKILLs every process of the region.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.children.clear();
     }
 }
