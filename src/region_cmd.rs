@@ -197,6 +197,17 @@ impl TakeoverArgs {
         // 4. The lost region's orders, as its order process had them at the cut.
         let settings = ProcessSettings { payment_timeout: *self.payment_timeout, ..ProcessSettings::new(topic) };
         let (state, enqueue) = orders_at_cut(store, &self.lost, &records, contract.codec(), &settings);
+        // Its checkout's memory, before this checkout writes its orders: who owns each order
+        // (only the owner may cancel it) and the answers to its Idempotency-Keys (a retry
+        // gets its first answer, never a second append).
+        let (keys, owners) = checkout_rows_at_cut(&self.lost, &records, contract.codec(), topic);
+        let keys_store = producers::idempotency::IdempotencyStore::connect(
+            &self.pipeline.database.url.database_url,
+            Duration::from_secs(10),
+        )
+        .await
+        .context("connecting to this region's checkout key store")?;
+        let (keys_written, owners_written) = keys_store.restore(&keys, &owners).await?;
         let adopted = store
             .operations()
             .take_over(&handover, &state, &enqueue, contract.codec(), &settings)
@@ -207,6 +218,7 @@ impl TakeoverArgs {
         Ok(serde_json::json!({
             "event": "taken_over", "region": handover.region, "owner": handover.owner, "epoch": handover.epoch,
             "cut": handover.cut, "orders_taken_over": adopted.orders, "enqueued": adopted.enqueued,
+            "checkout_keys": keys_written, "order_owners": owners_written,
             "mirror_fenced": mirror.len(), "lost_region_fence": lost_fence,
             "seconds": started.elapsed().as_secs_f64(),
         }))
@@ -387,6 +399,26 @@ fn orders_at_cut(
         }
     }
     (state, enqueue)
+}
+
+/// The checkout rows the lost region's appended records give back (as
+/// `orderflow rebuild checkout-keys` would in that region), from the copies.
+fn checkout_rows_at_cut(
+    lost: &Region,
+    records: &[StoredRecord],
+    codec: &schemas::Codec,
+    orders_topic: &str,
+) -> (Vec<producers::idempotency::RestoredKey>, Vec<producers::idempotency::RestoredOwner>) {
+    let (mut keys, mut owners) = (Vec::new(), Vec::new());
+    for record in records.iter().filter(|r| TopicRole::by_name(&r.topic).written_by_callers()) {
+        let Some(event) = record.payload.as_deref().and_then(|p| codec.decode(p).ok()) else { continue };
+        let mut original = record.clone();
+        original.topic = lost.source_topic(&record.topic).unwrap_or(&record.topic).to_string();
+        let (key, owner) = producers::checkout::rebuild::rows_of(&original, &event, orders_topic, Some(lost));
+        keys.extend(key);
+        owners.extend(owner);
+    }
+    (keys, owners)
 }
 
 /// Appends the handover to this region's control topic (made if missing, keeping every

@@ -269,7 +269,8 @@ async fn a_lost_region_is_taken_over_fenced_and_its_unreplicated_tail_reported_n
     let mut first_accepted = None;
     let mut paid = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    for order in client.eu_orders[..mirrored_orders].to_vec().into_iter().step_by(3) {
+    let to_pay: Vec<Uuid> = client.eu_orders[..mirrored_orders].iter().copied().step_by(3).collect();
+    for order in to_pay {
         loop {
             let (status, answer) = client.pay(&us, order).await;
             if status == 202 {

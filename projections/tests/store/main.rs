@@ -8,6 +8,7 @@ mod support;
 
 mod bulk_writes;
 mod dedupe;
+mod handovers;
 mod offset_rows;
 mod parked_orders;
 mod schema_upgrade;
