@@ -50,6 +50,9 @@ pub enum RegionCommand {
     Tail(TailArgs),
     /// Who writes each region's orders, as this region's database knows it.
     Status(StatusArgs),
+    /// Move a taken-over region's frozen stock into this region's pool: counted units, or
+    /// its last known available units less a margin (audited; running it again adds nothing).
+    AdoptStock(AdoptStockArgs),
 }
 
 impl RegionCommand {
@@ -59,6 +62,7 @@ impl RegionCommand {
             RegionCommand::Fence(args) => args.run().await?,
             RegionCommand::Tail(args) => args.run().await?,
             RegionCommand::Status(args) => args.run().await?,
+            RegionCommand::AdoptStock(args) => args.run().await?,
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
         Ok(())
@@ -664,4 +668,151 @@ pub fn follow_handovers(store: Store, every: Duration) -> tokio::sync::watch::Re
         }
     });
     receive
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptStockArgs {
+    /// The region taken over, whose pool is frozen.
+    lost: Region,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Units counted in the lost region's warehouses, `<SKU>=<units>` (repeat, or comma
+    /// separate): each SKU named is adopted with exactly this count.
+    #[arg(long = "count", value_delimiter = ',', value_parser = parse_count)]
+    counts: Vec<(String, i32)>,
+    /// Or adopt every SKU of the frozen pool at its last known available units less this
+    /// margin, in percent (the units the lost region may have sold in its tail).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), conflicts_with = "counts")]
+    margin: Option<u8>,
+    /// The warehouse the adopted units are booked to in this region's pool.
+    #[arg(long, default_value = "adopted")]
+    warehouse: String,
+    #[command(flatten)]
+    schemas: SchemaRegistryArgs,
+    #[command(flatten)]
+    operator: OperatorArgs,
+}
+
+fn parse_count(raw: &str) -> Result<(String, i32), String> {
+    let (sku, units) = raw.split_once('=').ok_or_else(|| format!("{raw:?}: expected <SKU>=<units>"))?;
+    let units: i32 = units.trim().parse().map_err(|_| format!("{raw:?}: units must be a whole number"))?;
+    if sku.trim().is_empty() || units < 0 {
+        return Err(format!("{raw:?}: a SKU and zero or more units"));
+    }
+    Ok((sku.trim().to_string(), units))
+}
+
+/// The units to adopt per SKU: the counts given, or the frozen pool's available units less
+/// `margin` percent (rounded down).
+pub fn units_to_adopt(
+    frozen: &[projections::store::InventoryLevel],
+    counts: &[(String, i32)],
+    margin: Option<u8>,
+) -> Vec<(String, i32)> {
+    match margin {
+        Some(margin) => frozen
+            .iter()
+            .map(|level| {
+                let kept = level.available.max(0) * i64::from(100 - margin) / 100;
+                (level.sku.clone(), i32::try_from(kept).unwrap_or(i32::MAX))
+            })
+            .filter(|(_, units)| *units > 0)
+            .collect(),
+        None => counts.iter().filter(|(_, units)| *units > 0).cloned().collect(),
+    }
+}
+
+impl AdoptStockArgs {
+    async fn run(self) -> anyhow::Result<serde_json::Value> {
+        let here = self.pipeline.database.region.region.clone().context("--region: the region that took over")?;
+        anyhow::ensure!(
+            !self.counts.is_empty() || self.margin.is_some(),
+            "say how many units to adopt: --count <SKU>=<units> (counted), or --margin <percent>"
+        );
+        let store = self.pipeline.database.connect().await?;
+        let arguments = serde_json::json!({"lost": self.lost.as_str(), "counts": self.counts, "margin": self.margin,
+            "warehouse": self.warehouse});
+        let operator = self.operator.clone();
+        operator.audited(&store, "region adopt-stock", arguments, self.adopt(&store, &here), |r| r.clone()).await
+    }
+
+    async fn adopt(&self, store: &Store, here: &Region) -> anyhow::Result<serde_json::Value> {
+        let owners = store.operations().owners().await?;
+        let handover = owners
+            .handover(&self.lost)
+            .filter(|h| h.owner == here.as_str())
+            .cloned()
+            .with_context(|| format!("{here} has not taken {} over: its stock is not frozen here", self.lost))?;
+        let frozen: Vec<_> = store
+            .reads()
+            .inventory_levels()
+            .await?
+            .into_iter()
+            .filter(|level| level.region.as_deref() == Some(self.lost.as_str()))
+            .collect();
+        let units = units_to_adopt(&frozen, &self.counts, self.margin);
+        let kafka = self.pipeline.kafka.checked_settings(Some(&self.pipeline.topic.topic)).await?;
+        let contract = self.schemas.contract().await?;
+        let publisher = producers::publisher::Publisher::new(
+            &kafka,
+            producers::publisher::PublisherConfig {
+                topic: self.pipeline.topic.topic.clone(),
+                deadline: Duration::from_secs(30),
+                linger_ms: 0,
+                codec: contract.codec().clone(),
+            },
+        )?;
+        // One id per handover and SKU: adopting again appends the same event, which the
+        // stock group applies once.
+        let namespace = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("adopt {handover:?}").as_bytes());
+        let principal = format!("operator:{}", self.operator.name());
+        let mut adopted = BTreeMap::new();
+        for (sku, delta) in &units {
+            let event_id = uuid::Uuid::new_v5(&namespace, sku.as_bytes());
+            let event = Event::StockAdjusted(schemas::StockAdjusted {
+                envelope: schemas::Envelope {
+                    event_id,
+                    occurred_at: schemas::Envelope::now(),
+                    correlation_id: event_id,
+                    causation_id: None,
+                },
+                sku: sku.clone(),
+                warehouse: self.warehouse.clone(),
+                delta: *delta,
+                reason: schemas::AdjustmentReason::Counted,
+            });
+            publisher.publish(&event, &principal).await.with_context(|| format!("adopting {sku}"))?;
+            adopted.insert(sku.clone(), *delta);
+        }
+        let frozen: BTreeMap<&str, i64> = frozen.iter().map(|l| (l.sku.as_str(), l.available)).collect();
+        Ok(serde_json::json!({"event": "stock_adopted", "region": self.lost.as_str(), "into": here.as_str(),
+            "epoch": handover.epoch, "frozen_available": frozen, "adopted": adopted}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(sku: &str, available: i64) -> projections::store::InventoryLevel {
+        projections::store::InventoryLevel {
+            sku: sku.into(),
+            on_hand: available + 5,
+            reserved: 5,
+            shipped: 0,
+            available,
+            region: Some("eu".into()),
+        }
+    }
+
+    #[test]
+    fn a_margin_adopts_the_frozen_available_units_less_the_margin_and_counts_adopt_exactly() {
+        let frozen = [level("A", 100), level("B", 9), level("C", 0), level("D", -3)];
+        assert_eq!(units_to_adopt(&frozen, &[], Some(10)), vec![("A".to_string(), 90), ("B".to_string(), 8)]);
+        assert_eq!(units_to_adopt(&frozen, &[], Some(100)), vec![]);
+        let counts = [("A".to_string(), 42), ("Z".to_string(), 0)];
+        assert_eq!(units_to_adopt(&frozen, &counts, None), vec![("A".to_string(), 42)]);
+        assert_eq!(parse_count("SKU-1=7"), Ok(("SKU-1".to_string(), 7)));
+        assert!(parse_count("SKU-1").is_err() && parse_count("=3").is_err() && parse_count("A=-1").is_err());
+    }
 }

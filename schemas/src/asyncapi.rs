@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::event::EventKind;
 use crate::names::{TopicRole, EVENT_ID_HEADER, PRINCIPAL_HEADER, REQUEST_HEADER};
+use crate::ownership::EPOCH_HEADER;
 use crate::registry::{builtin_contract, ContractFile};
 
 /// The key a kind of event is published under.
@@ -162,6 +163,11 @@ fn message(kind: EventKind, file: Option<&ContractFile>) -> Value {
                     "type": "string",
                     "pattern": "^v1 [0-9a-f]{64} [0-9a-f]{64} -?[0-9]+$",
                     "description": "Set by the checkout on an event appended under an Idempotency-Key: `v1 <SHA-256 of scope and key> <SHA-256 of the request> <epoch ms of the key's first claim>`, digests only. `orderflow rebuild checkout-keys` restores the key store from it.",
+                },
+                EPOCH_HEADER: {
+                    "type": "string",
+                    "pattern": "^[0-9]+$",
+                    "description": "The ownership epoch under which a region that took over the order's home region appended the event (`orderflow region takeover`); absent: 1, the home itself. Readers apply an event of a taken-over region's order from the new owner's log only under the handover's epoch.",
                 },
             },
         },

@@ -292,6 +292,27 @@ async fn a_lost_region_is_taken_over_fenced_and_its_unreplicated_tail_reported_n
     }
     us.start_projections();
 
+    // eu's pool is frozen; us adopts its last known available units less a 10 % margin
+    // (audited), once however often it is run: received = on hand + shipped.
+    let adopt = ["region", "adopt-stock", "eu", "--margin", "10"];
+    let adopted = operator_in_us(&us, &topic, &adopt);
+    let frozen = adopted["frozen_available"]["SKU-T"].as_i64().expect("eu's frozen level");
+    let units = adopted["adopted"]["SKU-T"].as_i64().expect("adopted units");
+    assert_eq!(units, frozen * 9 / 10, "{adopted}");
+    assert_eq!(operator_in_us(&us, &topic, &adopt)["adopted"], adopted["adopted"]);
+    let us_pool = |levels: &[projections::store::InventoryLevel]| {
+        levels.iter().find(|l| l.sku == "SKU-T" && l.region.as_deref() == Some("us")).map(|l| l.on_hand + l.shipped)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let levels = us.store.reads().inventory_levels().await.expect("levels");
+        if us_pool(&levels) == Some(i64::from(UNITS_PER_POOL) + units) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "us's pool did not get eu's {units} units: {levels:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     // eu comes back: its broker first, fenced before anything of eu starts.
     regions();
     let fenced = common::run_orderflow_with(
@@ -396,6 +417,8 @@ async fn a_lost_region_is_taken_over_fenced_and_its_unreplicated_tail_reported_n
         assert!(Instant::now() < deadline, "us's views lack payments it accepted for eu's orders");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let levels = us.store.reads().inventory_levels().await.expect("levels");
+    assert_eq!(us_pool(&levels), Some(i64::from(UNITS_PER_POOL) + units), "eu's units adopted once: {levels:?}");
     // What us appended itself, once it has decided what it had to.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let on_us_log = tokio::task::spawn_blocking({
