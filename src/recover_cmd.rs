@@ -23,8 +23,8 @@ use schemas::TopicRole;
 /// How long the log may stay silent while a rebuild still expects records from it.
 const STALL: Duration = Duration::from_secs(30);
 
-/// What the rebuild reads: every partition of `topics` up to its end now.
-async fn read_log(
+/// Every record of `topics` up to where each partition ends now (the ends taken first).
+pub(crate) async fn read_log(
     kafka: &infra::KafkaSettings,
     topics: Vec<String>,
 ) -> anyhow::Result<(BTreeMap<(String, i32), i64>, Vec<StoredRecord>)> {

@@ -34,6 +34,7 @@ use projections::store::{ProcessSettings, Store};
 use schemas::{CutPoint, Event, Handover, Owners, Region, StockAction, TopicRole};
 
 use crate::args::{KafkaArgs, OperatorArgs, PipelineArgs, SchemaRegistryArgs};
+use crate::recover_cmd::read_log;
 
 /// How long the log may stay silent while a read still expects records from it.
 const STALL: Duration = Duration::from_secs(30);
@@ -91,7 +92,7 @@ impl LostRegionArgs {
 }
 
 /// The fence of region `lost` at its own brokers: its pipeline's topics lose Write.
-fn lost_region_fence(orders_topic: &str, principals: &[String]) -> Fence {
+pub fn lost_region_fence(orders_topic: &str, principals: &[String]) -> Fence {
     Fence {
         topics: schemas::pipeline_topics(orders_topic).into_iter().map(|t| (t, Pattern::Literal)).collect(),
         principals: principals.to_vec(),
@@ -99,7 +100,7 @@ fn lost_region_fence(orders_topic: &str, principals: &[String]) -> Fence {
 }
 
 /// The fence of the copies of `lost`'s pipeline in the region that took it over.
-fn mirror_fence(lost: &Region, orders_topic: &str) -> Fence {
+pub fn mirror_fence(lost: &Region, orders_topic: &str) -> Fence {
     Fence {
         topics: schemas::pipeline_topics(orders_topic).iter().map(|t| (lost.mirrored(t), Pattern::Literal)).collect(),
         principals: vec![fence::EVERYONE.to_string()],
@@ -184,11 +185,7 @@ impl TakeoverArgs {
         let (ends, records) = read_log(&kafka, copies).await?;
         let contract = self.schemas.contract().await?;
         contract.resolve(records.iter().filter_map(|r| r.payload.as_deref())).await?;
-        let id_of = |r: &StoredRecord| {
-            let decoded = r.payload.as_deref().and_then(|p| contract.codec().decode(p).ok());
-            decoded.map(|e| e.envelope().event_id).or_else(|| event_id_of(r))
-        };
-        let cut = cut_of(&self.lost, &ends, &records, id_of);
+        let cut = cut_of(&self.lost, &ends, &records, |r| event_id_in(contract.codec(), r));
         let handover = Handover {
             region: self.lost.to_string(),
             owner: here.to_string(),
@@ -285,21 +282,6 @@ async fn record_in_lost_region(
     }
 }
 
-/// Every record of `topics` up to where each partition ends now.
-async fn read_log(
-    kafka: &infra::KafkaSettings,
-    topics: Vec<String>,
-) -> anyhow::Result<(BTreeMap<(String, i32), i64>, Vec<StoredRecord>)> {
-    let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let ends = log_reader::ends_now(&kafka, &topics, Duration::from_secs(10))?;
-        let mut records = Vec::new();
-        log_reader::read_to(&kafka, &ends, STALL, |r| records.push(r))?;
-        Ok((ends, records))
-    })
-    .await?
-}
-
 /// The ids of the events `records` carry (decoded; the header where a payload is not an
 /// event of the contract).
 async fn event_ids(
@@ -307,13 +289,14 @@ async fn event_ids(
     records: &[StoredRecord],
 ) -> anyhow::Result<BTreeSet<uuid::Uuid>> {
     contract.resolve(records.iter().filter_map(|r| r.payload.as_deref())).await?;
-    Ok(records
-        .iter()
-        .filter_map(|r| {
-            let decoded = r.payload.as_deref().and_then(|p| contract.codec().decode(p).ok());
-            decoded.map(|e| e.envelope().event_id).or_else(|| event_id_of(r))
-        })
-        .collect())
+    Ok(records.iter().filter_map(|r| event_id_in(contract.codec(), r)).collect())
+}
+
+/// The id of the event a record carries: decoded, or its header where the payload is not an
+/// event of the contract (decisions carry no id header).
+fn event_id_in(codec: &schemas::Codec, record: &StoredRecord) -> Option<uuid::Uuid> {
+    let decoded = record.payload.as_deref().and_then(|p| codec.decode(p).ok());
+    decoded.map(|e| e.envelope().event_id).or_else(|| event_id_of(record))
 }
 
 /// The event id a record's header names, if it names one.

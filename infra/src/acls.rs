@@ -177,17 +177,28 @@ fn request<T>(
     }
 }
 
-/// Creates `acls` (creating one that exists changes nothing).
-#[tracing::instrument(skip_all, fields(brokers = %settings.brokers, acls = acls.len()))]
-pub fn create(settings: &KafkaSettings, acls: &[TopicAcl], timeout: Duration) -> Result<(), InfraError> {
-    let mut bindings = Vec::with_capacity(acls.len());
+/// Whether librdkafka is to make ACL bindings (to create) or filters matching exactly them
+/// (to delete).
+#[derive(Clone, Copy)]
+enum Kind {
+    Binding,
+    Filter,
+}
+
+/// librdkafka's objects for `acls`; the caller destroys them ([`destroy_bindings`]).
+fn native_bindings(acls: &[TopicAcl], kind: Kind) -> Result<Vec<*mut rd::rd_kafka_AclBinding_t>, InfraError> {
+    let mut made = Vec::with_capacity(acls.len());
     let star = text("host", "*")?;
     for acl in acls {
         let (name, principal) = (text("topic", &acl.name)?, text("principal", &acl.principal)?);
         let mut errstr = [0 as std::os::raw::c_char; 256];
+        let new = match kind {
+            Kind::Binding => rd::rd_kafka_AclBinding_new,
+            Kind::Filter => rd::rd_kafka_AclBindingFilter_new,
+        };
         // SAFETY: the strings outlive the call, which copies them.
         let binding = unsafe {
-            rd::rd_kafka_AclBinding_new(
+            new(
                 rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
                 name.as_ptr(),
                 acl.pattern.native(),
@@ -200,11 +211,18 @@ pub fn create(settings: &KafkaSettings, acls: &[TopicAcl], timeout: Duration) ->
             )
         };
         if binding.is_null() {
-            destroy_bindings(&mut bindings);
+            destroy_bindings(&mut made);
             return Err(InfraError::Config(format!("ACL {acl}: {}", owned(errstr.as_ptr()))));
         }
-        bindings.push(binding);
+        made.push(binding);
     }
+    Ok(made)
+}
+
+/// Creates `acls` (creating one that exists changes nothing).
+#[tracing::instrument(skip_all, fields(brokers = %settings.brokers, acls = acls.len()))]
+pub fn create(settings: &KafkaSettings, acls: &[TopicAcl], timeout: Duration) -> Result<(), InfraError> {
+    let mut bindings = native_bindings(acls, Kind::Binding)?;
     let what = "creating ACLs";
     let result = request(
         settings,
@@ -242,31 +260,7 @@ fn destroy_bindings(bindings: &mut Vec<*mut rd::rd_kafka_AclBinding_t>) {
 /// Deletes exactly the ACLs `acls` names (deleting one that is not there changes nothing).
 #[tracing::instrument(skip_all, fields(brokers = %settings.brokers, acls = acls.len()))]
 pub fn delete(settings: &KafkaSettings, acls: &[TopicAcl], timeout: Duration) -> Result<(), InfraError> {
-    let mut filters = Vec::with_capacity(acls.len());
-    let star = text("host", "*")?;
-    for acl in acls {
-        let (name, principal) = (text("topic", &acl.name)?, text("principal", &acl.principal)?);
-        let mut errstr = [0 as std::os::raw::c_char; 256];
-        // SAFETY: as in `create`.
-        let filter = unsafe {
-            rd::rd_kafka_AclBindingFilter_new(
-                rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
-                name.as_ptr(),
-                acl.pattern.native(),
-                principal.as_ptr(),
-                star.as_ptr(),
-                acl.operation.native(),
-                acl.permission.native(),
-                errstr.as_mut_ptr(),
-                errstr.len(),
-            )
-        };
-        if filter.is_null() {
-            destroy_bindings(&mut filters);
-            return Err(InfraError::Config(format!("ACL filter {acl}: {}", owned(errstr.as_ptr()))));
-        }
-        filters.push(filter);
-    }
+    let mut filters = native_bindings(acls, Kind::Filter)?;
     let what = "deleting ACLs";
     let result = request(
         settings,

@@ -75,6 +75,12 @@ fn operator_in_us(us: &Region, topic: &str, args: &[&str]) -> serde_json::Value 
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("orderflow {args:?} printed no JSON ({e}): {out}"))
 }
 
+/// How many records a copy holds; 0 while MirrorMaker 2 is still creating it (its
+/// partitions may have no leader for a moment).
+async fn copied_so_far(kafka: &KafkaSettings, copy: &str) -> i64 {
+    orderflow::kit::log_ends(kafka, copy).await.map(|ends| ends.values().sum()).unwrap_or(0)
+}
+
 /// Each partition's end of the pipeline's topics in `kafka`.
 async fn ends_of(kafka: &KafkaSettings, topic: &str) -> BTreeMap<String, BTreeMap<i32, i64>> {
     let mut ends = BTreeMap::new();
@@ -143,15 +149,10 @@ impl Drop for Restore {
         let lifted = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async {
-                let everyone = vec![infra::fence::EVERYONE.to_string()];
-                let literal =
-                    |names: Vec<String>| names.into_iter().map(|t| (t, infra::acls::Pattern::Literal)).collect();
-                let lost = infra::fence::Fence {
-                    topics: literal(schemas::pipeline_topics(&topic)),
-                    principals: everyone.clone(),
-                };
-                let copies = schemas::pipeline_topics(&topic).iter().map(|t| format!("eu.{t}")).collect();
-                let mirror = infra::fence::Fence { topics: literal(copies), principals: everyone };
+                let everyone = [infra::fence::EVERYONE.to_string()];
+                let lost = orderflow::region_cmd::lost_region_fence(&topic, &everyone);
+                let eu_region = schemas::Region::parse("eu").expect("region");
+                let mirror = orderflow::region_cmd::mirror_fence(&eu_region, &topic);
                 let eu_down = infra::fence::take_down(&eu, &lost, Duration::from_secs(10)).await;
                 let us_down = infra::fence::take_down(&us, &mirror, Duration::from_secs(10)).await;
                 (eu_down.is_ok(), us_down.is_ok())
@@ -196,7 +197,7 @@ async fn a_lost_region_is_taken_over_fenced_and_its_unreplicated_tail_reported_n
     // The copy runs (MirrorMaker 2 may still be starting after an earlier test's restart).
     let adjustments = format!("eu.{}", schemas::adjustments_topic(&topic));
     let deadline = Instant::now() + Duration::from_secs(120);
-    while common::log_ends(&us.kafka, &adjustments).await.values().sum::<i64>() == 0 {
+    while copied_so_far(&us.kafka, &adjustments).await == 0 {
         assert!(Instant::now() < deadline, "MirrorMaker 2 copies nothing of eu into us");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -218,7 +219,7 @@ async fn a_lost_region_is_taken_over_fenced_and_its_unreplicated_tail_reported_n
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let source: i64 = common::log_ends(&eu_kafka, &topic).await.values().sum();
-        let copied: i64 = common::log_ends(&us.kafka, &copy).await.values().sum();
+        let copied = copied_so_far(&us.kafka, &copy).await;
         if copied >= source {
             break;
         }

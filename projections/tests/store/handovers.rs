@@ -11,15 +11,7 @@ use schemas::samples::lifecycle;
 use schemas::{Codec, CutPoint, Event, Handover, Region};
 
 fn record(codec: &Codec, event: &Event, offset: i64, epoch: u32) -> LogRecord {
-    LogRecord {
-        partition: 0,
-        offset,
-        key: Some(event.key().into_bytes()),
-        payload: Some(codec.encode(event).expect("encode")),
-        timestamp_ms: None,
-        published_by: None,
-        epoch,
-    }
+    LogRecord { epoch, ..crate::dedupe::record(codec, event, offset) }
 }
 
 /// One batch of `group` on `topic` holding `records`.
