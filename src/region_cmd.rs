@@ -510,6 +510,12 @@ fn resolution(event: Option<&Event>) -> &'static str {
             "resubmit through the new owner (POST /orders/{id}/shipments): the parcel left"
         }
         Some(Event::StockAdjusted(_)) => "count it into the lost region's pool when its stock is taken over",
+        Some(Event::StockTransferRequested(_)) => {
+            "none: the lost region's pool kept the units (frozen with it); request the transfer again from a live pool"
+        }
+        Some(Event::StockTransferReceived(_)) => {
+            "count the units into the new owner's pool: report the receipt there (POST /inventory/{sku}/transfer-receipts, same transfer id)"
+        }
         Some(_) => "none: the lost region's processes decided it after the cut; the new owner decides again from its own log",
         None => "inspect: not an event of the contract",
     }

@@ -2,7 +2,7 @@
 //! strict (unknown fields are rejected) and every rule lives in `validation`.
 use schemas::{
     AdjustmentReason, Envelope, Event, OrderCancelled, OrderLine, OrderPlaced, PaymentFact, ShipTo, ShipmentFact,
-    StockAdjusted,
+    StockAdjusted, StockTransfer,
 };
 use serde::Deserialize;
 use utoipa::openapi::schema::{ArrayBuilder, Schema};
@@ -164,6 +164,122 @@ pub struct StockAdjustmentRequest {
     pub delta: i64,
     #[schema(schema_with = adjustment_reason)]
     pub reason: AdjustmentReason,
+}
+
+fn transfer_units() -> Schema {
+    v::integer_schema(1, v::MAX_STOCK_DELTA)
+}
+
+fn region_name() -> Schema {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some("^[a-z][a-z0-9-]{0,31}$"))
+        .description(Some("A region's name, as the checkouts are configured with it."))
+        .into()
+}
+
+/// Units of a SKU leaving this region's pool for another region's
+/// (`StockTransferRequested`). This region's stock group dispatches them (from then on they
+/// are in transit, in no pool) or refuses the transfer when fewer units are available.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockTransferRequest {
+    /// Chosen by the caller, and named again by the receipt in the receiving region.
+    pub transfer_id: Uuid,
+    #[schema(schema_with = transfer_units)]
+    #[serde(deserialize_with = "v::integral")]
+    pub units: i64,
+    /// The receiving region.
+    #[schema(schema_with = region_name)]
+    pub to_region: String,
+    /// The warehouse the units leave from.
+    #[schema(schema_with = text64)]
+    pub warehouse: String,
+}
+
+/// Units of a transfer arrived in this region's pool (`StockTransferReceived`); counted
+/// in once per transfer, however often it is reported.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockReceiptRequest {
+    /// The transfer's id, as the giving region was told.
+    pub transfer_id: Uuid,
+    #[schema(schema_with = transfer_units)]
+    #[serde(deserialize_with = "v::integral")]
+    pub units: i64,
+    /// The giving region.
+    #[schema(schema_with = region_name)]
+    pub from_region: String,
+    /// The warehouse the units arrived at.
+    #[schema(schema_with = text64)]
+    pub warehouse: String,
+}
+
+/// One end of a transfer: the event, checked. `here` is the region of the checkout;
+/// `other` the other end's region, which must be one the checkout knows.
+fn transfer_event(
+    envelope: Envelope,
+    sku: String,
+    (transfer_id, units, warehouse): (Uuid, i64, String),
+    (from, to): (&schemas::Region, &schemas::Region),
+) -> Checked<StockTransfer> {
+    v::sku("sku", &sku)?;
+    v::text("warehouse", &warehouse, 64)?;
+    let units = v::in_range("units", units, 1, v::MAX_STOCK_DELTA)?;
+    Ok(StockTransfer {
+        envelope,
+        transfer_id,
+        sku,
+        units,
+        from_region: from.as_str().to_string(),
+        to_region: to.as_str().to_string(),
+        warehouse,
+    })
+}
+
+/// The other region of a transfer: a region the checkout knows that is not `here`.
+fn other_region(
+    field: &str,
+    name: &str,
+    here: &schemas::Region,
+    known: &dyn Fn(&schemas::Region) -> bool,
+) -> Checked<schemas::Region> {
+    let region = schemas::Region::parse(name).map_err(|e| FieldError::new(field, e.to_string()))?;
+    if region == *here {
+        return Err(FieldError::new(field, "is this region: a transfer moves units between two regions"));
+    }
+    if !known(&region) {
+        return Err(FieldError::new(field, format!("names no region this checkout knows ({name:?})")));
+    }
+    Ok(region)
+}
+
+impl StockTransferRequest {
+    pub fn into_event(
+        self,
+        envelope: Envelope,
+        sku: String,
+        here: &schemas::Region,
+        known: &dyn Fn(&schemas::Region) -> bool,
+    ) -> Checked<Event> {
+        let to = other_region("to_region", &self.to_region, here, known)?;
+        let transfer = transfer_event(envelope, sku, (self.transfer_id, self.units, self.warehouse), (here, &to))?;
+        Ok(Event::StockTransferRequested(transfer))
+    }
+}
+
+impl StockReceiptRequest {
+    pub fn into_event(
+        self,
+        envelope: Envelope,
+        sku: String,
+        here: &schemas::Region,
+        known: &dyn Fn(&schemas::Region) -> bool,
+    ) -> Checked<Event> {
+        let from = other_region("from_region", &self.from_region, here, known)?;
+        let transfer = transfer_event(envelope, sku, (self.transfer_id, self.units, self.warehouse), (&from, here))?;
+        Ok(Event::StockTransferReceived(transfer))
+    }
 }
 
 const MAX_AMOUNT_MINOR: i64 = 100_000_000_000_000;

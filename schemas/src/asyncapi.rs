@@ -15,7 +15,10 @@ fn key_of(kind: EventKind) -> &'static str {
     const ORDER_KEY: &str = "the order id (UUID text): every event of one order in one partition, in order";
     const SKU_KEY: &str = "`sku:<SKU>`: every event of one SKU in one partition, in order";
     match kind {
-        EventKind::StockAdjusted | EventKind::StockRequested => SKU_KEY,
+        EventKind::StockAdjusted
+        | EventKind::StockRequested
+        | EventKind::StockTransferRequested
+        | EventKind::StockTransferReceived => SKU_KEY,
         EventKind::StockDecided => "the order id (UUID text), or `sku:<SKU>` for the decision on a stock adjustment",
         _ => ORDER_KEY,
     }
@@ -224,7 +227,10 @@ mod tests {
         assert!(!names("publishFacts").contains(&"OrderConfirmed".to_string()));
         assert!(names("publishDecisions").contains(&"StockDecided".to_string()));
         assert_eq!(names("requestStock"), vec!["StockRequested".to_string()]);
-        assert_eq!(names("publishAdjustments"), vec!["StockAdjusted".to_string()]);
+        assert_eq!(
+            names("publishAdjustments"),
+            ["StockAdjusted", "StockTransferRequested", "StockTransferReceived"].map(String::from).to_vec()
+        );
         let all = names("publishFacts").len()
             + names("publishDecisions").len()
             + names("requestStock").len()

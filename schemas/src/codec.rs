@@ -223,6 +223,7 @@ impl Codec {
             Event::OrderRejected(e) => writer.write(e, buf),
             Event::OrderExpired(e) => writer.write(e, buf),
             Event::RefundRequested(e) => writer.write(e, buf),
+            Event::StockTransferRequested(e) | Event::StockTransferReceived(e) => writer.write(e, buf),
         }
     }
 
@@ -253,6 +254,8 @@ impl Codec {
             EventKind::OrderRejected => Event::OrderRejected(read.body()?),
             EventKind::OrderExpired => Event::OrderExpired(read.body()?),
             EventKind::RefundRequested => Event::RefundRequested(read.body()?),
+            EventKind::StockTransferRequested => Event::StockTransferRequested(read.body()?),
+            EventKind::StockTransferReceived => Event::StockTransferReceived(read.body()?),
         })
     }
 

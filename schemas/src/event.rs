@@ -106,6 +106,21 @@ pub struct StockAdjusted {
     pub reason: AdjustmentReason,
 }
 
+/// Units of one SKU moving between two regions' pools: requested in the giving region
+/// (`StockTransferRequested`, on its adjustments topic), received in the other
+/// (`StockTransferReceived`, on that region's). Between the two the units are in transit,
+/// in neither pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockTransfer {
+    pub envelope: Envelope,
+    pub transfer_id: Uuid,
+    pub sku: String,
+    pub units: i32,
+    pub from_region: String,
+    pub to_region: String,
+    pub warehouse: String,
+}
+
 /// What the order process asks of the stock group for one SKU of one order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -204,6 +219,8 @@ pub enum Event {
     OrderRejected(OrderRejected),
     OrderExpired(OrderExpired),
     RefundRequested(RefundRequested),
+    StockTransferRequested(StockTransfer),
+    StockTransferReceived(StockTransfer),
 }
 
 /// The type of an event without its body; one Avro record (and subject) each.
@@ -225,10 +242,12 @@ pub enum EventKind {
     OrderRejected,
     OrderExpired,
     RefundRequested,
+    StockTransferRequested,
+    StockTransferReceived,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::OrderPlaced,
         EventKind::OrderCancelled,
         EventKind::PaymentAuthorized,
@@ -245,6 +264,8 @@ impl EventKind {
         EventKind::OrderRejected,
         EventKind::OrderExpired,
         EventKind::RefundRequested,
+        EventKind::StockTransferRequested,
+        EventKind::StockTransferReceived,
     ];
 
     /// The Avro record name, without namespace.
@@ -266,6 +287,8 @@ impl EventKind {
             EventKind::OrderRejected => "OrderRejected",
             EventKind::OrderExpired => "OrderExpired",
             EventKind::RefundRequested => "RefundRequested",
+            EventKind::StockTransferRequested => "StockTransferRequested",
+            EventKind::StockTransferReceived => "StockTransferReceived",
         }
     }
 
@@ -312,6 +335,8 @@ impl Event {
             Event::OrderRejected(_) => EventKind::OrderRejected,
             Event::OrderExpired(_) => EventKind::OrderExpired,
             Event::RefundRequested(_) => EventKind::RefundRequested,
+            Event::StockTransferRequested(_) => EventKind::StockTransferRequested,
+            Event::StockTransferReceived(_) => EventKind::StockTransferReceived,
         }
     }
 
@@ -331,10 +356,12 @@ impl Event {
             Event::OrderRejected(e) => &e.envelope,
             Event::OrderExpired(e) => &e.envelope,
             Event::RefundRequested(e) => &e.envelope,
+            Event::StockTransferRequested(e) | Event::StockTransferReceived(e) => &e.envelope,
         }
     }
 
-    /// The order this event belongs to; `None` for stock adjustments and their decisions.
+    /// The order this event belongs to; `None` for stock adjustments, transfers and their
+    /// decisions.
     pub fn order_id(&self) -> Option<Uuid> {
         match self {
             Event::OrderPlaced(e) => Some(e.order_id),
@@ -350,7 +377,7 @@ impl Event {
             Event::OrderRejected(e) => Some(e.order_id),
             Event::OrderExpired(e) => Some(e.order_id),
             Event::RefundRequested(e) => Some(e.order_id),
-            Event::StockAdjusted(_) => None,
+            Event::StockAdjusted(_) | Event::StockTransferRequested(_) | Event::StockTransferReceived(_) => None,
         }
     }
 
@@ -363,6 +390,7 @@ impl Event {
         match self {
             Event::StockAdjusted(e) => format!("sku:{}", e.sku),
             Event::StockRequested(e) => format!("sku:{}", e.sku),
+            Event::StockTransferRequested(e) | Event::StockTransferReceived(e) => format!("sku:{}", e.sku),
             Event::StockDecided(StockDecided { order_id: None, sku, .. }) => format!("sku:{sku}"),
             other => other.order_id().map(|id| id.to_string()).unwrap_or_default(),
         }

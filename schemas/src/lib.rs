@@ -29,7 +29,7 @@ pub use error::{DecodeError, EncodeError, RegistryError};
 pub use event::{
     AdjustmentReason, Envelope, Event, EventKind, OrderCancelled, OrderConfirmed, OrderExpired, OrderLine, OrderPlaced,
     OrderRejected, PaymentFact, RefundRequested, ShipTo, ShipmentFact, StockAction, StockAdjusted, StockDecided,
-    StockOutcome, StockRequested,
+    StockOutcome, StockRequested, StockTransfer,
 };
 pub use names::{
     adjustments_topic, decisions_topic, pipeline_topics, principal_of_header, topic_of, valid_principal_name,

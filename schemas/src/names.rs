@@ -75,7 +75,9 @@ impl TopicRole {
     /// outbox and the AsyncAPI document follow.
     pub fn of(kind: EventKind) -> TopicRole {
         match kind {
-            EventKind::StockAdjusted => TopicRole::Adjustments,
+            EventKind::StockAdjusted | EventKind::StockTransferRequested | EventKind::StockTransferReceived => {
+                TopicRole::Adjustments
+            }
             EventKind::StockRequested => TopicRole::Stock,
             k if k.is_decision() => TopicRole::Decisions,
             _ => TopicRole::Orders,

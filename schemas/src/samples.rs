@@ -36,6 +36,18 @@ fn shipment(n: u128) -> ShipmentFact {
 }
 
 /// One example event of the given kind.
+fn transfer(n: u128) -> StockTransfer {
+    StockTransfer {
+        envelope: envelope(n),
+        transfer_id: Uuid::from_u128(0x7a),
+        sku: "SKU-1".into(),
+        units: 4,
+        from_region: "eu".into(),
+        to_region: "us".into(),
+        warehouse: "BER-1".into(),
+    }
+}
+
 pub fn sample(kind: EventKind) -> Event {
     match kind {
         EventKind::OrderPlaced => Event::OrderPlaced(OrderPlaced {
@@ -68,6 +80,8 @@ pub fn sample(kind: EventKind) -> Event {
             delta: -3,
             reason: AdjustmentReason::Damaged,
         }),
+        EventKind::StockTransferRequested => Event::StockTransferRequested(transfer(17)),
+        EventKind::StockTransferReceived => Event::StockTransferReceived(transfer(18)),
         EventKind::StockRequested => Event::StockRequested(StockRequested {
             envelope: envelope(11),
             order_id: SAMPLE_ORDER_ID,
@@ -150,6 +164,7 @@ pub fn readdressed(mut event: Event, order_id: Uuid) -> Event {
         Event::OrderExpired(e) => (e.envelope, e.order_id) = (envelope, order_id),
         Event::RefundRequested(e) => (e.envelope, e.order_id) = (envelope, order_id),
         Event::StockAdjusted(e) => e.envelope = envelope,
+        Event::StockTransferRequested(e) | Event::StockTransferReceived(e) => e.envelope = envelope,
     }
     event
 }

@@ -80,6 +80,7 @@ impl Subject {
     pub fn of(event: &Event) -> Option<Subject> {
         match event {
             Event::StockAdjusted(adjusted) => Some(Subject::Sku(adjusted.sku.clone())),
+            Event::StockTransferRequested(t) | Event::StockTransferReceived(t) => Some(Subject::Sku(t.sku.clone())),
             other => other.order_id().map(Subject::Order),
         }
     }

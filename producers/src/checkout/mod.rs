@@ -55,6 +55,8 @@ pub fn routes() -> Routes<AppState> {
         .route(Need::Scope(Scope::PaymentsWrite), handler!(routes::report_payment))
         .route(Need::Scope(Scope::ShipmentsWrite), handler!(routes::report_shipment))
         .route(Need::Scope(Scope::InventoryWrite), handler!(routes::adjust_stock))
+        .route(Need::Scope(Scope::InventoryWrite), handler!(routes::transfer_stock))
+        .route(Need::Scope(Scope::InventoryWrite), handler!(routes::receive_stock))
         .route(Need::Public, handler!(routes::healthz))
         .route(Need::Public, handler!(routes::readyz))
         .route(Need::Authenticated, handler!(routes::asyncapi_json))

@@ -62,6 +62,11 @@ impl Regions {
 
     /// Follows the handovers `owners` sees: a region taken over is written by its new
     /// owner, and requests for its orders go there.
+    /// Whether `region` is this one or one whose checkout this one knows.
+    pub fn knows(&self, region: &Region) -> bool {
+        *region == self.here || self.checkouts.contains_key(region)
+    }
+
     pub fn with_owners(mut self, owners: tokio::sync::watch::Receiver<schemas::Owners>) -> Self {
         self.owners = owners;
         self

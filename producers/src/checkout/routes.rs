@@ -16,6 +16,7 @@ use super::api_error::{invalid, ApiError};
 use super::AppState;
 use crate::requests::{
     CancelOrderRequest, OrderCommand, PaymentRequest, PlaceOrderRequest, ShipmentRequest, StockAdjustmentRequest,
+    StockReceiptRequest, StockTransferRequest,
 };
 use crate::validation::{self, FieldError};
 
@@ -194,6 +195,71 @@ pub async fn adjust_stock(
     accept(&state, request, None, None, |request: StockAdjustmentRequest, ids| {
         let event = request.into_event(ids.envelope, sku.clone())?;
         Ok((event, Subject::Sku(sku.clone())))
+    })
+    .await
+}
+
+/// A transfer's end in this region: its event, or why there is none (a checkout of one
+/// region has no other pool to move units to).
+async fn transfer_end<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    request: Publish,
+    sku: String,
+    build: impl Fn(
+            T,
+            schemas::Envelope,
+            String,
+            &schemas::Region,
+            &dyn Fn(&schemas::Region) -> bool,
+        ) -> Result<Event, FieldError>
+        + Send
+        + Sync,
+) -> Result<Response, ApiError> {
+    let Some(regions) = &state.regions else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "no_regions",
+            "this checkout serves one region: stock moves between regions' pools only",
+        ));
+    };
+    let known = |r: &schemas::Region| regions.knows(r);
+    accept(state, request, None, None, |request: T, ids| {
+        let event = build(request, ids.envelope, sku.clone(), &regions.here, &known)?;
+        Ok((event, Subject::Sku(sku.clone())))
+    })
+    .await
+}
+
+/// Send units of a SKU from this region's pool to another region's
+/// (`StockTransferRequested`). Accepted means appended: this region's stock group then
+/// dispatches the units (they leave its pool and are in transit) or refuses the transfer
+/// when fewer are available; the decision is a `StockDecided` on the decisions topic.
+#[utoipa::path(post, path = "/inventory/{sku}/transfers", tag = "inventory", params(SkuPath, PublishHeaders),
+    request_body(content = StockTransferRequest, content_type = "application/json"),
+    responses(PublishResponses))]
+pub async fn transfer_stock(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+    request: Publish,
+) -> Result<Response, ApiError> {
+    transfer_end(&state, request, sku, |r: StockTransferRequest, envelope, sku, here, known| {
+        r.into_event(envelope, sku, here, known)
+    })
+    .await
+}
+
+/// Report a transfer's units arrived in this region's pool (`StockTransferReceived`):
+/// counted in once per transfer id.
+#[utoipa::path(post, path = "/inventory/{sku}/transfer-receipts", tag = "inventory", params(SkuPath, PublishHeaders),
+    request_body(content = StockReceiptRequest, content_type = "application/json"),
+    responses(PublishResponses))]
+pub async fn receive_stock(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+    request: Publish,
+) -> Result<Response, ApiError> {
+    transfer_end(&state, request, sku, |r: StockReceiptRequest, envelope, sku, here, known| {
+        r.into_event(envelope, sku, here, known)
     })
     .await
 }

@@ -54,6 +54,9 @@ fn summary(event: &Event) -> String {
             )
         }
         Event::StockAdjusted(e) => format!("{} {:+}", e.sku, e.delta),
+        Event::StockTransferRequested(t) | Event::StockTransferReceived(t) => {
+            format!("{} × {} from {} to {} (transfer {})", t.units, t.sku, t.from_region, t.to_region, t.transfer_id)
+        }
         Event::StockRequested(e) => format!("{:?} {} × {}", e.action, e.quantity, e.sku).to_lowercase(),
         Event::StockDecided(e) => format!(
             "{} {:?} {} (on hand {}, reserved {}, available {})",
@@ -77,9 +80,15 @@ impl Projection for History {
     const NAME: &'static str = "history";
 
     /// Every event of an order: its facts and the decisions about it (the stock group's
-    /// requests are the processes' conversation, not the order's history).
+    /// requests are the processes' conversation, and stock moves are no order's).
     fn wants(kind: EventKind) -> bool {
-        !matches!(kind, EventKind::StockAdjusted | EventKind::StockRequested)
+        !matches!(
+            kind,
+            EventKind::StockAdjusted
+                | EventKind::StockRequested
+                | EventKind::StockTransferRequested
+                | EventKind::StockTransferReceived
+        )
     }
 
     fn apply(state: Option<&OrderHistory>, event: &Event) -> Result<Effect<OrderHistory>, Rejection> {

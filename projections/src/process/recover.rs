@@ -23,11 +23,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use schemas::{Event, StockOutcome};
+use schemas::Event;
 use uuid::Uuid;
 
 use super::order::{self, Input, OrderFlow, OrderStatus};
-use super::stock::{self, Hold, HoldStatus, SkuStock};
+use super::stock::{self, Hold, SkuStock};
 use super::{derived_id, Context};
 
 /// One input of a process as the log holds it.
@@ -104,7 +104,7 @@ pub fn recover_stock(inputs: &[LoggedInput], published: &Published) -> StockStat
             continue;
         }
         let current = state.skus.get(&sku).cloned().unwrap_or_else(|| SkuStock::empty(&sku));
-        let hold_key = event.order_id().map(|id| (sku.clone(), id));
+        let hold_key = stock::hold_id(event).map(|id| (sku.clone(), id));
         let hold = hold_key.as_ref().and_then(|k| state.holds.get(k));
         let id = derived_id(event.envelope().event_id, "decided");
         let now = published.get(id).map_or_else(|| record_time(input), |e| e.envelope().occurred_at);
@@ -125,18 +125,8 @@ pub fn recover_stock(inputs: &[LoggedInput], published: &Published) -> StockStat
                     };
                     state.skus.insert(sku.clone(), levels);
                 }
-                if let Some(order_id) = logged.order_id {
-                    let status = match logged.outcome {
-                        StockOutcome::Reserved => Some(HoldStatus::Reserved),
-                        StockOutcome::Rejected => Some(HoldStatus::Rejected),
-                        StockOutcome::Released => Some(HoldStatus::Released),
-                        StockOutcome::Shipped => Some(HoldStatus::Shipped),
-                        StockOutcome::Adjusted => None,
-                    };
-                    if let Some(status) = status {
-                        let hold = Hold { sku: sku.clone(), order_id, quantity: logged.quantity, status };
-                        state.holds.insert((sku.clone(), order_id), hold);
-                    }
+                if let Some(hold) = stock::hold_decided(event, logged) {
+                    state.holds.insert((sku.clone(), hold.order_id), hold);
                 }
             }
             _ => {
@@ -230,9 +220,10 @@ pub fn recover_orders(
 mod tests {
     use super::*;
     use crate::process::order::LineStatus;
+    use crate::process::stock::HoldStatus;
     use chrono::TimeZone;
     use schemas::samples::sample;
-    use schemas::{EventKind, PaymentFact, StockAction, StockRequested};
+    use schemas::{EventKind, PaymentFact, StockAction, StockOutcome, StockRequested};
     use std::time::Duration;
 
     const TIMEOUT: Duration = Duration::from_secs(60);
@@ -269,7 +260,7 @@ mod tests {
         for (event, s) in inputs {
             let sku = stock::sku_of(event).expect("sku").to_string();
             let current = skus.get(&sku).cloned().unwrap_or_else(|| SkuStock::empty(&sku));
-            let hold = event.order_id().and_then(|id| holds.get(&(sku.clone(), id)));
+            let hold = stock::hold_id(event).and_then(|id| holds.get(&(sku.clone(), id)));
             let d = stock::decide(&current, hold, event, &at(*s)).expect("decides");
             if let Some(next) = d.sku {
                 skus.insert(sku.clone(), next);
@@ -283,7 +274,11 @@ mod tests {
     }
 
     #[test]
-    fn stock_recovered_from_a_complete_log_equals_the_live_state_and_emits_nothing() {
+    fn stock_recovered_from_a_complete_log_with_orders_and_transfers_equals_the_live_state_and_emits_nothing() {
+        let mut dispatch = sample(EventKind::StockTransferRequested);
+        if let Event::StockTransferRequested(t) = &mut dispatch {
+            t.transfer_id = Uuid::from_u128(0x7b);
+        }
         let inputs = vec![
             (adjusted(3, 1), 0),
             (request(1, StockAction::Reserve, 2), 1),
@@ -291,8 +286,14 @@ mod tests {
             (request(3, StockAction::Release, 1), 3),
             (request(1, StockAction::Ship, 2), 4),
             (request(3, StockAction::Reserve, 1), 5),
+            (sample(EventKind::StockTransferReceived), 6),
+            (dispatch, 7),
         ];
         let (skus, holds, published) = live_stock(&inputs);
+        let transfers: Vec<HoldStatus> =
+            holds.values().filter(|h| h.sku == "SKU-1" && h.quantity == 4).map(|h| h.status).collect();
+        assert_eq!(transfers.len(), 2, "{holds:?}");
+        assert!(transfers.contains(&HoldStatus::Received) && transfers.contains(&HoldStatus::Dispatched));
         let logged: Vec<LoggedInput> = inputs.iter().map(|(e, s)| input(e, *s)).collect();
         let recovered = recover_stock(&merge_by_time(logged), &published);
         assert_eq!((recovered.skus, recovered.holds), (skus, holds));

@@ -6,7 +6,13 @@
 //! Each (SKU, order) pair has a hold that remembers what was decided for it: a request
 //! repeated under another id, or a reserve arriving after its release (two relays racing
 //! after a failover), changes nothing.
-use schemas::{Event, EventKind, StockAction, StockDecided, StockOutcome};
+//!
+//! A transfer between two regions' pools is decided like an order's hold, under the
+//! transfer's id: the giving pool dispatches the units (they leave its on-hand units, or
+//! the request is refused when fewer are available) and the receiving pool counts them in
+//! when their receipt arrives, once per transfer. Between the two the units are in
+//! transit and in neither pool, so no region can sell them.
+use schemas::{Event, EventKind, StockAction, StockDecided, StockOutcome, StockTransfer};
 use uuid::Uuid;
 
 use super::{caused_by, Context};
@@ -40,12 +46,16 @@ status_enum! {
         Rejected => "rejected",
         Released => "released",
         Shipped => "shipped",
+        Dispatched => "dispatched",
+        Received => "received",
     }
 }
 
+/// What one order (or one transfer: [`hold_id`]) holds of one SKU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
     pub sku: String,
+    /// The order's id, or the transfer's.
     pub order_id: Uuid,
     pub quantity: i32,
     pub status: HoldStatus,
@@ -61,7 +71,13 @@ pub struct StockDecision {
 }
 
 pub fn wants(kind: EventKind) -> bool {
-    matches!(kind, EventKind::StockAdjusted | EventKind::StockRequested)
+    matches!(
+        kind,
+        EventKind::StockAdjusted
+            | EventKind::StockRequested
+            | EventKind::StockTransferRequested
+            | EventKind::StockTransferReceived
+    )
 }
 
 /// The SKU an event of the stock topic is about.
@@ -69,8 +85,48 @@ pub fn sku_of(event: &Event) -> Option<&str> {
     match event {
         Event::StockAdjusted(e) => Some(&e.sku),
         Event::StockRequested(e) => Some(&e.sku),
+        Event::StockTransferRequested(e) | Event::StockTransferReceived(e) => Some(&e.sku),
         _ => None,
     }
+}
+
+/// The id an event's hold is kept under: its order's, or its transfer's.
+pub fn hold_id(event: &Event) -> Option<Uuid> {
+    match event {
+        Event::StockTransferRequested(t) | Event::StockTransferReceived(t) => Some(t.transfer_id),
+        other => other.order_id(),
+    }
+}
+
+/// The hold a decision already on the log stands for (recovering the state from the log).
+pub fn hold_decided(event: &Event, logged: &StockDecided) -> Option<Hold> {
+    let (order_id, quantity, status) = match (event, logged.outcome) {
+        (Event::StockTransferRequested(t), StockOutcome::Rejected) => (t.transfer_id, t.units, HoldStatus::Rejected),
+        (Event::StockTransferRequested(t), _) => (t.transfer_id, t.units, HoldStatus::Dispatched),
+        (Event::StockTransferReceived(t), _) => (t.transfer_id, t.units, HoldStatus::Received),
+        (_, outcome) => {
+            let status = match outcome {
+                StockOutcome::Reserved => HoldStatus::Reserved,
+                StockOutcome::Rejected => HoldStatus::Rejected,
+                StockOutcome::Released => HoldStatus::Released,
+                StockOutcome::Shipped => HoldStatus::Shipped,
+                StockOutcome::Adjusted => return None,
+            };
+            (logged.order_id?, logged.quantity, status)
+        }
+    };
+    Some(Hold { sku: logged.sku.clone(), order_id, quantity, status })
+}
+
+/// A transfer's own rules, whichever pool reads it.
+fn check_transfer(t: &StockTransfer) -> Result<i64, Rejection> {
+    if t.units <= 0 {
+        return Err(Rejection::new(format!("a stock transfer of {} units", t.units)));
+    }
+    if t.from_region == t.to_region {
+        return Err(Rejection::new(format!("a stock transfer from region {:?} to itself", t.from_region)));
+    }
+    Ok(i64::from(t.units))
 }
 
 fn decided(
@@ -138,6 +194,36 @@ pub fn decide(stock: &SkuStock, hold: Option<&Hold>, event: &Event, ctx: &Contex
                 _ => return Ok(StockDecision::default()),
             };
             let emit = decided(&next, event, Some(request.order_id), outcome, request.quantity, ctx);
+            Ok(StockDecision { sku: Some(next), hold: Some(hold), emit: Some(emit) })
+        }
+        Event::StockTransferRequested(t) => {
+            let units = check_transfer(t)?;
+            if hold.is_some() {
+                return Ok(StockDecision::default());
+            }
+            let (outcome, status, quantity) = if next.available() >= units {
+                next.on_hand -= units;
+                (StockOutcome::Adjusted, HoldStatus::Dispatched, -t.units)
+            } else {
+                (StockOutcome::Rejected, HoldStatus::Rejected, t.units)
+            };
+            let hold = Hold { sku: next.sku.clone(), order_id: t.transfer_id, quantity: t.units, status };
+            let emit = decided(&next, event, None, outcome, quantity, ctx);
+            Ok(StockDecision { sku: Some(next), hold: Some(hold), emit: Some(emit) })
+        }
+        Event::StockTransferReceived(t) => {
+            let units = check_transfer(t)?;
+            if hold.is_some() {
+                return Ok(StockDecision::default());
+            }
+            next.on_hand = next.on_hand.saturating_add(units);
+            let hold = Hold {
+                sku: next.sku.clone(),
+                order_id: t.transfer_id,
+                quantity: t.units,
+                status: HoldStatus::Received,
+            };
+            let emit = decided(&next, event, None, StockOutcome::Adjusted, t.units, ctx);
             Ok(StockDecision { sku: Some(next), hold: Some(hold), emit: Some(emit) })
         }
         other => Err(Rejection::new(format!("the stock group does not read {:?}", other.kind()))),
@@ -247,5 +333,63 @@ mod tests {
     #[test]
     fn requests_for_no_units_are_refused() {
         assert!(decide(&stock(5, 0), None, &request(1, StockAction::Reserve, 0), &ctx()).is_err());
+    }
+
+    fn transfer(kind: EventKind, units: i32) -> Event {
+        let mut event = sample(kind);
+        if let Event::StockTransferRequested(t) | Event::StockTransferReceived(t) = &mut event {
+            t.units = units;
+        }
+        event
+    }
+
+    #[test]
+    fn a_transfer_within_the_available_units_leaves_the_pool_once_and_no_order_can_take_them() {
+        let d = decide(&stock(5, 2), None, &transfer(EventKind::StockTransferRequested, 3), &ctx()).expect("decides");
+        let Some(Event::StockDecided(e)) = &d.emit else { panic!("no decision") };
+        assert_eq!((e.outcome, e.quantity, e.order_id), (StockOutcome::Adjusted, -3, None));
+        let (sku, hold) = (d.sku.expect("sku"), d.hold.expect("hold"));
+        assert_eq!((sku.on_hand, sku.available()), (2, 0), "the dispatched units are in no pool");
+        assert_eq!(hold.status, HoldStatus::Dispatched);
+        let again = decide(&sku, Some(&hold), &transfer(EventKind::StockTransferRequested, 3), &ctx()).expect("again");
+        assert_eq!(again, StockDecision::default(), "a request read twice dispatches once");
+        let order = decide(&sku, None, &request(1, StockAction::Reserve, 1), &ctx()).expect("order");
+        assert_eq!(outcome(&order), Some(StockOutcome::Rejected));
+    }
+
+    #[test]
+    fn a_transfer_beyond_the_available_units_is_refused_and_moves_nothing() {
+        let d = decide(&stock(5, 3), None, &transfer(EventKind::StockTransferRequested, 3), &ctx()).expect("decides");
+        assert_eq!(outcome(&d), Some(StockOutcome::Rejected));
+        assert_eq!((d.sku.expect("sku").on_hand, d.hold.expect("hold").status), (5, HoldStatus::Rejected));
+    }
+
+    #[test]
+    fn a_received_transfer_counts_in_once_and_nonsense_transfers_are_refused() {
+        let d = decide(&stock(1, 0), None, &transfer(EventKind::StockTransferReceived, 4), &ctx()).expect("decides");
+        let (sku, hold) = (d.sku.expect("sku"), d.hold.expect("hold"));
+        assert_eq!((sku.on_hand, hold.status), (5, HoldStatus::Received));
+        let again = decide(&sku, Some(&hold), &transfer(EventKind::StockTransferReceived, 4), &ctx()).expect("again");
+        assert_eq!(again, StockDecision::default());
+        assert!(decide(&sku, None, &transfer(EventKind::StockTransferReceived, 0), &ctx()).is_err());
+        let mut to_itself = transfer(EventKind::StockTransferRequested, 1);
+        if let Event::StockTransferRequested(t) = &mut to_itself {
+            t.to_region = t.from_region.clone();
+        }
+        assert!(decide(&sku, None, &to_itself, &ctx()).is_err());
+    }
+
+    #[test]
+    fn the_hold_a_logged_transfer_decision_stands_for_is_what_the_live_group_kept() {
+        for (kind, available) in [
+            (EventKind::StockTransferRequested, 5),
+            (EventKind::StockTransferRequested, 1),
+            (EventKind::StockTransferReceived, 0),
+        ] {
+            let event = transfer(kind, 3);
+            let d = decide(&stock(available, 0), None, &event, &ctx()).expect("decides");
+            let Some(Event::StockDecided(logged)) = &d.emit else { panic!("no decision") };
+            assert_eq!(hold_decided(&event, logged), d.hold, "{kind:?} with {available} available");
+        }
     }
 }

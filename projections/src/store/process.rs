@@ -193,10 +193,8 @@ impl Stocks {
         events: &[(&LogRecord, Event)],
     ) -> Result<Self, StoreError> {
         let skus: BTreeSet<&str> = events.iter().filter_map(|(_, e)| stock::sku_of(e)).collect();
-        let orders: BTreeSet<String> = events
-            .iter()
-            .filter_map(|(_, e)| if let Event::StockRequested(r) = e { Some(r.order_id.to_string()) } else { None })
-            .collect();
+        let orders: BTreeSet<String> =
+            events.iter().filter_map(|(_, e)| stock::hold_id(e).map(|id| id.to_string())).collect();
         let mut stocks = Stocks::default();
         let skus: Vec<&str> = skus.into_iter().collect();
         for chunk in skus.chunks(CHUNK) {
@@ -240,7 +238,7 @@ impl Stocks {
     fn decide(&mut self, event: &Event, ctx: &Context) -> Result<Result<Vec<Event>, String>, Rejection> {
         let sku = stock::sku_of(event).ok_or_else(|| Rejection::new("not a stock event"))?.to_string();
         let current = self.skus.get(&sku).cloned().unwrap_or_else(|| SkuStock::empty(&sku));
-        let hold_key = event.order_id().map(|id| (sku.clone(), id));
+        let hold_key = stock::hold_id(event).map(|id| (sku.clone(), id));
         let hold = hold_key.as_ref().and_then(|k| self.holds.get(k));
         let decision = stock::decide(&current, hold, event, ctx)?;
         if let Some(next) = decision.sku {

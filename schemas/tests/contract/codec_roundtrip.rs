@@ -44,7 +44,10 @@ fn keys_put_all_events_of_an_order_under_the_order_id_and_stock_under_the_sku() 
     for kind in EventKind::ALL {
         let event = sample(kind);
         let expected = match kind {
-            EventKind::StockAdjusted | EventKind::StockRequested => "sku:SKU-1".to_string(),
+            EventKind::StockAdjusted
+            | EventKind::StockRequested
+            | EventKind::StockTransferRequested
+            | EventKind::StockTransferReceived => "sku:SKU-1".to_string(),
             _ => schemas::samples::SAMPLE_ORDER_ID.to_string(),
         };
         assert_eq!(event.key(), expected);
