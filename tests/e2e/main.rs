@@ -30,3 +30,4 @@ mod replica;
 mod retention;
 mod schema_registry;
 mod takeover;
+mod transfers;

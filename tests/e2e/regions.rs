@@ -701,7 +701,8 @@ pub(crate) struct ProcessRegion {
     pub(crate) url: String,
     pub(crate) env: Vec<(String, String)>,
     port: u16,
-    children: Vec<common::Child>,
+    /// Each process, by what it runs (`checkout` or the group it consumes for).
+    children: Vec<(String, common::Child)>,
 }
 
 impl ProcessRegion {
@@ -712,7 +713,18 @@ impl ProcessRegion {
         topic: &str,
         other: (&str, &str),
     ) -> ProcessRegion {
-        let port = common::free_port();
+        Self::on_port(common::free_port(), name, brokers, database_url, topic, other)
+    }
+
+    /// The region with its checkout on `port` (known to the other region beforehand).
+    pub(crate) fn on_port(
+        port: u16,
+        name: &str,
+        brokers: &str,
+        database_url: &str,
+        topic: &str,
+        other: (&str, &str),
+    ) -> ProcessRegion {
         let env = [
             ("ORDERFLOW_BROKERS", brokers),
             ("ORDERFLOW_DATABASE_URL", database_url),
@@ -733,11 +745,18 @@ impl ProcessRegion {
 
     /// Starts its checkout and members, and waits until the checkout answers.
     pub(crate) async fn start(&mut self) {
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.start_with(&["order-process", "stock", "inventory", "payment", "fulfilment", "history"]).await;
+    }
+
+    /// Starts its checkout and a member of each group in `groups`, and waits until the
+    /// checkout answers.
+    pub(crate) async fn start_with(&mut self, groups: &[&str]) {
         let listen = format!("127.0.0.1:{}", self.port);
-        self.children.push(common::Child::spawn(&["checkout", "--listen", &listen], &env));
-        for kind in ["order-process", "stock", "inventory", "payment", "fulfilment", "history"] {
-            self.children.push(common::Child::spawn(&["consume", kind], &env));
+        let checkout = self.spawn(&["checkout", "--listen", &listen]);
+        self.children.push(("checkout".to_string(), checkout));
+        for group in groups {
+            let member = self.spawn(&["consume", group]);
+            self.children.push((group.to_string(), member));
         }
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -750,6 +769,19 @@ impl ProcessRegion {
     /// SIGKILLs every process of the region.
     pub(crate) fn kill(&mut self) {
         self.children.clear();
+    }
+
+    /// SIGKILLs the member of `group` and starts another in its place.
+    pub(crate) fn kill_and_restart(&mut self, group: &str) {
+        let at = self.children.iter().position(|(g, _)| g == group).unwrap_or_else(|| panic!("no {group} member"));
+        drop(self.children.remove(at));
+        let member = self.spawn(&["consume", group]);
+        self.children.push((group.to_string(), member));
+    }
+
+    fn spawn(&self, args: &[&str]) -> common::Child {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        common::Child::spawn(args, &env)
     }
 }
 
