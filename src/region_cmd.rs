@@ -194,6 +194,7 @@ impl TakeoverArgs {
             at_ms: schemas::clock::now_ms(),
             decided_by: self.operator.name(),
             reason: self.reason.clone(),
+            earlier_cuts: Vec::new(),
         };
         // 4. The lost region's orders, as its order process had them at the cut.
         let settings = ProcessSettings { payment_timeout: *self.payment_timeout, ..ProcessSettings::new(topic) };
@@ -321,6 +322,7 @@ fn cut_of(
             partition: *partition,
             next_offset: *end,
             last_event_id: last.get(&(copy.as_str(), *partition)).and_then(|r| id_of(r)),
+            in_region: None,
         })
         .collect()
 }

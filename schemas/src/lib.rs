@@ -36,6 +36,6 @@ pub use names::{
     TopicRole, DECIDING_PRINCIPALS, EVENT_ID_HEADER, MAX_PRINCIPAL_LEN, ORDERS_TOPIC, ORDER_PROCESS_PRINCIPAL,
     PRINCIPAL_HEADER, REQUEST_HEADER, STOCK_PRINCIPAL,
 };
-pub use ownership::{control_topic, epoch_of_header, Admit, CutPoint, Handover, Owners, EPOCH_HEADER};
+pub use ownership::{control_topic, epoch_of_header, Admit, CutPoint, EarlierCut, Handover, Owners, EPOCH_HEADER};
 pub use region::{Region, MAX_REGION_LEN};
 pub use registry::{builtin_contract, contract_from, ContractFile, ManifestRegistry, RegisteredSchema, SchemaRegistry};

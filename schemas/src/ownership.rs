@@ -36,16 +36,29 @@ pub fn epoch_of_header(value: Option<&[u8]>) -> u32 {
     value.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<u32>().ok()).filter(|e| *e >= 1).unwrap_or(1)
 }
 
-/// Where the new owner's copy of one partition of the lost region's topic ends at the cut.
+/// Where one partition of a log ends at a cut, in the offsets of one region's cluster
+/// (the writer's own topic there, or its copy `<writer>.<topic>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CutPoint {
-    /// The topic as the lost region names it (`orders`, `decisions-orders`, …).
+    /// The topic as the region that wrote it names it (`orders`, `decisions-orders`, …).
     pub topic: String,
     pub partition: i32,
-    /// The offset after the last record the copy holds (0: it held none).
+    /// The offset after the last record held (0: none was).
     pub next_offset: i64,
-    /// That record's event id, when it had one.
+    /// That record's event id, when it had one: how the same place is found in another
+    /// cluster, whose offsets differ.
     pub last_event_id: Option<Uuid>,
+    /// Whose cluster the offset is in; absent: the handover's new owner's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_region: Option<String>,
+}
+
+/// Where an earlier handover's cut lies in another region's offsets (found later, by
+/// event id: the lost region's own log, readable again at failback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarlierCut {
+    pub epoch: u32,
+    pub point: CutPoint,
 }
 
 /// Region `region`'s orders are written by `owner` from now on, under `epoch`.
@@ -54,12 +67,17 @@ pub struct Handover {
     pub region: String,
     pub owner: String,
     pub epoch: u32,
-    /// Empty for a handover back to the region itself that nothing needs to be gated on.
+    /// Where the previous owner's stream ends: per partition of its topics, in the new
+    /// owner's offsets (and, where a point names it, another region's). Empty for a
+    /// handover nothing needs to be gated on.
     pub cut: Vec<CutPoint>,
     pub at_ms: i64,
     /// Who decided (the operator's name), and why.
     pub decided_by: String,
     pub reason: String,
+    /// Earlier handovers' cuts in other regions' offsets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_cuts: Vec<EarlierCut>,
 }
 
 impl Handover {
@@ -71,10 +89,16 @@ impl Handover {
         Region::parse(&self.owner).ok()
     }
 
-    /// The cut's offset for `topic`'s partition (the lost region's topic name); `None`
-    /// when the cut does not name it (a partition added since: nothing of it was held).
+    /// The cut's offset for `topic`'s partition in the new owner's offsets (the previous
+    /// writer's topic name); `None` when the cut does not name it (a partition added
+    /// since: nothing of it was held).
     pub fn cut_at(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.cut.iter().find(|c| c.topic == topic && c.partition == partition).map(|c| c.next_offset)
+        self.cut
+            .iter()
+            .find(|c| {
+                c.in_region.as_deref().is_none_or(|r| r == self.owner) && c.topic == topic && c.partition == partition
+            })
+            .map(|c| c.next_offset)
     }
 }
 
@@ -84,8 +108,9 @@ pub enum Admit {
     Apply,
     /// Refused and recorded, never applied; the reason says why.
     Refuse(String),
-    /// Apply it only once this reader's group of the copy `topic` (a `<region>.<topic>`
-    /// name) has applied `partition` up to `offset`; until then, stop the partition here.
+    /// Apply it only once this reader's group of `topic` (this region's own topic, or a
+    /// copy `<region>.<topic>`) has applied `partition` up to `offset`; until then, stop
+    /// the partition here.
     After {
         topic: String,
         partition: i32,
@@ -93,10 +118,18 @@ pub enum Admit {
     },
 }
 
-/// The handovers a region knows, the newest per region.
+/// Where a cut lies for one reader.
+enum Placed {
+    /// The reader's region has no offsets for this cut: it cannot place records by it.
+    Unknown,
+    /// The offset after the cut's last record in this partition (0: none was held).
+    At(i64),
+}
+
+/// The handovers a region knows, every epoch of every region.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Owners {
-    handovers: std::collections::BTreeMap<String, Handover>,
+    handovers: std::collections::BTreeMap<String, std::collections::BTreeMap<u32, Handover>>,
 }
 
 impl Owners {
@@ -108,21 +141,19 @@ impl Owners {
         owners
     }
 
-    /// Keeps the handover if it is newer than the one known for its region.
+    /// Keeps the handover (a second one of the same region and epoch changes nothing).
     pub fn insert(&mut self, handover: Handover) {
-        let newer = self.handovers.get(&handover.region).is_none_or(|known| known.epoch < handover.epoch);
-        if newer {
-            self.handovers.insert(handover.region.clone(), handover);
-        }
+        self.handovers.entry(handover.region.clone()).or_default().entry(handover.epoch).or_insert(handover);
     }
 
+    /// `region`'s newest handover.
     pub fn handover(&self, region: &Region) -> Option<&Handover> {
-        self.handovers.get(region.as_str())
+        self.handovers.get(region.as_str()).and_then(|h| h.values().next_back())
     }
 
     /// Every region's newest handover.
     pub fn all(&self) -> impl Iterator<Item = &Handover> {
-        self.handovers.values()
+        self.handovers.values().filter_map(|h| h.values().next_back())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -131,11 +162,16 @@ impl Owners {
 
     /// The regions whose orders `owner` writes now, besides its own.
     pub fn regions_taken_by(&self, owner: &Region) -> Vec<Region> {
-        self.handovers
-            .values()
+        self.all()
             .filter(|h| h.owner == owner.as_str() && h.region != owner.as_str())
             .filter_map(Handover::region)
             .collect()
+    }
+
+    /// Every region that wrote or writes another region's orders, and every region
+    /// written for: whose logs a reader may be told to wait for.
+    pub fn regions_involved(&self) -> std::collections::BTreeSet<Region> {
+        self.handovers.values().flat_map(|h| h.values()).flat_map(|h| [h.region(), h.owner()]).flatten().collect()
     }
 
     /// Who writes `home`'s orders now, and under which epoch.
@@ -152,9 +188,40 @@ impl Owners {
         (owner == *here).then_some(epoch)
     }
 
+    /// Who wrote `home`'s orders under `epoch`: the home itself under epoch 1.
+    fn writer(&self, home: &Region, epoch: u32) -> Option<Region> {
+        if epoch == 1 {
+            return Some(home.clone());
+        }
+        self.handovers.get(home.as_str())?.get(&epoch)?.owner()
+    }
+
+    /// Where the cut of the handover to `epoch` (the end of epoch − 1's stream) lies in
+    /// `reader`'s offsets, for `topic`'s `partition`.
+    fn placed(&self, home: &Region, epoch: u32, reader: &Region, topic: &str, partition: i32) -> Placed {
+        let Some(history) = self.handovers.get(home.as_str()) else { return Placed::Unknown };
+        let Some(handover) = history.get(&epoch) else { return Placed::Unknown };
+        let in_reader = |c: &&CutPoint| c.in_region.as_deref().unwrap_or(&handover.owner) == reader.as_str();
+        let mut points: Vec<&CutPoint> = handover.cut.iter().filter(in_reader).collect();
+        for later in history.values() {
+            points.extend(later.earlier_cuts.iter().filter(|e| e.epoch == epoch).map(|e| &e.point).filter(in_reader));
+        }
+        if points.is_empty() {
+            return Placed::Unknown;
+        }
+        Placed::At(points.iter().find(|c| c.topic == topic && c.partition == partition).map_or(0, |c| c.next_offset))
+    }
+
     /// What region `here` does with a record about an order homed in `home`, read from
     /// region `log_region`'s log (its own topic, or a copy), at `offset` of `partition` of
-    /// the topic the lost region calls `topic` (`orders`, …), under `epoch`.
+    /// the topic the writing region calls `topic` (`orders`, …), under `epoch`.
+    ///
+    /// An order's stream is the home's log up to the first cut, then each owner's log, in
+    /// epoch order, up to the next cut. A record under epoch `e` counts if it is on the log
+    /// of epoch `e`'s writer, before the cut that ended `e` (if one did); it is applied
+    /// once the reader has applied the previous writer's log up to the cut that began `e`.
+    /// A reader that has no offsets for a cut (a region that was not there to take them)
+    /// cannot place records by it and applies them as they come, as before regions.
     #[allow(clippy::too_many_arguments)]
     pub fn admit(
         &self,
@@ -166,7 +233,7 @@ impl Owners {
         offset: i64,
         epoch: u32,
     ) -> Admit {
-        let Some(handover) = self.handover(home) else {
+        let Some(newest) = self.handover(home) else {
             return if log_region == home {
                 Admit::Apply
             } else {
@@ -176,37 +243,36 @@ impl Owners {
                 ))
             };
         };
-        let owner = handover.owner().unwrap_or_else(|| home.clone());
-        if log_region == home {
-            // The home's own log: up to the cut, the order's stream; after it, the tail
-            // the home appended once it had been taken over. The cut is in the new
-            // owner's copy offsets, so only the new owner can place a copy's record.
-            if owner != *here || log_region == here {
-                return Admit::Apply;
-            }
-            return match handover.cut_at(topic, partition) {
-                Some(cut) if offset < cut => Admit::Apply,
-                _ => Admit::Refuse(format!(
-                    "refused: region {home} was taken over by {owner} (epoch {}); this record of its log is after \
-                     the cut, its late tail (see `orderflow region tail {home}`)",
-                    handover.epoch
-                )),
-            };
-        }
-        if *log_region != owner || epoch != handover.epoch {
+        let (owner, current) = (newest.owner().unwrap_or_else(|| home.clone()), newest.epoch);
+        let writer = (epoch <= current).then(|| self.writer(home, epoch)).flatten();
+        if writer.as_ref() != Some(log_region) {
             return Admit::Refuse(format!(
-                "refused: the order is homed in region {home}, written by {owner} under epoch {}; this record is \
-                 on region {log_region}'s log under epoch {epoch}",
-                handover.epoch
+                "refused: the order is homed in region {home}, written by {owner} under epoch {current}; this record \
+                 is on region {log_region}'s log under epoch {epoch}, which that log does not carry"
             ));
         }
-        if owner != *here {
-            return Admit::Apply;
+        if epoch < current {
+            if let Placed::At(end) = self.placed(home, epoch + 1, here, topic, partition) {
+                if offset >= end {
+                    return Admit::Refuse(format!(
+                        "refused: region {log_region} wrote region {home}'s orders under epoch {epoch} until the cut \
+                         of epoch {}; this record of its log is after that cut, its late tail (see `orderflow region \
+                         tail {log_region}`)",
+                        epoch + 1
+                    ));
+                }
+            }
         }
-        match handover.cut_at(topic, partition) {
-            Some(cut) if cut > 0 => Admit::After { topic: home.mirrored(topic), partition, offset: cut },
-            _ => Admit::Apply,
+        if epoch >= 2 {
+            if let Placed::At(begin) = self.placed(home, epoch, here, topic, partition) {
+                let previous = self.writer(home, epoch - 1).unwrap_or_else(|| home.clone());
+                if begin > 0 {
+                    let topic = if previous == *here { topic.to_string() } else { previous.mirrored(topic) };
+                    return Admit::After { topic, partition, offset: begin };
+                }
+            }
         }
+        Admit::Apply
     }
 }
 
@@ -218,16 +284,83 @@ mod tests {
         Region::parse(name).expect("region")
     }
 
+    fn point(partition: i32, next_offset: i64, in_region: Option<&str>) -> CutPoint {
+        CutPoint {
+            topic: "orders".into(),
+            partition,
+            next_offset,
+            last_event_id: None,
+            in_region: in_region.map(String::from),
+        }
+    }
+
     fn takeover() -> Handover {
         Handover {
             region: "eu".into(),
             owner: "us".into(),
             epoch: 2,
-            cut: vec![CutPoint { topic: "orders".into(), partition: 0, next_offset: 10, last_event_id: None }],
+            cut: vec![point(0, 10, None)],
             at_ms: 0,
             decided_by: "ops".into(),
             reason: "eu lost".into(),
+            earlier_cuts: Vec::new(),
         }
+    }
+
+    /// eu takes its orders back: us's stream ends at offset 40 of us's partition 0 (offset
+    /// 37 of eu's copy of it), and the takeover's cut lies at offset 12 of eu's own log.
+    fn failback() -> Handover {
+        Handover {
+            region: "eu".into(),
+            owner: "eu".into(),
+            epoch: 3,
+            cut: vec![point(0, 37, None), point(0, 40, Some("us"))],
+            at_ms: 0,
+            decided_by: "ops".into(),
+            reason: "eu is back".into(),
+            earlier_cuts: vec![EarlierCut { epoch: 2, point: point(0, 12, Some("eu")) }],
+        }
+    }
+
+    #[test]
+    fn after_a_failback_each_region_reads_the_stream_as_home_then_taker_then_home_again() {
+        let owners = Owners::new([takeover(), failback()]);
+        let (eu, us) = (region("eu"), region("us"));
+        assert_eq!(owners.owner_of(&eu), (eu.clone(), 3));
+        assert_eq!(owners.writes_as(&eu, &eu), Some(3));
+        assert_eq!(owners.writes_as(&us, &eu), None);
+        // In eu: its own log up to the takeover's cut, then its late tail, refused now.
+        assert_eq!(owners.admit(&eu, &eu, &eu, "orders", 0, 11, 1), Admit::Apply);
+        assert!(matches!(owners.admit(&eu, &eu, &eu, "orders", 0, 12, 1), Admit::Refuse(r) if r.contains("tail")));
+        // us's stream, from eu's copy of it: after eu's own log up to the takeover's cut,
+        // and only up to the failback's cut.
+        assert_eq!(
+            owners.admit(&eu, &eu, &us, "orders", 0, 36, 2),
+            Admit::After { topic: "orders".into(), partition: 0, offset: 12 }
+        );
+        assert!(matches!(owners.admit(&eu, &eu, &us, "orders", 0, 37, 2), Admit::Refuse(r) if r.contains("tail")));
+        // eu's new records: after the copy of us's stream.
+        assert_eq!(
+            owners.admit(&eu, &eu, &eu, "orders", 0, 50, 3),
+            Admit::After { topic: "us.orders".into(), partition: 0, offset: 37 }
+        );
+        // In us: eu's copy up to the takeover's cut, us's own stream up to the failback's
+        // cut, then eu's new records from the copy after us's own up to that cut.
+        assert_eq!(owners.admit(&us, &eu, &eu, "orders", 0, 9, 1), Admit::Apply);
+        assert!(matches!(owners.admit(&us, &eu, &eu, "orders", 0, 10, 1), Admit::Refuse(_)));
+        assert_eq!(
+            owners.admit(&us, &eu, &us, "orders", 0, 39, 2),
+            Admit::After { topic: "eu.orders".into(), partition: 0, offset: 10 }
+        );
+        assert!(matches!(owners.admit(&us, &eu, &us, "orders", 0, 40, 2), Admit::Refuse(_)));
+        assert_eq!(
+            owners.admit(&us, &eu, &eu, "orders", 0, 70, 3),
+            Admit::After { topic: "orders".into(), partition: 0, offset: 40 }
+        );
+        // Epochs on the wrong log, or not handed over yet, count nowhere.
+        assert!(matches!(owners.admit(&us, &eu, &us, "orders", 0, 5, 3), Admit::Refuse(_)));
+        assert!(matches!(owners.admit(&eu, &eu, &eu, "orders", 0, 5, 4), Admit::Refuse(_)));
+        assert_eq!(owners.regions_involved(), [eu, us].into_iter().collect());
     }
 
     #[test]

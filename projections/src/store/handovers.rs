@@ -80,7 +80,7 @@ pub(super) struct Admission {
     /// The batch's topic as the region that writes it names it (a copy's prefix cut off).
     topic: String,
     owners: Owners,
-    /// (copy topic, partition) → the next offset this group's copy group applies.
+    /// (topic as read here, partition) → the next offset this group's reader of it applies.
     applied: HashMap<(String, i32), i64>,
     /// A process group: it reads no copy; the takeover installed its state up to the cut
     /// before the handover was recorded.
@@ -113,23 +113,23 @@ impl Admission {
         };
         let Some(here) = admission.here.clone() else { return Ok(admission) };
         admission.owners = owners(conn).await?;
-        // This group's copy groups' progress, for the handovers this region took.
+        // Where this group stands on every log a record may be told to wait for: this
+        // region's own topic and its copies of the other regions' (the groups whose
+        // tables this one writes).
         let partitions: Vec<i32> = partitions.collect();
-        if admission.log_region.as_ref() == Some(&here) && !admission.adopted_at_handover {
-            for region in admission.owners.regions_taken_by(&here) {
-                let copy_group = registry::mirror_group(registry::generation_group(group), &region);
-                let copy_topic = region.mirrored(&admission.topic);
-                let rows = super::offsets::read(
-                    conn,
-                    if conn.is_postgres() { Dialect::Postgres } else { Dialect::Sqlite },
-                    &copy_group,
-                    &copy_topic,
-                    Some(&partitions),
-                    super::offsets::Lock::No,
-                )
-                .await?;
+        if !admission.owners.is_empty() && !admission.adopted_at_handover {
+            let own = registry::generation_group(group).to_string();
+            let mut logs = vec![(own.clone(), admission.topic.clone())];
+            for region in admission.owners.regions_involved().into_iter().filter(|r| *r != here) {
+                logs.push((registry::mirror_group(&own, &region), region.mirrored(&admission.topic)));
+            }
+            let dialect = if conn.is_postgres() { Dialect::Postgres } else { Dialect::Sqlite };
+            for (reader, topic) in logs {
+                let rows =
+                    super::offsets::read(conn, dialect, &reader, &topic, Some(&partitions), super::offsets::Lock::No)
+                        .await?;
                 for (partition, next) in rows {
-                    admission.applied.insert((copy_topic.clone(), partition), next);
+                    admission.applied.insert((topic.clone(), partition), next);
                 }
             }
         }

@@ -38,10 +38,11 @@ async fn new_epoch_events_wait_for_the_copy_up_to_the_cut(url: &str) {
         region: "eu".into(),
         owner: "us".into(),
         epoch: 2,
-        cut: vec![CutPoint { topic: "t".into(), partition: 0, next_offset: 2, last_event_id: None }],
+        cut: vec![CutPoint { topic: "t".into(), partition: 0, next_offset: 2, last_event_id: None, in_region: None }],
         at_ms: 0,
         decided_by: "test".into(),
         reason: "eu lost".into(),
+        earlier_cuts: Vec::new(),
     };
     assert!(store.operations().record_handover(&handover).await.expect("recorded"));
     let (own, copy) = ("t-payment", "t-payment@eu");
@@ -69,3 +70,70 @@ async fn new_epoch_events_wait_for_the_copy_up_to_the_cut(url: &str) {
 }
 
 on_each_database!(an_event_of_the_new_epoch_waits_for_the_copy_up_to_the_cut_and_the_late_tail_is_refused => new_epoch_events_wait_for_the_copy_up_to_the_cut);
+
+/// The takeover's and the failback's handovers as eu records them: us wrote eu's orders
+/// (epoch 2) from offset 2 of eu's own log, until offset 1 of eu's copy of us's log.
+fn takeover_and_failback() -> [Handover; 2] {
+    let point = |next_offset, in_region: Option<&str>| CutPoint {
+        topic: "t".into(),
+        partition: 0,
+        next_offset,
+        last_event_id: None,
+        in_region: in_region.map(String::from),
+    };
+    let takeover = Handover {
+        region: "eu".into(),
+        owner: "us".into(),
+        epoch: 2,
+        cut: vec![point(2, None)],
+        at_ms: 0,
+        decided_by: "test".into(),
+        reason: "eu lost".into(),
+        earlier_cuts: Vec::new(),
+    };
+    let failback = Handover {
+        owner: "eu".into(),
+        epoch: 3,
+        cut: vec![point(1, None)],
+        reason: "eu back".into(),
+        earlier_cuts: vec![schemas::EarlierCut { epoch: 2, point: point(2, Some("eu")) }],
+        ..takeover.clone()
+    };
+    [takeover, failback]
+}
+
+async fn after_a_failback_the_takers_records_wait_for_the_home_log_up_to_the_first_cut(url: &str) {
+    let eu = Region::parse("eu").expect("region");
+    let store = Store::connect(url).await.expect("store").with_region(Some(&eu));
+    let codec = Codec::builtin();
+    let order = eu.order_id([9; 16]);
+    let events = lifecycle(order);
+    let payment = |kind| schemas::samples::readdressed(schemas::samples::sample(kind), order);
+    let (failed, refunded) = (payment(schemas::EventKind::PaymentFailed), payment(schemas::EventKind::PaymentRefunded));
+    let authorized_again = payment(schemas::EventKind::PaymentAuthorized);
+    for handover in takeover_and_failback() {
+        assert!(store.operations().record_handover(&handover).await.expect("recorded"));
+    }
+    let (own, copy) = ("t-payment", "t-payment@us");
+    assert_eq!(apply(&store, own, "t", &[record(&codec, &events[0], 0, 1)]).await.applied, 1);
+    // us's capture (epoch 2, in eu's copy of us's log) waits for eu's own log up to the
+    // takeover's cut.
+    let early = apply(&store, copy, "us.t", &[record(&codec, &events[2], 0, 2)]).await;
+    assert_eq!((early.applied, early.rewind.clone()), (0, vec![(0, 0)]), "{early:?}");
+    assert_eq!(apply(&store, own, "t", &[record(&codec, &events[1], 1, 1)]).await.applied, 1);
+    // eu's own record under the failback's epoch waits for the copy of us's log.
+    let waiting = apply(&store, own, "t", &[record(&codec, &refunded, 2, 3)]).await;
+    assert_eq!((waiting.applied, waiting.rewind.clone()), (0, vec![(0, 2)]), "{waiting:?}");
+    assert_eq!(apply(&store, copy, "us.t", &[record(&codec, &events[2], 0, 2)]).await.applied, 1);
+    // us's records after the failback's cut are refused and recorded.
+    let before = dead_letters(&store).await;
+    let late = apply(&store, copy, "us.t", &[record(&codec, &failed, 1, 2)]).await;
+    assert_eq!((late.applied, late.dead_lettered), (0, 1), "{late:?}");
+    assert_eq!(apply(&store, own, "t", &[record(&codec, &refunded, 2, 3)]).await.applied, 1);
+    // eu's late tail (its own log under epoch 1 after the takeover's cut): refused too.
+    let tail = apply(&store, own, "t", &[record(&codec, &authorized_again, 3, 1)]).await;
+    assert_eq!((tail.applied, tail.dead_lettered), (0, 1), "{tail:?}");
+    assert_eq!(dead_letters(&store).await, before + 2);
+}
+
+on_each_database!(after_a_failback_the_takers_records_wait_for_the_home_log_up_to_the_first_cut_and_both_tails_are_refused => after_a_failback_the_takers_records_wait_for_the_home_log_up_to_the_first_cut);
