@@ -10,6 +10,7 @@ pub mod cli;
 pub mod consume_cmd;
 pub mod dead_letters_cmd;
 pub mod demo;
+pub mod failback_cmd;
 pub mod groups_cmd;
 pub mod kit;
 pub mod load;

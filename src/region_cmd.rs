@@ -54,6 +54,9 @@ pub enum RegionCommand {
     /// Move a taken-over region's frozen stock into this region's pool: counted units, or
     /// its last known available units less a margin (audited; running it again adds nothing).
     AdoptStock(AdoptStockArgs),
+    /// Hand a taken-over region's orders back to it (run in the region that writes them
+    /// now): drain, second cut, the home writes its orders again under a new epoch.
+    Failback(crate::failback_cmd::FailbackArgs),
 }
 
 impl RegionCommand {
@@ -64,6 +67,7 @@ impl RegionCommand {
             RegionCommand::Tail(args) => args.run().await?,
             RegionCommand::Status(args) => args.run().await?,
             RegionCommand::AdoptStock(args) => args.run().await?,
+            RegionCommand::Failback(args) => args.run().await?,
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
         Ok(())
@@ -212,7 +216,7 @@ impl TakeoverArgs {
         let (keys_written, owners_written) = keys_store.restore(&keys, &owners).await?;
         let adopted = store
             .operations()
-            .take_over(&handover, &state, &enqueue, contract.codec(), &settings)
+            .take_over(&handover, &state, &enqueue, contract.codec(), &settings, &[])
             .await
             .context("installing the lost region's orders and the handover")?;
         // 5. On the log, for every region and every rebuild.
@@ -295,7 +299,7 @@ async fn event_ids(
 
 /// The id of the event a record carries: decoded, or its header where the payload is not an
 /// event of the contract (decisions carry no id header).
-fn event_id_in(codec: &schemas::Codec, record: &StoredRecord) -> Option<uuid::Uuid> {
+pub(crate) fn event_id_in(codec: &schemas::Codec, record: &StoredRecord) -> Option<uuid::Uuid> {
     let decoded = record.payload.as_deref().and_then(|p| codec.decode(p).ok());
     decoded.map(|e| e.envelope().event_id).or_else(|| event_id_of(record))
 }
@@ -412,7 +416,11 @@ fn checkout_rows_at_cut(
 
 /// Appends the handover to this region's control topic (made if missing, keeping every
 /// record).
-async fn append_handover(kafka: &infra::KafkaSettings, orders_topic: &str, handover: &Handover) -> anyhow::Result<()> {
+pub(crate) async fn append_handover(
+    kafka: &infra::KafkaSettings,
+    orders_topic: &str,
+    handover: &Handover,
+) -> anyhow::Result<()> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let control = schemas::control_topic(orders_topic);
     let spec = infra::topics::TopicSpec {

@@ -92,15 +92,13 @@ impl Publisher {
         let _ = self.ownership.set((here, owners));
     }
 
-    /// The epoch an event goes out under when it is about another region's order that this
-    /// region writes now (`None`: its home appends it, no header).
+    /// The epoch an event goes out under when its order's region has been handed over
+    /// (another region's order this region writes now, or this region's own after it took
+    /// them back); `None`: epoch 1, the home before any handover, no header.
     fn epoch_of(&self, event: &Event) -> Option<u32> {
         let (here, owners) = self.ownership.get()?;
         let home = schemas::Region::home_of(&event.order_id()?)?;
-        if home == *here {
-            return None;
-        }
-        owners.borrow().writes_as(here, &home)
+        owners.borrow().writes_as(here, &home).filter(|epoch| *epoch > 1)
     }
 
     pub fn codec(&self) -> &Codec {

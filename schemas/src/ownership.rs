@@ -126,10 +126,12 @@ enum Placed {
     At(i64),
 }
 
-/// The handovers a region knows, every epoch of every region.
+/// The handovers a region knows, every epoch of every region, and the regions whose
+/// orders are being handed back (draining).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Owners {
     handovers: std::collections::BTreeMap<String, std::collections::BTreeMap<u32, Handover>>,
+    draining: std::collections::BTreeSet<String>,
 }
 
 impl Owners {
@@ -146,9 +148,24 @@ impl Owners {
         self.handovers.entry(handover.region.clone()).or_default().entry(handover.epoch).or_insert(handover);
     }
 
+    /// While `region` drains, no checkout writes about its orders: a failback's cut is
+    /// taken once its current owner's log stopped growing for them.
+    pub fn set_draining(&mut self, region: &str) {
+        self.draining.insert(region.to_string());
+    }
+
+    pub fn is_draining(&self, region: &Region) -> bool {
+        self.draining.contains(region.as_str())
+    }
+
     /// `region`'s newest handover.
     pub fn handover(&self, region: &Region) -> Option<&Handover> {
         self.handovers.get(region.as_str()).and_then(|h| h.values().next_back())
+    }
+
+    /// `region`'s handover to `epoch`, if there was one.
+    pub fn handover_of(&self, region: &Region, epoch: u32) -> Option<&Handover> {
+        self.handovers.get(region.as_str())?.get(&epoch)
     }
 
     /// Every region's newest handover.

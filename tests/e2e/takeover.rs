@@ -322,14 +322,16 @@ async fn a_lost_region_is_taken_over_fenced_and_its_unreplicated_tail_reported_n
     );
     assert!(fenced.contains("\"fenced\""), "{fenced}");
     let at_fence = ends_of(&eu_kafka, &topic).await;
-    // eu started again: its checkout refuses a new order (its broker refuses the append)
-    // and sends a payment for eu's order to us, which writes eu's orders now.
+    // eu started again: its checkout sends a new order, and a payment for eu's order, to
+    // us, which writes eu's orders now; eu's broker refuses whoever appends to eu's log.
     eu.start().await;
     let body = serde_json::json!({"customer_id": "late", "currency": "EUR",
         "lines": [{"sku": "SKU-T", "quantity": 1, "unit_price_minor": 1000}], "ship_to": {"country": "DE"}});
     let response = http.post(format!("{}/orders", eu.url)).json(&body).send().await.expect("eu answers");
+    let answered_by = response.headers().get(producers::checkout::regions::ANSWERED_BY_HEADER).cloned();
     let (status, said) = (response.status().as_u16(), response.text().await.unwrap_or_default());
-    assert!(status >= 400, "eu's broker refuses eu's appends after the fence: {status} {said}");
+    assert_eq!(status, 202, "a new order at eu's checkout, taken over: {said}");
+    assert_eq!(answered_by.as_ref().and_then(|v| v.to_str().ok()), Some("us"), "placed by us, which writes for eu");
     let order = client.eu_orders[1];
     let body = serde_json::json!({"status": "captured", "amount_minor": 1000, "provider_ref": "late"});
     let response =
@@ -444,12 +446,14 @@ async fn a_lost_region_is_taken_over_fenced_and_its_unreplicated_tail_reported_n
                 entry.kind
             );
         }
-        let first_new = history.iter().position(|e| new_epoch.contains(&e.event_id));
+        // The history is in event time: the facts us accepted come after everything of
+        // the copy (decisions us took again keep the time eu's replay gives them).
+        let first_new = history.iter().position(|e| client.us_acknowledged_for_eu.contains(&e.event_id));
         if let Some(first_new) = first_new {
             checked += 1;
             assert!(
                 history[first_new..].iter().all(|e| new_epoch.contains(&e.event_id)),
-                "order {order}: an event from before the cut applied after the new epoch's: {history:?}"
+                "order {order}: an event from before the cut shown after the new epoch's facts: {history:?}"
             );
         }
     }
@@ -462,6 +466,136 @@ async fn a_lost_region_is_taken_over_fenced_and_its_unreplicated_tail_reported_n
         unreplicated.len(),
         tail_ids.len(),
         paid.len()
+    );
+
+    // Failback under load: eu's orders get payments (through either checkout, retried with
+    // the same key on 503) while us hands them back to eu.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (stop, http, urls) = (stop.clone(), http.clone(), [eu.url.clone(), us.url.clone()]);
+        let orders: Vec<Uuid> = client.eu_orders[..mirrored_orders].to_vec();
+        async move {
+            let mut acknowledged = Vec::new();
+            let (mut draining, mut n) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                let (order, url) = (orders[n % orders.len()], &urls[n % 2]);
+                let reference = format!("failback-{n}");
+                let body = serde_json::json!({"status": "authorized", "amount_minor": 1, "provider_ref": reference});
+                let deadline = Instant::now() + Duration::from_secs(120);
+                loop {
+                    let response = http
+                        .post(format!("{url}/orders/{order}/payments"))
+                        .header("Idempotency-Key", &reference)
+                        .json(&body)
+                        .send()
+                        .await;
+                    if let Ok(response) = response {
+                        let status = response.status().as_u16();
+                        let answered_by = response
+                            .headers()
+                            .get(producers::checkout::regions::ANSWERED_BY_HEADER)
+                            .and_then(|v| v.to_str().ok().map(String::from));
+                        let answer: serde_json::Value = response.json().await.unwrap_or_default();
+                        if status == 202 {
+                            let id: Uuid = answer["event_id"].as_str().expect("event id").parse().expect("uuid");
+                            let region = answered_by.or_else(|| answer["region"].as_str().map(String::from));
+                            acknowledged.push((order, id, reference.clone(), region.unwrap_or_default()));
+                            break;
+                        }
+                        draining += usize::from(answer["error"] == "region_draining");
+                    }
+                    assert!(Instant::now() < deadline, "payment {reference} for {order} never accepted");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            (acknowledged, draining)
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failback = tokio::task::spawn_blocking({
+        let env = [
+            ("ORDERFLOW_BROKERS", us.kafka.brokers.clone()),
+            ("ORDERFLOW_DATABASE_URL", us.database_url.clone()),
+            ("ORDERFLOW_TOPIC", topic.clone()),
+            ("ORDERFLOW_GROUP_PREFIX", us.group_prefix.clone()),
+            ("ORDERFLOW_REGION", "us".to_string()),
+            ("ORDERFLOW_OPERATOR", "test-operator".to_string()),
+        ];
+        let args = [
+            "region".to_string(),
+            "failback".into(),
+            "eu".into(),
+            "--by".into(),
+            "us".into(),
+            "--home-brokers".into(),
+            brokers_of("eu"),
+            "--home-database-url".into(),
+            eu_database.clone(),
+            "--drain-settle".into(),
+            "4s".into(),
+        ];
+        move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = common::run_orderflow_with(&args, &env);
+            serde_json::from_str::<serde_json::Value>(&out).unwrap_or_else(|e| panic!("no JSON ({e}): {out}"))
+        }
+    })
+    .await
+    .expect("failback");
+    assert_eq!((failback["owner"].as_str(), failback["epoch"].as_u64()), (Some("eu"), Some(3)), "{failback}");
+    // MirrorMaker 2's eu→us task stopped at the mirror fence: the operator restarts it.
+    kill_mirror();
+    regions();
+    // eu takes payments for its orders itself again, then the load stops.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (acknowledged, draining) = load.await.expect("load");
+    assert!(draining > 0, "no request met the drain");
+    let by_eu_after: Vec<&(Uuid, Uuid, String, String)> = acknowledged.iter().filter(|a| a.3 == "eu").collect();
+    assert!(!by_eu_after.is_empty(), "eu accepted no payment for its orders after the failback");
+
+    // Lost 0, doubled 0: each payment acknowledged is in both regions' history of its order
+    // once, and in us's, after every event us appended under epoch 2.
+    let eu_reads = projections::store::Store::connect(&eu_database).await.expect("eu store");
+    loop {
+        let mut missing = Vec::new();
+        for (order, id, reference, region) in &acknowledged {
+            for (name, reads) in [("us", us.store.reads()), ("eu", eu_reads.reads())] {
+                let history = reads.order_history(&order.to_string()).await.expect("history").unwrap_or_default();
+                let copies =
+                    history.iter().filter(|e| e.summary.ends_with(&format!("provider ref {reference}"))).count();
+                assert!(copies <= 1, "payment {reference} applied {copies} times in {name}");
+                if !history.iter().any(|e| e.event_id == *id) {
+                    missing.push(format!("{reference} ({region}) in {name}"));
+                }
+            }
+        }
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "acknowledged payments not applied: {missing:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let taken_back: BTreeSet<Uuid> = by_eu_after.iter().map(|a| a.1).collect();
+    for order in &client.eu_orders[..mirrored_orders] {
+        let history = us.store.reads().order_history(&order.to_string()).await.expect("history").unwrap_or_default();
+        if let Some(first_back) = history.iter().position(|e| taken_back.contains(&e.event_id)) {
+            assert!(
+                !history[first_back..].iter().any(|e| new_epoch.contains(&e.event_id)),
+                "order {order}: an event us appended under epoch 2 applied after eu's epoch 3: {history:?}"
+            );
+        }
+    }
+    eprintln!(
+        "failback: {} payments acknowledged during it ({} by eu after the handover), {draining} answers 503 \
+         region_draining, each retried until accepted; {}",
+        acknowledged.len(),
+        by_eu_after.len(),
+        failback["seconds"]
     );
 
     eu.kill();

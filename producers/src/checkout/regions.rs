@@ -60,13 +60,13 @@ impl Regions {
         Ok(Regions { here, checkouts, destinations: BTreeMap::new(), client, owners })
     }
 
-    /// Follows the handovers `owners` sees: a region taken over is written by its new
-    /// owner, and requests for its orders go there.
     /// Whether `region` is this one or one whose checkout this one knows.
     pub fn knows(&self, region: &Region) -> bool {
         *region == self.here || self.checkouts.contains_key(region)
     }
 
+    /// Follows the handovers `owners` sees: a region taken over is written by its new
+    /// owner, and requests for its orders go there.
     pub fn with_owners(mut self, owners: tokio::sync::watch::Receiver<schemas::Owners>) -> Self {
         self.owners = owners;
         self
@@ -79,14 +79,27 @@ impl Regions {
 
     /// The region other than this one that should write this request, if any: whoever
     /// writes the order's home's orders now (the home, or the region that took it over),
-    /// or the region a retry of `POST /orders` names. A request another checkout forwarded
-    /// is never forwarded again.
+    /// or the region a retry of `POST /orders` names. A new order goes to whoever writes
+    /// this region's orders (this region, unless it was taken over). A request another
+    /// checkout forwarded is never forwarded again. While the order's home is handed back
+    /// (a failback's drain), writes about its orders are `503 region_draining`.
     pub fn elsewhere(&self, order_id: Option<&Uuid>, headers: &HeaderMap) -> Result<Option<Region>, ApiError> {
-        let target = match order_id {
+        let owners = self.owners.borrow().clone();
+        let home = match order_id {
             Some(id) => Region::home_of(id),
-            None => region_header(headers)?,
+            None => Some(region_header(headers)?.unwrap_or_else(|| self.here.clone())),
         };
-        let target = target.map(|home| self.owners.borrow().owner_of(&home).0);
+        if let Some(home) = home.as_ref().filter(|home| order_id.is_some() && owners.is_draining(home)) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "region_draining",
+                format!("the orders of region {home} are being handed back to it; nothing was appended, retry shortly"),
+            )
+            .with("region", self.here.as_str())
+            .with("home_region", home.as_str())
+            .retry_after(Duration::from_secs(2)));
+        }
+        let target = home.map(|home| owners.owner_of(&home).0);
         let Some(target) = target.filter(|t| *t != self.here) else { return Ok(None) };
         if headers.contains_key(FORWARDED_FROM_HEADER) {
             return Err(ApiError::new(

@@ -24,6 +24,9 @@ pub(super) async fn owners<C: Exec>(conn: &mut C) -> Result<Owners, StoreError> 
             .map_err(|e| StoreError::Invalid(format!("a row of region_handovers is no handover: {e}")))?;
         owners.insert(handover);
     }
+    for row in Sql::new("SELECT region FROM region_drains").rows(conn).await? {
+        owners.set_draining(&row.try_get::<String, _>("region")?);
+    }
     Ok(owners)
 }
 
@@ -47,6 +50,31 @@ impl Operations {
             .push(") ON CONFLICT (region, epoch) DO NOTHING");
         let mut conn = self.store.pool.acquire().await?;
         Ok(q.execute(&mut *conn).await? > 0)
+    }
+
+    /// Starts draining `region`'s orders: checkouts following this database answer writes
+    /// about them with 503 until the handover that ends the drain is recorded.
+    #[tracing::instrument(skip(self))]
+    pub async fn start_drain(&self, region: &Region, decided_by: &str) -> Result<(), StoreError> {
+        let mut q = Sql::new("INSERT INTO region_drains (region, since_ms, decided_by) VALUES (");
+        q.bind(region.to_string())
+            .push(", ")
+            .bind(schemas::clock::now_ms())
+            .push(", ")
+            .bind(decided_by.to_string())
+            .push(") ON CONFLICT (region) DO NOTHING");
+        let mut conn = self.store.pool.acquire().await?;
+        q.execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// Ends a drain without a handover (a failback given up).
+    pub async fn end_drain(&self, region: &Region) -> Result<(), StoreError> {
+        let mut q = Sql::new("DELETE FROM region_drains WHERE region = ");
+        q.bind(region.to_string());
+        let mut conn = self.store.pool.acquire().await?;
+        q.execute(&mut *conn).await?;
+        Ok(())
     }
 
     /// The handovers this database knows.

@@ -293,13 +293,12 @@ async fn enqueue(
     now_ms: i64,
 ) -> Result<(), StoreError> {
     let mut rows = Vec::with_capacity(events.len());
-    // Decisions about the orders of a region this one took over go out under its epoch.
+    // Decisions about the orders of a region handed over (one this region took over, or
+    // this region's own after it took them back) go out under the handover's epoch.
     let here = here.and_then(|r| schemas::Region::parse(r).ok());
     let homes = |e: &Event| e.order_id().and_then(|id| schemas::Region::home_of(&id));
     let owners = match &here {
-        Some(here) if events.iter().any(|e| homes(e).is_some_and(|home| home != *here)) => {
-            Some(super::handovers::owners(&mut *conn).await?)
-        }
+        Some(_) if events.iter().any(|e| homes(e).is_some()) => Some(super::handovers::owners(&mut *conn).await?),
         _ => None,
     };
     for event in events {
@@ -743,7 +742,10 @@ impl Operations {
     /// orders untouched), the inputs they applied are remembered as applied, `enqueue`
     /// (decisions the lost region had not published, stock requests its stock group never
     /// decided) goes into the outbox, and the handover is recorded. From the commit on,
-    /// this region writes the lost region's orders under the handover's epoch.
+    /// this region writes the lost region's orders under the handover's epoch. A failback
+    /// takes the same path (the orders as their last owner had them); `dropped` are orders
+    /// this region had that are not part of the handed stream (its late tail's), and the
+    /// region's drain ends.
     #[tracing::instrument(skip_all, fields(region = %handover.region, epoch = handover.epoch))]
     pub async fn take_over(
         &self,
@@ -752,6 +754,7 @@ impl Operations {
         enqueue_now: &[Event],
         codec: &Codec,
         settings: &ProcessSettings,
+        dropped: &[Uuid],
     ) -> Result<Adopted, StoreError> {
         let group = self.store.group(ProcessKind::OrderProcess);
         let now_ms = schemas::clock::now_ms();
@@ -764,6 +767,8 @@ impl Operations {
             dirty: adopted.flows.keys().copied().collect(),
         };
         orders.write(conn).await?;
+        forget_orders(conn, dropped).await?;
+        end_drain(conn, &handover.region).await?;
         let ids: Vec<String> = adopted.applied.iter().map(Uuid::to_string).collect();
         for chunk in ids.chunks(10_000) {
             super::fold::claim_event_ids(conn, &group, chunk).await?;
@@ -785,4 +790,66 @@ impl Operations {
         tx.commit().await?;
         Ok(Adopted { orders: adopted.flows.len(), enqueued: enqueue_now.len() })
     }
+
+    /// The order process's flows of the orders homed in `region` (a failback hands them
+    /// to the region taking its orders back).
+    pub async fn orders_of_region(
+        &self,
+        region: &schemas::Region,
+    ) -> Result<crate::process::recover::OrdersState, StoreError> {
+        let mut conn = self.store.pool.acquire().await?;
+        let q = Sql::new(format!("SELECT {} FROM process_orders ORDER BY order_id", ORDER_COLUMNS.join(", ")));
+        let mut state = crate::process::recover::OrdersState::default();
+        for row in q.fetch_all(&mut *conn).await? {
+            let (flow, partition) = flow_of(&row)?;
+            if schemas::Region::home_of(&flow.order_id).as_ref() == Some(region) {
+                state.flows.insert(flow.order_id, (flow, partition));
+            }
+        }
+        Ok(state)
+    }
+
+    /// This region stops writing `handover.region`'s orders: their flows leave the order
+    /// process (no timer of theirs fires here again), the handover is recorded and the
+    /// drain ends, in one transaction.
+    #[tracing::instrument(skip_all, fields(region = %handover.region, owner = %handover.owner, epoch = handover.epoch))]
+    pub async fn release_region(&self, handover: &schemas::Handover, orders: &[Uuid]) -> Result<(), StoreError> {
+        let text = serde_json::to_string(handover)
+            .map_err(|e| StoreError::Invalid(format!("a handover that cannot be written: {e}")))?;
+        let mut tx = self.store.begin_write().await?;
+        let conn: &mut AnyConnection = &mut tx;
+        forget_orders(conn, orders).await?;
+        let mut q = Sql::new("INSERT INTO region_handovers (region, epoch, owner, handover, recorded_at_ms) VALUES (");
+        q.bind(handover.region.clone())
+            .push(", ")
+            .bind(i64::from(handover.epoch))
+            .push(", ")
+            .bind(handover.owner.clone())
+            .push(", ")
+            .bind(text)
+            .push(", ")
+            .bind(schemas::clock::now_ms())
+            .push(") ON CONFLICT (region, epoch) DO NOTHING");
+        q.execute(&mut *conn).await?;
+        end_drain(conn, &handover.region).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Removes the order process's flows of `orders`.
+async fn forget_orders(conn: &mut AnyConnection, orders: &[Uuid]) -> Result<(), StoreError> {
+    for chunk in orders.chunks(CHUNK) {
+        let mut q = Sql::new("DELETE FROM process_orders WHERE order_id IN ");
+        q.list(chunk.iter().map(Uuid::to_string));
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn end_drain(conn: &mut AnyConnection, region: &str) -> Result<(), StoreError> {
+    let mut q = Sql::new("DELETE FROM region_drains WHERE region = ");
+    q.bind(region.to_string());
+    q.execute(&mut *conn).await?;
+    Ok(())
 }

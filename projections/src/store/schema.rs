@@ -208,7 +208,7 @@ fn grant_statements(dialect: Dialect) -> Vec<String> {
     out.push(format!("GRANT SELECT ON {views} TO {QUERY_ROLE}, {ANALYST_ROLE}"));
     out.push(format!("GRANT SELECT ON {} TO {QUERY_ROLE}", QUERY_READS.join(", ")));
     // Who writes each region's orders: the checkout routes by it.
-    out.push(format!("GRANT SELECT ON region_handovers TO {CHECKOUT_ROLE}, {QUERY_ROLE}"));
+    out.push(format!("GRANT SELECT ON region_handovers, region_drains TO {CHECKOUT_ROLE}, {QUERY_ROLE}"));
     // The checkout's tables, where the checkout (or `orderflow migrate`) made them in this
     // database; a checkout with a database of its own is granted there.
     for table in CHECKOUT_TABLES {

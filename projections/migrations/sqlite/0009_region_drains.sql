@@ -1,0 +1,8 @@
+-- Regions whose orders are being handed back (issue 29, failback): while a row is here,
+-- every checkout answers writes about the region's orders with 503 and Retry-After, so the
+-- old owner's log stops growing for them before the cut.
+CREATE TABLE IF NOT EXISTS region_drains (
+    region TEXT PRIMARY KEY,
+    since_ms INTEGER NOT NULL,
+    decided_by TEXT NOT NULL
+);
