@@ -57,6 +57,9 @@ pub enum RegionCommand {
     /// Hand a taken-over region's orders back to it (run in the region that writes them
     /// now): drain, second cut, the home writes its orders again under a new epoch.
     Failback(crate::failback_cmd::FailbackArgs),
+    /// Stock transfers between the regions' pools, from each region's database: which were
+    /// dispatched, which received, and the units in transit per SKU.
+    Transfers(TransfersArgs),
 }
 
 impl RegionCommand {
@@ -68,6 +71,7 @@ impl RegionCommand {
             RegionCommand::Status(args) => args.run().await?,
             RegionCommand::AdoptStock(args) => args.run().await?,
             RegionCommand::Failback(args) => args.run().await?,
+            RegionCommand::Transfers(args) => args.run().await?,
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
         Ok(())
@@ -608,6 +612,34 @@ pub async fn tail_of(
         });
     }
     Ok(tail)
+}
+
+#[derive(Debug, Args)]
+pub struct TransfersArgs {
+    /// A region's database, as `<region>=<url>` (repeat for every region).
+    #[arg(long = "database-url", required = true, value_parser = region_database)]
+    databases: Vec<(Region, String)>,
+}
+
+fn region_database(entry: &str) -> Result<(Region, String), String> {
+    let (region, url) = entry.split_once('=').ok_or_else(|| format!("{entry:?} is not <region>=<database url>"))?;
+    Ok((Region::parse(region).map_err(|e| e.to_string())?, url.to_string()))
+}
+
+impl TransfersArgs {
+    async fn run(self) -> anyhow::Result<serde_json::Value> {
+        let mut holds = Vec::new();
+        for (region, url) in &self.databases {
+            let store =
+                Store::connect(url).await.with_context(|| format!("connecting to region {region}'s database"))?;
+            for hold in store.reads().transfer_holds().await? {
+                holds.push((region.to_string(), hold));
+            }
+        }
+        let (transfers, in_transit) =
+            projections::process::stock::transfers(holds.iter().map(|(region, hold)| (region.as_str(), hold)));
+        Ok(serde_json::json!({"transfers": transfers, "in_transit": in_transit}))
+    }
 }
 
 #[derive(Debug, Args)]

@@ -202,8 +202,8 @@ async fn units_moved_between_regions_under_stock_member_kills_are_each_in_one_po
     eu.start_with(&groups).await;
     us.start_with(&groups).await;
     let connect = |db: String| async move { sqlx::PgPool::connect(&db).await.expect("database") };
-    let eu_side = Side { name: "eu", url: eu.url.clone(), pool: connect(eu_db).await };
-    let us_side = Side { name: "us", url: us.url.clone(), pool: connect(us_db).await };
+    let eu_side = Side { name: "eu", url: eu.url.clone(), pool: connect(eu_db.clone()).await };
+    let us_side = Side { name: "us", url: us.url.clone(), pool: connect(us_db.clone()).await };
 
     let http = orderflow::load::http_client_with(Some(&common::token(common::ALL_SCOPES)));
     for (side, units) in [(&eu_side, RESTOCK.0), (&us_side, RESTOCK.1)] {
@@ -307,6 +307,20 @@ async fn units_moved_between_regions_under_stock_member_kills_are_each_in_one_po
         }
         assert!(Instant::now() < deadline, "units unaccounted for after 90 s: {off:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The operators' view of the same: `orderflow region transfers` over both databases.
+    let report = common::run_orderflow_with(
+        &["region", "transfers", "--database-url", &format!("eu={eu_db}"), "--database-url", &format!("us={us_db}")],
+        &[],
+    );
+    let report: serde_json::Value = serde_json::from_str(&report).expect("JSON");
+    for sku in SKUS {
+        assert_eq!(
+            report["in_transit"][sku].as_i64(),
+            Some(expected_in_transit(sku)),
+            "{sku}: {}",
+            report["in_transit"]
+        );
     }
     done.store(true, Ordering::SeqCst);
     sampler.await.expect("sampler");

@@ -118,6 +118,56 @@ pub fn hold_decided(event: &Event, logged: &StockDecided) -> Option<Hold> {
     Some(Hold { sku: logged.sku.clone(), order_id, quantity, status })
 }
 
+/// One transfer as the pools' holds tell it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TransferState {
+    pub transfer_id: Uuid,
+    pub sku: String,
+    pub units: i32,
+    /// The region whose pool dispatched it, once one did.
+    pub dispatched_by: Option<String>,
+    /// The region whose pool counted it in, once one did.
+    pub received_by: Option<String>,
+}
+
+impl TransferState {
+    /// Units dispatched and not received anywhere yet.
+    pub fn in_transit(&self) -> i64 {
+        if self.dispatched_by.is_some() && self.received_by.is_none() {
+            i64::from(self.units)
+        } else {
+            0
+        }
+    }
+}
+
+/// Every transfer the holds of each region's pool name (`(region, hold)`, transfer holds
+/// only), and the units in transit per SKU.
+pub fn transfers<'a>(
+    holds: impl IntoIterator<Item = (&'a str, &'a Hold)>,
+) -> (Vec<TransferState>, std::collections::BTreeMap<String, i64>) {
+    let mut by_id: std::collections::BTreeMap<(String, Uuid), TransferState> = std::collections::BTreeMap::new();
+    for (region, hold) in holds {
+        let state = by_id.entry((hold.sku.clone(), hold.order_id)).or_insert_with(|| TransferState {
+            transfer_id: hold.order_id,
+            sku: hold.sku.clone(),
+            units: hold.quantity,
+            dispatched_by: None,
+            received_by: None,
+        });
+        match hold.status {
+            HoldStatus::Dispatched => state.dispatched_by = Some(region.to_string()),
+            HoldStatus::Received => state.received_by = Some(region.to_string()),
+            _ => {}
+        }
+    }
+    let mut in_transit = std::collections::BTreeMap::new();
+    for state in by_id.values() {
+        *in_transit.entry(state.sku.clone()).or_insert(0) += state.in_transit();
+    }
+    (by_id.into_values().collect(), in_transit)
+}
+
 /// A transfer's own rules, whichever pool reads it.
 fn check_transfer(t: &StockTransfer) -> Result<i64, Rejection> {
     if t.units <= 0 {
@@ -377,6 +427,23 @@ mod tests {
             t.to_region = t.from_region.clone();
         }
         assert!(decide(&sku, None, &to_itself, &ctx()).is_err());
+    }
+
+    #[test]
+    fn units_dispatched_and_not_yet_received_are_in_transit_and_nowhere_else() {
+        let hold = |id: u128, units, status| Hold {
+            sku: "SKU-1".into(),
+            order_id: Uuid::from_u128(id),
+            quantity: units,
+            status,
+        };
+        let (eu, us) = (
+            [hold(1, 3, HoldStatus::Dispatched), hold(2, 5, HoldStatus::Dispatched), hold(3, 7, HoldStatus::Received)],
+            [hold(1, 3, HoldStatus::Received)],
+        );
+        let (all, in_transit) = transfers(eu.iter().map(|h| ("eu", h)).chain(us.iter().map(|h| ("us", h))));
+        assert_eq!(all.len(), 3);
+        assert_eq!(in_transit.get("SKU-1"), Some(&5), "transfer 2 only: 1 arrived, 3 was received from elsewhere");
     }
 
     #[test]

@@ -471,6 +471,30 @@ fn pairs(rows: &[AnyRow]) -> Result<Vec<(String, i64)>, sqlx::Error> {
 }
 
 impl Reads {
+    /// The stock group's holds of transfers in this region's pool: those it dispatched and
+    /// those it received.
+    pub async fn transfer_holds(&self) -> Result<Vec<crate::process::stock::Hold>, StoreError> {
+        use crate::process::stock::{Hold, HoldStatus};
+        let rows = sqlx::query(
+            "SELECT sku, order_id, quantity, status FROM stock_holds WHERE status IN ('dispatched', 'received')
+             ORDER BY sku, order_id",
+        )
+        .fetch_all(&self.store.pool)
+        .await?;
+        let corrupt = |what: String| StoreError::Invalid(format!("a row of stock_holds: {what}"));
+        rows.iter()
+            .map(|row| {
+                let (order_id, status): (String, String) = (row.try_get("order_id")?, row.try_get("status")?);
+                Ok(Hold {
+                    sku: row.try_get("sku")?,
+                    order_id: Uuid::parse_str(&order_id).map_err(|e| corrupt(e.to_string()))?,
+                    quantity: i32::try_from(row.try_get::<i64, _>("quantity")?).map_err(|e| corrupt(e.to_string()))?,
+                    status: HoldStatus::parse(&status).ok_or_else(|| corrupt(format!("status {status:?}")))?,
+                })
+            })
+            .collect()
+    }
+
     /// Whether the database answers (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.store.pool).await?;
