@@ -189,6 +189,8 @@ impl FailbackArgs {
         fence::take_down(&home_kafka, &fence, Duration::from_secs(30))
             .await
             .context("lifting the home region's fence at its brokers")?;
+        // Whatever its last start found, the home runs again (`region start|lift`).
+        home_store.operations().set_region_run(&self.home, "running").await?;
         let orders = store.operations().orders_of_region(&self.home).await?;
         let had = home_store.operations().orders_of_region(&self.home).await?;
         let dropped: Vec<uuid::Uuid> = had.flows.keys().filter(|id| !orders.flows.contains_key(id)).copied().collect();

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod failback_cmd;
 pub mod groups_cmd;
 pub mod kit;
+pub mod lifecycle_cmd;
 pub mod load;
 pub mod migrate_cmd;
 pub mod offsets_cmd;

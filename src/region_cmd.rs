@@ -57,6 +57,14 @@ pub enum RegionCommand {
     /// Hand a taken-over region's orders back to it (run in the region that writes them
     /// now): drain, second cut, the home writes its orders again under a new epoch.
     Failback(crate::failback_cmd::FailbackArgs),
+    /// Before this region's writers start: a region whose last run did not end with
+    /// `region stop` starts fenced at its own brokers, until `region lift`.
+    Start(crate::lifecycle_cmd::LifecycleArgs),
+    /// After this region's writers stopped: its next start is a clean one.
+    Stop(crate::lifecycle_cmd::LifecycleArgs),
+    /// Lift the fence a start after an unclean stop put up, once no other region writes
+    /// this region's orders (refused when one does: fail back instead).
+    Lift(crate::lifecycle_cmd::LifecycleArgs),
     /// Stock transfers between the regions' pools, from each region's database: which were
     /// dispatched, which received, and the units in transit per SKU.
     Transfers(TransfersArgs),
@@ -72,6 +80,9 @@ impl RegionCommand {
             RegionCommand::AdoptStock(args) => args.run().await?,
             RegionCommand::Failback(args) => args.run().await?,
             RegionCommand::Transfers(args) => args.run().await?,
+            RegionCommand::Start(args) => args.start().await?,
+            RegionCommand::Stop(args) => args.stop().await?,
+            RegionCommand::Lift(args) => args.lift().await?,
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
         Ok(())

@@ -601,3 +601,91 @@ async fn a_lost_region_is_taken_over_fenced_and_its_unreplicated_tail_reported_n
     eu.kill();
     us.stop().await;
 }
+
+/// A region whose last run did not end with `region stop` starts fenced at its own brokers
+/// (its writers refused) until an operator lifts the fence; a clean stop starts clean; a
+/// region another took over is not lifted (it fails back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_that_stopped_uncleanly_starts_fenced_until_an_operator_lifts_it() {
+    common::init_logs();
+    let exports = regions();
+    let brokers = exports["ORDERFLOW_REGION_EU_BROKERS"].clone();
+    let kafka = KafkaSettings::new(brokers.clone());
+    let topic = orderflow::kit::fresh_topic(&kafka, "guard", 1).await.expect("topics");
+    let database = common::fresh_database().await;
+    let env = [
+        ("ORDERFLOW_BROKERS", brokers.as_str()),
+        ("ORDERFLOW_DATABASE_URL", database.as_str()),
+        ("ORDERFLOW_TOPIC", topic.as_str()),
+        ("ORDERFLOW_REGION", "eu"),
+        ("ORDERFLOW_OPERATOR", "test-operator"),
+    ];
+    let region = |command: &str| -> serde_json::Value {
+        let out = common::run_orderflow_with(&["region", command, "eu"], &env);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("region {command} printed no JSON ({e}): {out}"))
+    };
+    let producer: rdkafka::producer::FutureProducer = kafka.client_config().create().expect("producer");
+    let append = || async {
+        producer
+            .send(rdkafka::producer::FutureRecord::to(&topic).key("k").payload("v"), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e.rdkafka_error_code())
+    };
+    let refused = Some(rdkafka::types::RDKafkaErrorCode::TopicAuthorizationFailed);
+    // A broker applies ACL changes from its metadata log: soon, not at once.
+    let accepted_soon = || async {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match append().await {
+                Ok(_) => return true,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(_) => return false,
+            }
+        }
+    };
+    let refused_soon = || async {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match append().await {
+                Err(code) if code == refused => return true,
+                _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+                _ => return false,
+            }
+        }
+    };
+
+    assert_eq!(region("start")["event"], "started", "a first start is a clean one");
+    assert!(append().await.is_ok());
+    // Started again without a stop: a crash. Fenced until lifted.
+    assert_eq!(region("start")["event"], "started_fenced");
+    assert!(refused_soon().await, "a writer of a region started after an unclean stop");
+    assert_eq!(region("lift")["event"], "lifted");
+    assert!(accepted_soon().await, "lifted");
+    // A planned stop: the next start is clean.
+    assert_eq!(region("stop")["event"], "stopped");
+    assert_eq!(region("start")["event"], "started");
+    assert!(append().await.is_ok());
+    // Taken over while it was gone: started fenced, and not lifted by hand.
+    let store = projections::store::Store::connect(&database).await.expect("store");
+    let handover = schemas::Handover {
+        region: "eu".into(),
+        owner: "us".into(),
+        epoch: 2,
+        cut: Vec::new(),
+        at_ms: 0,
+        decided_by: "test".into(),
+        reason: "eu lost".into(),
+        earlier_cuts: Vec::new(),
+    };
+    store.operations().record_handover(&handover).await.expect("handover");
+    assert_eq!(region("start")["event"], "started_fenced");
+    let mut lift = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"));
+    lift.args(["region", "lift", "eu"]).envs(env.iter().copied());
+    let output = lift.output().expect("run orderflow");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && said.contains("failback"), "lift of a region taken over: {said}");
+    assert!(refused_soon().await, "still fenced");
+    let everyone = [infra::fence::EVERYONE.to_string()];
+    let fence = orderflow::region_cmd::lost_region_fence(&topic, &everyone);
+    infra::fence::take_down(&kafka, &fence, Duration::from_secs(10)).await.expect("fence down");
+}

@@ -6,3 +6,12 @@ CREATE TABLE IF NOT EXISTS region_drains (
     since_ms INTEGER NOT NULL,
     decided_by TEXT NOT NULL
 );
+
+-- How this region's last run ended (issue 29): `orderflow region start` finds `running`
+-- when the region stopped without `orderflow region stop` (a crash, a lost machine) and
+-- starts it fenced; `orderflow region lift` lifts that fence.
+CREATE TABLE IF NOT EXISTS region_runs (
+    region TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    since_ms INTEGER NOT NULL
+);

@@ -77,6 +77,29 @@ impl Operations {
         Ok(())
     }
 
+    /// How this region's last run ended, as `orderflow region start|stop|lift` recorded it
+    /// (`running`, `stopped`, `fenced`), and since when; `None` before its first start.
+    pub async fn region_run(&self, region: &Region) -> Result<Option<(String, i64)>, StoreError> {
+        let mut q = Sql::new("SELECT state, since_ms FROM region_runs WHERE region = ");
+        q.bind(region.to_string());
+        let mut conn = self.store.pool.acquire().await?;
+        let rows = q.rows(&mut *conn).await?;
+        rows.first().map(|row| Ok((row.try_get("state")?, row.try_get("since_ms")?))).transpose()
+    }
+
+    pub async fn set_region_run(&self, region: &Region, state: &str) -> Result<(), StoreError> {
+        let mut q = Sql::new("INSERT INTO region_runs (region, state, since_ms) VALUES (");
+        q.bind(region.to_string())
+            .push(", ")
+            .bind(state.to_string())
+            .push(", ")
+            .bind(schemas::clock::now_ms())
+            .push(") ON CONFLICT (region) DO UPDATE SET state = excluded.state, since_ms = excluded.since_ms");
+        let mut conn = self.store.pool.acquire().await?;
+        q.execute(&mut *conn).await?;
+        Ok(())
+    }
+
     /// The handovers this database knows.
     pub async fn owners(&self) -> Result<Owners, StoreError> {
         let mut conn = self.store.pool.acquire().await?;
