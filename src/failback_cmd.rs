@@ -35,7 +35,7 @@ use schemas::{CutPoint, EarlierCut, Handover, Region};
 
 use crate::args::{KafkaArgs, OperatorArgs, PipelineArgs, SchemaRegistryArgs};
 use crate::recover_cmd::read_log;
-use crate::region_cmd::{append_handover, event_id_in, lost_region_fence, mirror_fence};
+use crate::region_io::{append_handover, event_id_in, lost_region_fence, mirror_fence};
 
 /// Rounds of "process groups at the log ends, outbox empty": one per step of the longest
 /// chain a request starts (order, stock request, stock decision, confirmation).

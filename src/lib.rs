@@ -21,6 +21,7 @@ pub mod query_api;
 pub mod rebuild_cmd;
 pub mod recover_cmd;
 pub mod region_cmd;
+pub mod region_io;
 pub mod schemas_cmd;
 pub mod serve_api_cmd;
 pub mod topics_cmd;

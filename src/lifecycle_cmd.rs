@@ -17,7 +17,7 @@ use infra::fence;
 use schemas::Region;
 
 use crate::args::{OperatorArgs, PipelineArgs};
-use crate::region_cmd::lost_region_fence;
+use crate::region_io::lost_region_fence;
 
 /// The states `region_runs` records.
 const RUNNING: &str = "running";

@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use infra::acls::Pattern;
-use infra::fence::{self, Fence};
+use infra::fence;
 use infra::log_reader::{self, StoredRecord};
 use projections::process::recover::{self, LoggedInput, Published};
 use projections::registry::{GroupKind, ProcessKind};
@@ -35,6 +34,7 @@ use schemas::{CutPoint, Event, Handover, Owners, Region, StockAction, TopicRole}
 
 use crate::args::{KafkaArgs, OperatorArgs, PipelineArgs, SchemaRegistryArgs};
 use crate::recover_cmd::read_log;
+use crate::region_io::{append_handover, event_id_in, event_id_of, lost_region_fence, mirror_fence};
 
 /// How long the log may stay silent while a read still expects records from it.
 const STALL: Duration = Duration::from_secs(30);
@@ -107,22 +107,6 @@ pub struct LostRegionArgs {
 impl LostRegionArgs {
     fn kafka(&self) -> anyhow::Result<Option<infra::KafkaSettings>> {
         self.lost_brokers.as_ref().map(|brokers| KafkaArgs { brokers: brokers.clone() }.settings()).transpose()
-    }
-}
-
-/// The fence of region `lost` at its own brokers: its pipeline's topics lose Write.
-pub fn lost_region_fence(orders_topic: &str, principals: &[String]) -> Fence {
-    Fence {
-        topics: schemas::pipeline_topics(orders_topic).into_iter().map(|t| (t, Pattern::Literal)).collect(),
-        principals: principals.to_vec(),
-    }
-}
-
-/// The fence of the copies of `lost`'s pipeline in the region that took it over.
-pub fn mirror_fence(lost: &Region, orders_topic: &str) -> Fence {
-    Fence {
-        topics: schemas::pipeline_topics(orders_topic).iter().map(|t| (lost.mirrored(t), Pattern::Literal)).collect(),
-        principals: vec![fence::EVERYONE.to_string()],
     }
 }
 
@@ -312,18 +296,6 @@ async fn event_ids(
     Ok(records.iter().filter_map(|r| event_id_in(contract.codec(), r)).collect())
 }
 
-/// The id of the event a record carries: decoded, or its header where the payload is not an
-/// event of the contract (decisions carry no id header).
-pub(crate) fn event_id_in(codec: &schemas::Codec, record: &StoredRecord) -> Option<uuid::Uuid> {
-    let decoded = record.payload.as_deref().and_then(|p| codec.decode(p).ok());
-    decoded.map(|e| e.envelope().event_id).or_else(|| event_id_of(record))
-}
-
-/// The event id a record's header names, if it names one.
-fn event_id_of(record: &StoredRecord) -> Option<uuid::Uuid> {
-    std::str::from_utf8(record.header(schemas::EVENT_ID_HEADER)?).ok()?.parse().ok()
-}
-
 /// The cut, from where the copies end and their records.
 fn cut_of(
     lost: &Region,
@@ -427,32 +399,6 @@ fn checkout_rows_at_cut(
         owners.extend(owner);
     }
     (keys, owners)
-}
-
-/// Appends the handover to this region's control topic (made if missing, keeping every
-/// record).
-pub(crate) async fn append_handover(
-    kafka: &infra::KafkaSettings,
-    orders_topic: &str,
-    handover: &Handover,
-) -> anyhow::Result<()> {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let control = schemas::control_topic(orders_topic);
-    let spec = infra::topics::TopicSpec {
-        name: control.clone(),
-        partitions: 1,
-        replication_factor: None,
-        configs: infra::topics::keep_everything(),
-    };
-    infra::topics::create_topics(kafka, &[spec], Duration::from_secs(30)).await?;
-    let producer: FutureProducer = kafka.idempotent_producer(Duration::from_secs(30), Duration::ZERO).create()?;
-    let payload = serde_json::to_vec(handover)?;
-    producer
-        .send(FutureRecord::to(&control).key(&handover.region).payload(&payload), Duration::from_secs(30))
-        .await
-        .map_err(|(e, _)| e)
-        .with_context(|| format!("appending the handover to {control}"))?;
-    Ok(())
 }
 
 #[derive(Debug, Args)]

@@ -26,6 +26,10 @@ fn publishing_request(template: &str) -> (String, Value) {
         "/orders/{order_id}/payments" => json!({"status": "captured", "amount_minor": 100, "provider_ref": "p"}),
         "/orders/{order_id}/shipments" => json!({"status": "packed", "warehouse": "BER-1"}),
         "/inventory/{sku}/adjustments" => json!({"warehouse": "BER-1", "delta": 3, "reason": "received"}),
+        "/inventory/{sku}/transfers" => json!({"transfer_id": ORDER, "units": 1, "to_region": "us", "warehouse": "W"}),
+        "/inventory/{sku}/transfer-receipts" => {
+            json!({"transfer_id": ORDER, "units": 1, "from_region": "us", "warehouse": "W"})
+        }
         _ => json!({}),
     };
     (path, body)

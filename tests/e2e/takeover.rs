@@ -150,9 +150,9 @@ impl Drop for Restore {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async {
                 let everyone = [infra::fence::EVERYONE.to_string()];
-                let lost = orderflow::region_cmd::lost_region_fence(&topic, &everyone);
+                let lost = orderflow::region_io::lost_region_fence(&topic, &everyone);
                 let eu_region = schemas::Region::parse("eu").expect("region");
-                let mirror = orderflow::region_cmd::mirror_fence(&eu_region, &topic);
+                let mirror = orderflow::region_io::mirror_fence(&eu_region, &topic);
                 let eu_down = infra::fence::take_down(&eu, &lost, Duration::from_secs(10)).await;
                 let us_down = infra::fence::take_down(&us, &mirror, Duration::from_secs(10)).await;
                 (eu_down.is_ok(), us_down.is_ok())
@@ -686,6 +686,6 @@ async fn a_region_that_stopped_uncleanly_starts_fenced_until_an_operator_lifts_i
     assert!(!output.status.success() && said.contains("failback"), "lift of a region taken over: {said}");
     assert!(refused_soon().await, "still fenced");
     let everyone = [infra::fence::EVERYONE.to_string()];
-    let fence = orderflow::region_cmd::lost_region_fence(&topic, &everyone);
+    let fence = orderflow::region_io::lost_region_fence(&topic, &everyone);
     infra::fence::take_down(&kafka, &fence, Duration::from_secs(10)).await.expect("fence down");
 }

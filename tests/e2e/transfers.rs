@@ -1,7 +1,7 @@
 //! Stock moved between two regions' pools while both sell it and their stock groups are
 //! SIGKILLed: every unit is in one pool, in transit, or shipped, and none is sold twice.
 use crate::common;
-use crate::regions::{fresh_topic_in_both, regions, ProcessRegion};
+use crate::regions::{fresh_topic_in_both, regions, ProcessRegion, MIRROR};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -189,6 +189,8 @@ async fn held(pool: &sqlx::PgPool, status: &str) -> BTreeMap<String, i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn units_moved_between_regions_under_stock_member_kills_are_each_in_one_pool_in_transit_or_shipped() {
     common::init_logs();
+    // Alone with the regions' clusters: other tests kill their brokers and the mirror.
+    let _clusters = MIRROR.lock().await;
     let env = regions();
     let brokers = |r: &str| env[&format!("ORDERFLOW_REGION_{}_BROKERS", r.to_uppercase())].clone();
     let (eu_kafka, us_kafka) = (infra::KafkaSettings::new(brokers("eu")), infra::KafkaSettings::new(brokers("us")));

@@ -216,8 +216,9 @@ async fn transfer_end<T: serde::de::DeserializeOwned>(
         + Sync,
 ) -> Result<Response, ApiError> {
     let Some(regions) = &state.regions else {
+        // No other pool exists to move units to or from: nothing here to address.
         return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
+            axum::http::StatusCode::NOT_FOUND,
             "no_regions",
             "this checkout serves one region: stock moves between regions' pools only",
         ));
@@ -236,7 +237,8 @@ async fn transfer_end<T: serde::de::DeserializeOwned>(
 /// when fewer are available; the decision is a `StockDecided` on the decisions topic.
 #[utoipa::path(post, path = "/inventory/{sku}/transfers", tag = "inventory", params(SkuPath, PublishHeaders),
     request_body(content = StockTransferRequest, content_type = "application/json"),
-    responses(PublishResponses))]
+    responses(PublishResponses,
+        (status = 404, description = "This checkout serves one region: no pool to move units to or from", body = ErrorBody)))]
 pub async fn transfer_stock(
     State(state): State<AppState>,
     Path(sku): Path<String>,
@@ -252,7 +254,8 @@ pub async fn transfer_stock(
 /// counted in once per transfer id.
 #[utoipa::path(post, path = "/inventory/{sku}/transfer-receipts", tag = "inventory", params(SkuPath, PublishHeaders),
     request_body(content = StockReceiptRequest, content_type = "application/json"),
-    responses(PublishResponses))]
+    responses(PublishResponses,
+        (status = 404, description = "This checkout serves one region: no pool to move units to or from", body = ErrorBody)))]
 pub async fn receive_stock(
     State(state): State<AppState>,
     Path(sku): Path<String>,
