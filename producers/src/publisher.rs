@@ -45,6 +45,8 @@ pub struct Publisher {
     /// The live producer and its generation. Rebuilt when it is stuck (see `recover`).
     producer: RwLock<(u64, FutureProducer)>,
     client_config: ClientConfig,
+    /// A reader's settings, to find a record whose offset the acknowledgement lacked.
+    reader_config: ClientConfig,
     consecutive_failures: AtomicU32,
     last_rebuild: Mutex<Option<Instant>>,
     codec: Codec,
@@ -78,6 +80,7 @@ impl Publisher {
         Ok(Publisher {
             producer: RwLock::new((0, producer)),
             client_config,
+            reader_config: kafka.client_config(),
             consecutive_failures: AtomicU32::new(0),
             last_rebuild: Mutex::new(None),
             codec: config.codec,
@@ -160,6 +163,7 @@ impl Publisher {
         let _in_flight = m::InFlightProduce::start();
         let (generation, producer) = self.current();
         let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        let headers_event_id = headers.event_id.map(String::from);
         let headers = [
             (PRINCIPAL_HEADER, headers.principal),
             (EVENT_ID_HEADER, headers.event_id),
@@ -184,12 +188,15 @@ impl Publisher {
         let error = match outcome {
             Ok(Ok(Ok(delivered))) => {
                 self.consecutive_failures.store(0, Ordering::Relaxed);
-                return Ok(Position {
-                    topic: topic.to_string(),
-                    partition: delivered.partition,
-                    offset: delivered.offset,
-                    timestamp_ms: delivered.timestamp.to_millis(),
-                });
+                let timestamp_ms = delivered.timestamp.to_millis();
+                let mut offset = delivered.offset;
+                if offset < 0 {
+                    // Written, but the acknowledgement has no offset: a retry the new
+                    // leader recognised as a duplicate of a batch it already held (after a
+                    // failover). The answer must name where the record is: find it.
+                    offset = self.locate(topic, delivered.partition, timestamp_ms, headers_event_id.as_deref()).await?;
+                }
+                return Ok(Position { topic: topic.to_string(), partition: delivered.partition, offset, timestamp_ms });
             }
             // Refused outright, or (an idempotent producer) refused its producer id, which
             // librdkafka turns into a fatal error that purges the queue.
@@ -204,6 +211,35 @@ impl Publisher {
         };
         self.recover(generation, &producer);
         Err(error)
+    }
+
+    /// The offset of the record this publisher wrote at `timestamp_ms` in `partition`,
+    /// carrying `event_id` (its header): from the first offset at that time, read forward.
+    /// Not found (a record without an id, or gone): the outcome is reported unknown, and a
+    /// retry with the same key writes the same event id again, which readers drop.
+    async fn locate(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp_ms: Option<i64>,
+        event_id: Option<&str>,
+    ) -> Result<i64, PublishError> {
+        let unknown = || PublishError::OutcomeUnknown {
+            reason: "the broker acknowledged the record without its offset, and it was not found",
+            source: None,
+        };
+        let (Some(timestamp_ms), Some(event_id)) = (timestamp_ms, event_id) else { return Err(unknown()) };
+        let (config, topic, event_id) = (self.reader_config.clone(), topic.to_string(), event_id.to_string());
+        let found =
+            tokio::task::spawn_blocking(move || find_record(config, &topic, partition, timestamp_ms, &event_id)).await;
+        match found {
+            Ok(Ok(Some(offset))) => Ok(offset),
+            Ok(Ok(None)) | Err(_) => Err(unknown()),
+            Ok(Err(e)) => Err(PublishError::OutcomeUnknown {
+                reason: "the broker acknowledged the record without its offset, and looking it up failed",
+                source: Some(e),
+            }),
+        }
     }
 
     /// Whether the broker refused this service's credentials or write ACL: outright, or (an
@@ -276,4 +312,48 @@ impl Publisher {
             source: Some(e),
         })
     }
+}
+
+/// The offset of the record carrying `event_id` in its [`EVENT_ID_HEADER`], searched from
+/// the first offset of `partition` at or after `timestamp_ms` to the partition's end.
+fn find_record(
+    config: ClientConfig,
+    topic: &str,
+    partition: i32,
+    timestamp_ms: i64,
+    event_id: &str,
+) -> Result<Option<i64>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers as _, Message};
+    use rdkafka::{Offset, TopicPartitionList};
+    const WAIT: Duration = Duration::from_secs(5);
+    let mut config = config;
+    let consumer: BaseConsumer =
+        config.set("group.id", "orderflow-checkout-locate").set("enable.auto.commit", "false").create()?;
+    let mut at_time = TopicPartitionList::new();
+    at_time.add_partition_offset(topic, partition, Offset::Offset(timestamp_ms))?;
+    let start = consumer.offsets_for_times(at_time, WAIT)?;
+    let Some(Offset::Offset(start)) = start.find_partition(topic, partition).map(|e| e.offset()) else {
+        return Ok(None);
+    };
+    let (_, end) = consumer.fetch_watermarks(topic, partition, WAIT)?;
+    let mut from = TopicPartitionList::new();
+    from.add_partition_offset(topic, partition, Offset::Offset(start))?;
+    consumer.assign(&from)?;
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let message = message?;
+        let carries = message
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == EVENT_ID_HEADER).and_then(|h| h.value))
+            .is_some_and(|v| v == event_id.as_bytes());
+        if carries {
+            return Ok(Some(message.offset()));
+        }
+        if message.offset() + 1 >= end {
+            return Ok(None);
+        }
+    }
+    Ok(None)
 }
