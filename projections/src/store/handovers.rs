@@ -30,26 +30,40 @@ pub(super) async fn owners<C: Exec>(conn: &mut C) -> Result<Owners, StoreError> 
     Ok(owners)
 }
 
+/// Writes a handover's row (a second one of the same region and epoch changes nothing);
+/// the rows written.
+pub(super) async fn insert_handover<C: Exec>(conn: &mut C, handover: &Handover) -> Result<u64, StoreError> {
+    let text = serde_json::to_string(handover)
+        .map_err(|e| StoreError::Invalid(format!("a handover that cannot be written: {e}")))?;
+    let mut q = Sql::new("INSERT INTO region_handovers (region, epoch, owner, handover, recorded_at_ms) VALUES (");
+    q.bind(handover.region.clone())
+        .push(", ")
+        .bind(i64::from(handover.epoch))
+        .push(", ")
+        .bind(handover.owner.clone())
+        .push(", ")
+        .bind(text)
+        .push(", ")
+        .bind(schemas::clock::now_ms())
+        .push(") ON CONFLICT (region, epoch) DO NOTHING");
+    Ok(q.execute(conn).await?)
+}
+
+/// Ends `region`'s drain, if it drains.
+pub(super) async fn end_drain<C: Exec>(conn: &mut C, region: &str) -> Result<(), StoreError> {
+    let mut q = Sql::new("DELETE FROM region_drains WHERE region = ");
+    q.bind(region.to_string());
+    q.execute(conn).await?;
+    Ok(())
+}
+
 impl Operations {
     /// Records a handover (recording it again changes nothing). Whoever reads batches,
     /// routes requests or relays decisions in this region follows it from their next step.
     #[tracing::instrument(skip_all, fields(region = %handover.region, owner = %handover.owner, epoch = handover.epoch))]
     pub async fn record_handover(&self, handover: &Handover) -> Result<bool, StoreError> {
-        let text = serde_json::to_string(handover)
-            .map_err(|e| StoreError::Invalid(format!("a handover that cannot be written: {e}")))?;
-        let mut q = Sql::new("INSERT INTO region_handovers (region, epoch, owner, handover, recorded_at_ms) VALUES (");
-        q.bind(handover.region.clone())
-            .push(", ")
-            .bind(i64::from(handover.epoch))
-            .push(", ")
-            .bind(handover.owner.clone())
-            .push(", ")
-            .bind(text)
-            .push(", ")
-            .bind(schemas::clock::now_ms())
-            .push(") ON CONFLICT (region, epoch) DO NOTHING");
         let mut conn = self.store.pool.acquire().await?;
-        Ok(q.execute(&mut *conn).await? > 0)
+        Ok(insert_handover(&mut *conn, handover).await? > 0)
     }
 
     /// Starts draining `region`'s orders: checkouts following this database answer writes
@@ -70,11 +84,8 @@ impl Operations {
 
     /// Ends a drain without a handover (a failback given up).
     pub async fn end_drain(&self, region: &Region) -> Result<(), StoreError> {
-        let mut q = Sql::new("DELETE FROM region_drains WHERE region = ");
-        q.bind(region.to_string());
         let mut conn = self.store.pool.acquire().await?;
-        q.execute(&mut *conn).await?;
-        Ok(())
+        end_drain(&mut *conn, region.as_str()).await
     }
 
     /// How this region's last run ended, as `orderflow region start|stop|lift` recorded it

@@ -758,8 +758,6 @@ impl Operations {
     ) -> Result<Adopted, StoreError> {
         let group = self.store.group(ProcessKind::OrderProcess);
         let now_ms = schemas::clock::now_ms();
-        let text = serde_json::to_string(handover)
-            .map_err(|e| StoreError::Invalid(format!("a handover that cannot be written: {e}")))?;
         let mut tx = self.store.begin_write().await?;
         let conn: &mut AnyConnection = &mut tx;
         let orders = Orders {
@@ -768,22 +766,12 @@ impl Operations {
         };
         orders.write(conn).await?;
         forget_orders(conn, dropped).await?;
-        end_drain(conn, &handover.region).await?;
+        super::handovers::end_drain(&mut *conn, &handover.region).await?;
         let ids: Vec<String> = adopted.applied.iter().map(Uuid::to_string).collect();
         for chunk in ids.chunks(10_000) {
             super::fold::claim_event_ids(conn, &group, chunk).await?;
         }
-        sqlx::query(
-            "INSERT INTO region_handovers (region, epoch, owner, handover, recorded_at_ms) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (region, epoch) DO NOTHING",
-        )
-        .bind(&handover.region)
-        .bind(i64::from(handover.epoch))
-        .bind(&handover.owner)
-        .bind(text)
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await?;
+        super::handovers::insert_handover(&mut *conn, handover).await?;
         // After the handover row, so the outbox rows get its epoch.
         enqueue(conn, self.store.region.as_deref(), codec, settings, ORDER_PROCESS_PRINCIPAL, enqueue_now, now_ms)
             .await?;
@@ -814,24 +802,11 @@ impl Operations {
     /// drain ends, in one transaction.
     #[tracing::instrument(skip_all, fields(region = %handover.region, owner = %handover.owner, epoch = handover.epoch))]
     pub async fn release_region(&self, handover: &schemas::Handover, orders: &[Uuid]) -> Result<(), StoreError> {
-        let text = serde_json::to_string(handover)
-            .map_err(|e| StoreError::Invalid(format!("a handover that cannot be written: {e}")))?;
         let mut tx = self.store.begin_write().await?;
         let conn: &mut AnyConnection = &mut tx;
         forget_orders(conn, orders).await?;
-        let mut q = Sql::new("INSERT INTO region_handovers (region, epoch, owner, handover, recorded_at_ms) VALUES (");
-        q.bind(handover.region.clone())
-            .push(", ")
-            .bind(i64::from(handover.epoch))
-            .push(", ")
-            .bind(handover.owner.clone())
-            .push(", ")
-            .bind(text)
-            .push(", ")
-            .bind(schemas::clock::now_ms())
-            .push(") ON CONFLICT (region, epoch) DO NOTHING");
-        q.execute(&mut *conn).await?;
-        end_drain(conn, &handover.region).await?;
+        super::handovers::insert_handover(&mut *conn, handover).await?;
+        super::handovers::end_drain(&mut *conn, &handover.region).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -844,12 +819,5 @@ async fn forget_orders(conn: &mut AnyConnection, orders: &[Uuid]) -> Result<(), 
         q.list(chunk.iter().map(Uuid::to_string));
         q.execute(&mut *conn).await?;
     }
-    Ok(())
-}
-
-async fn end_drain(conn: &mut AnyConnection, region: &str) -> Result<(), StoreError> {
-    let mut q = Sql::new("DELETE FROM region_drains WHERE region = ");
-    q.bind(region.to_string());
-    q.execute(&mut *conn).await?;
     Ok(())
 }
