@@ -30,8 +30,17 @@ pub enum PublishError {
 
 /// Why the idempotency store failed. Retryable: the request was not appended.
 #[derive(Debug, Error)]
-#[error("the idempotency store failed")]
-pub struct IdempotencyError(#[from] pub sqlx::Error);
+pub enum IdempotencyError {
+    #[error("the idempotency store failed")]
+    Database(#[from] sqlx::Error),
+    /// The grouped statement that carried this request's write failed (every request of
+    /// the group gets the one error).
+    #[error("the idempotency store failed (a grouped write)")]
+    Grouped(#[source] std::sync::Arc<sqlx::Error>),
+    /// The task that groups writes is gone (the checkout is stopping).
+    #[error("the idempotency store's writer has stopped")]
+    WriterStopped,
+}
 
 /// Why the checkout could not start.
 #[derive(Debug, Error)]

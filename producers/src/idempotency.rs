@@ -16,6 +16,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
 use crate::error::IdempotencyError;
+use crate::group_commit::{GroupCommit, Write};
 
 /// How long a key is remembered after its first claim: as long as the consumers' dedupe
 /// window (their `processed_events` retention), so a retry inside it is never applied
@@ -130,6 +131,8 @@ pub enum Claim {
 pub struct IdempotencyStore {
     pool: AnyPool,
     lease: Duration,
+    /// On PostgreSQL, the per-request writes go out grouped ([`GroupCommit`]).
+    grouped: Option<GroupCommit>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -160,7 +163,8 @@ impl IdempotencyStore {
                 sqlx::query(ddl).execute(&pool).await?;
             }
         }
-        let store = IdempotencyStore { pool, lease };
+        let grouped = database_url.starts_with("postgres").then(|| GroupCommit::start(pool.clone(), DIGESTED));
+        let store = IdempotencyStore { pool, lease, grouped };
         store.digest_legacy_keys().await?;
         Ok(store)
     }
@@ -238,6 +242,10 @@ impl IdempotencyStore {
     /// retry of the same placement (same derived id, same principal) changes nothing.
     #[tracing::instrument(skip(self))]
     pub async fn record_owner(&self, order_id: &str, owner: &str) -> Result<(), IdempotencyError> {
+        if let Some(group) = &self.grouped {
+            let (order_id, owner, at_ms) = (order_id.to_string(), owner.to_string(), schemas::clock::now_ms());
+            return group.write(|done| Write::Owner { order_id, owner, at_ms, done }).await;
+        }
         sqlx::query(
             "INSERT INTO checkout_orders (order_id, owner, placed_at_ms) VALUES ($1, $2, $3)
              ON CONFLICT (order_id) DO NOTHING",
@@ -266,18 +274,28 @@ impl IdempotencyStore {
         let (scope, key) = (DIGESTED, digest.as_str());
         let now = schemas::clock::now_ms();
         let lease_until = now.saturating_add(ms(self.lease));
-        let inserted = sqlx::query(
-            "INSERT INTO checkout_keys (scope, idempotency_key, request_hash, state, epoch_ms, lease_until_ms)
-             VALUES ($1, $2, $3, 'in_flight', $4, $5) ON CONFLICT (scope, idempotency_key) DO NOTHING",
-        )
-        .bind(scope)
-        .bind(key)
-        .bind(request_hash)
-        .bind(now)
-        .bind(lease_until)
-        .execute(&self.pool)
-        .await?;
-        if inserted.rows_affected() == 1 {
+        let inserted = match &self.grouped {
+            Some(group) => {
+                let (key, hash) = (key.to_string(), request_hash.to_string());
+                group.write(|done| Write::Claim { key, hash, now_ms: now, lease_until_ms: lease_until, done }).await?
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO checkout_keys (scope, idempotency_key, request_hash, state, epoch_ms, lease_until_ms)
+                     VALUES ($1, $2, $3, 'in_flight', $4, $5) ON CONFLICT (scope, idempotency_key) DO NOTHING",
+                )
+                .bind(scope)
+                .bind(key)
+                .bind(request_hash)
+                .bind(now)
+                .bind(lease_until)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    == 1
+            }
+        };
+        if inserted {
             return Ok(Claim::Claimed { epoch_ms: now });
         }
         let row = sqlx::query(
@@ -353,6 +371,10 @@ impl IdempotencyStore {
     #[tracing::instrument(skip(self, response))]
     pub async fn complete(&self, scope: &str, key: &str, status: u16, response: &str) -> Result<(), IdempotencyError> {
         let digest = key_digest(scope, key);
+        if let Some(group) = &self.grouped {
+            let (status, response) = (i64::from(status), response.to_string());
+            return group.write(|done| Write::Complete { key: digest, status, response, done }).await;
+        }
         let (scope, key) = (DIGESTED, digest.as_str());
         sqlx::query(
             "UPDATE checkout_keys SET state = 'done', status = $3, response = $4

@@ -8,6 +8,7 @@
 pub mod checkout;
 mod currency;
 mod error;
+mod group_commit;
 pub mod idempotency;
 pub mod metrics;
 pub mod publisher;

@@ -19,11 +19,46 @@ fn order_body() -> serde_json::Value {
            "ship_to":{"country":"DE","postal_code":"10115"}})
 }
 
-/// Closed loop: `concurrency` clients POST the same body for `duration`; returns accepted/s.
-pub(super) async fn drive(url: &str, token: &str, concurrency: usize, duration: Duration) -> anyhow::Result<f64> {
+/// What one closed-loop run measured.
+pub(super) struct Run {
+    pub per_second: f64,
+    /// CPU seconds per answered request: this process (server and load generator), and
+    /// the whole machine (broker and database too).
+    cpu_process_us: f64,
+    cpu_machine_us: f64,
+}
+
+/// CPU time used so far: (this process, every process on the machine), in seconds.
+fn cpu_seconds() -> (f64, f64) {
+    let ticks = 100.0; // USER_HZ on Linux
+    let process = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces) close with ')'.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / ticks)
+        })
+        .unwrap_or(0.0);
+    let machine = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let cpu = stat.lines().next()?;
+            let values: Vec<f64> = cpu.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+            // user nice system idle iowait irq softirq steal: busy = all but idle and iowait
+            Some(values.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum::<f64>() / ticks)
+        })
+        .unwrap_or(0.0);
+    (process, machine)
+}
+
+/// Closed loop: `concurrency` clients POST the same body for `duration`, each request
+/// under a new Idempotency-Key when `keyed`; returns accepted/s and CPU per request.
+pub(super) async fn drive(url: &str, token: &str, concurrency: usize, duration: Duration, keyed: bool) -> anyhow::Result<Run> {
     let client = http_client_with(Some(token));
     let body = order_body();
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -31,7 +66,8 @@ pub(super) async fn drive(url: &str, token: &str, concurrency: usize, duration: 
             tokio::spawn(async move {
                 let mut accepted = 0u64;
                 while Instant::now() < deadline {
-                    match post_json(&client, &url, &body, None).await {
+                    let key = keyed.then(|| uuid::Uuid::new_v4().to_string());
+                    match post_json(&client, &url, &body, key.as_deref()).await {
                         Ok((202, _)) => accepted += 1,
                         Ok((status, answer)) => return Err(anyhow::anyhow!("{url} answered {status}: {answer}")),
                         Err(e) => return Err(anyhow::anyhow!("{url}: {e}")),
@@ -45,48 +81,115 @@ pub(super) async fn drive(url: &str, token: &str, concurrency: usize, duration: 
     for t in tasks {
         total += t.await??;
     }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_seconds();
+    let per = |before: f64, after: f64| (after - before) / (total.max(1) as f64) * 1e6;
+    Ok(Run {
+        per_second: total as f64 / elapsed,
+        cpu_process_us: per(cpu_before.0, cpu_after.0),
+        cpu_machine_us: per(cpu_before.1, cpu_after.1),
+    })
 }
 
-pub async fn p3_checkout_vs_http(ctx: &BenchContext) -> anyhow::Result<Figure> {
+/// The durable ceiling's shared parts: a PostgreSQL pool and a bare producer with the
+/// publisher's settings.
+struct Durable {
+    pool: sqlx::PgPool,
+    producer: FutureProducer,
+    topic: String,
+}
+
+static DURABLE: std::sync::OnceLock<Durable> = std::sync::OnceLock::new();
+
+pub async fn p3_checkout_vs_http(ctx: &BenchContext) -> anyhow::Result<Vec<Figure>> {
     let topic = ctx.fresh_topic("bench-checkout").await?;
-    let config =
-        PublisherConfig { topic, deadline: Duration::from_secs(10), linger_ms: 2, codec: schemas::Codec::builtin() };
+    let config = PublisherConfig {
+        topic: topic.clone(),
+        deadline: Duration::from_secs(10),
+        linger_ms: 2,
+        codec: schemas::Codec::builtin(),
+    };
     let state = AppState::connect(&ctx.kafka, &ctx.database_url, config, ctx.access.clone()).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&ctx.database_url).await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_durable (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
+        .execute(&pool)
+        .await?;
+    let producer: FutureProducer =
+        ctx.kafka.idempotent_producer(Duration::from_secs(10), Duration::from_millis(2)).create()?;
+    if DURABLE.set(Durable { pool, producer, topic }).is_err() {
+        anyhow::bail!("the P3 ceiling runs once per process");
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    // The product's routes plus the bench's own do-nothing one, behind the same layers.
+    // The product's routes plus the bench's own ceilings, behind the same layers.
     let access = ctx.access.clone();
-    let app = checkout::routes().route(infra::http::Need::Authenticated, utoipa_axum::routes!(noop)).finish(
-        state,
-        infra::http::CHECKOUT_METRICS,
-        access,
-    );
+    let app = checkout::routes()
+        .route(infra::http::Need::Authenticated, utoipa_axum::routes!(noop))
+        .route(infra::http::Need::Authenticated, utoipa_axum::routes!(durable))
+        .finish(state, infra::http::CHECKOUT_METRICS, access);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let concurrency = ctx.http_clients;
     let run = ctx.run_duration;
-    // Warm up both paths, then alternate so drift hits both sides alike.
-    drive(&format!("{base}/orders"), &ctx.token, concurrency, Duration::from_secs(1)).await?;
-    drive(&format!("{base}/bench/noop"), &ctx.token, concurrency, Duration::from_secs(1)).await?;
-    let (mut api, mut ceiling) = (Samples { runs: vec![] }, Samples { runs: vec![] });
+    let (orders, noop_url, durable_url) =
+        (format!("{base}/orders"), format!("{base}/bench/noop"), format!("{base}/bench/durable"));
+    // Warm up every path, then alternate so drift hits all sides alike.
+    for (url, keyed) in [(&orders, true), (&noop_url, false), (&durable_url, true)] {
+        drive(url, &ctx.token, concurrency, Duration::from_secs(1), keyed).await?;
+    }
+    let empty = || Samples { runs: vec![] };
+    let (mut api, mut api_unkeyed, mut ceiling, mut durable_ceiling) = (empty(), empty(), empty(), empty());
+    let mut cpu: [Vec<(f64, f64)>; 3] = Default::default();
     for _ in 0..ctx.repeats {
-        ceiling.runs.push(drive(&format!("{base}/bench/noop"), &ctx.token, concurrency, run).await?);
-        api.runs.push(drive(&format!("{base}/orders"), &ctx.token, concurrency, run).await?);
+        let r = drive(&noop_url, &ctx.token, concurrency, run, false).await?;
+        ceiling.runs.push(r.per_second);
+        cpu[0].push((r.cpu_process_us, r.cpu_machine_us));
+        let r = drive(&durable_url, &ctx.token, concurrency, run, true).await?;
+        durable_ceiling.runs.push(r.per_second);
+        cpu[1].push((r.cpu_process_us, r.cpu_machine_us));
+        let r = drive(&orders, &ctx.token, concurrency, run, true).await?;
+        api.runs.push(r.per_second);
+        cpu[2].push((r.cpu_process_us, r.cpu_machine_us));
+        api_unkeyed.runs.push(drive(&orders, &ctx.token, concurrency, run, false).await?.per_second);
         ctx.tick();
     }
     server.abort();
-    Ok(ratio(
+    let median = |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
+        Samples { runs: runs.iter().map(pick).collect() }.median()
+    };
+    let cpu_text = |i: usize| {
+        format!("{:.0} µs process / {:.0} µs machine", median(&cpu[i], |c| c.0), median(&cpu[i], |c| c.1))
+    };
+    // The definition of earlier rounds: orders without keys ÷ the do-nothing route.
+    let old = ratio(
         "P3",
         "checkout ÷ HTTP ceiling",
-        &api,
+        &api_unkeyed,
         &ceiling,
+        0.5,
+        format!(
+            "POST /orders without keys {}, do-nothing endpoint {}; {concurrency} closed-loop clients in-process; with an Idempotency-Key each {} (÷ do-nothing {:.2}); CPU per request: keyed orders {}, do-nothing {}",
+            describe(&api_unkeyed, "accepted/s"),
+            describe(&ceiling, "req/s"),
+            describe(&api, "accepted/s"),
+            api.median() / ceiling.median().max(1e-9),
+            cpu_text(2),
+            cpu_text(0),
+        ),
+    );
+    let new = ratio(
+        "P3d",
+        "checkout ÷ durable ceiling",
+        &api,
+        &durable_ceiling,
         0.7,
         format!(
-            "POST /orders {}, do-nothing endpoint {}; {concurrency} closed-loop clients in-process, no Idempotency-Key",
-            describe(&api, "accepted/s"),
-            describe(&ceiling, "req/s")
+            "orders with an Idempotency-Key each ÷ a route doing the same durable work and nothing else (read the body, one PostgreSQL insert committed, one record produced and acknowledged) {}; CPU per request: orders {}, durable ceiling {}",
+            describe(&durable_ceiling, "req/s"),
+            cpu_text(2),
+            cpu_text(1),
         ),
-    ))
+    );
+    Ok(vec![old, new])
 }
 
 fn events(n: usize) -> Vec<Event> {
@@ -181,5 +284,28 @@ async fn noop(body: axum::body::Body) -> axum::response::Response {
     match axum::body::to_bytes(body, producers::checkout::MAX_BODY_BYTES).await {
         Ok(_) => (axum::http::StatusCode::ACCEPTED, axum::Json(serde_json::json!({}))).into_response(),
         Err(_) => axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    }
+}
+
+/// The durable ceiling: what any checkout must do per accepted request at the least —
+/// read the body, commit one row to PostgreSQL, have one record acknowledged by the
+/// broker — with nothing of ours in between. Mounted by the bench only.
+#[utoipa::path(post, path = "/bench/durable", tag = "bench", responses((status = 202, description = "Stored and appended")))]
+async fn durable(body: axum::body::Body) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let Ok(bytes) = axum::body::to_bytes(body, producers::checkout::MAX_BODY_BYTES).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let Some(d) = DURABLE.get() else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
+    let id = uuid::Uuid::new_v4().to_string();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if sqlx::query("INSERT INTO bench_durable (id, body) VALUES ($1, $2)").bind(&id).bind(&text).execute(&d.pool).await.is_err() {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let record = FutureRecord::to(&d.topic).key(&id).payload(&bytes[..]);
+    match d.producer.send(record, Duration::from_secs(10)).await {
+        Ok(_) => (StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "id": id }))).into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }

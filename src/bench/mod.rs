@@ -4,6 +4,7 @@
 mod checkout_bench;
 mod copy_ceiling;
 mod decision_bench;
+mod growth_bench;
 mod pipeline_bench;
 mod projector_bench;
 mod region_bench;
@@ -53,8 +54,13 @@ pub struct BenchArgs {
     #[arg(long)]
     json: Option<std::path::PathBuf>,
     /// Only these figures, comma separated (e.g. `P4` or `P1,P2`); default: all.
-    #[arg(long, value_delimiter = ',', value_parser = ["P1", "P2", "P3", "P3b", "P4", "P5", "P6", "P7", "R1", "S1"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["P1", "P1h", "P2", "P3", "P3b", "P4", "P5", "P6", "P7", "R1", "S1", "G1"])]
     only: Vec<String>,
+    /// G1's log sizes (events), each drained by 1, 2 and 4 member processes. G1 runs only
+    /// when named in `--only` (it takes minutes).
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000,5000000",
+          value_parser = clap::value_parser!(u64).range(1_000..=100_000_000))]
+    growth_sizes: Vec<u64>,
     /// Two regions for R1 (202 in one → visible in the other), `<region>=<brokers>` each,
     /// the placing region first (more are ignored); `infra/local/up --regions eu,us` exports them. Without
     /// them R1 is left out.
@@ -119,7 +125,7 @@ impl BenchArgs {
             "orderflow bench needs a PostgreSQL server (--database-url postgres://…, or ORDERFLOW_DATABASE_URL, \
              which `infra/local/up` exports): each run creates fresh databases there"
         );
-        let figures_planned = 5 * u64::from(self.repeats) + 6;
+        let figures_planned = 6 * u64::from(self.repeats) + 6;
         let progress = indicatif::ProgressBar::new(figures_planned);
         progress.set_style(
             indicatif::ProgressStyle::with_template("bench {bar:30} {pos}/{len} runs {msg}")
@@ -146,7 +152,7 @@ impl BenchArgs {
         let mut figures = Vec::new();
         if wanted("P3") {
             ctx.progress.set_message("P3 checkout vs HTTP ceiling");
-            figures.push(checkout_bench::p3_checkout_vs_http(&ctx).await?);
+            figures.extend(checkout_bench::p3_checkout_vs_http(&ctx).await?);
         }
         if wanted("P3b") {
             ctx.progress.set_message("P3b publisher vs raw producer");
@@ -159,6 +165,10 @@ impl BenchArgs {
                 projector_bench::p1_p2(&ctx, "PostgreSQL", async || databases.fresh().await, Some(&databases)).await?;
             figures.push(pg.p1);
             figures.extend(pg.p2);
+        }
+        if wanted("P1h") {
+            ctx.progress.set_message("P1h history on PostgreSQL");
+            figures.push(projector_bench::p1_history(&ctx, &databases).await?);
         }
         if wanted("P1") {
             ctx.progress.set_message("P1 projector on SQLite");
@@ -204,6 +214,11 @@ impl BenchArgs {
         if wanted("S1") {
             ctx.progress.set_message("S1 decider stall after SIGKILL");
             figures.extend(restart_bench::s1_restart_stall(&ctx, &databases).await?);
+        }
+        if self.only.iter().any(|o| o == "G1") {
+            ctx.progress.set_message("G1 growth with log size and members");
+            let sizes: Vec<usize> = self.growth_sizes.iter().map(|s| *s as usize).collect();
+            figures.extend(growth_bench::g1_growth(&ctx, &databases, &sizes).await?);
         }
         if wanted("P7") {
             ctx.progress.set_message("P7 consumer memory");

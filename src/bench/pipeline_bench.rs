@@ -24,7 +24,7 @@ async fn max_sustainable_rate(
     ctx: &BenchContext,
 ) -> anyhow::Result<f64> {
     let burst_started = Instant::now();
-    let burst_rate = super::checkout_bench::drive(url, &ctx.token, 64, Duration::from_secs(3)).await?;
+    let burst_rate = super::checkout_bench::drive(url, &ctx.token, 64, Duration::from_secs(3), false).await?.per_second;
     let burst_orders = burst_rate * 3.0;
     let ends = kit::log_ends(&ctx.kafka, topic).await?;
     for (_, group, _) in members {
@@ -258,7 +258,7 @@ pub async fn p5_replay(ctx: &BenchContext, databases: &TempDatabases) -> anyhow:
         anyhow::ensure!(kept_up, "live projector did not keep up");
         live.runs.push(records.len() as f64 / started.elapsed().as_secs_f64());
         handle.stop().await?;
-        replay.runs.push(projector(ctx, &databases.fresh().await?, &topic, &records).await?);
+        replay.runs.push(projector(ctx, &databases.fresh().await?, ProjectionKind::Payment, &topic, &records).await?);
         ctx.tick();
     }
     Ok(ratio(

@@ -122,11 +122,12 @@ async fn db_only(store: &Store, group: &str, topic: &str, records: &[LogRecord],
 pub(super) async fn projector(
     ctx: &BenchContext,
     store: &Store,
+    kind: ProjectionKind,
     topic: &str,
     records: &[LogRecord],
 ) -> anyhow::Result<f64> {
     let group = format!("bench-projector-{}", uuid::Uuid::new_v4().simple());
-    let config = ctx.member_config(ProjectionKind::Payment, topic, &group)?;
+    let config = ctx.member_config(kind, topic, &group)?;
     let ends: BTreeMap<i32, i64> = records.iter().map(|r| (r.partition, r.offset + 1)).collect();
     let partitions: Vec<i32> = ends.keys().copied().collect();
     let member = run_member(config, &ctx.kafka, store.clone())?;
@@ -185,7 +186,7 @@ pub async fn p1_p2(
         let store = new_store().await?;
         db.runs.push(db_only(&store, "bench-db-only", &topic, &records, batch).await?);
         let store = new_store().await?;
-        proj.runs.push(projector(ctx, &store, &topic, &records).await?);
+        proj.runs.push(projector(ctx, &store, ProjectionKind::Payment, &topic, &records).await?);
         ctx.tick();
     }
     // The ceiling is what the machine allows: the broker's raw consume rate, or on
@@ -240,4 +241,40 @@ pub async fn p1_p2(
         None
     };
     Ok(ProjectorFigures { p1, p2 })
+}
+
+/// P1 of the history projection on PostgreSQL: its member draining a backlog ÷ the lesser
+/// of the raw consume rate and PostgreSQL's `COPY` of the same rows straight into
+/// `history_entries` (one transaction per batch, with its offsets).
+pub async fn p1_history(ctx: &BenchContext, databases: &crate::kit::TempDatabases) -> anyhow::Result<Figure> {
+    let topic = ctx.fresh_topic("bench-history").await?;
+    let events = lifecycle_events(ctx.events * 5);
+    let records = append_backlog(ctx, &topic, &events).await?;
+    let batch = consumers::member::defaults::BATCH_MAX;
+    let empty = || Samples { runs: vec![] };
+    let (mut raw, mut proj, mut bulk) = (empty(), empty(), empty());
+    for _ in 0..ctx.repeats {
+        raw.runs.push(raw_consume(ctx, &topic, records.len())?);
+        let url = databases.fresh_url().await?;
+        drop(Store::connect(&url).await?);
+        bulk.runs.push(super::copy_ceiling::history_copy_ceiling(&url, &records, batch).await?);
+        let store = databases.fresh().await?;
+        proj.runs.push(projector(ctx, &store, ProjectionKind::History, &topic, &records).await?);
+        ctx.tick();
+    }
+    let (ceiling, ceiling_name) = if raw.median() < bulk.median() { (&raw, "raw consume") } else { (&bulk, "COPY") };
+    Ok(ratio(
+        "P1h",
+        &format!("history ÷ ceiling (PostgreSQL, {ceiling_name})"),
+        &proj,
+        ceiling,
+        0.9,
+        format!(
+            "history projection, {} events: projector {}; raw consume {}; COPY of its rows into history_entries ({batch}/tx) {}",
+            records.len(),
+            describe(&proj, "events/s"),
+            describe(&raw, "records/s"),
+            describe(&bulk, "events/s"),
+        ),
+    ))
 }

@@ -20,7 +20,7 @@ use super::connection::Store;
 use super::dead_letters::{self, NewDeadLetter};
 use super::error::StoreError;
 use super::fault::{hit, FaultPoint};
-use super::fold::{claim_event_ids, decode_with, Decoded, Fold, Folded, StoredProjection};
+use super::fold::{claim_event_ids, decode_with, AppendedRows, Decoded, Fold, Folded, StoredProjection};
 use super::handovers::{Admission, Verdict};
 use super::offsets::{self, Lock};
 use super::records::{Batch, BatchOutcome, LogRecord};
@@ -94,7 +94,7 @@ impl Store {
         batch: &Batch<'_>,
         codec: &Codec,
     ) -> Result<BatchOutcome, StoreError> {
-        let decoded = DecodedRecords::of(codec, batch.records, P::wants, batch.role);
+        let decoded = DecodedRecords::for_projection::<P>(codec, batch.records, batch.role);
         self.apply_decoded_batch::<P>(batch, decoded).await
     }
 
@@ -125,6 +125,8 @@ impl Store {
                 self.apply_in::<P, Postgres>(tx, generation, batch, decoded).await
             }
             None => {
+                // Rows in `COPY`'s form are of no use without `COPY`.
+                let decoded = DecodedRecords(decoded.0, None);
                 let tx = self.begin_write().await?;
                 self.apply_in::<P, Any>(tx, generation, batch, decoded).await
             }
@@ -137,12 +139,16 @@ impl Store {
         tx: Transaction<'static, DB>,
         generation: i64,
         batch: &Batch<'_>,
-        decoded: DecodedRecords,
+        mut decoded: DecodedRecords,
     ) -> Result<BatchOutcome, StoreError> {
         // 1.–3. Ids that no order row keeps are looked up in `processed_events` now; those
         // of events with an order are known once its row is loaded.
         let rows_keep_ids = <P::State as super::rows::StoredState>::KEEPS_EVENT_IDS;
-        let claim_now = |e: &Event| !rows_keep_ids || e.order_id().is_none();
+        // An append-only table is keyed by order and event id: its rows are their own
+        // duplicate guard, and nothing of such a batch goes to `processed_events`.
+        let append_only = <P::State as super::rows::StoredState>::APPEND_ONLY;
+        let claim_now = |e: &Event| !append_only && (!rows_keep_ids || e.order_id().is_none());
+        let appended = decoded.1.take();
         let mut open = match self.open_batch_in(tx, batch, decoded, claim_now).await? {
             Ok(open) => open,
             Err(done) => return Ok(done),
@@ -155,7 +161,7 @@ impl Store {
         // 4. Load state; the events of rows from before rows kept ids are looked up in
         // `processed_events` as before.
         let order_ids: Vec<Uuid> = open.order_ids.iter().copied().collect();
-        let mut fold = Fold::<P>::load(conn, generation, &order_ids).await?;
+        let mut fold = Fold::<P>::load(conn, generation, &order_ids).await?.with_appended(appended);
         if rows_keep_ids {
             drop_duplicates(
                 conn,
@@ -191,7 +197,9 @@ impl Store {
         if refusing {
             refuse(conn).await?;
         }
-        fold.write(conn, &self.pool_of(batch.group)).await?;
+        let copies = fold.write(conn, &self.pool_of(batch.group)).await? as usize;
+        open.outcome.applied = open.outcome.applied.saturating_sub(copies);
+        open.outcome.duplicates += copies;
         open.outcome.dead_lettered = open.dead.len() + open.refused.len();
         dead_letters::insert(conn, batch.group, batch.topic, &open.dead, open.now_ms).await?;
         dead_letters::insert_refused(conn, batch.group, batch.topic, &open.refused, open.now_ms).await?;
@@ -438,8 +446,11 @@ impl Store {
 /// Every record of a batch decoded for one reader (the kinds it reads), in the batch's
 /// order. Decoding is pure: a member does it for the next batch while the previous one is
 /// being written.
+/// From this many records a batch is decoded on several threads.
+const PARALLEL_DECODE_MIN: usize = 2_000;
+
 #[derive(Default)]
-pub struct DecodedRecords(Vec<Decoded>);
+pub struct DecodedRecords(Vec<Decoded>, Option<AppendedRows>);
 
 impl DecodedRecords {
     pub fn of(
@@ -450,7 +461,55 @@ impl DecodedRecords {
     ) -> Self {
         DecodedRecords(
             records.iter().map(|r| decode_with(codec, r.key.as_deref(), r.payload.as_deref(), &wants, role)).collect(),
+            None,
         )
+    }
+
+    /// [`DecodedRecords::of`] for projection `P`; an append-only projection's rows are
+    /// built here too, in `COPY`'s binary form, from what each record alone decides (see
+    /// [`AppendedRows`]), while the batch before is being written.
+    ///
+    /// A large batch is decoded in slices on as many threads as the machine has cores:
+    /// far behind, decoding is what a member waits for between two writes.
+    pub fn for_projection<P: StoredProjection>(codec: &Codec, records: &[LogRecord], role: schemas::TopicRole) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let prebuild =
+            <P::State as super::rows::StoredState>::APPEND_ONLY && records.len() >= super::fold::COPY_MIN_ROWS;
+        if threads < 2 || records.len() < PARALLEL_DECODE_MIN {
+            return Self::decode_slice::<P>(codec, records, role, prebuild);
+        }
+        let slice = records.len().div_ceil(threads);
+        let parts: Vec<Self> = std::thread::scope(|scope| {
+            let handles: Vec<_> = records
+                .chunks(slice)
+                .map(|chunk| scope.spawn(move || Self::decode_slice::<P>(codec, chunk, role, prebuild)))
+                .collect();
+            // A decoding thread cannot panic on a record's bytes (every error is a value);
+            // were it to, the batch is decoded again here, on this thread.
+            handles.into_iter().map(|h| h.join().ok()).collect::<Option<Vec<_>>>()
+        })
+        .unwrap_or_else(|| vec![Self::decode_slice::<P>(codec, records, role, prebuild)]);
+        let mut whole = DecodedRecords(Vec::with_capacity(records.len()), None);
+        for part in parts {
+            whole.0.extend(part.0);
+            if let Some(rows) = part.1 {
+                whole.1.get_or_insert_with(AppendedRows::default).extend(rows);
+            }
+        }
+        whole
+    }
+
+    fn decode_slice<P: StoredProjection>(
+        codec: &Codec,
+        records: &[LogRecord],
+        role: schemas::TopicRole,
+        prebuild: bool,
+    ) -> Self {
+        let mut decoded = Self::of(codec, records, P::wants, role);
+        if prebuild {
+            decoded.1 = Some(AppendedRows::build::<P>(records, &decoded.0));
+        }
+        decoded
     }
 }
 

@@ -88,5 +88,5 @@ impl Batches {
 }
 
 fn decode_for(projection: ProjectionKind, role: TopicRole, codec: &Codec, records: &[LogRecord]) -> DecodedRecords {
-    with_model!(projection, P => DecodedRecords::of(codec, records, <P as crate::model::Projection>::wants, role))
+    with_model!(projection, P => DecodedRecords::for_projection::<P>(codec, records, role))
 }

@@ -14,6 +14,7 @@ use super::rows::StoredState;
 use super::schema::table_name;
 use super::sql::{text_array, Binder, Columns, Exec, Sql};
 use crate::model::{LogPosition, Projection, Rejection, SkuLevel};
+use super::records::LogRecord;
 
 /// Rows per multi-row statement; keeps every statement under both databases' bind limits.
 pub(super) const CHUNK: usize = 500;
@@ -129,9 +130,47 @@ pub(super) enum Folded {
     Duplicate,
 }
 
+/// An append-only projection's rows, one per record that adds one, built from the record
+/// alone before its batch's transaction (they depend on no stored state), in binary
+/// `COPY` form. The batch decides in its transaction which records it applies; each
+/// applied one's prebuilt row is then taken as it is.
+#[derive(Default)]
+pub(super) struct AppendedRows {
+    /// Per (partition, offset), the row's bytes (a binary `COPY` tuple).
+    rows: HashMap<(i32, i64), Vec<u8>>,
+}
+
+impl AppendedRows {
+    pub fn extend(&mut self, other: AppendedRows) {
+        self.rows.extend(other.rows);
+    }
+
+    pub fn build<P: StoredProjection>(records: &[LogRecord], decoded: &[Decoded]) -> Self {
+        let mut rows = HashMap::with_capacity(records.len());
+        for (r, d) in records.iter().zip(decoded) {
+            let Decoded::Event(event) = d else { continue };
+            let at = LogPosition { partition: r.partition, offset: r.offset };
+            let Ok(Some(state)) = P::apply_at(None, event, at, r.published_by.as_deref()).map(|e| e.order) else {
+                continue;
+            };
+            if state.row_count() != 1 {
+                continue;
+            }
+            let mut columns = Columns::new();
+            bind_row::<P::State, _>(&(&state, None), 0, columns.row());
+            let mut tuple = Vec::new();
+            columns.copy_tuples(&mut tuple);
+            rows.insert((r.partition, r.offset), tuple);
+        }
+        AppendedRows { rows }
+    }
+}
+
 /// The state of the orders a set of records touches, as it is folded.
 pub(super) struct Fold<P: StoredProjection> {
     generation: i64,
+    /// Prebuilt rows to take ([`AppendedRows`]), and the ones taken.
+    appended: Option<(AppendedRows, Vec<u8>, usize)>,
     states: HashMap<Uuid, P::State>,
     /// Per order with a row (loaded or new), the event ids it keeps
     /// ([`StoredState::KEEPS_EVENT_IDS`] only).
@@ -149,7 +188,7 @@ impl<P: StoredProjection> Fold<P> {
         let mut ids = HashMap::new();
         if <P::State as StoredState>::APPEND_ONLY {
             // Earlier entries are never needed: the batch appends its own.
-            return Ok(Fold { generation, states, ids, dirty: BTreeSet::new(), sku: BTreeMap::new() });
+            return Ok(Fold { generation, appended: None, states, ids, dirty: BTreeSet::new(), sku: BTreeMap::new() });
         }
         let mut columns: Vec<String> = <P::State>::COLUMNS.iter().map(|c| format!("t.{c}")).collect();
         if <P::State as StoredState>::KEEPS_EVENT_IDS {
@@ -181,7 +220,14 @@ impl<P: StoredProjection> Fold<P> {
                 states.insert(state.order_id(), state);
             }
         }
-        Ok(Fold { generation, states, ids, dirty: BTreeSet::new(), sku: BTreeMap::new() })
+        Ok(Fold { generation, appended: None, states, ids, dirty: BTreeSet::new(), sku: BTreeMap::new() })
+    }
+
+    /// Takes an append-only projection's prebuilt rows (written by `COPY`, so only on a
+    /// connection that has it).
+    pub fn with_appended(mut self, rows: Option<AppendedRows>) -> Self {
+        self.appended = rows.filter(|_| <P::State as StoredState>::APPEND_ONLY).map(|r| (r, Vec::new(), 0));
+        self
     }
 
     /// Whether `event`'s id must be looked up in `processed_events`: it has no order row
@@ -210,6 +256,15 @@ impl<P: StoredProjection> Fold<P> {
                 .is_some_and(|k| matches!(k, RowIds::Kept(ids) if ids.contains(&event_id)))
         {
             return Ok(Folded::Duplicate);
+        }
+        if let Some((rows, taken, count)) = &mut self.appended {
+            // An append-only state's earlier entries change nothing of its next one: the
+            // row built from the record alone is the row.
+            if let Some(row) = rows.rows.remove(&(at.partition, at.offset)) {
+                taken.extend_from_slice(&row);
+                *count += 1;
+                return Ok(Folded::Applied);
+            }
         }
         let current = order.and_then(|id| self.states.get(&id));
         let effect = P::apply_at(current, event, at, published_by)?;
@@ -240,15 +295,25 @@ impl<P: StoredProjection> Fold<P> {
     }
 
     /// Writes each changed row once (in order-id order) and the newest SKU levels, in
-    /// `pool` (the region whose stock group decided them).
-    pub async fn write<C: Exec>(self, conn: &mut C, pool: &str) -> Result<(), StoreError> {
+    /// `pool` (the region whose stock group decided them). Returns how many of an
+    /// append-only state's entries the table already held (copies of events recorded
+    /// before: the table's key is their duplicate guard); 0 for any other state.
+    pub async fn write<C: Exec>(self, conn: &mut C, pool: &str) -> Result<u64, StoreError> {
         let changed: Vec<(&P::State, Option<String>)> = self
             .dirty
             .iter()
             .filter_map(|id| Some((self.states.get(id)?, self.ids.get(id).and_then(RowIds::text))))
             .collect();
-        write_states(conn, &table_name(<P::State as StoredState>::TABLE, self.generation), &changed).await?;
-        write_sku_levels(conn, &table_name("inventory_pools", self.generation), pool, &self.sku).await
+        let mut rows: usize = changed.iter().map(|s| s.0.row_count()).sum();
+        let table = table_name(<P::State as StoredState>::TABLE, self.generation);
+        let mut written = write_states(conn, &table, &changed).await?;
+        if let Some((_, taken, count)) = self.appended.filter(|a| a.2 > 0) {
+            let pg = conn.bulk().ok_or_else(|| StoreError::Invalid("prebuilt rows need COPY".into()))?;
+            rows += count;
+            written += append_copy(pg, &table, &written_columns::<P::State>(), Columns::copy_framed(&taken)).await?;
+        }
+        write_sku_levels(conn, &table_name("inventory_pools", self.generation), pool, &self.sku).await?;
+        Ok(if <P::State as StoredState>::APPEND_ONLY { (rows as u64).saturating_sub(written) } else { 0 })
     }
 }
 
@@ -281,11 +346,12 @@ fn conflict_clause<S: StoredState>(columns: &[&str]) -> String {
     format!(" ON CONFLICT (order_id) DO UPDATE SET {}", updates.join(", "))
 }
 
+/// Writes `states`; returns the rows inserted or updated.
 async fn write_states<S: StoredState, C: Exec>(
     conn: &mut C,
     table: &str,
     states: &[Changed<'_, S>],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let rows: usize = states.iter().map(|s| s.0.row_count()).sum();
     if rows >= COPY_MIN_ROWS {
         if let Some(pg) = conn.bulk() {
@@ -298,13 +364,14 @@ async fn write_states<S: StoredState, C: Exec>(
     let columns = written_columns::<S>();
     let rows: Vec<(&Changed<'_, S>, usize)> =
         states.iter().flat_map(|s| (0..s.0.row_count()).map(move |i| (s, i))).collect();
+    let mut written = 0;
     for chunk in rows.chunks(CHUNK) {
         let mut q = Sql::new(format!("INSERT INTO {table} ({}) ", columns.join(", ")));
         q.values(chunk, |v, (s, i)| bind_row(s, *i, v));
         q.push(&conflict_clause::<S>(&columns));
-        q.execute(&mut *conn).await?;
+        written += q.execute(&mut *conn).await?;
     }
-    Ok(())
+    Ok(written)
 }
 
 /// PostgreSQL: every row of the batch in one statement, its columns as arrays
@@ -313,23 +380,22 @@ async fn write_states_unnest<S: StoredState, C: Exec>(
     conn: &mut C,
     table: &str,
     states: &[Changed<'_, S>],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let arrays = columns_of(states);
     if arrays.rows() == 0 {
-        return Ok(());
+        return Ok(0);
     }
     let columns = written_columns::<S>();
     let mut q = Sql::new(format!("INSERT INTO {table} ({}) SELECT * FROM ", columns.join(", ")));
     arrays.unnest_into(&mut q);
     q.push(&conflict_clause::<S>(&columns));
-    q.execute(&mut *conn).await?;
-    Ok(())
+    Ok(q.execute(&mut *conn).await?)
 }
 
 /// From this many rows a batch's rows go by `COPY` (where the connection has it): below it
 /// one statement (`unnest` of binary arrays) costs fewer round trips than three (staging
 /// table, `COPY`, merge), which is what a caught-up member's small batches wait for.
-const COPY_MIN_ROWS: usize = 500;
+pub(super) const COPY_MIN_ROWS: usize = 500;
 
 /// Every row of `states`, by column.
 fn columns_of<S: StoredState>(states: &[Changed<'_, S>]) -> Columns {
@@ -346,17 +412,27 @@ fn columns_of<S: StoredState>(states: &[Changed<'_, S>]) -> Columns {
 /// this session, emptied at each commit), then merged into the table with one statement.
 /// No text is parsed on the way; the merge enforces the table's constraints, so a row the
 /// table refuses fails the batch as the `unnest` statement would.
+///
+/// An append-only state's rows are new but for a copy of an event recorded before (a
+/// retried publish; a replay is stopped earlier, by the offsets): they go straight into
+/// the table, once, under a savepoint. Only when the table's key refuses one (SQLSTATE
+/// 23505) is the savepoint rolled back and the batch merged through the staging table,
+/// which leaves the copies out.
 async fn write_states_copy<S: StoredState>(
     conn: &mut sqlx::PgConnection,
     table: &str,
     states: &[Changed<'_, S>],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let rows = columns_of(states);
     if rows.rows() == 0 {
-        return Ok(());
+        return Ok(0);
     }
     let columns = written_columns::<S>();
     let names = columns.join(", ");
+    let data = rows.copy_binary();
+    if S::APPEND_ONLY {
+        return append_copy(conn, table, &columns, data).await;
+    }
     let staging = format!("staging_{table}");
     // The staging table's columns are the ones written, named here rather than copied from
     // the table (`LIKE`), so a column added to the table later cannot make a session's
@@ -367,13 +443,46 @@ async fn write_states_copy<S: StoredState>(
     ))
     .execute(&mut *conn)
     .await?;
-    let mut copy = conn.copy_in_raw(&format!("COPY {staging} ({names}) FROM STDIN (FORMAT binary)")).await?;
-    copy.send(rows.copy_binary()).await?;
-    copy.finish().await?;
+    copy_in(conn, &format!("COPY {staging} ({names}) FROM STDIN (FORMAT binary)"), &data).await?;
     let mut merge = Sql::new(format!("INSERT INTO {table} ({names}) SELECT {names} FROM {staging}"));
     merge.push(&conflict_clause::<S>(&columns));
-    merge.execute(conn).await?;
-    Ok(())
+    Ok(merge.execute(conn).await?)
+}
+
+/// An append-only table's new rows (`data`, binary `COPY` with header and trailer): straight
+/// into the table under a savepoint, or, when its key refuses one (SQLSTATE 23505: a copy of
+/// an event recorded before), merged through a staging table of this transaction that
+/// leaves the copies out. Returns the rows stored.
+async fn append_copy(
+    conn: &mut sqlx::PgConnection,
+    table: &str,
+    columns: &[&str],
+    data: Vec<u8>,
+) -> Result<u64, StoreError> {
+    let names = columns.join(", ");
+    Sql::new("SAVEPOINT append_rows").execute(&mut *conn).await?;
+    match copy_in(conn, &format!("COPY {table} ({names}) FROM STDIN (FORMAT binary)"), &data).await {
+        Ok(written) => return Ok(written),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            Sql::new("ROLLBACK TO SAVEPOINT append_rows").execute(&mut *conn).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let staging = format!("appended_{table}");
+    // Dropped at commit: made from the table as it is now, never stale.
+    Sql::new(format!("CREATE TEMPORARY TABLE {staging} (LIKE {table}) ON COMMIT DROP")).execute(&mut *conn).await?;
+    copy_in(conn, &format!("COPY {staging} ({names}) FROM STDIN (FORMAT binary)"), &data).await?;
+    let merge = Sql::new(format!(
+        "INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ON CONFLICT DO NOTHING"
+    ));
+    Ok(merge.execute(conn).await?)
+}
+
+/// One `COPY … FROM STDIN` of `data`; the rows it stored.
+async fn copy_in(conn: &mut sqlx::PgConnection, statement: &str, data: &[u8]) -> Result<u64, sqlx::Error> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    copy.send(data).await?;
+    copy.finish().await
 }
 
 /// A SKU's row takes a level only when it is newer than the one stored, so members

@@ -19,7 +19,8 @@ pub trait StoredState: Sized {
     /// Column names; the first is the key, `order_id`.
     const COLUMNS: &'static [&'static str];
     /// The state is a list of entries that only grows (the history): a batch writes the
-    /// entries it added and never reads the order's earlier ones.
+    /// entries it added and never reads the order's earlier ones. The table's key holds
+    /// the event id, so an entry is its own duplicate guard (no `processed_events` row).
     const APPEND_ONLY: bool = false;
     /// The row keeps the ids of the events applied to it (`event_ids`, see
     /// [`super::fold::EVENT_IDS`]): a copy of one of them is recognised on the row the

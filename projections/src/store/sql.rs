@@ -300,9 +300,29 @@ impl Columns {
     /// UTF-8 bytes, `bigint` as 8 bytes big-endian.
     pub fn copy_binary(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.rows * self.columns.len() * 16);
+        Self::copy_header(&mut out);
+        self.copy_tuples(&mut out);
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        out
+    }
+
+    /// Tuples made by [`Columns::copy_tuples`] framed as a whole binary `COPY`.
+    pub fn copy_framed(tuples: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(tuples.len() + 21);
+        Self::copy_header(&mut out);
+        out.extend_from_slice(tuples);
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        out
+    }
+
+    fn copy_header(out: &mut Vec<u8>) {
         out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
         out.extend_from_slice(&0i32.to_be_bytes()); // flags
         out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+    }
+
+    /// The rows as binary `COPY` tuples, without the header and trailer.
+    pub fn copy_tuples(&self, out: &mut Vec<u8>) {
         let fields = self.columns.len() as i16;
         for row in 0..self.rows {
             out.extend_from_slice(&fields.to_be_bytes());
@@ -325,8 +345,6 @@ impl Columns {
                 }
             }
         }
-        out.extend_from_slice(&(-1i16).to_be_bytes());
-        out
     }
 }
 
