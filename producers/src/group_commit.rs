@@ -94,7 +94,11 @@ async fn write_group(pool: &AnyPool, scope: &str, group: Vec<Write>) {
             Write::Complete { key, status, response, done } => completes.push((key, status, response, done)),
         }
     }
-    tokio::join!(write_owners(pool, owners), write_claims(pool, scope, claims), write_completes(pool, scope, completes));
+    tokio::join!(
+        write_owners(pool, owners),
+        write_claims(pool, scope, claims),
+        write_completes(pool, scope, completes)
+    );
 }
 
 type Done<T> = oneshot::Sender<Result<T, IdempotencyError>>;

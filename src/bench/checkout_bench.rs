@@ -54,7 +54,13 @@ fn cpu_seconds() -> (f64, f64) {
 
 /// Closed loop: `concurrency` clients POST the same body for `duration`, each request
 /// under a new Idempotency-Key when `keyed`; returns accepted/s and CPU per request.
-pub(super) async fn drive(url: &str, token: &str, concurrency: usize, duration: Duration, keyed: bool) -> anyhow::Result<Run> {
+pub(super) async fn drive(
+    url: &str,
+    token: &str,
+    concurrency: usize,
+    duration: Duration,
+    keyed: bool,
+) -> anyhow::Result<Run> {
     let client = http_client_with(Some(token));
     let body = order_body();
     let started = Instant::now();
@@ -153,12 +159,10 @@ pub async fn p3_checkout_vs_http(ctx: &BenchContext) -> anyhow::Result<Vec<Figur
         ctx.tick();
     }
     server.abort();
-    let median = |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
-        Samples { runs: runs.iter().map(pick).collect() }.median()
-    };
-    let cpu_text = |i: usize| {
-        format!("{:.0} µs process / {:.0} µs machine", median(&cpu[i], |c| c.0), median(&cpu[i], |c| c.1))
-    };
+    let median =
+        |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| Samples { runs: runs.iter().map(pick).collect() }.median();
+    let cpu_text =
+        |i: usize| format!("{:.0} µs process / {:.0} µs machine", median(&cpu[i], |c| c.0), median(&cpu[i], |c| c.1));
     // The definition of earlier rounds: orders without keys ÷ the do-nothing route.
     let old = ratio(
         "P3",
@@ -300,7 +304,13 @@ async fn durable(body: axum::body::Body) -> axum::response::Response {
     let Some(d) = DURABLE.get() else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
     let id = uuid::Uuid::new_v4().to_string();
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    if sqlx::query("INSERT INTO bench_durable (id, body) VALUES ($1, $2)").bind(&id).bind(&text).execute(&d.pool).await.is_err() {
+    if sqlx::query("INSERT INTO bench_durable (id, body) VALUES ($1, $2)")
+        .bind(&id)
+        .bind(&text)
+        .execute(&d.pool)
+        .await
+        .is_err()
+    {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     let record = FutureRecord::to(&d.topic).key(&id).payload(&bytes[..]);

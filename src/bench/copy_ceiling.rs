@@ -70,7 +70,12 @@ async fn copy_in(conn: &mut sqlx::PgConnection, statement: &str, data: Vec<u8>) 
 }
 
 /// The ceiling's own offset rows, one per partition of `records`, at 0.
-async fn offset_rows(conn: &mut sqlx::PgConnection, group: &str, topic: &str, records: &[LogRecord]) -> anyhow::Result<()> {
+async fn offset_rows(
+    conn: &mut sqlx::PgConnection,
+    group: &str,
+    topic: &str,
+    records: &[LogRecord],
+) -> anyhow::Result<()> {
     let mut setup = conn.begin().await?;
     for p in records.iter().map(|r| r.partition).collect::<std::collections::BTreeSet<_>>() {
         sqlx::query(
@@ -172,7 +177,9 @@ pub(super) async fn history_copy_ceiling(
     batch: usize,
 ) -> anyhow::Result<f64> {
     let codec = Codec::builtin();
-    let batches: Vec<(Vec<u8>, Vec<(i32, i64)>)> = records
+    // Per batch: its rows in binary `COPY` form, and (partition, next offset) after it.
+    type RowsAndOffsets = (Vec<u8>, Vec<(i32, i64)>);
+    let batches: Vec<RowsAndOffsets> = records
         .chunks(batch)
         .map(|chunk| {
             let mut rows = Columns::new();
@@ -184,7 +191,8 @@ pub(super) async fn history_copy_ceiling(
                     continue;
                 }
                 let at = LogPosition { partition: r.partition, offset: r.offset };
-                if let Ok(Some(entry)) = History::apply_at(None, &event, at, r.published_by.as_deref()).map(|e| e.order) {
+                if let Ok(Some(entry)) = History::apply_at(None, &event, at, r.published_by.as_deref()).map(|e| e.order)
+                {
                     entry.push_binds(0, rows.row());
                 }
             }

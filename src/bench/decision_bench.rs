@@ -45,7 +45,9 @@ fn start_deciders(ctx: &BenchContext, store: &Store, topic: &str) -> anyhow::Res
 async fn max_decision_rate(store: &Store, base: &str, ctx: &BenchContext, deciders: &Deciders) -> anyhow::Result<f64> {
     let started = Instant::now();
     let accepted =
-        super::checkout_bench::drive(&format!("{base}/orders"), &ctx.token, 64, Duration::from_secs(3), false).await?.per_second;
+        super::checkout_bench::drive(&format!("{base}/orders"), &ctx.token, 64, Duration::from_secs(3), false)
+            .await?
+            .per_second;
     let reached = kit::wait_settled(store, &ctx.kafka, &deciders.groups, Duration::from_secs(180)).await?;
     anyhow::ensure!(reached.values().all(|r| *r), "the processes did not catch up after the burst");
     Ok(accepted * 3.0 / started.elapsed().as_secs_f64())

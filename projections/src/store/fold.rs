@@ -10,11 +10,11 @@ use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use super::error::StoreError;
+use super::records::LogRecord;
 use super::rows::StoredState;
 use super::schema::table_name;
 use super::sql::{text_array, Binder, Columns, Exec, Sql};
 use crate::model::{LogPosition, Projection, Rejection, SkuLevel};
-use super::records::LogRecord;
 
 /// Rows per multi-row statement; keeps every statement under both databases' bind limits.
 pub(super) const CHUNK: usize = 500;
@@ -472,9 +472,7 @@ async fn append_copy(
     // Dropped at commit: made from the table as it is now, never stale.
     Sql::new(format!("CREATE TEMPORARY TABLE {staging} (LIKE {table}) ON COMMIT DROP")).execute(&mut *conn).await?;
     copy_in(conn, &format!("COPY {staging} ({names}) FROM STDIN (FORMAT binary)"), &data).await?;
-    let merge = Sql::new(format!(
-        "INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ON CONFLICT DO NOTHING"
-    ));
+    let merge = Sql::new(format!("INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ON CONFLICT DO NOTHING"));
     Ok(merge.execute(conn).await?)
 }
 
