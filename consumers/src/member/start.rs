@@ -106,11 +106,14 @@ fn start_consumer(
         // p50 35 / p99 99 ms to ~350 / ~650 ms. A backlog fills 64 KiB at once, so catching
         // up is not slowed.
         ("fetch.min.bytes", "65536"),
-        // Bound what librdkafka prefetches ahead of the poll loop (its default is 64 MiB):
-        // a member far behind holds that much more than one at the log's end. 16 MiB is still
-        // some ten full batches ahead (G1: draining 1M events, peak RSS 195 → 152 MiB at the
-        // same rate).
-        ("queued.max.messages.kbytes", "16384"),
+        // Bound what librdkafka prefetches ahead of the poll loop. The bound is per
+        // partition (its default 64 MiB each): a member far behind on 12 partitions held
+        // ~200 MiB of prefetched records at 16 MiB, whatever the log's size past a few
+        // seconds of it. 4 MiB per partition is still over a second of reading ahead; a
+        // partition whose queue is full is fetched again after 20 ms, not librdkafka's
+        // default second (with which a member far behind read at a fifth of its speed).
+        ("queued.max.messages.kbytes", "4096"),
+        ("fetch.queue.backoff.ms", "20"),
         // Log ends for lag arrive with these statistics, so the poll loop never blocks
         // on a watermark request (a broker that stalls would stall the member).
         ("statistics.interval.ms", "1000"),

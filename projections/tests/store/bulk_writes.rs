@@ -99,5 +99,24 @@ async fn rows_written_by_copy_equal_rows_written_by_one_statement_and_copies_are
     let copies = apply_all(&bulk, &codec, &again, again.len()).await;
     assert!(copies.iter().all(|o| o.applied == 0), "{copies:?}");
     assert_eq!(copies[1].duplicates, 1_800);
+    assert_eq!(copies[3].duplicates, 3_600, "the history's key refuses every copy");
     assert_eq!(tables(&bulk).await, bulk_rows, "nothing changed");
+
+    // One copy among 600 new history entries: the straight COPY is refused by the key, the
+    // batch is merged instead, and only the copy is left out.
+    let fresh: Vec<Event> = (0..100).flat_map(|_| lifecycle(Uuid::new_v4())).collect();
+    let orders = |r: &&LogRecord| {
+        codec.peek_kind(r.payload.as_deref().expect("payload")).map(TopicRole::of).ok() == Some(TopicRole::Orders)
+    };
+    // Where the history's reading of the orders topic stands after the copies.
+    let from = again.iter().filter(orders).last().expect("an orders record").offset + 1;
+    let mut mixed: Vec<LogRecord> = fresh.iter().zip(from..).map(|(e, offset)| record(&codec, e, offset)).collect();
+    mixed.push(LogRecord { offset: from + mixed.len() as i64, ..records[0].clone() });
+    let read_from = BTreeMap::from([(0, from)]);
+    let topic = TopicRole::Orders.name("t");
+    let batch =
+        Batch { group: "bulk-history", topic: &topic, role: TopicRole::Orders, records: &mixed, read_from: &read_from };
+    let outcome = bulk.batches().apply(ProjectionKind::History, &batch, &codec).await.expect("batch");
+    assert_eq!((outcome.applied, outcome.duplicates), (600, 1), "{outcome:?}");
+    assert!(tables(&bulk).await.contains_key("history_entries (4200 rows)"));
 }
