@@ -109,7 +109,7 @@ async fn rows_written_by_copy_equal_rows_written_by_one_statement_and_copies_are
         codec.peek_kind(r.payload.as_deref().expect("payload")).map(TopicRole::of).ok() == Some(TopicRole::Orders)
     };
     // Where the history's reading of the orders topic stands after the copies.
-    let from = again.iter().filter(orders).last().expect("an orders record").offset + 1;
+    let from = again.iter().rfind(|r| orders(r)).expect("an orders record").offset + 1;
     let mut mixed: Vec<LogRecord> = fresh.iter().zip(from..).map(|(e, offset)| record(&codec, e, offset)).collect();
     mixed.push(LogRecord { offset: from + mixed.len() as i64, ..records[0].clone() });
     let read_from = BTreeMap::from([(0, from)]);
