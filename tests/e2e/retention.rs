@@ -1,7 +1,9 @@
 //! The store forgets event ids past the dedupe window and dead letters resolved long ago,
 //! in batches; inside the window a copy of an event is still dropped, and parked dead
-//! letters are never forgotten. (The history keeps no ids on rows: its ids are the ones
-//! in `processed_events`; see `dedupe.rs` for the order rows that keep theirs.)
+//! letters are never forgotten. (Ids go to `processed_events` for events no order row
+//! keeps them for: here the inventory's stock decisions about no order, an adjustment's;
+//! see `dedupe.rs` for the order rows that keep theirs, and the history, whose key is its
+//! guard.)
 use crate::common;
 
 use std::collections::BTreeMap;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use projections::store::{Batch, DeadLetterSelection, LogRecord, Retention, Store};
 use projections::ProjectionKind;
 use schemas::samples::sample;
-use schemas::{Codec, Event, EventKind};
+use schemas::{Codec, Event, EventKind, TopicRole};
 
 async fn count(store: &Store, table: &str) -> i64 {
     use sqlx::Row;
@@ -18,10 +20,19 @@ async fn count(store: &Store, table: &str) -> i64 {
     row.try_get("n").expect("n")
 }
 
-async fn apply(store: &Store, codec: &Codec, records: &[LogRecord], from: i64) -> projections::store::BatchOutcome {
+/// Applies `records` (from offset `from`) to the inventory group `g`, as read from the
+/// topic of `role`.
+async fn apply(
+    store: &Store,
+    codec: &Codec,
+    records: &[LogRecord],
+    from: i64,
+    role: TopicRole,
+) -> projections::store::BatchOutcome {
     let read_from = BTreeMap::from([(0, from)]);
-    let batch = Batch { group: "g", topic: "t", role: schemas::TopicRole::Orders, records, read_from: &read_from };
-    store.batches().apply(ProjectionKind::History, &batch, codec).await.expect("batch")
+    let topic = role.name("t");
+    let batch = Batch { group: "g", topic: &topic, role, records, read_from: &read_from };
+    store.batches().apply(ProjectionKind::Inventory, &batch, codec).await.expect("batch")
 }
 
 async fn pruning_keeps_the_tables_bounded(database_url: &str) {
@@ -30,9 +41,10 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
     let mut records = Vec::new();
     let mut first = None;
     for offset in 0..200 {
-        let mut event = sample(EventKind::OrderPlaced);
-        if let Event::OrderPlaced(e) = &mut event {
-            e.order_id = uuid::Uuid::new_v4();
+        // A stock decision about no order (an adjustment's): no order row keeps its id.
+        let mut event = sample(EventKind::StockDecided);
+        if let Event::StockDecided(e) = &mut event {
+            e.order_id = None;
             e.envelope.event_id = uuid::Uuid::new_v4();
         }
         first.get_or_insert_with(|| event.clone());
@@ -60,19 +72,20 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
             epoch: 1,
         });
     }
+    let outcome = apply(&store, &codec, &records, 0, TopicRole::Decisions).await;
+    assert_eq!((outcome.applied, outcome.dead_lettered), (200, 2));
     // A decision on the orders topic: refused and recorded, resolved at once.
     let forged = sample(EventKind::StockDecided);
-    records.push(LogRecord {
+    let forged = LogRecord {
         partition: 0,
-        offset: 202,
+        offset: 0,
         key: Some(forged.key().into_bytes()),
         payload: Some(codec.encode(&forged).expect("encode")),
         timestamp_ms: None,
         published_by: None,
         epoch: 1,
-    });
-    let outcome = apply(&store, &codec, &records, 0).await;
-    assert_eq!((outcome.applied, outcome.dead_lettered), (200, 3));
+    };
+    assert_eq!(apply(&store, &codec, &[forged], 0, TopicRole::Orders).await.dead_lettered, 1);
     let parked = store.reads().dead_letters("g").await.expect("dead letters");
     store.operations().skip_dead_letters("g", &DeadLetterSelection::Ids(vec![parked[1].id])).await.expect("skip");
     let (ids_before, letters_before) = (count(&store, "processed_events").await, count(&store, "dead_letters").await);
@@ -83,14 +96,18 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
     let copy = first.expect("an event");
     let again = LogRecord {
         partition: 0,
-        offset: 203,
+        offset: 202,
         key: Some(copy.key().into_bytes()),
         payload: Some(codec.encode(&copy).expect("encode")),
         timestamp_ms: None,
         published_by: None,
         epoch: 1,
     };
-    assert_eq!(apply(&store, &codec, &[again], 203).await.duplicates, 1, "deduplicated inside the window");
+    assert_eq!(
+        apply(&store, &codec, &[again], 202, TopicRole::Decisions).await.duplicates,
+        1,
+        "deduplicated inside the window"
+    );
 
     // Past the window (here: any age), ids and the resolved dead letters (the skipped one,
     // the refused one) go; the parked stays.
