@@ -123,6 +123,7 @@ impl LoadArgs {
             token: self.token,
             decisions: None,
             initial_stock: 0,
+            limited_edition: None,
             rate: self.rate,
             duration: self.duration,
             workers: self.workers as usize,

@@ -13,6 +13,9 @@ use tokio::sync::Semaphore;
 
 pub type HttpClient = reqwest::Client;
 
+/// The SKU number that is the limited edition when [`LoadConfig::limited_edition`] is set.
+pub const LIMITED_SKU: u32 = 0;
+
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     /// Base URL of a checkout, e.g. `http://127.0.0.1:8080`.
@@ -33,6 +36,10 @@ pub struct LoadConfig {
     pub decisions: Option<String>,
     /// Units of each SKU the warehouse receives before the first order.
     pub initial_stock: u32,
+    /// When set, `SKU-0` is a limited edition: it starts with this many units instead and
+    /// is never restocked, so once it sells out the orders that want it are rejected —
+    /// a few, for a known reason, while the rest of the shop stays stocked.
+    pub limited_edition: Option<u32>,
 }
 
 impl LoadConfig {
@@ -49,7 +56,22 @@ impl LoadConfig {
             token: None,
             decisions: None,
             initial_stock: 0,
+            limited_edition: None,
         }
+    }
+
+    /// What `sku` starts with.
+    fn initial_units(&self, sku: u32) -> u32 {
+        match self.limited_edition {
+            Some(units) if sku == LIMITED_SKU => units,
+            _ => self.initial_stock,
+        }
+    }
+
+    /// The SKUs the warehouse restocks during the run.
+    fn restocked(&self) -> std::ops::Range<u32> {
+        let first = if self.limited_edition.is_some() { LIMITED_SKU + 1 } else { 0 };
+        first..self.skus.max(first + 1)
     }
 }
 
@@ -219,7 +241,7 @@ async fn stock_up(client: &HttpClient, config: &LoadConfig) {
     }
     let base = config.target.trim_end_matches('/');
     for n in 0..config.skus {
-        let body = json!({"warehouse": "BER-1", "delta": config.initial_stock, "reason": "received"});
+        let body = json!({"warehouse": "BER-1", "delta": config.initial_units(n), "reason": "received"});
         let url = format!("{base}/inventory/SKU-{n}/adjustments");
         if let Err(e) = post_json(client, &url, &body, None).await {
             tracing::warn!(
@@ -245,7 +267,7 @@ async fn wait_stocked(client: &HttpClient, config: &LoadConfig, base: &str) {
                 }
                 _ => None,
             };
-            if on_hand.is_some_and(|units| units >= i64::from(config.initial_stock)) {
+            if on_hand.is_some_and(|units| units >= i64::from(config.initial_units(n))) {
                 break;
             }
             if Instant::now() >= deadline {
@@ -323,7 +345,9 @@ async fn worker(shared: Arc<Shared>, id: u64) {
     let mut dice = Dice(0x2545_f491_4f6c_dd1d ^ (id + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     while Instant::now() < shared.deadline {
         if dice.percent(5) {
-            let sku = format!("SKU-{}", dice.below(u64::from(shared.config.skus)));
+            let restocked = shared.config.restocked();
+            let sku =
+                format!("SKU-{}", restocked.start + dice.below(u64::from(restocked.end - restocked.start)) as u32);
             let body = json!({"warehouse": "BER-1", "delta": 50 + dice.below(200), "reason": "received"});
             if send(&shared, &format!("/inventory/{sku}/adjustments"), &body).await.is_none() {
                 return;

@@ -98,12 +98,10 @@ impl DemoArgs {
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let (query_url, api) = self.serve_dashboard(&store, &kafka, &topic, &access, &token, api_stopped).await?;
 
-        let load = tokio::spawn(load::run(LoadConfig {
-            token: Some(token.clone()),
-            decisions: Some(query_url),
-            initial_stock: 30,
-            ..LoadConfig::new(target, self.rate, self.duration)
-        }));
+        // The load's clock starts once every group, processes included, owns its partitions:
+        // an order placed while a group still joins would wait for the join, not the pipeline.
+        wait_joined(&kafka, &groups, JOIN_WITHIN).await?;
+        let load = tokio::spawn(load::run(self.load_config(target, query_url, token.clone())));
         let interrupted = Arc::new(tokio::sync::Notify::new());
         let on_signal = interrupted.clone();
         tokio::spawn(async move {
@@ -133,7 +131,7 @@ impl DemoArgs {
         let mut lags_zero = BTreeMap::new();
         if !stopped_early {
             bar.set_message("load done; waiting for every group to catch up");
-            let settle = settle(&store, &kafka, &groups, &mut lags_zero);
+            let settle = settle(&store, &kafka, &groups, self.payment_timeout, &bar, &mut lags_zero);
             tokio::select! {
                 r = settle => r?,
                 _ = interrupted.notified() => stopped_early = true,
@@ -157,7 +155,9 @@ impl DemoArgs {
         let report = report.context("the load generator did not report")?;
         println!("load: {}", report.summary());
         let summary = summary::Summary::read(&store).await?;
-        summary.print(&report, &lags_zero);
+        let limited =
+            format!("SKU-{} is a limited edition: {LIMITED_EDITION_UNITS} units, never restocked", load::LIMITED_SKU);
+        summary.print(&report, &lags_zero, Some(&limited));
         if self.serve.is_some() {
             println!("the dashboard keeps serving the final numbers; Ctrl-C to stop");
             interrupted.notified().await;
@@ -165,11 +165,40 @@ impl DemoArgs {
         let _ = stop_api.send(());
         api.await??;
         anyhow::ensure!(lags_zero.values().all(|z| *z), "a consumer group did not catch up");
+        anyhow::ensure!(summary.agrees(), "the views disagree (see the agreement line above)");
         Ok(())
     }
 }
 
+/// How long the demo waits for its groups to join before it gives up.
+const JOIN_WITHIN: Duration = Duration::from_secs(60);
+
+/// Units of the demo's limited edition.
+const LIMITED_EDITION_UNITS: u32 = 10;
+
+/// Load requests per order, roughly: place, pay twice, three shipment steps, now and then a
+/// cancellation, a refund or a restock.
+const REQUESTS_PER_ORDER: f64 = 6.0;
+/// Units an order takes on average: 1–3 lines of 1–3 units each.
+const UNITS_PER_ORDER: f64 = 4.0;
+
 impl DemoArgs {
+    /// A healthy shop: every SKU opens with twice the units the run is expected to sell of
+    /// it, except one limited edition of a few units, never restocked — the few orders
+    /// that want it once it is gone are the demo's rejections (a few percent).
+    fn load_config(&self, target: String, query_url: String, token: String) -> LoadConfig {
+        let base = LoadConfig::new(target, self.rate, self.duration);
+        let orders = f64::from(self.rate) * self.duration.as_secs_f64() / REQUESTS_PER_ORDER;
+        let per_sku = orders * UNITS_PER_ORDER / f64::from(base.skus.max(1));
+        LoadConfig {
+            token: Some(token),
+            decisions: Some(query_url),
+            initial_stock: (2.0 * per_sku).ceil() as u32 + 20,
+            limited_edition: Some(LIMITED_EDITION_UNITS),
+            ..base
+        }
+    }
+
     /// The embedded mock cluster (kept alive by the caller) or the given broker, with the
     /// demo topic created on it.
     async fn broker_with_topic(
@@ -286,15 +315,68 @@ fn start_groups(
     Ok(groups)
 }
 
-/// Waits until the whole pipeline is quiet (see [`crate::kit::wait_settled`]).
+/// Waits until every member of every group has been given its partitions: together the
+/// members of a group own every partition of every topic it reads.
+async fn wait_joined(kafka: &KafkaSettings, groups: &[Group], within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    let mut expected = BTreeMap::new();
+    for group in groups {
+        for (_, topic) in &group.reading {
+            if !expected.contains_key(topic) {
+                expected.insert(topic.clone(), crate::kit::log_ends(kafka, topic).await?.len());
+            }
+        }
+    }
+    loop {
+        let waiting: Vec<&str> = groups
+            .iter()
+            .filter(|group| {
+                let mut owned = std::collections::BTreeSet::new();
+                for member in &group.members {
+                    owned.extend(member.stats.owned.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
+                }
+                group
+                    .reading
+                    .iter()
+                    .any(|(_, topic)| owned.iter().filter(|(t, _)| t == topic).count() < expected[topic])
+            })
+            .map(|group| group.label.as_str())
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "groups did not join within {within:?}: {}", waiting.join(", "));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the whole pipeline is quiet (see [`crate::kit::wait_settled`]) and no order
+/// is left for the order process to decide: every order is decided, and every confirmed
+/// order the load did not pay has met its payment timer (the load stops mid-lifecycle, and
+/// leaves some unpaid on purpose), its expiry applied by every group.
 async fn settle(
     store: &Store,
     kafka: &KafkaSettings,
     groups: &[Group],
+    payment_timeout: Duration,
+    bar: &indicatif::ProgressBar,
     lags_zero: &mut BTreeMap<String, bool>,
 ) -> anyhow::Result<()> {
     let pairs: Vec<(String, String)> = groups.iter().flat_map(|g| g.reading.clone()).collect();
-    let reached = crate::kit::wait_settled(store, kafka, &pairs, Duration::from_secs(120)).await?;
+    // The timers fire a little after they are due (members look every few seconds).
+    let deadline = Instant::now() + payment_timeout + Duration::from_secs(120);
+    let reached = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let reached = crate::kit::wait_settled(store, kafka, &pairs, left).await?;
+        let open = store.reads().open_orders().await?;
+        if open == 0 || Instant::now() >= deadline {
+            break reached;
+        }
+        bar.set_message(format!(
+            "load done; {open} orders undecided or unpaid: waiting for their decisions and payment timers ({payment_timeout:?})"
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     for group in groups {
         lags_zero.insert(group.label.clone(), reached.get(&group.group).copied().unwrap_or(false));
     }

@@ -38,13 +38,19 @@ function chart(points) {
   });
   el.replaceChildren(svg);
 }
+// The order process's status → the same orders' fulfilment statuses (the panel beside
+// it), so the two panels read as one vocabulary; the rest have the same name in both.
+const FULFILMENT_OF = { pending: "awaiting_payment", confirmed: "awaiting_payment", paid: "ready_to_ship + packed" };
+// Groups whose partitions the reader unfolded, kept across refreshes.
+const openGroups = new Set();
 function render(d) {
   document.getElementById("orders-total").textContent = d.orders_total;
   fill("orders-by-status", d.orders_by_status.map(s => {
     const tr = row([cell(s.status), cell(s.orders, "n")]); tr.dataset.status = s.status; return tr;
   }), "no orders yet");
   fill("decisions", d.decisions.map(s => {
-    const tr = row([cell(s.status), cell(s.orders, "n")], ["rejected", "expired"].includes(s.status) ? "low" : "");
+    const tr = row([cell(s.status), cell(FULFILMENT_OF[s.status] || s.status, "dim"), cell(s.orders, "n")],
+      ["rejected", "expired"].includes(s.status) ? "low" : "");
     tr.dataset.decision = s.status; return tr;
   }), "nothing decided yet");
   document.getElementById("low-threshold").textContent = d.inventory.low_stock_below;
@@ -75,10 +81,26 @@ function render(d) {
     tr.dataset.day = r.day; tr.dataset.currency = r.currency; tr.dataset.minor = r.net_captured_minor; return tr;
   }), "no captured payments in this period");
   document.getElementById("lag-total").textContent = d.lag_total;
-  fill("lag", d.lag.map(l => {
-    const tr = row([cell(l.group), cell(l.partition, "n"), cell(l.next_offset, "n"), cell(l.log_end ?? "?", "n"), cell(l.lag ?? "?", "n")],
-      (l.lag || 0) > 1000 ? "low" : "");
-    tr.dataset.group = l.group; tr.dataset.partition = l.partition; return tr;
+  // One row per group; its partitions fold out under it on demand.
+  fill("lag", d.lag.flatMap(g => {
+    const worst = g.worst ? `${g.worst.topic} [${g.worst.partition}]: ${g.worst.lag}` : "–";
+    const toggle = cell(g.group);
+    const tr = row([toggle, cell(g.runs), cell(g.lag ?? "?", "n"), cell(worst)], (g.lag || 0) > 1000 ? "low" : "");
+    tr.dataset.group = g.group; tr.dataset.runs = g.runs; tr.dataset.lag = g.lag ?? "";
+    const details = row([cell("")]);
+    details.className = "partitions"; details.hidden = !openGroups.has(g.group);
+    details.firstChild.colSpan = 4;
+    const inner = document.createElement("table");
+    const head = row(["topic", "partition", "applied", "log end", "lag"].map(h => { const th = document.createElement("th"); th.textContent = h; return th; }));
+    inner.appendChild(head);
+    g.partitions.forEach(p => inner.appendChild(row([cell(p.topic), cell(p.partition, "n"), cell(p.next_offset, "n"), cell(p.log_end ?? "?", "n"), cell(p.lag ?? "?", "n")])));
+    details.firstChild.appendChild(inner);
+    tr.classList.add("expandable");
+    tr.addEventListener("click", () => {
+      if (openGroups.has(g.group)) openGroups.delete(g.group); else openGroups.add(g.group);
+      details.hidden = !openGroups.has(g.group);
+    });
+    return [tr, details];
   }), "no group has read anything yet");
   const mirrors = document.getElementById("mirrors");
   mirrors.hidden = d.mirrors.length === 0;

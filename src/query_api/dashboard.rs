@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use infra::group_inspect::Inspector;
 use infra::http::ErrorBody;
+use projections::registry::ProcessKind;
 use projections::store::{DailyRevenue, InventoryLevel, StatusCount};
-use projections::ProjectionKind;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -77,17 +77,38 @@ pub struct StockSummary {
     pub items: Vec<InventoryLevel>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LagRow {
-    pub projection: ProjectionKind,
-    pub group: String,
-    /// The topic of the partition (a projection may read two: the orders and the decisions).
+/// How far one partition of a group's topics is behind.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LagPartition {
     pub topic: String,
     pub partition: i32,
     pub next_offset: i64,
     /// Null when the broker could not be asked.
     pub log_end: Option<i64>,
     pub lag: Option<i64>,
+}
+
+/// One consumer group: a projection's live group, a process group, or (in a region) the
+/// group that reads another region's copy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupLag {
+    pub group: String,
+    /// What the group runs: a projection (`inventory`, …) or a process (`order-process`,
+    /// `stock`).
+    pub runs: String,
+    /// The topics it reads.
+    pub topics: Vec<String>,
+    /// Records applied, summed over its partitions.
+    pub next_offset: i64,
+    /// Records in its topics, summed over their partitions; null when the broker could not
+    /// be asked.
+    pub log_end: Option<i64>,
+    /// Records not applied yet, summed; null when the broker could not be asked.
+    pub lag: Option<i64>,
+    /// The partition furthest behind; null when none is.
+    pub worst: Option<LagPartition>,
+    /// Every partition, for the details.
+    pub partitions: Vec<LagPartition>,
 }
 
 /// How far behind another region this region's copy of its log is.
@@ -115,7 +136,8 @@ pub struct Dashboard {
     pub decisions: Vec<projections::store::DecisionCount>,
     pub inventory: StockSummary,
     pub revenue_per_day: Vec<DailyRevenue>,
-    pub lag: Vec<LagRow>,
+    /// One row per group, processes included.
+    pub lag: Vec<GroupLag>,
     pub lag_total: i64,
     /// In a region: each other region's copy and its age.
     pub mirrors: Vec<MirrorAge>,
@@ -163,50 +185,80 @@ pub async fn data(
         decisions,
         inventory: StockSummary { low_stock_below: state.low_stock, low: items.len(), oversold, items },
         revenue_per_day,
-        lag_total: lag.iter().filter_map(|l| l.lag).sum(),
+        lag_total: lag.iter().filter_map(|g| g.lag).sum(),
         lag,
         dead_letters_total: dead_letters.iter().map(|d| d.parked).sum(),
         dead_letters,
     }))
 }
 
-async fn lag_rows(state: &ApiState) -> Result<Vec<LagRow>, ApiError> {
-    let mut rows = Vec::new();
+async fn lag_rows(state: &ApiState) -> Result<Vec<GroupLag>, ApiError> {
     let live = state.reads.live_projections().await.map_err(read_failed)?;
-    // Each projection's lag on every topic it reads (the inventory reads the decisions),
-    // and in a region on each other region's copies of them, in the mirror's group.
-    let sources = std::iter::once(None).chain(state.mirrors.iter().map(Some));
-    let logs: Vec<(Option<&schemas::Region>, schemas::TopicRole)> = sources
-        .flat_map(|source| [schemas::TopicRole::Orders, schemas::TopicRole::Decisions].map(|role| (source, role)))
-        .collect();
-    for (source, role) in logs {
-        let own = role.name(&state.topic);
-        let topic = source.map_or(own.clone(), |region| region.mirrored(&own));
-        let ends = log_ends(state, &topic).await;
-        let offsets = state.reads.all_group_offsets(&topic).await.map_err(read_failed)?;
-        for live in live.iter().filter(|l| l.projection.reads().contains(&role)) {
-            let group =
-                source.map_or(live.group.clone(), |region| projections::registry::mirror_group(&live.group, region));
-            let stored: BTreeMap<i32, i64> =
-                offsets.iter().filter(|o| o.group == group).map(|o| (o.partition, o.next_offset)).collect();
-            let partitions: std::collections::BTreeSet<i32> = ends.keys().chain(stored.keys()).copied().collect();
-            for p in partitions {
-                let next = stored.get(&p).copied().unwrap_or(0);
-                let end = ends.get(&p).copied();
-                let lag = end.map(|e| (e - next).max(0));
-                rows.push(LagRow {
-                    projection: live.projection,
-                    group: group.clone(),
-                    topic: topic.clone(),
-                    partition: p,
-                    next_offset: next,
-                    log_end: end,
-                    lag,
-                });
-            }
+    // Every group of this region: each projection's live group and both process groups,
+    // with the topics each reads; in a region also each projection's group on every other
+    // region's copies (the processes decide on this region's log only).
+    let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
+    for source in std::iter::once(None).chain(state.mirrors.iter().map(Some)) {
+        for l in &live {
+            let group = source.map_or(l.group.clone(), |region| projections::registry::mirror_group(&l.group, region));
+            let topics = l.projection.reads().iter().map(|role| topic_of(state, source, *role)).collect();
+            groups.push((group, l.projection.name().to_string(), topics));
         }
     }
-    Ok(rows)
+    for process in ProcessKind::ALL {
+        let topics = process.reads().iter().map(|role| topic_of(state, None, *role)).collect();
+        groups.push((state.reads.process_group(process), process.name().to_string(), topics));
+    }
+    let mut ends: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
+    let mut offsets: BTreeMap<String, Vec<projections::store::GroupPartitionOffset>> = BTreeMap::new();
+    for topic in groups.iter().flat_map(|(_, _, topics)| topics) {
+        if !ends.contains_key(topic) {
+            ends.insert(topic.clone(), log_ends(state, topic).await);
+            offsets.insert(topic.clone(), state.reads.all_group_offsets(topic).await.map_err(read_failed)?);
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(group, runs, topics)| {
+            let mut partitions = Vec::new();
+            for topic in &topics {
+                let stored: BTreeMap<i32, i64> =
+                    offsets[topic].iter().filter(|o| o.group == group).map(|o| (o.partition, o.next_offset)).collect();
+                let topic_ends = &ends[topic];
+                let numbers: std::collections::BTreeSet<i32> =
+                    topic_ends.keys().chain(stored.keys()).copied().collect();
+                for p in numbers {
+                    let next = stored.get(&p).copied().unwrap_or(0);
+                    let end = topic_ends.get(&p).copied();
+                    partitions.push(LagPartition {
+                        topic: topic.clone(),
+                        partition: p,
+                        next_offset: next,
+                        log_end: end,
+                        lag: end.map(|e| (e - next).max(0)),
+                    });
+                }
+            }
+            let known = |f: fn(&LagPartition) -> Option<i64>| partitions.iter().map(f).sum::<Option<i64>>();
+            let worst = partitions.iter().filter(|p| p.lag.unwrap_or(0) > 0).max_by_key(|p| p.lag).cloned();
+            GroupLag {
+                next_offset: partitions.iter().map(|p| p.next_offset).sum(),
+                log_end: known(|p| p.log_end),
+                lag: known(|p| p.lag),
+                worst,
+                group,
+                runs,
+                topics,
+                partitions,
+            }
+        })
+        .collect())
+}
+
+/// The name of `role`'s topic, or of its copy from `source`.
+fn topic_of(state: &ApiState, source: Option<&schemas::Region>, role: schemas::TopicRole) -> String {
+    let own = role.name(&state.topic);
+    source.map_or(own.clone(), |region| region.mirrored(&own))
 }
 
 /// How far behind `region` this region's copy is, if the broker can say.

@@ -685,3 +685,60 @@ impl Processes {
         }
     }
 }
+
+/// Headless Chromium with a fresh profile, running a page for a few (virtual) seconds;
+/// `action` is what it leaves behind (`--dump-dom`, `--screenshot=…`). Returns its stdout
+/// and what it wrote to the console.
+async fn chromium(url: &str, action: &[&str]) -> (String, Vec<String>) {
+    let chromium = std::env::var("ORDERFLOW_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: `infra/local/up` installs Debian's chromium"
+    );
+    let profile = std::env::temp_dir().join(format!("orderflow-chromium-{}", uuid::Uuid::new_v4().simple()));
+    let mut command = std::process::Command::new(&chromium);
+    command.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=3000",
+        &format!("--user-data-dir={}", profile.display()),
+    ]);
+    command.args(action).arg(url);
+    let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run chromium");
+    let _ = std::fs::remove_dir_all(&profile);
+    let log = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(output.status.success(), "chromium failed: {log}");
+    // A Content-Security-Policy violation is reported on the console too.
+    let console =
+        log.lines().filter(|l| l.contains(":CONSOLE") || l.contains("Content Security Policy")).map(String::from);
+    (String::from_utf8_lossy(&output.stdout).to_string(), console.collect())
+}
+
+/// The page's DOM after headless Chromium ran it, and what it wrote to the console.
+pub async fn chromium_dom(url: &str) -> (String, Vec<String>) {
+    chromium(url, &["--dump-dom"]).await
+}
+
+/// A PNG of the page as headless Chromium drew it, `width`×`height`, at `path`.
+pub async fn chromium_screenshot(url: &str, path: &std::path::Path, width: u32, height: u32) {
+    chromium(url, &[&format!("--screenshot={}", path.display()), &format!("--window-size={width},{height}")]).await;
+    let png = std::fs::read(path).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", path.display()));
+    assert!(png.starts_with(b"\x89PNG"), "{} is not a PNG", path.display());
+}
+
+/// The text of the element with this id in a serialized DOM.
+pub fn text_of(dom: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let at = dom.find(&marker).unwrap_or_else(|| panic!("no #{id} in the page"));
+    let start = at + dom[at..].find('>').expect("tag end") + 1;
+    let end = start + dom[start..].find('<').expect("text end");
+    dom[start..end].to_string()
+}

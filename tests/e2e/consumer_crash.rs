@@ -95,6 +95,7 @@ async fn crash_at_every_point_then_compare(protocol: GroupProtocol) {
         token: Some(common::token(common::ALL_SCOPES)),
         decisions: None,
         initial_stock: 0,
+        limited_edition: None,
     })
     .await;
     assert!(report.accepted > 300, "{}", report.summary());
@@ -146,6 +147,7 @@ async fn loaded_topic_and_payment_reference(
         token: Some(common::token(common::ALL_SCOPES)),
         decisions: None,
         initial_stock: 0,
+        limited_edition: None,
     };
     load::run(load).await;
     let reference = Store::connect(&common::fresh_database().await).await.expect("store");

@@ -36,6 +36,7 @@ async fn churn_then_compare(protocol: GroupProtocol, strategy: &str) {
         token: Some(common::token(common::ALL_SCOPES)),
         decisions: None,
         initial_stock: 0,
+        limited_edition: None,
     }));
     // A second member per group joins and leaves every 1.5 s while the load runs.
     let mut joins = 0;

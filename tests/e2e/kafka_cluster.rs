@@ -25,6 +25,7 @@ fn load_config(target: &str, rate: u32, seconds: u64) -> LoadConfig {
         token: Some(common::token(common::ALL_SCOPES)),
         decisions: None,
         initial_stock: 0,
+        limited_edition: None,
     }
 }
 

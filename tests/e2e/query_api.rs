@@ -346,57 +346,12 @@ async fn lookups_lists_and_summaries_match_the_projections_paginate_and_refuse_b
     let _ = (&side.database_url, &side.prefix);
 }
 
-/// The text of the element with this id in a serialized DOM.
-fn text_of(dom: &str, id: &str) -> String {
-    let marker = format!("id=\"{id}\"");
-    let at = dom.find(&marker).unwrap_or_else(|| panic!("no #{id} in the page"));
-    let start = at + dom[at..].find('>').expect("tag end") + 1;
-    let end = start + dom[start..].find('<').expect("text end");
-    dom[start..end].to_string()
-}
-
 /// The number in the `td.n` cell of the row with `data-<attribute>="<value>"`.
 fn row_number(dom: &str, attribute: &str, value: &str) -> String {
     let marker = format!("data-{attribute}=\"{value}\"");
     let at = dom.find(&marker).unwrap_or_else(|| panic!("no row {marker} in the page"));
     let cell = at + dom[at..].find("class=\"n\">").expect("number cell") + "class=\"n\">".len();
     dom[cell..cell + dom[cell..].find('<').expect("cell end")].to_string()
-}
-
-/// The page's DOM after headless Chromium ran it for a few (virtual) seconds, and what it
-/// wrote to the console.
-async fn dashboard_dom(url: &str) -> (String, Vec<String>) {
-    let chromium = std::env::var("ORDERFLOW_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: `infra/local/up` installs Debian's chromium"
-    );
-    let profile = std::env::temp_dir().join(format!("orderflow-chromium-{}", uuid::Uuid::new_v4().simple()));
-    let mut command = std::process::Command::new(&chromium);
-    command.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--virtual-time-budget=3000",
-        &format!("--user-data-dir={}", profile.display()),
-        "--dump-dom",
-        url,
-    ]);
-    let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run chromium");
-    let _ = std::fs::remove_dir_all(&profile);
-    let log = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(output.status.success(), "chromium failed: {log}");
-    // A Content-Security-Policy violation is reported on the console too.
-    let console =
-        log.lines().filter(|l| l.contains(":CONSOLE") || l.contains("Content Security Policy")).map(String::from);
-    (String::from_utf8_lossy(&output.stdout).to_string(), console.collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,25 +383,25 @@ async fn the_dashboard_asks_for_a_token_then_renders_in_headless_chromium_the_nu
     assert_eq!(data["dead_letters_total"], 0, "{data}");
 
     // Without a token the page asks for one and shows nothing.
-    let (dom, console) = dashboard_dom(&format!("{}/", side.api.base_url)).await;
+    let (dom, console) = common::chromium_dom(&format!("{}/", side.api.base_url)).await;
     assert!(console.is_empty(), "the page wrote to the console: {console:#?}");
     assert!(dom.contains("data-state=\"login\""), "no token: the page must ask for one: {dom}");
     assert!(dom.contains("<form id=\"login\">"), "the login form is shown: {dom}");
-    assert_eq!(text_of(&dom, "orders-total"), "–", "no data without a token");
+    assert_eq!(common::text_of(&dom, "orders-total"), "–", "no data without a token");
     assert!(!dom.contains("data-sku="), "no data without a token");
 
     // A link carrying a read token in its fragment signs the tab in.
     let reader = common::token("only-read");
-    let (dom, console) = dashboard_dom(&format!("{}/#token={reader}", side.api.base_url)).await;
+    let (dom, console) = common::chromium_dom(&format!("{}/#token={reader}", side.api.base_url)).await;
     assert!(console.is_empty(), "the page wrote to the console: {console:#?}");
     assert!(dom.contains("data-state=\"ready\""), "the page did not load its data: {dom}");
     assert!(!dom.contains(&reader), "the token is not left in the page");
 
-    assert_eq!(text_of(&dom, "orders-total"), data["orders_total"].to_string());
-    assert_eq!(text_of(&dom, "dead-letters-total"), data["dead_letters_total"].to_string());
-    assert_eq!(text_of(&dom, "lag-total"), data["lag_total"].to_string());
-    assert_eq!(text_of(&dom, "low-count"), data["inventory"]["low"].to_string());
-    assert_eq!(text_of(&dom, "oversold-count"), data["inventory"]["oversold"].to_string());
+    assert_eq!(common::text_of(&dom, "orders-total"), data["orders_total"].to_string());
+    assert_eq!(common::text_of(&dom, "dead-letters-total"), data["dead_letters_total"].to_string());
+    assert_eq!(common::text_of(&dom, "lag-total"), data["lag_total"].to_string());
+    assert_eq!(common::text_of(&dom, "low-count"), data["inventory"]["low"].to_string());
+    assert_eq!(common::text_of(&dom, "oversold-count"), data["inventory"]["oversold"].to_string());
     for s in data["orders_by_status"].as_array().expect("statuses") {
         assert_eq!(row_number(&dom, "status", s["status"].as_str().expect("status")), s["orders"].to_string());
     }

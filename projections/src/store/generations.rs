@@ -249,6 +249,11 @@ impl Operations {
 }
 
 impl Reads {
+    /// The group that runs `process` (a process has no generations: one group for ever).
+    pub fn process_group(&self, process: crate::registry::ProcessKind) -> String {
+        self.store.group(process)
+    }
+
     /// The live generation of `projection` and the group that builds it.
     pub async fn live_projection(&self, projection: ProjectionKind) -> Result<LiveProjection, StoreError> {
         self.store.live_projection(projection).await

@@ -568,6 +568,15 @@ impl Reads {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(&self.store.pool).await?)
     }
 
+    /// Orders the order process has yet to decide or that wait for their payment (pending
+    /// or confirmed): each will change status on its own, at the latest when its payment
+    /// timer fires.
+    pub async fn open_orders(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM order_status WHERE status IN ('pending', 'confirmed')")
+            .fetch_one(&self.store.pool)
+            .await?)
+    }
+
     /// One order's status, if the order process has seen it.
     pub async fn order_status(&self, order_id: Uuid) -> Result<Option<OrderStatusRow>, StoreError> {
         let row = sqlx::query("SELECT order_id, status, reason, updated_at_us FROM order_status WHERE order_id = $1")

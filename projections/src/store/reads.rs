@@ -1,6 +1,8 @@
 //! Reads for the query API, the dashboard, tests and rebuild checks. They go through the
 //! views (or the live generation's tables), so a shadow rebuild's switch is atomic for
 //! them too.
+use std::collections::BTreeMap;
+
 use chrono::DateTime;
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -461,9 +463,21 @@ pub struct ShopSummary {
     pub revenue: Vec<(String, Total)>,
     /// Orders paid but not shipped, per warehouse.
     pub backlog: Vec<(String, i64)>,
+    /// Rejected orders per reason, the reason's detail in brackets left out (e.g.
+    /// `out of stock: SKU-0`), most first.
+    pub rejections: Vec<(String, i64)>,
+    /// The order process's decisions as the history recorded them from the log, per
+    /// event kind (`OrderConfirmed`, `OrderRejected`, `OrderExpired`).
+    pub logged_decisions: Vec<(String, i64)>,
     pub payment_rows: i64,
     pub fulfilment_rows: i64,
     pub dead_letters: i64,
+}
+
+/// `out of stock: SKU-0 (2 requested, 0 available)` → `out of stock: SKU-0`: the same
+/// reason for every order it refused, whatever the quantities.
+fn reason_kind(reason: &str) -> &str {
+    reason.split_once(" (").map_or(reason, |(kind, _)| kind).trim()
 }
 
 fn pairs(rows: &[AnyRow]) -> Result<Vec<(String, i64)>, sqlx::Error> {
@@ -544,6 +558,20 @@ impl Reads {
             backlog: pairs(
                 &all("SELECT COALESCE(warehouse, 'unassigned'), COUNT(*) FROM order_fulfilment
                       WHERE status IN ('ready_to_ship', 'packed') GROUP BY COALESCE(warehouse, 'unassigned') ORDER BY 1")
+                .await?,
+            )?,
+            rejections: {
+                let mut per_reason: BTreeMap<String, i64> = BTreeMap::new();
+                for row in all("SELECT COALESCE(reason, '') FROM order_status WHERE status = 'rejected'").await? {
+                    *per_reason.entry(reason_kind(&row.try_get::<String, _>(0)?).to_string()).or_default() += 1;
+                }
+                let mut most_first: Vec<(String, i64)> = per_reason.into_iter().collect();
+                most_first.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                most_first
+            },
+            logged_decisions: pairs(
+                &all("SELECT kind, COUNT(*) FROM order_history_events
+                      WHERE kind IN ('OrderConfirmed', 'OrderRejected', 'OrderExpired') GROUP BY kind ORDER BY kind")
                 .await?,
             )?,
             payment_rows: count("SELECT COUNT(*) FROM order_payments").await?,
