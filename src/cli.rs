@@ -75,6 +75,18 @@ impl Cli {
         }
     }
 
+    /// The name this process's spans are exported under (`service.name`): the service it
+    /// runs, so a trace shows which process each step ran in.
+    pub fn service_name(&self) -> String {
+        match &self.command {
+            Command::Checkout(_) => "orderflow-checkout".into(),
+            Command::Consume(args) => format!("orderflow-{}", args.target().name()),
+            Command::ServeApi(_) => "orderflow-query-api".into(),
+            Command::Demo(_) => "orderflow-demo".into(),
+            _ => "orderflow".into(),
+        }
+    }
+
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Topics { command } => command.run().await,

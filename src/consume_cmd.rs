@@ -244,3 +244,10 @@ async fn live_group_changed(store: &Store, projection: ProjectionKind, current: 
         }
     }
 }
+
+impl ConsumeArgs {
+    /// What this member runs: a projection or a process.
+    pub fn target(&self) -> GroupKind {
+        self.target
+    }
+}

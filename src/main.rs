@@ -11,7 +11,19 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli.run()) {
+    // Spans leave the process only when OTEL_EXPORTER_OTLP_ENDPOINT is set; the guard
+    // sends what is buffered when the command ends. Outside the runtime: the exporter's
+    // HTTP client is a blocking one, on its own thread.
+    let tracing = match infra::trace::init(&cli.service_name()) {
+        Ok(tracing) => tracing,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(cli.run());
+    drop(tracing);
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -163,12 +163,18 @@ enum RoundResult {
 #[tracing::instrument(skip_all, fields(events = rows.len()))]
 async fn publish(producer: &FutureProducer, rows: &[OutboxRow]) -> Result<(), rdkafka::error::KafkaError> {
     let mut pending = Vec::with_capacity(rows.len());
+    // One step per event whose decision was traced, ended when the broker acknowledged it.
+    let mut steps = Vec::new();
     for row in rows {
         let mut headers = OwnedHeaders::new()
             .insert(Header { key: schemas::PRINCIPAL_HEADER, value: Some(row.published_by.as_bytes()) });
         let epoch = row.epoch.to_string();
         if row.epoch > 1 {
             headers = headers.insert(Header { key: schemas::EPOCH_HEADER, value: Some(epoch.as_bytes()) });
+        }
+        if let Some(step) = relay_step(row) {
+            headers = headers.insert(Header { key: schemas::TRACE_HEADER, value: Some(step.traceparent().as_bytes()) });
+            steps.push(step);
         }
         let record = FutureRecord::to(&row.topic).key(&row.key).payload(&row.payload).headers(headers);
         match producer.send_result(record) {
@@ -177,11 +183,29 @@ async fn publish(producer: &FutureProducer, rows: &[OutboxRow]) -> Result<(), rd
         }
     }
     for delivery in pending {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(e),
-            Err(_) => return Err(rdkafka::error::KafkaError::Canceled),
+        let failed = match delivery.await {
+            Ok(Ok(_)) => None,
+            Ok(Err((e, _))) => Some(e),
+            Err(_) => Some(rdkafka::error::KafkaError::Canceled),
+        };
+        if let Some(e) = failed {
+            for mut step in steps {
+                step.fail(format!("not acknowledged: {e}"));
+            }
+            return Err(e);
         }
     }
     Ok(())
+}
+
+/// The relay's step for `row`, a child of the decision that emitted it; `None` when
+/// tracing is off or the decision was not traced.
+fn relay_step(row: &OutboxRow) -> Option<infra::trace::Step> {
+    let parent = infra::trace::parse(row.trace_parent.as_deref()?)?;
+    infra::trace::Step::builder(format!("relay {}", row.topic), infra::trace::StepKind::Producer)?
+        .parent(Some(parent))
+        .attribute("messaging.destination.name", row.topic.clone())
+        .attribute("orderflow.published_by", row.published_by.clone())
+        .record_key(&row.key)
+        .start()
 }

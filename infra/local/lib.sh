@@ -28,6 +28,15 @@ kafka_lib=$cache_root/kafka-$kafka_version/lib
 # MirrorMaker 2 (`up --regions`): its two jars beside the broker's, same version.
 mirror_lib=$cache_root/kafka-$kafka_version/mirror-lib
 
+# The trace viewer (`up --tracing`): Jaeger v2 (its Go module's v1.x tags), built once per
+# machine from source with the machine's Go, in memory, on loopback only.
+jaeger_module_version=v1.75.0
+jaeger_home=$cache_root/jaeger-$jaeger_module_version
+jaeger_otlp_port=${ORDERFLOW_LOCAL_JAEGER_OTLP_PORT:-$((broker_port + 5226))}
+jaeger_query_port=${ORDERFLOW_LOCAL_JAEGER_QUERY_PORT:-$((jaeger_otlp_port + 1))}
+jaeger_health_port=$((jaeger_otlp_port + 2))
+jaeger_grpc_port=$((jaeger_otlp_port + 3))
+
 log() { echo "[infra/local] $*" >&2; }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }

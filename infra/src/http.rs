@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
+
+use crate::trace::{Step, StepKind};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -41,11 +43,34 @@ async fn measure(names: RequestMetrics, request: Request, next: Next) -> Respons
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(names.requests, "route" => route.clone(), "status" => status).increment(1);
+    let step = request_step(&request, &route);
+    let response = crate::trace::within(step.as_ref().map(Step::context), next.run(request)).await;
+    let status = response.status().as_u16();
+    if let Some(mut step) = step {
+        step.set("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            step.fail(format!("answered {status}"));
+        }
+        step.end();
+    }
+    metrics::counter!(names.requests, "route" => route.clone(), "status" => status.to_string()).increment(1);
     metrics::histogram!(names.seconds, "route" => route).record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The request's step when tracing is on: a child of the caller's `traceparent` if it sent
+/// a valid one, else a new trace. Probes and scrapes are not traced.
+fn request_step(request: &Request, route: &str) -> Option<Step> {
+    if !crate::trace::enabled() || matches!(route, "/healthz" | "/readyz" | "/metrics") {
+        return None;
+    }
+    let parent =
+        request.headers().get(schemas::TRACE_HEADER).and_then(|v| v.to_str().ok()).and_then(crate::trace::parse);
+    Step::builder(format!("{} {route}", request.method()), StepKind::Server)?
+        .parent(parent)
+        .attribute("http.request.method", request.method().to_string())
+        .attribute("http.route", route.to_string())
+        .start()
 }
 
 /// Prometheus metrics of this process.

@@ -30,6 +30,7 @@ pub mod serve;
 pub mod telemetry;
 pub mod tls;
 pub mod topics;
+pub mod trace;
 pub mod watch;
 
 pub use backoff::Backoff;

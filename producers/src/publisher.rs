@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use infra::trace::{Step, StepKind};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
-use schemas::{Codec, Event, EPOCH_HEADER, EVENT_ID_HEADER, PRINCIPAL_HEADER, REQUEST_HEADER};
+use schemas::{Codec, Event, EPOCH_HEADER, EVENT_ID_HEADER, PRINCIPAL_HEADER, REQUEST_HEADER, TRACE_HEADER};
 use serde::Serialize;
 
 use crate::error::PublishError;
@@ -164,11 +165,14 @@ impl Publisher {
         let (generation, producer) = self.current();
         let mut record = FutureRecord::to(topic).key(key).payload(payload);
         let headers_event_id = headers.event_id.map(String::from);
+        let mut step = produce_step(topic, key);
+        let traceparent = step.as_ref().map(Step::traceparent);
         let headers = [
             (PRINCIPAL_HEADER, headers.principal),
             (EVENT_ID_HEADER, headers.event_id),
             (REQUEST_HEADER, headers.request),
             (EPOCH_HEADER, headers.epoch),
+            (TRACE_HEADER, traceparent.as_deref()),
         ];
         if headers.iter().any(|(_, value)| value.is_some()) {
             let headers = headers
@@ -185,6 +189,13 @@ impl Publisher {
         };
         let outcome = tokio::time::timeout(self.deadline, delivery).await;
         m::record_produce_latency(started.elapsed());
+        if let (Some(step), Ok(Ok(Ok(delivered)))) = (step.as_mut(), &outcome) {
+            step.set("messaging.kafka.partition", i64::from(delivered.partition));
+            step.set("messaging.kafka.offset", delivered.offset);
+        } else if let Some(step) = step.as_mut() {
+            step.fail("not acknowledged");
+        }
+        drop(step);
         let error = match outcome {
             Ok(Ok(Ok(delivered))) => {
                 self.consecutive_failures.store(0, Ordering::Relaxed);
@@ -356,4 +367,15 @@ fn find_record(
         }
     }
     Ok(None)
+}
+
+/// The step of appending a record for the request this task answers, when it is traced
+/// (see [`infra::trace::within`]); ends when dropped, after the acknowledgement.
+fn produce_step(topic: &str, key: &str) -> Option<Step> {
+    let parent = infra::trace::current()?;
+    Step::builder(format!("publish {topic}"), StepKind::Producer)?
+        .parent(Some(parent))
+        .attribute("messaging.destination.name", topic.to_string())
+        .record_key(key)
+        .start()
 }

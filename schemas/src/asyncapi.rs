@@ -6,7 +6,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::event::EventKind;
-use crate::names::{TopicRole, EVENT_ID_HEADER, PRINCIPAL_HEADER, REQUEST_HEADER};
+use crate::names::{TopicRole, EVENT_ID_HEADER, PRINCIPAL_HEADER, REQUEST_HEADER, TRACE_HEADER};
 use crate::ownership::EPOCH_HEADER;
 use crate::registry::{builtin_contract, ContractFile};
 
@@ -166,6 +166,11 @@ fn message(kind: EventKind, file: Option<&ContractFile>) -> Value {
                     "type": "string",
                     "pattern": "^v1 [0-9a-f]{64} [0-9a-f]{64} -?[0-9]+$",
                     "description": "Set by the checkout on an event appended under an Idempotency-Key: `v1 <SHA-256 of scope and key> <SHA-256 of the request> <epoch ms of the key's first claim>`, digests only. `orderflow rebuild checkout-keys` restores the key store from it.",
+                },
+                TRACE_HEADER: {
+                    "type": "string",
+                    "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+                    "description": "W3C trace context of the step that appended the record (the checkout's request, or the decision that emitted it); consumers continue its trace. Absent or invalid: a new trace starts. Optional.",
                 },
                 EPOCH_HEADER: {
                     "type": "string",

@@ -34,7 +34,7 @@ pub use event::{
 pub use names::{
     adjustments_topic, decisions_topic, pipeline_topics, principal_of_header, topic_of, valid_principal_name,
     TopicRole, DECIDING_PRINCIPALS, EVENT_ID_HEADER, MAX_PRINCIPAL_LEN, ORDERS_TOPIC, ORDER_PROCESS_PRINCIPAL,
-    PRINCIPAL_HEADER, REQUEST_HEADER, STOCK_PRINCIPAL,
+    PRINCIPAL_HEADER, REQUEST_HEADER, STOCK_PRINCIPAL, TRACE_HEADER,
 };
 pub use ownership::{control_topic, epoch_of_header, Admit, CutPoint, EarlierCut, Handover, Owners, EPOCH_HEADER};
 pub use region::{Region, MAX_REGION_LEN};

@@ -121,6 +121,11 @@ pub fn pipeline_topics(orders_topic: &str) -> Vec<String> {
 /// schema and every reader of the payload is unchanged; readers treat a missing or
 /// unreadable header as "unknown publisher", since producers we did not write may send
 /// straight to the topic.
+/// W3C trace context (`00-<trace id>-<span id>-<flags>`) of the step that appended the
+/// record: the checkout's request, or the decision that emitted it. Optional; a record
+/// without it, or with one that is not valid trace context, starts a new trace.
+pub const TRACE_HEADER: &str = "traceparent";
+
 pub const PRINCIPAL_HEADER: &str = "orderflow-principal";
 
 /// The record header carrying the event's id (the checkout sets it): how a region finds

@@ -57,6 +57,7 @@ pub(super) async fn append_backlog(
             timestamp_ms: None,
             published_by: Some("bench".into()),
             epoch: 1,
+            trace_parent: None,
         });
     }
     records.sort_by_key(|r| (r.partition, r.offset));

@@ -85,6 +85,7 @@ async fn each_service_works_under_its_own_role_and_no_role_can_do_what_it_must_n
         timestamp_ms: None,
         published_by: Some("shop".into()),
         epoch: 1,
+        trace_parent: None,
     }];
     let batch = Batch {
         group: "orderflow-payment",

@@ -30,4 +30,5 @@ mod replica;
 mod retention;
 mod schema_registry;
 mod takeover;
+mod tracing;
 mod transfers;

@@ -57,6 +57,7 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
             timestamp_ms: None,
             published_by: None,
             epoch: 1,
+            trace_parent: None,
         });
     }
     // Two records nobody can read: one stays parked, one an operator skips.
@@ -70,6 +71,7 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
             timestamp_ms: None,
             published_by: None,
             epoch: 1,
+            trace_parent: None,
         });
     }
     let outcome = apply(&store, &codec, &records, 0, TopicRole::Decisions).await;
@@ -84,6 +86,7 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
         timestamp_ms: None,
         published_by: None,
         epoch: 1,
+        trace_parent: None,
     };
     assert_eq!(apply(&store, &codec, &[forged], 0, TopicRole::Orders).await.dead_lettered, 1);
     let parked = store.reads().dead_letters("g").await.expect("dead letters");
@@ -102,6 +105,7 @@ async fn pruning_keeps_the_tables_bounded(database_url: &str) {
         timestamp_ms: None,
         published_by: None,
         epoch: 1,
+        trace_parent: None,
     };
     assert_eq!(
         apply(&store, &codec, &[again], 202, TopicRole::Decisions).await.duplicates,

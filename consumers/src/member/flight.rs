@@ -11,6 +11,7 @@ use super::applied::record_applied;
 use super::env::BatchEnv;
 use super::reading::Reading;
 use super::retry::apply_with_retry;
+use super::steps::BatchSteps;
 use crate::error::ConsumerError;
 use crate::metrics as m;
 
@@ -21,6 +22,7 @@ struct InFlight {
     started: Instant,
     /// The records' summed buffer wait and age at poll (see [`super::stats::Timings`]).
     buffer_timing: (f64, f64),
+    steps: Option<BatchSteps>,
 }
 
 /// At most one batch in flight.
@@ -42,7 +44,7 @@ impl Flight {
     pub fn start(
         &mut self,
         env: &BatchEnv<'_>,
-        records: Vec<LogRecord>,
+        mut records: Vec<LogRecord>,
         decoded: Option<DecodedRecords>,
         reading: &Reading,
         started: Instant,
@@ -53,6 +55,7 @@ impl Flight {
         let (group, topic, role) = (env.config.group.clone(), env.config.topic.clone(), env.config.role());
         let read_from = reading.read_from.clone();
         let causes = env.causes.cloned();
+        let steps = BatchSteps::start(&group, kind, &topic, &mut records);
         let task = env.consumer.context().runtime.spawn(async move {
             if let Some(causes) = causes {
                 causes.wait(&batches, &records).await;
@@ -61,7 +64,7 @@ impl Flight {
             let result = batches.apply_decoded(kind, &batch, &codec, decoded).await;
             (records, result)
         });
-        self.0 = Some(InFlight { task, started, buffer_timing });
+        self.0 = Some(InFlight { task, started, buffer_timing, steps });
     }
 
     /// Finishes the batch in flight, if any, and then drops from `buffer` the records of
@@ -85,8 +88,11 @@ impl Flight {
 /// database is away, halving to find a record it refuses): its transaction rolled back,
 /// so nothing of it is in the database.
 fn finish(env: &BatchEnv<'_>, flight: InFlight, reading: &mut Reading) -> Result<(), ConsumerError> {
-    let InFlight { task, started, buffer_timing } = flight;
+    let InFlight { task, started, buffer_timing, steps } = flight;
     let (records, result) = env.consumer.context().runtime.block_on(task).map_err(ConsumerError::BatchTask)?;
+    if let Some(steps) = steps {
+        steps.end(result.as_ref().err().map(|e| infra::error_chain(e)));
+    }
     match result {
         Ok(outcome) => {
             record_applied(env, &records, reading, &outcome, started);

@@ -20,7 +20,7 @@
 //! `env` (what a batch needs from the member), `retry` and `bisect` (backoff, and halving to
 //! find a refused record), `causal` (what a batch waits for on another topic first),
 //! `reading` (contiguity, rewinds and rebalances: pure rules), `timers` (the hook for groups
-//! that fire timers), `stats` (counters and the handle).
+//! that fire timers), `stats` (counters and the handle), `steps` (a batch's trace spans, when tracing is on).
 mod applied;
 mod bisect;
 mod causal;
@@ -33,6 +33,7 @@ mod reading;
 mod retry;
 mod start;
 mod stats;
+mod steps;
 mod timers;
 
 pub use config::{defaults, GroupProtocol, MemberConfig};

@@ -38,6 +38,17 @@ fn epoch(message: &rdkafka::message::BorrowedMessage<'_>) -> u32 {
     schemas::epoch_of_header(value)
 }
 
+/// The record's trace context, when tracing is on and it carries a valid one.
+fn trace_parent(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<String> {
+    use rdkafka::message::{Headers, Message};
+    if !infra::trace::enabled() {
+        return None;
+    }
+    let header = message.headers()?.iter().find(|h| h.key == schemas::TRACE_HEADER)?;
+    let value = std::str::from_utf8(header.value?).ok()?;
+    infra::trace::parse(value).map(|_| value.to_string())
+}
+
 fn record_of(message: &rdkafka::message::BorrowedMessage<'_>) -> (LogRecord, Option<i64>) {
     let record = LogRecord {
         partition: message.partition(),
@@ -47,6 +58,7 @@ fn record_of(message: &rdkafka::message::BorrowedMessage<'_>) -> (LogRecord, Opt
         timestamp_ms: message.timestamp().to_millis(),
         published_by: published_by(message),
         epoch: epoch(message),
+        trace_parent: trace_parent(message),
     };
     (record, message.timestamp().to_millis())
 }

@@ -75,7 +75,16 @@ mod tests {
     use super::*;
 
     fn record(partition: i32, offset: i64) -> LogRecord {
-        LogRecord { partition, offset, key: None, payload: None, timestamp_ms: None, published_by: None, epoch: 1 }
+        LogRecord {
+            partition,
+            offset,
+            key: None,
+            payload: None,
+            timestamp_ms: None,
+            published_by: None,
+            epoch: 1,
+            trace_parent: None,
+        }
     }
 
     fn held(buffer: &[LogRecord]) -> Vec<(i32, i64)> {

@@ -41,6 +41,8 @@ pub struct OutboxRow {
     pub published_by: String,
     /// The ownership epoch to publish it under (1: this region's own order).
     pub epoch: u32,
+    /// The trace context of the decision that emitted it, if its cause carried one.
+    pub trace_parent: Option<String>,
 }
 
 /// An order's status as the `order_status` view shows it.
@@ -282,6 +284,20 @@ impl Stocks {
     }
 }
 
+/// Decided events, and the trace context of the decision each came from, by position
+/// (shorter: none for the rest).
+#[derive(Clone, Copy)]
+struct Emitted<'a> {
+    events: &'a [Event],
+    traces: &'a [Option<String>],
+}
+
+impl<'a> Emitted<'a> {
+    fn untraced(events: &'a [Event]) -> Self {
+        Emitted { events, traces: &[] }
+    }
+}
+
 /// Puts decided events into the outbox, in decision order (`seq` keeps it).
 async fn enqueue(
     conn: &mut AnyConnection,
@@ -289,9 +305,10 @@ async fn enqueue(
     codec: &Codec,
     settings: &ProcessSettings,
     principal: &str,
-    events: &[Event],
+    emitted: Emitted<'_>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let Emitted { events, traces } = emitted;
     let mut rows = Vec::with_capacity(events.len());
     // Decisions about the orders of a region handed over (one this region took over, or
     // this region's own after it took them back) go out under the handover's epoch.
@@ -301,23 +318,27 @@ async fn enqueue(
         Some(_) if events.iter().any(|e| homes(e).is_some()) => Some(super::handovers::owners(&mut *conn).await?),
         _ => None,
     };
-    for event in events {
+    for (i, event) in events.iter().enumerate() {
         let payload = codec.encode(event).map_err(|e| StoreError::Invalid(format!("encoding a decision: {e}")))?;
         let epoch = match (&here, &owners, homes(event)) {
             (Some(here), Some(owners), Some(home)) => owners.writes_as(here, &home).unwrap_or(1),
             _ => 1,
         };
-        rows.push((settings.destination(event), event.key(), payload, epoch));
+        let trace = traces.get(i).cloned().flatten();
+        rows.push((settings.destination(event), event.key(), payload, epoch, trace));
     }
     for chunk in rows.chunks(CHUNK) {
-        let mut q = Sql::new("INSERT INTO outbox (topic, record_key, payload, published_by, created_at_ms, epoch) ");
-        q.values(chunk, |v, (topic, key, payload, epoch)| {
+        let mut q = Sql::new(
+            "INSERT INTO outbox (topic, record_key, payload, published_by, created_at_ms, epoch, trace_parent) ",
+        );
+        q.values(chunk, |v, (topic, key, payload, epoch, trace)| {
             v.bind(topic.clone())
                 .bind(key.clone())
                 .bind(payload.clone())
                 .bind(principal.to_string())
                 .bind(now_ms)
-                .bind(i64::from(*epoch));
+                .bind(i64::from(*epoch))
+                .bind(trace.clone());
         });
         q.execute(&mut *conn).await?;
     }
@@ -358,6 +379,8 @@ impl Store {
 
         let ctx = settings.context();
         let mut emitted: Vec<Event> = Vec::new();
+        // Parallel to `emitted`: the trace context of the record each was decided on.
+        let mut traces: Vec<Option<String>> = Vec::new();
         let mut refused: Vec<NewDeadLetter> = std::mem::take(refused);
         let mut orders = Orders::default();
         let mut stocks = Stocks::default();
@@ -377,6 +400,7 @@ impl Store {
             match decided {
                 Ok(Ok(events)) => {
                     outcome.applied += 1;
+                    traces.extend(std::iter::repeat_n(record.trace_parent.clone(), events.len()));
                     emitted.extend(events);
                 }
                 Ok(Err(reason)) => refused.push(NewDeadLetter { record, order_id, reason }),
@@ -388,7 +412,16 @@ impl Store {
         let conn: &mut AnyConnection = &mut open.tx;
         orders.write(conn).await?;
         stocks.write(conn).await?;
-        enqueue(conn, self.region.as_deref(), codec, settings, kind.principal(), &emitted, now_ms).await?;
+        enqueue(
+            conn,
+            self.region.as_deref(),
+            codec,
+            settings,
+            kind.principal(),
+            Emitted { events: &emitted, traces: &traces },
+            now_ms,
+        )
+        .await?;
         open.outcome.dead_lettered = open.dead.len() + refused.len();
         dead_letters::insert(conn, group, topic, &open.dead, now_ms).await?;
         dead_letters::insert_refused(conn, group, topic, &refused, now_ms).await?;
@@ -468,7 +501,7 @@ impl Store {
             codec,
             settings,
             ORDER_PROCESS_PRINCIPAL,
-            &emitted,
+            Emitted::untraced(&emitted),
             schemas::clock::now_ms(),
         )
         .await?;
@@ -516,7 +549,7 @@ impl Outbox {
     /// The oldest `limit` events of the outbox, in the order they were decided.
     pub async fn outbox_batch(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, topic, record_key, payload, published_by, epoch FROM outbox ORDER BY seq LIMIT $1",
+            "SELECT seq, topic, record_key, payload, published_by, epoch, trace_parent FROM outbox ORDER BY seq LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.store.pool)
@@ -530,6 +563,7 @@ impl Outbox {
                     payload: r.try_get("payload")?,
                     published_by: r.try_get("published_by")?,
                     epoch: u32::try_from(r.try_get::<i64, _>("epoch")?).unwrap_or(1),
+                    trace_parent: r.try_get("trace_parent")?,
                 })
             })
             .collect()
@@ -730,8 +764,16 @@ impl Operations {
         for chunk in ids.chunks(10_000) {
             super::fold::claim_event_ids(conn, &group, chunk).await?;
         }
-        enqueue(conn, self.store.region.as_deref(), codec, settings, kind.principal(), recovered.missing(), now_ms)
-            .await?;
+        enqueue(
+            conn,
+            self.store.region.as_deref(),
+            codec,
+            settings,
+            kind.principal(),
+            Emitted::untraced(recovered.missing()),
+            now_ms,
+        )
+        .await?;
         tx.commit().await?;
         Ok(restored)
     }
@@ -782,8 +824,16 @@ impl Operations {
         }
         super::handovers::insert_handover(&mut *conn, handover).await?;
         // After the handover row, so the outbox rows get its epoch.
-        enqueue(conn, self.store.region.as_deref(), codec, settings, ORDER_PROCESS_PRINCIPAL, enqueue_now, now_ms)
-            .await?;
+        enqueue(
+            conn,
+            self.store.region.as_deref(),
+            codec,
+            settings,
+            ORDER_PROCESS_PRINCIPAL,
+            Emitted::untraced(enqueue_now),
+            now_ms,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Adopted { orders: adopted.flows.len(), enqueued: enqueue_now.len() })
     }

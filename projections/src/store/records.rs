@@ -18,6 +18,9 @@ pub struct LogRecord {
     /// The ownership epoch its [`schemas::EPOCH_HEADER`] names: 1 (no header) when the
     /// order's home appended it, higher when a region that took the home over did.
     pub epoch: u32,
+    /// The W3C trace context it continues ([`schemas::TRACE_HEADER`]), when tracing is on
+    /// and it carries a valid one. A process's decisions about it carry it to the outbox.
+    pub trace_parent: Option<String>,
 }
 
 /// Records of one group's consumer to apply together.

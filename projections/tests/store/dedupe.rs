@@ -26,6 +26,7 @@ pub(crate) fn record(codec: &Codec, event: &Event, offset: i64) -> LogRecord {
         timestamp_ms: None,
         published_by: None,
         epoch: 1,
+        trace_parent: None,
     }
 }
 

@@ -23,6 +23,7 @@ async fn a_vanished_offset_row_is_recreated_and_moves_with_the_batch(url: &str) 
         timestamp_ms: None,
         published_by: None,
         epoch: 1,
+        trace_parent: None,
     };
     let records = [record(0, EventKind::OrderPlaced)];
     let batch = Batch {

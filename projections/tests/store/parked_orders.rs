@@ -36,6 +36,7 @@ async fn later_events_of_parked_orders_park(url: &str, parked_orders: usize) {
             timestamp_ms: None,
             published_by: None,
             epoch: 1,
+            trace_parent: None,
         })
         .collect();
     let first = apply_records(&store, &codec, &unreadable, 0).await;
@@ -111,6 +112,7 @@ async fn an_orders_events_before_an_unreadable_record_of_the_same_batch_are_appl
         timestamp_ms: None,
         published_by: None,
         epoch: 1,
+        trace_parent: None,
     };
     let captured = crate::dedupe::record(&codec, &readdressed(sample(EventKind::PaymentCaptured), order), 2);
     let outcome = apply_records(&store, &codec, &[placed, unreadable, captured], 0).await;
