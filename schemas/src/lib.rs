@@ -19,6 +19,7 @@ pub mod compatibility;
 mod error;
 mod event;
 mod names;
+mod nul_scan;
 mod ownership;
 mod region;
 mod registry;
