@@ -134,19 +134,48 @@ pub(super) enum Folded {
 /// alone before its batch's transaction (they depend on no stored state), in binary
 /// `COPY` form. The batch decides in its transaction which records it applies; each
 /// applied one's prebuilt row is then taken as it is.
+///
+/// The rows sit one after the other in one buffer, already framed as a `COPY` stream
+/// (header first), so a batch that applies every one of them (the usual case) sends the
+/// buffer as it is; otherwise the taken rows are copied out by their ranges.
 #[derive(Default)]
 pub(super) struct AppendedRows {
-    /// Per (partition, offset), the row's bytes (a binary `COPY` tuple).
-    rows: HashMap<(i32, i64), Vec<u8>>,
+    /// The `COPY` header, then each row's tuple; empty when no row was built.
+    bytes: Vec<u8>,
+    /// Per (partition, offset), the range of its row in `bytes`, and whether it was taken.
+    rows: HashMap<(i32, i64), (std::ops::Range<usize>, bool)>,
+    /// Rows taken so far, and whether they were taken in the order they were built (so
+    /// that, all taken, `bytes` is the stream as is).
+    taken: usize,
+    in_order: bool,
+    /// The end of the last row taken.
+    last_end: usize,
 }
 
 impl AppendedRows {
+    /// Appends `other`'s rows after this one's (the slices of a batch decoded apart).
     pub fn extend(&mut self, other: AppendedRows) {
-        self.rows.extend(other.rows);
+        if other.rows.is_empty() {
+            return;
+        }
+        if self.bytes.is_empty() {
+            *self = other;
+            return;
+        }
+        let header = Columns::copy_header_len();
+        let shift = self.bytes.len() - header;
+        self.bytes.extend_from_slice(&other.bytes[header..]);
+        self.rows.extend(
+            other.rows.into_iter().map(|(at, (range, taken))| (at, (range.start + shift..range.end + shift, taken))),
+        );
     }
 
     pub fn build<P: StoredProjection>(records: &[LogRecord], decoded: &[Decoded]) -> Self {
         let mut rows = HashMap::with_capacity(records.len());
+        let mut bytes = Vec::with_capacity(records.len() * 160);
+        Columns::copy_header(&mut bytes);
+        // One set of columns for every row of the batch, emptied after each.
+        let mut columns = Columns::new();
         for (r, d) in records.iter().zip(decoded) {
             let Decoded::Event(event) = d else { continue };
             let at = LogPosition { partition: r.partition, offset: r.offset };
@@ -156,21 +185,58 @@ impl AppendedRows {
             if state.row_count() != 1 {
                 continue;
             }
-            let mut columns = Columns::new();
             bind_row::<P::State, _>(&(&state, None), 0, columns.row());
-            let mut tuple = Vec::new();
-            columns.copy_tuples(&mut tuple);
-            rows.insert((r.partition, r.offset), tuple);
+            let start = bytes.len();
+            columns.copy_tuples(&mut bytes);
+            columns.clear();
+            rows.insert((r.partition, r.offset), (start..bytes.len(), false));
         }
-        AppendedRows { rows }
+        if rows.is_empty() {
+            bytes.clear();
+        }
+        let header = bytes.len().min(Columns::copy_header_len());
+        AppendedRows { bytes, rows, taken: 0, in_order: true, last_end: header }
+    }
+
+    /// Takes the prebuilt row of the record at (`partition`, `offset`), if there is one.
+    fn take(&mut self, partition: i32, offset: i64) -> bool {
+        let Some((range, taken)) = self.rows.get_mut(&(partition, offset)) else { return false };
+        if *taken {
+            return false;
+        }
+        *taken = true;
+        self.in_order &= range.start == self.last_end;
+        self.last_end = range.end;
+        self.taken += 1;
+        true
+    }
+
+    /// The taken rows as one framed `COPY` stream, and how many they are.
+    fn into_stream(self) -> (Vec<u8>, usize) {
+        let AppendedRows { mut bytes, rows, taken, in_order, .. } = self;
+        if taken == 0 {
+            return (Vec::new(), 0);
+        }
+        if in_order && taken == rows.len() {
+            bytes.extend_from_slice(&(-1i16).to_be_bytes());
+            return (bytes, taken);
+        }
+        let mut ranges: Vec<std::ops::Range<usize>> =
+            rows.into_values().filter(|(_, taken)| *taken).map(|(range, _)| range).collect();
+        ranges.sort_by_key(|r| r.start);
+        let mut tuples = Vec::with_capacity(ranges.iter().map(|r| r.len()).sum());
+        for range in ranges {
+            tuples.extend_from_slice(&bytes[range]);
+        }
+        (Columns::copy_framed(&tuples), taken)
     }
 }
 
 /// The state of the orders a set of records touches, as it is folded.
 pub(super) struct Fold<P: StoredProjection> {
     generation: i64,
-    /// Prebuilt rows to take ([`AppendedRows`]), and the ones taken.
-    appended: Option<(AppendedRows, Vec<u8>, usize)>,
+    /// Prebuilt rows to take ([`AppendedRows`]).
+    appended: Option<AppendedRows>,
     states: HashMap<Uuid, P::State>,
     /// Per order with a row (loaded or new), the event ids it keeps
     /// ([`StoredState::KEEPS_EVENT_IDS`] only).
@@ -226,7 +292,7 @@ impl<P: StoredProjection> Fold<P> {
     /// Takes an append-only projection's prebuilt rows (written by `COPY`, so only on a
     /// connection that has it).
     pub fn with_appended(mut self, rows: Option<AppendedRows>) -> Self {
-        self.appended = rows.filter(|_| <P::State as StoredState>::APPEND_ONLY).map(|r| (r, Vec::new(), 0));
+        self.appended = rows.filter(|_| <P::State as StoredState>::APPEND_ONLY);
         self
     }
 
@@ -257,12 +323,10 @@ impl<P: StoredProjection> Fold<P> {
         {
             return Ok(Folded::Duplicate);
         }
-        if let Some((rows, taken, count)) = &mut self.appended {
+        if let Some(rows) = &mut self.appended {
             // An append-only state's earlier entries change nothing of its next one: the
             // row built from the record alone is the row.
-            if let Some(row) = rows.rows.remove(&(at.partition, at.offset)) {
-                taken.extend_from_slice(&row);
-                *count += 1;
+            if rows.take(at.partition, at.offset) {
                 return Ok(Folded::Applied);
             }
         }
@@ -307,10 +371,10 @@ impl<P: StoredProjection> Fold<P> {
         let mut rows: usize = changed.iter().map(|s| s.0.row_count()).sum();
         let table = table_name(<P::State as StoredState>::TABLE, self.generation);
         let mut written = write_states(conn, &table, &changed).await?;
-        if let Some((_, taken, count)) = self.appended.filter(|a| a.2 > 0) {
+        if let Some((stream, count)) = self.appended.map(AppendedRows::into_stream).filter(|(_, count)| *count > 0) {
             let pg = conn.bulk().ok_or_else(|| StoreError::Invalid("prebuilt rows need COPY".into()))?;
             rows += count;
-            written += append_copy(pg, &table, &written_columns::<P::State>(), Columns::copy_framed(&taken)).await?;
+            written += append_copy(pg, &table, &written_columns::<P::State>(), stream).await?;
         }
         write_sku_levels(conn, &table_name("inventory_pools", self.generation), pool, &self.sku).await?;
         Ok(if <P::State as StoredState>::APPEND_ONLY { (rows as u64).saturating_sub(written) } else { 0 })
@@ -545,4 +609,65 @@ pub(super) async fn claim_event_ids<C: Exec>(
         }
     }
     Ok(new_ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::history::History;
+    use schemas::samples::{lifecycle, LIFECYCLE};
+
+    fn records_and_events() -> (Vec<LogRecord>, Vec<Decoded>) {
+        let events = lifecycle(Uuid::new_v4());
+        let records = (0..events.len() as i64)
+            .map(|offset| LogRecord {
+                partition: 0,
+                offset,
+                key: None,
+                payload: None,
+                timestamp_ms: None,
+                published_by: None,
+                epoch: 1,
+                trace_parent: None,
+            })
+            .collect();
+        (records, events.into_iter().map(Decoded::Event).collect())
+    }
+
+    #[test]
+    fn every_row_taken_in_order_is_the_prebuilt_stream_and_a_subset_is_framed_from_its_rows() {
+        let (records, decoded) = records_and_events();
+        assert_eq!(records.len(), LIFECYCLE.len());
+        let mut all = AppendedRows::build::<History>(&records, &decoded);
+        for r in &records {
+            assert!(all.take(r.partition, r.offset), "offset {} has a row", r.offset);
+        }
+        assert!(!all.take(0, 0), "a row is taken once");
+        let (whole, count) = all.into_stream();
+        assert_eq!(count, records.len());
+        assert!(whole.starts_with(b"PGCOPY\n\xff\r\n\0") && whole.ends_with(&(-1i16).to_be_bytes()));
+
+        // Every other row, taken out of order: the same rows' bytes, in the built order.
+        let mut some = AppendedRows::build::<History>(&records, &decoded);
+        let ranges: BTreeMap<i64, std::ops::Range<usize>> =
+            some.rows.iter().map(|((_, offset), (range, _))| (*offset, range.clone())).collect();
+        for offset in [2, 0] {
+            assert!(some.take(0, offset));
+        }
+        let (partial, count) = some.into_stream();
+        assert_eq!(count, 2);
+        let mut expected = Vec::new();
+        for offset in [0, 2] {
+            expected.extend_from_slice(&whole[ranges[&offset].clone()]);
+        }
+        assert_eq!(partial, Columns::copy_framed(&expected));
+
+        // Built in two slices and joined: the same stream as built whole.
+        let mut first = AppendedRows::build::<History>(&records[..3], &decoded[..3]);
+        first.extend(AppendedRows::build::<History>(&records[3..], &decoded[3..]));
+        for r in &records {
+            assert!(first.take(r.partition, r.offset));
+        }
+        assert_eq!(first.into_stream(), (whole, records.len()));
+    }
 }

@@ -315,7 +315,24 @@ impl Columns {
         out
     }
 
-    fn copy_header(out: &mut Vec<u8>) {
+    /// The length of [`Columns::copy_header`].
+    pub fn copy_header_len() -> usize {
+        19
+    }
+
+    /// Forgets every row, keeping the columns' allocations for the next ones.
+    pub fn clear(&mut self) {
+        for column in &mut self.columns {
+            match column {
+                Column::Text(values) => values.clear(),
+                Column::Int(values) => values.clear(),
+            }
+        }
+        self.column = 0;
+        self.rows = 0;
+    }
+
+    pub fn copy_header(out: &mut Vec<u8>) {
         out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
         out.extend_from_slice(&0i32.to_be_bytes()); // flags
         out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
