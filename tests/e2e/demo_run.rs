@@ -31,10 +31,23 @@ fn section(stdout: &str, header: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// The demo's process, killed if the test ends before it asked it to stop (a failed
+/// assertion must not leave a demo serving for ever).
+struct Demo(Option<std::process::Child>);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Runs the demo with `--serve` and reads its output up to the line saying the dashboard
 /// keeps serving (or to its end, if it stopped first). Returns the child, still running,
 /// and what it printed.
-fn run_demo(dir: &std::path::Path) -> (std::process::Child, String) {
+fn run_demo(dir: &std::path::Path) -> (Demo, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .args(["demo", "--duration", "4s", "--rate", "120", "--serve", "127.0.0.1:0"])
         .current_dir(dir)
@@ -65,14 +78,14 @@ fn run_demo(dir: &std::path::Path) -> (std::process::Child, String) {
             break;
         }
     }
-    (child, out)
+    (Demo(Some(child)), out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_with_no_services_its_counts_agree_and_its_dashboard_shows_every_group_caught_up() {
     let dir = std::env::temp_dir().join(format!("orderflow-demo-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let (mut child, stdout) = run_demo(&dir);
+    let (mut demo, stdout) = run_demo(&dir);
     assert!(stdout.contains("the dashboard keeps serving"), "the demo stopped or hung before its summary:\n{stdout}");
     let dashboard = stdout
         .lines()
@@ -147,6 +160,7 @@ async fn the_demo_runs_with_no_services_its_counts_agree_and_its_dashboard_shows
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-dashboard.png");
     common::chromium_screenshot(&dashboard, &screenshot, 1400, 1000).await;
 
+    let mut child = demo.0.take().expect("the demo runs");
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait for the demo");
     assert!(status.success(), "the demo ends cleanly on Ctrl-C: {status}");
