@@ -63,7 +63,7 @@ pub fn key_digest(scope: &str, key: &str) -> String {
     hasher.update(scope.as_bytes());
     hasher.update(b"\n");
     hasher.update(key.as_bytes());
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    infra::hex(&hasher.finalize())
 }
 
 /// What a record appended under an Idempotency-Key carries in its

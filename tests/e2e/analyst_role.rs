@@ -93,6 +93,7 @@ async fn each_service_works_under_its_own_role_and_no_role_can_do_what_it_must_n
         role: schemas::TopicRole::Orders,
         records: &records,
         read_from: &Default::default(),
+        pipelined: None,
     };
     let applied = consumer
         .batches()
@@ -112,6 +113,7 @@ async fn each_service_works_under_its_own_role_and_no_role_can_do_what_it_must_n
         role: schemas::TopicRole::Orders,
         records: &records,
         read_from: &Default::default(),
+        pipelined: None,
     };
     consumer
         .batches()

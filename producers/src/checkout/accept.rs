@@ -439,7 +439,7 @@ fn request_hash(scope: &str, value: &Value) -> String {
     hasher.update(scope.as_bytes());
     hasher.update([0]);
     hasher.update(value.to_string().as_bytes());
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    infra::hex(&hasher.finalize())
 }
 
 fn replay(status: u16, response: &str) -> Response {
