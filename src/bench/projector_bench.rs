@@ -110,7 +110,6 @@ async fn db_only(store: &Store, group: &str, topic: &str, records: &[LogRecord],
             role: schemas::TopicRole::Orders,
             records: chunk,
             read_from: &read_from,
-            pipelined: None,
         };
         store.batches().apply(ProjectionKind::Payment, &batch, &codec).await?;
         for r in chunk {

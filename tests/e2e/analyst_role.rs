@@ -93,7 +93,6 @@ async fn each_service_works_under_its_own_role_and_no_role_can_do_what_it_must_n
         role: schemas::TopicRole::Orders,
         records: &records,
         read_from: &Default::default(),
-        pipelined: None,
     };
     let applied = consumer
         .batches()
@@ -113,7 +112,6 @@ async fn each_service_works_under_its_own_role_and_no_role_can_do_what_it_must_n
         role: schemas::TopicRole::Orders,
         records: &records,
         read_from: &Default::default(),
-        pipelined: None,
     };
     consumer
         .batches()

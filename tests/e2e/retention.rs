@@ -31,7 +31,7 @@ async fn apply(
 ) -> projections::store::BatchOutcome {
     let read_from = BTreeMap::from([(0, from)]);
     let topic = role.name("t");
-    let batch = Batch { group: "g", topic: &topic, role, records, read_from: &read_from, pipelined: None };
+    let batch = Batch { group: "g", topic: &topic, role, records, read_from: &read_from };
     store.batches().apply(ProjectionKind::Inventory, &batch, codec).await.expect("batch")
 }
 

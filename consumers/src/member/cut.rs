@@ -2,15 +2,14 @@
 //! pure rule over what the buffer holds, so it is tested without a broker.
 //!
 //! - A batch is cut when it is **full**, or when it is **due** (its first record waited
-//!   `batch_wait`) and **the pipeline has room** (fewer batches in flight than
-//!   [`super::flight::Flight`] holds): while it has none, a due batch keeps growing, so a
-//!   database slower than the log gets larger batches and caught up, batches hold what a
-//!   few milliseconds bring.
-//! - An empty buffer polls long (nothing to cut); a buffer waiting behind a full pipeline
-//!   looks again after a millisecond (to start the next batch as soon as the oldest is
+//!   `batch_wait`) and **no batch is in flight**: while one is, a due batch keeps growing,
+//!   so a database slower than the log gets larger batches and caught up, batches hold
+//!   what a few milliseconds bring.
+//! - An empty buffer polls long (nothing to cut); a buffer waiting behind a batch in
+//!   flight looks again after a millisecond (to start the next one as soon as that one is
 //!   done); otherwise it polls until the batch is due (librdkafka hands a record over the
 //!   moment it has one).
-//! - A rebalance is not part of this rule: the batches in flight are finished before the
+//! - A rebalance is not part of this rule: the batch in flight is finished before the
 //!   buffer is cut to the new assignment ([`super::reading::Reading::reassigned`]).
 use std::time::Duration;
 
@@ -21,8 +20,8 @@ pub(super) struct BufferState {
     pub len: usize,
     /// How long since the oldest buffered record arrived.
     pub age: Duration,
-    /// Whether no batch may start now: the pipeline of batches in flight is full.
-    pub pipeline_full: bool,
+    /// Whether a batch is being applied.
+    pub in_flight: bool,
 }
 
 /// The two batch settings the rule uses.
@@ -34,7 +33,7 @@ pub(super) struct CutRule {
 
 /// The longest an empty buffer polls before the loop looks at stop requests and timers.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// How often a buffer waiting behind a full pipeline looks whether its oldest batch is done.
+/// How often a buffer waiting behind a batch in flight looks whether that one is done.
 const IN_FLIGHT_POLL: Duration = Duration::from_millis(1);
 
 impl CutRule {
@@ -42,14 +41,14 @@ impl CutRule {
     pub fn cut(self, state: BufferState) -> bool {
         let full = state.len >= self.batch_max;
         let due = state.len > 0 && state.age >= self.batch_wait;
-        full || (due && !state.pipeline_full)
+        full || (due && !state.in_flight)
     }
 
     /// How long to poll before looking again.
     pub fn poll_wait(self, state: BufferState) -> Duration {
         if state.len == 0 {
             self.batch_wait.max(IDLE_POLL)
-        } else if state.pipeline_full {
+        } else if state.in_flight {
             IN_FLIGHT_POLL
         } else {
             self.batch_wait.saturating_sub(state.age)
@@ -63,22 +62,22 @@ mod tests {
 
     const RULE: CutRule = CutRule { batch_max: 100, batch_wait: Duration::from_millis(5) };
 
-    fn state(len: usize, age_ms: u64, pipeline_full: bool) -> BufferState {
-        BufferState { len, age: Duration::from_millis(age_ms), pipeline_full }
+    fn state(len: usize, age_ms: u64, in_flight: bool) -> BufferState {
+        BufferState { len, age: Duration::from_millis(age_ms), in_flight }
     }
 
     #[test]
-    fn a_full_buffer_is_cut_at_once_even_with_the_pipeline_full() {
+    fn a_full_buffer_is_cut_at_once_even_with_a_batch_in_flight() {
         assert!(RULE.cut(state(100, 0, false)));
         assert!(RULE.cut(state(100, 0, true)));
         assert!(RULE.cut(state(250, 1, true)));
     }
 
     #[test]
-    fn a_due_buffer_is_cut_only_when_the_pipeline_has_room() {
+    fn a_due_buffer_is_cut_only_when_no_batch_is_in_flight() {
         assert!(RULE.cut(state(1, 5, false)));
         assert!(RULE.cut(state(40, 9, false)));
-        assert!(!RULE.cut(state(40, 9, true)), "a due batch grows while the pipeline is full");
+        assert!(!RULE.cut(state(40, 9, true)), "a due batch grows while one is in flight");
     }
 
     #[test]
@@ -89,7 +88,7 @@ mod tests {
     }
 
     #[test]
-    fn polls_long_when_empty_briefly_behind_a_full_pipeline_and_otherwise_until_due() {
+    fn polls_long_when_empty_briefly_behind_a_batch_in_flight_and_otherwise_until_due() {
         assert_eq!(RULE.poll_wait(state(0, 0, false)), Duration::from_millis(100));
         assert_eq!(RULE.poll_wait(state(0, 0, true)), Duration::from_millis(100));
         let slow = CutRule { batch_max: 100, batch_wait: Duration::from_millis(250) };

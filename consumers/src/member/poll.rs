@@ -1,5 +1,5 @@
 //! The member's poll loop: read records into the buffer, follow rebalances, cut batches by
-//! the rule in [`super::cut`], keep a pipeline of batches in flight ([`super::flight`]), fire timers
+//! the rule in [`super::cut`], keep one batch in flight ([`super::flight`]), fire timers
 //! and refresh lag between batches.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,8 +88,8 @@ impl Buffer {
     }
 
     /// What the cut rule looks at.
-    fn state(&self, now: Instant, pipeline_full: bool) -> BufferState {
-        BufferState { len: self.records.len(), age: now.saturating_duration_since(self.started), pipeline_full }
+    fn state(&self, now: Instant, in_flight: bool) -> BufferState {
+        BufferState { len: self.records.len(), age: now.saturating_duration_since(self.started), in_flight }
     }
 
     /// Cuts the buffer into a batch, sorted per partition in offset order (they arrive
@@ -115,7 +115,7 @@ pub(super) fn poll_loop(
     let codec = config.contract.codec().clone();
     let env = BatchEnv { consumer, config, batches, codec: &codec, stop, stats, causes };
     let mut reading = Reading::default();
-    // Batches are applied in order, a few in flight; meanwhile the member reads the next one.
+    // At most one batch is applied at a time; while it is, the member reads the next one.
     let mut flight = Flight::default();
     let mut buffer = Buffer {
         records: Vec::with_capacity(config.batch_max),
@@ -124,7 +124,7 @@ pub(super) fn poll_loop(
         age_at_poll_ms: 0.0,
     };
     let result = poll_batches(&env, &mut reading, &mut flight, &mut buffer);
-    // Stopping or failing: the batches still in flight finish (commit or not) first.
+    // Stopping or failing: a batch still in flight finishes (commits or not) first.
     flight.settle(&env, &mut reading, &mut buffer.records)?;
     result
 }
@@ -142,14 +142,14 @@ fn poll_batches(
     let mut timers_at = Instant::now();
     let mut owned: BTreeSet<i32> = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {
-        let wait = rule.poll_wait(buffer.state(Instant::now(), flight.is_full()));
+        let wait = rule.poll_wait(buffer.state(Instant::now(), flight.is_some()));
         // Rebalance callbacks run inside `poll`; a record it returns belongs to the
         // assignment as it is after them, so handle the change before buffering it.
         let polled = consumer.poll(wait).map(|r| r.map(|m| record_of(&m)));
         // One clock reading per record: on some virtual machines reading it is a system call.
         let now = Instant::now();
         if context.assignment_changed.swap(false, Ordering::SeqCst) {
-            // The batches in flight finish under the assignment they were read with; then
+            // The batch in flight finishes under the assignment it was read with; then
             // the buffer keeps only what this member still owns.
             flight.settle(env, reading, &mut buffer.records)?;
             owned = context.owned();
@@ -192,9 +192,11 @@ fn poll_batches(
                 return Err(ConsumerError::Fatal { code, reason });
             }
         }
-        // Batches in flight that are done are finished first.
-        flight.settle_done(env, reading, &mut buffer.records)?;
-        if rule.cut(buffer.state(now, flight.is_full())) {
+        // A batch in flight that is done is finished first.
+        if flight.is_done() {
+            flight.settle(env, reading, &mut buffer.records)?;
+        }
+        if rule.cut(buffer.state(now, flight.is_some())) {
             let batch_start = Instant::now();
             let (mut records, buffer_timing) = buffer.take(batch_start, config.batch_max);
             if !resolve_schemas(env, &records) {
@@ -205,11 +207,9 @@ fn poll_batches(
             // Decoded while the batch before it may still be in the database.
             let mut decoded = Batches::decode(config.kind, config.role(), codec, &records);
             let cut = records.len();
-            // Full with the pipeline full: the oldest batch finishes first (it may rewind
-            // partitions whose later records are in this one, rarely).
-            if flight.is_full() {
-                flight.settle_oldest(env, reading, &mut records)?;
-            }
+            // Full with one in flight: that one finishes first (it may rewind partitions
+            // whose later records are in this one, rarely).
+            flight.settle(env, reading, &mut records)?;
             if records.len() != cut {
                 decoded = Batches::decode(config.kind, config.role(), codec, &records);
             }

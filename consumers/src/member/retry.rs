@@ -90,14 +90,8 @@ impl Bisect<LogRecord> for Careful<'_, '_> {
             runtime.block_on(causes.wait(batches, slice));
         }
         let tried = with_backoff(self.env, || {
-            let records = Batch {
-                group: &config.group,
-                topic: &config.topic,
-                role: config.role(),
-                records: slice,
-                read_from,
-                pipelined: None,
-            };
+            let records =
+                Batch { group: &config.group, topic: &config.topic, role: config.role(), records: slice, read_from };
             runtime.block_on(batches.apply(config.kind, &records, codec))
         })?;
         Ok(match tried {
@@ -118,14 +112,8 @@ impl Bisect<LogRecord> for Careful<'_, '_> {
         let runtime = &consumer.context().runtime;
         let read_from = &self.reading.read_from;
         match with_backoff(self.env, || {
-            let records = Batch {
-                group: &config.group,
-                topic: &config.topic,
-                role: config.role(),
-                records: record,
-                read_from,
-                pipelined: None,
-            };
+            let records =
+                Batch { group: &config.group, topic: &config.topic, role: config.role(), records: record, read_from };
             runtime.block_on(batches.park_refused(&records, codec, &reason))
         })? {
             Tried::Done(outcome) => Ok(Some(outcome)),

@@ -22,7 +22,7 @@ use super::error::StoreError;
 use super::fault::{hit, FaultPoint};
 use super::fold::{claim_event_ids, decode_with, AppendedRows, Decoded, Fold, Folded, StoredProjection};
 use super::handovers::{Admission, Verdict};
-use super::offsets;
+use super::offsets::{self, Lock};
 use super::records::{Batch, BatchOutcome, LogRecord};
 use super::sql::{Exec, Sql};
 use crate::model::LogPosition;
@@ -393,21 +393,13 @@ impl Store {
         for r in batch.records {
             firsts.entry(r.partition).or_insert(r.offset);
         }
-        if let Some(pipelined) = batch.pipelined {
-            for (p, origin) in &pipelined.origins {
-                if let Some(first) = firsts.get_mut(p) {
-                    *first = (*first).min(*origin);
-                }
-            }
-        }
+        offsets::insert_missing(conn, batch.group, batch.topic, &firsts, now_ms).await?;
+        let partitions: Vec<i32> = firsts.keys().copied().collect();
         let stored: HashMap<i32, i64> =
-            offsets::lock_creating(conn, self.dialect, batch.group, batch.topic, &firsts, now_ms)
+            offsets::read(conn, self.dialect, batch.group, batch.topic, Some(&partitions), Lock::ForUpdate)
                 .await?
                 .into_iter()
                 .collect();
-        if let Some(pipelined) = batch.pipelined {
-            pipelined.locked.notify_one();
-        }
         let fresh = fresh_records(batch.records, &stored, batch.read_from);
         outcome.already_applied = fresh.already_applied;
         outcome.rewind = fresh.rewind.iter().map(|(p, o)| (*p, *o)).collect();

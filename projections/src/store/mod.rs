@@ -54,7 +54,7 @@ pub use reads::{
     rfc3339, CurrencySummary, DailyRevenue, InventoryLevel, OrderView, ReplicaLag, ReservationView, ShopSummary,
     StatusCount, Total,
 };
-pub use records::{Batch, BatchOutcome, LogRecord, Pipelined};
+pub use records::{Batch, BatchOutcome, LogRecord};
 pub use retention::{Pruned, Retention};
 pub use roles::{Batches, Operations, Outbox, Reads};
 pub use rows::StoredState;

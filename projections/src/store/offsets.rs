@@ -77,43 +77,6 @@ pub(super) async fn insert_missing<C: Exec>(
     Ok(())
 }
 
-/// The stored next offsets of `firsts`' partitions, locked for this transaction (see
-/// [`Lock::ForUpdate`]), a row created at the partition's first offset where none is (no
-/// row = the group starts at the beginning of the log). On PostgreSQL one statement: an
-/// upsert whose conflict arm rewrites a row unchanged takes the row's write lock and returns
-/// it (the latest committed version, as `FOR UPDATE` would after waiting), in partition
-/// order like [`read`]; a batch saves a round trip before its rows go out.
-pub(super) async fn lock_creating<C: Exec>(
-    conn: &mut C,
-    dialect: Dialect,
-    group: &str,
-    topic: &str,
-    firsts: &BTreeMap<i32, i64>,
-    now_ms: i64,
-) -> Result<Vec<(i32, i64)>, StoreError> {
-    if firsts.is_empty() {
-        return Ok(Vec::new());
-    }
-    if dialect != Dialect::Postgres {
-        insert_missing(conn, group, topic, firsts, now_ms).await?;
-        let partitions: Vec<i32> = firsts.keys().copied().collect();
-        return read(conn, dialect, group, topic, Some(&partitions), Lock::ForUpdate).await;
-    }
-    let mut upsert =
-        Sql::new("INSERT INTO consumer_offsets (group_id, topic, partition_id, next_offset, updated_at_ms) ");
-    upsert.values(firsts, |v, (p, first)| {
-        v.bind(group.to_string()).bind(topic.to_string()).bind(i64::from(*p)).bind(*first).bind(now_ms);
-    });
-    upsert.push(
-        " ON CONFLICT (group_id, topic, partition_id) DO UPDATE SET next_offset = consumer_offsets.next_offset \
-         RETURNING partition_id, next_offset",
-    );
-    let rows = upsert.rows(conn).await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get::<i64, _>("partition_id")? as i32, row.try_get::<i64, _>("next_offset")?)))
-        .collect()
-}
-
 /// Moves every partition of `next` to its new offset in one statement (one round trip
 /// however many partitions a batch spans), with the timestamp of the last record applied
 /// (the log's fingerprint at that offset). `VALUES` columns are `column1`, `column2`, … in

@@ -39,24 +39,6 @@ pub struct Batch<'a> {
     /// may have gaps: transaction markers, compaction, some brokers' batching). A partition
     /// missing from it is trusted to start at its first record.
     pub read_from: &'a BTreeMap<i32, i64>,
-    /// Set when the member started this batch while earlier ones of its are still in
-    /// flight (`read_from` is then where they leave each partition if they commit).
-    pub pipelined: Option<&'a Pipelined>,
-}
-
-/// What a batch started behind others still in flight needs, and gives the one behind it.
-#[derive(Debug, Default)]
-pub struct Pipelined {
-    /// Per partition the batches ahead cover, the offset the first of them starts at. An
-    /// offset row still missing when this batch locks it (the batches ahead created it and
-    /// rolled back) is created there rather than at this batch's first record, so this
-    /// batch sees itself above the stored offset and rewinds instead of skipping their
-    /// records.
-    pub origins: BTreeMap<i32, i64>,
-    /// Notified once this batch holds its offset rows (and, by the member, once it ended
-    /// whatever happened): the batch behind it opens its transaction only then, so the
-    /// two take the rows in order.
-    pub locked: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// What a batch did.

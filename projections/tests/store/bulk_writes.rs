@@ -32,14 +32,7 @@ async fn apply_all(store: &Store, codec: &Codec, records: &[LogRecord], per_batc
                 let read_from: BTreeMap<i32, i64> =
                     next.get(role).map(|n| BTreeMap::from([(0, *n)])).unwrap_or_default();
                 let topic = role.name("t");
-                let batch = Batch {
-                    group: &group,
-                    topic: &topic,
-                    role: *role,
-                    records: &part,
-                    read_from: &read_from,
-                    pipelined: None,
-                };
+                let batch = Batch { group: &group, topic: &topic, role: *role, records: &part, read_from: &read_from };
                 let outcome = store.batches().apply(kind, &batch, codec).await.expect("batch");
                 next.insert(*role, part.last().map_or(0, |r| r.offset + 1));
                 total.applied += outcome.applied;
@@ -121,14 +114,8 @@ async fn rows_written_by_copy_equal_rows_written_by_one_statement_and_copies_are
     mixed.push(LogRecord { offset: from + mixed.len() as i64, ..records[0].clone() });
     let read_from = BTreeMap::from([(0, from)]);
     let topic = TopicRole::Orders.name("t");
-    let batch = Batch {
-        group: "bulk-history",
-        topic: &topic,
-        role: TopicRole::Orders,
-        records: &mixed,
-        read_from: &read_from,
-        pipelined: None,
-    };
+    let batch =
+        Batch { group: "bulk-history", topic: &topic, role: TopicRole::Orders, records: &mixed, read_from: &read_from };
     let outcome = bulk.batches().apply(ProjectionKind::History, &batch, &codec).await.expect("batch");
     assert_eq!((outcome.applied, outcome.duplicates), (600, 1), "{outcome:?}");
     assert!(tables(&bulk).await.contains_key("history_entries (4200 rows)"));

@@ -35,14 +35,8 @@ pub(crate) async fn apply(store: &Store, codec: &Codec, events: &[&Event], from:
     let records: Vec<LogRecord> =
         events.iter().zip(from..).map(|(event, offset)| record(codec, event, offset)).collect();
     let read_from = BTreeMap::from([(0, from)]);
-    let batch = Batch {
-        group: "g",
-        topic: "t",
-        role: schemas::TopicRole::Orders,
-        records: &records,
-        read_from: &read_from,
-        pipelined: None,
-    };
+    let batch =
+        Batch { group: "g", topic: "t", role: schemas::TopicRole::Orders, records: &records, read_from: &read_from };
     store.batches().apply(ProjectionKind::Payment, &batch, codec).await.expect("batch")
 }
 

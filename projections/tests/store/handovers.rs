@@ -17,8 +17,7 @@ fn record(codec: &Codec, event: &Event, offset: i64, epoch: u32) -> LogRecord {
 /// One batch of `group` on `topic` holding `records`.
 async fn apply(store: &Store, group: &str, topic: &str, records: &[LogRecord]) -> BatchOutcome {
     let read_from = BTreeMap::from([(0, records[0].offset)]);
-    let batch =
-        Batch { group, topic, role: schemas::TopicRole::Orders, records, read_from: &read_from, pipelined: None };
+    let batch = Batch { group, topic, role: schemas::TopicRole::Orders, records, read_from: &read_from };
     store.batches().apply(ProjectionKind::Payment, &batch, &Codec::builtin()).await.expect("batch")
 }
 

@@ -16,8 +16,7 @@ use uuid::Uuid;
 /// Applies `records` (offsets from `from` on) in one batch of the payment group.
 async fn apply_records(store: &Store, codec: &Codec, records: &[LogRecord], from: i64) -> BatchOutcome {
     let read_from = BTreeMap::from([(0, from)]);
-    let batch =
-        Batch { group: "g", topic: "t", role: TopicRole::Orders, records, read_from: &read_from, pipelined: None };
+    let batch = Batch { group: "g", topic: "t", role: TopicRole::Orders, records, read_from: &read_from };
     store.batches().apply(ProjectionKind::Payment, &batch, codec).await.expect("batch")
 }
 
