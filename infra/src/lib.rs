@@ -36,26 +36,3 @@ pub mod watch;
 pub use backoff::Backoff;
 pub use error::{error_chain, InfraError};
 pub use kafka_settings::{passthrough_from, KafkaSettings};
-
-/// `bytes` as lower-case hex: how digests and tokens are written (two characters a byte,
-/// built without a formatter call per byte: the checkout digests every request).
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
-#[cfg(test)]
-mod hex_tests {
-    #[test]
-    fn hex_writes_two_lower_case_digits_per_byte_as_the_formatter_does() {
-        let bytes: Vec<u8> = (0..=255).collect();
-        let formatted: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(super::hex(&bytes), formatted);
-        assert_eq!(super::hex(&[]), "");
-    }
-}

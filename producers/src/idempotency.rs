@@ -63,7 +63,7 @@ pub fn key_digest(scope: &str, key: &str) -> String {
     hasher.update(scope.as_bytes());
     hasher.update(b"\n");
     hasher.update(key.as_bytes());
-    infra::hex(&hasher.finalize())
+    hex::encode(hasher.finalize())
 }
 
 /// What a record appended under an Idempotency-Key carries in its

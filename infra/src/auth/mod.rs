@@ -379,7 +379,7 @@ fn reload_on_change(files: crate::watch::Files, tokens: std::sync::Weak<std::syn
 
 /// The hex SHA-256 of a token: what the tokens file stores.
 pub fn token_digest(token: &str) -> String {
-    crate::hex(&Sha256::digest(token.as_bytes()))
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// A fresh random token (256 bits from the OS) and the tokens-file entry for it.
@@ -389,7 +389,7 @@ pub fn new_token(principal: &str, scopes: Vec<Scope>) -> Result<(String, TokenEn
     }
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| AuthError::Invalid(format!("no randomness from the OS: {e}")))?;
-    let token = format!("of_{}", crate::hex(&bytes));
+    let token = format!("of_{}", hex::encode(bytes));
     let entry =
         TokenEntry { principal: principal.to_string(), scopes, token_sha256: token_digest(&token), expires_at: None };
     Ok((token, entry))

@@ -439,7 +439,7 @@ fn request_hash(scope: &str, value: &Value) -> String {
     hasher.update(scope.as_bytes());
     hasher.update([0]);
     hasher.update(value.to_string().as_bytes());
-    infra::hex(&hasher.finalize())
+    hex::encode(hasher.finalize())
 }
 
 fn replay(status: u16, response: &str) -> Response {
