@@ -1,7 +1,8 @@
 //! P6: 202 → decision visible. Orders are placed through the real checkout while the order
 //! process, the stock group and the relay run; an order's decision is visible once
 //! `order_status` says it is no longer pending (three consumer hops and two relay hops:
-//! order → reservation request → stock decision → confirmation).
+//! order → reservation request → stock decision → confirmation). Measured at half the max
+//! decided rate and at a fixed 1,000 orders/s, where the p99 target of 250 ms is set.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +88,35 @@ pub async fn p6_decision_latency(ctx: &BenchContext, databases: &TempDatabases) 
             ((max * 0.5).max(1.0), format!("50% of the measured max {max:.0} decided orders/s"))
         }
     };
+    let mut figures = Vec::new();
+    for (rate, rate_note, fixed) in super::pipeline_bench::latency_rates((rate, rate_note), P6_FIXED_RATE) {
+        let (p50, p99, taken) = p6_at(ctx, &store, &base, rate).await?;
+        let detail = format!(
+            "{taken} orders at {rate:.0}/s = {rate_note} (checkout, order process, stock group and relay in one \
+             process; one hot SKU pair, so the stock group decides on two partitions); p50 {p50:.1} ms, p99 {p99:.1} ms"
+        );
+        let at = format!("{rate:.0}/s");
+        // The target's tail is set at the fixed rate; at any other (half the measured max,
+        // near saturation, or `--latency-rate`) the looser bound of earlier rounds applies.
+        let p99_goal = if fixed { 250.0 } else { 1000.0 };
+        figures.push(at_most("P6", &format!("202 → decision visible p50 ({at})"), p50, "ms", 250.0, detail.clone()));
+        figures.push(at_most("P6", &format!("202 → decision visible p99 ({at})"), p99, "ms", p99_goal, detail));
+    }
+    for member in deciders.members {
+        member.stop().await?;
+    }
+    deciders.relay.stop().await?;
+    server.abort();
+    ctx.tick();
+    Ok(figures)
+}
+
+/// The fixed rate P6's p99 target of 250 ms is set at.
+const P6_FIXED_RATE: f64 = 1_000.0;
+
+/// P6 at one rate: an open loop of orders for the run's duration, each timed until it is
+/// decided. Returns p50 and p99 in milliseconds and how many orders were accepted.
+async fn p6_at(ctx: &BenchContext, store: &Store, base: &str, rate: f64) -> anyhow::Result<(f64, f64, usize)> {
     let duration = ctx.run_duration.max(Duration::from_secs(3));
     let load = OpenLoop::start(format!("{base}/orders"), ctx.token.clone(), rate, duration);
     let mut pending: HashMap<String, Instant> = HashMap::new();
@@ -116,20 +146,7 @@ pub async fn p6_decision_latency(ctx: &BenchContext, databases: &TempDatabases) 
     }
     load.task.await?;
     anyhow::ensure!(taken > 0, "no order was accepted");
-    for member in deciders.members {
-        member.stop().await?;
-    }
-    deciders.relay.stop().await?;
-    server.abort();
     let p50 = percentile(&mut latencies, 50.0);
     let p99 = percentile(&mut latencies, 99.0);
-    let detail = format!(
-        "{taken} orders at {rate:.0}/s = {rate_note} (checkout, order process, stock group and relay in one process; \
-         one hot SKU pair, so the stock group decides on two partitions); p50 {p50:.1} ms, p99 {p99:.1} ms"
-    );
-    ctx.tick();
-    Ok(vec![
-        at_most("P6", "202 → decision visible p50", p50, "ms", 250.0, detail.clone()),
-        at_most("P6", "202 → decision visible p99", p99, "ms", 1000.0, detail),
-    ])
+    Ok((p50, p99, taken))
 }

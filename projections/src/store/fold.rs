@@ -261,16 +261,22 @@ impl<P: StoredProjection> Fold<P> {
             columns.push(format!("t.{EVENT_IDS}"));
         }
         let columns = columns.join(", ");
-        // PostgreSQL: one statement of fixed text whatever the number of orders, the keys
-        // as an array joined to the table (`= ANY($1)` would compare every key with every
-        // row once the plan is generic).
+        // PostgreSQL: one statement of fixed text whatever the number of orders, one index
+        // probe per order. A plain join of the keys to the table was planned once per
+        // connection while the table was small (a fresh generation, a new deployment) as a
+        // hash join over a sequential scan, and the cached plan kept scanning the whole
+        // table on every batch as it grew: 1.4 ms a batch at 10,000 rows, against 0.1–0.2 ms
+        // for the probes. The `LIMIT 1` (the key is unique) keeps the lookup a probe per key
+        // whatever the planner thinks of the table's size.
         let postgres = conn.is_postgres();
         let chunk_size = if postgres { orders.len().max(1) } else { CHUNK };
         for chunk in orders.chunks(chunk_size) {
             let mut q = Sql::new(format!("SELECT {columns} FROM "));
             if postgres {
                 q.push("unnest(").bind(text_array(chunk.iter().map(Uuid::to_string))).push("::text[]) AS k(order_id)");
-                q.push(&format!(" JOIN {table} t ON t.order_id = k.order_id"));
+                q.push(&format!(
+                    " CROSS JOIN LATERAL (SELECT * FROM {table} t WHERE t.order_id = k.order_id LIMIT 1) t"
+                ));
             } else {
                 q.push(&format!("{table} t WHERE t.order_id IN ")).list(chunk.iter().map(Uuid::to_string));
             }

@@ -120,3 +120,48 @@ async fn rows_written_by_copy_equal_rows_written_by_one_statement_and_copies_are
     assert_eq!((outcome.applied, outcome.duplicates), (600, 1), "{outcome:?}");
     assert!(tables(&bulk).await.contains_key("history_entries (4200 rows)"));
 }
+
+/// How many rows PostgreSQL's sequential scans of `table` in database `url` have read, and
+/// how many index scans it made. A backend reports its counts when it ends (or when idle, up
+/// to ten seconds later): call this once the connections that scanned are closed.
+async fn scans(url: &str, table: &str) -> (i64, i64) {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connecting");
+    let others =
+        "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    let counts = "SELECT seq_tup_read AS seq, COALESCE(idx_scan, 0) AS idx FROM pg_stat_user_tables WHERE relname = $1";
+    for _ in 0..150 {
+        let left: i64 = sqlx::query(others).fetch_one(&mut conn).await.expect("backends").try_get("n").expect("n");
+        let row = sqlx::query(counts).bind(table).fetch_one(&mut conn).await.expect("table statistics");
+        let (seq, idx): (i64, i64) = (row.try_get("seq").expect("seq"), row.try_get("idx").expect("idx"));
+        if left == 0 && idx > 0 {
+            return (seq, idx);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the scans of {table} were not reported");
+}
+
+#[tokio::test]
+async fn a_batch_finds_its_orders_rows_by_index_however_small_the_table_was_when_first_planned_postgres() {
+    let Some(url) = support::postgres_database().await else { return };
+    let store = Store::connect(&url).await.expect("store");
+    let table = store.reads().live_projection(ProjectionKind::Payment).await.expect("live").table("payment_orders");
+    let codec = Codec::builtin();
+    // The table starts empty and grows batch by batch: the lookup of a batch's rows is
+    // planned (and its plan cached by the connection) while it holds nothing.
+    let events: Vec<Event> = (0..150).flat_map(|_| lifecycle(Uuid::new_v4())).collect();
+    let records: Vec<LogRecord> = events.iter().zip(0..).map(|(e, offset)| record(&codec, e, offset)).collect();
+    let topic = TopicRole::Orders.name("t");
+    let mut read_from = BTreeMap::new();
+    for chunk in records.chunks(30) {
+        let batch =
+            Batch { group: "probes", topic: &topic, role: TopicRole::Orders, records: chunk, read_from: &read_from };
+        store.batches().apply(ProjectionKind::Payment, &batch, &codec).await.expect("batch");
+        read_from.insert(0, chunk.last().expect("a record").offset + 1);
+    }
+    drop(store);
+    // Only the store's start scans the table whole, while it is still empty.
+    let (rows_read, index_scans) = scans(&url, &table).await;
+    assert_eq!(rows_read, 0, "scans of {table} read {rows_read} rows ({index_scans} index scans)");
+}
