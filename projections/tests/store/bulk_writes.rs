@@ -7,9 +7,9 @@ use crate::support;
 use std::collections::BTreeMap;
 
 use projections::store::{Batch, BatchOutcome, LogRecord, Store};
-use projections::ProjectionKind;
-use schemas::samples::lifecycle;
-use schemas::{Codec, Event, TopicRole};
+use projections::{ProcessKind, ProjectionKind};
+use schemas::samples::{lifecycle, readdressed, sample};
+use schemas::{Codec, Event, EventKind, TopicRole};
 use uuid::Uuid;
 
 /// Applies `records` to every projection, `per_batch` records at a time, each record from
@@ -142,26 +142,64 @@ async fn scans(url: &str, table: &str) -> (i64, i64) {
     panic!("the scans of {table} were not reported");
 }
 
+/// Applies `records` of `role` to `kind`, `per_batch` at a time, each batch reading on
+/// from where the one before ended.
+async fn apply_in_batches(
+    store: &Store,
+    kind: impl Into<projections::GroupKind> + Copy,
+    role: TopicRole,
+    records: &[LogRecord],
+    per_batch: usize,
+) {
+    let codec = Codec::builtin();
+    let topic = role.name("t");
+    for chunk in records.chunks(per_batch) {
+        let read_from = BTreeMap::from([(0, chunk[0].offset)]);
+        let batch = Batch { group: "probes", topic: &topic, role, records: chunk, read_from: &read_from };
+        let outcome = store.batches().apply(kind, &batch, &codec).await.expect("batch");
+        assert_eq!(outcome.dead_lettered, 0, "{outcome:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_batch_finds_its_orders_rows_by_index_however_small_the_table_was_when_first_planned_postgres() {
     let Some(url) = support::postgres_database().await else { return };
     let store = Store::connect(&url).await.expect("store");
-    let table = store.reads().live_projection(ProjectionKind::Payment).await.expect("live").table("payment_orders");
     let codec = Codec::builtin();
     // The table starts empty and grows batch by batch: the lookup of a batch's rows is
     // planned (and its plan cached by the connection) while it holds nothing.
     let events: Vec<Event> = (0..150).flat_map(|_| lifecycle(Uuid::new_v4())).collect();
     let records: Vec<LogRecord> = events.iter().zip(0..).map(|(e, offset)| record(&codec, e, offset)).collect();
-    let topic = TopicRole::Orders.name("t");
-    let mut read_from = BTreeMap::new();
-    for chunk in records.chunks(30) {
-        let batch =
-            Batch { group: "probes", topic: &topic, role: TopicRole::Orders, records: chunk, read_from: &read_from };
-        store.batches().apply(ProjectionKind::Payment, &batch, &codec).await.expect("batch");
-        read_from.insert(0, chunk.last().expect("a record").offset + 1);
-    }
+    apply_in_batches(&store, ProjectionKind::Payment, TopicRole::Orders, &records, 30).await;
+    let table = store.reads().live_projection(ProjectionKind::Payment).await.expect("live").table("payment_orders");
     drop(store);
     // Only the store's start scans the table whole, while it is still empty.
     let (rows_read, index_scans) = scans(&url, &table).await;
     assert_eq!(rows_read, 0, "scans of {table} read {rows_read} rows ({index_scans} index scans)");
+}
+
+#[tokio::test]
+async fn the_stock_group_finds_a_batchs_holds_without_reading_every_hold_postgres() {
+    let Some(url) = support::postgres_database().await else { return };
+    let codec = Codec::builtin();
+    let request = |offset: i64| LogRecord {
+        published_by: Some(schemas::ORDER_PROCESS_PRINCIPAL.into()),
+        ..record(&codec, &readdressed(sample(EventKind::StockRequested), Uuid::new_v4()), offset)
+    };
+    let store = Store::connect(&url).await.expect("store");
+    let held: Vec<LogRecord> = (0..3_000).map(request).collect();
+    apply_in_batches(&store, ProcessKind::Stock, TopicRole::Stock, &held, 1_000).await;
+    drop(store);
+    let (read_before, _) = scans(&url, "stock_holds").await;
+    // What autovacuum does as a table grows: the planner learns an order has few holds.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("connecting");
+    sqlx::query("ANALYZE stock_holds").execute(&mut conn).await.expect("analyze");
+    drop(conn);
+    // One more batch, of a caught-up group's few orders, against 3,000 holds.
+    let store = Store::connect(&url).await.expect("store");
+    let more: Vec<LogRecord> = (3_000..3_003).map(request).collect();
+    apply_in_batches(&store, ProcessKind::Stock, TopicRole::Stock, &more, 3).await;
+    drop(store);
+    let (read_after, _) = scans(&url, "stock_holds").await;
+    assert!(read_after - read_before < 3_000, "the batch read {} holds", read_after - read_before);
 }
