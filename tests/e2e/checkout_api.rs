@@ -365,6 +365,38 @@ async fn health_readiness_metrics_openapi_and_the_topics_asyncapi_are_served() {
 }
 
 #[tokio::test]
+async fn expired_idempotency_keys_are_purged_through_an_index_and_recent_ones_are_kept() {
+    use producers::idempotency::{IdempotencyStore, RETENTION};
+    use sqlx::Connection;
+    let url = common::fresh_database().await;
+    let store = IdempotencyStore::connect(&url, Duration::from_secs(3)).await.expect("store");
+    // A week and more of keys: 3,000 recent, 20 past the retention.
+    let now = schemas::clock::now_ms();
+    let old = now - i64::try_from(RETENTION.as_millis()).expect("ms") - 60_000;
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::query(
+        "INSERT INTO checkout_keys (scope, idempotency_key, request_hash, state, epoch_ms, lease_until_ms)
+         SELECT '#', md5(i::text), 'h', 'done', CASE WHEN i <= 20 THEN $1 ELSE $2 END, 0 FROM generate_series(1, 3020) i",
+    )
+    .bind(old)
+    .bind(now)
+    .execute(&mut conn)
+    .await
+    .expect("keys");
+    // What autovacuum does as the table grows: the planner learns how old its keys are.
+    sqlx::query("ANALYZE checkout_keys").execute(&mut conn).await.expect("analyze");
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN DELETE FROM checkout_keys WHERE epoch_ms < $1")
+        .bind(now - i64::try_from(RETENTION.as_millis()).expect("ms"))
+        .fetch_all(&mut conn)
+        .await
+        .expect("plan");
+    assert!(plan.iter().any(|line| line.contains("checkout_keys_by_epoch")), "{plan:#?}");
+    assert_eq!(store.purge_expired().await.expect("purge"), 20);
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM checkout_keys").fetch_one(&mut conn).await.expect("count");
+    assert_eq!(left, 3_000);
+}
+
+#[tokio::test]
 async fn idempotency_store_tells_in_flight_completed_mismatched_and_released_keys_apart() {
     use producers::idempotency::{Claim, IdempotencyStore};
     let lease = Duration::from_secs(3);
