@@ -24,7 +24,7 @@ use super::fold::{claim_event_ids, decode_with, AppendedRows, Decoded, Fold, Fol
 use super::handovers::{Admission, Verdict};
 use super::offsets::{self, Lock};
 use super::records::{Batch, BatchOutcome, LogRecord};
-use super::sql::{Exec, Sql};
+use super::sql::{Exec, Sql, Value};
 use crate::model::LogPosition;
 
 /// The records of a batch that are not applied yet, and where each partition goes next.
@@ -309,11 +309,17 @@ pub(super) async fn lock_partition_numbers<C: Exec>(
         return Ok(());
     }
     let partitions: BTreeSet<i32> = partitions.into_iter().collect();
-    for partition in partitions {
-        let mut q = Sql::new("SELECT pg_advisory_xact_lock(hashtext(");
-        q.bind(group.to_string()).push("), CAST(").bind(i64::from(partition)).push(" AS INTEGER))");
-        q.execute(&mut *conn).await?;
+    if partitions.is_empty() {
+        return Ok(());
     }
+    // One statement for all of them (a round trip each was up to twelve per batch). The
+    // sorted subquery is not flattened into the outer one, so the locks are taken in
+    // partition order, one row at a time.
+    let mut q = Sql::new("SELECT pg_advisory_xact_lock(hashtext(");
+    q.bind(group.to_string()).push("), CAST(p AS INTEGER)) FROM (SELECT p FROM unnest(");
+    q.bind(Value::IntArray(partitions.into_iter().map(|p| Some(i64::from(p))).collect()));
+    q.push("::bigint[]) AS u(p) ORDER BY p) AS s");
+    q.execute(&mut *conn).await?;
     Ok(())
 }
 
