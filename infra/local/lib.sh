@@ -27,6 +27,12 @@ registry_db=orderflow_registry
 kafka_lib=$cache_root/kafka-$kafka_version/lib
 # MirrorMaker 2 (`up --regions`): its two jars beside the broker's, same version.
 mirror_lib=$cache_root/kafka-$kafka_version/mirror-lib
+# The Kafka Connect sink users would otherwise pick for the history (`up --connect-sink`,
+# for `orderflow bench`'s C1): Debezium's JDBC sink connector and Apicurio's Avro converter,
+# each a plugin directory under $connect_plugins; Connect itself is in $kafka_lib.
+debezium_jdbc_version=3.6.0.Final
+apicurio_converter_version=2.6.13.Final
+connect_plugins=$cache_root/connect-sink-$debezium_jdbc_version-$apicurio_converter_version
 
 # The trace viewer (`up --tracing`): Jaeger v2 (its Go module's v1.x tags), built once per
 # machine from source with the machine's Go, in memory, on loopback only.
@@ -123,6 +129,39 @@ ensure_mirror_jars() {
       -DoutputDirectory="$mirror_lib" >&2
   done
   touch "$mirror_lib/.complete"
+}
+
+# Fetches the Connect sink's two plugins from Maven Central into $connect_plugins, once:
+# Debezium's own plugin archive (the connector with its JDBC drivers and Hibernate), and
+# the converter with its dependencies resolved by Maven.
+ensure_connect_sink_plugins() {
+  [ -f "$connect_plugins/.complete" ] && return
+  ensure_kafka_jars
+  log "fetching the Debezium JDBC sink $debezium_jdbc_version and Apicurio's converter $apicurio_converter_version into $connect_plugins (once per machine)"
+  local work
+  work=$(mktemp -d)
+  rm -rf "$connect_plugins"
+  mkdir -p "$connect_plugins/apicurio-converter"
+  mvn -q -B -Dstyle.color=never dependency:copy \
+    -Dartifact="io.debezium:debezium-connector-jdbc:$debezium_jdbc_version:tar.gz:plugin" -DoutputDirectory="$work" >&2
+  tar -xzf "$work"/debezium-connector-jdbc-*.tar.gz -C "$connect_plugins"
+  cat >"$work/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>orderflow.local</groupId>
+  <artifactId>connect-converter</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>io.apicurio</groupId><artifactId>apicurio-registry-utils-converter</artifactId><version>$apicurio_converter_version</version></dependency>
+  </dependencies>
+</project>
+POM
+  (cd "$work" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$connect_plugins/apicurio-converter") >&2
+  rm -rf "$work"
+  [ -d "$connect_plugins/debezium-connector-jdbc" ] || { log "the Debezium archive has no debezium-connector-jdbc/"; return 1; }
+  touch "$connect_plugins/.complete"
 }
 
 pg_ready_on() { "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$1"; }

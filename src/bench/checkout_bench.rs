@@ -30,26 +30,7 @@ pub(super) struct Run {
 
 /// CPU time used so far: (this process, every process on the machine), in seconds.
 fn cpu_seconds() -> (f64, f64) {
-    let ticks = 100.0; // USER_HZ on Linux
-    let process = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            // Fields after the command name (which may hold spaces) close with ')'.
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / ticks)
-        })
-        .unwrap_or(0.0);
-    let machine = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|stat| {
-            let cpu = stat.lines().next()?;
-            let values: Vec<f64> = cpu.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-            // user nice system idle iowait irq softirq steal: busy = all but idle and iowait
-            Some(values.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum::<f64>() / ticks)
-        })
-        .unwrap_or(0.0);
-    (process, machine)
+    (super::stats::process_cpu_seconds("self"), super::stats::machine_cpu_seconds())
 }
 
 /// Closed loop: `concurrency` clients POST the same body for `duration`, each request

@@ -2,6 +2,7 @@
 //! that matters is a ratio of two things measured in the same run against the same broker
 //! and database; absolute numbers are printed with the machine they came from.
 mod checkout_bench;
+mod connect_bench;
 mod copy_ceiling;
 mod decision_bench;
 mod growth_bench;
@@ -54,7 +55,7 @@ pub struct BenchArgs {
     #[arg(long)]
     json: Option<std::path::PathBuf>,
     /// Only these figures, comma separated (e.g. `P4` or `P1,P2`); default: all.
-    #[arg(long, value_delimiter = ',', value_parser = ["P1", "P1h", "P2", "P3", "P3b", "P4", "P5", "P6", "P7", "R1", "S1", "G1"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["P1", "P1h", "C1", "P2", "P3", "P3b", "P4", "P5", "P6", "P7", "R1", "S1", "G1"])]
     only: Vec<String>,
     /// G1's log sizes (events), each drained by 1, 2 and 4 member processes. G1 runs only
     /// when named in `--only` (it takes minutes).
@@ -73,6 +74,9 @@ pub struct BenchArgs {
     /// compare builds at the same load.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     latency_rate: Option<u32>,
+    /// C1's Kafka Connect sink; without it C1 is left out.
+    #[command(flatten)]
+    connect: connect_bench::ConnectSinkArgs,
 }
 
 /// What each benchmark needs.
@@ -169,6 +173,17 @@ impl BenchArgs {
         if wanted("P1h") {
             ctx.progress.set_message("P1h history on PostgreSQL");
             figures.push(projector_bench::p1_history(&ctx, &databases).await?);
+        }
+        if wanted("C1") {
+            match self.connect.sink()? {
+                Some(sink) => {
+                    ctx.progress.set_message("C1 history vs Kafka Connect JDBC sink");
+                    figures.push(connect_bench::c1_history_vs_connect(&ctx, &databases, &sink).await?);
+                }
+                None => eprintln!(
+                    "C1 left out: no Kafka Connect sink (eval \"$(infra/local/up --connect-sink)\" exports it)"
+                ),
+            }
         }
         if wanted("P1") {
             ctx.progress.set_message("P1 projector on SQLite");

@@ -36,9 +36,18 @@ pub(super) async fn append_backlog(
     topic: &str,
     events: &[Event],
 ) -> anyhow::Result<Vec<LogRecord>> {
+    append_backlog_framed(ctx, topic, events, &Codec::builtin()).await
+}
+
+/// [`append_backlog`] framed with `codec`'s schema ids (a registry's, say).
+pub(super) async fn append_backlog_framed(
+    ctx: &BenchContext,
+    topic: &str,
+    events: &[Event],
+    codec: &Codec,
+) -> anyhow::Result<Vec<LogRecord>> {
     let producer: FutureProducer =
         ctx.kafka.idempotent_producer(Duration::from_secs(30), Duration::from_millis(5)).create()?;
-    let codec = Codec::builtin();
     let encoded: Vec<(String, Vec<u8>)> =
         events.iter().map(|e| Ok((e.key(), codec.encode(e)?))).collect::<Result<_, schemas::EncodeError>>()?;
     let delivered: Vec<_> = stream::iter(&encoded)
@@ -129,6 +138,19 @@ pub(super) async fn projector(
 ) -> anyhow::Result<f64> {
     let group = format!("bench-projector-{}", uuid::Uuid::new_v4().simple());
     let config = ctx.member_config(kind, topic, &group)?;
+    drain(ctx, store, config, topic, records).await
+}
+
+/// A member of `config` draining `records` (the whole of `topic`) into `store`: events/s
+/// from its first committed batch until every record is applied.
+pub(super) async fn drain(
+    ctx: &BenchContext,
+    store: &Store,
+    config: consumers::MemberConfig,
+    topic: &str,
+    records: &[LogRecord],
+) -> anyhow::Result<f64> {
+    let group = config.group.clone();
     let ends: BTreeMap<i32, i64> = records.iter().map(|r| (r.partition, r.offset + 1)).collect();
     let partitions: Vec<i32> = ends.keys().copied().collect();
     let member = run_member(config, &ctx.kafka, store.clone())?;

@@ -26,6 +26,39 @@ impl Samples {
     }
 }
 
+/// USER_HZ on Linux: the unit of the CPU times in `/proc`.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds (user and system) used so far by process `pid` (`"self"`: this one); 0
+/// where `/proc` cannot tell (another OS, a process gone).
+pub fn process_cpu_seconds(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces) close with ')'.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / TICKS_PER_SECOND)
+        })
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds every process on the machine used so far (broker and database too).
+pub fn machine_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let cpu = stat.lines().next()?;
+            let values: Vec<f64> = cpu.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+            // user nice system idle iowait irq softirq steal: busy = all but idle and iowait
+            Some(
+                values.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum::<f64>()
+                    / TICKS_PER_SECOND,
+            )
+        })
+        .unwrap_or(0.0)
+}
+
 /// One line of the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
