@@ -399,13 +399,25 @@ impl Store {
         for r in batch.records {
             firsts.entry(r.partition).or_insert(r.offset);
         }
-        offsets::insert_missing(conn, batch.group, batch.topic, &firsts, now_ms).await?;
         let partitions: Vec<i32> = firsts.keys().copied().collect();
-        let stored: HashMap<i32, i64> =
+        // A partition's row is made once, by the group's first batch there, so nearly every
+        // batch finds all of its rows and locks them in this one round trip. Rows are made
+        // (in partition order, as are concurrent makers') only for those not found; their
+        // lock follows: a row another member made meanwhile is read as that one committed it.
+        let mut stored: HashMap<i32, i64> =
             offsets::read(conn, self.dialect, batch.group, batch.topic, Some(&partitions), Lock::ForUpdate)
                 .await?
                 .into_iter()
                 .collect();
+        let missing: BTreeMap<i32, i64> =
+            firsts.iter().filter(|(p, _)| !stored.contains_key(p)).map(|(p, first)| (*p, *first)).collect();
+        if !missing.is_empty() {
+            offsets::insert_missing(conn, batch.group, batch.topic, &missing, now_ms).await?;
+            let made: Vec<i32> = missing.keys().copied().collect();
+            stored.extend(
+                offsets::read(conn, self.dialect, batch.group, batch.topic, Some(&made), Lock::ForUpdate).await?,
+            );
+        }
         let fresh = fresh_records(batch.records, &stored, batch.read_from);
         outcome.already_applied = fresh.already_applied;
         outcome.rewind = fresh.rewind.iter().map(|(p, o)| (*p, *o)).collect();
