@@ -78,6 +78,28 @@ pub async fn create_topics(
         .collect()
 }
 
+/// Deletes each topic with its records; one the broker does not know is fine (gone already).
+#[tracing::instrument(skip(settings), fields(brokers = %settings.brokers))]
+pub async fn delete_topics(settings: &KafkaSettings, names: &[String], timeout: Duration) -> Result<(), InfraError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let admin = admin_client(settings)?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+    let results = tokio::time::timeout(timeout + Duration::from_secs(1), admin.delete_topics(&names, &options))
+        .await
+        .map_err(|_| InfraError::AdminTimeout(timeout))?
+        .map_err(InfraError::admin("deleting topics"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((name, code)) => return Err(InfraError::Refused { what: format!("deleting topic {name}"), code }),
+        }
+    }
+    Ok(())
+}
+
 /// A topic's settings as the broker describes them.
 async fn describe(
     admin: &AdminClient<DefaultClientContext>,

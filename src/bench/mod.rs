@@ -96,11 +96,26 @@ pub struct BenchContext {
     /// without a rate limit: the bench measures what the service can take.
     pub access: infra::http::Access,
     pub token: String,
+    /// The topics made by [`BenchContext::fresh_topic`], to delete at the end.
+    topics: std::sync::Mutex<Vec<String>>,
 }
 
 impl BenchContext {
+    /// A fresh pipeline of topics (see [`crate::kit::fresh_topic`]), deleted when the bench ends.
     pub async fn fresh_topic(&self, prefix: &str) -> anyhow::Result<String> {
-        crate::kit::fresh_topic(&self.kafka, prefix, self.partitions).await
+        let topic = crate::kit::fresh_topic(&self.kafka, prefix, self.partitions).await?;
+        self.topics.lock().unwrap_or_else(|e| e.into_inner()).extend(schemas::pipeline_topics(&topic));
+        Ok(topic)
+    }
+
+    /// Deletes the topics this run made: a bench run writes millions of records into
+    /// hundreds of partitions, which would otherwise stay on the broker (and slow every later
+    /// run) until deleted by hand.
+    async fn delete_topics(&self) {
+        let topics = std::mem::take(&mut *self.topics.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Err(e) = infra::topics::delete_topics(&self.kafka, &topics, Duration::from_secs(30)).await {
+            eprintln!("could not delete the bench's {} topics: {e}", topics.len());
+        }
     }
 
     /// A measured member of `group` of `kind` (a projection, a process) in a pipeline on
@@ -151,34 +166,54 @@ impl BenchArgs {
             latency_rate: self.latency_rate.map(f64::from),
             member: self.member.clone(),
             progress,
+            topics: std::sync::Mutex::new(Vec::new()),
         };
+        let databases = TempDatabases::new(&self.database.database_url, "bench");
+        // Whatever the figures end in, the databases and topics the run made go.
+        let figures = self.figures(&ctx, &databases).await;
+        databases.drop_all().await;
+        ctx.delete_topics().await;
+        let figures = figures?;
+        ctx.progress.finish_and_clear();
+
+        let machine = machine_description(&self.broker_label, &self.database.database_url);
+        print_table(&machine, &figures);
+        if let Some(path) = &self.json {
+            let report = json!({ "machine": machine, "figures": figures });
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            println!("report written to {}", path.display());
+        }
+        Ok(())
+    }
+
+    /// The figures asked for, in the order the report lists them.
+    async fn figures(&self, ctx: &BenchContext, databases: &TempDatabases) -> anyhow::Result<Vec<Figure>> {
         let wanted = |id: &str| self.only.is_empty() || self.only.iter().any(|o| o == id);
         let mut figures = Vec::new();
         if wanted("P3") {
             ctx.progress.set_message("P3 checkout vs HTTP ceiling");
-            figures.extend(checkout_bench::p3_checkout_vs_http(&ctx).await?);
+            figures.extend(checkout_bench::p3_checkout_vs_http(ctx).await?);
         }
         if wanted("P3b") {
             ctx.progress.set_message("P3b publisher vs raw producer");
-            figures.push(checkout_bench::p3b_publisher_vs_raw(&ctx).await?);
+            figures.push(checkout_bench::p3b_publisher_vs_raw(ctx).await?);
         }
-        let databases = TempDatabases::new(&self.database.database_url, "bench");
         if wanted("P1") || wanted("P2") {
             ctx.progress.set_message("P1/P2 projector on PostgreSQL");
             let pg =
-                projector_bench::p1_p2(&ctx, "PostgreSQL", async || databases.fresh().await, Some(&databases)).await?;
+                projector_bench::p1_p2(ctx, "PostgreSQL", async || databases.fresh().await, Some(databases)).await?;
             figures.push(pg.p1);
             figures.extend(pg.p2);
         }
         if wanted("P1h") {
             ctx.progress.set_message("P1h history on PostgreSQL");
-            figures.push(projector_bench::p1_history(&ctx, &databases).await?);
+            figures.push(projector_bench::p1_history(ctx, databases).await?);
         }
         if wanted("C1") {
             match self.connect.sink()? {
                 Some(sink) => {
                     ctx.progress.set_message("C1 history vs Kafka Connect JDBC sink");
-                    figures.push(connect_bench::c1_history_vs_connect(&ctx, &databases, &sink).await?);
+                    figures.push(connect_bench::c1_history_vs_connect(ctx, databases, &sink).await?);
                 }
                 None => eprintln!(
                     "C1 left out: no Kafka Connect sink (eval \"$(infra/local/up --connect-sink)\" exports it)"
@@ -188,7 +223,7 @@ impl BenchArgs {
         if wanted("P1") {
             ctx.progress.set_message("P1 projector on SQLite");
             let lite = projector_bench::p1_p2(
-                &ctx,
+                ctx,
                 "SQLite",
                 async || {
                     let path =
@@ -202,15 +237,15 @@ impl BenchArgs {
         }
         if wanted("P5") {
             ctx.progress.set_message("P5 replay vs live");
-            figures.push(pipeline_bench::p5_replay(&ctx, &databases).await?);
+            figures.push(pipeline_bench::p5_replay(ctx, databases).await?);
         }
         if wanted("P4") {
             ctx.progress.set_message("P4 202 → visible latency");
-            figures.extend(pipeline_bench::p4_latency(&ctx, &databases).await?);
+            figures.extend(pipeline_bench::p4_latency(ctx, databases).await?);
         }
         if wanted("P6") {
             ctx.progress.set_message("P6 202 → decision latency");
-            figures.extend(decision_bench::p6_decision_latency(&ctx, &databases).await?);
+            figures.extend(decision_bench::p6_decision_latency(ctx, databases).await?);
         }
         if wanted("R1") {
             match self.regions.as_slice() {
@@ -220,7 +255,7 @@ impl BenchArgs {
                         from: (from.clone(), KafkaSettings::new(from_brokers).with_env_overrides()?),
                         to: (to.clone(), KafkaSettings::new(to_brokers).with_env_overrides()?),
                     };
-                    figures.extend(region_bench::r1_cross_region_visibility(&ctx, &pair, &databases).await?);
+                    figures.extend(region_bench::r1_cross_region_visibility(ctx, &pair, databases).await?);
                 }
                 [] => eprintln!("R1 left out: no --regions (infra/local/up --regions eu,us exports them)"),
                 [_] => anyhow::bail!("--regions takes two regions, e.g. eu=127.0.0.1:19392,us=127.0.0.1:19492"),
@@ -228,28 +263,18 @@ impl BenchArgs {
         }
         if wanted("S1") {
             ctx.progress.set_message("S1 decider stall after SIGKILL");
-            figures.extend(restart_bench::s1_restart_stall(&ctx, &databases).await?);
+            figures.extend(restart_bench::s1_restart_stall(ctx, databases).await?);
         }
         if self.only.iter().any(|o| o == "G1") {
             ctx.progress.set_message("G1 growth with log size and members");
             let sizes: Vec<usize> = self.growth_sizes.iter().map(|s| *s as usize).collect();
-            figures.extend(growth_bench::g1_growth(&ctx, &databases, &sizes).await?);
+            figures.extend(growth_bench::g1_growth(ctx, databases, &sizes).await?);
         }
         if wanted("P7") {
             ctx.progress.set_message("P7 consumer memory");
-            figures.push(pipeline_bench::p7_memory(&ctx, &databases).await?);
+            figures.push(pipeline_bench::p7_memory(ctx, databases).await?);
         }
-        databases.drop_all().await;
-        ctx.progress.finish_and_clear();
-
-        let machine = machine_description(&self.broker_label, &self.database.database_url);
-        print_table(&machine, &figures);
-        if let Some(path) = &self.json {
-            let report = json!({ "machine": machine, "figures": figures });
-            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-            println!("report written to {}", path.display());
-        }
-        Ok(())
+        Ok(figures)
     }
 }
 
