@@ -323,6 +323,57 @@ pub(super) async fn lock_partition_numbers<C: Exec>(
     Ok(())
 }
 
+/// Up to this many orders, a batch of the order process locks the orders it touches instead
+/// of its partitions whole (see [`lock_orders_of_batch`]); a batch with more (far behind, a
+/// backlog's) locks the partitions, so no transaction holds thousands of locks.
+const ORDER_LOCKS_MAX: usize = 256;
+
+/// The order process's form of [`lock_partition_numbers`], for a batch whose every read and
+/// write is of the rows of `orders`: its partition numbers are locked shared and each order
+/// exclusively, so the batches of the group's two topics wait for each other only where they
+/// share an order (they waited on every batch of the other topic whose partitions overlapped:
+/// 10% of batches waited 18 ms or more at 1,000 orders/s). A round of timers, which may touch
+/// any order of its partitions, still takes the partitions exclusively and so waits for the
+/// batches on them, and they for it. Every locker takes partitions before orders, each in
+/// ascending order, so no two wait for each other in a circle. An order's key is its id's
+/// first four bytes (every member computes the same one; two orders sharing a key only wait
+/// for each other needlessly). PostgreSQL only, like the partition locks.
+pub(super) async fn lock_orders_of_batch<C: Exec>(
+    conn: &mut C,
+    group: &str,
+    partitions: impl IntoIterator<Item = i32>,
+    orders: &BTreeSet<Uuid>,
+) -> Result<(), StoreError> {
+    if !conn.is_postgres() {
+        return Ok(());
+    }
+    if orders.len() > ORDER_LOCKS_MAX {
+        return lock_partition_numbers(conn, group, partitions).await;
+    }
+    let partitions: BTreeSet<i32> = partitions.into_iter().collect();
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    let keys: BTreeSet<i32> = orders.iter().map(|id| order_lock_key(*id)).collect();
+    // One statement; its sorted subquery is not flattened, so the locks are taken one row at
+    // a time in (kind, key) order: partitions first.
+    let mut q = Sql::new("SELECT CASE WHEN s.kind = 0 THEN pg_advisory_xact_lock_shared(hashtext(");
+    q.bind(group.to_string()).push("), s.v) ELSE pg_advisory_xact_lock(hashtext(");
+    q.bind(format!("{group}:orders")).push("), s.v) END FROM (SELECT 0 AS kind, CAST(p AS INTEGER) AS v FROM unnest(");
+    q.bind(Value::IntArray(partitions.into_iter().map(|p| Some(i64::from(p))).collect()));
+    q.push("::bigint[]) AS u(p) UNION ALL SELECT 1, CAST(k AS INTEGER) FROM unnest(");
+    q.bind(Value::IntArray(keys.into_iter().map(|k| Some(i64::from(k))).collect()));
+    q.push("::bigint[]) AS w(k) ORDER BY 1, 2) AS s");
+    q.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// An order's advisory lock key: the first four bytes of its id (random in a v4 id).
+fn order_lock_key(order: Uuid) -> i32 {
+    let b = order.as_bytes();
+    i32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
 /// The orders whose events are held back: parked by an earlier batch, or from the offset of
 /// a record of this batch that is parked (its events before that record are applied).
 #[derive(Debug, Default)]

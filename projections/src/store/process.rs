@@ -373,7 +373,15 @@ impl Store {
         let Opened { tx, stored, events, dead, refused, parked, outcome, order_ids, .. } = &mut open;
         let conn: &mut AnyConnection = tx;
         if crate::registry::GroupKind::from(kind).shares_state_across_topics() {
-            super::batch::lock_partition_numbers(conn, batch.group, stored.keys().copied()).await?;
+            let partitions = stored.keys().copied();
+            match kind {
+                // Its batches read and write only the rows of their orders.
+                ProcessKind::OrderProcess => {
+                    super::batch::lock_orders_of_batch(conn, batch.group, partitions, order_ids).await?
+                }
+                // A SKU's row is touched by any order holding it: whole partitions.
+                ProcessKind::Stock => super::batch::lock_partition_numbers(conn, batch.group, partitions).await?,
+            }
         }
         let events = std::mem::take(events);
 

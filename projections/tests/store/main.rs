@@ -10,5 +10,6 @@ mod bulk_writes;
 mod dedupe;
 mod handovers;
 mod offset_rows;
+mod order_locks;
 mod parked_orders;
 mod schema_upgrade;
