@@ -386,7 +386,8 @@ impl GroupKind {
     /// Whether the group's state is read, changed and written back by batches of more
     /// than one topic: such batches are serialized per partition number (an order's or a
     /// SKU's records share one across the pipeline's co-partitioned topics), or, for the
-    /// order process's batches, per order (`store::batch::lock_orders_of_batch`). An
+    /// batches of the order process and the fulfilment, per order
+    /// (`store::batch::lock_orders_of_batch`). An
     /// append-only projection (the history) needs no such care.
     pub fn shares_state_across_topics(self) -> bool {
         self.reads().len() > 1 && self != GroupKind::Projection(ProjectionKind::History)

@@ -155,7 +155,9 @@ impl Store {
         };
         let conn: &mut DB::Connection = &mut open.tx;
         if shares_state::<P>() {
-            lock_partition_numbers(conn, batch.group, open.stored.keys().copied()).await?;
+            // A projection's batch reads and writes only its orders' rows (the one that
+            // shares state, the fulfilment, keeps no SKU rows).
+            lock_orders_of_batch(conn, batch.group, open.stored.keys().copied(), &open.order_ids).await?;
         }
 
         // 4. Load state; the events of rows from before rows kept ids are looked up in
@@ -323,16 +325,17 @@ pub(super) async fn lock_partition_numbers<C: Exec>(
     Ok(())
 }
 
-/// Up to this many orders, a batch of the order process locks the orders it touches instead
+/// Up to this many orders, a batch of the order process or the fulfilment locks the orders it touches instead
 /// of its partitions whole (see [`lock_orders_of_batch`]); a batch with more (far behind, a
 /// backlog's) locks the partitions, so no transaction holds thousands of locks.
 const ORDER_LOCKS_MAX: usize = 256;
 
-/// The order process's form of [`lock_partition_numbers`], for a batch whose every read and
-/// write is of the rows of `orders`: its partition numbers are locked shared and each order
-/// exclusively, so the batches of the group's two topics wait for each other only where they
-/// share an order (they waited on every batch of the other topic whose partitions overlapped:
-/// 10% of batches waited 18 ms or more at 1,000 orders/s). A round of timers, which may touch
+/// [`lock_partition_numbers`] for a batch whose every read and write is of the rows of
+/// `orders` (the order process's, the fulfilment's): its partition numbers are locked shared
+/// and each order exclusively, so the batches of the group's two topics wait for each other
+/// only where they share an order (they waited on every batch of the other topic whose
+/// partitions overlapped: in the order process, 10% of batches waited 18 ms or more at 1,000
+/// orders/s). A round of timers, which may touch
 /// any order of its partitions, still takes the partitions exclusively and so waits for the
 /// batches on them, and they for it. Every locker takes partitions before orders, each in
 /// ascending order, so no two wait for each other in a circle. An order's key is its id's
