@@ -387,8 +387,8 @@ impl GroupKind {
     /// than one topic: such batches are serialized per partition number (an order's or a
     /// SKU's records share one across the pipeline's co-partitioned topics), or, for the
     /// batches of the order process and the fulfilment, per order
-    /// (`store::batch::lock_orders_of_batch`). An
-    /// append-only projection (the history) needs no such care.
+    /// (`store::batch::lock_orders_of_batch`). An append-only projection (the history)
+    /// needs no such care.
     pub fn shares_state_across_topics(self) -> bool {
         self.reads().len() > 1 && self != GroupKind::Projection(ProjectionKind::History)
     }

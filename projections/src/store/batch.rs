@@ -325,9 +325,10 @@ pub(super) async fn lock_partition_numbers<C: Exec>(
     Ok(())
 }
 
-/// Up to this many orders, a batch of the order process or the fulfilment locks the orders it touches instead
-/// of its partitions whole (see [`lock_orders_of_batch`]); a batch with more (far behind, a
-/// backlog's) locks the partitions, so no transaction holds thousands of locks.
+/// Up to this many orders, a batch of the order process or the fulfilment locks the orders
+/// it touches instead of its partitions whole (see [`lock_orders_of_batch`]); a batch with
+/// more (far behind, a backlog's) locks the partitions, so no transaction holds thousands of
+/// locks.
 const ORDER_LOCKS_MAX: usize = 256;
 
 /// [`lock_partition_numbers`] for a batch whose every read and write is of the rows of
@@ -335,12 +336,12 @@ const ORDER_LOCKS_MAX: usize = 256;
 /// and each order exclusively, so the batches of the group's two topics wait for each other
 /// only where they share an order (they waited on every batch of the other topic whose
 /// partitions overlapped: in the order process, 10% of batches waited 18 ms or more at 1,000
-/// orders/s). A round of timers, which may touch
-/// any order of its partitions, still takes the partitions exclusively and so waits for the
-/// batches on them, and they for it. Every locker takes partitions before orders, each in
-/// ascending order, so no two wait for each other in a circle. An order's key is its id's
-/// first four bytes (every member computes the same one; two orders sharing a key only wait
-/// for each other needlessly). PostgreSQL only, like the partition locks.
+/// orders/s). A round of timers, which may touch any order of its partitions, still takes
+/// the partitions exclusively and so waits for the batches on them, and they for it. Every
+/// locker takes partitions before orders, each in ascending order, so no two wait for each
+/// other in a circle. An order's key is its id's first four bytes (every member computes the
+/// same one; two orders sharing a key only wait for each other needlessly). PostgreSQL only,
+/// like the partition locks.
 pub(super) async fn lock_orders_of_batch<C: Exec>(
     conn: &mut C,
     group: &str,
