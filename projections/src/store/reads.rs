@@ -520,17 +520,8 @@ impl Reads {
         let mut decided = Vec::new();
         for chunk in orders.chunks(500) {
             let mut q =
-                super::sql::Sql::new("SELECT order_id FROM order_status WHERE status <> 'pending' AND order_id ");
-            if self.store.dialect == Dialect::Postgres {
-                // One statement whatever the number of orders: an `IN` list of each length
-                // is another statement to parse and plan, and the bench asks every few
-                // milliseconds (it should take as little as it can from what it measures).
-                q.push("= ANY(")
-                    .bind(super::sql::Value::TextArray(chunk.iter().map(|id| Some(id.to_string())).collect()));
-                q.push("::text[])");
-            } else {
-                q.push("IN ").list(chunk.iter().map(|id| id.to_string()));
-            }
+                super::sql::Sql::new("SELECT order_id FROM order_status WHERE status <> 'pending' AND order_id IN ");
+            q.list(chunk.iter().map(|id| id.to_string()));
             for row in q.fetch_all(&self.store.pool).await? {
                 let id: String = row.try_get("order_id")?;
                 decided.extend(uuid::Uuid::parse_str(&id).ok());
