@@ -72,6 +72,26 @@ as_pg() {
   fi
 }
 
+# maven_resolve DIR GROUP:ARTIFACT:VERSION...: the artifacts and everything they need at
+# runtime, resolved by Maven from Maven Central, copied into DIR.
+maven_resolve() {
+  local out=$1 work coordinate group artifact version
+  shift
+  work=$(mktemp -d)
+  {
+    echo '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+    echo '<groupId>orderflow.local</groupId><artifactId>resolve</artifactId><version>1</version><packaging>pom</packaging><dependencies>'
+    for coordinate in "$@"; do
+      IFS=: read -r group artifact version <<<"$coordinate"
+      echo "<dependency><groupId>$group</groupId><artifactId>$artifact</artifactId><version>$version</version></dependency>"
+    done
+    echo '</dependencies></project>'
+  } >"$work/pom.xml"
+  mkdir -p "$out"
+  (cd "$work" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out") >&2
+  rm -rf "$work"
+}
+
 # Fetches the broker, the admin tools and a logging backend from Maven Central into
 # $kafka_lib, once. A marker file written last makes an interrupted fetch start over.
 ensure_kafka_jars() {
@@ -81,27 +101,9 @@ ensure_kafka_jars() {
   command -v mvn >/dev/null || { log "Maven (mvn) is needed to fetch Apache Kafka"; return 1; }
   command -v java >/dev/null || { log "Java 17+ is needed to run Apache Kafka"; return 1; }
   log "fetching Apache Kafka $kafka_version jars from Maven Central into $kafka_lib (once per machine)"
-  local work
-  work=$(mktemp -d)
-  cat >"$work/pom.xml" <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>orderflow.local</groupId>
-  <artifactId>kafka-runtime</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$kafka_version</version></dependency>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$kafka_version</version></dependency>
-    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$log4j_version</version></dependency>
-    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$log4j_version</version></dependency>
-  </dependencies>
-</project>
-POM
   rm -rf "$kafka_lib"
-  mkdir -p "$kafka_lib"
-  (cd "$work" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$kafka_lib") >&2
-  rm -rf "$work"
+  maven_resolve "$kafka_lib" "org.apache.kafka:kafka_2.13:$kafka_version" "org.apache.kafka:kafka-tools:$kafka_version" \
+    "org.apache.logging.log4j:log4j-core:$log4j_version" "org.apache.logging.log4j:log4j-slf4j-impl:$log4j_version"
   touch "$kafka_lib/.complete"
 }
 
@@ -145,20 +147,7 @@ ensure_connect_sink_plugins() {
   mvn -q -B -Dstyle.color=never dependency:copy \
     -Dartifact="io.debezium:debezium-connector-jdbc:$debezium_jdbc_version:tar.gz:plugin" -DoutputDirectory="$work" >&2
   tar -xzf "$work"/debezium-connector-jdbc-*.tar.gz -C "$connect_plugins"
-  cat >"$work/pom.xml" <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>orderflow.local</groupId>
-  <artifactId>connect-converter</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>io.apicurio</groupId><artifactId>apicurio-registry-utils-converter</artifactId><version>$apicurio_converter_version</version></dependency>
-  </dependencies>
-</project>
-POM
-  (cd "$work" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime \
-    -DoutputDirectory="$connect_plugins/apicurio-converter") >&2
+  maven_resolve "$connect_plugins/apicurio-converter" "io.apicurio:apicurio-registry-utils-converter:$apicurio_converter_version"
   rm -rf "$work"
   [ -d "$connect_plugins/debezium-connector-jdbc" ] || { log "the Debezium archive has no debezium-connector-jdbc/"; return 1; }
   touch "$connect_plugins/.complete"
