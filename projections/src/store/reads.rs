@@ -515,21 +515,6 @@ impl Reads {
         Ok(())
     }
 
-    /// Which of `orders` the order process has decided (no longer pending).
-    pub async fn decided_among(&self, orders: &[uuid::Uuid]) -> Result<Vec<uuid::Uuid>, StoreError> {
-        let mut decided = Vec::new();
-        for chunk in orders.chunks(500) {
-            let mut q =
-                super::sql::Sql::new("SELECT order_id FROM order_status WHERE status <> 'pending' AND order_id IN ");
-            q.list(chunk.iter().map(|id| id.to_string()));
-            for row in q.fetch_all(&self.store.pool).await? {
-                let id: String = row.try_get("order_id")?;
-                decided.extend(uuid::Uuid::parse_str(&id).ok());
-            }
-        }
-        Ok(decided)
-    }
-
     /// The demo's closing summary.
     pub async fn shop_summary(&self) -> Result<ShopSummary, StoreError> {
         let pool = &self.store.pool;
