@@ -22,7 +22,7 @@ use projections::registry::ProcessKind;
 use projections::store::Store;
 
 use super::pipeline_bench::OpenLoop;
-use super::stats::{at_most, percentile, Figure};
+use super::stats::{at_most, percentile, time_inside, Figure};
 use super::BenchContext;
 use crate::kit::{self, TempDatabases};
 
@@ -99,20 +99,14 @@ pub async fn p6_decision_latency(ctx: &BenchContext, databases: &TempDatabases) 
     };
     let mut figures = Vec::new();
     for (rate, rate_note, fixed) in super::pipeline_bench::latency_rates((rate, rate_note), P6_FIXED_RATE) {
-        let before: Vec<Timings> = deciders.members.iter().map(timings).collect();
+        let before: Vec<Timings> = deciders.members.iter().map(|m| m.stats.timings()).collect();
         let (p50, p99, taken) = p6_at(ctx, &mut feed, &base, rate).await?;
         let inside: Vec<String> = ProcessKind::ALL
             .iter()
             .zip(&deciders.members)
             .zip(&before)
             .filter_map(|((kind, member), before)| {
-                let now = timings(member);
-                let (age, wait, apply) = now.means_since(before)?;
-                let per_batch = (now.records - before.records) as f64 / (now.batches - before.batches).max(1) as f64;
-                Some(format!(
-                    "{kind}: created → polled {age:.1} ms, buffer wait {wait:.1} ms, apply {apply:.1} ms, \
-                     {per_batch:.0} records a batch"
-                ))
+                Some(format!("{kind}: {}", time_inside(before, &member.stats.timings())?))
             })
             .collect();
         let detail = format!(
@@ -176,7 +170,8 @@ async fn p6_at(ctx: &BenchContext, feed: &mut DecidedFeed, base: &str, rate: f64
                 }
             }
         }
-        if done && pending.is_empty() && latencies.len() == taken {
+        // Every order taken is timed or pending.
+        if done && pending.is_empty() {
             break;
         }
         anyhow::ensure!(Instant::now() < deadline, "{} orders were not decided", pending.len());
@@ -187,10 +182,6 @@ async fn p6_at(ctx: &BenchContext, feed: &mut DecidedFeed, base: &str, rate: f64
     let p50 = percentile(&mut latencies, 50.0);
     let p99 = percentile(&mut latencies, 99.0);
     Ok((p50, p99, taken))
-}
-
-fn timings(member: &MemberHandle) -> Timings {
-    *member.stats.timings.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The orders the order process has decided since the last look, from a trigger in the

@@ -113,8 +113,7 @@ async fn p4_at(
     rate: f64,
     rate_note: &str,
 ) -> anyhow::Result<Vec<Figure>> {
-    let timings_before: Vec<consumers::member::Timings> =
-        members.iter().map(|(_, _, m)| *m.stats.timings.lock().unwrap_or_else(|e| e.into_inner())).collect();
+    let timings_before: Vec<consumers::member::Timings> = members.iter().map(|(_, _, m)| m.stats.timings()).collect();
     let duration = ctx.run_duration.max(Duration::from_secs(3));
     let load = OpenLoop::start(url.to_string(), ctx.token.clone(), rate, duration);
     let (latencies, taken) =
@@ -257,22 +256,13 @@ fn breakdown_since(
     members: &[(ProjectionKind, String, MemberHandle)],
     before: &[consumers::member::Timings],
 ) -> BTreeMap<ProjectionKind, String> {
-    let mut breakdown = BTreeMap::new();
-    for ((kind, _, m), before) in members.iter().zip(before) {
-        let now = *m.stats.timings.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((age, wait, apply)) = now.means_since(before) {
-            let batches = now.batches - before.batches;
-            let per_batch = (now.records - before.records) as f64 / batches.max(1) as f64;
-            breakdown.insert(
-                *kind,
-                format!(
-                    "mean per record: created → polled {age:.1} ms (produce, ack, fetch, client queue), \
-                     buffer wait {wait:.1} ms, apply {apply:.1} ms; {batches} batches of {per_batch:.1} records"
-                ),
-            );
-        }
-    }
-    breakdown
+    members
+        .iter()
+        .zip(before)
+        .filter_map(|((kind, _, m), before)| {
+            Some((*kind, format!("mean per record: {}", super::stats::time_inside(before, &m.stats.timings())?)))
+        })
+        .collect()
 }
 
 /// P5: the projector rebuilding from offset 0 ÷ the same projector keeping up while the

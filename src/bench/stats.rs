@@ -125,6 +125,18 @@ pub fn describe(samples: &Samples, unit: &str) -> String {
     )
 }
 
+/// Where an average record's time went inside a member between two readings of its
+/// timings, in words; `None` when it applied nothing in between.
+pub fn time_inside(before: &consumers::member::Timings, now: &consumers::member::Timings) -> Option<String> {
+    let (age, wait, apply) = now.means_since(before)?;
+    let batches = now.batches - before.batches;
+    let per_batch = (now.records - before.records) as f64 / batches.max(1) as f64;
+    Some(format!(
+        "created → polled {age:.1} ms (produce, ack, fetch, client queue), buffer wait {wait:.1} ms, \
+         apply {apply:.1} ms; {batches} batches of {per_batch:.1} records"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

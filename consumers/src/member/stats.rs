@@ -65,6 +65,11 @@ impl Timings {
 }
 
 impl MemberStats {
+    /// The timings summed so far.
+    pub fn timings(&self) -> Timings {
+        *self.timings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Sum over owned partitions of log end − next offset, if both are known.
     pub fn lag(&self) -> Option<i64> {
         let positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
