@@ -79,6 +79,35 @@ impl TempDatabases {
         Ok(Store::connect(&self.fresh_url().await?).await?)
     }
 
+    /// Drops the databases named `<prefix>_…`, for each of `prefixes`, that are older than
+    /// `age`; returns how many it dropped. The tests keep theirs for investigating a
+    /// failure, and a server holding hundreds of them has its autovacuum launcher start a
+    /// worker in each in turn (every ~90 ms with 680 of them), noise in every measurement
+    /// on that server. A database's age is its `PG_VERSION` file's, written when it is
+    /// created; reading that takes a superuser (or `pg_read_server_files`): without it the
+    /// listing fails and nothing is dropped.
+    pub async fn drop_stale(admin_url: &str, prefixes: &[&str], age: Duration) -> anyhow::Result<usize> {
+        let mut admin = sqlx::PgConnection::connect(admin_url).await.context("connecting to PostgreSQL")?;
+        let patterns: Vec<String> = prefixes.iter().map(|p| format!("{}\\_%", p.replace('_', "\\_"))).collect();
+        let stale: Vec<String> = sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE ANY($1::text[]) \
+             AND (pg_stat_file('base/' || oid || '/PG_VERSION', true)).modification < now() - make_interval(secs => $2)",
+        )
+        .bind(&patterns)
+        .bind(age.as_secs_f64())
+        .fetch_all(&mut admin)
+        .await
+        .context("listing stale databases")?;
+        for name in &stale {
+            let quoted = name.replace('"', "\"\"");
+            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{quoted}\" WITH (FORCE)"))
+                .execute(&mut admin)
+                .await
+                .with_context(|| format!("dropping database {name}"))?;
+        }
+        Ok(stale.len())
+    }
+
     pub async fn drop_all(&self) {
         let names = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
         let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await else { return };

@@ -198,7 +198,7 @@ pub async fn p1_p2(
     let events = lifecycle_events(ctx.events * 5);
     let records = append_backlog(ctx, &topic, &events).await?;
     // The ceiling and the store fed from memory take the projector's own batches.
-    let batch = consumers::member::defaults::BATCH_MAX;
+    let batch = ctx.member.batch_max;
     let empty = || Samples { runs: vec![] };
     let (mut raw, mut db, mut proj, mut bulk) = (empty(), empty(), empty(), empty());
     for _ in 0..ctx.repeats {
@@ -275,7 +275,8 @@ pub async fn p1_history(ctx: &BenchContext, databases: &crate::kit::TempDatabase
     let topic = ctx.fresh_topic("bench-history").await?;
     let events = lifecycle_events(ctx.events * 5);
     let records = append_backlog(ctx, &topic, &events).await?;
-    let batch = consumers::member::defaults::BATCH_MAX;
+    // The ceiling takes the projector's own batches.
+    let batch = ctx.member.batch_max;
     let empty = || Samples { runs: vec![] };
     let (mut raw, mut proj, mut bulk) = (empty(), empty(), empty());
     for _ in 0..ctx.repeats {

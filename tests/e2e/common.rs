@@ -39,11 +39,34 @@ pub async fn fresh_topic(prefix: &str, partitions: i32) -> String {
 }
 
 /// A database of its own for one test, on the PostgreSQL named by `ORDERFLOW_DATABASE_URL`
-/// (left behind for investigating a failure).
+/// (left behind for investigating a failure, until a run [`STALE_AFTER`] later).
 pub async fn fresh_database() -> String {
     let admin_url = std::env::var("ORDERFLOW_DATABASE_URL")
         .expect("ORDERFLOW_DATABASE_URL is not set: run `eval \"$(infra/local/up)\"` before the tests");
+    drop_stale_databases(&admin_url);
     kit::TempDatabases::new(&admin_url, "test").fresh_url().await.expect("create database")
+}
+
+/// How long the tests' databases (these and the store tests' `store_test_…`) are kept.
+pub const STALE_AFTER: Duration = Duration::from_secs(6 * 3600);
+
+/// Once per run, on a thread of its own (no test waits for it): drops the tests' databases
+/// older than [`STALE_AFTER`]. A failure to is only reported: it changes no test's outcome.
+fn drop_stale_databases(admin_url: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let admin_url = admin_url.to_string();
+        std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let swept =
+                runtime.block_on(kit::TempDatabases::drop_stale(&admin_url, &["test", "store_test"], STALE_AFTER));
+            match swept {
+                Ok(0) => {}
+                Ok(n) => eprintln!("dropped {n} test databases older than {} h", STALE_AFTER.as_secs() / 3600),
+                Err(e) => eprintln!("could not drop stale test databases: {e:#}"),
+            }
+        });
+    });
 }
 
 /// The principal of the tests' default clients: every scope.

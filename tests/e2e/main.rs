@@ -30,5 +30,6 @@ mod replica;
 mod retention;
 mod schema_registry;
 mod takeover;
+mod test_databases;
 mod tracing;
 mod transfers;

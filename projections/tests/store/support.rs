@@ -1,6 +1,6 @@
 //! Fresh databases for one test each: a SQLite file, or a database of its own on the
 //! PostgreSQL server `ORDERFLOW_DATABASE_URL` names (left behind for investigating a
-//! failure).
+//! failure; the end-to-end tests drop them once they are six hours old).
 use sqlx::Connection;
 
 /// A new SQLite database file.
