@@ -51,7 +51,8 @@ pub async fn fresh_database() -> String {
 pub const STALE_AFTER: Duration = Duration::from_secs(6 * 3600);
 
 /// Once per run, on a thread of its own (no test waits for it): drops the tests' databases
-/// older than [`STALE_AFTER`]. A failure to is only reported: it changes no test's outcome.
+/// older than [`STALE_AFTER`]. A failure to drop them is only reported: it changes no
+/// test's outcome.
 fn drop_stale_databases(admin_url: &str) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
