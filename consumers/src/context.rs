@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use projections::store::Batches;
+use projections::store::{Batches, StoredPosition};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
@@ -56,12 +56,13 @@ impl MemberContext {
         self.assigned.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Reads the stored offsets for exactly these partitions, retrying while the database
-    /// is unreachable (a member that cannot read its offsets must not consume).
-    fn stored_offsets(&self, partitions: &[i32]) -> Option<Vec<(i32, i64)>> {
+    /// Reads the stored offsets (with the timestamps of the records last applied) for
+    /// exactly these partitions, retrying while the database is unreachable (a member that
+    /// cannot read its offsets must not consume).
+    fn stored_positions(&self, partitions: &[i32]) -> Option<Vec<StoredPosition>> {
         let mut backoff = infra::Backoff::new("Reading the stored offsets");
         loop {
-            match self.runtime.block_on(self.batches.reads().stored_offsets(&self.group, &self.topic, partitions)) {
+            match self.runtime.block_on(self.batches.stored_positions(&self.group, &self.topic, partitions)) {
                 Ok(offsets) => {
                     backoff.succeeded(&self.group);
                     return Some(offsets);
@@ -84,11 +85,13 @@ impl MemberContext {
     /// after a record that is not the one the group applied (another log with the same
     /// offsets). Each is refused loudly and recorded; an operator decides (`orderflow
     /// offsets reset`). The record fingerprints are read with one reader for all partitions.
-    fn refused(&self, stored: &[(i32, i64)], applied: &BTreeMap<i32, i64>) -> BTreeSet<i32> {
+    fn refused(&self, stored: &[StoredPosition]) -> BTreeSet<i32> {
         let mut refused = BTreeSet::new();
         let mut bounds = BTreeMap::new();
         let mut fingerprints = Vec::new();
-        for (partition, offset) in stored {
+        let applied: BTreeMap<i32, i64> =
+            stored.iter().filter_map(|s| Some((s.partition, s.last_timestamp_ms?))).collect();
+        for StoredPosition { partition, offset, .. } in stored {
             let (start, end) = match self.inspector.bounds(&self.topic, *partition) {
                 Ok(b) => b,
                 Err(e) => {
@@ -157,10 +160,9 @@ impl MemberContext {
     /// it must not follow (recorded and logged by [`Self::refused`]).
     pub fn refuse_out_of_range(&self, consumer: &BaseConsumer<Self>) {
         let owned: Vec<i32> = self.owned().into_iter().collect();
-        let Some(stored) = self.stored_offsets(&owned) else { return };
-        let applied = self.applied_timestamps(&owned);
+        let Some(stored) = self.stored_positions(&owned) else { return };
         let mut refused = TopicPartitionList::new();
-        for p in self.refused(&stored, &applied) {
+        for p in self.refused(&stored) {
             refused.add_partition(&self.topic, p);
         }
         if refused.count() > 0 {
@@ -170,34 +172,19 @@ impl MemberContext {
         }
     }
 
-    /// The timestamps of the last records applied (empty when they cannot be read: the
-    /// bounds check still runs).
-    fn applied_timestamps(&self, partitions: &[i32]) -> BTreeMap<i32, i64> {
-        match self.runtime.block_on(self.batches.applied_timestamps(&self.group, &self.topic, partitions)) {
-            Ok(stamps) => stamps,
-            Err(e) => {
-                tracing::warn!(
-                    error = &e as &dyn std::error::Error,
-                    "Cannot read the applied records' timestamps. Lag in time is not shown."
-                );
-                BTreeMap::new()
-            }
-        }
-    }
-
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let offered: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        let Some(stored) = self.stored_offsets(&offered) else { return };
-        let applied = self.applied_timestamps(&offered);
-        let refused = self.refused(&stored, &applied);
+        let Some(stored) = self.stored_positions(&offered) else { return };
+        let refused = self.refused(&stored);
+        let offset_of = |p: i32| stored.iter().find(|s| s.partition == p).map(|s| s.offset);
         // Offsets go into the list *before* the single assign call: seeking right after an
         // assign can fail with a state error.
         let mut accepted = TopicPartitionList::new();
         let mut partitions = Vec::new();
         for p in &offered {
-            let offset = match stored.iter().find(|(sp, _)| sp == p) {
+            let offset = match offset_of(*p) {
                 Some(_) if refused.contains(p) => continue,
-                Some((_, o)) => Offset::Offset(*o),
+                Some(o) => Offset::Offset(o),
                 None => Offset::Beginning,
             };
             if let Err(e) = accepted.add_partition_offset(&self.topic, *p, offset) {
@@ -218,7 +205,7 @@ impl MemberContext {
                 owned.extend(partitions.iter().copied());
                 let mut positioned = self.positioned_at.lock().unwrap_or_else(|e| e.into_inner());
                 for p in &partitions {
-                    positioned.insert(*p, stored.iter().find(|(sp, _)| sp == p).map(|(_, o)| *o));
+                    positioned.insert(*p, offset_of(*p));
                 }
                 tracing::info!(group = %self.group, ?partitions, ?stored, "Partitions assigned.");
                 m::rebalance(&self.group, "assign");

@@ -385,7 +385,9 @@ pub async fn wait_caught_up(store: &projections::store::Store, kafka: &KafkaSett
     if !caught_up.expect("stored offsets") {
         let partitions: Vec<i32> = ends.keys().copied().collect();
         let stored = store.reads().stored_offsets(group, topic, &partitions).await.expect("offsets");
-        panic!("group {group} did not catch up: stored {stored:?}, log ends {ends:?}");
+        // A partition the member refused to follow is never read: say so, it is the likely cause.
+        let refused = store.reads().offset_faults(group, topic, None).await.expect("offset faults");
+        panic!("group {group} did not catch up: stored {stored:?}, log ends {ends:?}, refused partitions {refused:?}");
     }
 }
 

@@ -46,7 +46,7 @@ pub use connection::{Dialect, SessionLimits, Store};
 pub use dead_letters::{DeadLetterRow, DeadLetterSelection, DeadLetterStatus, RetryOutcome};
 pub use error::StoreError;
 pub use generations::LiveProjection;
-pub use offsets::{GroupPartitionOffset, OffsetFault, OffsetMove};
+pub use offsets::{GroupPartitionOffset, OffsetFault, OffsetMove, StoredPosition};
 pub use process::{Adopted, DecisionCount, OrderStatusRow, OutboxRow, Recovered, RelayLease, Restored};
 #[cfg(feature = "test-support")]
 pub use reads::Snapshot;

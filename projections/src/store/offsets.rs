@@ -154,6 +154,16 @@ pub struct OffsetMove {
     pub to: i64,
 }
 
+/// Where a group stands on one partition (see [`Batches::stored_positions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredPosition {
+    pub partition: i32,
+    /// The next offset to apply.
+    pub offset: i64,
+    /// The timestamp of the last record applied (unknown for rows of an earlier release).
+    pub last_timestamp_ms: Option<i64>,
+}
+
 impl Store {
     /// The stored next offsets of a group for the given partitions (absent: never read).
     #[tracing::instrument(skip(self))]
@@ -169,27 +179,35 @@ impl Store {
 }
 
 impl Batches {
-    /// Per partition, the timestamp of the last record `group` applied (where known).
-    pub async fn applied_timestamps(
+    /// Per partition, the stored next offset and the timestamp of the last record `group`
+    /// applied (where known), read in one statement: the two belong to the same commit. A
+    /// member taking a partition over checks the one against the log at the other; read
+    /// apart, the previous owner's last batch could commit between them and pair an old
+    /// offset with a newer timestamp, which looks like another log and refuses the partition.
+    pub async fn stored_positions(
         &self,
         group: &str,
         topic: &str,
         partitions: &[i32],
-    ) -> Result<BTreeMap<i32, i64>, StoreError> {
+    ) -> Result<Vec<StoredPosition>, StoreError> {
         if partitions.is_empty() {
-            return Ok(BTreeMap::new());
+            return Ok(Vec::new());
         }
-        let mut q = Sql::new("SELECT partition_id, last_timestamp_ms FROM consumer_offsets WHERE group_id = ");
+        let mut q =
+            Sql::new("SELECT partition_id, next_offset, last_timestamp_ms FROM consumer_offsets WHERE group_id = ");
         q.bind(group.to_string()).push(" AND topic = ").bind(topic.to_string()).push(" AND partition_id IN ");
         q.list(partitions.iter().map(|p| i64::from(*p)));
+        q.push(" ORDER BY partition_id");
         let rows = q.fetch_all(&self.store.pool).await?;
-        let mut stamps = BTreeMap::new();
-        for row in rows {
-            if let Some(ts) = row.try_get::<Option<i64>, _>("last_timestamp_ms")? {
-                stamps.insert(row.try_get::<i64, _>("partition_id")? as i32, ts);
-            }
-        }
-        Ok(stamps)
+        rows.iter()
+            .map(|row| {
+                Ok(StoredPosition {
+                    partition: row.try_get::<i64, _>("partition_id")? as i32,
+                    offset: row.try_get("next_offset")?,
+                    last_timestamp_ms: row.try_get("last_timestamp_ms")?,
+                })
+            })
+            .collect()
     }
 
     /// Records that `group` refuses to follow its stored offset on `partition`.
