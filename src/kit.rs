@@ -99,11 +99,7 @@ impl TempDatabases {
         .await
         .context("listing stale databases")?;
         for name in &stale {
-            let quoted = name.replace('"', "\"\"");
-            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{quoted}\" WITH (FORCE)"))
-                .execute(&mut admin)
-                .await
-                .with_context(|| format!("dropping database {name}"))?;
+            drop_database(&mut admin, name).await.with_context(|| format!("dropping database {name}"))?;
         }
         Ok(stale.len())
     }
@@ -112,9 +108,15 @@ impl TempDatabases {
         let names = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
         let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await else { return };
         for name in names {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+            let _ = drop_database(&mut admin, &name).await;
         }
     }
+}
+
+/// Drops `name` and ends its sessions (a test may leave a connection behind).
+async fn drop_database(admin: &mut sqlx::PgConnection, name: &str) -> sqlx::Result<()> {
+    let quoted = name.replace('"', "\"\"");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{quoted}\" WITH (FORCE)")).execute(admin).await.map(drop)
 }
 
 /// The end of every partition of `topic` (the high watermark: one past the last record).
