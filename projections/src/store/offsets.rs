@@ -184,6 +184,7 @@ impl Batches {
     /// member taking a partition over checks the one against the log at the other; read
     /// apart, the previous owner's last batch could commit between them and pair an old
     /// offset with a newer timestamp, which looks like another log and refuses the partition.
+    #[tracing::instrument(skip(self))]
     pub async fn stored_positions(
         &self,
         group: &str,
